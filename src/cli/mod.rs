@@ -1,0 +1,56 @@
+//! The command line: one subcommand per role of the binary.
+
+mod image;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "podctl", version, about = "A Kubernetes node built from Linux primitives")]
+pub struct Cli {
+    #[command(flatten)]
+    pub dirs: Dirs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where state lives; every flag may come before or after the subcommand.
+#[derive(Args, Clone)]
+pub struct Dirs {
+    /// Images, pod state and leases
+    #[arg(long, global = true, value_name = "DIR", default_value = "/var/lib/podctl", env = "PODCTL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Runtime state that does not survive a reboot (netns bind mounts, sockets)
+    #[arg(long, global = true, value_name = "DIR", default_value = "/run/podctl", env = "PODCTL_RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Container logs, in the CRI layout
+    #[arg(long, global = true, value_name = "DIR", default_value = "/var/log/pods", env = "PODCTL_LOG_DIR")]
+    pub log_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the local image store
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+impl Cli {
+    pub fn run(self) -> Result<ExitCode> {
+        match self.command {
+            Command::Image(cmd) => cmd.run(&self.dirs),
+        }
+    }
+}
+
+/// podctl creates device nodes, sets ownership and mounts: it runs as root.
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} must run as root");
+    }
+    Ok(())
+}
