@@ -58,7 +58,8 @@ mod tests {
         let n: ImageName = format!("127.0.0.1:5000/app@{d}").parse().unwrap();
         assert_eq!(n.tagged(), None);
         assert_eq!(n.digest(), Some(d.as_str()));
-        assert!("UPPER/case".parse::<ImageName>().is_err());
+        assert!("Busybox".parse::<ImageName>().is_err());
+        assert!("busybox:bad tag".parse::<ImageName>().is_err());
         assert!("".parse::<ImageName>().is_err());
     }
 }

@@ -274,30 +274,31 @@ impl Store {
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let matches: Vec<&Image> =
                 images.iter().filter(|i| i.id.hex().starts_with(hex) || i.manifest_digest.hex() == hex).collect();
-            match matches.len() {
-                0 => {}
-                1 => return Ok(matches[0].clone()),
-                n => {
-                    return Err(Error::Ambiguous { reference: reference.to_string(), matches: n });
-                }
+            // One image ID may have several manifests (a docker-archive import and a pull of
+            // the same image): that is still one image.
+            match matches.first() {
+                None => {}
+                Some(first) if matches.iter().all(|i| i.id == first.id) => return Ok((*first).clone()),
+                Some(_) => return Err(Error::Ambiguous { reference: reference.to_string(), matches: matches.len() }),
             }
         }
         Err(Error::NotFound(reference.to_string()))
     }
 
-    /// Removes a name, or, given an ID, the image with all its names; then frees the blobs
-    /// and snapshots that no image uses any more.
+    /// Removes a name, or, given an ID, the image with all its names (every manifest with
+    /// that config); then frees the blobs and snapshots that no image uses any more.
     pub fn remove(&self, reference: &str) -> Result<Removed> {
         let image = self.resolve(reference)?;
         let by_name = reference.parse::<ImageName>().ok().and_then(|n| n.tagged()).filter(|n| image.names.contains(n));
-        let untagged = match by_name {
-            Some(name) => vec![name],
-            None => image.names.clone(),
+        let (untagged, manifests): (Vec<String>, Vec<Digest>) = match by_name {
+            Some(name) => (vec![name], vec![]),
+            None => {
+                let same_id: Vec<Image> = self.images()?.into_iter().filter(|i| i.id == image.id).collect();
+                (same_id.iter().flat_map(|i| i.names.clone()).collect(), same_id.into_iter().map(|i| i.manifest_digest).collect())
+            }
         };
         self.update_index(|index| {
-            index.manifests.retain(|e| {
-                e.digest != image.manifest_digest || e.name().is_some_and(|n| !untagged.iter().any(|u| u == n))
-            })
+            index.manifests.retain(|e| !manifests.contains(&e.digest) && !e.name().is_some_and(|n| untagged.iter().any(|u| u == n)))
         })?;
         let _exclusive = Lock::exclusive(&self.root.join("gc.lock"))?;
         let mut removed = self.collect_garbage()?;

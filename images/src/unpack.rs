@@ -292,15 +292,17 @@ impl Unpacker {
                 })
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let file_type = match kind {
-                    EntryType::Char => libc::S_IFCHR,
-                    EntryType::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
+                let (file_type, dev) = match kind {
+                    EntryType::Fifo => (libc::S_IFIFO, 0),
+                    _ => {
+                        let header = entry.header();
+                        let major = header.device_major().map_err(|e| format!("device major: {e}"))?.unwrap_or(0);
+                        let minor = header.device_minor().map_err(|e| format!("device minor: {e}"))?.unwrap_or(0);
+                        let file_type = if kind == EntryType::Char { libc::S_IFCHR } else { libc::S_IFBLK };
+                        (file_type, libc::makedev(major, minor))
+                    }
                 };
-                let header = entry.header();
-                let major = header.device_major().map_err(|e| e.to_string())?.unwrap_or(0);
-                let minor = header.device_minor().map_err(|e| e.to_string())?.unwrap_or(0);
-                sys::mknodat(parent, name, file_type, libc::makedev(major, minor)).map_err(exists_is_duplicate)?;
+                sys::mknodat(parent, name, file_type, dev).map_err(exists_is_duplicate)?;
                 self.set_meta(parent, Some(name), &meta, true)
             }
             other => Err(format!("unsupported tar entry type {:?}", other.as_byte() as char)),
