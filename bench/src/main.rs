@@ -1,0 +1,201 @@
+//! podctl's benchmarks (see bench/run). Each figure is one line
+//! `BENCH <name> <value> <unit>`; where an issue names a peer, the peer runs in the same
+//! process run, alternating with ours, and both medians and their ratio are printed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use images::Store;
+use testkit::registry::Registry;
+use testkit::{Layer, TarBuilder, TestImage};
+
+const RUNS: usize = 5;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut podctl = PathBuf::from("target/release/podctl");
+    let mut groups = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--podctl" => podctl = PathBuf::from(args.next().expect("--podctl PATH")),
+            group => groups.push(group.to_string()),
+        }
+    }
+    if groups.is_empty() {
+        groups.push("images".into());
+    }
+    let podctl = fs::canonicalize(&podctl).expect("podctl binary");
+    for group in groups {
+        match group.as_str() {
+            "images" => {
+                unpack_vs_tar();
+                pull_vs_skopeo(&podctl);
+            }
+            other => {
+                eprintln!("podctl-bench: unknown group {other:?} (groups: images)");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+fn report(name: &str, value: f64, unit: &str) {
+    println!("BENCH {name} {value:.3} {unit}");
+    let _ = std::io::stdout().flush();
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Times `ours` and `peer` alternately, `RUNS` times each, after `prepare` (untimed, with
+/// the page cache's dirty data flushed so one run's writeback does not land in the next).
+fn alternate(prepare: &mut dyn FnMut(), ours: &mut dyn FnMut(), peer: &mut dyn FnMut()) -> (f64, f64) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        a.push(timed(prepare, ours));
+        b.push(timed(prepare, peer));
+    }
+    (median(a), median(b))
+}
+
+fn timed(prepare: &mut dyn FnMut(), run: &mut dyn FnMut()) -> f64 {
+    prepare();
+    sync();
+    let start = Instant::now();
+    run();
+    start.elapsed().as_secs_f64()
+}
+
+fn sync() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.stdout(Stdio::null()).output().expect("command runs");
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A small deterministic generator, so every run unpacks the same bytes.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `len` bytes: text-like (compressible) or random (not).
+    fn bytes(&mut self, len: usize, text: bool) -> Vec<u8> {
+        const WORDS: [&[u8]; 8] = [b"pod ", b"node ", b"image ", b"layer ", b"kernel ", b"cgroup\n", b"mount ", b"netns "];
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            let r = self.next();
+            if text {
+                out.extend_from_slice(WORDS[(r % 8) as usize]);
+            } else {
+                out.extend_from_slice(&r.to_le_bytes());
+            }
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// About `total` bytes of files as a real image has them: many small text files in nested
+/// directories, some binaries, a few large files, symlinks and hardlinks.
+fn mixed_tar(total: usize, seed: u64) -> Vec<u8> {
+    let mut noise = Noise(seed);
+    let mut tar = TarBuilder::new();
+    let mut written = 0;
+    let mut n = 0;
+    while written < total {
+        let dir = format!("usr/lib/pkg{}/sub{}/", n / 200, (n / 20) % 10);
+        if n % 20 == 0 {
+            tar.dir(&dir, 0o755);
+        }
+        let (len, text) = match n % 100 {
+            0 => (4_000_000 + (noise.next() % 4_000_000) as usize, false),
+            1..=9 => (100_000 + (noise.next() % 400_000) as usize, false),
+            _ => (500 + (noise.next() % 12_000) as usize, true),
+        };
+        let name = format!("{dir}file{n}");
+        tar.file(&name, 0o644, &noise.bytes(len, text));
+        if n % 50 == 0 {
+            tar.symlink(&format!("{dir}link{n}"), &format!("file{n}"));
+            tar.hardlink(&format!("{dir}hard{n}"), &name);
+        }
+        written += len;
+        n += 1;
+    }
+    tar.finish()
+}
+
+/// `unpack_vs_tar`: one ~200 MB gzip layer unpacked into a snapshot by the store (through
+/// `Store::lower_dirs`, the path a container start takes) beside `tar -xzf` of the same file.
+fn unpack_vs_tar() {
+    let work = testkit::temp_dir();
+    let layer = Layer::gzip(mixed_tar(200_000_000, 0x9e37_79b9_7f4a_7c15));
+    let gz = work.path().join("layer.tar.gz");
+    fs::write(&gz, &layer.blob).unwrap();
+    let image = TestImage::new(vec![layer], &["sh"]);
+    let layout = work.path().join("layout");
+    image.write_oci_layout(&layout, None);
+    let store = Store::open(&work.path().join("data")).unwrap();
+    let imported = store.import(&layout, Some("bench/unpack:1")).unwrap().remove(0);
+    let snapshot = store.lower_dirs(&imported).unwrap().remove(0);
+    let tar_out = work.path().join("tar-out");
+
+    let (ours, peer) = alternate(
+        &mut || {
+            let _ = fs::remove_dir_all(&snapshot);
+            let _ = fs::remove_dir_all(&tar_out);
+            fs::create_dir(&tar_out).unwrap();
+        },
+        &mut || {
+            store.lower_dirs(&imported).unwrap();
+        },
+        &mut || run(Command::new("tar").arg("-xzf").arg(&gz).arg("-C").arg(&tar_out)),
+    );
+    report("unpack_podctl", ours, "s");
+    report("unpack_tar", peer, "s");
+    report("unpack_vs_tar", ours / peer, "ratio");
+}
+
+/// `pull_vs_skopeo`: `podctl image pull` of a 4-layer image from a loopback registry (into
+/// an empty store, unpacking included) beside `skopeo copy` of it to an OCI directory.
+fn pull_vs_skopeo(podctl: &Path) {
+    let work = testkit::temp_dir();
+    let layers = (0..4).map(|i| Layer::gzip(mixed_tar(40_000_000, 0x1234_5678 + i))).collect();
+    let image = TestImage::new(layers, &["sh"]);
+    let layout = work.path().join("layout");
+    image.write_oci_layout(&layout, None);
+    let registry = Registry::start();
+    registry.push(&layout, "bench/pull:1");
+    let reference = format!("{}/bench/pull:1", registry.addr);
+    let (data, oci) = (work.path().join("data"), work.path().join("skopeo-out"));
+
+    let (ours, peer) = alternate(
+        &mut || {
+            let _ = fs::remove_dir_all(&data);
+            let _ = fs::remove_dir_all(&oci);
+        },
+        &mut || run(Command::new(podctl).arg("--data-dir").arg(&data).args(["image", "pull", "--insecure", &reference])),
+        &mut || {
+            run(Command::new("skopeo")
+                .args(["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false"])
+                .arg(format!("docker://{reference}"))
+                .arg(format!("oci:{}", oci.display())))
+        },
+    );
+    report("pull_podctl", ours, "s");
+    report("pull_skopeo", peer, "s");
+    report("pull_vs_skopeo", ours / peer, "ratio");
+}
