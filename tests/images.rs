@@ -131,6 +131,17 @@ fn three_formats_give_one_image_id() {
         assert_eq!(out.trim(), format!("imported {name} {}", image.id()));
         assert_eq!(node.inspect(name)["Id"], image.id());
     }
+    // `docker save | gzip` imports too.
+    let gzipped = node.dir.path().join("busybox-docker.tar.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c {} > {}", docker_archive.display(), gzipped.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = node.ok(&["image", "import", "--name", "busybox:gz", gzipped.to_str().unwrap()]);
+    assert!(out.contains(&image.id()), "{out}");
+    assert_eq!(node.list("ingest"), Vec::<String>::new(), "the inflated copy is removed");
     assert_eq!(node.ok(&["image", "ls", "-q", "--no-trunc"]).lines().collect::<Vec<_>>().len(), 2);
     assert_eq!(node.inspect("busybox:docker")["Id"], image.id());
     assert_eq!(node.inspect(&image.id()[7..19])["Id"], image.id());
@@ -144,11 +155,8 @@ fn three_formats_give_one_image_id() {
 fn global_flags_go_before_or_after_the_subcommand() {
     let node = Node::new();
     let data = node.data_dir();
-    let out = Command::new(env!("CARGO_BIN_EXE_podctl"))
-        .args(["image", "ls", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_podctl")).args(["image", "ls", "--data-dir"]).arg(&data).output().unwrap();
     assert!(out.status.success());
     assert!(data.join("images/index.json").exists());
     for args in [&["--help"][..], &["image", "--help"], &["image", "import", "--help"], &["image", "pull", "--help"]] {
@@ -182,7 +190,11 @@ fn snapshots_are_overlay_lower_dirs_with_whiteouts() {
     assert!(!rootfs.join("etc/motd").exists(), "whiteout hides etc/motd");
     assert!(!rootfs.join("opt/old/hidden").exists(), "opaque dir hides the lower opt/old");
     assert_eq!(fs::read_to_string(rootfs.join("opt/old/visible")).unwrap(), "from layer 2\n");
-    let out = Command::new("chroot").arg(rootfs).args(["/bin/sh", "-c", "cat /etc/podctl-release; ls /opt/old"]).output().unwrap();
+    let out = Command::new("chroot")
+        .arg(rootfs)
+        .args(["/bin/sh", "-c", "cat /etc/podctl-release; ls /opt/old"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "podctl test image\nvisible\n");
 }
 
@@ -238,6 +250,7 @@ fn pull_from_a_loopback_registry_matches_skopeo() {
 
     let out = node.ok(&["image", "pull", "--insecure", &reference]);
     assert!(out.contains(&image.id()), "{out}");
+    assert_eq!(node.list("snapshots").len(), 2, "unpacked while downloading");
     let inspect = node.inspect(&reference);
     assert_eq!(inspect["Id"], image.id());
     let skopeo = Command::new("skopeo")
@@ -256,6 +269,41 @@ fn pull_from_a_loopback_registry_matches_skopeo() {
 
     let missing = node.fails(&["image", "pull", "--insecure", &format!("{}/team/nothing:1", registry.addr)]);
     assert!(missing.contains("team/nothing"), "{missing}");
+}
+
+#[test]
+fn pull_without_unpack_unpacks_on_first_use() {
+    let node = Node::new();
+    let image = busybox_image();
+    let registry = Registry::start();
+    registry.push(&node.write_layout(&image, "layout"), "lazy:1");
+    let reference = format!("{}/lazy:1", registry.addr);
+    node.ok(&["image", "pull", "--insecure", "--no-unpack", &reference]);
+    assert_eq!(node.list("snapshots"), Vec::<String>::new());
+    assert_eq!(node.list("blobs/sha256").len(), 4);
+
+    let store = images::Store::open(&node.data_dir()).unwrap();
+    let lower = store.lower_dirs(&store.resolve(&reference).unwrap()).unwrap();
+    assert_eq!(lower, lower_dirs(&node.inspect(&reference)));
+    assert!(lower[1].join("bin/busybox").is_file() && lower[0].join("etc/podctl-release").is_file());
+}
+
+#[test]
+fn pull_refuses_a_hostile_layer_and_keeps_nothing() {
+    let node = Node::new();
+    let target = outside_target("pull");
+    let name = format!("../../../../../../../..{}", target.display());
+    let layer = Layer::gzip(TarBuilder::new().file("fine", 0o644, b"ok").file(&name, 0o644, b"pwned").finish());
+    let image = TestImage::new(vec![layer.clone()], &["sh"]);
+    let registry = Registry::start();
+    registry.push(&node.write_layout(&image, "layout"), "hostile:1");
+    let err = node.fails(&["image", "pull", "--insecure", &format!("{}/hostile:1", registry.addr)]);
+    assert!(
+        err.contains(&layer.digest()) && err.contains(&format!("entry {name:?}")) && err.contains("path contains .."),
+        "{err}"
+    );
+    node.assert_empty_store();
+    assert!(!target.exists());
 }
 
 #[test]
@@ -374,7 +422,8 @@ fn rm_frees_only_what_no_other_image_uses() {
 fn assert_hostile(layer: Layer, entry: Option<&str>, reason: &str, outside: Option<&Path>) {
     let node = Node::new();
     let image = TestImage::new(vec![layer.clone()], &["sh"]);
-    let err = node.fails(&["image", "import", "--name", "hostile:1", node.write_layout(&image, "layout").to_str().unwrap()]);
+    let err =
+        node.fails(&["image", "import", "--name", "hostile:1", node.write_layout(&image, "layout").to_str().unwrap()]);
     assert!(err.contains("image docker.io/library/hostile:1"), "names the image: {err}");
     assert!(err.contains(&layer.digest()), "names the layer: {err}");
     if let Some(entry) = entry {
@@ -411,10 +460,24 @@ fn hostile_absolute_entry() {
 #[test]
 fn hostile_symlink_then_write_through_it() {
     let dir = temp_dir();
-    let layer = TarBuilder::new().symlink("escape", &dir.path().display().to_string()).file("escape/pwned", 0o644, b"x").finish();
-    assert_hostile(Layer::gzip(layer), Some("escape/pwned"), "leads outside the layer", Some(&dir.path().join("pwned")));
-    let layer = TarBuilder::new().symlink("up", "../../../../../../../../tmp").file("up/pwned-rel", 0o644, b"x").finish();
-    assert_hostile(Layer::gzip(layer), Some("up/pwned-rel"), "leads outside the layer", Some(Path::new("/tmp/pwned-rel")));
+    let layer = TarBuilder::new()
+        .symlink("escape", &dir.path().display().to_string())
+        .file("escape/pwned", 0o644, b"x")
+        .finish();
+    assert_hostile(
+        Layer::gzip(layer),
+        Some("escape/pwned"),
+        "leads outside the layer",
+        Some(&dir.path().join("pwned")),
+    );
+    let layer =
+        TarBuilder::new().symlink("up", "../../../../../../../../tmp").file("up/pwned-rel", 0o644, b"x").finish();
+    assert_hostile(
+        Layer::gzip(layer),
+        Some("up/pwned-rel"),
+        "leads outside the layer",
+        Some(Path::new("/tmp/pwned-rel")),
+    );
 }
 
 #[test]
@@ -442,7 +505,8 @@ fn hostile_malformed_entry() {
     assert_hostile(Layer::plain(layer), None, "malformed tar header (after entry \"first\")", None);
     let layer = TarBuilder::new().entry("weird", tar::EntryType::new(b'Z'), 0o644, &[], None).finish();
     assert_hostile(Layer::plain(layer), Some("weird"), "unsupported tar entry type", None);
-    let layer = TarBuilder::new().pax(&[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")]).file("f", 0o644, b"").finish();
+    let layer =
+        TarBuilder::new().pax(&[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")]).file("f", 0o644, b"").finish();
     assert_hostile(Layer::plain(layer), Some("f"), "reserved for overlayfs", None);
 }
 

@@ -52,15 +52,17 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// Times `ours` and `peer` alternately, `RUNS` times each, after `prepare` (untimed, with
-/// the page cache's dirty data flushed so one run's writeback does not land in the next).
-fn alternate(prepare: &mut dyn FnMut(), ours: &mut dyn FnMut(), peer: &mut dyn FnMut()) -> (f64, f64) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+/// Times each contender in turn, `RUNS` rounds, after `prepare` (untimed, with the page
+/// cache's dirty data flushed so one run's writeback does not land in the next); returns
+/// each one's median.
+fn alternate(prepare: &mut dyn FnMut(), contenders: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let mut samples = vec![Vec::new(); contenders.len()];
     for _ in 0..RUNS {
-        a.push(timed(prepare, ours));
-        b.push(timed(prepare, peer));
+        for (run, samples) in contenders.iter_mut().zip(&mut samples) {
+            samples.push(timed(prepare, *run));
+        }
     }
-    (median(a), median(b))
+    samples.into_iter().map(median).collect()
 }
 
 fn timed(prepare: &mut dyn FnMut(), run: &mut dyn FnMut()) -> f64 {
@@ -94,7 +96,8 @@ impl Noise {
 
     /// `len` bytes: text-like (compressible) or random (not).
     fn bytes(&mut self, len: usize, text: bool) -> Vec<u8> {
-        const WORDS: [&[u8]; 8] = [b"pod ", b"node ", b"image ", b"layer ", b"kernel ", b"cgroup\n", b"mount ", b"netns "];
+        const WORDS: [&[u8]; 8] =
+            [b"pod ", b"node ", b"image ", b"layer ", b"kernel ", b"cgroup\n", b"mount ", b"netns "];
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {
             let r = self.next();
@@ -153,24 +156,29 @@ fn unpack_vs_tar() {
     let snapshot = store.lower_dirs(&imported).unwrap().remove(0);
     let tar_out = work.path().join("tar-out");
 
-    let (ours, peer) = alternate(
+    let medians = alternate(
         &mut || {
             let _ = fs::remove_dir_all(&snapshot);
             let _ = fs::remove_dir_all(&tar_out);
             fs::create_dir(&tar_out).unwrap();
         },
-        &mut || {
-            store.lower_dirs(&imported).unwrap();
-        },
-        &mut || run(Command::new("tar").arg("-xzf").arg(&gz).arg("-C").arg(&tar_out)),
+        &mut [
+            &mut || {
+                store.lower_dirs(&imported).unwrap();
+            },
+            &mut || run(Command::new("tar").arg("-xzf").arg(&gz).arg("-C").arg(&tar_out)),
+        ],
     );
+    let (ours, peer) = (medians[0], medians[1]);
     report("unpack_podctl", ours, "s");
     report("unpack_tar", peer, "s");
     report("unpack_vs_tar", ours / peer, "ratio");
 }
 
-/// `pull_vs_skopeo`: `podctl image pull` of a 4-layer image from a loopback registry (into
-/// an empty store, unpacking included) beside `skopeo copy` of it to an OCI directory.
+/// `pull_vs_skopeo`: `podctl image pull --no-unpack` of a 4-layer image from a loopback
+/// registry into an empty store (fetch, verify, store: what skopeo does) beside `skopeo copy`
+/// of it to an OCI directory. `pull_unpack_vs_skopeo`: the default pull, which also unpacks
+/// every layer into its snapshot while downloading.
 fn pull_vs_skopeo(podctl: &Path) {
     let work = testkit::temp_dir();
     let layers = (0..4).map(|i| Layer::gzip(mixed_tar(40_000_000, 0x1234_5678 + i))).collect();
@@ -181,21 +189,30 @@ fn pull_vs_skopeo(podctl: &Path) {
     registry.push(&layout, "bench/pull:1");
     let reference = format!("{}/bench/pull:1", registry.addr);
     let (data, oci) = (work.path().join("data"), work.path().join("skopeo-out"));
+    let pull = |extra: &[&str]| {
+        run(Command::new(podctl)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["image", "pull", "--insecure", &reference])
+            .args(extra))
+    };
 
-    let (ours, peer) = alternate(
+    let medians = alternate(
         &mut || {
             let _ = fs::remove_dir_all(&data);
             let _ = fs::remove_dir_all(&oci);
         },
-        &mut || run(Command::new(podctl).arg("--data-dir").arg(&data).args(["image", "pull", "--insecure", &reference])),
-        &mut || {
+        &mut [&mut || pull(&["--no-unpack"]), &mut || pull(&[]), &mut || {
             run(Command::new("skopeo")
                 .args(["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false"])
                 .arg(format!("docker://{reference}"))
                 .arg(format!("oci:{}", oci.display())))
-        },
+        }],
     );
-    report("pull_podctl", ours, "s");
-    report("pull_skopeo", peer, "s");
-    report("pull_vs_skopeo", ours / peer, "ratio");
+    let (fetch, unpack, skopeo) = (medians[0], medians[1], medians[2]);
+    report("pull_podctl", fetch, "s");
+    report("pull_unpack_podctl", unpack, "s");
+    report("pull_skopeo", skopeo, "s");
+    report("pull_vs_skopeo", fetch / skopeo, "ratio");
+    report("pull_unpack_vs_skopeo", unpack / skopeo, "ratio");
 }

@@ -43,6 +43,7 @@ impl Source {
             io::copy(&mut flate2::read::MultiGzDecoder::new(BufReader::new(file)), &mut out).map_err(|e| {
                 Error::UnknownFormat { path: path.to_path_buf(), reason: format!("bad gzip stream: {e}") }
             })?;
+            out.seek(SeekFrom::Start(0)).map_err(Error::io(format!("read {}", scratch.display())))?;
             file = out;
         }
         let files = index_tar(&mut file).map_err(|e| Error::UnknownFormat {
@@ -75,7 +76,7 @@ impl Source {
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                     Err(Error::malformed(context(), "path leaves the layout through a symlink"))
                 }
-                Err(e) => Err(Error::Io { context: context(), source: e }),
+                Err(e) => Err(Error::Io { context: context(), error: e }),
             },
             SourceKind::Tar { file, files } => match files.get(&clean) {
                 Some(&(offset, size)) => {

@@ -5,8 +5,9 @@ use crate::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{context}: {source}")]
-    Io { context: String, source: io::Error },
+    /// The I/O error is part of the message, not a separate source, so it is printed once.
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
 
     #[error("invalid digest {digest:?}: {reason}")]
     InvalidDigest { digest: String, reason: String },
@@ -51,7 +52,7 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
         let context = context.into();
-        move |source| Error::Io { context, source }
+        move |error| Error::Io { context, error }
     }
 
     pub(crate) fn malformed(what: impl Into<String>, reason: impl ToString) -> Error {

@@ -65,13 +65,15 @@ impl Store {
             }
             found[0].names = vec![name];
         }
-        found.into_iter().map(|f| self.complete(f.manifest, f.names)).collect()
+        found.into_iter().map(|f| self.complete(f.manifest, f.names, true)).collect()
     }
 
-    /// Unpacks a stored image and only then points its names at it.
-    pub(crate) fn complete(&self, manifest: Digest, names: Vec<String>) -> Result<Image> {
+    /// Unpacks a stored image (if asked) and only then points its names at it.
+    pub(crate) fn complete(&self, manifest: Digest, names: Vec<String>, unpack: bool) -> Result<Image> {
         let image = self.load_image(&manifest, names.clone())?;
-        self.unpack(&image)?;
+        if unpack {
+            self.unpack(&image)?;
+        }
         self.record(&image, &names)?;
         Ok(image)
     }

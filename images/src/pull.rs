@@ -1,16 +1,19 @@
 //! `podctl image pull`: the Distribution API v2, through `oci-client` (which answers the
 //! `WWW-Authenticate` challenges: bearer tokens and basic auth).
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use bytes::Bytes;
 
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use oci_spec::image::{ImageIndex, ImageManifest};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::store::MAX_JSON_BLOB;
-use crate::{Digest, Error, Image, ImageName, Platform, RegistryCredentials, Result, Store};
+use crate::{Digest, Error, Image, ImageName, Platform, RegistryCredentials, Result, Store, unpack};
 
 /// Layers downloaded at once, as docker and containerd do by default.
 const CONCURRENT_LAYERS: usize = 3;
@@ -27,6 +30,9 @@ pub struct PullOptions {
     pub insecure: bool,
     pub credentials: RegistryCredentials,
     pub platform: Platform,
+    /// Unpack layers into snapshots while they download. Without it, a layer is unpacked
+    /// when a container first needs it ([`Store::lower_dirs`]).
+    pub unpack: bool,
 }
 
 /// Told about each layer's download; the CLI draws progress bars with it.
@@ -78,16 +84,17 @@ impl Store {
             let platform_ref = reference.clone_with_digest(index.manifests()[chosen].digest().to_string());
             (bytes, digest) = self.fetch_manifest(&client, &platform_ref, &auth, name).await?;
         }
-        let what = format!("image {name}: manifest");
-        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, e))?;
+        let manifest_what = format!("image {name}: manifest");
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&manifest_what, e))?;
         if manifest.schema_version() != 2 {
-            return Err(Error::malformed(&what, "only schema version 2 manifests are supported"));
+            return Err(Error::malformed(&manifest_what, "only schema version 2 manifests are supported"));
         }
 
         let config = manifest.config();
         let config_digest: Digest = config.digest().to_string().parse()?;
+        let what = format!("image {name}: config");
         if !self.has_blob(&config_digest) {
-            let what = format!("image {name}: config");
             if config.size() > MAX_JSON_BLOB {
                 return Err(Error::malformed(&what, format!("{} bytes is larger than {MAX_JSON_BLOB}", config.size())));
             }
@@ -95,17 +102,28 @@ impl Store {
             client.pull_blob(reference, config_digest.as_str(), &mut buf).await.map_err(registry_error)?;
             self.write_blob(&buf, Some((&config_digest, config.size())), &what)?;
         }
+        let image_config: ImageConfiguration = serde_json::from_slice(&self.read_json_blob(&config_digest, &what)?)
+            .map_err(|e| Error::malformed(&what, e))?;
+        let diff_ids = image_config.rootfs().diff_ids();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(Error::malformed(&what, "the config's diff IDs do not match the manifest's layers"));
+        }
+        let layers: Vec<(&Descriptor, Digest)> =
+            manifest.layers().iter().zip(diff_ids).map(|(l, d)| Ok((l, d.parse()?))).collect::<Result<_>>()?;
 
-        futures_util::stream::iter(manifest.layers())
-            .map(|layer| self.fetch_layer(&client, reference, layer, name, progress))
+        futures_util::stream::iter(layers)
+            .map(|(layer, diff_id)| {
+                let unpack_to = options.unpack.then(|| self.snapshot_dir(&diff_id)).filter(|dir| !dir.exists());
+                self.fetch_layer(&client, reference, layer, diff_id, unpack_to, name, progress)
+            })
             .buffer_unordered(CONCURRENT_LAYERS)
             .try_collect::<Vec<()>>()
             .await?;
 
         // Only now, with every blob present, does the manifest enter the store.
-        self.write_blob(&bytes, Some((&digest, bytes.len() as u64)), &what)?;
+        self.write_blob(&bytes, Some((&digest, bytes.len() as u64)), &manifest_what)?;
         let names = name.tagged().into_iter().collect();
-        self.complete(digest, names)
+        self.complete(digest, names, options.unpack)
     }
 
     async fn fetch_manifest(
@@ -123,23 +141,28 @@ impl Store {
             return Err(Error::malformed(format!("image {name}: manifest"), "too large"));
         }
         let digest = Digest::of(&bytes);
-        if let Some(expected) = reference.digest() {
-            if expected != digest.as_str() {
-                return Err(Error::DigestMismatch {
-                    what: format!("image {name}: manifest"),
-                    expected: expected.parse()?,
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = reference.digest()
+            && expected != digest.as_str()
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("image {name}: manifest"),
+                expected: expected.parse()?,
+                actual: digest,
+            });
         }
         Ok((bytes.to_vec(), digest))
     }
 
+    /// Downloads a layer into its blob and, given `unpack_to`, unpacks it there at the same
+    /// time: the unpacker reads the same bytes as they arrive.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_layer(
         &self,
         client: &Client,
         reference: &Reference,
-        layer: &oci_spec::image::Descriptor,
+        layer: &Descriptor,
+        diff_id: Digest,
+        unpack_to: Option<PathBuf>,
         name: &ImageName,
         progress: &dyn PullProgress,
     ) -> Result<()> {
@@ -150,26 +173,69 @@ impl Store {
         }
         let what = format!("image {name}: layer {digest}");
         progress.layer_started(&digest, layer.size());
-        let registry_error = |e: oci_client::errors::OciDistributionError| Error::Registry {
+        let registry_error = |e: &dyn std::fmt::Display| Error::Registry {
             reference: name.to_string(),
             reason: format!("layer {digest}: {e}"),
         };
-        let mut stream = client.pull_blob_stream(reference, digest.as_str()).await.map_err(registry_error)?;
+        let mut stream = client.pull_blob_stream(reference, digest.as_str()).await.map_err(|e| registry_error(&e))?;
         let mut writer = self.blob_writer(&what)?;
+        let (mut feed, unpacker) = match unpack_to {
+            None => (None, None),
+            Some(target) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(32);
+                let unpack =
+                    move || unpack::unpack_layer(ChannelReader { rx, current: Bytes::new() }, &diff_id, &target);
+                (Some(tx), Some(tokio::task::spawn_blocking(unpack)))
+            }
+        };
         let mut written = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|e| Error::Registry { reference: name.to_string(), reason: format!("layer {digest}: {e}") })?;
+            let chunk = chunk.map_err(|e| registry_error(&e))?;
             written += chunk.len() as u64;
             if written > layer.size() {
                 return Err(Error::SizeMismatch { what, expected: layer.size(), actual: written });
             }
             writer.write_all(&chunk).map_err(Error::io(format!("{what}: write")))?;
             progress.layer_advanced(&digest, chunk.len() as u64);
+            if let Some(tx) = &feed
+                && tx.send(chunk).await.is_err()
+            {
+                // The unpacker stopped; it reports why below.
+                feed = None;
+            }
         }
-        writer.commit(Some((&digest, layer.size())))?;
+        drop(feed);
+        let committed = writer.commit(Some((&digest, layer.size())));
+        let unpacked = match unpacker {
+            Some(handle) => {
+                handle.await.expect("unpacker does not panic").map_err(|e| e.into_error(&name.to_string(), &digest))
+            }
+            None => Ok(()),
+        };
+        committed?;
+        unpacked?;
         progress.layer_finished(&digest, false);
         Ok(())
+    }
+}
+
+/// Reads the chunks a download hands over; ends when the sender is dropped.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(next) => self.current = next,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }
 

@@ -135,7 +135,7 @@ impl Store {
     pub(crate) fn open_blob(&self, digest: &Digest, what: &str) -> Result<File> {
         File::open(self.blob_path(digest)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::MissingBlob { what: what.to_string(), digest: digest.clone() },
-            _ => Error::Io { context: format!("{what}: open blob {digest}"), source: e },
+            _ => Error::Io { context: format!("{what}: open blob {digest}"), error: e },
         })
     }
 
@@ -294,11 +294,16 @@ impl Store {
             Some(name) => (vec![name], vec![]),
             None => {
                 let same_id: Vec<Image> = self.images()?.into_iter().filter(|i| i.id == image.id).collect();
-                (same_id.iter().flat_map(|i| i.names.clone()).collect(), same_id.into_iter().map(|i| i.manifest_digest).collect())
+                (
+                    same_id.iter().flat_map(|i| i.names.clone()).collect(),
+                    same_id.into_iter().map(|i| i.manifest_digest).collect(),
+                )
             }
         };
         self.update_index(|index| {
-            index.manifests.retain(|e| !manifests.contains(&e.digest) && !e.name().is_some_and(|n| untagged.iter().any(|u| u == n)))
+            index.manifests.retain(|e| {
+                !manifests.contains(&e.digest) && !e.name().is_some_and(|n| untagged.iter().any(|u| u == n))
+            })
         })?;
         let _exclusive = Lock::exclusive(&self.root.join("gc.lock"))?;
         let mut removed = self.collect_garbage()?;
@@ -348,10 +353,10 @@ impl Store {
     /// collection will).
     pub(crate) fn collect_garbage_if_idle(&self, writer: Lock) {
         drop(writer);
-        if let Ok(Some(_exclusive)) = Lock::try_exclusive(&self.root.join("gc.lock")) {
-            if let Err(e) = self.collect_garbage() {
-                tracing::warn!("cleaning up after a failed import: {e}");
-            }
+        if let Ok(Some(_exclusive)) = Lock::try_exclusive(&self.root.join("gc.lock"))
+            && let Err(e) = self.collect_garbage()
+        {
+            tracing::warn!("cleaning up after a failed import: {e}");
         }
     }
 
@@ -367,7 +372,7 @@ impl Store {
                 continue;
             }
             let blob = self.open_blob(&layer, &format!("image {}: layer", image.display_name()))?;
-            unpack::unpack_layer(blob, &diff_id, &target).map_err(|e| e.into_error(image, &layer))?;
+            unpack::unpack_layer(blob, &diff_id, &target).map_err(|e| e.into_error(&image.display_name(), &layer))?;
         }
         Ok(())
     }
@@ -506,7 +511,7 @@ impl Lock {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => return Ok(None),
                 _ => {
-                    return Err(Error::Io { context: format!("lock {}", path.display()), source: e });
+                    return Err(Error::Io { context: format!("lock {}", path.display()), error: e });
                 }
             }
         }

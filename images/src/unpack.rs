@@ -27,7 +27,7 @@ use tar::{EntryType, Header};
 
 use crate::digest::Hasher;
 use crate::sys;
-use crate::{Digest, Error, Image};
+use crate::{Digest, Error};
 
 const CHUNK: usize = 128 << 10;
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -46,16 +46,16 @@ impl LayerError {
         LayerError { entry: entry.map(String::from), reason: reason.to_string() }
     }
 
-    pub(crate) fn into_error(self, image: &Image, layer: &Digest) -> Error {
-        Error::Layer { image: image.display_name(), layer: layer.clone(), entry: self.entry, reason: self.reason }
+    pub(crate) fn into_error(self, image: &str, layer: &Digest) -> Error {
+        Error::Layer { image: image.to_string(), layer: layer.clone(), entry: self.entry, reason: self.reason }
     }
 }
 
 type LayerResult<T> = Result<T, LayerError>;
 
-/// Unpacks the (gzip, zstd or uncompressed) tar in `blob` into `target`, which must not
-/// exist yet, checking that the uncompressed stream has digest `diff_id`.
-pub(crate) fn unpack_layer(blob: File, diff_id: &Digest, target: &Path) -> LayerResult<()> {
+/// Unpacks the (gzip, zstd or uncompressed) tar read from `blob` into `target`, which must
+/// not exist yet, checking that the uncompressed stream has digest `diff_id`.
+pub(crate) fn unpack_layer(blob: impl Read + Send + 'static, diff_id: &Digest, target: &Path) -> LayerResult<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = format!(".tmp-{}-{}-{}", diff_id.short(), std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
     let tmp = target.with_file_name(name);
@@ -75,7 +75,7 @@ pub(crate) fn unpack_layer(blob: File, diff_id: &Digest, target: &Path) -> Layer
     }
 }
 
-fn unpack_into(blob: File, diff_id: &Digest, dir: &Path) -> LayerResult<()> {
+fn unpack_into(blob: impl Read + Send + 'static, diff_id: &Digest, dir: &Path) -> LayerResult<()> {
     let root: OwnedFd = File::open(dir).map_err(|e| LayerError::new(None, e))?.into();
     let (chunks, chunk_rx) = sync_channel(8);
     let (spare, spare_rx) = sync_channel(8);
@@ -102,7 +102,11 @@ fn corrupt(entry: Option<&str>, e: io::Error) -> LayerError {
 
 /// Runs on its own thread: detects the compression by magic number, decompresses, hashes
 /// the uncompressed bytes and hands them over in chunks.
-fn decompress(blob: File, chunks: SyncSender<io::Result<Vec<u8>>>, spare: Receiver<Vec<u8>>) -> io::Result<Digest> {
+fn decompress(
+    blob: impl Read,
+    chunks: SyncSender<io::Result<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
+) -> io::Result<Digest> {
     let mut reader = BufReader::with_capacity(CHUNK, blob);
     let magic = reader.fill_buf()?;
     let mut input: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {

@@ -32,6 +32,9 @@ pub enum ImageCommand {
         /// Credentials file in docker config.json format (default: the usual locations)
         #[arg(long, value_name = "FILE")]
         authfile: Option<PathBuf>,
+        /// Only fetch; unpack each layer when a container first needs it
+        #[arg(long)]
+        no_unpack: bool,
     },
     /// List images
     #[command(alias = "list")]
@@ -66,11 +69,12 @@ impl ImageCommand {
                     println!("imported {} {}", image.display_name(), image.id);
                 }
             }
-            ImageCommand::Pull { reference, insecure, authfile } => {
+            ImageCommand::Pull { reference, insecure, authfile, no_unpack } => {
                 let options = PullOptions {
                     insecure,
                     credentials: RegistryCredentials::load(authfile.as_deref())?,
                     platform: Platform::host(),
+                    unpack: !no_unpack,
                 };
                 let progress = Bars::new();
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

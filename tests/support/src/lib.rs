@@ -35,7 +35,11 @@ impl Layer {
     pub fn gzip(tar: Vec<u8>) -> Layer {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
-        Layer { diff_id: sha256(&tar), blob: gz.finish().unwrap(), media_type: "application/vnd.oci.image.layer.v1.tar+gzip" }
+        Layer {
+            diff_id: sha256(&tar),
+            blob: gz.finish().unwrap(),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+        }
     }
 
     pub fn zstd(tar: Vec<u8>) -> Layer {
@@ -282,7 +286,11 @@ pub fn busybox_image() -> TestImage {
     base.dir("bin/", 0o755)
         .file("bin/busybox", 0o755, &busybox)
         .dir("etc/", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
         .file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
         .file("etc/motd", 0o644, b"deleted by layer 2\n")
         .dir("opt/", 0o755)
