@@ -377,16 +377,29 @@ fn pull_with_basic_auth_from_docker_config() {
     node.ok(&["image", "pull", "--insecure", &reference]);
 }
 
+#[test]
+fn pull_with_bearer_token_auth() {
+    let node = Node::new();
+    let image = busybox_image();
+    let registry = Registry::start_with_token_auth("tester", "t0ken");
+    registry.push(&node.write_layout(&image, "layout"), "tokens:1");
+    let reference = format!("{}/tokens:1", registry.addr);
+
+    // Anonymous: the registry's Bearer challenge leads to the token server, which refuses.
+    let denied = node.fails(&["image", "pull", "--insecure", &reference]);
+    assert!(denied.to_lowercase().contains("auth"), "{denied}");
+    node.assert_empty_store();
+
+    let config = node.dir.path().join("auth.json");
+    fs::write(&config, format!(r#"{{"auths":{{"{}":{{"username":"tester","password":"t0ken"}}}}}}"#, registry.addr))
+        .unwrap();
+    node.ok(&["image", "pull", "--insecure", "--authfile", config.to_str().unwrap(), &reference]);
+    assert_eq!(node.inspect(&reference)["Id"], image.id());
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
-    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { TABLE[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[test]

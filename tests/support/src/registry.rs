@@ -2,34 +2,61 @@
 //! port, for tests and benchmarks that pull. Images are pushed with `skopeo`: a client we
 //! did not write.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+const SERVICE: &str = "podctl-test-registry";
+const ISSUER: &str = "podctl-test-issuer";
 
 pub struct Registry {
     /// `127.0.0.1:PORT`
     pub addr: String,
     pub credentials: Option<(String, String)>,
     child: Child,
+    _token_server: Option<TokenServer>,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     /// An open registry.
     pub fn start() -> Registry {
-        Registry::start_with(None)
+        Registry::start_with(None, false)
     }
 
     /// A registry that wants HTTP basic auth with this user and password.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user.to_string(), password.to_string())))
+        Registry::start_with(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> Registry {
+    /// A registry that wants bearer tokens (`WWW-Authenticate: Bearer realm=…`) from a token
+    /// server of ours, which gives them only for this user and password.
+    pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user.to_string(), password.to_string())), true)
+    }
+
+    fn start_with(credentials: Option<(String, String)>, tokens: bool) -> Registry {
         let dir = crate::temp_dir();
+        let mut token_server = None;
         let auth = match &credentials {
+            Some((user, password)) if tokens => {
+                let server = TokenServer::start(dir.path(), user, password);
+                let auth = format!(
+                    "auth:\n  token:\n    realm: http://{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                    server.addr,
+                    server.cert.display()
+                );
+                token_server = Some(server);
+                auth
+            }
             Some((user, password)) => {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", user, password])
@@ -59,7 +86,7 @@ impl Registry {
                 .spawn()
                 .expect("docker-registry runs (apt-get install docker-registry)");
             if wait_ready(&mut child, &addr) {
-                return Registry { addr, credentials, child, _dir: dir };
+                return Registry { addr, credentials, child, _token_server: token_server, _dir: dir };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -107,4 +134,147 @@ fn wait_ready(child: &mut Child, addr: &str) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// A token server in the manner of Docker's: `GET /token?service=…&scope=repository:NAME:ACTIONS`
+/// with HTTP basic auth answers `{"token": JWT}`, a JWT signed (RS256, by `openssl`) with a
+/// key whose self-signed certificate the registry trusts and which travels in the `x5c`
+/// header. Wrong or missing credentials get 401.
+struct TokenServer {
+    addr: String,
+    cert: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TokenServer {
+    fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
+        let (key, cert) = (dir.join("token.key"), dir.join("token.crt"));
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=podctl-test-token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl req");
+        let der = Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).output().unwrap();
+        assert!(der.status.success(), "openssl x509");
+        let x5c = STANDARD.encode(der.stdout);
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = answer(conn, &expected, &key, &x5c);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        TokenServer { addr, cert, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(conn: TcpStream, expected_auth: &str, key: &Path, x5c: &str) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorized = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            authorized |= name.eq_ignore_ascii_case("authorization") && value.trim() == expected_auth;
+        }
+    }
+    let mut conn = conn;
+    if !authorized {
+        return conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let access: Vec<serde_json::Value> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .filter_map(|scope| {
+            let scope = percent_decode(scope);
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) =
+                (parts.next()?.to_string(), parts.next()?.to_string(), parts.next()?.to_string());
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": "tester", "aud": SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
+        "jti": format!("{now}-{}", access.len()), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    openssl.stdin.take().unwrap().write_all(signing_input.as_bytes())?;
+    let signature = openssl.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
+    let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+    conn.write_all(
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
