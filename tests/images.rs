@@ -198,6 +198,31 @@ fn snapshots_are_overlay_lower_dirs_with_whiteouts() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "podctl test image\nvisible\n");
 }
 
+#[test]
+fn gzip_zstd_and_uncompressed_layers_unpack() {
+    let node = Node::new();
+    let layer = |name: &str| TarBuilder::new().file(name, 0o644, name.as_bytes()).finish();
+    let image = TestImage::new(
+        vec![Layer::plain(layer("plain")), Layer::gzip(layer("gzip")), Layer::zstd(layer("zstd"))],
+        &["sh"],
+    );
+    node.ok(&["image", "import", "--name", "mixed:1", node.write_layout(&image, "layout").to_str().unwrap()]);
+    let inspect = node.inspect("mixed:1");
+    let media: Vec<&str> =
+        inspect["Layers"].as_array().unwrap().iter().map(|l| l["MediaType"].as_str().unwrap()).collect();
+    assert_eq!(
+        media,
+        [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ]
+    );
+    for (dir, name) in lower_dirs(&inspect).iter().rev().zip(["plain", "gzip", "zstd"]) {
+        assert_eq!(fs::read_to_string(dir.join(name)).unwrap(), name);
+    }
+}
+
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let c_name = std::ffi::CString::new(name).unwrap();

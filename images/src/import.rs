@@ -65,17 +65,24 @@ impl Store {
             }
             found[0].names = vec![name];
         }
-        found.into_iter().map(|f| self.complete(f.manifest, f.names, true)).collect()
+        self.complete(found.into_iter().map(|f| (f.manifest, f.names)).collect(), true)
     }
 
-    /// Unpacks a stored image (if asked) and only then points its names at it.
-    pub(crate) fn complete(&self, manifest: Digest, names: Vec<String>, unpack: bool) -> Result<Image> {
-        let image = self.load_image(&manifest, names.clone())?;
-        if unpack {
-            self.unpack(&image)?;
-        }
-        self.record(&image, &names)?;
-        Ok(image)
+    /// Loads and (if asked) unpacks stored images, and only when all of them are whole
+    /// points their names at them, in one write of the index.
+    pub(crate) fn complete(&self, manifests: Vec<(Digest, Vec<String>)>, unpack: bool) -> Result<Vec<Image>> {
+        let images = manifests
+            .into_iter()
+            .map(|(manifest, names)| {
+                let image = self.load_image(&manifest, names)?;
+                if unpack {
+                    self.unpack(&image)?;
+                }
+                Ok(image)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.record(&images)?;
+        Ok(images)
     }
 
     fn import_oci_layout(&self, source: &Source) -> Result<Vec<Found>> {

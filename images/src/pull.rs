@@ -12,7 +12,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
-use crate::store::MAX_JSON_BLOB;
+use crate::store::{MAX_JSON_BLOB, layers_with_diff_ids};
 use crate::{Digest, Error, Image, ImageName, Platform, RegistryCredentials, Result, Store, unpack};
 
 /// Layers downloaded at once, as docker and containerd do by default.
@@ -104,12 +104,7 @@ impl Store {
         }
         let image_config: ImageConfiguration = serde_json::from_slice(&self.read_json_blob(&config_digest, &what)?)
             .map_err(|e| Error::malformed(&what, e))?;
-        let diff_ids = image_config.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(Error::malformed(&what, "the config's diff IDs do not match the manifest's layers"));
-        }
-        let layers: Vec<(&Descriptor, Digest)> =
-            manifest.layers().iter().zip(diff_ids).map(|(l, d)| Ok((l, d.parse()?))).collect::<Result<_>>()?;
+        let layers = layers_with_diff_ids(&manifest, &image_config, &manifest_what)?;
 
         futures_util::stream::iter(layers)
             .map(|(layer, diff_id)| {
@@ -123,7 +118,7 @@ impl Store {
         // Only now, with every blob present, does the manifest enter the store.
         self.write_blob(&bytes, Some((&digest, bytes.len() as u64)), &manifest_what)?;
         let names = name.tagged().into_iter().collect();
-        self.complete(digest, names, options.unpack)
+        Ok(self.complete(vec![(digest, names)], options.unpack)?.remove(0))
     }
 
     async fn fetch_manifest(

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use oci_spec::image::{ImageConfiguration, ImageManifest};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Hasher;
@@ -39,23 +39,9 @@ impl Image {
     /// Layers bottom-up, each as (blob digest, diff ID): the diff ID names the uncompressed
     /// tar, and so the snapshot.
     pub fn layers(&self) -> Result<Vec<(Digest, Digest)>> {
-        let what = || format!("image {}", self.display_name());
-        let diff_ids = self.config.rootfs().diff_ids();
-        if diff_ids.len() != self.manifest.layers().len() {
-            return Err(Error::malformed(
-                what(),
-                format!(
-                    "manifest has {} layers but config has {} diff IDs",
-                    self.manifest.layers().len(),
-                    diff_ids.len()
-                ),
-            ));
-        }
-        self.manifest
-            .layers()
-            .iter()
-            .zip(diff_ids)
-            .map(|(layer, diff_id)| Ok((layer.digest().to_string().parse()?, diff_id.parse()?)))
+        layers_with_diff_ids(&self.manifest, &self.config, &format!("image {}", self.display_name()))?
+            .into_iter()
+            .map(|(layer, diff_id)| Ok((layer.digest().to_string().parse()?, diff_id)))
             .collect()
     }
 
@@ -78,7 +64,7 @@ pub struct Removed {
     pub snapshots: usize,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize)]
 struct IndexFile {
     #[serde(rename = "schemaVersion")]
     schema_version: u32,
@@ -115,7 +101,12 @@ impl Store {
             store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
         if !store.index_path().exists() {
-            store.write_index(&IndexFile { schema_version: 2, manifests: vec![] })?;
+            // Under the index lock: a second process opening a new store at the same moment
+            // must not replace an index the first one has already written to.
+            let _lock = Lock::exclusive(&store.root.join("index.lock"))?;
+            if !store.index_path().exists() {
+                store.write_index(&IndexFile { schema_version: 2, manifests: vec![] })?;
+            }
         }
         Ok(store)
     }
@@ -204,41 +195,44 @@ impl Store {
         Ok(image)
     }
 
-    /// Points `names` at the manifest (moving them off any image they named before); with no
-    /// names, records the image untagged. Only called once every blob is stored, so a tag
-    /// never dangles.
-    pub(crate) fn record(&self, image: &Image, names: &[String]) -> Result<()> {
-        let manifest_bytes = self.blob_path(&image.manifest_digest).metadata().map(|m| m.len()).unwrap_or(0);
-        let media_type =
-            image.manifest.media_type().clone().unwrap_or(oci_spec::image::MediaType::ImageManifest).to_string();
+    /// Points each image's names at its manifest (moving them off any image they named
+    /// before); an image without names is recorded untagged. Only called once every blob is
+    /// stored, so a name never dangles.
+    pub(crate) fn record(&self, images: &[Image]) -> Result<()> {
+        let entries: Vec<(Image, u64, String)> = images
+            .iter()
+            .map(|image| {
+                let size = self.blob_path(&image.manifest_digest).metadata().map(|m| m.len()).unwrap_or(0);
+                let media_type = image.manifest.media_type().clone().unwrap_or(MediaType::ImageManifest).to_string();
+                (image.clone(), size, media_type)
+            })
+            .collect();
         self.update_index(|index| {
-            let same = |e: &IndexEntry| e.digest == image.manifest_digest;
-            if names.is_empty() {
-                if !index.manifests.iter().any(same) {
-                    index.manifests.push(IndexEntry {
-                        media_type: media_type.clone(),
-                        digest: image.manifest_digest.clone(),
-                        size: manifest_bytes,
-                        annotations: BTreeMap::new(),
-                    });
-                }
-                return;
-            }
-            index.manifests.retain(|e| match e.name() {
-                Some(n) => !names.iter().any(|new| new == n),
-                None => !same(e),
-            });
-            for name in names {
-                let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
-                index.manifests.push(IndexEntry {
-                    media_type: oci_spec::image::MediaType::ImageManifest.to_string(),
+            for (image, size, media_type) in &entries {
+                let entry = |annotations| IndexEntry {
+                    media_type: media_type.clone(),
                     digest: image.manifest_digest.clone(),
-                    size: manifest_bytes,
-                    annotations: BTreeMap::from([
+                    size: *size,
+                    annotations,
+                };
+                let same = |e: &IndexEntry| e.digest == image.manifest_digest;
+                if image.names.is_empty() {
+                    if !index.manifests.iter().any(same) {
+                        index.manifests.push(entry(BTreeMap::new()));
+                    }
+                    continue;
+                }
+                index.manifests.retain(|e| match e.name() {
+                    Some(n) => !image.names.iter().any(|new| new == n),
+                    None => !same(e),
+                });
+                for name in &image.names {
+                    let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+                    index.manifests.push(entry(BTreeMap::from([
                         (NAME_ANNOTATION.to_string(), name.clone()),
                         (TAG_ANNOTATION.to_string(), tag.to_string()),
-                    ]),
-                });
+                    ])));
+                }
             }
         })
     }
@@ -427,6 +421,22 @@ impl Store {
         }
         result.map_err(Error::io(context()))
     }
+}
+
+/// Pairs each layer of a manifest with its diff ID from the config.
+pub(crate) fn layers_with_diff_ids<'m>(
+    manifest: &'m ImageManifest,
+    config: &ImageConfiguration,
+    what: &str,
+) -> Result<Vec<(&'m Descriptor, Digest)>> {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(Error::malformed(
+            what,
+            format!("manifest has {} layers but config has {} diff IDs", manifest.layers().len(), diff_ids.len()),
+        ));
+    }
+    manifest.layers().iter().zip(diff_ids).map(|(layer, diff_id)| Ok((layer, diff_id.parse()?))).collect()
 }
 
 pub(crate) fn check_blob(what: &str, digest: &Digest, size: u64, actual: &Digest, actual_size: u64) -> Result<()> {

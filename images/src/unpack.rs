@@ -60,18 +60,17 @@ pub(crate) fn unpack_layer(blob: impl Read + Send + 'static, diff_id: &Digest, t
     let name = format!(".tmp-{}-{}-{}", diff_id.short(), std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
     let tmp = target.with_file_name(name);
     fs::create_dir(&tmp).map_err(|e| LayerError::new(None, format!("create {}: {e}", tmp.display())))?;
-    let result = unpack_into(blob, diff_id, &tmp).and_then(|()| match fs::rename(&tmp, target) {
-        Ok(()) => Ok(()),
-        // Another process unpacked the same layer first: theirs is as good as ours.
-        Err(_) if target.is_dir() => Err(LayerError::new(None, "already unpacked")),
-        Err(e) => Err(LayerError::new(None, format!("rename into {}: {e}", target.display()))),
+    let result = unpack_into(blob, diff_id, &tmp).and_then(|()| {
+        fs::rename(&tmp, target).map_err(|e| LayerError::new(None, format!("rename into {}: {e}", target.display())))
     });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
     match result {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
-            if target.is_dir() { Ok(()) } else { Err(e) }
-        }
+        // Another process unpacked the same layer first (a snapshot only ever appears whole
+        // and verified): theirs serves.
+        Err(_) if target.is_dir() => Ok(()),
+        other => other,
     }
 }
 
