@@ -7,6 +7,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The pod init helper (see runtime::init): exec'd as `podctl __pod-init STATE_DIR`,
+    // dispatched before anything else so that it stays small.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new("__pod-init")) {
+        let state_dir = args.next().map(std::path::PathBuf::from).unwrap_or_default();
+        runtime::init::main(&state_dir);
+    }
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PODCTL_LOG").unwrap_or_else(|_| "warn".into()))

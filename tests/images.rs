@@ -5,48 +5,24 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use testkit::registry::Registry;
 use testkit::{Layer, TarBuilder, TestImage, assert_root, busybox_image, sha256, temp_dir};
 
-/// A scratch data dir and the `podctl` invocations on it.
-struct Node {
-    dir: testkit::TempDir,
+/// A scratch node (testkit) with the store checks these tests need.
+struct Node(testkit::node::Node);
+
+impl std::ops::Deref for Node {
+    type Target = testkit::node::Node;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Node {
     fn new() -> Node {
-        assert_root();
-        Node { dir: temp_dir() }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn podctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_podctl"))
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(args)
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("podctl runs")
-    }
-
-    /// Runs podctl, expecting success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podctl(args);
-        assert!(out.status.success(), "podctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs podctl, expecting failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.podctl(args);
-        assert!(!out.status.success(), "podctl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-        String::from_utf8(out.stderr).unwrap()
+        Node(testkit::node::Node::new(env!("CARGO_BIN_EXE_podctl")))
     }
 
     fn inspect(&self, reference: &str) -> serde_json::Value {
@@ -615,13 +591,7 @@ fn killed_import_leaves_no_visible_half_state() {
     let archive = node.dir.path().join("big.tar");
     image.write_docker_archive(&archive, Some("big:1"));
     for delay_ms in [5u64, 20, 60, 150] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_podctl"))
-            .arg("--data-dir")
-            .arg(node.data_dir())
-            .args(["image", "import"])
-            .arg(&archive)
-            .spawn()
-            .unwrap();
+        let mut child = node.command().args(["image", "import"]).arg(&archive).spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let finished = child.wait().unwrap().success();

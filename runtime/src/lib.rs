@@ -1,3 +1,384 @@
 //! Pod sandboxes and containers: namespaces, process spawning, rootfs and mounts,
-//! capabilities, seccomp, cgroups, logs and exec. Knows images only as a list of
-//! read-only lower directories (see `images::Store::lower_dirs`).
+//! capabilities, logs. Knows images only as a list of read-only lower directories (see
+//! `images::Store::lower_dirs`), and nothing of Kubernetes objects: see [`spec`].
+//!
+//! The process model (DESIGN.md): one pod init per pod ([`init`]), PID 1 of the pod's PID
+//! namespace and parent of its containers; nothing per container. The agent (`podctl`) may
+//! die at any moment: pods keep running, and everything the agent needs to find them again
+//! is in the state directory ([`state`]).
+
+pub mod init;
+pub mod logs;
+mod process;
+pub mod rootfs;
+pub mod spec;
+pub mod state;
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::mount::{MntFlags, MsFlags};
+
+pub use init::{Request, Response};
+pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
+pub use spec::{ContainerSpec, Mount, NetworkMode, PodSpec, Resources, User, Volume, VolumeSource};
+pub use state::{ExitStatus, PodDirs, PodRecord, ProcessRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
+    #[error("pod {0} already exists")]
+    PodExists(String),
+    #[error("no such pod: {0}")]
+    NoSuchPod(String),
+    #[error("pod {pod}: the pod init is not running")]
+    InitGone { pod: String },
+    #[error("pod {pod}: container {container}: {message}")]
+    Container { pod: String, container: String, message: String },
+}
+
+impl Error {
+    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let context = context.into();
+        move |error| Error::Io { context, error }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The node's pods, as found under the run and data directories.
+pub struct Runtime {
+    pub run_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// The program to exec as the pod init (`podctl` itself: `/proc/self/exe`).
+    pub init_program: PathBuf,
+}
+
+/// A pod that exists on this node.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub dirs: PodDirs,
+    pub record: PodRecord,
+    pub init: Option<ProcessRecord>,
+}
+
+impl Pod {
+    pub fn name(&self) -> &str {
+        &self.record.spec.name
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.record.spec.uid
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.init.is_some_and(|p| p.is_alive())
+    }
+
+    /// The containers started in this pod, by name.
+    pub fn containers(&self) -> Vec<ContainerSpec> {
+        let Ok(entries) = std::fs::read_dir(self.dirs.state.join("containers")) else { return vec![] };
+        let mut specs: Vec<ContainerSpec> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| state::read_json(&self.dirs.container_record(&e.file_name().to_string_lossy())).ok()?)
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
+    /// How each container that has run ended, by name.
+    pub fn exits(&self) -> Vec<(String, ExitStatus)> {
+        let Ok(entries) = std::fs::read_dir(self.dirs.state.join("containers")) else { return vec![] };
+        let mut exits: Vec<(String, ExitStatus)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let status = state::read_json(&self.dirs.exit_record(&name)).ok()??;
+                Some((name, status))
+            })
+            .collect();
+        exits.sort_by(|a, b| a.0.cmp(&b.0));
+        exits
+    }
+}
+
+impl Runtime {
+    pub fn new(run_dir: &Path, data_dir: &Path) -> Runtime {
+        Runtime {
+            run_dir: run_dir.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            init_program: PathBuf::from("/proc/self/exe"),
+        }
+    }
+
+    /// Creates the pod sandbox: its state, its shared /dev/shm, and the pod init in new
+    /// namespaces. The pod record is written first, so that recovery can undo a creation
+    /// that did not finish.
+    pub fn create_pod(&self, spec: &PodSpec) -> Result<Pod> {
+        let dirs = PodDirs::new(&self.run_dir, &self.data_dir, &spec.uid);
+        if dirs.state.exists() {
+            return Err(Error::PodExists(spec.name.clone()));
+        }
+        let record = PodRecord {
+            spec: spec.clone(),
+            data_dir: dirs.data.clone(),
+            created_at: logs::rfc3339_nano(SystemTime::now()),
+        };
+        state::write_json_atomic(&dirs.record(), &record)
+            .map_err(Error::io(format!("pod {}: write record", spec.name)))?;
+        let mut pod = Pod { dirs, record, init: None };
+        match self.start_sandbox(&pod) {
+            Ok(init) => {
+                pod.init = Some(init);
+                Ok(pod)
+            }
+            Err(e) => {
+                pod.init = state::read_json(&pod.dirs.init_record()).ok().flatten();
+                let _ = self.remove_pod(&pod);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the pod's files, mounts its /dev/shm and memory-backed volumes, starts its
+    /// pod init and binds its network namespace.
+    fn start_sandbox(&self, pod: &Pod) -> Result<ProcessRecord> {
+        let name = pod.name();
+        let dirs = &pod.dirs;
+        let spec = &pod.record.spec;
+        let write = |file: &str, content: &str| {
+            std::fs::write(dirs.state.join(file), content).map_err(Error::io(format!("pod {name}: write {file}")))
+        };
+        write("hostname", &format!("{}\n", spec.hostname))?;
+        write("hosts", &spec.hosts)?;
+        write("resolv.conf", &spec.resolv_conf)?;
+        for volume in &spec.volumes {
+            if let VolumeSource::EmptyDir { memory, size_limit } = volume.source {
+                let dir = dirs.data.join("volumes").join(&volume.name);
+                std::fs::create_dir_all(&dir).map_err(Error::io(format!("pod {name}: volume {}", volume.name)))?;
+                if memory {
+                    let size = size_limit.map(|s| format!(",size={s}")).unwrap_or_default();
+                    mount_tmpfs(&dir, &format!("mode=1777{size}"))
+                        .map_err(Error::io(format!("pod {name}: volume {}", volume.name)))?;
+                }
+            }
+        }
+        std::fs::create_dir_all(dirs.shm()).map_err(Error::io(format!("pod {name}: shm")))?;
+        mount_tmpfs(&dirs.shm(), "mode=1777,size=65536k").map_err(Error::io(format!("pod {name}: mount shm")))?;
+        let init = self.spawn_init(dirs).map_err(Error::io(format!("pod {name}: start pod init")))?;
+        state::write_json_atomic(&dirs.init_record(), &init)
+            .map_err(Error::io(format!("pod {name}: write init record")))?;
+        if spec.network != NetworkMode::Host {
+            bind_netns(init.pid, &dirs.netns).map_err(Error::io(format!("pod {name}: bind netns")))?;
+        }
+        Ok(init)
+    }
+
+    /// Execs the pod init helper and reads the pid of the pod init it forks.
+    fn spawn_init(&self, dirs: &PodDirs) -> io::Result<ProcessRecord> {
+        let mut helper = Command::new(&self.init_program)
+            .arg("__pod-init")
+            .arg(&dirs.state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(helper.stdout.take().expect("piped")).read_line(&mut line)?;
+        let output = helper.wait_with_output()?;
+        let pid: i32 = line.trim().parse().map_err(|_| {
+            io::Error::other(format!("pod init did not start: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        })?;
+        ProcessRecord::of(pid).ok_or_else(|| io::Error::other("pod init exited at once"))
+    }
+
+    pub fn pod(&self, uid: &str) -> Result<Pod> {
+        let dirs = PodDirs::new(&self.run_dir, &self.data_dir, uid);
+        let record: PodRecord = state::read_json(&dirs.record())
+            .map_err(Error::io(format!("pod {uid}: read record")))?
+            .ok_or_else(|| Error::NoSuchPod(uid.to_string()))?;
+        let init = state::read_json(&dirs.init_record()).map_err(Error::io(format!("pod {uid}: read init record")))?;
+        Ok(Pod { dirs, record, init })
+    }
+
+    /// Every pod with a record under the run directory.
+    pub fn pods(&self) -> Result<Vec<Pod>> {
+        let dir = self.run_dir.join("pods");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::Io { context: format!("list {}", dir.display()), error: e }),
+        };
+        let mut pods = Vec::new();
+        for entry in entries.filter_map(|e| e.ok()) {
+            match self.pod(&entry.file_name().to_string_lossy()) {
+                Ok(pod) => pods.push(pod),
+                // A state dir without a record: a creation that died before its first
+                // write. Nothing else of it exists.
+                Err(Error::NoSuchPod(_)) => {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        pods.sort_by(|a, b| a.record.created_at.cmp(&b.record.created_at));
+        Ok(pods)
+    }
+
+    fn request(&self, pod: &Pod, request: &Request, timeout: Option<Duration>) -> Result<Response> {
+        if !pod.is_running() {
+            return Err(Error::InitGone { pod: pod.name().to_string() });
+        }
+        let context = || format!("pod {}: talk to pod init", pod.name());
+        let mut stream = UnixStream::connect(pod.dirs.socket()).map_err(Error::io(context()))?;
+        stream.set_read_timeout(timeout).map_err(Error::io(context()))?;
+        let mut line = serde_json::to_vec(request).expect("requests serialise");
+        line.push(b'\n');
+        stream.write_all(&line).map_err(Error::io(context()))?;
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).map_err(Error::io(context()))?;
+        serde_json::from_str(&answer).map_err(|e| Error::Io { context: context(), error: io::Error::other(e) })
+    }
+
+    /// Starts a container in the pod; returns its pid (as seen from the node).
+    pub fn start_container(&self, pod: &Pod, container: &ContainerSpec) -> Result<i32> {
+        let fail = |message: String| Error::Container {
+            pod: pod.name().to_string(),
+            container: container.name.clone(),
+            message,
+        };
+        match self.request(pod, &Request::Start { container: Box::new(container.clone()) }, None)? {
+            Response::Started { pid } => Ok(pid),
+            Response::Error { message } => Err(fail(message)),
+            other => Err(fail(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Waits for a container to exit (up to `timeout`); `None` on timeout.
+    pub fn wait_container(&self, pod: &Pod, name: &str, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+        if let Some(status) = state::read_json::<ExitStatus>(&pod.dirs.exit_record(name)).ok().flatten() {
+            return Ok(Some(status));
+        }
+        match self.request(pod, &Request::Wait { container: name.to_string() }, timeout) {
+            Ok(Response::Exited(status)) => Ok(Some(status)),
+            Ok(Response::Error { message }) => {
+                Err(Error::Container { pod: pod.name().to_string(), container: name.to_string(), message })
+            }
+            Ok(other) => Err(Error::Container {
+                pod: pod.name().to_string(),
+                container: name.to_string(),
+                message: format!("unexpected answer {other:?}"),
+            }),
+            Err(Error::Io { error, .. })
+                if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn kill_container(&self, pod: &Pod, name: &str, signal: i32) -> Result<()> {
+        match self.request(pod, &Request::Kill { container: name.to_string(), signal }, None)? {
+            Response::Error { message } => {
+                Err(Error::Container { pod: pod.name().to_string(), container: name.to_string(), message })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops every running container of the pod: SIGTERM, then SIGKILL for those still
+    /// running after `grace` (kubelet's terminationGracePeriodSeconds).
+    pub fn stop_pod(&self, pod: &Pod, containers: &[String], grace: Duration) -> Result<()> {
+        if !pod.is_running() {
+            return Ok(());
+        }
+        for name in containers {
+            self.kill_container(pod, name, libc::SIGTERM)?;
+        }
+        let deadline = Instant::now() + grace;
+        for name in containers {
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            if self.wait_container(pod, name, Some(left))?.is_none() {
+                self.kill_container(pod, name, libc::SIGKILL)?;
+                self.wait_container(pod, name, Some(Duration::from_secs(10)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the pod init (and with it every process of the pod) and removes all the pod
+    /// left on the node: mounts, network namespace file, state and data directories.
+    /// Safe to repeat, and safe on a pod whose creation stopped half-way.
+    pub fn remove_pod(&self, pod: &Pod) -> Result<()> {
+        let name = pod.name().to_string();
+        if pod.is_running() {
+            let _ = self.request(pod, &Request::Shutdown, Some(Duration::from_secs(5)));
+            let init = pod.init.expect("running pod has an init");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while init.is_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if init.is_alive() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init.pid), nix::sys::signal::SIGKILL);
+            }
+        }
+        unmount_all_under(&pod.dirs.netns).map_err(Error::io(format!("pod {name}: unmount netns")))?;
+        let _ = std::fs::remove_file(&pod.dirs.netns);
+        unmount_all_under(&pod.dirs.state).map_err(Error::io(format!("pod {name}: unmount state")))?;
+        unmount_all_under(&pod.dirs.data).map_err(Error::io(format!("pod {name}: unmount volumes")))?;
+        for dir in [&pod.dirs.data, &pod.dirs.state] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::Io { context: format!("pod {name}: remove {}", dir.display()), error: e });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mount_tmpfs(dir: &Path, options: &str) -> io::Result<()> {
+    nix::mount::mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options))
+        .map_err(io::Error::from)
+}
+
+/// Bind-mounts the pod init's network namespace at `path`, so the `net` crate can enter it
+/// and it outlives the agent.
+fn bind_netns(pid: i32, path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("netns dir"))?;
+    std::fs::File::create(path)?;
+    nix::mount::mount(
+        Some(&PathBuf::from(format!("/proc/{pid}/ns/net"))),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Unmounts every mount at or below `path` (deepest first), as read from
+/// /proc/self/mountinfo.
+fn unmount_all_under(path: &Path) -> io::Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut targets: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(path))
+        .collect();
+    targets.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for target in targets {
+        match nix::mount::umount2(&target, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(io::Error::other(format!("unmount {}: {e}", target.display()))),
+        }
+    }
+    Ok(())
+}

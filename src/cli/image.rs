@@ -145,15 +145,7 @@ fn list(images: &[Image], quiet: bool, no_trunc: bool) {
             rows.push([repo, tag, id(&image.id), created.clone(), size.clone()]);
         }
     }
-    print_table(&rows);
-}
-
-fn print_table<const N: usize>(rows: &[[String; N]]) {
-    let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    for row in rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        println!("{}", line.join("   ").trim_end());
-    }
+    super::print_table(&rows);
 }
 
 fn human_size(bytes: u64) -> String {

@@ -1,6 +1,8 @@
 //! The command line: one subcommand per role of the binary.
 
 mod image;
+mod pods;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,16 @@ pub struct Dirs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pod on this host from an image, without an API server
+    Run(Box<run::RunArgs>),
+    /// List the pods podctl run made
+    Ps(pods::PsArgs),
+    /// Print a container's log
+    Logs(pods::LogsArgs),
+    /// Stop pods: SIGTERM, then SIGKILL after the grace period
+    Stop(pods::StopArgs),
+    /// Remove pods and everything they left on the node
+    Rm(pods::RmArgs),
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -41,8 +53,22 @@ enum Command {
 impl Cli {
     pub fn run(self) -> Result<ExitCode> {
         match self.command {
+            Command::Run(args) => args.run(&self.dirs),
+            Command::Ps(args) => pods::ps(args, &self.dirs),
+            Command::Logs(args) => pods::logs(args, &self.dirs),
+            Command::Stop(args) => pods::stop(args, &self.dirs),
+            Command::Rm(args) => pods::rm(args, &self.dirs),
             Command::Image(cmd) => cmd.run(&self.dirs),
         }
+    }
+}
+
+/// Prints rows as columns, the first row being the header.
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", line.join("   ").trim_end());
     }
 }
 

@@ -1,0 +1,492 @@
+//! The pod init: PID 1 of the pod's PID namespace, in the pod's network, IPC and UTS
+//! namespaces. It is the parent of every container process of the pod, so it alone can
+//! reap them and record how they ended; it also carries their stdout/stderr into the CRI
+//! log files. It is single-threaded, so forking a container from it and running Rust in
+//! the child until exec is sound (fork(2) in a multi-threaded process is not).
+//!
+//! The agent talks to it over `init.sock`, one JSON request per line, one JSON response per
+//! line ([`Request`], [`Response`]).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::SystemTime;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::logs::{CriLog, Stream, rfc3339_nano};
+use crate::process;
+use crate::spec::{ContainerSpec, NetworkMode};
+use crate::state::{ContainerProcess, ExitStatus, PodDirs, PodRecord, ProcessRecord, read_json, write_json_atomic};
+
+const LOG_MAX_SIZE: u64 = 10 << 20;
+const LOG_MAX_FILES: usize = 5;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    /// Fork, build and exec a container; answered once it has exec'd or failed to.
+    Start {
+        container: Box<ContainerSpec>,
+    },
+    /// Answered when the container has exited and its output is in the log.
+    Wait {
+        container: String,
+    },
+    Kill {
+        container: String,
+        signal: i32,
+    },
+    /// Exit; the kernel then kills every process left in the pod's PID namespace.
+    Shutdown,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Response {
+    Started { pid: i32 },
+    Exited(ExitStatus),
+    Ok,
+    Error { message: String },
+}
+
+/// `podctl __pod-init STATE_DIR`: enter new namespaces, fork the real pod init (PID 1 of the
+/// new PID namespace), print its pid, and exit. Never returns.
+pub fn main(state_dir: &Path) -> ! {
+    match enter(state_dir) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("podctl pod init: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn enter(state_dir: &Path) -> io::Result<()> {
+    let record: PodRecord = read_json(&state_dir.join("pod.json"))?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "pod.json missing"))?;
+    let dirs = PodDirs { state: state_dir.to_path_buf(), data: record.data_dir.clone(), netns: Default::default() };
+    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    if record.spec.network != NetworkMode::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(|e| io::Error::other(format!("unshare namespaces: {e}")))?;
+    let _ = std::fs::remove_file(dirs.socket());
+    let listener = UnixListener::bind(dirs.socket())?;
+    // CLONE_NEWPID applies to children (pid_namespaces(7)): the child is PID 1.
+    // SAFETY: this process is single-threaded.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { child } => {
+            println!("{child}");
+            io::stdout().flush()
+        }
+        ForkResult::Child => {
+            let code = match PodInit::new(dirs, record, listener).and_then(|mut init| init.run()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("podctl pod init: {e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+struct Running {
+    name: String,
+    pid: Pid,
+    started_at: String,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    log: CriLog,
+    /// Set once reaped; the container is done when its pipes are drained too.
+    exit: Option<WaitStatus>,
+    waiters: Vec<u64>,
+}
+
+struct PodInit {
+    dirs: PodDirs,
+    record: PodRecord,
+    listener: UnixListener,
+    signals: SignalFd,
+    clients: HashMap<u64, Client>,
+    next_client: u64,
+    running: Vec<Running>,
+    shutdown: bool,
+}
+
+impl PodInit {
+    fn new(dirs: PodDirs, record: PodRecord, listener: UnixListener) -> io::Result<PodInit> {
+        nix::unistd::setsid().map_err(io::Error::from)?;
+        nix::unistd::sethostname(&record.spec.hostname).map_err(|e| io::Error::other(format!("sethostname: {e}")))?;
+        if record.spec.network != NetworkMode::Host {
+            loopback_up()?;
+        }
+        // Nothing may hold the agent's pipes open, or its read of our pid never ends.
+        let null = File::options().read(true).write(true).open("/dev/null")?;
+        for fd in 0..3 {
+            dup_onto(&null, fd)?;
+        }
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(signal);
+        }
+        mask.thread_block().map_err(io::Error::from)?;
+        let signals =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(io::Error::from)?;
+        listener.set_nonblocking(true)?;
+        Ok(PodInit {
+            dirs,
+            record,
+            listener,
+            signals,
+            clients: HashMap::new(),
+            next_client: 0,
+            running: Vec::new(),
+            shutdown: false,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        while !self.shutdown {
+            let mut fds = vec![
+                libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            let clients: Vec<u64> = self.clients.keys().copied().collect();
+            for id in &clients {
+                fds.push(libc::pollfd { fd: self.clients[id].stream.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+            let mut pipes = Vec::new();
+            for (i, c) in self.running.iter().enumerate() {
+                for (stream, pipe) in [(Stream::Stdout, &c.stdout), (Stream::Stderr, &c.stderr)] {
+                    if let Some(pipe) = pipe {
+                        fds.push(libc::pollfd { fd: pipe.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                        pipes.push((i, stream));
+                    }
+                }
+            }
+            // SAFETY: fds is a valid array of pollfd.
+            if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let ready = |i: usize| fds[i].revents != 0;
+            if ready(1) {
+                self.reap()?;
+            }
+            for (k, (i, stream)) in pipes.iter().enumerate() {
+                if ready(2 + clients.len() + k) {
+                    self.drain(*i, *stream);
+                }
+            }
+            for (k, id) in clients.iter().enumerate() {
+                if ready(2 + k) {
+                    self.serve(*id);
+                }
+            }
+            if ready(0) {
+                self.accept();
+            }
+            self.finish_exited();
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            let Ok(reader) = stream.try_clone().map(BufReader::new) else { continue };
+            self.next_client += 1;
+            self.clients.insert(self.next_client, Client { stream, reader });
+        }
+    }
+
+    /// Reads one request from a client and answers it (Wait is answered later).
+    fn serve(&mut self, id: u64) {
+        let client = self.clients.get_mut(&id).expect("polled client exists");
+        let mut line = String::new();
+        match client.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                self.clients.remove(&id);
+                return;
+            }
+            Ok(_) => {}
+        }
+        let response = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Some(Response::Error { message: format!("bad request: {e}") }),
+            Ok(Request::Start { container }) => Some(self.start(*container)),
+            Ok(Request::Wait { container }) => self.wait(id, &container),
+            Ok(Request::Kill { container, signal }) => Some(self.kill(&container, signal)),
+            Ok(Request::Shutdown) => {
+                self.shutdown = true;
+                Some(Response::Ok)
+            }
+        };
+        if let Some(response) = response {
+            self.respond(id, &response);
+        }
+    }
+
+    fn respond(&mut self, id: u64, response: &Response) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            let mut line = serde_json::to_vec(response).expect("responses serialise");
+            line.push(b'\n');
+            if client.stream.write_all(&line).is_err() {
+                self.clients.remove(&id);
+            }
+        }
+    }
+
+    fn start(&mut self, container: ContainerSpec) -> Response {
+        if self.running.iter().any(|c| c.name == container.name) {
+            return Response::Error { message: format!("container {} is already running", container.name) };
+        }
+        match self.spawn(&container) {
+            Ok(running) => {
+                let pid = running.pid.as_raw();
+                self.running.push(running);
+                Response::Started { pid }
+            }
+            Err(e) => Response::Error { message: e.to_string() },
+        }
+    }
+
+    fn spawn(&mut self, container: &ContainerSpec) -> io::Result<Running> {
+        let paths = self.dirs.container_paths(&self.record.spec, container);
+        for dir in [&paths.rootfs, &paths.upper, &paths.work] {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(self.dirs.exit_record(&container.name));
+        write_json_atomic(&self.dirs.container_record(&container.name), container)?;
+        let mut log = CriLog::open(&container.log_path, LOG_MAX_SIZE, LOG_MAX_FILES)?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let started_at = rfc3339_nano(SystemTime::now());
+        // SAFETY: the pod init is single-threaded.
+        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+            ForkResult::Child => {
+                drop((out_r, err_r, status_r));
+                let failure = child_setup(out_w, err_w).map_or_else(
+                    |e| process::StartError { exit_code: 128, message: e.to_string() },
+                    |()| process::setup_and_exec(container, &paths),
+                );
+                let mut status = File::from(status_w);
+                let _ =
+                    status.write_all(&serde_json::to_vec(&(failure.exit_code, &failure.message)).unwrap_or_default());
+                // SAFETY: leaving the forked child without running the parent's atexit work.
+                unsafe { libc::_exit(failure.exit_code) }
+            }
+            ForkResult::Parent { child } => {
+                drop((out_w, err_w, status_w));
+                let mut report = Vec::new();
+                File::from(status_r).read_to_end(&mut report)?;
+                if report.is_empty() {
+                    // Exec'd: the status pipe closed on exec (O_CLOEXEC) with nothing in it.
+                    let process = ProcessRecord::of(child.as_raw())
+                        .unwrap_or(ProcessRecord { pid: child.as_raw(), start_time: 0 });
+                    write_json_atomic(
+                        &self.dirs.process_record(&container.name),
+                        &ContainerProcess { process, started_at: started_at.clone() },
+                    )?;
+                    return Ok(Running {
+                        name: container.name.clone(),
+                        pid: child,
+                        started_at,
+                        stdout: Some(File::from(out_r)),
+                        stderr: Some(File::from(err_r)),
+                        log,
+                        exit: None,
+                        waiters: Vec::new(),
+                    });
+                }
+                let _ = nix::sys::wait::waitpid(child, None);
+                let (exit_code, message): (i32, String) =
+                    serde_json::from_slice(&report).unwrap_or((128, String::from_utf8_lossy(&report).into_owned()));
+                let _ = log.write(Stream::Stderr, format!("podctl: {message}\n").as_bytes());
+                let status = ExitStatus {
+                    exit_code,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: Some(message.clone()),
+                    started_at: None,
+                    finished_at: rfc3339_nano(SystemTime::now()),
+                };
+                write_json_atomic(&self.dirs.exit_record(&container.name), &status)?;
+                Err(io::Error::other(message))
+            }
+        }
+    }
+
+    fn wait(&mut self, client: u64, name: &str) -> Option<Response> {
+        if let Some(c) = self.running.iter_mut().find(|c| c.name == name) {
+            c.waiters.push(client);
+            return None;
+        }
+        Some(match read_json::<ExitStatus>(&self.dirs.exit_record(name)) {
+            Ok(Some(status)) => Response::Exited(status),
+            Ok(None) => Response::Error { message: format!("no container {name} in this pod") },
+            Err(e) => Response::Error { message: e.to_string() },
+        })
+    }
+
+    fn kill(&mut self, name: &str, signal: i32) -> Response {
+        let Some(c) = self.running.iter().find(|c| c.name == name && c.exit.is_none()) else {
+            return Response::Ok;
+        };
+        let signal = match Signal::try_from(signal) {
+            Ok(s) => s,
+            Err(e) => return Response::Error { message: format!("signal {signal}: {e}") },
+        };
+        match nix::sys::signal::kill(c.pid, signal) {
+            Ok(()) | Err(nix::Error::ESRCH) => Response::Ok,
+            Err(e) => Response::Error { message: format!("kill {name}: {e}") },
+        }
+    }
+
+    /// Reaps every child that exited: containers and any orphan the pod left behind.
+    fn reap(&mut self) -> io::Result<()> {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            if info.ssi_signo != libc::SIGCHLD as u32 {
+                // SIGTERM/SIGINT/SIGHUP to PID 1 of a pod: ignored, as the kernel would.
+                continue;
+            }
+        }
+        loop {
+            match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return Ok(()),
+                Ok(status) => {
+                    if let Some(c) = self.running.iter_mut().find(|c| Some(c.pid) == status.pid()) {
+                        c.exit = Some(status);
+                    }
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn drain(&mut self, i: usize, stream: Stream) {
+        let c = &mut self.running[i];
+        let pipe = match stream {
+            Stream::Stdout => &mut c.stdout,
+            Stream::Stderr => &mut c.stderr,
+        };
+        let mut buf = [0u8; 64 << 10];
+        let n = pipe.as_mut().map_or(Ok(0), |p| p.read(&mut buf));
+        match n {
+            Ok(n) if n > 0 => {
+                let _ = c.log.write(stream, &buf[..n]);
+            }
+            Ok(_) | Err(_) => {
+                let _ = c.log.close(stream);
+                *pipe = None;
+            }
+        }
+    }
+
+    /// Records the exit of every container that was reaped and whose output is all
+    /// logged, and answers whoever waits for it.
+    fn finish_exited(&mut self) {
+        let done: Vec<usize> = (0..self.running.len())
+            .filter(|&i| {
+                let c = &self.running[i];
+                c.exit.is_some() && c.stdout.is_none() && c.stderr.is_none()
+            })
+            .collect();
+        for i in done.into_iter().rev() {
+            let c = self.running.remove(i);
+            let (exit_code, signal) = match c.exit {
+                Some(WaitStatus::Exited(_, code)) => (code, None),
+                Some(WaitStatus::Signaled(_, signal, _)) => (128 + signal as i32, Some(signal as i32)),
+                _ => (255, None),
+            };
+            let status = ExitStatus {
+                exit_code,
+                signal,
+                reason: if exit_code == 0 { "Completed".into() } else { "Error".into() },
+                message: None,
+                started_at: Some(c.started_at.clone()),
+                finished_at: rfc3339_nano(SystemTime::now()),
+            };
+            let response = match write_json_atomic(&self.dirs.exit_record(&c.name), &status) {
+                Ok(()) => Response::Exited(status),
+                Err(e) => Response::Error { message: format!("record exit of {}: {e}", c.name) },
+            };
+            for waiter in c.waiters {
+                self.respond(waiter, &response);
+            }
+        }
+    }
+}
+
+/// In the forked child, before the container is built: default signal handling (blocked
+/// signals and ignored SIGPIPE would otherwise pass through exec), stdio on the log pipes.
+fn child_setup(stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
+    SigSet::all().thread_unblock().map_err(io::Error::from)?;
+    for signal in [Signal::SIGPIPE, Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: restoring the default disposition.
+        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }.map_err(io::Error::from)?;
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    dup_onto(&stdout, 1)?;
+    dup_onto(&stderr, 2)
+}
+
+/// dup2(2) onto a standard descriptor (which then does not close on exec).
+fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: both are valid descriptors; `target` is one of 0, 1, 2, owned by the process.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Sets `lo` up in the pod's new network namespace (SIOCSIFFLAGS, netdevice(7)).
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2).
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    let raw: RawFd = sock.as_raw_fd();
+    // SAFETY: ioctls on a socket with a valid ifreq.
+    unsafe {
+        if libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(raw, libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

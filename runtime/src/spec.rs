@@ -1,0 +1,94 @@
+//! What the runtime is asked to run: a pod and its containers, already resolved from the
+//! Kubernetes objects and the image config (the runtime knows neither).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    /// The pod's hostname (UTS namespace), normally its name.
+    pub hostname: String,
+    pub network: NetworkMode,
+    /// Contents of the pod's /etc/hosts and /etc/resolv.conf.
+    pub hosts: String,
+    pub resolv_conf: String,
+    /// Volumes the pod's containers may mount, by name.
+    pub volumes: Vec<Volume>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A network namespace of its own, wired by the `net` crate.
+    Pod,
+    /// The node's network namespace (`hostNetwork: true`).
+    Host,
+    /// A network namespace of its own with only loopback.
+    None,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    pub source: VolumeSource,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VolumeSource {
+    /// A directory the pod owns, on disk or (`memory`) on tmpfs.
+    EmptyDir { memory: bool, size_limit: Option<u64> },
+    /// A path on the node.
+    HostPath { path: PathBuf },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// The image as the user named it (for display; the runtime uses `lower_dirs`).
+    pub image: String,
+    /// Image layer snapshots, topmost first (overlayfs `lowerdir=` order).
+    pub lower_dirs: Vec<PathBuf>,
+    /// argv: the image's Entrypoint/Cmd merged with the pod spec's command/args.
+    pub args: Vec<String>,
+    /// `KEY=VALUE`, image first, pod spec last (later entries win).
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: User,
+    pub privileged: bool,
+    pub read_only_rootfs: bool,
+    pub mounts: Vec<Mount>,
+    pub resources: Resources,
+    /// Where the CRI log goes (`LOG_DIR/<ns>_<pod>_<uid>/<container>/<restart>.log`).
+    pub log_path: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Mount {
+    /// A volume of the pod, by name.
+    pub volume: String,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// Limits applied through the container's cgroup. `None` is "no limit".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU request in millicores (cpu.shares / cpu.weight).
+    pub cpu_request_millis: Option<u64>,
+    /// CPU limit in millicores (CFS quota / cpu.max).
+    pub cpu_limit_millis: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub pids_limit: Option<u64>,
+}

@@ -1,0 +1,206 @@
+//! Where a pod's state lives, and the small JSON records in it. Every record is written by
+//! write-temporary-then-rename, so a reader (or recovery after a crash) sees the old or the
+//! new record, never half of one.
+//!
+//! ```text
+//! RUN_DIR/pods/<uid>/        pod.json (written first: the intent), init.json (pod init pid +
+//!                            start time), init.sock, hostname, hosts, resolv.conf, shm/ (tmpfs),
+//!                            containers/<name>/{spec.json, process.json, exit.json}
+//! RUN_DIR/netns/<uid>        the pod's network namespace, bind-mounted
+//! DATA_DIR/pods/<uid>/       containers/<name>/{upper,work,rootfs}, volumes/<name>
+//! ```
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::rootfs::ContainerPaths;
+use crate::spec::{ContainerSpec, PodSpec, VolumeSource};
+
+#[derive(Clone, Debug)]
+pub struct PodDirs {
+    /// RUN_DIR/pods/<uid>
+    pub state: PathBuf,
+    /// DATA_DIR/pods/<uid>
+    pub data: PathBuf,
+    /// RUN_DIR/netns/<uid>
+    pub netns: PathBuf,
+}
+
+impl PodDirs {
+    pub fn new(run_dir: &Path, data_dir: &Path, uid: &str) -> PodDirs {
+        PodDirs {
+            state: run_dir.join("pods").join(uid),
+            data: data_dir.join("pods").join(uid),
+            netns: run_dir.join("netns").join(uid),
+        }
+    }
+
+    pub fn record(&self) -> PathBuf {
+        self.state.join("pod.json")
+    }
+
+    pub fn init_record(&self) -> PathBuf {
+        self.state.join("init.json")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state.join("init.sock")
+    }
+
+    pub fn shm(&self) -> PathBuf {
+        self.state.join("shm")
+    }
+
+    pub fn container_state(&self, name: &str) -> PathBuf {
+        self.state.join("containers").join(name)
+    }
+
+    pub fn container_record(&self, name: &str) -> PathBuf {
+        self.container_state(name).join("spec.json")
+    }
+
+    pub fn process_record(&self, name: &str) -> PathBuf {
+        self.container_state(name).join("process.json")
+    }
+
+    pub fn exit_record(&self, name: &str) -> PathBuf {
+        self.container_state(name).join("exit.json")
+    }
+
+    pub fn container_paths(&self, pod: &PodSpec, container: &ContainerSpec) -> ContainerPaths {
+        let dir = self.data.join("containers").join(&container.name);
+        ContainerPaths {
+            rootfs: dir.join("rootfs"),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            shm: self.shm(),
+            hostname: self.state.join("hostname"),
+            hosts: self.state.join("hosts"),
+            resolv_conf: self.state.join("resolv.conf"),
+            volumes: pod
+                .volumes
+                .iter()
+                .map(|v| {
+                    let path = match &v.source {
+                        VolumeSource::EmptyDir { .. } => self.data.join("volumes").join(&v.name),
+                        VolumeSource::HostPath { path } => path.clone(),
+                    };
+                    (v.name.clone(), path)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `pod.json`: the pod as asked for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub spec: PodSpec,
+    pub data_dir: PathBuf,
+    pub created_at: String,
+}
+
+/// A process by pid and start time (`/proc/<pid>/stat` field 22): a pid alone may have
+/// been reused by the time anyone looks again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessRecord {
+    pub fn of(pid: i32) -> Option<ProcessRecord> {
+        process_start_time(pid).map(|start_time| ProcessRecord { pid, start_time })
+    }
+
+    /// Still the same process, and not a zombie.
+    pub fn is_alive(&self) -> bool {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", self.pid)) else { return false };
+        let Some(fields) = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>()) else {
+            return false;
+        };
+        fields.first() != Some(&"Z") && fields.get(19).and_then(|s| s.parse().ok()) == Some(self.start_time)
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat (after the parenthesised command, which may hold spaces).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `process.json`: a started container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerProcess {
+    #[serde(flatten)]
+    pub process: ProcessRecord,
+    pub started_at: String,
+}
+
+/// `exit.json`: how a container ended, as the pod init saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitStatus {
+    /// The exit code, or 128 + the signal that killed it.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled` or `StartError`.
+    pub reason: String,
+    pub message: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: String,
+}
+
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let dir = path.parent().expect("records live in a directory");
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(value).expect("records serialise"))?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// `None` when the record does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = ProcessRecord::of(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        assert!(!ProcessRecord { start_time: me.start_time + 1, ..me }.is_alive());
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/exit.json");
+        assert_eq!(read_json::<ExitStatus>(&path).unwrap(), None);
+        let status = ExitStatus {
+            exit_code: 137,
+            signal: Some(9),
+            reason: "Error".into(),
+            message: None,
+            started_at: None,
+            finished_at: "x".into(),
+        };
+        write_json_atomic(&path, &status).unwrap();
+        assert_eq!(read_json::<ExitStatus>(&path).unwrap(), Some(status));
+    }
+}

@@ -1,0 +1,215 @@
+//! `podctl ps`, `logs`, `stop`, `rm`: the pods `podctl run` made on this host.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use runtime::{Pod, Runtime};
+
+use super::{Dirs, require_root};
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show exited pods too
+    #[arg(short, long)]
+    all: bool,
+    /// Print pod names only
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Keep printing as the container writes, until it exits
+    #[arg(short, long)]
+    follow: bool,
+    /// Container (default: the pod's only one)
+    #[arg(short, long)]
+    container: Option<String>,
+    pod: String,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds between SIGTERM and SIGKILL
+    #[arg(short, long, default_value_t = 30)]
+    time: u64,
+    #[arg(required = true)]
+    pods: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Stop running pods (SIGKILL) before removing them
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    pods: Vec<String>,
+}
+
+fn runtime(dirs: &Dirs) -> Runtime {
+    Runtime::new(&dirs.run_dir, &dirs.data_dir)
+}
+
+/// A pod by name or by a prefix of its uid.
+fn find(runtime: &Runtime, name: &str) -> Result<Pod> {
+    let pods = runtime.pods()?;
+    if let Some(pod) = pods.iter().find(|p| p.name() == name) {
+        return Ok(pod.clone());
+    }
+    let by_uid: Vec<&Pod> = pods.iter().filter(|p| name.len() >= 4 && p.uid().starts_with(name)).collect();
+    match by_uid.as_slice() {
+        [pod] => Ok((*pod).clone()),
+        [] => bail!("no such pod: {name}"),
+        _ => bail!("pod id {name} is ambiguous"),
+    }
+}
+
+/// What a pod is doing, in `ps` words.
+fn status(pod: &Pod) -> String {
+    if pod.is_running() {
+        let exited = pod.exits();
+        if pod.containers().iter().any(|c| !exited.iter().any(|(n, _)| *n == c.name)) {
+            return "Running".into();
+        }
+    }
+    match pod.exits().first() {
+        Some((_, status)) => format!("Exited ({})", status.exit_code),
+        None => "Created".into(),
+    }
+}
+
+pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
+    let runtime = runtime(dirs);
+    let mut rows = vec![["POD ID".to_string(), "NAME".into(), "IMAGE".into(), "STATUS".into(), "CREATED".into()]];
+    for pod in runtime.pods()? {
+        let status = status(&pod);
+        if !args.all && status != "Running" {
+            continue;
+        }
+        if args.quiet {
+            println!("{}", pod.name());
+            continue;
+        }
+        let images: Vec<String> = pod.containers().iter().map(|c| c.image.clone()).collect();
+        rows.push([
+            pod.uid()[..12].to_string(),
+            pod.name().to_string(),
+            images.join(","),
+            status,
+            pod.record.created_at.clone(),
+        ]);
+    }
+    if !args.quiet {
+        super::print_table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(args: LogsArgs, dirs: &Dirs) -> Result<ExitCode> {
+    let runtime = runtime(dirs);
+    let pod = find(&runtime, &args.pod)?;
+    let containers = pod.containers();
+    let container = match &args.container {
+        Some(name) => containers.iter().find(|c| c.name == *name),
+        None if containers.len() == 1 => containers.first(),
+        None => bail!("pod {} has {} containers: name one with -c", pod.name(), containers.len()),
+    };
+    let Some(container) = container else { bail!("no container {:?} in pod {}", args.container, pod.name()) };
+    let mut logs = LogFollower::new(&container.log_path);
+    logs.print_new()?;
+    if args.follow {
+        while runtime.wait_container(&pod, &container.name, Some(Duration::from_millis(100)))?.is_none() {
+            logs.print_new()?;
+        }
+        logs.print_new()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stop(args: StopArgs, dirs: &Dirs) -> Result<ExitCode> {
+    require_root("podctl stop")?;
+    let runtime = runtime(dirs);
+    for name in &args.pods {
+        let pod = find(&runtime, name)?;
+        let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
+        runtime.stop_pod(&pod, &containers, Duration::from_secs(args.time))?;
+        println!("{}", pod.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rm(args: RmArgs, dirs: &Dirs) -> Result<ExitCode> {
+    require_root("podctl rm")?;
+    let runtime = runtime(dirs);
+    for name in &args.pods {
+        let pod = find(&runtime, name)?;
+        if status(&pod) == "Running" && !args.force {
+            bail!("pod {} is running: stop it first, or use rm -f", pod.name());
+        }
+        remove_pod_and_logs(&runtime, &pod, &dirs.log_dir)?;
+        println!("{}", pod.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the pod (killing what still runs) and its log directory.
+pub fn remove_pod_and_logs(runtime: &Runtime, pod: &Pod, log_dir: &Path) -> Result<()> {
+    runtime.remove_pod(pod)?;
+    let spec = &pod.record.spec;
+    let dir = log_dir.join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid));
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Prints a CRI log as the container wrote it: stdout records to stdout, stderr records to
+/// stderr, `P` pieces joined without a newline.
+pub struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl LogFollower {
+    pub fn new(path: &Path) -> LogFollower {
+        LogFollower { path: path.to_path_buf(), offset: 0 }
+    }
+
+    /// Prints the complete records written since the last call.
+    pub fn print_new(&mut self) -> Result<()> {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if file.metadata()?.len() < self.offset {
+            self.offset = 0; // rotated
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut reader = BufReader::new(file);
+        let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
+        let mut record = Vec::new();
+        loop {
+            record.clear();
+            let n = reader.read_until(b'\n', &mut record)?;
+            if n == 0 || record.last() != Some(&b'\n') {
+                break;
+            }
+            self.offset += n as u64;
+            let mut fields = record[..record.len() - 1].splitn(4, |b| *b == b' ');
+            let (_, stream, tag, line) = (fields.next(), fields.next(), fields.next(), fields.next().unwrap_or(b""));
+            let sink: &mut dyn Write = if stream == Some(b"stderr") { &mut err } else { &mut out };
+            sink.write_all(line)?;
+            if tag != Some(b"P") {
+                sink.write_all(b"\n")?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! `podctl run` and the pod runtime, as root, on pods without a network (`--net none`).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use testkit::node::Node;
+
+fn node() -> Node {
+    Node::new(env!("CARGO_BIN_EXE_podctl")).with_busybox()
+}
+
+/// `podctl run --rm busybox -- sh -c SCRIPT`: (exit code, stdout, stderr).
+fn sh(node: &Node, flags: &[&str], script: &str) -> (i32, String, String) {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "--", "sh", "-c", script]);
+    let out = node.podctl(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn runs_a_command_and_streams_its_output() {
+    let node = node();
+    let (code, out, err) = sh(&node, &[], "echo out; echo err >&2; exit 7");
+    assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
+    assert!(node.mounts().is_empty(), "nothing left mounted: {:?}", node.mounts());
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "", "--rm removed the pod");
+}
+
+#[test]
+fn pod_init_is_pid_1_and_the_pod_sees_only_its_own_processes() {
+    let node = node();
+    let (code, out, _) = sh(
+        &node,
+        &["--name", "iso"],
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'; hostname",
+    );
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("__pod-init"), "PID 1 is the pod init: {out}");
+    // The pod init, sh, and the pipeline's commands: nothing of the host.
+    let pids: usize = lines[1].parse().unwrap();
+    assert!(pids <= 5, "{pids} processes visible: {out}");
+    assert_eq!(lines[2], "iso");
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    let node = node();
+    assert_eq!(sh(&node, &[], "exit 0").0, 0);
+    assert_eq!(sh(&node, &[], "exit 42").0, 42);
+    assert_eq!(sh(&node, &[], "kill -9 $$").0, 137);
+    assert_eq!(sh(&node, &[], "kill -TERM $$").0, 143);
+    let out = node.podctl(&["run", "--rm", "busybox", "--", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"no-such-command\": executable file not found in $PATH"), "{err}");
+    let out = node.podctl(&["run", "--rm", "busybox", "--", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/etc/passwd: permission denied"));
+    let err = node.fails(&["run", "--rm", "nosuchimage"]);
+    assert!(err.contains("unknown image nosuchimage"), "{err}");
+}
+
+#[test]
+fn env_args_workdir_and_user() {
+    let node = node();
+    let (code, out, _) = sh(
+        &node,
+        &["-e", "GREETING=hi there", "-w", "/tmp/work", "--user", "1000:2000"],
+        "echo \"$GREETING\"; pwd; id -u; id -g; echo $PATH",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out, "hi there\n/tmp/work\n1000\n2000\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    // A user by name, from the image's /etc/passwd; the image's Cmd when none is given.
+    let (_, out, _) = sh(&node, &["--user", "nobody"], "id -u; id -g");
+    assert_eq!(out, "65534\n65534\n");
+    let out = node.ok(&["run", "--rm", "busybox", "--", "echo", "a b", "c"]);
+    assert_eq!(out, "a b c\n");
+}
+
+/// The capability sets of the container's main process, from /proc/self/status.
+fn capabilities(node: &Node, flags: &[&str]) -> (u64, u64) {
+    let (_, out, _) = sh(node, flags, "grep -E '^Cap(Eff|Bnd)' /proc/self/status");
+    let get = |key: &str| {
+        let line = out.lines().find(|l| l.starts_with(key)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    (get("CapEff"), get("CapBnd"))
+}
+
+#[test]
+fn default_capabilities_no_sys_admin_and_no_new_privs() {
+    let node = node();
+    // containerd's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(capabilities(&node, &[]), (0xa80425fb, 0xa80425fb));
+    let (code, _, err) = sh(&node, &[], "mkdir /mnt && mount -t tmpfs none /mnt");
+    assert_ne!(code, 0, "mount must be refused");
+    assert!(err.to_lowercase().contains("permission denied") || err.contains("not permitted"), "{err}");
+    let (_, out, _) = sh(&node, &[], "grep NoNewPrivs /proc/self/status");
+    assert_eq!(out.split_whitespace().nth(1), Some("1"));
+    // A non-root user keeps the bounding set but has no effective capabilities.
+    assert_eq!(capabilities(&node, &["--user", "1000"]), (0, 0xa80425fb));
+    let (eff, _) = capabilities(&node, &["--privileged"]);
+    assert!(eff & (1 << 21) != 0, "privileged has CAP_SYS_ADMIN");
+}
+
+#[test]
+fn masked_and_read_only_paths_and_read_only_rootfs() {
+    let node = node();
+    let (_, out, _) = sh(
+        &node,
+        &[],
+        "wc -c < /proc/timer_list; echo x 2>&1 > /proc/sys/kernel/domainname; echo ok > /tmp/f && cat /tmp/f",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "0", "/proc/timer_list is masked");
+    assert!(lines[1].contains("Read-only file system"), "{out}");
+    assert_eq!(lines[2], "ok");
+    let (code, _, err) = sh(&node, &["--read-only"], "touch /newfile");
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    let (_, out, _) = sh(&node, &[], "ls /dev | sort | tr '\\n' ' '");
+    for dev in ["full", "mqueue", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero"] {
+        assert!(out.split_whitespace().any(|d| d == dev), "/dev/{dev} missing: {out}");
+    }
+}
+
+#[test]
+fn host_volumes_read_write_and_read_only() {
+    let node = node();
+    let shared = node.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("in"), "from host\n").unwrap();
+    let rw = format!("{}:/data", shared.display());
+    let (code, out, _) = sh(&node, &["-v", &rw], "cat /data/in; echo back > /data/out");
+    assert_eq!((code, out.as_str()), (0, "from host\n"));
+    assert_eq!(std::fs::read_to_string(shared.join("out")).unwrap(), "back\n");
+    let ro = format!("{}:/data:ro", shared.display());
+    let (code, _, err) = sh(&node, &["-v", &ro], "echo x > /data/out");
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+}
+
+#[test]
+fn logs_are_in_cri_format() {
+    let node = node();
+    node.ok(&["run", "--name", "logger", "busybox", "--", "sh", "-c", "echo one; echo two >&2; printf tail"]);
+    let dir = std::fs::read_dir(node.log_dir()).unwrap().next().unwrap().unwrap().path();
+    assert!(dir.file_name().unwrap().to_string_lossy().starts_with("default_logger_"));
+    let log = std::fs::read_to_string(dir.join("logger/0.log")).unwrap();
+    let records: Vec<Vec<&str>> = log.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    assert_eq!(records.len(), 3, "{log}");
+    for r in &records {
+        assert!(r[0].ends_with('Z') && r[0].len() == 30, "RFC3339Nano timestamp: {}", r[0]);
+    }
+    let mut streams: Vec<(&str, &str, &str)> = records.iter().map(|r| (r[1], r[2], r[3])).collect();
+    streams.sort();
+    assert_eq!(streams, [("stderr", "F", "two"), ("stdout", "F", "one"), ("stdout", "F", "tail")]);
+    assert_eq!(node.ok(&["logs", "logger"]), "one\ntail\n");
+    node.ok(&["rm", "logger"]);
+    assert!(!dir.exists(), "rm removes the pod's logs");
+}
+
+#[test]
+fn detach_ps_logs_stop_rm() {
+    let node = node();
+    assert_eq!(
+        node.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.1; done"
+        ]),
+        "ticker\n"
+    );
+    assert!(node.ok(&["ps"]).contains("ticker"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(node.ok(&["logs", "ticker"]).starts_with("tick\n"));
+    assert!(node.fails(&["rm", "ticker"]).contains("is running"));
+    let start = Instant::now();
+    node.ok(&["stop", "-t", "5", "ticker"]);
+    assert!(start.elapsed() < Duration::from_secs(4), "sh ends on SIGTERM, no need to wait for SIGKILL");
+    assert!(!node.ok(&["ps"]).contains("ticker"));
+    assert!(node.ok(&["ps", "-a"]).contains("Exited (143)"));
+    // A process that ignores SIGTERM is killed after the grace period.
+    node.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ]);
+    let start = Instant::now();
+    node.ok(&["stop", "-t", "1", "stubborn"]);
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert!(node.ok(&["ps", "-a"]).contains("Exited (137)"));
+    node.ok(&["rm", "ticker", "stubborn"]);
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "");
+    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+}
+
+#[test]
+fn sigint_stops_a_foreground_pod() {
+    let node = node();
+    let mut child = node
+        .command()
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "fg",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo started; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.ok(&["ps"]).contains("fg") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix_kill(child.id(), libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "sh ended by the SIGTERM it was sent");
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "");
+}
+
+fn nix_kill(pid: u32, signal: i32) {
+    // SAFETY: signalling a child we started.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+}
+
+#[test]
+fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
+    let node = node();
+    let mut child = node
+        .command()
+        .args(["run", "--name", "survivor", "busybox", "--", "sh", "-c", "while true; do sleep 0.1; done"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.ok(&["ps"]).contains("survivor") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(node.ok(&["ps"]).contains("Running"), "the pod outlives its runner");
+    let netns = node.run_dir().join("netns");
+    assert_eq!(std::fs::read_dir(&netns).unwrap().count(), 1);
+    node.ok(&["rm", "-f", "survivor"]);
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "");
+    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    assert_eq!(std::fs::read_dir(&netns).unwrap().count(), 0, "netns file removed");
+    assert_eq!(std::fs::read_dir(node.run_dir().join("pods")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(node.data_dir().join("pods")).unwrap().count(), 0);
+}

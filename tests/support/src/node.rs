@@ -1,0 +1,96 @@
+//! A scratch node for integration tests: temporary data, run and log directories, and the
+//! `podctl` binary run against them. Every pod still there when it drops is removed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Node {
+    /// `bin` is the podctl under test: `env!("CARGO_BIN_EXE_podctl")`.
+    pub fn new(bin: &str) -> Node {
+        crate::assert_root();
+        Node { dir: crate::temp_dir(), bin: PathBuf::from(bin) }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    /// `podctl` with this node's directories.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .arg("--log-dir")
+            .arg(self.log_dir())
+            .env("HOME", self.dir.path());
+        cmd
+    }
+
+    pub fn podctl(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("podctl runs")
+    }
+
+    /// Runs podctl, expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.podctl(args);
+        assert!(out.status.success(), "podctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs podctl, expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.podctl(args);
+        assert!(!out.status.success(), "podctl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Imports the busybox test image as `busybox:latest`.
+    pub fn with_busybox(self) -> Node {
+        let archive = self.dir.path().join("busybox.tar");
+        crate::busybox_image().write_docker_archive(&archive, Some("busybox:latest"));
+        self.ok(&["image", "import", archive.to_str().unwrap()]);
+        self
+    }
+
+    /// Every mount point under this node's directories.
+    pub fn mounts(&self) -> Vec<String> {
+        mounts_under(self.dir.path())
+    }
+}
+
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(out) = self.command().args(["ps", "-a", "-q"]).output() {
+            for name in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.command().args(["rm", "-f", name]).output();
+            }
+        }
+        for mount in mounts_under(self.dir.path()).iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+    }
+}
