@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use testkit::registry::Registry;
-use testkit::{Layer, TarBuilder, TestImage, assert_root, busybox_image, sha256, temp_dir};
+use testkit::{Layer, TarBuilder, TestImage, busybox_image, sha256, temp_dir};
 
 /// A scratch node (testkit) with the store checks these tests need.
 struct Node(testkit::node::Node);

@@ -111,6 +111,24 @@ fn default_capabilities_no_sys_admin_and_no_new_privs() {
 }
 
 #[test]
+fn seccomp_refuses_what_runtime_default_refuses() {
+    let node = node();
+    // A user namespace needs no capability, so only the seccomp filter stops it.
+    let (code, _, err) = sh(&node, &["--user", "1000"], "unshare -U true");
+    assert_ne!(code, 0, "unshare must be refused");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let (code, _, err) = sh(&node, &[], "unshare -n true");
+    assert_ne!(code, 0);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let (_, out, _) = sh(&node, &[], "grep Seccomp: /proc/self/status");
+    assert_eq!(out.split_whitespace().nth(1), Some("2"), "filter mode");
+    // Privileged containers run unfiltered.
+    let (code, out, err) = sh(&node, &["--privileged"], "grep Seccomp: /proc/self/status; unshare -n true && echo ok");
+    assert_eq!((code, out.split_whitespace().nth(1)), (0, Some("0")), "{err}");
+    assert!(out.ends_with("ok\n"));
+}
+
+#[test]
 fn masked_and_read_only_paths_and_read_only_rootfs() {
     let node = node();
     let (_, out, _) = sh(

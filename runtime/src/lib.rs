@@ -11,6 +11,7 @@ pub mod init;
 pub mod logs;
 mod process;
 pub mod rootfs;
+mod seccomp;
 pub mod spec;
 pub mod state;
 

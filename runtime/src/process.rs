@@ -1,5 +1,6 @@
 //! The last steps of a container process before exec: its own mount namespace and root
-//! filesystem, working directory, limits, user, capabilities, no_new_privs, then execve.
+//! filesystem, working directory, limits, user, capabilities, no_new_privs, seccomp, then
+//! execve.
 //! Runs in a child the pod init forked (so already in the pod's PID, network, IPC and UTS
 //! namespaces); returns only on failure.
 
@@ -14,6 +15,7 @@ use caps::{CapSet, Capability};
 use nix::sched::CloneFlags;
 
 use crate::rootfs::{self, ContainerPaths, KernelMounter, Mounter};
+use crate::seccomp;
 use crate::spec::ContainerSpec;
 
 /// The capabilities a container gets by default: containerd's and Docker's set
@@ -74,12 +76,17 @@ fn setup(container: &ContainerSpec, paths: &ContainerPaths) -> Result<Exec, Star
     nix::unistd::chdir(cwd).map_err(|e| StartError::setup(format!("chdir {cwd}: {e}")))?;
     set_rlimits()?;
     let exec = Exec::resolve(container)?;
+    let filters = match container.privileged {
+        true => vec![],
+        false => seccomp::runtime_default().map_err(|e| StartError::setup(format!("seccomp filter: {e}")))?,
+    };
     set_user_and_capabilities(container)?;
     if !container.privileged {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(StartError::setup(format!("no_new_privs: {}", io::Error::last_os_error())));
         }
+        seccomp::apply(&filters).map_err(|e| StartError::setup(format!("seccomp: {e}")))?;
     }
     // Nothing of the pod init's (or the agent's) may reach the container: every descriptor
     // above stdio closes at exec (CVE-2024-21626 leaked one into runc containers).
