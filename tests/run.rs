@@ -150,6 +150,56 @@ fn masked_and_read_only_paths_and_read_only_rootfs() {
 }
 
 #[test]
+fn a_memory_hog_is_oom_killed() {
+    let node = node();
+    let hog = ["--memory", "32Mi", "busybox", "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"];
+    let mut args = vec!["run", "--name", "hog"];
+    args.extend(hog);
+    let out = node.podctl(&args);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    let ps = node.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137) OOMKilled"), "{ps}");
+    // The same program within its limit completes.
+    let out = node.podctl(&[
+        "run",
+        "--rm",
+        "--memory",
+        "128Mi",
+        "busybox",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_pids_limit_stops_a_fork_bomb() {
+    let node = node();
+    let (code, _, err) =
+        sh(&node, &["--pids-limit", "10"], "i=0; while [ $i -lt 40 ]; do sleep 1 & i=$((i+1)); done; wait");
+    assert_ne!(code, 0);
+    assert!(err.contains("can't fork"), "forks beyond the limit fail: {err}");
+}
+
+#[test]
+fn a_cpu_limit_holds() {
+    let node = node();
+    // Three seconds of a busy loop under a limit of half a CPU: about 1.5 s of CPU time,
+    // read from the shell's cutime + cstime (clock ticks of 1/100 s).
+    let (code, out, err) = sh(&node, &["--cpus", "0.5"], "timeout 3 sh -c 'while :; do :; done'; cat /proc/$$/stat");
+    assert_eq!(code, 0, "{err}");
+    let fields: Vec<&str> = out.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+    // cutime cstime (proc_pid_stat(5)).
+    let ticks: u64 = fields[13].parse::<u64>().unwrap() + fields[14].parse::<u64>().unwrap();
+    assert!((127..=173).contains(&ticks), "{ticks} ticks of CPU in 3 s at 0.5 CPU (150 ± 15%)");
+}
+
+#[test]
 fn host_volumes_read_write_and_read_only() {
     let node = node();
     let shared = node.dir.path().join("shared");
@@ -252,7 +302,7 @@ fn sigint_stops_a_foreground_pod() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !node.ok(&["ps"]).contains("fg") && Instant::now() < deadline {
+    while !node.ok(&["ps"]).contains("Running") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     nix_kill(child.id(), libc::SIGINT);
@@ -276,7 +326,7 @@ fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !node.ok(&["ps"]).contains("survivor") && Instant::now() < deadline {
+    while !node.ok(&["ps"]).contains("Running") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().unwrap();

@@ -22,6 +22,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::Cgroup;
 use crate::logs::{CriLog, Stream, rfc3339_nano};
 use crate::process;
 use crate::spec::{ContainerSpec, NetworkMode};
@@ -33,9 +34,11 @@ const LOG_MAX_FILES: usize = 5;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Request {
-    /// Fork, build and exec a container; answered once it has exec'd or failed to.
+    /// Fork, build and exec a container in `cgroup`; answered once it has exec'd or
+    /// failed to.
     Start {
         container: Box<ContainerSpec>,
+        cgroup: Cgroup,
     },
     /// Answered when the container has exited and its output is in the log.
     Wait {
@@ -74,6 +77,8 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     let record: PodRecord = read_json(&state_dir.join("pod.json"))?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "pod.json missing"))?;
     let dirs = PodDirs { state: state_dir.to_path_buf(), data: record.data_dir.clone(), netns: Default::default() };
+    // Everything the pod init forks inherits this cgroup until it joins its own.
+    record.cgroup.child("init").join(std::process::id() as i32)?;
     let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     if record.spec.network != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -113,6 +118,7 @@ struct Running {
     stdout: Option<File>,
     stderr: Option<File>,
     log: CriLog,
+    cgroup: Cgroup,
     /// Set once reaped; the container is done when its pipes are drained too.
     exit: Option<WaitStatus>,
     waiters: Vec<u64>,
@@ -132,6 +138,7 @@ struct PodInit {
 impl PodInit {
     fn new(dirs: PodDirs, record: PodRecord, listener: UnixListener) -> io::Result<PodInit> {
         nix::unistd::setsid().map_err(io::Error::from)?;
+        own_proc()?;
         nix::unistd::sethostname(&record.spec.hostname).map_err(|e| io::Error::other(format!("sethostname: {e}")))?;
         if record.spec.network != NetworkMode::Host {
             loopback_up()?;
@@ -231,7 +238,7 @@ impl PodInit {
         }
         let response = match serde_json::from_str::<Request>(&line) {
             Err(e) => Some(Response::Error { message: format!("bad request: {e}") }),
-            Ok(Request::Start { container }) => Some(self.start(*container)),
+            Ok(Request::Start { container, cgroup }) => Some(self.start(*container, cgroup)),
             Ok(Request::Wait { container }) => self.wait(id, &container),
             Ok(Request::Kill { container, signal }) => Some(self.kill(&container, signal)),
             Ok(Request::Shutdown) => {
@@ -254,11 +261,11 @@ impl PodInit {
         }
     }
 
-    fn start(&mut self, container: ContainerSpec) -> Response {
+    fn start(&mut self, container: ContainerSpec, cgroup: Cgroup) -> Response {
         if self.running.iter().any(|c| c.name == container.name) {
             return Response::Error { message: format!("container {} is already running", container.name) };
         }
-        match self.spawn(&container) {
+        match self.spawn(&container, cgroup) {
             Ok(running) => {
                 let pid = running.pid.as_raw();
                 self.running.push(running);
@@ -268,7 +275,7 @@ impl PodInit {
         }
     }
 
-    fn spawn(&mut self, container: &ContainerSpec) -> io::Result<Running> {
+    fn spawn(&mut self, container: &ContainerSpec, cgroup: Cgroup) -> io::Result<Running> {
         let paths = self.dirs.container_paths(&self.record.spec, container);
         for dir in [&paths.rootfs, &paths.upper, &paths.work] {
             std::fs::create_dir_all(dir)?;
@@ -284,7 +291,7 @@ impl PodInit {
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
             ForkResult::Child => {
                 drop((out_r, err_r, status_r));
-                let failure = child_setup(out_w, err_w).map_or_else(
+                let failure = child_setup(out_w, err_w, &cgroup).map_or_else(
                     |e| process::StartError { exit_code: 128, message: e.to_string() },
                     |()| process::setup_and_exec(container, &paths),
                 );
@@ -313,6 +320,7 @@ impl PodInit {
                         stdout: Some(File::from(out_r)),
                         stderr: Some(File::from(err_r)),
                         log,
+                        cgroup,
                         exit: None,
                         waiters: Vec::new(),
                     });
@@ -418,10 +426,15 @@ impl PodInit {
                 Some(WaitStatus::Signaled(_, signal, _)) => (128 + signal as i32, Some(signal as i32)),
                 _ => (255, None),
             };
+            let reason = match (exit_code, signal) {
+                (0, _) => "Completed",
+                (_, Some(libc::SIGKILL)) if c.cgroup.oom_killed() => "OOMKilled",
+                _ => "Error",
+            };
             let status = ExitStatus {
                 exit_code,
                 signal,
-                reason: if exit_code == 0 { "Completed".into() } else { "Error".into() },
+                reason: reason.into(),
                 message: None,
                 started_at: Some(c.started_at.clone()),
                 finished_at: rfc3339_nano(SystemTime::now()),
@@ -437,9 +450,13 @@ impl PodInit {
     }
 }
 
-/// In the forked child, before the container is built: default signal handling (blocked
-/// signals and ignored SIGPIPE would otherwise pass through exec), stdio on the log pipes.
-fn child_setup(stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
+/// In the forked child, before the container is built: its cgroup, default signal handling
+/// (blocked signals and ignored SIGPIPE would otherwise pass through exec), stdio on the
+/// log pipes.
+fn child_setup(stdout: OwnedFd, stderr: OwnedFd, cgroup: &Cgroup) -> io::Result<()> {
+    // Our pid as this PID namespace sees it: cgroup.procs reads pids in the writer's
+    // namespace (cgroups(7)).
+    cgroup.join(std::process::id() as i32)?;
     SigSet::all().thread_unblock().map_err(io::Error::from)?;
     for signal in [Signal::SIGPIPE, Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: restoring the default disposition.
@@ -461,6 +478,19 @@ fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> io::Result<()> {
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Gives the pod init a /proc of the pod's PID namespace, so the pids it forks mean the
+/// same in /proc: a mount namespace of its own, a slave of the node's (mounts the agent
+/// makes later still arrive; nothing mounted here leaks out, mount_namespaces(7)).
+fn own_proc() -> io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io::Error::other(format!("new mount namespace: {e}")))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .map_err(|e| io::Error::other(format!("make / a slave: {e}")))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
+        .map_err(|e| io::Error::other(format!("mount /proc: {e}")))
 }
 
 /// Sets `lo` up in the pod's new network namespace (SIOCSIFFLAGS, netdevice(7)).

@@ -7,6 +7,7 @@
 //! die at any moment: pods keep running, and everything the agent needs to find them again
 //! is in the state directory ([`state`]).
 
+pub mod cgroups;
 pub mod init;
 pub mod logs;
 mod process;
@@ -22,6 +23,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::mount::{MntFlags, MsFlags};
+
+pub use cgroups::{Cgroup, Cgroups, QosClass};
 
 pub use init::{Request, Response};
 pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
@@ -52,9 +55,11 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The node's pods, as found under the run and data directories.
+#[derive(Clone)]
 pub struct Runtime {
     pub run_dir: PathBuf,
     pub data_dir: PathBuf,
+    pub cgroups: Cgroups,
     /// The program to exec as the pod init (`podctl` itself: `/proc/self/exe`).
     pub init_program: PathBuf,
 }
@@ -108,10 +113,11 @@ impl Pod {
 }
 
 impl Runtime {
-    pub fn new(run_dir: &Path, data_dir: &Path) -> Runtime {
+    pub fn new(run_dir: &Path, data_dir: &Path, cgroups: Cgroups) -> Runtime {
         Runtime {
             run_dir: run_dir.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
+            cgroups,
             init_program: PathBuf::from("/proc/self/exe"),
         }
     }
@@ -128,6 +134,7 @@ impl Runtime {
             spec: spec.clone(),
             data_dir: dirs.data.clone(),
             created_at: logs::rfc3339_nano(SystemTime::now()),
+            cgroup: self.cgroups.pod(spec.qos, &spec.uid),
         };
         state::write_json_atomic(&dirs.record(), &record)
             .map_err(Error::io(format!("pod {}: write record", spec.name)))?;
@@ -168,6 +175,8 @@ impl Runtime {
                 }
             }
         }
+        let init_cgroup = pod.record.cgroup.child("init");
+        self.cgroups.create(&init_cgroup, &Resources::default()).map_err(Error::io(format!("pod {name}: cgroup")))?;
         std::fs::create_dir_all(dirs.shm()).map_err(Error::io(format!("pod {name}: shm")))?;
         mount_tmpfs(&dirs.shm(), "mode=1777,size=65536k").map_err(Error::io(format!("pod {name}: mount shm")))?;
         let init = self.spawn_init(dirs).map_err(Error::io(format!("pod {name}: start pod init")))?;
@@ -252,7 +261,9 @@ impl Runtime {
             container: container.name.clone(),
             message,
         };
-        match self.request(pod, &Request::Start { container: Box::new(container.clone()) }, None)? {
+        let cgroup = pod.record.cgroup.child(&container.name);
+        self.cgroups.create(&cgroup, &container.resources).map_err(|e| fail(e.to_string()))?;
+        match self.request(pod, &Request::Start { container: Box::new(container.clone()), cgroup }, None)? {
             Response::Started { pid } => Ok(pid),
             Response::Error { message } => Err(fail(message)),
             other => Err(fail(format!("unexpected answer {other:?}"))),
@@ -328,6 +339,7 @@ impl Runtime {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init.pid), nix::sys::signal::SIGKILL);
             }
         }
+        pod.record.cgroup.remove().map_err(Error::io(format!("pod {name}: remove cgroup")))?;
         unmount_all_under(&pod.dirs.netns).map_err(Error::io(format!("pod {name}: unmount netns")))?;
         let _ = std::fs::remove_file(&pod.dirs.netns);
         unmount_all_under(&pod.dirs.state).map_err(Error::io(format!("pod {name}: unmount state")))?;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::QosClass;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PodSpec {
     pub uid: String,
@@ -18,6 +20,8 @@ pub struct PodSpec {
     pub resolv_conf: String,
     /// Volumes the pod's containers may mount, by name.
     pub volumes: Vec<Volume>,
+    /// Decides where the pod's cgroup goes (see [`crate::cgroups::QosClass::of`]).
+    pub qos: QosClass,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

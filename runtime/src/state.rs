@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::Cgroup;
 use crate::rootfs::ContainerPaths;
 use crate::spec::{ContainerSpec, PodSpec, VolumeSource};
 
@@ -102,6 +103,8 @@ pub struct PodRecord {
     pub spec: PodSpec,
     pub data_dir: PathBuf,
     pub created_at: String,
+    /// The pod's cgroup; the pod init runs in its `init` child.
+    pub cgroup: Cgroup,
 }
 
 /// A process by pid and start time (`/proc/<pid>/stat` field 22): a pid alone may have

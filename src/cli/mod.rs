@@ -31,6 +31,18 @@ pub struct Dirs {
     /// Container logs, in the CRI layout
     #[arg(long, global = true, value_name = "DIR", default_value = "/var/log/pods", env = "PODCTL_LOG_DIR")]
     pub log_dir: PathBuf,
+    /// Parent of the kubepods cgroup: absolute, or relative to podctl's own cgroup (default)
+    #[arg(long, global = true, value_name = "PATH", env = "PODCTL_CGROUP_ROOT")]
+    pub cgroup_root: Option<String>,
+}
+
+impl Dirs {
+    /// The runtime on these directories and this machine's cgroups.
+    pub fn runtime(&self) -> Result<runtime::Runtime> {
+        let cgroups =
+            runtime::Cgroups::detect(self.cgroup_root.as_deref()).map_err(|e| anyhow::anyhow!("cgroups: {e}"))?;
+        Ok(runtime::Runtime::new(&self.run_dir, &self.data_dir, cgroups))
+    }
 }
 
 #[derive(Subcommand)]

@@ -51,10 +51,6 @@ pub struct RmArgs {
     pods: Vec<String>,
 }
 
-fn runtime(dirs: &Dirs) -> Runtime {
-    Runtime::new(&dirs.run_dir, &dirs.data_dir)
-}
-
 /// A pod by name or by a prefix of its uid.
 fn find(runtime: &Runtime, name: &str) -> Result<Pod> {
     let pods = runtime.pods()?;
@@ -78,13 +74,16 @@ fn status(pod: &Pod) -> String {
         }
     }
     match pod.exits().first() {
-        Some((_, status)) => format!("Exited ({})", status.exit_code),
+        Some((_, status)) if status.reason == "Completed" || status.reason == "Error" => {
+            format!("Exited ({})", status.exit_code)
+        }
+        Some((_, status)) => format!("Exited ({}) {}", status.exit_code, status.reason),
         None => "Created".into(),
     }
 }
 
 pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
-    let runtime = runtime(dirs);
+    let runtime = dirs.runtime()?;
     let mut rows = vec![["POD ID".to_string(), "NAME".into(), "IMAGE".into(), "STATUS".into(), "CREATED".into()]];
     for pod in runtime.pods()? {
         let status = status(&pod);
@@ -111,7 +110,7 @@ pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
 }
 
 pub fn logs(args: LogsArgs, dirs: &Dirs) -> Result<ExitCode> {
-    let runtime = runtime(dirs);
+    let runtime = dirs.runtime()?;
     let pod = find(&runtime, &args.pod)?;
     let containers = pod.containers();
     let container = match &args.container {
@@ -133,7 +132,7 @@ pub fn logs(args: LogsArgs, dirs: &Dirs) -> Result<ExitCode> {
 
 pub fn stop(args: StopArgs, dirs: &Dirs) -> Result<ExitCode> {
     require_root("podctl stop")?;
-    let runtime = runtime(dirs);
+    let runtime = dirs.runtime()?;
     for name in &args.pods {
         let pod = find(&runtime, name)?;
         let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
@@ -145,7 +144,7 @@ pub fn stop(args: StopArgs, dirs: &Dirs) -> Result<ExitCode> {
 
 pub fn rm(args: RmArgs, dirs: &Dirs) -> Result<ExitCode> {
     require_root("podctl rm")?;
-    let runtime = runtime(dirs);
+    let runtime = dirs.runtime()?;
     for name in &args.pods {
         let pod = find(&runtime, name)?;
         if status(&pod) == "Running" && !args.force {

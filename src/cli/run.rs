@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use images::{Image, Store};
-use runtime::{ContainerSpec, Mount, NetworkMode, PodSpec, Runtime, User, Volume, VolumeSource};
+use runtime::{ContainerSpec, Mount, NetworkMode, PodSpec, QosClass, Resources, Runtime, User, Volume, VolumeSource};
 
 use super::pods::{LogFollower, remove_pod_and_logs};
 use super::{Dirs, require_root};
@@ -47,6 +47,15 @@ pub struct RunArgs {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
+    /// Memory limit, as a Kubernetes quantity (64Mi, 1Gi, 500M)
+    #[arg(short, long, value_name = "SIZE", value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// CPU limit: cores as a decimal (0.5) or millicores (500m)
+    #[arg(long, value_name = "N", value_parser = parse_millicores)]
+    cpus: Option<u64>,
+    /// Most processes (and threads) the container may have
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pids_limit: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL when stopping
     #[arg(long, default_value_t = 30)]
     grace_period: u64,
@@ -66,6 +75,11 @@ extern "C" fn request_stop(_: libc::c_int) {
 impl RunArgs {
     pub fn run(self, dirs: &Dirs) -> Result<ExitCode> {
         require_root("podctl run")?;
+        // From here on SIGINT and SIGTERM stop the pod rather than abandon it half-made.
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
+        }
         let store = Store::open(&dirs.data_dir)?;
         let image = resolve_image(&store, &self.image)?;
         let lower_dirs = store.lower_dirs(&image)?;
@@ -74,7 +88,7 @@ impl RunArgs {
             Some(name) => validate_name(name)?,
             None => format!("{}-{}", image_base_name(&self.image), &uid[..6]),
         };
-        let runtime = Runtime::new(&dirs.run_dir, &dirs.data_dir);
+        let runtime = dirs.runtime()?;
         if runtime.pods()?.iter().any(|p| p.name() == name) {
             bail!("a pod named {name} already exists (podctl rm {name})");
         }
@@ -88,6 +102,7 @@ impl RunArgs {
             hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"),
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             volumes,
+            qos: QosClass::of([&self.resources()]),
         };
         let container = self.container_spec(&image, lower_dirs, &pod, mounts, &dirs.log_dir)?;
         let pod = runtime.create_pod(&pod)?;
@@ -120,14 +135,9 @@ impl RunArgs {
         container: &ContainerSpec,
         mut logs: LogFollower,
     ) -> Result<i32> {
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic.
-            unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
-        }
         let (done_tx, done) = mpsc::channel();
         {
-            let (runtime, pod, name) =
-                (Runtime::new(&runtime.run_dir, &runtime.data_dir), pod.clone(), container.name.clone());
+            let (runtime, pod, name) = (runtime.clone(), pod.clone(), container.name.clone());
             std::thread::spawn(move || {
                 let _ = done_tx.send(runtime.wait_container(&pod, &name, None));
             });
@@ -146,13 +156,23 @@ impl RunArgs {
             if STOP_REQUESTED.load(Ordering::SeqCst) && !stopping {
                 stopping = true;
                 let (runtime, pod, names, grace) = (
-                    Runtime::new(&runtime.run_dir, &runtime.data_dir),
+                    runtime.clone(),
                     pod.clone(),
                     vec![container.name.clone()],
                     Duration::from_secs(self.grace_period),
                 );
                 std::thread::spawn(move || runtime.stop_pod(&pod, &names, grace));
             }
+        }
+    }
+
+    /// Limits as `kubectl run --limits` sets them (requests default to limits).
+    fn resources(&self) -> Resources {
+        Resources {
+            cpu_request_millis: None,
+            cpu_limit_millis: self.cpus,
+            memory_limit_bytes: self.memory,
+            pids_limit: self.pids_limit,
         }
     }
 
@@ -197,9 +217,45 @@ impl RunArgs {
             privileged: self.privileged,
             read_only_rootfs: self.read_only,
             mounts,
-            resources: Default::default(),
+            resources: self.resources(),
             log_path: log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&pod.name).join("0.log"),
         })
+    }
+}
+
+/// A Kubernetes quantity of bytes: `123`, `64Mi`, `1Gi`, `500M`, `1.5Gi`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    const SUFFIXES: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, factor) =
+        SUFFIXES.iter().find_map(|(suffix, f)| s.strip_suffix(suffix).map(|n| (n, *f))).unwrap_or((s, 1.0));
+    match number.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * factor >= 1.0 => Ok((n * factor).round() as u64),
+        _ => Err(format!("{s:?} is not a quantity of bytes (e.g. 64Mi, 1Gi, 500M)")),
+    }
+}
+
+/// CPUs as cores (`0.5`, `2`) or millicores (`500m`), in millicores.
+fn parse_millicores(s: &str) -> Result<u64, String> {
+    let millis = match s.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok(),
+        None => s.parse::<f64>().ok().map(|c| c * 1000.0),
+    };
+    match millis {
+        Some(m) if m.is_finite() && m >= 1.0 => Ok(m.round() as u64),
+        _ => Err(format!("{s:?} is not a CPU amount (e.g. 0.5, 2, 500m)")),
     }
 }
 
@@ -347,6 +403,19 @@ mod tests {
         assert_eq!(resolve_user("1000:staff", &dirs).unwrap(), User { uid: 1000, gid: 50, additional_gids: vec![] });
         assert_eq!(resolve_user("4242", &dirs).unwrap(), User { uid: 4242, gid: 0, additional_gids: vec![] });
         assert!(resolve_user("nobody", &dirs).unwrap_err().to_string().contains("unable to find user nobody"));
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1.5Gi"), Ok(3 << 29));
+        assert_eq!(parse_bytes("500M"), Ok(500_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("lots").is_err() && parse_bytes("-1Mi").is_err() && parse_bytes("0").is_err());
+        assert_eq!(parse_millicores("0.5"), Ok(500));
+        assert_eq!(parse_millicores("250m"), Ok(250));
+        assert_eq!(parse_millicores("2"), Ok(2000));
+        assert!(parse_millicores("0").is_err() && parse_millicores("x").is_err());
     }
 
     #[test]

@@ -28,6 +28,11 @@ impl Node {
         self.dir.path().join("log")
     }
 
+    /// This node's cgroups go below the test's own, in a cgroup named after its directory.
+    pub fn cgroup_root(&self) -> String {
+        self.dir.path().file_name().unwrap().to_string_lossy().into_owned()
+    }
+
     /// `podctl` with this node's directories.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
@@ -37,6 +42,8 @@ impl Node {
             .arg(self.run_dir())
             .arg("--log-dir")
             .arg(self.log_dir())
+            .arg("--cgroup-root")
+            .arg(self.cgroup_root())
             .env("HOME", self.dir.path());
         cmd
     }
@@ -91,6 +98,9 @@ impl Drop for Node {
         }
         for mount in mounts_under(self.dir.path()).iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+        if let Ok(cgroups) = runtime::Cgroups::detect(Some(&self.cgroup_root())) {
+            let _ = cgroups.root().remove();
         }
     }
 }

@@ -1,0 +1,446 @@
+//! Pod and container cgroups, v1 and v2, in kubelet's cgroupfs-driver layout:
+//! `<root>/kubepods/{burstable,besteffort}/pod<uid>/<container>`, Guaranteed pods directly
+//! under `kubepods`. `<root>` is the cgroup podctl itself runs in (per hierarchy on v1), so
+//! podctl only ever creates cgroups below its own; `--cgroup-root` may name another
+//! (absolute, as kubelet's flag, or relative to podctl's own).
+//!
+//! A thin layer of our own rather than cgroups-rs: that crate pins an older nix, always
+//! brings a D-Bus client, and picks v1 or v2 for the whole machine, where the hybrid layout
+//! (v1 controllers beside an empty v2 tree) needs the controllers found one by one.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Resources;
+
+/// kubelet's CFS period (100 ms) and the smallest quota it sets (1 ms).
+const CFS_PERIOD_US: u64 = 100_000;
+const MIN_QUOTA_US: u64 = 1_000;
+/// kubelet's MinShares / MaxShares.
+const MIN_SHARES: u64 = 2;
+const MAX_SHARES: u64 = 262_144;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QosClass {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl QosClass {
+    /// Kubernetes' rule: Guaranteed when every container's CPU and memory limits are set
+    /// (requests then equal them), BestEffort when nothing is set, Burstable otherwise.
+    pub fn of<'a>(containers: impl IntoIterator<Item = &'a Resources>) -> QosClass {
+        let all: Vec<&Resources> = containers.into_iter().collect();
+        let guaranteed = !all.is_empty()
+            && all.iter().all(|r| {
+                r.cpu_limit_millis.is_some()
+                    && r.memory_limit_bytes.is_some()
+                    && r.cpu_request_millis.is_none_or(|req| Some(req) == r.cpu_limit_millis)
+            });
+        let nothing = all
+            .iter()
+            .all(|r| r.cpu_limit_millis.is_none() && r.memory_limit_bytes.is_none() && r.cpu_request_millis.is_none());
+        match (guaranteed, nothing) {
+            (true, _) => QosClass::Guaranteed,
+            (_, true) => QosClass::BestEffort,
+            _ => QosClass::Burstable,
+        }
+    }
+
+    fn dir(self) -> Option<&'static str> {
+        match self {
+            QosClass::Guaranteed => None,
+            QosClass::Burstable => Some("burstable"),
+            QosClass::BestEffort => Some("besteffort"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Controller {
+    Cpu,
+    Memory,
+    Pids,
+    /// The v2 tree, which holds every controller.
+    Unified,
+}
+
+/// One hierarchy podctl uses: where its `<root>` is on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Root {
+    controller: Controller,
+    dir: PathBuf,
+}
+
+/// The cgroup hierarchies of this machine, as podctl uses them.
+#[derive(Clone, Debug)]
+pub struct Cgroups {
+    roots: Vec<Root>,
+}
+
+/// A cgroup in every hierarchy podctl uses (one directory on v2, one per controller on v1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cgroup {
+    pub dirs: Vec<(Controller, PathBuf)>,
+}
+
+impl Cgroups {
+    /// Finds the hierarchies from /proc/self/mountinfo and /proc/self/cgroup.
+    pub fn detect(root: Option<&str>) -> io::Result<Cgroups> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        let own = fs::read_to_string("/proc/self/cgroup")?;
+        Cgroups::from_layout(&mountinfo, &own, root)
+    }
+
+    /// The same from the two files' text: v1 when the cpu, memory and pids controllers are
+    /// mounted as v1 (the hybrid layout included), else v2.
+    pub fn from_layout(mountinfo: &str, own: &str, root: Option<&str>) -> io::Result<Cgroups> {
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let mount_point = left.split(' ').nth(4).unwrap_or_default();
+            let mut right = right.split(' ');
+            let (fstype, options) = (right.next().unwrap_or_default(), right.nth(1).unwrap_or_default());
+            match fstype {
+                "cgroup2" => v2 = Some(PathBuf::from(mount_point)),
+                "cgroup" => {
+                    for (name, controller) in
+                        [("cpu", Controller::Cpu), ("memory", Controller::Memory), ("pids", Controller::Pids)]
+                    {
+                        if options.split(',').any(|o| o == name) && !v1.iter().any(|(c, _)| *c == controller) {
+                            v1.push((controller, PathBuf::from(mount_point)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let own_path = |key: &str| {
+            own.lines().find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                let matches = match key {
+                    "" => controllers.is_empty(),
+                    name => controllers.split(',').any(|c| c == name),
+                };
+                matches.then(|| path.to_string())
+            })
+        };
+        let place = |mount: &Path, own: Option<String>| -> PathBuf {
+            let base = match root {
+                Some(r) if r.starts_with('/') => PathBuf::from(r),
+                Some(r) => PathBuf::from(own.unwrap_or_else(|| "/".into())).join(r),
+                None => PathBuf::from(own.unwrap_or_else(|| "/".into())),
+            };
+            mount.join(base.strip_prefix("/").unwrap_or(&base))
+        };
+        let roots = if v1.len() == 3 {
+            v1.into_iter()
+                .map(|(controller, mount)| {
+                    let key = match controller {
+                        Controller::Cpu => "cpu",
+                        Controller::Memory => "memory",
+                        _ => "pids",
+                    };
+                    Root { controller, dir: place(&mount, own_path(key)) }
+                })
+                .collect()
+        } else if let Some(mount) = v2 {
+            vec![Root { controller: Controller::Unified, dir: place(&mount, own_path("")) }]
+        } else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no cgroup hierarchy with cpu, memory and pids found"));
+        };
+        Ok(Cgroups { roots })
+    }
+
+    fn cgroup(&self, relative: &Path) -> Cgroup {
+        Cgroup { dirs: self.roots.iter().map(|r| (r.controller, r.dir.join(relative))).collect() }
+    }
+
+    fn pod_relative(qos: QosClass, pod_uid: &str) -> PathBuf {
+        let mut path = PathBuf::from("kubepods");
+        if let Some(dir) = qos.dir() {
+            path.push(dir);
+        }
+        path.join(format!("pod{pod_uid}"))
+    }
+
+    /// The cgroup `kubepods` goes in (`<root>`): to be removed only by whoever made it
+    /// (tests that pass a `--cgroup-root` of their own).
+    pub fn root(&self) -> Cgroup {
+        self.cgroup(Path::new(""))
+    }
+
+    pub fn pod(&self, qos: QosClass, pod_uid: &str) -> Cgroup {
+        self.cgroup(&Cgroups::pod_relative(qos, pod_uid))
+    }
+
+    /// Creates `cgroup` (and its parents) with `resources` as its limits. On v2 each
+    /// parent podctl created gets the controllers enabled for its children; podctl's own
+    /// cgroup must already delegate them.
+    pub fn create(&self, cgroup: &Cgroup, resources: &Resources) -> io::Result<()> {
+        for (root, (controller, dir)) in self.roots.iter().zip(&cgroup.dirs) {
+            if *controller == Controller::Unified {
+                let available = fs::read_to_string(root.dir.join("cgroup.controllers")).unwrap_or_default();
+                for wanted in ["cpu", "memory", "pids"] {
+                    if !available.split_whitespace().any(|c| c == wanted) {
+                        return Err(io::Error::other(format!(
+                            "cgroup v2: the {wanted} controller is not available in {} (enable it in its parent's cgroup.subtree_control)",
+                            root.dir.display()
+                        )));
+                    }
+                }
+                let mut parent = root.dir.clone();
+                for part in dir.strip_prefix(&root.dir).map_err(io::Error::other)?.components() {
+                    if parent != root.dir {
+                        write(&parent.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
+                    }
+                    parent.push(part);
+                    make_dir(&parent)?;
+                }
+            } else {
+                fs::create_dir_all(dir)
+                    .map_err(|e| io::Error::new(e.kind(), format!("create cgroup {}: {e}", dir.display())))?;
+            }
+        }
+        for (controller, file, value) in limits(&self.roots, resources) {
+            if let Some((_, dir)) = cgroup.dirs.iter().find(|(c, _)| *c == controller) {
+                write(&dir.join(file), &value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The limit files to write for `resources`: (controller, file, value).
+fn limits(roots: &[Root], r: &Resources) -> Vec<(Controller, &'static str, String)> {
+    let v2 = roots.iter().any(|root| root.controller == Controller::Unified);
+    let shares = cpu_shares(r.cpu_request_millis.or(r.cpu_limit_millis));
+    let quota = r.cpu_limit_millis.map(|m| (m * CFS_PERIOD_US / 1000).max(MIN_QUOTA_US));
+    let mut out = Vec::new();
+    if v2 {
+        // kubelet's CpuSharesToCpuWeight: [2, 262144] onto [1, 10000].
+        out.push((Controller::Unified, "cpu.weight", (1 + (shares - 2) * 9999 / 262_142).to_string()));
+        let max = quota.map_or("max".to_string(), |q| q.to_string());
+        out.push((Controller::Unified, "cpu.max", format!("{max} {CFS_PERIOD_US}")));
+        if let Some(m) = r.memory_limit_bytes {
+            out.push((Controller::Unified, "memory.max", m.to_string()));
+            // No swap beyond the limit, as kubelet's default (LimitedSwap off).
+            out.push((Controller::Unified, "memory.swap.max", "0".to_string()));
+        }
+        if let Some(p) = r.pids_limit {
+            out.push((Controller::Unified, "pids.max", p.to_string()));
+        }
+    } else {
+        out.push((Controller::Cpu, "cpu.shares", shares.to_string()));
+        if let Some(q) = quota {
+            out.push((Controller::Cpu, "cpu.cfs_period_us", CFS_PERIOD_US.to_string()));
+            out.push((Controller::Cpu, "cpu.cfs_quota_us", q.to_string()));
+        }
+        if let Some(m) = r.memory_limit_bytes {
+            out.push((Controller::Memory, "memory.limit_in_bytes", m.to_string()));
+        }
+        if let Some(p) = r.pids_limit {
+            out.push((Controller::Pids, "pids.max", p.to_string()));
+        }
+    }
+    out
+}
+
+/// kubelet's MilliCPUToShares: no request means the minimum.
+fn cpu_shares(millis: Option<u64>) -> u64 {
+    millis.map_or(MIN_SHARES, |m| (m * 1024 / 1000).clamp(MIN_SHARES, MAX_SHARES))
+}
+
+impl Cgroup {
+    /// A cgroup below this one: a container's in its pod's (the pod init's is `init`).
+    pub fn child(&self, name: &str) -> Cgroup {
+        Cgroup { dirs: self.dirs.iter().map(|(c, d)| (*c, d.join(name))).collect() }
+    }
+
+    /// Removes this cgroup and those below it, once nothing runs in them.
+    pub fn remove(&self) -> io::Result<()> {
+        self.dirs.iter().try_for_each(|(_, dir)| remove_tree(dir))
+    }
+
+    /// Moves process `pid` (in the caller's PID namespace) into this cgroup.
+    pub fn join(&self, pid: i32) -> io::Result<()> {
+        for (_, dir) in &self.dirs {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel's OOM killer has killed a process of this cgroup
+    /// (v2 `memory.events`, v1 `memory.oom_control`: `oom_kill N`).
+    pub fn oom_killed(&self) -> bool {
+        self.dirs.iter().any(|(controller, dir)| {
+            let file = match controller {
+                Controller::Unified => "memory.events",
+                Controller::Memory => "memory.oom_control",
+                _ => return false,
+            };
+            fs::read_to_string(dir.join(file)).is_ok_and(|s| {
+                s.lines().any(|l| {
+                    l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0)
+                })
+            })
+        })
+    }
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    fs::write(path, value).map_err(|e| io::Error::new(e.kind(), format!("write {value:?} to {}: {e}", path.display())))
+}
+
+fn make_dir(dir: &Path) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(io::Error::new(e.kind(), format!("create cgroup {}: {e}", dir.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// rmdir(2) bottom-up: a cgroup directory is removed with rmdir, never by deleting files.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    // The kernel may still be tearing down the last process: retry briefly on EBUSY.
+    for attempt in 0..50 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("remove cgroup {}: {e}", dir.display()))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTS: &str = "\
+30 25 0:26 / /sys/fs/cgroup/unified rw,relatime shared:5 - cgroup2 cgroup2 rw
+31 25 0:27 / /sys/fs/cgroup/cpu rw,relatime shared:6 - cgroup cgroup rw,cpu
+32 25 0:28 / /sys/fs/cgroup/memory rw,relatime shared:7 - cgroup cgroup rw,memory
+33 25 0:29 / /sys/fs/cgroup/pids rw,relatime shared:8 - cgroup cgroup rw,pids
+";
+    const HYBRID_OWN: &str = "8:pids:/\n4:memory:/supervisor/job1\n1:cpu:/\n0::/\n";
+
+    #[test]
+    fn hybrid_layout_uses_v1_under_our_own_cgroups() {
+        let cg = Cgroups::from_layout(HYBRID_MOUNTS, HYBRID_OWN, None).unwrap();
+        let c = cg.pod(QosClass::Burstable, "abc").child("web");
+        assert_eq!(
+            c.dirs,
+            vec![
+                (Controller::Cpu, PathBuf::from("/sys/fs/cgroup/cpu/kubepods/burstable/podabc/web")),
+                (
+                    Controller::Memory,
+                    PathBuf::from("/sys/fs/cgroup/memory/supervisor/job1/kubepods/burstable/podabc/web")
+                ),
+                (Controller::Pids, PathBuf::from("/sys/fs/cgroup/pids/kubepods/burstable/podabc/web")),
+            ]
+        );
+        let relative = Cgroups::from_layout(HYBRID_MOUNTS, HYBRID_OWN, Some("test1")).unwrap();
+        assert_eq!(
+            relative.pod(QosClass::Guaranteed, "u").dirs[1].1,
+            PathBuf::from("/sys/fs/cgroup/memory/supervisor/job1/test1/kubepods/podu")
+        );
+        let absolute = Cgroups::from_layout(HYBRID_MOUNTS, HYBRID_OWN, Some("/node")).unwrap();
+        assert_eq!(
+            absolute.pod(QosClass::BestEffort, "u").dirs[0].1,
+            PathBuf::from("/sys/fs/cgroup/cpu/node/kubepods/besteffort/podu")
+        );
+    }
+
+    #[test]
+    fn qos_classes() {
+        let limits = Resources { cpu_limit_millis: Some(500), memory_limit_bytes: Some(1 << 20), ..Default::default() };
+        assert_eq!(QosClass::of([&limits]), QosClass::Guaranteed);
+        assert_eq!(QosClass::of([&Resources::default()]), QosClass::BestEffort);
+        let memory_only = Resources { memory_limit_bytes: Some(1 << 20), ..Default::default() };
+        assert_eq!(QosClass::of([&limits, &memory_only]), QosClass::Burstable);
+        let lower_request = Resources { cpu_request_millis: Some(100), ..limits.clone() };
+        assert_eq!(QosClass::of([&lower_request]), QosClass::Burstable);
+    }
+
+    #[test]
+    fn v1_limit_values() {
+        let cg = Cgroups::from_layout(HYBRID_MOUNTS, HYBRID_OWN, None).unwrap();
+        let r = Resources {
+            cpu_limit_millis: Some(250),
+            memory_limit_bytes: Some(64 << 20),
+            pids_limit: Some(50),
+            ..Default::default()
+        };
+        let got = limits(&cg.roots, &r);
+        assert!(got.contains(&(Controller::Cpu, "cpu.shares", "256".into())));
+        assert!(got.contains(&(Controller::Cpu, "cpu.cfs_quota_us", "25000".into())));
+        assert!(got.contains(&(Controller::Memory, "memory.limit_in_bytes", (64u64 << 20).to_string())));
+        assert!(got.contains(&(Controller::Pids, "pids.max", "50".into())));
+        assert_eq!(limits(&cg.roots, &Resources::default()), vec![(Controller::Cpu, "cpu.shares", "2".into())]);
+    }
+
+    /// The v2 path against a fake cgroupfs: a temporary directory standing for
+    /// /sys/fs/cgroup, whose own cgroup delegates cpu, memory and pids.
+    #[test]
+    fn v2_against_a_fake_cgroupfs() {
+        let fake = tempfile::tempdir().unwrap();
+        let mount = fake.path().join("cgroup");
+        let own = mount.join("system.slice/podctl.service");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(own.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        let mountinfo = format!("30 25 0:26 / {} rw,relatime - cgroup2 cgroup2 rw\n", mount.display());
+        let cg = Cgroups::from_layout(&mountinfo, "0::/system.slice/podctl.service\n", None).unwrap();
+        let container = cg.pod(QosClass::Burstable, "u1").child("app");
+        assert_eq!(container.dirs, vec![(Controller::Unified, own.join("kubepods/burstable/podu1/app"))]);
+        let r = Resources {
+            cpu_request_millis: Some(100),
+            cpu_limit_millis: Some(1500),
+            memory_limit_bytes: Some(1 << 30),
+            pids_limit: Some(100),
+        };
+        cg.create(&container, &r).unwrap();
+        let read = |p: &str| fs::read_to_string(own.join(p)).unwrap();
+        let dir = "kubepods/burstable/podu1/app";
+        assert_eq!(read(&format!("{dir}/cpu.weight")), "4");
+        assert_eq!(read(&format!("{dir}/cpu.max")), "150000 100000");
+        assert_eq!(read(&format!("{dir}/memory.max")), (1u64 << 30).to_string());
+        assert_eq!(read(&format!("{dir}/memory.swap.max")), "0");
+        assert_eq!(read(&format!("{dir}/pids.max")), "100");
+        // Controllers enabled in every cgroup podctl made above the container, never in
+        // podctl's own cgroup (not ours to change).
+        for parent in ["kubepods", "kubepods/burstable", "kubepods/burstable/podu1"] {
+            assert_eq!(read(&format!("{parent}/cgroup.subtree_control")), "+cpu +memory +pids");
+        }
+        assert!(!own.join("cgroup.subtree_control").exists());
+        // OOM kills are read from memory.events.
+        assert!(!container.oom_killed());
+        fs::write(own.join(dir).join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert!(container.oom_killed());
+        // Without the controllers delegated, creation says which one is missing.
+        fs::write(own.join("cgroup.controllers"), "cpu pids\n").unwrap();
+        let err = cg.create(&cg.pod(QosClass::BestEffort, "u2").child("x"), &Resources::default()).unwrap_err();
+        assert!(err.to_string().contains("memory controller is not available"), "{err}");
+    }
+}
