@@ -1,6 +1,7 @@
 //! podctl: a Kubernetes node built from Linux primitives. See README.md and DESIGN.md.
 
 mod cli;
+mod kubelet;
 
 use std::process::ExitCode;
 

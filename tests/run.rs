@@ -342,3 +342,93 @@ fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
     assert_eq!(std::fs::read_dir(node.run_dir().join("pods")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(node.data_dir().join("pods")).unwrap().count(), 0);
 }
+
+/// Writes a pod manifest into the node's directory and runs it in the foreground.
+fn run_manifest(node: &Node, name: &str, yaml: &str) -> (i32, String, String) {
+    let path = node.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    let out = node.podctl(&["run", "--rm", "-f", path.to_str().unwrap()]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn containers_of_a_pod_share_pid_ipc_uts_and_volumes_but_not_with_other_pods() {
+    let node = node();
+    node.ok(&["run", "-d", "--name", "other", "busybox", "--", "sleep", "30"]);
+    let (code, out, err) = run_manifest(
+        &node,
+        "shared",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: shared}
+spec:
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: fast, emptyDir: {medium: Memory}}
+  containers:
+  - name: writer
+    image: busybox
+    command: [sh, -c, "echo disk > /scratch/x; echo mem > /fast/y; echo ipc > /dev/shm/z; sleep 3"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: fast, mountPath: /fast}]
+  - name: reader
+    image: busybox
+    command: [sh, -c, "sleep 1; cat /data/x /fast/y /dev/shm/z; hostname; ps -o comm | sort | tr '\n' ' '; echo; mount | grep ' /fast '"]
+    volumeMounts: [{name: scratch, mountPath: /data, readOnly: true}, {name: fast, mountPath: /fast}]
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..4], ["disk", "mem", "ipc", "shared"], "{out}");
+    // The writer's sleep is visible beside the reader's processes; the other pod's is not.
+    assert_eq!(lines[4].split_whitespace().filter(|c| *c == "sleep").count(), 1, "{out}");
+    assert!(lines[4].contains("__pod-init") || lines[4].contains("exe") || lines[4].contains("podctl"), "{out}");
+    assert!(lines[5].contains("tmpfs"), "medium: Memory is a tmpfs: {out}");
+    node.ok(&["rm", "-f", "other"]);
+}
+
+#[test]
+fn init_containers_run_in_order_before_the_app() {
+    let node = node();
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ordered}
+spec:
+  volumes: [{name: work, emptyDir: {}}]
+  initContainers:
+  - {name: first, image: busybox, command: [sh, -c, "sleep 0.3; echo 1 >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  - {name: second, image: busybox, command: [sh, -c, "echo 2 >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - {name: app, image: busybox, command: [sh, -c, "echo 3 >> /work/order; cat /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+"#;
+    let (code, out, err) = run_manifest(&node, "ordered", manifest);
+    assert_eq!((code, out.as_str()), (0, "1\n2\n3\n"), "{err}");
+    // A failing init container stops the pod before the app runs.
+    let failing = manifest.replace("echo 2 >> /work/order", "exit 3");
+    let (code, out, err) = run_manifest(&node, "failing", &failing);
+    assert_eq!((code, out.as_str()), (3, ""), "{err}");
+    assert!(err.contains("init container second exited with 3"), "{err}");
+}
+
+#[test]
+fn manifest_errors_name_the_field() {
+    let node = node();
+    let bad = |yaml: &str| run_manifest(&node, "bad", yaml).2;
+    let err = bad("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
+    assert!(err.contains("apiVersion v1, kind Pod expected"), "{err}");
+    let err = bad("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a, image: nosuch}]}\n");
+    assert!(err.contains("spec.containers[0] (a)") && err.contains("unknown image nosuch"), "{err}");
+    let err = bad(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {volumes: [{name: h, hostPath: {path: /nonexistent-dir, type: Directory}}], containers: [{name: a, image: busybox}]}\n",
+    );
+    assert!(err.contains("spec.volumes[0].hostPath: /nonexistent-dir is not a Directory"), "{err}");
+    let err =
+        bad("apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: a, image: busybox}]}\n");
+    assert!(err.contains("invalid pod name"), "{err}");
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "", "nothing was created");
+}

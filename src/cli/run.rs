@@ -1,6 +1,10 @@
-//! `podctl run`: one pod on this host, no API server. In the foreground it streams the
-//! container's output and exits with its exit code; SIGINT and SIGTERM stop it gracefully.
+//! `podctl run`: one pod on this host, no API server. The flags make a v1 Pod as
+//! `kubectl run` would (or `-f` reads one); it then goes the way a node runs any pod:
+//! init containers in order, each to completion, then the app containers. In the
+//! foreground it streams their output and exits with the first failing container's exit
+//! code (0 if none failed); SIGINT and SIGTERM stop the pod gracefully.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,14 +13,25 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use images::{Image, Store};
-use runtime::{ContainerSpec, Mount, NetworkMode, PodSpec, QosClass, Resources, Runtime, User, Volume, VolumeSource};
+use images::Store;
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec as K8sPodSpec, ResourceRequirements,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use runtime::{ContainerSpec, Runtime};
 
 use super::pods::{LogFollower, remove_pod_and_logs};
 use super::{Dirs, require_root};
+use crate::kubelet::spec::{self, NodeSettings, ResolvedImage};
 
 #[derive(Args)]
 pub struct RunArgs {
+    /// Run the v1 Pod in this YAML or JSON file (several containers, init containers,
+    /// emptyDir and hostPath volumes) instead of one IMAGE
+    #[arg(short = 'f', long = "file", value_name = "POD.yaml", conflicts_with = "image")]
+    file: Option<PathBuf>,
     /// Pod name (default: the image's name and a random suffix)
     #[arg(long)]
     name: Option<String>,
@@ -48,19 +63,20 @@ pub struct RunArgs {
     #[arg(long)]
     read_only: bool,
     /// Memory limit, as a Kubernetes quantity (64Mi, 1Gi, 500M)
-    #[arg(short, long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(short, long, value_name = "SIZE", value_parser = spec::parse_bytes)]
     memory: Option<u64>,
     /// CPU limit: cores as a decimal (0.5) or millicores (500m)
-    #[arg(long, value_name = "N", value_parser = parse_millicores)]
+    #[arg(long, value_name = "N", value_parser = spec::parse_millicores)]
     cpus: Option<u64>,
-    /// Most processes (and threads) the container may have
+    /// Most processes (and threads) each container may have
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pids_limit: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL when stopping
     #[arg(long, default_value_t = 30)]
     grace_period: u64,
     /// Image: a name in the local store, or a path `podctl image import` accepts
-    image: String,
+    #[arg(required_unless_present = "file")]
+    image: Option<String>,
     /// Command and arguments (replace the image's Cmd; its Entrypoint stays)
     #[arg(last = true)]
     command: Vec<String>,
@@ -81,200 +97,247 @@ impl RunArgs {
             unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
         }
         let store = Store::open(&dirs.data_dir)?;
-        let image = resolve_image(&store, &self.image)?;
-        let lower_dirs = store.lower_dirs(&image)?;
         let uid = random_uid();
-        let name = match &self.name {
-            Some(name) => validate_name(name)?,
-            None => format!("{}-{}", image_base_name(&self.image), &uid[..6]),
+        let mut pod = match &self.file {
+            Some(path) => read_pod(path)?,
+            None => self.pod_from_flags(&uid, &store)?,
         };
+        if let Some(name) = &self.name {
+            pod.metadata.name = Some(name.clone());
+        }
+        let name = validate_name(pod.metadata.name.as_deref().unwrap_or_default())?;
         let runtime = dirs.runtime()?;
         if runtime.pods()?.iter().any(|p| p.name() == name) {
             bail!("a pod named {name} already exists (podctl rm {name})");
         }
-        let (volumes, mounts) = parse_volumes(&self.volumes)?;
-        let pod = PodSpec {
-            uid: uid.clone(),
-            name: name.clone(),
-            namespace: "default".into(),
-            hostname: name.clone(),
-            network: if self.net == "host" { NetworkMode::Host } else { NetworkMode::None },
-            hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"),
+        let node = NodeSettings {
+            log_dir: &dirs.log_dir,
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            volumes,
-            qos: QosClass::of([&self.resources()]),
+            pids_limit: self.pids_limit,
         };
-        let container = self.container_spec(&image, lower_dirs, &pod, mounts, &dirs.log_dir)?;
-        let pod = runtime.create_pod(&pod)?;
-        let started = runtime.start_container(&pod, &container);
+        let plan = spec::plan(&pod, &uid, &node, &mut |reference| resolve_image(&store, reference))?;
+        let sandbox = runtime.create_pod(&plan.pod)?;
+        let code = self.run_containers(&runtime, &sandbox, &plan)?;
         if self.detach {
-            started?;
             println!("{name}");
             return Ok(ExitCode::SUCCESS);
         }
-        let follower = LogFollower::new(&container.log_path);
-        let code = match started {
-            Ok(_) => self.follow(&runtime, &pod, &container, follower)?,
-            Err(e) => {
-                let status = runtime.wait_container(&pod, &container.name, Some(Duration::from_secs(1))).ok().flatten();
-                eprintln!("podctl: {e}");
-                status.map_or(125, |s| s.exit_code)
-            }
-        };
         if self.rm {
-            remove_pod_and_logs(&runtime, &pod, &dirs.log_dir)?;
+            remove_pod_and_logs(&runtime, &sandbox, &dirs.log_dir)?;
         }
         Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }
 
-    /// Streams the container's log until it exits; stops it on SIGINT/SIGTERM.
+    /// Init containers one after another, each to a zero exit, then the app containers;
+    /// in the foreground, until they have all exited. Returns the exit code to report.
+    fn run_containers(&self, runtime: &Runtime, pod: &runtime::Pod, plan: &spec::PodPlan) -> Result<i32> {
+        for init in &plan.init_containers {
+            let mut logs = (!self.detach).then(|| LogFollower::new(&init.log_path));
+            let code = match runtime.start_container(pod, init) {
+                Ok(_) => {
+                    self.follow(runtime, pod, std::slice::from_ref(init), logs.as_mut().map(std::slice::from_mut))?
+                }
+                Err(e) => start_failure(runtime, pod, init, e),
+            };
+            if code != 0 {
+                eprintln!("podctl: init container {} exited with {code}", init.name);
+                return Ok(code);
+            }
+        }
+        let mut code = 0;
+        let mut started = Vec::new();
+        for container in &plan.containers {
+            match runtime.start_container(pod, container) {
+                Ok(_) => started.push(container.clone()),
+                Err(e) => {
+                    let failed = start_failure(runtime, pod, container, e);
+                    if code == 0 {
+                        code = failed;
+                    }
+                }
+            }
+        }
+        if self.detach {
+            if code != 0 {
+                bail!("pod {} did not start", pod.name());
+            }
+            return Ok(0);
+        }
+        let mut logs: Vec<LogFollower> = started.iter().map(|c| LogFollower::new(&c.log_path)).collect();
+        let exited = self.follow(runtime, pod, &started, Some(&mut logs))?;
+        Ok(if code != 0 { code } else { exited })
+    }
+
+    /// Prints the containers' logs until they have all exited; stops them on SIGINT or
+    /// SIGTERM. Returns the first non-zero exit code, in container order, or 0.
     fn follow(
         &self,
         runtime: &Runtime,
         pod: &runtime::Pod,
-        container: &ContainerSpec,
-        mut logs: LogFollower,
+        containers: &[ContainerSpec],
+        mut logs: Option<&mut [LogFollower]>,
     ) -> Result<i32> {
+        if containers.is_empty() {
+            return Ok(0);
+        }
         let (done_tx, done) = mpsc::channel();
-        {
-            let (runtime, pod, name) = (runtime.clone(), pod.clone(), container.name.clone());
+        for (i, container) in containers.iter().enumerate() {
+            let (runtime, pod, name, done_tx) = (runtime.clone(), pod.clone(), container.name.clone(), done_tx.clone());
             std::thread::spawn(move || {
-                let _ = done_tx.send(runtime.wait_container(&pod, &name, None));
+                let _ = done_tx.send((i, runtime.wait_container(&pod, &name, None)));
             });
         }
+        let mut codes: Vec<Option<i32>> = vec![None; containers.len()];
         let mut stopping = false;
-        loop {
+        while codes.iter().any(Option::is_none) {
             match done.recv_timeout(Duration::from_millis(20)) {
-                Ok(status) => {
-                    logs.print_new()?;
+                Ok((i, status)) => {
                     let status = status?.context("the container's exit was not recorded")?;
-                    return Ok(status.exit_code);
+                    codes[i] = Some(status.exit_code);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => logs.print_new()?,
-                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("lost the wait for the container"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("lost the wait for the containers"),
+            }
+            for log in logs.iter_mut().flat_map(|l| l.iter_mut()) {
+                log.print_new()?;
             }
             if STOP_REQUESTED.load(Ordering::SeqCst) && !stopping {
                 stopping = true;
-                let (runtime, pod, names, grace) = (
-                    runtime.clone(),
-                    pod.clone(),
-                    vec![container.name.clone()],
-                    Duration::from_secs(self.grace_period),
-                );
+                let (runtime, pod, grace) = (runtime.clone(), pod.clone(), Duration::from_secs(self.grace_period));
+                let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
                 std::thread::spawn(move || runtime.stop_pod(&pod, &names, grace));
             }
         }
+        Ok(codes.into_iter().flatten().find(|c| *c != 0).unwrap_or(0))
     }
 
-    /// Limits as `kubectl run --limits` sets them (requests default to limits).
-    fn resources(&self) -> Resources {
-        Resources {
-            cpu_request_millis: None,
-            cpu_limit_millis: self.cpus,
-            memory_limit_bytes: self.memory,
-            pids_limit: self.pids_limit,
-        }
-    }
-
-    fn container_spec(
-        &self,
-        image: &Image,
-        lower_dirs: Vec<PathBuf>,
-        pod: &PodSpec,
-        mounts: Vec<Mount>,
-        log_dir: &Path,
-    ) -> Result<ContainerSpec> {
-        let config = image.config.config().clone().unwrap_or_default();
-        let mut args = config.entrypoint().clone().unwrap_or_default();
-        match self.command.is_empty() {
-            true => args.extend(config.cmd().clone().unwrap_or_default()),
-            false => args.extend(self.command.iter().cloned()),
-        }
-        let mut env = config.env().clone().unwrap_or_default();
-        for e in &self.env {
-            env.push(match e.split_once('=') {
-                Some(_) => e.clone(),
-                None => format!("{e}={}", std::env::var(e).unwrap_or_default()),
+    /// The Pod `kubectl run NAME --image IMAGE -- ARGS` would make, with these flags.
+    fn pod_from_flags(&self, uid: &str, store: &Store) -> Result<Pod> {
+        let reference = self.image.clone().context("an IMAGE or -f POD.yaml is required")?;
+        let resolved = resolve_image(store, &reference)?;
+        // A path was imported: from now on the image goes by its name (or ID).
+        let image = match store.resolve(&reference) {
+            Ok(_) => reference,
+            Err(_) => resolved.image.names.first().cloned().unwrap_or_else(|| resolved.image.id.to_string()),
+        };
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => format!("{}-{}", image_base_name(&image), &uid[..6]),
+        };
+        let mut volumes = Vec::new();
+        let mut mounts = Vec::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            let (host, target, read_only) = parse_volume(v)?;
+            let volume = format!("volume-{i}");
+            volumes.push(Volume {
+                name: volume.clone(),
+                host_path: Some(HostPathVolumeSource { path: host, type_: None }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: volume,
+                mount_path: target,
+                read_only: Some(read_only),
+                ..Default::default()
             });
         }
-        let user_spec = self.user.clone().or_else(|| config.user().clone().filter(|u| !u.is_empty()));
-        let user = match user_spec {
-            Some(spec) => resolve_user(&spec, &lower_dirs)?,
-            None => User::default(),
+        // Names need the image's /etc/passwd: resolved here, as docker does for --user.
+        let (run_as_user, run_as_group) = match &self.user {
+            Some(user) => {
+                let user = spec::resolve_user(user, &resolved.lower_dirs)?;
+                (Some(i64::from(user.uid)), Some(i64::from(user.gid)))
+            }
+            None => (None, None),
         };
-        Ok(ContainerSpec {
-            name: pod.name.clone(),
-            image: self.image.clone(),
-            lower_dirs,
-            args,
-            env,
-            working_dir: self
-                .workdir
-                .clone()
-                .or_else(|| config.working_dir().clone().filter(|w| !w.is_empty()))
-                .unwrap_or_else(|| "/".into()),
-            user,
-            privileged: self.privileged,
-            read_only_rootfs: self.read_only,
-            mounts,
-            resources: self.resources(),
-            log_path: log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&pod.name).join("0.log"),
+        let mut limits = BTreeMap::new();
+        if let Some(m) = self.memory {
+            limits.insert("memory".to_string(), Quantity(m.to_string()));
+        }
+        if let Some(c) = self.cpus {
+            limits.insert("cpu".to_string(), Quantity(format!("{c}m")));
+        }
+        // Flags mean what they say, as with docker: `$` is escaped so that Kubernetes'
+        // `$(VAR)` expansion gives it back unchanged.
+        let verbatim = |s: &str| s.replace('$', "$$");
+        let env = self
+            .env
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => EnvVar { name: k.into(), value: Some(verbatim(v)), value_from: None },
+                None => {
+                    EnvVar { name: e.clone(), value: std::env::var(e).ok().map(|v| verbatim(&v)), value_from: None }
+                }
+            })
+            .collect::<Vec<_>>();
+        let container = Container {
+            name: name.clone(),
+            image: Some(image),
+            args: (!self.command.is_empty()).then(|| self.command.iter().map(|a| verbatim(a)).collect()),
+            env: (!env.is_empty()).then_some(env),
+            working_dir: self.workdir.clone(),
+            volume_mounts: (!mounts.is_empty()).then_some(mounts),
+            resources: (!limits.is_empty())
+                .then(|| ResourceRequirements { limits: Some(limits), ..Default::default() }),
+            security_context: Some(SecurityContext {
+                privileged: self.privileged.then_some(true),
+                read_only_root_filesystem: self.read_only.then_some(true),
+                run_as_user,
+                run_as_group,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok(Pod {
+            metadata: ObjectMeta { name: Some(name), ..Default::default() },
+            spec: Some(K8sPodSpec {
+                containers: vec![container],
+                volumes: (!volumes.is_empty()).then_some(volumes),
+                host_network: (self.net == "host").then_some(true),
+                restart_policy: Some("Never".into()),
+                security_context: None::<PodSecurityContext>,
+                ..Default::default()
+            }),
+            status: None,
         })
     }
 }
 
-/// A Kubernetes quantity of bytes: `123`, `64Mi`, `1Gi`, `500M`, `1.5Gi`.
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    const SUFFIXES: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let (number, factor) =
-        SUFFIXES.iter().find_map(|(suffix, f)| s.strip_suffix(suffix).map(|n| (n, *f))).unwrap_or((s, 1.0));
-    match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * factor >= 1.0 => Ok((n * factor).round() as u64),
-        _ => Err(format!("{s:?} is not a quantity of bytes (e.g. 64Mi, 1Gi, 500M)")),
-    }
+fn start_failure(runtime: &Runtime, pod: &runtime::Pod, container: &ContainerSpec, e: runtime::Error) -> i32 {
+    let status = runtime.wait_container(pod, &container.name, Some(Duration::from_secs(1))).ok().flatten();
+    eprintln!("podctl: {e}");
+    status.map_or(125, |s| s.exit_code)
 }
 
-/// CPUs as cores (`0.5`, `2`) or millicores (`500m`), in millicores.
-fn parse_millicores(s: &str) -> Result<u64, String> {
-    let millis = match s.strip_suffix('m') {
-        Some(m) => m.parse::<f64>().ok(),
-        None => s.parse::<f64>().ok().map(|c| c * 1000.0),
-    };
-    match millis {
-        Some(m) if m.is_finite() && m >= 1.0 => Ok(m.round() as u64),
-        _ => Err(format!("{s:?} is not a CPU amount (e.g. 0.5, 2, 500m)")),
+/// A v1 Pod from a YAML or JSON file.
+fn read_pod(path: &Path) -> Result<Pod> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str(&text).with_context(|| format!("{}: not YAML or JSON", path.display()))?;
+    let (api_version, kind) = (value["apiVersion"].as_str(), value["kind"].as_str());
+    if api_version != Some("v1") || kind != Some("Pod") {
+        bail!("{}: apiVersion v1, kind Pod expected (found {api_version:?}, {kind:?})", path.display());
     }
+    serde_json::from_value(value).with_context(|| format!("{}: not a valid v1 Pod", path.display()))
 }
 
-/// A name in the store, else a path to import.
-fn resolve_image(store: &Store, reference: &str) -> Result<Image> {
-    match store.resolve(reference) {
-        Ok(image) => Ok(image),
+/// A name in the store, else a path to import; unpacked.
+fn resolve_image(store: &Store, reference: &str) -> Result<ResolvedImage> {
+    let image = match store.resolve(reference) {
+        Ok(image) => image,
         Err(images::Error::NotFound(_)) if Path::new(reference).exists() => {
             let mut imported = store.import(Path::new(reference), None)?;
             match imported.len() {
-                1 => Ok(imported.remove(0)),
+                1 => imported.remove(0),
                 n => bail!("{reference} holds {n} images: import it with podctl image import and name one"),
             }
         }
         Err(images::Error::NotFound(_)) => {
             bail!("unknown image {reference}: podctl image pull or podctl image import it first")
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    let lower_dirs = store.lower_dirs(&image)?;
+    Ok(ResolvedImage { image, lower_dirs })
 }
 
 /// `docker.io/library/busybox:latest` → `busybox`; a path → its file name.
@@ -308,71 +371,26 @@ fn random_uid() -> String {
     assert_eq!(n, 16, "getrandom");
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let h = hex(&bytes);
+    let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `-v HOSTDIR:CTRDIR[:ro]` → hostPath volumes and their mounts.
-fn parse_volumes(specs: &[String]) -> Result<(Vec<Volume>, Vec<Mount>)> {
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
-        let parts: Vec<&str> = spec.split(':').collect();
-        let (host, target, read_only) = match parts.as_slice() {
-            [host, target] => (*host, *target, false),
-            [host, target, "ro"] => (*host, *target, true),
-            [host, target, "rw"] => (*host, *target, false),
-            _ => bail!("invalid volume {spec:?}: expected HOSTDIR:CTRDIR[:ro]"),
-        };
-        if !host.starts_with('/') || !target.starts_with('/') {
-            bail!("invalid volume {spec:?}: both paths must be absolute");
-        }
-        if !Path::new(host).exists() {
-            bail!("invalid volume {spec:?}: {host} does not exist");
-        }
-        let name = format!("volume-{i}");
-        volumes.push(Volume { name: name.clone(), source: VolumeSource::HostPath { path: host.into() } });
-        mounts.push(Mount { volume: name, destination: target.into(), read_only });
+/// `HOSTDIR:CTRDIR[:ro]` → (host, container, read-only).
+fn parse_volume(spec: &str) -> Result<(String, String, bool)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, target, read_only) = match parts.as_slice() {
+        [host, target] => (*host, *target, false),
+        [host, target, "ro"] => (*host, *target, true),
+        [host, target, "rw"] => (*host, *target, false),
+        _ => bail!("invalid volume {spec:?}: expected HOSTDIR:CTRDIR[:ro]"),
+    };
+    if !host.starts_with('/') || !target.starts_with('/') {
+        bail!("invalid volume {spec:?}: both paths must be absolute");
     }
-    Ok((volumes, mounts))
-}
-
-/// `UID[:GID]` or `NAME[:GROUP]`, names looked up in the image's /etc/passwd and
-/// /etc/group; a user without a group gets its passwd group (or 0), as docker does.
-fn resolve_user(spec: &str, lower_dirs: &[PathBuf]) -> Result<User> {
-    let (user, group) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
-    let passwd = image_file(lower_dirs, "etc/passwd");
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && (f[0] == user || f[2] == user));
-    let uid: u32 = match (user.parse(), &entry) {
-        (Ok(uid), _) => uid,
-        (Err(_), Some(f)) => f[2].parse().context("bad uid in the image's /etc/passwd")?,
-        (Err(_), None) => bail!("unable to find user {user}: no matching entries in the image's /etc/passwd"),
-    };
-    let gid: u32 = match group {
-        Some(g) => match g.parse() {
-            Ok(gid) => gid,
-            Err(_) => image_file(lower_dirs, "etc/group")
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .with_context(|| format!("unable to find group {g}: no matching entries in the image's /etc/group"))?,
-        },
-        None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
-    };
-    Ok(User { uid, gid, additional_gids: vec![] })
-}
-
-/// A file as the container will see it: from the topmost layer that has it.
-fn image_file(lower_dirs: &[PathBuf], path: &str) -> String {
-    lower_dirs.iter().find_map(|dir| std::fs::read_to_string(dir.join(path)).ok()).unwrap_or_default()
+    if !Path::new(host).exists() {
+        bail!("invalid volume {spec:?}: {host} does not exist");
+    }
+    Ok((host.into(), target.into(), read_only))
 }
 
 #[cfg(test)]
@@ -392,38 +410,9 @@ mod tests {
     }
 
     #[test]
-    fn users_from_image_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n")
-            .unwrap();
-        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
-        let dirs = vec![dir.path().to_path_buf()];
-        assert_eq!(resolve_user("app", &dirs).unwrap(), User { uid: 1000, gid: 1001, additional_gids: vec![] });
-        assert_eq!(resolve_user("1000:staff", &dirs).unwrap(), User { uid: 1000, gid: 50, additional_gids: vec![] });
-        assert_eq!(resolve_user("4242", &dirs).unwrap(), User { uid: 4242, gid: 0, additional_gids: vec![] });
-        assert!(resolve_user("nobody", &dirs).unwrap_err().to_string().contains("unable to find user nobody"));
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1.5Gi"), Ok(3 << 29));
-        assert_eq!(parse_bytes("500M"), Ok(500_000_000));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("lots").is_err() && parse_bytes("-1Mi").is_err() && parse_bytes("0").is_err());
-        assert_eq!(parse_millicores("0.5"), Ok(500));
-        assert_eq!(parse_millicores("250m"), Ok(250));
-        assert_eq!(parse_millicores("2"), Ok(2000));
-        assert!(parse_millicores("0").is_err() && parse_millicores("x").is_err());
-    }
-
-    #[test]
     fn volumes() {
-        let (v, m) = parse_volumes(&["/tmp:/data:ro".into()]).unwrap();
-        assert_eq!(v.len(), 1);
-        assert!(m[0].read_only && m[0].destination == "/data");
-        assert!(parse_volumes(&["tmp:/data".into()]).is_err());
-        assert!(parse_volumes(&["/no/such/dir:/data".into()]).is_err());
+        assert_eq!(parse_volume("/tmp:/data:ro").unwrap(), ("/tmp".into(), "/data".into(), true));
+        assert!(parse_volume("tmp:/data").is_err());
+        assert!(parse_volume("/no/such/dir:/data").is_err());
     }
 }

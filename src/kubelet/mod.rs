@@ -1,0 +1,3 @@
+//! The node agent's kubelet side. So far: turning a Pod into what the runtime runs.
+
+pub mod spec;

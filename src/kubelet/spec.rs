@@ -1,0 +1,468 @@
+//! From a Kubernetes Pod to what the runtime runs, as kubelet does it: command and args
+//! merged with the image's Entrypoint and Cmd, `$(VAR)` references expanded, the user
+//! resolved, volumes checked, the QoS class chosen.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec as K8sPodSpec, Volume as K8sVolume};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use runtime::{ContainerSpec, Mount, NetworkMode, PodSpec, QosClass, Resources, User, Volume, VolumeSource};
+
+/// An image ready for a container: its config and unpacked layers.
+pub struct ResolvedImage {
+    pub image: images::Image,
+    pub lower_dirs: Vec<PathBuf>,
+}
+
+/// A pod as the runtime takes it.
+pub struct PodPlan {
+    pub pod: PodSpec,
+    pub init_containers: Vec<ContainerSpec>,
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// Node-level settings the Pod object does not carry.
+pub struct NodeSettings<'a> {
+    pub log_dir: &'a Path,
+    pub resolv_conf: String,
+    /// kubelet's podPidsLimit, per container here.
+    pub pids_limit: Option<u64>,
+}
+
+/// Plans `pod` (already validated as a v1 Pod) under `uid`; `resolve` finds each image.
+pub fn plan(
+    pod: &Pod,
+    uid: &str,
+    node: &NodeSettings,
+    resolve: &mut dyn FnMut(&str) -> Result<ResolvedImage>,
+) -> Result<PodPlan> {
+    let name = pod.metadata.name.clone().context("metadata.name: required")?;
+    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let spec = pod.spec.as_ref().context("spec: required")?;
+    if spec.containers.is_empty() {
+        bail!("spec.containers: at least one container is required");
+    }
+    let volumes = spec.volumes.iter().flatten().enumerate().map(|(i, v)| volume(v, i)).collect::<Result<Vec<_>>>()?;
+    let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
+    let mut runtime_pod = PodSpec {
+        uid: uid.to_string(),
+        name: name.clone(),
+        namespace: namespace.clone(),
+        hostname: hostname.clone(),
+        network: if spec.host_network == Some(true) { NetworkMode::Host } else { NetworkMode::None },
+        hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        resolv_conf: node.resolv_conf.clone(),
+        volumes,
+        qos: QosClass::BestEffort,
+    };
+    let mut seen = Vec::new();
+    let mut convert = |c: &Container, field: String| -> Result<ContainerSpec> {
+        if seen.contains(&c.name) {
+            bail!("{field}.name: duplicate container name {:?}", c.name);
+        }
+        seen.push(c.name.clone());
+        container(c, spec, &runtime_pod, node, resolve).with_context(|| format!("{field} ({})", c.name))
+    };
+    let init_containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| convert(c, format!("spec.initContainers[{i}]")))
+        .collect::<Result<Vec<_>>>()?;
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| convert(c, format!("spec.containers[{i}]")))
+        .collect::<Result<Vec<_>>>()?;
+    runtime_pod.qos = QosClass::of(containers.iter().chain(&init_containers).map(|c| &c.resources));
+    Ok(PodPlan { pod: runtime_pod, init_containers, containers })
+}
+
+fn volume(v: &K8sVolume, i: usize) -> Result<Volume> {
+    let field = format!("spec.volumes[{i}]");
+    let source = if let Some(empty) = &v.empty_dir {
+        VolumeSource::EmptyDir {
+            memory: empty.medium.as_deref() == Some("Memory"),
+            size_limit: empty
+                .size_limit
+                .as_ref()
+                .map(|q| bytes(q, &format!("{field}.emptyDir.sizeLimit")))
+                .transpose()?,
+        }
+    } else if let Some(host) = &v.host_path {
+        VolumeSource::HostPath { path: host_path(host, &format!("{field}.hostPath"))? }
+    } else {
+        bail!("{field} ({}): only emptyDir and hostPath volumes can be used without an API server", v.name);
+    };
+    Ok(Volume { name: v.name.clone(), source })
+}
+
+/// Checks (or creates) a hostPath as its `type` asks, as kubelet does.
+fn host_path(host: &HostPathVolumeSource, field: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = PathBuf::from(&host.path);
+    if !path.is_absolute() {
+        bail!("{field}.path: {:?} is not absolute", host.path);
+    }
+    let kind = host.type_.as_deref().unwrap_or("");
+    let meta = std::fs::metadata(&path);
+    let is = |check: fn(&std::fs::FileType) -> bool| meta.as_ref().is_ok_and(|m| check(&m.file_type()));
+    let ok = match kind {
+        "" => true,
+        "DirectoryOrCreate" => {
+            if meta.is_err() {
+                std::fs::create_dir_all(&path).with_context(|| format!("{field}: create {}", path.display()))?;
+            }
+            path.is_dir()
+        }
+        "FileOrCreate" => {
+            if meta.is_err() {
+                std::fs::File::create(&path).with_context(|| format!("{field}: create {}", path.display()))?;
+            }
+            path.is_file()
+        }
+        "Directory" => is(|t| t.is_dir()),
+        "File" => is(|t| t.is_file()),
+        "Socket" => is(|t| t.is_socket()),
+        "CharDevice" => is(|t| t.is_char_device()),
+        "BlockDevice" => is(|t| t.is_block_device()),
+        other => bail!("{field}.type: unknown type {other:?}"),
+    };
+    if !ok {
+        bail!("{field}: {} is not a {kind}", path.display());
+    }
+    Ok(path)
+}
+
+fn container(
+    c: &Container,
+    spec: &K8sPodSpec,
+    pod: &PodSpec,
+    node: &NodeSettings,
+    resolve: &mut dyn FnMut(&str) -> Result<ResolvedImage>,
+) -> Result<ContainerSpec> {
+    let reference = c.image.as_deref().filter(|i| !i.is_empty()).context("image: required")?;
+    let ResolvedImage { image, lower_dirs } = resolve(reference)?;
+    let config = image.config.config().clone().unwrap_or_default();
+
+    let mut env: Vec<(String, String)> = config
+        .env()
+        .iter()
+        .flatten()
+        .map(|e| e.split_once('=').map_or((e.clone(), String::new()), |(k, v)| (k.into(), v.into())))
+        .collect();
+    for (i, var) in c.env.iter().flatten().enumerate() {
+        if var.value_from.is_some() {
+            bail!("env[{i}] ({}): valueFrom needs an API server", var.name);
+        }
+        let value = expand(var.value.as_deref().unwrap_or(""), &env);
+        env.retain(|(k, _)| *k != var.name);
+        env.push((var.name.clone(), value));
+    }
+    // kubelet's rule: command replaces the Entrypoint and drops the Cmd; args replace the Cmd.
+    let (entrypoint, cmd) = match (&c.command, &c.args) {
+        (Some(command), args) => (command.clone(), args.clone().unwrap_or_default()),
+        (None, Some(args)) => (config.entrypoint().clone().unwrap_or_default(), args.clone()),
+        (None, None) => (config.entrypoint().clone().unwrap_or_default(), config.cmd().clone().unwrap_or_default()),
+    };
+    let args = entrypoint.iter().chain(&cmd).map(|a| expand(a, &env)).collect();
+
+    let pod_security = spec.security_context.as_ref();
+    let security = c.security_context.as_ref();
+    let image_user = config.user().clone().filter(|u| !u.is_empty());
+    let mut user = match image_user {
+        Some(u) => resolve_user(&u, &lower_dirs).context("the image's User")?,
+        None => User::default(),
+    };
+    if let Some(uid) = security.and_then(|s| s.run_as_user).or(pod_security.and_then(|s| s.run_as_user)) {
+        user.uid = id(uid, "securityContext.runAsUser")?;
+        // A uid the image names in /etc/passwd brings its group, as containerd resolves it.
+        user.gid = passwd_entry(&lower_dirs, &uid.to_string()).map_or(0, |(_, gid)| gid);
+    }
+    if let Some(gid) = security.and_then(|s| s.run_as_group).or(pod_security.and_then(|s| s.run_as_group)) {
+        user.gid = id(gid, "securityContext.runAsGroup")?;
+    }
+    for g in pod_security.and_then(|s| s.supplemental_groups.as_ref()).into_iter().flatten() {
+        user.additional_gids.push(id(*g, "securityContext.supplementalGroups")?);
+    }
+
+    let mut mounts = Vec::new();
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        if !pod.volumes.iter().any(|v| v.name == m.name) {
+            bail!("volumeMounts[{i}].name: no volume named {:?} in the pod", m.name);
+        }
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) {
+            bail!("volumeMounts[{i}].subPath: not supported yet");
+        }
+        if !m.mount_path.starts_with('/') {
+            bail!("volumeMounts[{i}].mountPath: {:?} is not absolute", m.mount_path);
+        }
+        mounts.push(Mount {
+            volume: m.name.clone(),
+            destination: m.mount_path.clone(),
+            read_only: m.read_only == Some(true),
+        });
+    }
+
+    let resources = c.resources.as_ref();
+    let limit = |k: &str| resources.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(k));
+    let request = |k: &str| resources.and_then(|r| r.requests.as_ref()).and_then(|l| l.get(k));
+    let resources = Resources {
+        cpu_request_millis: request("cpu").map(|q| millicores(q, "resources.requests.cpu")).transpose()?,
+        cpu_limit_millis: limit("cpu").map(|q| millicores(q, "resources.limits.cpu")).transpose()?,
+        memory_limit_bytes: limit("memory").map(|q| bytes(q, "resources.limits.memory")).transpose()?,
+        pids_limit: node.pids_limit,
+    };
+
+    let working_dir = c
+        .working_dir
+        .clone()
+        .or_else(|| config.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    Ok(ContainerSpec {
+        name: c.name.clone(),
+        image: reference.to_string(),
+        lower_dirs,
+        args,
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        working_dir,
+        user,
+        privileged: security.and_then(|s| s.privileged) == Some(true),
+        read_only_rootfs: security.and_then(|s| s.read_only_root_filesystem) == Some(true),
+        mounts,
+        resources,
+        log_path: node.log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&c.name).join("0.log"),
+    })
+}
+
+/// `$(VAR)` → the value of VAR defined so far; `$$(VAR)` → `$(VAR)`; an unknown
+/// reference stays as written (Kubernetes' expansion rules).
+fn expand(input: &str, env: &[(String, String)]) -> String {
+    let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut out = String::new();
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(escaped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = escaped;
+        } else if let Some(close) = after.strip_prefix('(').and_then(|s| s.find(')')) {
+            let name = &after[1..=close];
+            match vars.get(name) {
+                Some(value) => out.push_str(value),
+                None => out.push_str(&rest[i..i + close + 3]),
+            }
+            rest = &after[close + 2..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn id(value: i64, field: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| anyhow::anyhow!("{field}: {value} is not a valid id"))
+}
+
+/// A Kubernetes quantity of bytes (`64Mi`, `1Gi`, `500M`, `1.5Gi`, `1e9`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    const SUFFIXES: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, factor) =
+        SUFFIXES.iter().find_map(|(suffix, f)| s.strip_suffix(suffix).map(|n| (n, *f))).unwrap_or((s, 1.0));
+    match number.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * factor >= 1.0 => Ok((n * factor).round() as u64),
+        _ => Err(format!("{s:?} is not a quantity of bytes (e.g. 64Mi, 1Gi, 500M)")),
+    }
+}
+
+/// CPUs as cores (`0.5`, `2`) or millicores (`500m`), in millicores.
+pub fn parse_millicores(s: &str) -> Result<u64, String> {
+    let millis = match s.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok(),
+        None => s.parse::<f64>().ok().map(|c| c * 1000.0),
+    };
+    match millis {
+        Some(m) if m.is_finite() && m >= 1.0 => Ok(m.round() as u64),
+        _ => Err(format!("{s:?} is not a CPU amount (e.g. 0.5, 2, 500m)")),
+    }
+}
+
+fn bytes(q: &Quantity, field: &str) -> Result<u64> {
+    parse_bytes(&q.0).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+fn millicores(q: &Quantity, field: &str) -> Result<u64> {
+    parse_millicores(&q.0).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+/// `UID[:GID]` or `NAME[:GROUP]`, names looked up in the image's /etc/passwd and
+/// /etc/group; a user without a group gets its passwd group (or 0), as docker does.
+pub fn resolve_user(spec: &str, lower_dirs: &[PathBuf]) -> Result<User> {
+    let (user, group) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
+    let entry = passwd_entry(lower_dirs, user);
+    let uid: u32 = match (user.parse(), entry) {
+        (Ok(uid), _) => uid,
+        (Err(_), Some((uid, _))) => uid,
+        (Err(_), None) => bail!("unable to find user {user}: no matching entries in the image's /etc/passwd"),
+    };
+    let gid: u32 = match group {
+        Some(g) => match g.parse() {
+            Ok(gid) => gid,
+            Err(_) => image_file(lower_dirs, "etc/group")
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .with_context(|| format!("unable to find group {g}: no matching entries in the image's /etc/group"))?,
+        },
+        None => entry.map_or(0, |(_, gid)| gid),
+    };
+    Ok(User { uid, gid, additional_gids: vec![] })
+}
+
+/// (uid, gid) of the image's /etc/passwd entry for a user name or uid.
+fn passwd_entry(lower_dirs: &[PathBuf], user: &str) -> Option<(u32, u32)> {
+    image_file(lower_dirs, "etc/passwd")
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || f[2] == user))
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+}
+
+/// A file as the container will see it: from the topmost layer that has it.
+fn image_file(lower_dirs: &[PathBuf], path: &str) -> String {
+    lower_dirs.iter().find_map(|dir| std::fs::read_to_string(dir.join(path)).ok()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variable_references() {
+        let env = vec![("A".to_string(), "one".to_string()), ("B".to_string(), "two".to_string())];
+        assert_eq!(expand("$(A)-$(B)", &env), "one-two");
+        assert_eq!(expand("$$(A) $(C) $A", &env), "$(A) $(C) $A");
+        assert_eq!(expand("x$(A", &env), "x$(A");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1.5Gi"), Ok(3 << 29));
+        assert_eq!(parse_bytes("500M"), Ok(500_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("lots").is_err() && parse_bytes("-1Mi").is_err() && parse_bytes("0").is_err());
+        assert_eq!(parse_millicores("0.5"), Ok(500));
+        assert_eq!(parse_millicores("250m"), Ok(250));
+        assert_eq!(parse_millicores("2"), Ok(2000));
+        assert!(parse_millicores("0").is_err() && parse_millicores("x").is_err());
+    }
+
+    #[test]
+    fn users_from_image_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n")
+            .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let dirs = vec![dir.path().to_path_buf()];
+        assert_eq!(resolve_user("app", &dirs).unwrap(), User { uid: 1000, gid: 1001, additional_gids: vec![] });
+        assert_eq!(resolve_user("1000:staff", &dirs).unwrap(), User { uid: 1000, gid: 50, additional_gids: vec![] });
+        assert_eq!(resolve_user("4242", &dirs).unwrap(), User { uid: 4242, gid: 0, additional_gids: vec![] });
+        assert!(resolve_user("nobody", &dirs).unwrap_err().to_string().contains("unable to find user nobody"));
+    }
+
+    fn pod(yaml: &str) -> Pod {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn plan_of(p: &Pod) -> Result<PodPlan> {
+        let node = NodeSettings { log_dir: Path::new("/logs"), resolv_conf: String::new(), pids_limit: None };
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},
+                "config":{"Entrypoint":["/entry"],"Cmd":["default"],"Env":["PATH=/bin","HOME=/root"],"WorkingDir":"/srv"}}"#,
+        )
+        .unwrap();
+        let manifest: oci_spec::image::ImageManifest = serde_json::from_str(&format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{0}","size":1}},"layers":[]}}"#,
+            "a".repeat(64)
+        ))
+        .unwrap();
+        let image = images::Image {
+            id: format!("sha256:{}", "a".repeat(64)).parse().unwrap(),
+            names: vec![],
+            manifest_digest: format!("sha256:{}", "b".repeat(64)).parse().unwrap(),
+            manifest,
+            config,
+        };
+        plan(p, "uid-1", &node, &mut |_| Ok(ResolvedImage { image: image.clone(), lower_dirs: vec![] }))
+    }
+
+    #[test]
+    fn command_and_args_merge_with_the_image_as_kubelet_does() {
+        let p = pod(r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - {name: a, image: x}
+  - {name: b, image: x, args: ["--flag", "$(GREETING)"], env: [{name: GREETING, value: "hi $(HOME)"}]}
+  - {name: c, image: x, command: ["/other"]}
+  - {name: d, image: x, command: ["/other"], args: ["arg"], workingDir: /w}
+"#);
+        let plan = plan_of(&p).unwrap();
+        let args: Vec<Vec<String>> = plan.containers.iter().map(|c| c.args.clone()).collect();
+        assert_eq!(args[0], ["/entry", "default"]);
+        assert_eq!(args[1], ["/entry", "--flag", "hi /root"]);
+        assert_eq!(args[2], ["/other"]);
+        assert_eq!(args[3], ["/other", "arg"]);
+        assert_eq!(plan.containers[0].working_dir, "/srv");
+        assert_eq!(plan.containers[3].working_dir, "/w");
+        assert!(plan.containers[1].env.contains(&"GREETING=hi /root".to_string()));
+        assert_eq!(plan.pod.qos, QosClass::BestEffort);
+        assert_eq!(plan.containers[0].log_path, Path::new("/logs/default_web_uid-1/a/0.log"));
+    }
+
+    #[test]
+    fn bad_pods_name_the_field() {
+        let err = |yaml: &str| format!("{:#}", plan_of(&pod(yaml)).err().unwrap());
+        let e = err("metadata: {name: p}\nspec: {containers: []}");
+        assert!(e.contains("spec.containers: at least one"), "{e}");
+        let e = err(
+            "metadata: {name: p}\nspec: {containers: [{name: a, image: x, volumeMounts: [{name: v, mountPath: /v}]}]}",
+        );
+        assert!(e.contains("spec.containers[0] (a)") && e.contains("no volume named \"v\""), "{e}");
+        let e = err("metadata: {name: p}\nspec: {containers: [{name: a, image: x}, {name: a, image: x}]}");
+        assert!(e.contains("duplicate container name"), "{e}");
+        let e = err(
+            "metadata: {name: p}\nspec: {volumes: [{name: c, configMap: {name: x}}], containers: [{name: a, image: x}]}",
+        );
+        assert!(e.contains("spec.volumes[0] (c): only emptyDir and hostPath"), "{e}");
+        let e =
+            err("metadata: {name: p}\nspec: {containers: [{name: a, image: x, resources: {limits: {memory: lots}}}]}");
+        assert!(e.contains("resources.limits.memory"), "{e}");
+    }
+}
