@@ -25,7 +25,7 @@ fn main() {
         }
     }
     if groups.is_empty() {
-        groups.push("images".into());
+        groups = vec!["images".into(), "pod".into()];
     }
     let podctl = fs::canonicalize(&podctl).expect("podctl binary");
     for group in groups {
@@ -34,8 +34,12 @@ fn main() {
                 unpack_vs_tar();
                 pull_vs_skopeo(&podctl);
             }
+            "pod" => {
+                pod_start_vs_runc(&podctl);
+                pod_init_rss(&podctl);
+            }
             other => {
-                eprintln!("podctl-bench: unknown group {other:?} (groups: images)");
+                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod)");
                 std::process::exit(2);
             }
         }
@@ -215,4 +219,102 @@ fn pull_vs_skopeo(podctl: &Path) {
     report("pull_skopeo", skopeo, "s");
     report("pull_vs_skopeo", fetch / skopeo, "ratio");
     report("pull_unpack_vs_skopeo", unpack / skopeo, "ratio");
+}
+
+/// A node for the pod benchmarks: scratch directories, the busybox image imported, and
+/// cgroups below our own.
+struct BenchNode {
+    dir: testkit::TempDir,
+    podctl: PathBuf,
+}
+
+impl BenchNode {
+    fn new(podctl: &Path) -> BenchNode {
+        let node = BenchNode { dir: testkit::temp_dir(), podctl: podctl.to_path_buf() };
+        let archive = node.dir.path().join("busybox.tar");
+        testkit::busybox_image().write_docker_archive(&archive, Some("busybox:latest"));
+        run(node.command().args(["image", "import"]).arg(&archive));
+        node
+    }
+
+    fn cgroup_root(&self) -> String {
+        self.dir.path().file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.podctl);
+        for (flag, sub) in [("--data-dir", "data"), ("--run-dir", "run"), ("--log-dir", "log")] {
+            cmd.arg(flag).arg(self.dir.path().join(sub));
+        }
+        cmd.arg("--cgroup-root").arg(self.cgroup_root());
+        cmd
+    }
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        if let Ok(cgroups) = runtime::Cgroups::detect(Some(&self.cgroup_root())) {
+            let _ = cgroups.root().remove();
+        }
+    }
+}
+
+/// `pod_start_vs_runc`: `podctl run --rm busybox -- /bin/true` (sandbox + one container, warm
+/// image, removed after) beside `runc run` of a bundle with the same rootfs, alternating.
+fn pod_start_vs_runc(podctl: &Path) {
+    const STARTS: usize = 21;
+    let node = BenchNode::new(podctl);
+    let store = Store::open(&node.dir.path().join("data")).unwrap();
+    let image = store.resolve("busybox").unwrap();
+    // runc wants one directory: the image's layers copied into it in order.
+    let bundle = node.dir.path().join("bundle");
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    for layer in store.lower_dirs(&image).unwrap().iter().rev() {
+        run(Command::new("cp").arg("-a").arg(format!("{}/.", layer.display())).arg(&rootfs));
+    }
+    run(Command::new("runc").arg("spec").current_dir(&bundle));
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    // Relative: below runc's own cgroup, never at the top of a hierarchy.
+    spec["linux"]["cgroupsPath"] = format!("{}/runc", node.cgroup_root()).into();
+    fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let runc_root = node.dir.path().join("runc-state");
+
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for i in 0..STARTS {
+        ours.push(timed(&mut || {}, &mut || run(node.command().args(["run", "--rm", "busybox", "--", "/bin/true"]))));
+        peer.push(timed(&mut || {}, &mut || {
+            run(Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["run", "--bundle"])
+                .arg(&bundle)
+                .arg(format!("bench{i}")))
+        }));
+    }
+    let (ours, peer) = (median(ours), median(peer));
+    report("pod_start_podctl", ours * 1000.0, "ms");
+    report("pod_start_runc", peer * 1000.0, "ms");
+    report("pod_start_vs_runc", ours / peer, "ratio");
+}
+
+/// `pod_init_rss`: resident memory of an idle pod's pod init.
+fn pod_init_rss(podctl: &Path) {
+    let node = BenchNode::new(podctl);
+    run(node.command().args(["run", "-d", "--name", "idle", "busybox", "--", "sleep", "600"]));
+    let pods = node.dir.path().join("run/pods");
+    let pod = fs::read_dir(&pods).unwrap().next().unwrap().unwrap().path();
+    let init: serde_json::Value = serde_json::from_slice(&fs::read(pod.join("init.json")).unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = fs::read_to_string(format!("/proc/{}/status", init["pid"])).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    report("pod_init_rss", kib / 1024.0, "MiB");
+    run(node.command().args(["rm", "-f", "idle"]));
 }

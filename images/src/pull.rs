@@ -59,7 +59,7 @@ impl Store {
     }
 
     async fn pull_locked(&self, name: &ImageName, options: &PullOptions, progress: &dyn PullProgress) -> Result<Image> {
-        let reference = name.reference();
+        let reference = &name.reference();
         let registry_error = |e: oci_client::errors::OciDistributionError| Error::Registry {
             reference: name.to_string(),
             reason: e.to_string(),

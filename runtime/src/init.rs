@@ -77,8 +77,6 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     let record: PodRecord = read_json(&state_dir.join("pod.json"))?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "pod.json missing"))?;
     let dirs = PodDirs { state: state_dir.to_path_buf(), data: record.data_dir.clone(), netns: Default::default() };
-    // Everything the pod init forks inherits this cgroup until it joins its own.
-    record.cgroup.child("init").join(std::process::id() as i32)?;
     let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     if record.spec.network != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -132,6 +130,7 @@ struct PodInit {
     clients: HashMap<u64, Client>,
     next_client: u64,
     running: Vec<Running>,
+    in_pod_cgroup: bool,
     shutdown: bool,
 }
 
@@ -164,6 +163,7 @@ impl PodInit {
             clients: HashMap::new(),
             next_client: 0,
             running: Vec::new(),
+            in_pod_cgroup: false,
             shutdown: false,
         })
     }
@@ -213,6 +213,13 @@ impl PodInit {
                 self.accept();
             }
             self.finish_exited();
+            // The pod init joins its pod's cgroup after answering the first start: moving
+            // a process between v1 cgroups waits for an RCU grace period, which the
+            // container's own move has already started.
+            if !self.in_pod_cgroup && !self.running.is_empty() {
+                self.in_pod_cgroup = true;
+                self.record.cgroup.child("init").join(std::process::id() as i32)?;
+            }
         }
         Ok(())
     }
@@ -291,9 +298,15 @@ impl PodInit {
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
             ForkResult::Child => {
                 drop((out_r, err_r, status_r));
-                let failure = child_setup(out_w, err_w, &cgroup).map_or_else(
+                // Joining a cgroup waits for an RCU grace period on v1 (tens of ms): a
+                // thread does it while this one builds the root filesystem. Safe: this
+                // child of a single-threaded process holds no lock another thread needs.
+                let pid = std::process::id() as i32;
+                let joining = cgroup.clone();
+                let joined = std::thread::spawn(move || joining.join(pid));
+                let failure = child_setup(out_w, err_w).map_or_else(
                     |e| process::StartError { exit_code: 128, message: e.to_string() },
-                    |()| process::setup_and_exec(container, &paths),
+                    |()| process::setup_and_exec(container, &paths, joined),
                 );
                 let mut status = File::from(status_w);
                 let _ =
@@ -450,13 +463,9 @@ impl PodInit {
     }
 }
 
-/// In the forked child, before the container is built: its cgroup, default signal handling
-/// (blocked signals and ignored SIGPIPE would otherwise pass through exec), stdio on the
-/// log pipes.
-fn child_setup(stdout: OwnedFd, stderr: OwnedFd, cgroup: &Cgroup) -> io::Result<()> {
-    // Our pid as this PID namespace sees it: cgroup.procs reads pids in the writer's
-    // namespace (cgroups(7)).
-    cgroup.join(std::process::id() as i32)?;
+/// In the forked child, before the container is built: default signal handling (blocked
+/// signals and ignored SIGPIPE would otherwise pass through exec), stdio on the log pipes.
+fn child_setup(stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
     SigSet::all().thread_unblock().map_err(io::Error::from)?;
     for signal in [Signal::SIGPIPE, Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: restoring the default disposition.

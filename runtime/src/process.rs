@@ -53,15 +53,24 @@ impl StartError {
     }
 }
 
-/// Builds the container around the calling process and execs its command.
-pub fn setup_and_exec(container: &ContainerSpec, paths: &ContainerPaths) -> StartError {
-    match setup(container, paths) {
+/// Builds the container around the calling process and execs its command. `cgroup_joined`
+/// is the thread moving this process into its cgroup: it must be done before exec.
+pub fn setup_and_exec(
+    container: &ContainerSpec,
+    paths: &ContainerPaths,
+    cgroup_joined: std::thread::JoinHandle<io::Result<()>>,
+) -> StartError {
+    match setup(container, paths, cgroup_joined) {
         Ok(exec) => exec.run(),
         Err(e) => e,
     }
 }
 
-fn setup(container: &ContainerSpec, paths: &ContainerPaths) -> Result<Exec, StartError> {
+fn setup(
+    container: &ContainerSpec,
+    paths: &ContainerPaths,
+    cgroup_joined: std::thread::JoinHandle<io::Result<()>>,
+) -> Result<Exec, StartError> {
     nix::unistd::setsid().map_err(|e| StartError::setup(format!("setsid: {e}")))?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| StartError::setup(format!("new mount namespace: {e}")))?;
     rootfs::make_private().map_err(StartError::setup)?;
@@ -74,6 +83,10 @@ fn setup(container: &ContainerSpec, paths: &ContainerPaths) -> Result<Exec, Star
     let cwd = if container.working_dir.is_empty() { "/" } else { &container.working_dir };
     std::fs::create_dir_all(cwd).map_err(|e| StartError::setup(format!("working directory {cwd}: {e}")))?;
     nix::unistd::chdir(cwd).map_err(|e| StartError::setup(format!("chdir {cwd}: {e}")))?;
+    cgroup_joined
+        .join()
+        .map_err(|_| StartError::setup("cgroup: the joining thread panicked"))?
+        .map_err(|e| StartError::setup(format!("cgroup: {e}")))?;
     set_rlimits()?;
     let exec = Exec::resolve(container)?;
     let filters = match container.privileged {
