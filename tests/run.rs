@@ -332,7 +332,8 @@ fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(node.ok(&["ps"]).contains("Running"), "the pod outlives its runner");
+    let ps = node.ok(&["ps", "-a"]);
+    assert!(ps.contains("Running"), "the pod outlives its runner: {ps}");
     let netns = node.run_dir().join("netns");
     assert_eq!(std::fs::read_dir(&netns).unwrap().count(), 1);
     node.ok(&["rm", "-f", "survivor"]);
@@ -431,4 +432,51 @@ fn manifest_errors_name_the_field() {
         bad("apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: a, image: busybox}]}\n");
     assert!(err.contains("invalid pod name"), "{err}");
     assert_eq!(node.ok(&["ps", "-a", "-q"]), "", "nothing was created");
+}
+
+#[test]
+fn runners_killed_while_creating_leave_nothing_after_recovery() {
+    let node = node();
+    for delay_ms in [2u64, 5, 10, 20, 40, 80] {
+        let mut child = node
+            .command()
+            .args(["run", "-d", "busybox", "--", "sleep", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    // `ps` recovers: a pod whose creator died before its pod init ran is removed; the rest
+    // are found again and removed by `rm -f`.
+    for name in node.ok(&["ps", "-a", "-q"]).lines() {
+        node.ok(&["rm", "-f", name]);
+    }
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "");
+    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    for dir in [node.run_dir().join("pods"), node.run_dir().join("netns"), node.data_dir().join("pods")] {
+        let left: Vec<_> = std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+    }
+    let cgroups = runtime::Cgroups::detect(Some(&node.cgroup_root())).unwrap();
+    for (_, dir) in cgroups.root().dirs {
+        let pods: Vec<_> = walk_dirs(&dir)
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pod"))
+            .collect();
+        assert!(pods.is_empty(), "pod cgroups left: {pods:?}");
+    }
+}
+
+fn walk_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(entry.path());
+            out.extend(walk_dirs(&entry.path()));
+        }
+    }
+    out
 }

@@ -74,6 +74,13 @@ pub fn main(state_dir: &Path) -> ! {
 }
 
 fn enter(state_dir: &Path) -> io::Result<()> {
+    // A Ctrl-C reaching the agent's process group must not stop this short-lived helper
+    // between its fork and its record of the pod init.
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(signal);
+    }
+    mask.thread_block().map_err(io::Error::from)?;
     let record: PodRecord = read_json(&state_dir.join("pod.json"))?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "pod.json missing"))?;
     let dirs = PodDirs { state: state_dir.to_path_buf(), data: record.data_dir.clone(), netns: Default::default() };
@@ -88,7 +95,10 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     // SAFETY: this process is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
         ForkResult::Parent { child } => {
-            println!("{child}");
+            // Recorded before anyone hears of it: whoever finds the pod finds its init.
+            let init = ProcessRecord::of(child.as_raw()).ok_or_else(|| io::Error::other("pod init exited at once"))?;
+            write_json_atomic(&dirs.init_record(), &init)?;
+            println!("{}", child.as_raw());
             io::stdout().flush()
         }
         ForkResult::Child => {

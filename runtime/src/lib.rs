@@ -136,6 +136,12 @@ impl Runtime {
             created_at: logs::rfc3339_nano(SystemTime::now()),
             cgroup: self.cgroups.pod(spec.qos, &spec.uid),
         };
+        std::fs::create_dir_all(&dirs.state).map_err(Error::io(format!("pod {}: state dir", spec.name)))?;
+        // Held until the sandbox is up: recovery takes a pod without a pod init whose
+        // lock it can get for one whose creator died.
+        let _creating = CreationLock::take(&dirs.state, true)
+            .map_err(Error::io(format!("pod {}: lock", spec.name)))?
+            .expect("a new pod's lock is free");
         state::write_json_atomic(&dirs.record(), &record)
             .map_err(Error::io(format!("pod {}: write record", spec.name)))?;
         let mut pod = Pod { dirs, record, init: None };
@@ -188,7 +194,7 @@ impl Runtime {
         Ok(init)
     }
 
-    /// Execs the pod init helper and reads the pid of the pod init it forks.
+    /// Execs the pod init helper, which forks the pod init and records it in init.json.
     fn spawn_init(&self, dirs: &PodDirs) -> io::Result<ProcessRecord> {
         let mut helper = Command::new(&self.init_program)
             .arg("__pod-init")
@@ -200,10 +206,13 @@ impl Runtime {
         let mut line = String::new();
         BufReader::new(helper.stdout.take().expect("piped")).read_line(&mut line)?;
         let output = helper.wait_with_output()?;
-        let pid: i32 = line.trim().parse().map_err(|_| {
-            io::Error::other(format!("pod init did not start: {}", String::from_utf8_lossy(&output.stderr).trim()))
-        })?;
-        ProcessRecord::of(pid).ok_or_else(|| io::Error::other("pod init exited at once"))
+        if line.trim().parse::<i32>().is_err() {
+            return Err(io::Error::other(format!(
+                "pod init did not start: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        state::read_json(&dirs.init_record())?.ok_or_else(|| io::Error::other("pod init record missing"))
     }
 
     pub fn pod(&self, uid: &str) -> Result<Pod> {
@@ -213,6 +222,40 @@ impl Runtime {
             .ok_or_else(|| Error::NoSuchPod(uid.to_string()))?;
         let init = state::read_json(&dirs.init_record()).map_err(Error::io(format!("pod {uid}: read init record")))?;
         Ok(Pod { dirs, record, init })
+    }
+
+    /// Removes what interrupted operations left: pods whose creator died before their pod
+    /// init ran, and pod data directories with no pod state (after a reboot emptied the
+    /// run directory). Running pods are left alone: they are simply found again.
+    pub fn recover(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let state = self.run_dir.join("pods");
+        for entry in std::fs::read_dir(&state).into_iter().flatten().filter_map(|e| e.ok()) {
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            let pod = match self.pod(&uid) {
+                Ok(pod) if pod.init.is_some() => continue,
+                Ok(pod) => Some(pod),
+                Err(Error::NoSuchPod(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let Ok(Some(_lock)) = CreationLock::take(&entry.path(), false) else { continue };
+            match pod {
+                Some(pod) => self.remove_pod(&pod)?,
+                None => std::fs::remove_dir_all(entry.path()).map_err(Error::io(format!("pod {uid}: remove state")))?,
+            }
+            removed.push(uid);
+        }
+        let data = self.data_dir.join("pods");
+        for entry in std::fs::read_dir(&data).into_iter().flatten().filter_map(|e| e.ok()) {
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            let dirs = PodDirs::new(&self.run_dir, &self.data_dir, &uid);
+            if !dirs.state.exists() {
+                unmount_all_under(&dirs.data).map_err(Error::io(format!("pod {uid}: unmount")))?;
+                std::fs::remove_dir_all(&dirs.data).map_err(Error::io(format!("pod {uid}: remove data")))?;
+                removed.push(uid);
+            }
+        }
+        Ok(removed)
     }
 
     /// Every pod with a record under the run directory.
@@ -227,11 +270,8 @@ impl Runtime {
         for entry in entries.filter_map(|e| e.ok()) {
             match self.pod(&entry.file_name().to_string_lossy()) {
                 Ok(pod) => pods.push(pod),
-                // A state dir without a record: a creation that died before its first
-                // write. Nothing else of it exists.
-                Err(Error::NoSuchPod(_)) => {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
+                // A pod being created this moment (its record is not written yet).
+                Err(Error::NoSuchPod(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -353,6 +393,28 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+}
+
+/// flock(2) on a pod's state directory while it is being created.
+struct CreationLock {
+    _dir: std::fs::File,
+}
+
+impl CreationLock {
+    /// `None` when someone else holds it (and `wait` is false).
+    fn take(dir: &Path, wait: bool) -> io::Result<Option<CreationLock>> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(dir)?;
+        let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(Some(CreationLock { _dir: file }));
+        }
+        match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            e => Err(e),
+        }
     }
 }
 

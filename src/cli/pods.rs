@@ -84,6 +84,10 @@ fn status(pod: &Pod) -> String {
 
 pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
     let runtime = dirs.runtime()?;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        runtime.recover()?;
+    }
     let mut rows = vec![["POD ID".to_string(), "NAME".into(), "IMAGE".into(), "STATUS".into(), "CREATED".into()]];
     for pod in runtime.pods()? {
         let status = status(&pod);
