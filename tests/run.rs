@@ -480,3 +480,55 @@ fn walk_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn exec_runs_inside_the_container_as_the_container() {
+    let node = node();
+    node.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "target",
+        "--user",
+        "1000:1000",
+        "-w",
+        "/tmp",
+        "-e",
+        "FROM_SPEC=yes",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo marker > /tmp/m; sleep 30",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = node.podctl(&[
+        "exec", "target", "--", "sh", "-c",
+        "cat m; pwd; id -u; echo $FROM_SPEC; hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t' ' '; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "marker\n/tmp\n1000\nyes\ntarget\nCapEff: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\n"
+    );
+    // stdin only with -i.
+    let mut child = node
+        .command()
+        .args(["exec", "-i", "target", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped in\n").unwrap();
+    drop(child.stdin.take());
+    assert_eq!(String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout), "piped in\n");
+    assert_eq!(node.ok(&["exec", "target", "--", "cat"]), "", "no -i: stdin is empty");
+    // -t: a terminal of the container's own devpts.
+    let out = node.ok(&["exec", "-t", "target", "--", "tty"]);
+    assert!(out.trim().starts_with("/dev/pts/"), "{out}");
+    let out = node.podctl(&["exec", "target", "--", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("executable file not found"));
+    node.ok(&["stop", "-t", "0", "target"]);
+    assert!(node.fails(&["exec", "target", "--", "true"]).contains("no running container"));
+}

@@ -9,9 +9,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -23,6 +22,7 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Cgroup;
+use crate::channel::{Channel, Listener};
 use crate::logs::{CriLog, Stream, rfc3339_nano};
 use crate::process;
 use crate::spec::{ContainerSpec, NetworkMode};
@@ -48,6 +48,13 @@ pub enum Request {
         container: String,
         signal: i32,
     },
+    /// Run `args` in a running container with the three descriptors sent along as its
+    /// stdin, stdout and stderr (a pty's slave with `tty`); answered with `Exited`.
+    Exec {
+        container: String,
+        args: Vec<String>,
+        tty: bool,
+    },
     /// Exit; the kernel then kills every process left in the pod's PID namespace.
     Shutdown,
 }
@@ -55,10 +62,16 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Response {
-    Started { pid: i32 },
+    Started {
+        pid: i32,
+    },
+    /// The master side of an exec's pty (attached), which exists inside the container.
+    Pty,
     Exited(ExitStatus),
     Ok,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// `podctl __pod-init STATE_DIR`: enter new namespaces, fork the real pod init (PID 1 of the
@@ -90,7 +103,7 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     }
     nix::sched::unshare(flags).map_err(|e| io::Error::other(format!("unshare namespaces: {e}")))?;
     let _ = std::fs::remove_file(dirs.socket());
-    let listener = UnixListener::bind(dirs.socket())?;
+    let listener = Listener::bind(&dirs.socket())?;
     // CLONE_NEWPID applies to children (pid_namespaces(7)): the child is PID 1.
     // SAFETY: this process is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
@@ -114,9 +127,10 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     }
 }
 
-struct Client {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
+/// A process run by `exec` in a container, and who waits for it.
+struct Exec {
+    pid: Pid,
+    client: u64,
 }
 
 struct Running {
@@ -135,9 +149,10 @@ struct Running {
 struct PodInit {
     dirs: PodDirs,
     record: PodRecord,
-    listener: UnixListener,
+    listener: Listener,
     signals: SignalFd,
-    clients: HashMap<u64, Client>,
+    clients: HashMap<u64, Channel>,
+    execs: Vec<Exec>,
     next_client: u64,
     running: Vec<Running>,
     in_pod_cgroup: bool,
@@ -145,7 +160,7 @@ struct PodInit {
 }
 
 impl PodInit {
-    fn new(dirs: PodDirs, record: PodRecord, listener: UnixListener) -> io::Result<PodInit> {
+    fn new(dirs: PodDirs, record: PodRecord, listener: Listener) -> io::Result<PodInit> {
         nix::unistd::setsid().map_err(io::Error::from)?;
         own_proc()?;
         nix::unistd::sethostname(&record.spec.hostname).map_err(|e| io::Error::other(format!("sethostname: {e}")))?;
@@ -164,13 +179,13 @@ impl PodInit {
         mask.thread_block().map_err(io::Error::from)?;
         let signals =
             SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(io::Error::from)?;
-        listener.set_nonblocking(true)?;
         Ok(PodInit {
             dirs,
             record,
             listener,
             signals,
             clients: HashMap::new(),
+            execs: Vec::new(),
             next_client: 0,
             running: Vec::new(),
             in_pod_cgroup: false,
@@ -186,7 +201,7 @@ impl PodInit {
             ];
             let clients: Vec<u64> = self.clients.keys().copied().collect();
             for id in &clients {
-                fds.push(libc::pollfd { fd: self.clients[id].stream.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd { fd: self.clients[id].as_raw_fd(), events: libc::POLLIN, revents: 0 });
             }
             let mut pipes = Vec::new();
             for (i, c) in self.running.iter().enumerate() {
@@ -235,30 +250,28 @@ impl PodInit {
     }
 
     fn accept(&mut self) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            let Ok(reader) = stream.try_clone().map(BufReader::new) else { continue };
+        while let Some(channel) = self.listener.accept() {
             self.next_client += 1;
-            self.clients.insert(self.next_client, Client { stream, reader });
+            self.clients.insert(self.next_client, channel);
         }
     }
 
-    /// Reads one request from a client and answers it (Wait is answered later).
+    /// Reads one request from a client and answers it (Wait and Exec are answered later).
     fn serve(&mut self, id: u64) {
-        let client = self.clients.get_mut(&id).expect("polled client exists");
-        let mut line = String::new();
-        match client.reader.read_line(&mut line) {
-            Ok(0) | Err(_) => {
+        let received = self.clients[&id].recv::<Request>();
+        let (request, fds) = match received {
+            Ok(Some(message)) => message,
+            Ok(None) | Err(_) => {
                 self.clients.remove(&id);
                 return;
             }
-            Ok(_) => {}
-        }
-        let response = match serde_json::from_str::<Request>(&line) {
-            Err(e) => Some(Response::Error { message: format!("bad request: {e}") }),
-            Ok(Request::Start { container, cgroup }) => Some(self.start(*container, cgroup)),
-            Ok(Request::Wait { container }) => self.wait(id, &container),
-            Ok(Request::Kill { container, signal }) => Some(self.kill(&container, signal)),
-            Ok(Request::Shutdown) => {
+        };
+        let response = match request {
+            Request::Start { container, cgroup } => Some(self.start(*container, cgroup)),
+            Request::Wait { container } => self.wait(id, &container),
+            Request::Kill { container, signal } => Some(self.kill(&container, signal)),
+            Request::Exec { container, args, tty } => self.exec(id, &container, args, tty, fds),
+            Request::Shutdown => {
                 self.shutdown = true;
                 Some(Response::Ok)
             }
@@ -269,11 +282,72 @@ impl PodInit {
     }
 
     fn respond(&mut self, id: u64, response: &Response) {
-        if let Some(client) = self.clients.get_mut(&id) {
-            let mut line = serde_json::to_vec(response).expect("responses serialise");
-            line.push(b'\n');
-            if client.stream.write_all(&line).is_err() {
-                self.clients.remove(&id);
+        if let Some(client) = self.clients.get(&id)
+            && client.send(response, &[]).is_err()
+        {
+            self.clients.remove(&id);
+        }
+    }
+
+    /// Runs `args` inside a running container, with the client's descriptors as stdio;
+    /// answered when it exits.
+    fn exec(&mut self, client: u64, name: &str, args: Vec<String>, tty: bool, fds: Vec<OwnedFd>) -> Option<Response> {
+        let Some(target) = self.running.iter().find(|c| c.name == name && c.exit.is_none()) else {
+            return Some(Response::Error { message: format!("container {name} is not running") });
+        };
+        let stdio: Option<[OwnedFd; 3]> = match (tty, <[OwnedFd; 3]>::try_from(fds)) {
+            (true, Err(fds)) if fds.is_empty() => None,
+            (false, Ok(fds)) => Some(fds),
+            _ => return Some(Response::Error { message: "exec takes three descriptors, or none with a tty".into() }),
+        };
+        let spec = match read_json::<ContainerSpec>(&self.dirs.container_record(name)) {
+            Ok(Some(spec)) => spec,
+            _ => return Some(Response::Error { message: format!("container {name}: spec missing") }),
+        };
+        let (pid, cgroup) = (target.pid, target.cgroup.clone());
+        let (status_r, status_w) = match pipe() {
+            Ok(p) => p,
+            Err(e) => return Some(Response::Error { message: e.to_string() }),
+        };
+        // SAFETY: the pod init is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Some(Response::Error { message: format!("fork: {e}") }),
+            Ok(ForkResult::Child) => {
+                drop(status_r);
+                let null = || File::open("/dev/null").map(OwnedFd::from);
+                let channel = &self.clients[&client];
+                let send_pty = |master: BorrowedFd| channel.send(&Response::Pty, &[master]);
+                let failure = (|| -> io::Result<()> {
+                    let [stdin, stdout, stderr] = match stdio {
+                        Some(fds) => fds,
+                        None => [null()?, null()?, null()?],
+                    };
+                    child_setup(stdin, stdout, stderr)?;
+                    cgroup.join(std::process::id() as i32)
+                })()
+                .map_or_else(
+                    |e| process::StartError { exit_code: 126, message: e.to_string() },
+                    |()| process::exec_in(&spec, pid.as_raw(), &args, tty.then_some(&send_pty)),
+                );
+                report_failure(status_w, failure)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(status_w);
+                match read_failure(status_r) {
+                    // The child exits; reap() collects it.
+                    Some((exit_code, message)) => Some(Response::Exited(ExitStatus {
+                        exit_code,
+                        signal: None,
+                        reason: "StartError".into(),
+                        message: Some(message),
+                        started_at: None,
+                        finished_at: rfc3339_nano(SystemTime::now()),
+                    })),
+                    None => {
+                        self.execs.push(Exec { pid: child, client });
+                        None
+                    }
+                }
             }
         }
     }
@@ -314,7 +388,12 @@ impl PodInit {
                 let pid = std::process::id() as i32;
                 let joining = cgroup.clone();
                 let joined = std::thread::spawn(move || joining.join(pid));
-                let failure = child_setup(out_w, err_w).map_or_else(
+                let null = match File::open("/dev/null") {
+                    Ok(null) => OwnedFd::from(null),
+                    // SAFETY: leaving the forked child.
+                    Err(_) => unsafe { libc::_exit(128) },
+                };
+                let failure = child_setup(null, out_w, err_w).map_or_else(
                     |e| process::StartError { exit_code: 128, message: e.to_string() },
                     |()| process::setup_and_exec(container, &paths, joined),
                 );
@@ -326,9 +405,8 @@ impl PodInit {
             }
             ForkResult::Parent { child } => {
                 drop((out_w, err_w, status_w));
-                let mut report = Vec::new();
-                File::from(status_r).read_to_end(&mut report)?;
-                if report.is_empty() {
+                let failure = read_failure(status_r);
+                if failure.is_none() {
                     // Exec'd: the status pipe closed on exec (O_CLOEXEC) with nothing in it.
                     let process = ProcessRecord::of(child.as_raw())
                         .unwrap_or(ProcessRecord { pid: child.as_raw(), start_time: 0 });
@@ -349,8 +427,7 @@ impl PodInit {
                     });
                 }
                 let _ = nix::sys::wait::waitpid(child, None);
-                let (exit_code, message): (i32, String) =
-                    serde_json::from_slice(&report).unwrap_or((128, String::from_utf8_lossy(&report).into_owned()));
+                let (exit_code, message) = failure.expect("checked above");
                 let _ = log.write(Stream::Stderr, format!("podctl: {message}\n").as_bytes());
                 let status = ExitStatus {
                     exit_code,
@@ -406,6 +483,18 @@ impl PodInit {
                 Ok(status) => {
                     if let Some(c) = self.running.iter_mut().find(|c| Some(c.pid) == status.pid()) {
                         c.exit = Some(status);
+                    } else if let Some(i) = self.execs.iter().position(|e| Some(e.pid) == status.pid()) {
+                        let exec = self.execs.remove(i);
+                        let (exit_code, signal) = exit_code(status);
+                        let response = Response::Exited(ExitStatus {
+                            exit_code,
+                            signal,
+                            reason: if exit_code == 0 { "Completed".into() } else { "Error".into() },
+                            message: None,
+                            started_at: None,
+                            finished_at: rfc3339_nano(SystemTime::now()),
+                        });
+                        self.respond(exec.client, &response);
                     }
                 }
                 Err(nix::Error::EINTR) => continue,
@@ -444,11 +533,7 @@ impl PodInit {
             .collect();
         for i in done.into_iter().rev() {
             let c = self.running.remove(i);
-            let (exit_code, signal) = match c.exit {
-                Some(WaitStatus::Exited(_, code)) => (code, None),
-                Some(WaitStatus::Signaled(_, signal, _)) => (128 + signal as i32, Some(signal as i32)),
-                _ => (255, None),
-            };
+            let (exit_code, signal) = exit_code(c.exit.expect("finished containers were reaped"));
             let reason = match (exit_code, signal) {
                 (0, _) => "Completed",
                 (_, Some(libc::SIGKILL)) if c.cgroup.oom_killed() => "OOMKilled",
@@ -473,15 +558,43 @@ impl PodInit {
     }
 }
 
-/// In the forked child, before the container is built: default signal handling (blocked
-/// signals and ignored SIGPIPE would otherwise pass through exec), stdio on the log pipes.
-fn child_setup(stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
+/// In a forked child whose setup failed: tell the parent why over the status pipe (which
+/// an exec would have closed, O_CLOEXEC) and exit.
+fn report_failure(status: OwnedFd, failure: process::StartError) -> ! {
+    let mut status = File::from(status);
+    let _ = status.write_all(&serde_json::to_vec(&(failure.exit_code, &failure.message)).unwrap_or_default());
+    // SAFETY: leaving the forked child without running the parent's atexit work.
+    unsafe { libc::_exit(failure.exit_code) }
+}
+
+/// In the parent: `None` once the child has exec'd (the pipe closed empty), else its exit
+/// code and reason.
+fn read_failure(status: OwnedFd) -> Option<(i32, String)> {
+    let mut report = Vec::new();
+    let _ = File::from(status).read_to_end(&mut report);
+    (!report.is_empty())
+        .then(|| serde_json::from_slice(&report).unwrap_or((128, String::from_utf8_lossy(&report).into_owned())))
+}
+
+/// The exit code, or 128 + the signal, as shells report it.
+fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
+    match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, signal, _) => (128 + signal as i32, Some(signal as i32)),
+        _ => (255, None),
+    }
+}
+
+/// In a forked child: default signal handling (blocked signals and ignored SIGPIPE would
+/// otherwise pass through exec) and the given standard descriptors.
+fn child_setup(stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
     SigSet::all().thread_unblock().map_err(io::Error::from)?;
     for signal in [Signal::SIGPIPE, Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: restoring the default disposition.
         unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }.map_err(io::Error::from)?;
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    dup_onto(&stdin, 0)?;
     dup_onto(&stdout, 1)?;
     dup_onto(&stderr, 2)
 }

@@ -8,6 +8,7 @@
 //! is in the state directory ([`state`]).
 
 pub mod cgroups;
+mod channel;
 pub mod init;
 pub mod logs;
 mod process;
@@ -16,8 +17,7 @@ mod seccomp;
 pub mod spec;
 pub mod state;
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -53,6 +53,13 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where an exec's stdin, stdout and stderr come from.
+pub enum ExecStdio<'a> {
+    Fds([std::os::fd::BorrowedFd<'a>; 3]),
+    /// A terminal: called with its master.
+    Pty(Box<dyn FnMut(std::os::fd::OwnedFd) + 'a>),
+}
 
 /// The node's pods, as found under the run and data directories.
 #[derive(Clone)]
@@ -284,14 +291,47 @@ impl Runtime {
             return Err(Error::InitGone { pod: pod.name().to_string() });
         }
         let context = || format!("pod {}: talk to pod init", pod.name());
-        let mut stream = UnixStream::connect(pod.dirs.socket()).map_err(Error::io(context()))?;
-        stream.set_read_timeout(timeout).map_err(Error::io(context()))?;
-        let mut line = serde_json::to_vec(request).expect("requests serialise");
-        line.push(b'\n');
-        stream.write_all(&line).map_err(Error::io(context()))?;
-        let mut answer = String::new();
-        BufReader::new(stream).read_line(&mut answer).map_err(Error::io(context()))?;
-        serde_json::from_str(&answer).map_err(|e| Error::Io { context: context(), error: io::Error::other(e) })
+        let channel = channel::Channel::connect(&pod.dirs.socket(), timeout).map_err(Error::io(context()))?;
+        channel.send(request, &[]).map_err(Error::io(context()))?;
+        match channel.recv::<Response>().map_err(Error::io(context()))? {
+            Some((response, _)) => Ok(response),
+            None => Err(Error::InitGone { pod: pod.name().to_string() }),
+        }
+    }
+
+    /// Runs `args` in a running container and returns how it exited. Its stdio is ours
+    /// to give ([`ExecStdio::Fds`]: stdin, stdout, stderr), or a terminal made in the
+    /// container whose master [`ExecStdio::Pty`] receives as soon as it exists.
+    pub fn exec(&self, pod: &Pod, container: &str, args: &[String], stdio: ExecStdio) -> Result<ExitStatus> {
+        let fail = |message: String| Error::Container {
+            pod: pod.name().to_string(),
+            container: container.to_string(),
+            message,
+        };
+        if !pod.is_running() {
+            return Err(Error::InitGone { pod: pod.name().to_string() });
+        }
+        let context = || format!("pod {}: talk to pod init", pod.name());
+        let channel = channel::Channel::connect(&pod.dirs.socket(), None).map_err(Error::io(context()))?;
+        let tty = matches!(stdio, ExecStdio::Pty(_));
+        let request = Request::Exec { container: container.to_string(), args: args.to_vec(), tty };
+        let (fds, mut on_pty) = match stdio {
+            ExecStdio::Fds(fds) => (fds.to_vec(), None),
+            ExecStdio::Pty(on_pty) => (vec![], Some(on_pty)),
+        };
+        channel.send(&request, &fds).map_err(Error::io(context()))?;
+        loop {
+            match channel.recv::<Response>().map_err(Error::io(context()))? {
+                Some((Response::Pty, mut received)) => match (on_pty.as_mut(), received.pop()) {
+                    (Some(on_pty), Some(master)) => on_pty(master),
+                    _ => return Err(fail("a terminal nobody asked for".into())),
+                },
+                Some((Response::Exited(status), _)) => return Ok(status),
+                Some((Response::Error { message }, _)) => return Err(fail(message)),
+                Some((other, _)) => return Err(fail(format!("unexpected answer {other:?}"))),
+                None => return Err(Error::InitGone { pod: pod.name().to_string() }),
+            }
+        }
     }
 
     /// Starts a container in the pod; returns its pid (as seen from the node).

@@ -7,8 +7,9 @@
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
@@ -89,6 +90,81 @@ fn setup(
         .map_err(|e| StartError::setup(format!("cgroup: {e}")))?;
     set_rlimits()?;
     let exec = Exec::resolve(container)?;
+    restrict(container)?;
+    Ok(exec)
+}
+
+/// Hands a terminal's master to whoever asked for it.
+pub type SendPty<'a> = &'a dyn Fn(BorrowedFd) -> io::Result<()>;
+
+/// `exec` into a running container (the process `pid`, as this PID namespace sees it):
+/// its mount namespace and so its root, its working directory, environment, user,
+/// capabilities and seccomp filter; then `args`. The caller is already in its cgroup and
+/// the pod's other namespaces. With `send_pty`, the command gets a terminal made inside
+/// the container (its devpts), whose master goes to `send_pty`. Returns only on failure.
+pub fn exec_in(container: &ContainerSpec, pid: i32, args: &[String], send_pty: Option<SendPty>) -> StartError {
+    let entered = (|| {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map_err(|e| StartError::setup(format!("container mount namespace: {e}")))?;
+        // setns(2) into a mount namespace also sets root and cwd to its root.
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNS).map_err(|e| StartError::setup(format!("setns: {e}")))?;
+        if let Some(send) = send_pty {
+            attach_new_pty(send).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
+        }
+        let cwd = if container.working_dir.is_empty() { "/" } else { &container.working_dir };
+        nix::unistd::chdir(cwd).map_err(|e| StartError::setup(format!("chdir {cwd}: {e}")))?;
+        set_rlimits()?;
+        let exec = Exec::resolve(&ContainerSpec { args: args.to_vec(), ..container.clone() })?;
+        restrict(container)?;
+        Ok(exec)
+    })();
+    match entered {
+        Ok(exec) => exec.run(),
+        Err(e) => e,
+    }
+}
+
+/// Opens a pty in the container's /dev/pts, hands its master to `send`, and makes its slave
+/// our stdio and controlling terminal in a new session.
+fn attach_new_pty(send: &dyn Fn(BorrowedFd) -> io::Result<()>) -> io::Result<()> {
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")?
+        .into();
+    let unlock: libc::c_int = 0;
+    // SAFETY: pty ioctls on the master we own: unlock the slave (TIOCSPTLCK), then open it
+    // through the master (TIOCGPTPEER, no path lookup).
+    let slave = unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    send(master.as_fd())?;
+    drop(master);
+    nix::unistd::setsid().map_err(io::Error::from)?;
+    for target in 0..3 {
+        // SAFETY: duplicating our slave onto the standard descriptors.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: making the pty (now stdin) our controlling terminal.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// User, capabilities, no_new_privs, seccomp and closed descriptors: the last steps before
+/// exec, the same for a container and for an exec into it.
+fn restrict(container: &ContainerSpec) -> Result<(), StartError> {
     let filters = match container.privileged {
         true => vec![],
         false => seccomp::runtime_default().map_err(|e| StartError::setup(format!("seccomp filter: {e}")))?,
@@ -107,7 +183,7 @@ fn setup(
     if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } != 0 {
         return Err(StartError::setup(format!("close_range: {}", io::Error::last_os_error())));
     }
-    Ok(exec)
+    Ok(())
 }
 
 fn set_rlimits() -> Result<(), StartError> {

@@ -1,5 +1,6 @@
 //! The command line: one subcommand per role of the binary.
 
+mod exec;
 mod image;
 mod pods;
 mod run;
@@ -53,6 +54,8 @@ enum Command {
     Ps(pods::PsArgs),
     /// Print a container's log
     Logs(pods::LogsArgs),
+    /// Run a command in a running container
+    Exec(exec::ExecArgs),
     /// Stop pods: SIGTERM, then SIGKILL after the grace period
     Stop(pods::StopArgs),
     /// Remove pods and everything they left on the node
@@ -68,6 +71,7 @@ impl Cli {
             Command::Run(args) => args.run(&self.dirs),
             Command::Ps(args) => pods::ps(args, &self.dirs),
             Command::Logs(args) => pods::logs(args, &self.dirs),
+            Command::Exec(args) => args.run(&self.dirs),
             Command::Stop(args) => pods::stop(args, &self.dirs),
             Command::Rm(args) => pods::rm(args, &self.dirs),
             Command::Image(cmd) => cmd.run(&self.dirs),

@@ -52,7 +52,7 @@ pub struct RmArgs {
 }
 
 /// A pod by name or by a prefix of its uid.
-fn find(runtime: &Runtime, name: &str) -> Result<Pod> {
+pub fn find_pod(runtime: &Runtime, name: &str) -> Result<Pod> {
     let pods = runtime.pods()?;
     if let Some(pod) = pods.iter().find(|p| p.name() == name) {
         return Ok(pod.clone());
@@ -115,7 +115,7 @@ pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
 
 pub fn logs(args: LogsArgs, dirs: &Dirs) -> Result<ExitCode> {
     let runtime = dirs.runtime()?;
-    let pod = find(&runtime, &args.pod)?;
+    let pod = find_pod(&runtime, &args.pod)?;
     let containers = pod.containers();
     let container = match &args.container {
         Some(name) => containers.iter().find(|c| c.name == *name),
@@ -138,7 +138,7 @@ pub fn stop(args: StopArgs, dirs: &Dirs) -> Result<ExitCode> {
     require_root("podctl stop")?;
     let runtime = dirs.runtime()?;
     for name in &args.pods {
-        let pod = find(&runtime, name)?;
+        let pod = find_pod(&runtime, name)?;
         let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
         runtime.stop_pod(&pod, &containers, Duration::from_secs(args.time))?;
         println!("{}", pod.name());
@@ -150,7 +150,7 @@ pub fn rm(args: RmArgs, dirs: &Dirs) -> Result<ExitCode> {
     require_root("podctl rm")?;
     let runtime = dirs.runtime()?;
     for name in &args.pods {
-        let pod = find(&runtime, name)?;
+        let pod = find_pod(&runtime, name)?;
         if status(&pod) == "Running" && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
