@@ -14,7 +14,11 @@ fn sh(node: &Node, flags: &[&str], script: &str) -> (i32, String, String) {
     let mut args = vec!["run", "--rm"];
     args.extend_from_slice(flags);
     args.extend_from_slice(&["busybox", "--", "sh", "-c", script]);
-    let out = node.podctl(&args);
+    outcome(node.podctl(&args))
+}
+
+/// (exit code, stdout, stderr) of a finished podctl.
+fn outcome(out: std::process::Output) -> (i32, String, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -348,12 +352,7 @@ fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
 fn run_manifest(node: &Node, name: &str, yaml: &str) -> (i32, String, String) {
     let path = node.dir.path().join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
-    let out = node.podctl(&["run", "--rm", "-f", path.to_str().unwrap()]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(node.podctl(&["run", "--rm", "-f", path.to_str().unwrap()]))
 }
 
 #[test]
