@@ -531,3 +531,13 @@ fn exec_runs_inside_the_container_as_the_container() {
     node.ok(&["stop", "-t", "0", "target"]);
     assert!(node.fails(&["exec", "target", "--", "true"]).contains("no running container"));
 }
+
+#[test]
+fn an_image_in_use_by_a_pod_is_not_removed() {
+    let node = node();
+    node.ok(&["run", "-d", "--name", "user", "busybox", "--", "sleep", "30"]);
+    let err = node.fails(&["image", "rm", "busybox"]);
+    assert!(err.contains("image busybox is in use by pod user"), "{err}");
+    node.ok(&["rm", "-f", "user"]);
+    node.ok(&["image", "rm", "busybox"]);
+}

@@ -354,7 +354,8 @@ impl Store {
         }
     }
 
-    pub(crate) fn snapshot_dir(&self, diff_id: &Digest) -> PathBuf {
+    /// Where the layer with this diff ID is (or will be) unpacked.
+    pub fn snapshot_dir(&self, diff_id: &Digest) -> PathBuf {
         self.root.join("snapshots").join(diff_id.hex())
     }
 

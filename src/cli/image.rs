@@ -89,6 +89,11 @@ impl ImageCommand {
             ImageCommand::Rm { references } => {
                 let mut failed = false;
                 for reference in references {
+                    if let Some(pod) = in_use(&store, dirs, &reference)? {
+                        eprintln!("podctl: image {reference} is in use by pod {pod} (podctl rm {pod} first)");
+                        failed = true;
+                        continue;
+                    }
                     match store.remove(&reference) {
                         Ok(removed) => {
                             for name in removed.untagged {
@@ -109,6 +114,23 @@ impl ImageCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The pod whose containers run on the image that removing `reference` would delete
+/// (removing one of several names deletes nothing).
+fn in_use(store: &Store, dirs: &Dirs, reference: &str) -> Result<Option<String>> {
+    let Ok(image) = store.resolve(reference) else { return Ok(None) };
+    let by_name = reference.parse::<images::ImageName>().ok().and_then(|n| n.tagged());
+    if by_name.is_some_and(|name| image.names.contains(&name) && image.names.len() > 1) {
+        return Ok(None);
+    }
+    let lower: Vec<PathBuf> = image.layers()?.iter().rev().map(|(_, diff_id)| store.snapshot_dir(diff_id)).collect();
+    let runtime = dirs.runtime()?;
+    Ok(runtime
+        .pods()?
+        .into_iter()
+        .find(|pod| pod.containers().iter().any(|c| c.lower_dirs == lower))
+        .map(|pod| pod.name().to_string()))
 }
 
 fn open_store(data_dir: &Path) -> Result<Store> {
