@@ -15,6 +15,10 @@ fn main() -> ExitCode {
         let state_dir = args.next().map(std::path::PathBuf::from).unwrap_or_default();
         runtime::init::main(&state_dir);
     }
+    // A command line tool: `podctl image ls | head` ends quietly when head has had enough.
+    // (Not before the pod init dispatch above: the pod init keeps SIGPIPE ignored.)
+    // SAFETY: restoring a default signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PODCTL_LOG").unwrap_or_else(|_| "warn".into()))

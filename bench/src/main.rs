@@ -256,7 +256,35 @@ impl Drop for BenchNode {
         if let Ok(cgroups) = runtime::Cgroups::detect(Some(&self.cgroup_root())) {
             let _ = cgroups.root().remove();
         }
+        // runc makes its cgroup (below ours, named after this node) in every hierarchy.
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mountinfo.lines().filter(|l| l.contains(" - cgroup")) {
+            if let Some(mount) = line.split(' ').nth(4) {
+                remove_cgroups_named(Path::new(mount), &self.cgroup_root(), 4);
+            }
+        }
     }
+}
+
+/// rmdir, bottom-up, every cgroup directory called `name` within `depth` levels of `dir`.
+fn remove_cgroups_named(dir: &Path, name: &str, depth: usize) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+        if entry.file_name() == name {
+            remove_tree(&entry.path());
+        } else if depth > 0 {
+            remove_cgroups_named(&entry.path(), name, depth - 1);
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// `pod_start_vs_runc`: `podctl run --rm busybox -- /bin/true` (sandbox + one container, warm
