@@ -330,6 +330,9 @@ fn pod_start_vs_runc(podctl: &Path) {
 
 /// `pod_init_rss`: resident memory of an idle pod's pod init.
 fn pod_init_rss(podctl: &Path) {
+    // A freshly built binary's pages are dirty in the page cache until written back, and
+    // dirty pages stay resident in every process mapping them; on a node they are clean.
+    sync();
     let node = BenchNode::new(podctl);
     run(node.command().args(["run", "-d", "--name", "idle", "busybox", "--", "sleep", "600"]));
     let pods = node.dir.path().join("run/pods");
