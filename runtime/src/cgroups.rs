@@ -321,12 +321,12 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
         }
     }
     // The kernel may still be tearing down the last process: retry briefly on EBUSY.
-    for attempt in 0..50 {
+    for attempt in 0..500 {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 499 => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
             }
             Err(e) => return Err(io::Error::new(e.kind(), format!("remove cgroup {}: {e}", dir.display()))),
         }

@@ -411,12 +411,9 @@ impl Runtime {
         if pod.is_running() {
             let _ = self.request(pod, &Request::Shutdown, Some(Duration::from_secs(5)));
             let init = pod.init.expect("running pod has an init");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while init.is_alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if init.is_alive() {
+            if !init.wait_exit(Duration::from_secs(5)) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init.pid), nix::sys::signal::SIGKILL);
+                init.wait_exit(Duration::from_secs(5));
             }
         }
         pod.record.cgroup.remove().map_err(Error::io(format!("pod {name}: remove cgroup")))?;

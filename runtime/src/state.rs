@@ -130,6 +130,27 @@ impl ProcessRecord {
     }
 }
 
+impl ProcessRecord {
+    /// Waits up to `timeout` for the process to end; true if it has. Not our child, so a
+    /// pidfd (pidfd_open(2)) tells when it exits, checked against the start time once open.
+    pub fn wait_exit(&self, timeout: std::time::Duration) -> bool {
+        // SAFETY: pidfd_open with a pid and no flags; the descriptor is owned right away.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd < 0 {
+            return !self.is_alive();
+        }
+        // SAFETY: the kernel just returned this descriptor.
+        let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        if !self.is_alive() {
+            return true;
+        }
+        let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&pidfd), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+        ready > 0 || !self.is_alive()
+    }
+}
+
 /// Field 22 of /proc/<pid>/stat (after the parenthesised command, which may hold spaces).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
