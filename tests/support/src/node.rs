@@ -89,12 +89,32 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Pids of pod inits (`podctl __pod-init STATE_DIR`) whose state dir is below `dir`.
+fn pod_inits_under(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.len() >= 3
+                && args[1] == b"__pod-init"
+                && Path::new(std::str::from_utf8(args[2]).unwrap_or("")).starts_with(dir)
+        })
+        .collect()
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         if let Ok(out) = self.command().args(["ps", "-a", "-q"]).output() {
             for name in String::from_utf8_lossy(&out.stdout).lines() {
                 let _ = self.command().args(["rm", "-f", name]).output();
             }
+        }
+        // A pod the test left broken (not listed) still ends: its pod init names our dir.
+        for pid in pod_inits_under(self.dir.path()) {
+            // SAFETY: signalling a process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         for mount in mounts_under(self.dir.path()).iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(mount).status();
