@@ -305,10 +305,7 @@ fn sigint_stops_a_foreground_pod() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !node.ok(&["ps"]).contains("Running") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_running(&node);
     nix_kill(child.id(), libc::SIGINT);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143), "sh ended by the SIGTERM it was sent");
@@ -320,6 +317,14 @@ fn nix_kill(pid: u32, signal: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
 }
 
+/// Waits (up to 10 s) until `ps` shows a running pod.
+fn wait_until_running(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.ok(&["ps"]).contains("Running") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
     let node = node();
@@ -329,10 +334,7 @@ fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !node.ok(&["ps"]).contains("Running") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_running(&node);
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
