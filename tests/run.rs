@@ -543,3 +543,22 @@ fn an_image_in_use_by_a_pod_is_not_removed() {
     node.ok(&["rm", "-f", "user"]);
     node.ok(&["image", "rm", "busybox"]);
 }
+
+#[test]
+fn interactive_run_passes_stdin_until_its_end() {
+    let node = node();
+    let mut child = node
+        .command()
+        .args(["run", "--rm", "-i", "busybox", "--", "sh", "-c", "tr a-z A-Z; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\nworld\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nWORLD\ndone\n");
+    assert_eq!(out.status.code(), Some(0));
+    // Without -i the container's stdin is empty at once.
+    assert_eq!(node.ok(&["run", "--rm", "busybox", "--", "cat"]), "");
+}

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -55,6 +55,10 @@ pub enum Request {
         args: Vec<String>,
         tty: bool,
     },
+    /// Take the write side of a container's stdin (one client, once).
+    Attach {
+        container: String,
+    },
     /// Exit; the kernel then kills every process left in the pod's PID namespace.
     Shutdown,
 }
@@ -67,6 +71,8 @@ pub enum Response {
     },
     /// The master side of an exec's pty (attached), which exists inside the container.
     Pty,
+    /// The container's stdin (attached).
+    Attached,
     Exited(ExitStatus),
     Ok,
     Error {
@@ -137,6 +143,8 @@ struct Running {
     name: String,
     pid: Pid,
     started_at: String,
+    /// The write side of the container's stdin, until a client attaches and takes it.
+    stdin: Option<OwnedFd>,
     stdout: Option<File>,
     stderr: Option<File>,
     log: CriLog,
@@ -277,6 +285,10 @@ impl PodInit {
             Request::Wait { container } => self.wait(id, &container),
             Request::Kill { container, signal } => Some(self.kill(&container, signal)),
             Request::Exec { container, args, tty } => self.exec(id, &container, args, tty, fds),
+            Request::Attach { container } => {
+                self.attach(id, &container);
+                None
+            }
             Request::Shutdown => {
                 self.shutdown = true;
                 Some(Response::Ok)
@@ -284,6 +296,20 @@ impl PodInit {
         };
         if let Some(response) = response {
             self.respond(id, &response);
+        }
+    }
+
+    /// Hands the container's stdin to the client, which becomes its only writer: the
+    /// container sees end-of-file when the client is done (Kubernetes' `stdinOnce`).
+    fn attach(&mut self, id: u64, name: &str) {
+        let stdin = self.running.iter_mut().find(|c| c.name == name).and_then(|c| c.stdin.take());
+        let response = match &stdin {
+            Some(_) => Response::Attached,
+            None => Response::Error { message: format!("container {name} has no stdin to attach to") },
+        };
+        let fds: Vec<BorrowedFd> = stdin.iter().map(|fd| fd.as_fd()).collect();
+        if self.clients.get(&id).is_some_and(|c| c.send(&response, &fds).is_err()) {
+            self.clients.remove(&id);
         }
     }
 
@@ -383,23 +409,28 @@ impl PodInit {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
+        // With `stdin`, the write side waits here for the first client that attaches.
+        let (stdin_r, stdin_w) = match container.stdin {
+            true => pipe().map(|(r, w)| (Some(r), Some(w)))?,
+            false => (None, None),
+        };
         let started_at = rfc3339_nano(SystemTime::now());
         // SAFETY: the pod init is single-threaded.
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
             ForkResult::Child => {
-                drop((out_r, err_r, status_r));
+                drop((out_r, err_r, status_r, stdin_w));
                 // Joining a cgroup waits for an RCU grace period on v1 (tens of ms): a
                 // thread does it while this one builds the root filesystem. Safe: this
                 // child of a single-threaded process holds no lock another thread needs.
                 let pid = std::process::id() as i32;
                 let joining = cgroup.clone();
                 let joined = std::thread::spawn(move || joining.join(pid));
-                let null = match File::open("/dev/null") {
-                    Ok(null) => OwnedFd::from(null),
+                let stdin = match stdin_r.map_or_else(|| File::open("/dev/null").map(OwnedFd::from), Ok) {
+                    Ok(stdin) => stdin,
                     // SAFETY: leaving the forked child.
                     Err(_) => unsafe { libc::_exit(128) },
                 };
-                let failure = child_setup(null, out_w, err_w).map_or_else(
+                let failure = child_setup(stdin, out_w, err_w).map_or_else(
                     |e| process::StartError { exit_code: 128, message: e.to_string() },
                     |()| process::setup_and_exec(container, &paths, joined),
                 );
@@ -424,6 +455,7 @@ impl PodInit {
                         name: container.name.clone(),
                         pid: child,
                         started_at,
+                        stdin: stdin_w,
                         stdout: Some(File::from(out_r)),
                         stderr: Some(File::from(err_r)),
                         log,

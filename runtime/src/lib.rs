@@ -334,6 +334,27 @@ impl Runtime {
         }
     }
 
+    /// Takes the write side of a started container's stdin (it must have `stdin` set):
+    /// closing it is the container's end-of-file.
+    pub fn attach_stdin(&self, pod: &Pod, container: &str) -> Result<std::os::fd::OwnedFd> {
+        let fail = |message: String| Error::Container {
+            pod: pod.name().to_string(),
+            container: container.to_string(),
+            message,
+        };
+        let context = || format!("pod {}: talk to pod init", pod.name());
+        let channel = channel::Channel::connect(&pod.dirs.socket(), None).map_err(Error::io(context()))?;
+        channel.send(&Request::Attach { container: container.to_string() }, &[]).map_err(Error::io(context()))?;
+        match channel.recv::<Response>().map_err(Error::io(context()))? {
+            Some((Response::Attached, mut fds)) => {
+                fds.pop().ok_or_else(|| fail("attached without a descriptor".into()))
+            }
+            Some((Response::Error { message }, _)) => Err(fail(message)),
+            Some((other, _)) => Err(fail(format!("unexpected answer {other:?}"))),
+            None => Err(Error::InitGone { pod: pod.name().to_string() }),
+        }
+    }
+
     /// Starts a container in the pod; returns its pid (as seen from the node).
     pub fn start_container(&self, pod: &Pod, container: &ContainerSpec) -> Result<i32> {
         let fail = |message: String| Error::Container {

@@ -331,6 +331,7 @@ mod tests {
             read_only_rootfs: false,
             mounts: vec![Mount { volume: "data".into(), destination: "/data".into(), read_only: true }],
             resources: Resources::default(),
+            stdin: false,
             log_path: "/l/0.log".into(),
         }
     }

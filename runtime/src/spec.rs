@@ -67,6 +67,9 @@ pub struct ContainerSpec {
     pub read_only_rootfs: bool,
     pub mounts: Vec<Mount>,
     pub resources: Resources,
+    /// Keep a stdin for one client to attach to (Kubernetes `stdin` with `stdinOnce`).
+    #[serde(default)]
+    pub stdin: bool,
     /// Where the CRI log goes (`LOG_DIR/<ns>_<pod>_<uid>/<container>/<restart>.log`).
     pub log_path: PathBuf,
 }

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Run in the background and print the pod's name
     #[arg(short, long)]
     detach: bool,
+    /// Pass our stdin to the container (its end-of-file closes the container's stdin)
+    #[arg(short, long)]
+    interactive: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to pass this one's)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -135,6 +138,9 @@ impl RunArgs {
             let mut logs = (!self.detach).then(|| LogFollower::new(&init.log_path));
             let code = match runtime.start_container(pod, init) {
                 Ok(_) => {
+                    if !self.detach {
+                        attach_stdin(runtime, pod, std::slice::from_ref(init))?;
+                    }
                     self.follow(runtime, pod, std::slice::from_ref(init), logs.as_mut().map(std::slice::from_mut))?
                 }
                 Err(e) => start_failure(runtime, pod, init, e),
@@ -163,6 +169,7 @@ impl RunArgs {
             }
             return Ok(0);
         }
+        attach_stdin(runtime, pod, &started)?;
         let mut logs: Vec<LogFollower> = started.iter().map(|c| LogFollower::new(&c.log_path)).collect();
         let exited = self.follow(runtime, pod, &started, Some(&mut logs))?;
         Ok(if code != 0 { code } else { exited })
@@ -275,6 +282,8 @@ impl RunArgs {
             args: (!self.command.is_empty()).then(|| self.command.iter().map(|a| verbatim(a)).collect()),
             env: (!env.is_empty()).then_some(env),
             working_dir: self.workdir.clone(),
+            stdin: self.interactive.then_some(true),
+            stdin_once: self.interactive.then_some(true),
             volume_mounts: (!mounts.is_empty()).then_some(mounts),
             resources: (!limits.is_empty())
                 .then(|| ResourceRequirements { limits: Some(limits), ..Default::default() }),
@@ -300,6 +309,18 @@ impl RunArgs {
             status: None,
         })
     }
+}
+
+/// Gives our stdin to the first of `containers` that takes one, in the background.
+fn attach_stdin(runtime: &Runtime, pod: &runtime::Pod, containers: &[ContainerSpec]) -> Result<()> {
+    if let Some(container) = containers.iter().find(|c| c.stdin) {
+        let mut input = std::fs::File::from(runtime.attach_stdin(pod, &container.name)?);
+        // Ends at our end-of-file (closing the container's stdin) or when it stops reading.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut input);
+        });
+    }
+    Ok(())
 }
 
 fn start_failure(runtime: &Runtime, pod: &runtime::Pod, container: &ContainerSpec, e: runtime::Error) -> i32 {

@@ -236,6 +236,7 @@ fn container(
         read_only_rootfs: security.and_then(|s| s.read_only_root_filesystem) == Some(true),
         mounts,
         resources,
+        stdin: c.stdin == Some(true),
         log_path: node.log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&c.name).join("0.log"),
     })
 }
