@@ -286,50 +286,56 @@ impl Runtime {
         Ok(pods)
     }
 
-    fn request(&self, pod: &Pod, request: &Request, timeout: Option<Duration>) -> Result<Response> {
+    /// Connects to the pod's init and sends `request` with `fds` attached.
+    fn call(
+        &self,
+        pod: &Pod,
+        request: &Request,
+        fds: &[std::os::fd::BorrowedFd],
+        timeout: Option<Duration>,
+    ) -> Result<channel::Channel> {
         if !pod.is_running() {
             return Err(Error::InitGone { pod: pod.name().to_string() });
         }
         let context = || format!("pod {}: talk to pod init", pod.name());
         let channel = channel::Channel::connect(&pod.dirs.socket(), timeout).map_err(Error::io(context()))?;
-        channel.send(request, &[]).map_err(Error::io(context()))?;
-        match channel.recv::<Response>().map_err(Error::io(context()))? {
-            Some((response, _)) => Ok(response),
-            None => Err(Error::InitGone { pod: pod.name().to_string() }),
-        }
+        channel.send(request, fds).map_err(Error::io(context()))?;
+        Ok(channel)
+    }
+
+    /// The pod init's next answer on `channel`, with the descriptors that came with it.
+    fn answer(pod: &Pod, channel: &channel::Channel) -> Result<(Response, Vec<std::os::fd::OwnedFd>)> {
+        let context = || format!("pod {}: talk to pod init", pod.name());
+        channel
+            .recv::<Response>()
+            .map_err(Error::io(context()))?
+            .ok_or_else(|| Error::InitGone { pod: pod.name().to_string() })
+    }
+
+    fn request(&self, pod: &Pod, request: &Request, timeout: Option<Duration>) -> Result<Response> {
+        let channel = self.call(pod, request, &[], timeout)?;
+        Ok(Self::answer(pod, &channel)?.0)
     }
 
     /// Runs `args` in a running container and returns how it exited. Its stdio is ours
     /// to give ([`ExecStdio::Fds`]: stdin, stdout, stderr), or a terminal made in the
     /// container whose master [`ExecStdio::Pty`] receives as soon as it exists.
     pub fn exec(&self, pod: &Pod, container: &str, args: &[String], stdio: ExecStdio) -> Result<ExitStatus> {
-        let fail = |message: String| Error::Container {
-            pod: pod.name().to_string(),
-            container: container.to_string(),
-            message,
-        };
-        if !pod.is_running() {
-            return Err(Error::InitGone { pod: pod.name().to_string() });
-        }
-        let context = || format!("pod {}: talk to pod init", pod.name());
-        let channel = channel::Channel::connect(&pod.dirs.socket(), None).map_err(Error::io(context()))?;
         let tty = matches!(stdio, ExecStdio::Pty(_));
         let request = Request::Exec { container: container.to_string(), args: args.to_vec(), tty };
         let (fds, mut on_pty) = match stdio {
             ExecStdio::Fds(fds) => (fds.to_vec(), None),
             ExecStdio::Pty(on_pty) => (vec![], Some(on_pty)),
         };
-        channel.send(&request, &fds).map_err(Error::io(context()))?;
+        let channel = self.call(pod, &request, &fds, None)?;
         loop {
-            match channel.recv::<Response>().map_err(Error::io(context()))? {
-                Some((Response::Pty, mut received)) => match (on_pty.as_mut(), received.pop()) {
+            match Self::answer(pod, &channel)? {
+                (Response::Pty, mut received) => match (on_pty.as_mut(), received.pop()) {
                     (Some(on_pty), Some(master)) => on_pty(master),
-                    _ => return Err(fail("a terminal nobody asked for".into())),
+                    _ => return Err(container_error(pod, container, "a terminal nobody asked for")),
                 },
-                Some((Response::Exited(status), _)) => return Ok(status),
-                Some((Response::Error { message }, _)) => return Err(fail(message)),
-                Some((other, _)) => return Err(fail(format!("unexpected answer {other:?}"))),
-                None => return Err(Error::InitGone { pod: pod.name().to_string() }),
+                (Response::Exited(status), _) => return Ok(status),
+                (other, _) => return Err(unexpected(pod, container, other)),
             }
         }
     }
@@ -337,37 +343,22 @@ impl Runtime {
     /// Takes the write side of a started container's stdin (it must have `stdin` set):
     /// closing it is the container's end-of-file.
     pub fn attach_stdin(&self, pod: &Pod, container: &str) -> Result<std::os::fd::OwnedFd> {
-        let fail = |message: String| Error::Container {
-            pod: pod.name().to_string(),
-            container: container.to_string(),
-            message,
-        };
-        let context = || format!("pod {}: talk to pod init", pod.name());
-        let channel = channel::Channel::connect(&pod.dirs.socket(), None).map_err(Error::io(context()))?;
-        channel.send(&Request::Attach { container: container.to_string() }, &[]).map_err(Error::io(context()))?;
-        match channel.recv::<Response>().map_err(Error::io(context()))? {
-            Some((Response::Attached, mut fds)) => {
-                fds.pop().ok_or_else(|| fail("attached without a descriptor".into()))
+        let channel = self.call(pod, &Request::Attach { container: container.to_string() }, &[], None)?;
+        match Self::answer(pod, &channel)? {
+            (Response::Attached, mut fds) => {
+                fds.pop().ok_or_else(|| container_error(pod, container, "attached without a descriptor"))
             }
-            Some((Response::Error { message }, _)) => Err(fail(message)),
-            Some((other, _)) => Err(fail(format!("unexpected answer {other:?}"))),
-            None => Err(Error::InitGone { pod: pod.name().to_string() }),
+            (other, _) => Err(unexpected(pod, container, other)),
         }
     }
 
     /// Starts a container in the pod; returns its pid (as seen from the node).
     pub fn start_container(&self, pod: &Pod, container: &ContainerSpec) -> Result<i32> {
-        let fail = |message: String| Error::Container {
-            pod: pod.name().to_string(),
-            container: container.name.clone(),
-            message,
-        };
         let cgroup = pod.record.cgroup.child(&container.name);
-        self.cgroups.create(&cgroup, &container.resources).map_err(|e| fail(e.to_string()))?;
+        self.cgroups.create(&cgroup, &container.resources).map_err(|e| container_error(pod, &container.name, e))?;
         match self.request(pod, &Request::Start { container: Box::new(container.clone()), cgroup }, None)? {
             Response::Started { pid } => Ok(pid),
-            Response::Error { message } => Err(fail(message)),
-            other => Err(fail(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(pod, &container.name, other)),
         }
     }
 
@@ -378,14 +369,7 @@ impl Runtime {
         }
         match self.request(pod, &Request::Wait { container: name.to_string() }, timeout) {
             Ok(Response::Exited(status)) => Ok(Some(status)),
-            Ok(Response::Error { message }) => {
-                Err(Error::Container { pod: pod.name().to_string(), container: name.to_string(), message })
-            }
-            Ok(other) => Err(Error::Container {
-                pod: pod.name().to_string(),
-                container: name.to_string(),
-                message: format!("unexpected answer {other:?}"),
-            }),
+            Ok(other) => Err(unexpected(pod, name, other)),
             Err(Error::Io { error, .. })
                 if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
             {
@@ -397,10 +381,8 @@ impl Runtime {
 
     pub fn kill_container(&self, pod: &Pod, name: &str, signal: i32) -> Result<()> {
         match self.request(pod, &Request::Kill { container: name.to_string(), signal }, None)? {
-            Response::Error { message } => {
-                Err(Error::Container { pod: pod.name().to_string(), container: name.to_string(), message })
-            }
-            _ => Ok(()),
+            Response::Ok => Ok(()),
+            other => Err(unexpected(pod, name, other)),
         }
     }
 
@@ -451,6 +433,18 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+}
+
+fn container_error(pod: &Pod, container: &str, message: impl ToString) -> Error {
+    Error::Container { pod: pod.name().to_string(), container: container.to_string(), message: message.to_string() }
+}
+
+/// The pod init's error as it said it, or any answer that was not the one expected.
+fn unexpected(pod: &Pod, container: &str, response: Response) -> Error {
+    match response {
+        Response::Error { message } => container_error(pod, container, message),
+        other => container_error(pod, container, format!("unexpected answer {other:?}")),
     }
 }
 
