@@ -237,6 +237,9 @@ fn logs_are_in_cri_format() {
     assert_eq!(node.ok(&["logs", "logger"]), "one\ntail\n");
     node.ok(&["rm", "logger"]);
     assert!(!dir.exists(), "rm removes the pod's logs");
+    // -f follows until the container exits.
+    node.ok(&["run", "-d", "--name", "later", "busybox", "--", "sh", "-c", "echo early; sleep 0.5; echo late"]);
+    assert_eq!(node.ok(&["logs", "-f", "later"]), "early\nlate\n");
 }
 
 #[test]

@@ -276,7 +276,7 @@ impl PodInit {
         let (request, fds) = match received {
             Ok(Some(message)) => message,
             Ok(None) | Err(_) => {
-                self.clients.remove(&id);
+                self.drop_client(id);
                 return;
             }
         };
@@ -308,16 +308,25 @@ impl PodInit {
             None => Response::Error { message: format!("container {name} has no stdin to attach to") },
         };
         let fds: Vec<BorrowedFd> = stdin.iter().map(|fd| fd.as_fd()).collect();
-        if self.clients.get(&id).is_some_and(|c| c.send(&response, &fds).is_err()) {
-            self.clients.remove(&id);
+        self.respond_with(id, &response, &fds);
+    }
+
+    /// Forgets a client that went away, with any wait it left (a waiter that timed out
+    /// must not pile up for as long as the container runs).
+    fn drop_client(&mut self, id: u64) {
+        self.clients.remove(&id);
+        for c in &mut self.running {
+            c.waiters.retain(|w| *w != id);
         }
     }
 
     fn respond(&mut self, id: u64, response: &Response) {
-        if let Some(client) = self.clients.get(&id)
-            && client.send(response, &[]).is_err()
-        {
-            self.clients.remove(&id);
+        self.respond_with(id, response, &[]);
+    }
+
+    fn respond_with(&mut self, id: u64, response: &Response, fds: &[BorrowedFd]) {
+        if self.clients.get(&id).is_some_and(|client| client.send(response, fds).is_err()) {
+            self.drop_client(id);
         }
     }
 

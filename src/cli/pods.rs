@@ -126,10 +126,21 @@ pub fn logs(args: LogsArgs, dirs: &Dirs) -> Result<ExitCode> {
     let mut logs = LogFollower::new(&container.log_path);
     logs.print_new()?;
     if args.follow {
-        while runtime.wait_container(&pod, &container.name, Some(Duration::from_millis(100)))?.is_none() {
+        // One wait for the exit, not a new request every tick.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (waiter, waiting, name) = (runtime.clone(), pod.clone(), container.name.clone());
+        std::thread::spawn(move || {
+            let _ = done_tx.send(waiter.wait_container(&waiting, &name, None));
+        });
+        loop {
+            let answer = done.recv_timeout(Duration::from_millis(100));
             logs.print_new()?;
+            match answer {
+                Ok(status) => break status.map(|_| ())?,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => bail!("lost the wait for the container"),
+            }
         }
-        logs.print_new()?;
     }
     Ok(ExitCode::SUCCESS)
 }
