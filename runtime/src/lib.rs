@@ -103,6 +103,15 @@ impl Pod {
         specs
     }
 
+    /// Names of the started containers that have not exited (none once the pod init is gone).
+    pub fn running_containers(&self) -> Vec<String> {
+        if !self.is_running() {
+            return vec![];
+        }
+        let exits = self.exits();
+        self.containers().into_iter().map(|c| c.name).filter(|name| !exits.iter().any(|(n, _)| n == name)).collect()
+    }
+
     /// How each container that has run ended, by name.
     pub fn exits(&self) -> Vec<(String, ExitStatus)> {
         let Ok(entries) = std::fs::read_dir(self.dirs.state.join("containers")) else { return vec![] };

@@ -36,9 +36,7 @@ impl ExecArgs {
         require_root("podctl exec")?;
         let runtime = dirs.runtime()?;
         let pod = find_pod(&runtime, &self.pod)?;
-        let exited: Vec<String> = pod.exits().into_iter().map(|(name, _)| name).collect();
-        let running: Vec<String> =
-            pod.containers().into_iter().map(|c| c.name).filter(|name| !exited.contains(name)).collect();
+        let running = pod.running_containers();
         let container = match &self.container {
             Some(name) => name.clone(),
             None if running.len() == 1 => running[0].clone(),

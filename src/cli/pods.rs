@@ -67,11 +67,8 @@ pub fn find_pod(runtime: &Runtime, name: &str) -> Result<Pod> {
 
 /// What a pod is doing, in `ps` words.
 fn status(pod: &Pod) -> String {
-    if pod.is_running() {
-        let exited = pod.exits();
-        if pod.containers().iter().any(|c| !exited.iter().any(|(n, _)| *n == c.name)) {
-            return "Running".into();
-        }
+    if !pod.running_containers().is_empty() {
+        return "Running".into();
     }
     match pod.exits().first() {
         Some((_, status)) if status.reason == "Completed" || status.reason == "Error" => {
