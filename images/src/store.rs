@@ -253,44 +253,22 @@ impl Store {
     /// Finds an image by name (`busybox`, `reg:5000/app:v1`, `name@sha256:…`), by ID or
     /// manifest digest, or by a unique prefix of its ID (as `docker image` does).
     pub fn resolve(&self, reference: &str) -> Result<Image> {
-        let images = self.images()?;
-        if let Ok(name) = reference.parse::<ImageName>() {
-            let found = match (name.tagged(), name.digest()) {
-                (Some(tagged), _) => images.iter().find(|i| i.names.contains(&tagged)),
-                (None, Some(digest)) => images.iter().find(|i| i.manifest_digest.as_str() == digest),
-                (None, None) => None,
-            };
-            if let Some(image) = found {
-                return Ok(image.clone());
-            }
-        }
-        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let matches: Vec<&Image> =
-                images.iter().filter(|i| i.id.hex().starts_with(hex) || i.manifest_digest.hex() == hex).collect();
-            // One image ID may have several manifests (a docker-archive import and a pull of
-            // the same image): that is still one image.
-            match matches.first() {
-                None => {}
-                Some(first) if matches.iter().all(|i| i.id == first.id) => return Ok((*first).clone()),
-                Some(_) => return Err(Error::Ambiguous { reference: reference.to_string(), matches: matches.len() }),
-            }
-        }
-        Err(Error::NotFound(reference.to_string()))
+        find(&self.images()?, reference).cloned()
     }
 
     /// Removes a name, or, given an ID, the image with all its names (every manifest with
     /// that config); then frees the blobs and snapshots that no image uses any more.
     pub fn remove(&self, reference: &str) -> Result<Removed> {
-        let image = self.resolve(reference)?;
+        let images = self.images()?;
+        let image = find(&images, reference)?;
         let by_name = reference.parse::<ImageName>().ok().and_then(|n| n.tagged()).filter(|n| image.names.contains(n));
         let (untagged, manifests): (Vec<String>, Vec<Digest>) = match by_name {
             Some(name) => (vec![name], vec![]),
             None => {
-                let same_id: Vec<Image> = self.images()?.into_iter().filter(|i| i.id == image.id).collect();
+                let same_id: Vec<&Image> = images.iter().filter(|i| i.id == image.id).collect();
                 (
                     same_id.iter().flat_map(|i| i.names.clone()).collect(),
-                    same_id.into_iter().map(|i| i.manifest_digest).collect(),
+                    same_id.iter().map(|i| i.manifest_digest.clone()).collect(),
                 )
             }
         };
@@ -422,6 +400,33 @@ impl Store {
         }
         result.map_err(Error::io(context()))
     }
+}
+
+/// The image `reference` names among `images` (see [`Store::resolve`]).
+fn find<'a>(images: &'a [Image], reference: &str) -> Result<&'a Image> {
+    if let Ok(name) = reference.parse::<ImageName>() {
+        let found = match (name.tagged(), name.digest()) {
+            (Some(tagged), _) => images.iter().find(|i| i.names.contains(&tagged)),
+            (None, Some(digest)) => images.iter().find(|i| i.manifest_digest.as_str() == digest),
+            (None, None) => None,
+        };
+        if let Some(image) = found {
+            return Ok(image);
+        }
+    }
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let matches: Vec<&Image> =
+            images.iter().filter(|i| i.id.hex().starts_with(hex) || i.manifest_digest.hex() == hex).collect();
+        // One image ID may have several manifests (a docker-archive import and a pull of
+        // the same image): that is still one image.
+        match matches.first() {
+            None => {}
+            Some(first) if matches.iter().all(|i| i.id == first.id) => return Ok(first),
+            Some(_) => return Err(Error::Ambiguous { reference: reference.to_string(), matches: matches.len() }),
+        }
+    }
+    Err(Error::NotFound(reference.to_string()))
 }
 
 /// Pairs each layer of a manifest with its diff ID from the config.
