@@ -1,10 +1,16 @@
-//! A scratch node for integration tests: temporary data, run and log directories, and the
-//! `podctl` binary run against them. Every pod still there when it drops is removed.
+//! A scratch node for integration tests: temporary data, run and log directories, a network
+//! namespace of its own (its "host" network: bridge, veths and iptables rules go there), and
+//! the `podctl` binary run inside it against them. Every pod still there when it drops is
+//! removed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::netns::Netns;
+
 pub struct Node {
+    // Dropped before `dir`, which holds its file.
+    pub netns: Netns,
     pub dir: tempfile::TempDir,
     bin: PathBuf,
 }
@@ -13,7 +19,9 @@ impl Node {
     /// `bin` is the podctl under test: `env!("CARGO_BIN_EXE_podctl")`.
     pub fn new(bin: &str) -> Node {
         crate::assert_root();
-        Node { dir: crate::temp_dir(), bin: PathBuf::from(bin) }
+        let dir = crate::temp_dir();
+        let netns = Netns::new(&dir.path().join("netns"));
+        Node { netns, dir, bin: PathBuf::from(bin) }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -33,9 +41,10 @@ impl Node {
         self.dir.path().file_name().unwrap().to_string_lossy().into_owned()
     }
 
-    /// `podctl` with this node's directories.
+    /// `podctl` with this node's directories, in this node's network namespace.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
+        self.netns.enter(&mut cmd);
         cmd.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--run-dir")
@@ -74,9 +83,9 @@ impl Node {
         self
     }
 
-    /// Every mount point under this node's directories.
+    /// Every mount point under this node's directories but its own network namespace.
     pub fn mounts(&self) -> Vec<String> {
-        mounts_under(self.dir.path())
+        mounts_under(self.dir.path()).into_iter().filter(|m| Path::new(m) != self.netns.path()).collect()
     }
 }
 
@@ -116,7 +125,7 @@ impl Drop for Node {
             // SAFETY: signalling a process this test started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        for mount in mounts_under(self.dir.path()).iter().rev() {
+        for mount in self.mounts().iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(mount).status();
         }
         if let Ok(cgroups) = runtime::Cgroups::detect(Some(&self.cgroup_root())) {

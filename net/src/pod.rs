@@ -1,0 +1,226 @@
+//! The node's pod network, as the CNI bridge plugin makes it: one bridge with the gateway
+//! address, a veth per pod with its end in the pod's namespace as `eth0`, an address from
+//! the node's pod CIDR, a default route via the gateway, and masquerade of traffic that
+//! leaves the cluster's pod networks.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use crate::ipam::Ipam;
+use crate::iptables::{Iptables, Jump};
+use crate::{Error, link};
+
+/// How the node's pod network is laid out.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// The bridge (`podctl0`).
+    pub bridge: String,
+    /// This node's pod CIDR; its first address is the gateway, on the bridge.
+    pub pod_cidr: Ipv4Net,
+    /// The bridge's MTU; `None` keeps what the bridge has (1500 when new).
+    pub mtu: Option<u32>,
+    /// Where the IP leases live.
+    pub lease_dir: PathBuf,
+}
+
+/// A pod's place on the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodAddress {
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+pub struct PodNetwork {
+    config: NetworkConfig,
+    ipam: Ipam,
+}
+
+impl PodNetwork {
+    pub fn new(config: NetworkConfig) -> PodNetwork {
+        let ipam = Ipam::new(&config.lease_dir, config.pod_cidr);
+        PodNetwork { config, ipam }
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// Wires the pod whose network namespace is bound at `netns`. Either the pod ends up
+    /// with an address, a veth on the bridge and a default route, or nothing of it is left.
+    pub fn setup(&self, pod_uid: &str, netns: &Path) -> Result<PodAddress, Error> {
+        let address = self.ipam.allocate(pod_uid)?;
+        let result = self.wire(pod_uid, netns, address);
+        if result.is_err() {
+            let _ = self.teardown(pod_uid);
+        }
+        result
+    }
+
+    fn wire(&self, pod_uid: &str, netns: &Path, address: Ipv4Addr) -> Result<PodAddress, Error> {
+        let gateway = self.ipam.gateway();
+        let prefix_len = self.config.pod_cidr.prefix_len();
+        let bridge_net = Ipv4Net::new(gateway, prefix_len).expect("prefix of a parsed CIDR");
+        let (bridge, mtu, host_name) = (self.config.bridge.clone(), self.config.mtu, veth_name(pod_uid));
+        let netns_file = File::open(netns).map_err(Error::io(format!("open netns {}", netns.display())))?;
+        let created = link::in_netns(None, move |handle| async move {
+            let (bridge, created) = link::ensure_bridge(&handle, &bridge, bridge_net, mtu).await?;
+            // A veth left by an interrupted setup of this same pod is replaced.
+            link::delete_link(&handle, &host_name).await?;
+            link::add_veth(&handle, &host_name, &bridge, &netns_file).await?;
+            Ok(created)
+        })?;
+        if created {
+            self.ensure_node()?;
+        }
+        let pod_net = Ipv4Net::new(address, prefix_len).expect("prefix of a parsed CIDR");
+        link::in_netns(
+            Some(netns),
+            move |handle| async move { link::configure_pod_side(&handle, pod_net, gateway).await },
+        )?;
+        Ok(PodAddress { address, gateway, prefix_len })
+    }
+
+    /// Removes the pod's veth and frees its address. Works when the pod's namespace is
+    /// already gone; safe to repeat.
+    pub fn teardown(&self, pod_uid: &str) -> Result<(), Error> {
+        let host_name = veth_name(pod_uid);
+        link::in_netns(None, move |handle| async move { link::delete_link(&handle, &host_name).await })?;
+        self.ipam.release(pod_uid)
+    }
+
+    /// The address leased to a pod.
+    pub fn address(&self, pod_uid: &str) -> Result<Option<Ipv4Addr>, Error> {
+        self.ipam.lookup(pod_uid)
+    }
+
+    /// Frees what pods that no longer exist left (leases, veths on our bridge), and puts
+    /// back the node's settings and masquerade rules if someone removed them.
+    pub fn reconcile(&self, live_pods: &HashSet<String>) -> Result<(), Error> {
+        self.ipam.reconcile(live_pods)?;
+        let wanted: HashSet<String> = live_pods.iter().map(|uid| veth_name(uid)).collect();
+        let bridge = self.config.bridge.clone();
+        let bridge_exists = link::in_netns(None, move |handle| async move {
+            let Some(bridge) = link::link_by_name(&handle, &bridge).await? else { return Ok(false) };
+            for port in link::links(&handle).await? {
+                if port.controller == Some(bridge.index)
+                    && port.name.starts_with(VETH_PREFIX)
+                    && !wanted.contains(&port.name)
+                {
+                    link::delete_link(&handle, &port.name).await?;
+                }
+            }
+            Ok(true)
+        })?;
+        if bridge_exists { self.ensure_node() } else { Ok(()) }
+    }
+
+    /// Routes to other nodes' pod CIDRs via their node IPs (exactly these: routes of ours
+    /// to nodes not listed are removed), and no masquerade between pod networks.
+    pub fn sync_node_routes(&self, nodes: &[(Ipv4Addr, Ipv4Net)]) -> Result<(), Error> {
+        let wanted: Vec<(Ipv4Net, Ipv4Addr)> = nodes.iter().map(|&(ip, cidr)| (cidr.trunc(), ip)).collect();
+        link::in_netns(None, move |handle| async move { link::sync_routes(&handle, &wanted).await })?;
+        self.ensure_node()
+    }
+
+    /// The node's side: IP forwarding, bridged traffic through iptables (so services work
+    /// between pods on one bridge), and the masquerade and forward rules.
+    fn ensure_node(&self) -> Result<(), Error> {
+        write_sysctl("net/ipv4/ip_forward", "1")?;
+        // Only there when the kernel has br_netfilter; without it, traffic between pods on
+        // the bridge skips iptables and reaching a service on the same node fails.
+        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+            write_sysctl("net/bridge/bridge-nf-call-iptables", "1")?;
+        }
+        let remote = link::in_netns(None, |handle| async move {
+            Ok(link::owned_routes(&handle).await?.into_iter().map(|(net, _, _)| net).collect::<Vec<_>>())
+        })?;
+        Iptables::detect().apply_with_jumps(&node_rules(self.config.pod_cidr, &remote), &NODE_JUMPS)
+    }
+}
+
+const VETH_PREFIX: &str = "veth";
+
+const NODE_JUMPS: [Jump; 2] = [
+    Jump {
+        table: "nat",
+        chain: "POSTROUTING",
+        matches: "-m comment --comment \"podctl pod network\"",
+        target: "PODCTL-POSTROUTING",
+    },
+    Jump {
+        table: "filter",
+        chain: "FORWARD",
+        matches: "-m comment --comment \"podctl pod network\"",
+        target: "PODCTL-FORWARD",
+    },
+];
+
+/// The host end of a pod's veth: named from the pod's uid, so teardown finds it without
+/// any record (IFNAMSIZ allows 15 characters). FNV-1a, which never changes between builds.
+fn veth_name(pod_uid: &str) -> String {
+    let hash = pod_uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    format!("{VETH_PREFIX}{:011x}", hash & 0xfff_ffff_ffff)
+}
+
+fn write_sysctl(name: &str, value: &str) -> Result<(), Error> {
+    let path = Path::new("/proc/sys").join(name);
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
+    std::fs::write(&path, value).map_err(Error::io(format!("set {}", path.display())))
+}
+
+/// The node's own rules: traffic from pods to anywhere but a pod network is masqueraded
+/// (pod-to-pod keeps its source, also across nodes), and forwarding to and from pods is
+/// accepted whatever the FORWARD policy.
+pub fn node_rules(pod_cidr: Ipv4Net, remote_pod_cidrs: &[Ipv4Net]) -> String {
+    let cidr = pod_cidr.trunc();
+    let mut rules = String::from("*nat\n:PODCTL-POSTROUTING - [0:0]\n");
+    for destination in std::iter::once(&cidr).chain(remote_pod_cidrs) {
+        rules += &format!("-A PODCTL-POSTROUTING -s {cidr} -d {destination} -j RETURN\n");
+    }
+    rules += &format!("-A PODCTL-POSTROUTING -s {cidr} ! -d 224.0.0.0/4 -j MASQUERADE\nCOMMIT\n");
+    rules += &format!(
+        "*filter\n:PODCTL-FORWARD - [0:0]\n-A PODCTL-FORWARD -s {cidr} -j ACCEPT\n-A PODCTL-FORWARD -d {cidr} -j ACCEPT\nCOMMIT\n"
+    );
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit_ifnamsiz_and_differ() {
+        let a = veth_name("3f2c6a1e-0000-4000-8000-000000000001");
+        let b = veth_name("3f2c6a1e-0000-4000-8000-000000000002");
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with("veth"));
+        assert_ne!(a, b);
+        assert_eq!(a, veth_name("3f2c6a1e-0000-4000-8000-000000000001"));
+    }
+
+    #[test]
+    fn node_rules_keep_pod_to_pod_unmasqueraded() {
+        let rules = node_rules("10.1.0.7/24".parse().unwrap(), &["10.2.0.0/24".parse().unwrap()]);
+        assert_eq!(
+            rules,
+            "*nat\n\
+             :PODCTL-POSTROUTING - [0:0]\n\
+             -A PODCTL-POSTROUTING -s 10.1.0.0/24 -d 10.1.0.0/24 -j RETURN\n\
+             -A PODCTL-POSTROUTING -s 10.1.0.0/24 -d 10.2.0.0/24 -j RETURN\n\
+             -A PODCTL-POSTROUTING -s 10.1.0.0/24 ! -d 224.0.0.0/4 -j MASQUERADE\n\
+             COMMIT\n\
+             *filter\n\
+             :PODCTL-FORWARD - [0:0]\n\
+             -A PODCTL-FORWARD -s 10.1.0.0/24 -j ACCEPT\n\
+             -A PODCTL-FORWARD -d 10.1.0.0/24 -j ACCEPT\n\
+             COMMIT\n"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Service ports from the Kubernetes objects: Services with their Endpoints and/or
+//! EndpointSlices, read as kube-proxy reads them.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort as K8sServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::rules::{Protocol, ServicePort};
+use crate::Error;
+
+/// Kubernetes' default ClientIP affinity timeout (3 hours).
+const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
+
+/// One `ServicePort` per port of each Service that has an IPv4 cluster IP (headless and
+/// ExternalName Services have none), with the ready endpoints the Endpoints and
+/// EndpointSlices give for that port. An endpoint port is matched to the Service port by
+/// name, as the endpoints controller names it after the Service port, so named and
+/// numbered target ports both arrive resolved.
+pub fn service_ports(
+    services: &[Service],
+    endpoints: &[Endpoints],
+    slices: &[EndpointSlice],
+) -> Result<Vec<ServicePort>, Error> {
+    let mut ports = Vec::new();
+    for service in services {
+        let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let Some(spec) = &service.spec else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let cluster_ip = match spec.cluster_ip.as_deref() {
+            None | Some("") | Some("None") => continue,
+            Some(ip) => match ip.parse::<Ipv4Addr>() {
+                Ok(ip) => ip,
+                // An IPv6 cluster IP belongs to the IPv6 proxy, which we do not run.
+                Err(_) if ip.contains(':') => continue,
+                Err(_) => return Err(Error::Invalid(format!("service {namespace}/{name}: bad clusterIP {ip:?}"))),
+            },
+        };
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .map_or(DEFAULT_AFFINITY_SECONDS, |t| t as u32)
+        });
+        for port in spec.ports.iter().flatten() {
+            let protocol = protocol(port, namespace, name)?;
+            let port_name = port.name.clone().unwrap_or_default();
+            let service_port = u16::try_from(port.port)
+                .map_err(|_| Error::Invalid(format!("service {namespace}/{name}: port {} out of range", port.port)))?;
+            let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0);
+            let mut found = BTreeSet::new();
+            collect_endpoints(endpoints, namespace, name, &port_name, protocol, &mut found);
+            collect_slices(slices, namespace, name, &port_name, protocol, &mut found);
+            ports.push(ServicePort {
+                namespace: namespace.into(),
+                name: name.into(),
+                port_name,
+                protocol,
+                cluster_ip,
+                port: service_port,
+                node_port,
+                affinity_timeout,
+                endpoints: found.into_iter().collect(),
+            });
+        }
+    }
+    Ok(ports)
+}
+
+fn protocol(port: &K8sServicePort, namespace: &str, name: &str) -> Result<Protocol, Error> {
+    match port.protocol.as_deref().unwrap_or("TCP") {
+        "TCP" => Ok(Protocol::Tcp),
+        "UDP" => Ok(Protocol::Udp),
+        "SCTP" => Ok(Protocol::Sctp),
+        other => Err(Error::Invalid(format!("service {namespace}/{name}: unknown protocol {other:?}"))),
+    }
+}
+
+fn same_object(namespace: Option<&String>, object_name: Option<&String>, ns: &str, name: &str) -> bool {
+    namespace.map_or("default", String::as_str) == ns && object_name.map(String::as_str) == Some(name)
+}
+
+fn collect_endpoints(
+    endpoints: &[Endpoints],
+    namespace: &str,
+    name: &str,
+    port_name: &str,
+    protocol: Protocol,
+    found: &mut BTreeSet<SocketAddrV4>,
+) {
+    let objects = endpoints
+        .iter()
+        .filter(|e| same_object(e.metadata.namespace.as_ref(), e.metadata.name.as_ref(), namespace, name));
+    for subset in objects.flat_map(|e| e.subsets.iter().flatten()) {
+        let Some(port) = subset.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or_default() == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
+        }) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(port.port) else { continue };
+        for address in subset.addresses.iter().flatten() {
+            if let Ok(ip) = address.ip.parse::<Ipv4Addr>() {
+                found.insert(SocketAddrV4::new(ip, port));
+            }
+        }
+    }
+}
+
+fn collect_slices(
+    slices: &[EndpointSlice],
+    namespace: &str,
+    name: &str,
+    port_name: &str,
+    protocol: Protocol,
+    found: &mut BTreeSet<SocketAddrV4>,
+) {
+    let of_service = slices.iter().filter(|s| {
+        s.address_type == "IPv4"
+            && s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+            && s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str)
+                == Some(name)
+    });
+    for slice in of_service {
+        let Some(port) = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or_default() == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
+        }) else {
+            continue;
+        };
+        let Some(Ok(port)) = port.port.map(u16::try_from) else { continue };
+        // kube-proxy treats a missing `ready` as ready.
+        let ready = slice.endpoints.iter().filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+        for ip in ready.flat_map(|e| e.addresses.iter()).filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+            found.insert(SocketAddrV4::new(ip, port));
+        }
+    }
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Sctp => "SCTP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> T {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn endpoints_match_service_ports_by_name() {
+        let service: Service = parse(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "clusterIP": "10.96.0.20", "type": "NodePort", "sessionAffinity": "ClientIP",
+                "ports": [
+                    {"name": "http", "port": 80, "targetPort": "web", "nodePort": 30080},
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}
+                ]
+            }
+        }));
+        let endpoints: Endpoints = parse(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "subsets": [{
+                "addresses": [{"ip": "10.1.0.2"}, {"ip": "10.1.0.3"}],
+                "notReadyAddresses": [{"ip": "10.1.0.9"}],
+                "ports": [{"name": "http", "port": 8080}, {"name": "dns", "port": 5353, "protocol": "UDP"}]
+            }]
+        }));
+        let slice: EndpointSlice = parse(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.1.0.4"], "conditions": {"ready": true}},
+                {"addresses": ["10.1.0.5"], "conditions": {"ready": false}},
+                {"addresses": ["10.1.0.2"]}
+            ],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        }));
+        let ports = service_ports(&[service], &[endpoints], &[slice]).unwrap();
+        assert_eq!(ports.len(), 2);
+        let http = &ports[0];
+        assert_eq!(http.port_name_string(), "shop/web:http");
+        assert_eq!(http.node_port, Some(30080));
+        assert_eq!(http.affinity_timeout, Some(10800));
+        let addrs: Vec<String> = http.endpoints.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["10.1.0.2:8080", "10.1.0.3:8080", "10.1.0.4:8080"]);
+        let dns = &ports[1];
+        assert_eq!(dns.protocol, Protocol::Udp);
+        assert_eq!(dns.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn headless_and_external_name_services_have_no_rules() {
+        let headless: Service = parse(serde_json::json!({
+            "metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
+        }));
+        let external: Service = parse(serde_json::json!({
+            "metadata": {"name": "e"}, "spec": {"type": "ExternalName", "externalName": "example.com"}
+        }));
+        assert!(service_ports(&[headless, external], &[], &[]).unwrap().is_empty());
+        let bad: Service = parse(serde_json::json!({
+            "metadata": {"name": "b", "namespace": "x"}, "spec": {"clusterIP": "10.96.0.300", "ports": [{"port": 80}]}
+        }));
+        let err = service_ports(&[bad], &[], &[]).unwrap_err().to_string();
+        assert_eq!(err, "service x/b: bad clusterIP \"10.96.0.300\"");
+    }
+}
