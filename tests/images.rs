@@ -21,8 +21,9 @@ impl std::ops::Deref for Node {
 }
 
 impl Node {
+    /// Image commands only; on the host's network to reach the test registries.
     fn new() -> Node {
-        Node(testkit::node::Node::new(env!("CARGO_BIN_EXE_podctl")))
+        Node(testkit::node::Node::new(env!("CARGO_BIN_EXE_podctl")).on_host_network())
     }
 
     fn inspect(&self, reference: &str) -> serde_json::Value {

@@ -1,4 +1,5 @@
-//! `podctl run` and the pod runtime, as root, on pods without a network (`--net none`).
+//! `podctl run` and the pod runtime, as root, each test on a scratch node in a network
+//! namespace of its own.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -14,26 +14,36 @@ pub struct Iptables {
 }
 
 impl Iptables {
-    /// The backend that already holds rules of ours (or kube-proxy's), else the one with
-    /// more rules, else nf_tables — what kubelet's iptables-wrapper decides, so we never
-    /// split a node's rules over two backends.
+    /// The backend that already holds rules of ours or kube-proxy's or kubelet's, else the
+    /// one with more rules, else nf_tables: what kubelet's iptables-wrapper decides, so a
+    /// node's rules never end up split over two backends.
     pub fn detect() -> Iptables {
-        let candidates: Vec<&str> = ["iptables-nft", "iptables-legacy"].into_iter().filter(|c| exists(c)).collect();
-        if candidates.is_empty() {
-            return Iptables { command: "iptables".into() };
+        let (nft, legacy) = ("iptables-nft", "iptables-legacy");
+        if !exists(legacy) {
+            return Iptables { command: if exists(nft) { nft } else { "iptables" }.into() };
         }
-        let score = |command: &str| {
-            let dump = Command::new(format!("{command}-save"))
+        if !exists(nft) {
+            return Iptables { command: legacy.into() };
+        }
+        let dump = |command: &str| {
+            // Without `-t`: asking iptables-legacy for a table creates it.
+            Command::new(format!("{command}-save"))
                 .stderr(Stdio::null())
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            let ours = dump.lines().filter(|l| l.contains("PODCTL-") || l.contains("KUBE-")).count();
-            let rules = dump.lines().filter(|l| l.starts_with("-A ")).count();
-            (ours, rules)
+                .unwrap_or_default()
         };
-        let best = candidates.iter().copied().max_by_key(|c| score(c)).expect("one candidate");
-        Iptables { command: best.into() }
+        let ours = |dump: &str| dump.lines().any(|l| l.starts_with(":PODCTL-") || l.starts_with(":KUBE-"));
+        let rules = |dump: &str| dump.lines().filter(|l| l.starts_with("-A ")).count();
+        let (nft_dump, legacy_dump) = (dump(nft), dump(legacy));
+        let command = if ours(&nft_dump) {
+            nft
+        } else if ours(&legacy_dump) || rules(&legacy_dump) > rules(&nft_dump) {
+            legacy
+        } else {
+            nft
+        };
+        Iptables { command: command.into() }
     }
 
     pub fn name(&self) -> &str {

@@ -149,9 +149,10 @@ pub(crate) async fn ensure_bridge(
 }
 
 /// A veth pair: `host_name` on `bridge` (hairpin on, so a pod can reach itself through a
-/// service), its peer made directly inside the namespace at `netns` as `eth0`, both up.
+/// service) and up, its peer made directly inside the namespace at `netns` as `eth0` (the
+/// kernel refuses to bring a peer up as it is moved: ENOTCONN; `configure_pod_side` does).
 pub(crate) async fn add_veth(handle: &Handle, host_name: &str, bridge: &Link, netns: &File) -> Result<(), Error> {
-    let peer = LinkUnspec::new_with_name("eth0").mtu(bridge.mtu).setns_by_fd(netns.as_raw_fd()).up().build();
+    let peer = LinkUnspec::new_with_name("eth0").mtu(bridge.mtu).setns_by_fd(netns.as_raw_fd()).build();
     let veth = LinkVeth::new(host_name, "eth0")
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .mtu(bridge.mtu)
@@ -188,6 +189,12 @@ pub(crate) async fn configure_pod_side(handle: &Handle, address: Ipv4Net, gatewa
         .execute()
         .await
         .map_err(netlink(format!("address {address} on eth0")))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(eth0.index).up().build())
+        .execute()
+        .await
+        .map_err(netlink("set eth0 up"))?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(eth0.index).build();
     handle.route().add(route).replace().execute().await.map_err(netlink(format!("default route via {gateway}")))
 }

@@ -231,6 +231,12 @@ impl Runtime {
         state::read_json(&dirs.init_record())?.ok_or_else(|| io::Error::other("pod init record missing"))
     }
 
+    /// Replaces the pod's /etc/hosts, in place (containers bind-mount the file).
+    pub fn write_hosts(&self, pod: &Pod, hosts: &str) -> Result<()> {
+        std::fs::write(pod.dirs.state.join("hosts"), hosts)
+            .map_err(Error::io(format!("pod {}: write hosts", pod.name())))
+    }
+
     pub fn pod(&self, uid: &str) -> Result<Pod> {
         let dirs = PodDirs::new(&self.run_dir, &self.data_dir, uid);
         let record: PodRecord = state::read_json(&dirs.record())
@@ -241,8 +247,8 @@ impl Runtime {
     }
 
     /// Removes what interrupted operations left: pods whose creator died before their pod
-    /// init ran, and pod data directories with no pod state (after a reboot emptied the
-    /// run directory). Running pods are left alone: they are simply found again.
+    /// init ran, and pod data directories and network namespace files with no pod state
+    /// (after a reboot emptied the run directory, or a removal was cut short). Running pods are left alone: they are simply found again.
     pub fn recover(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
         let state = self.run_dir.join("pods");
@@ -269,6 +275,17 @@ impl Runtime {
                 unmount_all_under(&dirs.data).map_err(Error::io(format!("pod {uid}: unmount")))?;
                 std::fs::remove_dir_all(&dirs.data).map_err(Error::io(format!("pod {uid}: remove data")))?;
                 removed.push(uid);
+            }
+        }
+        // Network namespace files whose pod is gone: a removal stopped before it got to them.
+        for entry in std::fs::read_dir(self.run_dir.join("netns")).into_iter().flatten().filter_map(|e| e.ok()) {
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            if !PodDirs::new(&self.run_dir, &self.data_dir, &uid).state.exists() {
+                unmount_all_under(&entry.path()).map_err(Error::io(format!("pod {uid}: unmount netns")))?;
+                std::fs::remove_file(entry.path()).map_err(Error::io(format!("pod {uid}: remove netns")))?;
+                if !removed.contains(&uid) {
+                    removed.push(uid);
+                }
             }
         }
         Ok(removed)

@@ -12,7 +12,7 @@ use clap::Args;
 use runtime::ExecStdio;
 
 use super::pods::find_pod;
-use super::{Dirs, require_root};
+use super::{NodeOptions, require_root};
 
 #[derive(Args)]
 pub struct ExecArgs {
@@ -32,9 +32,9 @@ pub struct ExecArgs {
 }
 
 impl ExecArgs {
-    pub fn run(self, dirs: &Dirs) -> Result<ExitCode> {
+    pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
         require_root("podctl exec")?;
-        let runtime = dirs.runtime()?;
+        let runtime = opts.runtime()?;
         let pod = find_pod(&runtime, &self.pod)?;
         let running = pod.running_containers();
         let container = match &self.container {

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use images::{Digest, Image, Platform, PullOptions, PullProgress, RegistryCredentials, Store};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::{Dirs, require_root};
+use super::{NodeOptions, require_root};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
@@ -57,11 +57,11 @@ pub enum ImageCommand {
 }
 
 impl ImageCommand {
-    pub fn run(self, dirs: &Dirs) -> Result<ExitCode> {
+    pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
         if matches!(self, ImageCommand::Import { .. } | ImageCommand::Pull { .. } | ImageCommand::Rm { .. }) {
             require_root("podctl image import, pull and rm")?;
         }
-        let store = open_store(&dirs.data_dir)?;
+        let store = open_store(&opts.data_dir)?;
         match self {
             ImageCommand::Import { path, name } => {
                 let imported = store.import(&path, name.as_deref())?;
@@ -89,7 +89,7 @@ impl ImageCommand {
             ImageCommand::Rm { references } => {
                 let mut failed = false;
                 for reference in references {
-                    if let Some(pod) = in_use(&store, dirs, &reference)? {
+                    if let Some(pod) = in_use(&store, opts, &reference)? {
                         eprintln!("podctl: image {reference} is in use by pod {pod} (podctl rm {pod} first)");
                         failed = true;
                         continue;
@@ -118,14 +118,14 @@ impl ImageCommand {
 
 /// The pod whose containers run on the image that removing `reference` would delete
 /// (removing one of several names deletes nothing).
-fn in_use(store: &Store, dirs: &Dirs, reference: &str) -> Result<Option<String>> {
+fn in_use(store: &Store, opts: &NodeOptions, reference: &str) -> Result<Option<String>> {
     let Ok(image) = store.resolve(reference) else { return Ok(None) };
     let by_name = reference.parse::<images::ImageName>().ok().and_then(|n| n.tagged());
     if by_name.is_some_and(|name| image.names.contains(&name) && image.names.len() > 1) {
         return Ok(None);
     }
     let lower: Vec<PathBuf> = image.layers()?.iter().rev().map(|(_, diff_id)| store.snapshot_dir(diff_id)).collect();
-    let runtime = dirs.runtime()?;
+    let runtime = opts.runtime()?;
     Ok(runtime
         .pods()?
         .into_iter()

@@ -2,6 +2,8 @@
 
 mod exec;
 mod image;
+mod manifest;
+mod network;
 mod pods;
 mod run;
 
@@ -15,14 +17,15 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "podctl", version, about = "A Kubernetes node built from Linux primitives")]
 pub struct Cli {
     #[command(flatten)]
-    pub dirs: Dirs,
+    pub opts: NodeOptions,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Where state lives; every flag may come before or after the subcommand.
+/// Where the node keeps its state and how its pod network is laid out; every flag may come
+/// before or after the subcommand.
 #[derive(Args, Clone)]
-pub struct Dirs {
+pub struct NodeOptions {
     /// Images, pod state and leases
     #[arg(long, global = true, value_name = "DIR", default_value = "/var/lib/podctl", env = "PODCTL_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -35,14 +38,30 @@ pub struct Dirs {
     /// Parent of the kubepods cgroup: absolute, or relative to podctl's own cgroup (default)
     #[arg(long, global = true, value_name = "PATH", env = "PODCTL_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
+    /// The bridge pods are attached to
+    #[arg(long, global = true, value_name = "NAME", default_value = "podctl0", env = "PODCTL_BRIDGE")]
+    pub bridge: String,
+    /// This node's pod CIDR: pods get addresses from it, its first address is the gateway
+    #[arg(long, global = true, value_name = "CIDR", default_value = "10.88.0.0/16", env = "PODCTL_POD_CIDR")]
+    pub pod_cidr: net::Ipv4Net,
 }
 
-impl Dirs {
+impl NodeOptions {
     /// The runtime on these directories and this machine's cgroups.
     pub fn runtime(&self) -> Result<runtime::Runtime> {
         let cgroups =
             runtime::Cgroups::detect(self.cgroup_root.as_deref()).map_err(|e| anyhow::anyhow!("cgroups: {e}"))?;
         Ok(runtime::Runtime::new(&self.run_dir, &self.data_dir, cgroups))
+    }
+
+    /// The node's pod network: bridge, leases, masquerade.
+    pub fn network(&self) -> net::PodNetwork {
+        net::PodNetwork::new(net::NetworkConfig {
+            bridge: self.bridge.clone(),
+            pod_cidr: self.pod_cidr,
+            mtu: None,
+            lease_dir: self.data_dir.join("net").join("leases"),
+        })
     }
 }
 
@@ -60,6 +79,10 @@ enum Command {
     Stop(pods::StopArgs),
     /// Remove pods and everything they left on the node
     Rm(pods::RmArgs),
+    /// Apply (or print) the service proxy's iptables rules for Services and their endpoints
+    Proxy(network::ProxyArgs),
+    /// Route to other nodes' pod CIDRs via their node IPs
+    Routes(network::RoutesArgs),
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -68,13 +91,15 @@ enum Command {
 impl Cli {
     pub fn run(self) -> Result<ExitCode> {
         match self.command {
-            Command::Run(args) => args.run(&self.dirs),
-            Command::Ps(args) => pods::ps(args, &self.dirs),
-            Command::Logs(args) => pods::logs(args, &self.dirs),
-            Command::Exec(args) => args.run(&self.dirs),
-            Command::Stop(args) => pods::stop(args, &self.dirs),
-            Command::Rm(args) => pods::rm(args, &self.dirs),
-            Command::Image(cmd) => cmd.run(&self.dirs),
+            Command::Run(args) => args.run(&self.opts),
+            Command::Ps(args) => pods::ps(args, &self.opts),
+            Command::Logs(args) => pods::logs(args, &self.opts),
+            Command::Exec(args) => args.run(&self.opts),
+            Command::Stop(args) => pods::stop(args, &self.opts),
+            Command::Rm(args) => pods::rm(args, &self.opts),
+            Command::Proxy(args) => args.run(&self.opts),
+            Command::Routes(args) => args.run(&self.opts),
+            Command::Image(cmd) => cmd.run(&self.opts),
         }
     }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use runtime::{Pod, Runtime};
+use runtime::{NetworkMode, Pod, Runtime};
 
-use super::{Dirs, require_root};
+use super::{NodeOptions, require_root};
 
 #[derive(Args)]
 pub struct PsArgs {
@@ -79,13 +79,17 @@ fn status(pod: &Pod) -> String {
     }
 }
 
-pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
-    let runtime = dirs.runtime()?;
+pub fn ps(args: PsArgs, opts: &NodeOptions) -> Result<ExitCode> {
+    let runtime = opts.runtime()?;
+    let network = opts.network();
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         runtime.recover()?;
+        let live = runtime.pods()?.iter().map(|p| p.uid().to_string()).collect();
+        network.reconcile(&live)?;
     }
-    let mut rows = vec![["POD ID".to_string(), "NAME".into(), "IMAGE".into(), "STATUS".into(), "CREATED".into()]];
+    let mut rows =
+        vec![["POD ID".to_string(), "NAME".into(), "IMAGE".into(), "STATUS".into(), "IP".into(), "CREATED".into()]];
     for pod in runtime.pods()? {
         let status = status(&pod);
         if !args.all && status != "Running" {
@@ -101,6 +105,7 @@ pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
             pod.name().to_string(),
             images.join(","),
             status,
+            network.address(pod.uid())?.map_or("-".into(), |a| a.to_string()),
             pod.record.created_at.clone(),
         ]);
     }
@@ -110,8 +115,8 @@ pub fn ps(args: PsArgs, dirs: &Dirs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn logs(args: LogsArgs, dirs: &Dirs) -> Result<ExitCode> {
-    let runtime = dirs.runtime()?;
+pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
+    let runtime = opts.runtime()?;
     let pod = find_pod(&runtime, &args.pod)?;
     let containers = pod.containers();
     let container = match &args.container {
@@ -142,9 +147,9 @@ pub fn logs(args: LogsArgs, dirs: &Dirs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn stop(args: StopArgs, dirs: &Dirs) -> Result<ExitCode> {
+pub fn stop(args: StopArgs, opts: &NodeOptions) -> Result<ExitCode> {
     require_root("podctl stop")?;
-    let runtime = dirs.runtime()?;
+    let runtime = opts.runtime()?;
     for name in &args.pods {
         let pod = find_pod(&runtime, name)?;
         let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
@@ -154,23 +159,26 @@ pub fn stop(args: StopArgs, dirs: &Dirs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rm(args: RmArgs, dirs: &Dirs) -> Result<ExitCode> {
+pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
     require_root("podctl rm")?;
-    let runtime = dirs.runtime()?;
+    let runtime = opts.runtime()?;
     for name in &args.pods {
         let pod = find_pod(&runtime, name)?;
         if status(&pod) == "Running" && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
-        remove_pod_and_logs(&runtime, &pod, &dirs.log_dir)?;
+        remove_pod_and_logs(&runtime, &opts.network(), &pod, &opts.log_dir)?;
         println!("{}", pod.name());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Removes the pod (killing what still runs) and its log directory.
-pub fn remove_pod_and_logs(runtime: &Runtime, pod: &Pod, log_dir: &Path) -> Result<()> {
+/// Removes the pod (killing what still runs), its network and its log directory.
+pub fn remove_pod_and_logs(runtime: &Runtime, network: &net::PodNetwork, pod: &Pod, log_dir: &Path) -> Result<()> {
     runtime.remove_pod(pod)?;
+    if pod.record.spec.network == NetworkMode::Pod {
+        network.teardown(pod.uid())?;
+    }
     let spec = &pod.record.spec;
     let dir = log_dir.join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid));
     match std::fs::remove_dir_all(&dir) {

@@ -20,10 +20,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use runtime::{ContainerSpec, Runtime};
+use runtime::{ContainerSpec, NetworkMode, Runtime};
 
 use super::pods::{LogFollower, remove_pod_and_logs};
-use super::{Dirs, require_root};
+use super::{NodeOptions, require_root};
 use crate::kubelet::spec::{self, NodeSettings, ResolvedImage};
 
 #[derive(Args)]
@@ -47,9 +47,10 @@ pub struct RunArgs {
     /// Set an environment variable (KEY=VALUE, or KEY to pass this one's)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Network: none (own namespace, loopback only) or host
-    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"])]
-    net: String,
+    /// Network: pod (an address on the node's bridge; the default unless the pod asks for
+    /// hostNetwork), host (the node's own), none (loopback only)
+    #[arg(long, value_name = "MODE", value_parser = ["pod", "host", "none"])]
+    net: Option<String>,
     /// User and group: UID[:GID] or NAME[:GROUP] from the image's /etc/passwd and /etc/group
     #[arg(short, long)]
     user: Option<String>,
@@ -92,14 +93,14 @@ extern "C" fn request_stop(_: libc::c_int) {
 }
 
 impl RunArgs {
-    pub fn run(self, dirs: &Dirs) -> Result<ExitCode> {
+    pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
         require_root("podctl run")?;
         // From here on SIGINT and SIGTERM stop the pod rather than abandon it half-made.
         for signal in [libc::SIGINT, libc::SIGTERM] {
             // SAFETY: the handler only stores to an atomic.
             unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
         }
-        let store = Store::open(&dirs.data_dir)?;
+        let store = Store::open(&opts.data_dir)?;
         let uid = random_uid();
         let mut pod = match &self.file {
             Some(path) => read_pod(path)?,
@@ -109,24 +110,36 @@ impl RunArgs {
             pod.metadata.name = Some(name.clone());
         }
         let name = validate_name(pod.metadata.name.as_deref().unwrap_or_default())?;
-        let runtime = dirs.runtime()?;
+        let runtime = opts.runtime()?;
         if runtime.pods()?.iter().any(|p| p.name() == name) {
             bail!("a pod named {name} already exists (podctl rm {name})");
         }
         let node = NodeSettings {
-            log_dir: &dirs.log_dir,
+            log_dir: &opts.log_dir,
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             pids_limit: self.pids_limit,
         };
-        let plan = spec::plan(&pod, &uid, &node, &mut |reference| resolve_image(&store, reference))?;
+        let mut plan = spec::plan(&pod, &uid, &node, &mut |reference| resolve_image(&store, reference))?;
+        match self.net.as_deref() {
+            Some("host") => plan.pod.network = NetworkMode::Host,
+            Some("none") => plan.pod.network = NetworkMode::None,
+            Some("pod") => plan.pod.network = NetworkMode::Pod,
+            _ => {}
+        }
         let sandbox = runtime.create_pod(&plan.pod)?;
+        if plan.pod.network == NetworkMode::Pod
+            && let Err(e) = attach_network(&runtime, &opts.network(), &sandbox)
+        {
+            remove_pod_and_logs(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
+            return Err(e);
+        }
         let code = self.run_containers(&runtime, &sandbox, &plan)?;
         if self.detach {
             println!("{name}");
             return Ok(ExitCode::SUCCESS);
         }
         if self.rm {
-            remove_pod_and_logs(&runtime, &sandbox, &dirs.log_dir)?;
+            remove_pod_and_logs(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
         }
         Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }
@@ -301,7 +314,7 @@ impl RunArgs {
             spec: Some(K8sPodSpec {
                 containers: vec![container],
                 volumes: (!volumes.is_empty()).then_some(volumes),
-                host_network: (self.net == "host").then_some(true),
+                host_network: (self.net.as_deref() == Some("host")).then_some(true),
                 restart_policy: Some("Never".into()),
                 security_context: None::<PodSecurityContext>,
                 ..Default::default()
@@ -309,6 +322,13 @@ impl RunArgs {
             status: None,
         })
     }
+}
+
+/// Gives the pod its address on the node's bridge, and names it in the pod's /etc/hosts.
+fn attach_network(runtime: &Runtime, network: &net::PodNetwork, pod: &runtime::Pod) -> Result<()> {
+    let address = network.setup(pod.uid(), &pod.dirs.netns).with_context(|| format!("pod {}: network", pod.name()))?;
+    runtime.write_hosts(pod, &spec::hosts_file(&pod.record.spec.hostname, Some(address.address)))?;
+    Ok(())
 }
 
 /// Gives our stdin to the first of `containers` that takes one, in the background.
@@ -331,14 +351,11 @@ fn start_failure(runtime: &Runtime, pod: &runtime::Pod, container: &ContainerSpe
 
 /// A v1 Pod from a YAML or JSON file.
 fn read_pod(path: &Path) -> Result<Pod> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_saphyr::from_str(&text).with_context(|| format!("{}: not YAML or JSON", path.display()))?;
-    let (api_version, kind) = (value["apiVersion"].as_str(), value["kind"].as_str());
-    if api_version != Some("v1") || kind != Some("Pod") {
-        bail!("{}: apiVersion v1, kind Pod expected (found {api_version:?}, {kind:?})", path.display());
+    let mut objects = super::manifest::read_objects(path)?;
+    if objects.len() != 1 {
+        bail!("{}: one Pod expected, found {} objects", path.display(), objects.len());
     }
-    serde_json::from_value(value).with_context(|| format!("{}: not a valid v1 Pod", path.display()))
+    super::manifest::typed(objects.remove(0), "v1", "Pod", path)
 }
 
 /// A name in the store, else a path to import; unpacked.

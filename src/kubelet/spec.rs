@@ -3,6 +3,7 @@
 //! resolved, volumes checked, the QoS class chosen.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +32,17 @@ pub struct NodeSettings<'a> {
     pub pids_limit: Option<u64>,
 }
 
+/// The pod's /etc/hosts, as kubelet writes it: the pod's hostname on its address (on
+/// 127.0.1.1 until it has one).
+pub fn hosts_file(hostname: &str, address: Option<Ipv4Addr>) -> String {
+    let address = address.map_or("127.0.1.1".to_string(), |a| a.to_string());
+    format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n\
+         {address}\t{hostname}\n"
+    )
+}
+
 /// Plans `pod` (already validated as a v1 Pod) under `uid`; `resolve` finds each image.
 pub fn plan(
     pod: &Pod,
@@ -51,8 +63,8 @@ pub fn plan(
         name: name.clone(),
         namespace: namespace.clone(),
         hostname: hostname.clone(),
-        network: if spec.host_network == Some(true) { NetworkMode::Host } else { NetworkMode::None },
-        hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        network: if spec.host_network == Some(true) { NetworkMode::Host } else { NetworkMode::Pod },
+        hosts: hosts_file(&hostname, None),
         resolv_conf: node.resolv_conf.clone(),
         volumes,
         qos: QosClass::BestEffort,

@@ -13,6 +13,8 @@ pub struct Node {
     pub netns: Netns,
     pub dir: tempfile::TempDir,
     bin: PathBuf,
+    env: Vec<(String, String)>,
+    on_host_network: bool,
 }
 
 impl Node {
@@ -21,7 +23,7 @@ impl Node {
         crate::assert_root();
         let dir = crate::temp_dir();
         let netns = Netns::new(&dir.path().join("netns"));
-        Node { netns, dir, bin: PathBuf::from(bin) }
+        Node { netns, dir, bin: PathBuf::from(bin), env: Vec::new(), on_host_network: false }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -43,8 +45,14 @@ impl Node {
 
     /// `podctl` with this node's directories, in this node's network namespace.
     pub fn command(&self) -> Command {
+        self.command_in(!self.on_host_network)
+    }
+
+    fn command_in(&self, node_netns: bool) -> Command {
         let mut cmd = Command::new(&self.bin);
-        self.netns.enter(&mut cmd);
+        if node_netns {
+            self.netns.enter(&mut cmd);
+        }
         cmd.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--run-dir")
@@ -53,8 +61,30 @@ impl Node {
             .arg(self.log_dir())
             .arg("--cgroup-root")
             .arg(self.cgroup_root())
-            .env("HOME", self.dir.path());
+            .env("HOME", self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// podctl runs in the host's network namespace, to reach a test registry on the host's
+    /// loopback: only for image commands, which never touch links, routes or iptables.
+    pub fn on_host_network(mut self) -> Node {
+        self.on_host_network = true;
+        self
+    }
+
+    /// Every podctl of this node runs with `key=value` in its environment
+    /// (`PODCTL_POD_CIDR`, say).
+    pub fn with_env(mut self, key: &str, value: &str) -> Node {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The address of a running pod, as `podctl ps` shows it.
+    pub fn pod_ip(&self, name: &str) -> String {
+        let ps = self.ok(&["ps"]);
+        let row = ps.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|cols| cols[1] == name);
+        row.unwrap_or_else(|| panic!("pod {name} not running:\n{ps}"))[4].to_string()
     }
 
     pub fn podctl(&self, args: &[&str]) -> Output {
@@ -115,9 +145,10 @@ fn pod_inits_under(dir: &Path) -> Vec<i32> {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Ok(out) = self.command().args(["ps", "-a", "-q"]).output() {
+        // In the node's namespace whatever the node's commands use: `ps` tidies the network.
+        if let Ok(out) = self.command_in(true).args(["ps", "-a", "-q"]).output() {
             for name in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = self.command().args(["rm", "-f", name]).output();
+                let _ = self.command_in(true).args(["rm", "-f", name]).output();
             }
         }
         // A pod the test left broken (not listed) still ends: its pod init names our dir.

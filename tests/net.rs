@@ -1,0 +1,323 @@
+//! The pod network and the service proxy, as root. Every test runs its nodes in network
+//! namespaces it made (testkit's Node), with no route off the machine: bridges, veths,
+//! routes and iptables rules all land there and go with them.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use testkit::netns::{self, Netns};
+use testkit::node::Node;
+
+const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
+
+fn node() -> Node {
+    Node::new(PODCTL).with_busybox()
+}
+
+/// A pod that serves its /etc (so `/hostname` names it) over HTTP on `port`.
+fn web(node: &Node, name: &str, port: u16) -> String {
+    node.ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "busybox",
+        "--",
+        "httpd",
+        "-f",
+        "-vv",
+        "-p",
+        &port.to_string(),
+        "-h",
+        "/etc",
+    ]);
+    node.pod_ip(name)
+}
+
+fn sleeper(node: &Node, name: &str) -> String {
+    node.ok(&["run", "-d", "--name", name, "busybox", "--", "sleep", "600"]);
+    node.pod_ip(name)
+}
+
+/// Runs `script` with sh in pod `name`; returns (exit code, stdout + stderr).
+fn exec(node: &Node, name: &str, script: &str) -> (i32, String) {
+    let out = node.podctl(&["exec", name, "--", "sh", "-c", script]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn links(netns: &Netns) -> Vec<String> {
+    netns
+        .ip(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect()
+}
+
+fn leases(node: &Node) -> Vec<String> {
+    let dir = node.data_dir().join("net/leases");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    names.sort();
+    names
+}
+
+fn iptables_save(netns: &Netns, table: &str) -> String {
+    netns.run("iptables-save", &["-t", table])
+}
+
+#[test]
+fn pods_on_the_bridge_reach_each_other_and_leave_nothing() {
+    let node = node();
+    let a = web(&node, "a", 80);
+    let b = sleeper(&node, "b");
+    assert_ne!(a, b);
+    for ip in [&a, &b] {
+        assert!(ip.starts_with("10.88."), "{ip} from the default pod CIDR");
+    }
+    let (code, out) = exec(&node, "b", &format!("wget -qO- http://{a}/hostname && grep -w b /etc/hosts && ip route"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("a\n"), "{out}");
+    assert!(out.contains(&format!("{b}\tb")), "pod's own address in /etc/hosts: {out}");
+    assert!(out.contains("default via 10.88.0.1 dev eth0"), "{out}");
+
+    let bridge = node.netns.ip(&["-o", "addr", "show", "podctl0"]);
+    assert!(bridge.contains("inet 10.88.0.1/16"), "{bridge}");
+    let veths: Vec<String> = links(&node.netns).into_iter().filter(|l| l.starts_with("veth")).collect();
+    assert_eq!(veths.len(), 2, "{veths:?}");
+    let hairpin = node.netns.run("bridge", &["-d", "link", "show", "dev", &veths[0]]);
+    assert!(hairpin.contains("hairpin on"), "{hairpin}");
+    let nat = iptables_save(&node.netns, "nat");
+    assert!(nat.contains("-A PODCTL-POSTROUTING -s 10.88.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE"), "{nat}");
+    assert!(nat.contains("-A POSTROUTING -m comment --comment \"podctl pod network\" -j PODCTL-POSTROUTING"), "{nat}");
+    assert_eq!(node.netns.run("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+
+    node.ok(&["rm", "-f", "a", "b"]);
+    assert!(!links(&node.netns).iter().any(|l| l.starts_with("veth")), "{:?}", links(&node.netns));
+    assert!(leases(&node).is_empty(), "{:?}", leases(&node));
+}
+
+#[test]
+fn net_none_and_host() {
+    let node = node();
+    let out =
+        node.ok(&["run", "--rm", "--net", "none", "busybox", "--", "sh", "-c", "ls /sys/class/net | tr '\\n' ' '"]);
+    assert_eq!(out.trim(), "lo");
+    node.netns.ip(&["link", "add", "marker0", "type", "veth", "peer", "name", "marker1"]);
+    let out =
+        node.ok(&["run", "--rm", "--net", "host", "busybox", "--", "sh", "-c", "ls /sys/class/net | tr '\\n' ' '"]);
+    assert!(out.contains("marker0"), "the node's interfaces: {out}");
+    assert!(leases(&node).is_empty());
+}
+
+#[test]
+fn exhausted_cidr_is_a_clear_error_and_leaves_nothing() {
+    // A /30 holds the gateway and one pod.
+    let node = node().with_env("PODCTL_POD_CIDR", "10.7.0.0/30");
+    sleeper(&node, "one");
+    let err = node.fails(&["run", "-d", "--name", "two", "busybox", "--", "sleep", "1"]);
+    assert!(err.contains("no free address left in pod CIDR 10.7.0.0/30"), "{err}");
+    assert_eq!(node.ok(&["ps", "-a", "-q"]).trim(), "one", "the failed pod is gone");
+    assert_eq!(links(&node.netns).iter().filter(|l| l.starts_with("veth")).count(), 1);
+}
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, targetPort: web, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: shop}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: self, namespace: shop}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{port: 8000, targetPort: 8080}]
+"#;
+
+fn endpoints(name: &str, ips: &[&str], port_name: Option<&str>, port: u16) -> String {
+    let addresses: Vec<String> = ips.iter().map(|ip| format!("{{ip: {ip}}}")).collect();
+    let name_field = port_name.map(|n| format!("name: {n}, ")).unwrap_or_default();
+    format!(
+        "---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: shop}}\nsubsets: [{{addresses: [{}], ports: [{{{name_field}port: {port}}}]}}]\n",
+        addresses.join(", ")
+    )
+}
+
+#[test]
+fn cluster_ip_balances_node_port_reaches_hairpin_works_and_no_endpoints_rejects() {
+    let node = node();
+    // A default route, as a real node has, to a fake upstream: without one a cluster IP
+    // with no rules is simply unreachable, and the REJECT rule would go untested.
+    let upstream = Netns::new(&node.dir.path().join("upstream"));
+    netns::link(&node.netns, "up0", "192.168.99.1/24", &upstream, "up1", "192.168.99.2/24");
+    node.netns.ip(&["route", "add", "default", "via", "192.168.99.2"]);
+    let backends: Vec<String> = (0..3).map(|i| web(&node, &format!("web-{i}"), 8080)).collect();
+    sleeper(&node, "client");
+    let manifest = node.dir.path().join("services.yaml");
+    let ips: Vec<&str> = backends.iter().map(String::as_str).collect();
+    std::fs::write(
+        &manifest,
+        format!("{SERVICES}{}{}", endpoints("web", &ips, Some("http"), 8080), endpoints("self", &ips[..1], None, 8080)),
+    )
+    .unwrap();
+    let printed = node.ok(&["proxy", "--print", "-f", manifest.to_str().unwrap()]);
+    assert!(printed.contains("-A KUBE-SERVICES -m comment --comment \"shop/web:http cluster IP\""), "{printed}");
+    node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+
+    // 300 requests through the cluster IP reach all three pods.
+    let (code, out) = exec(&node, "client", "for i in $(seq 300); do wget -qO- http://10.96.0.10/hostname; done");
+    assert_eq!(code, 0, "{out}");
+    let seen: HashSet<&str> = out.lines().collect();
+    assert_eq!(seen, HashSet::from(["web-0", "web-1", "web-2"]), "{out}");
+    assert_eq!(out.lines().count(), 300);
+
+    // The NodePort, from the node itself, on its address on the bridge.
+    let out = node.netns.run(testkit::BUSYBOX, &["wget", "-qO-", "http://10.88.0.1:30080/hostname"]);
+    assert!(out.starts_with("web-"), "{out}");
+
+    // Hairpin: web-0 reaches itself through a service whose only endpoint it is.
+    let (code, out) = exec(&node, "web-0", "for i in 1 2 3; do wget -qO- http://10.96.0.12:8000/hostname; done");
+    assert_eq!((code, out.as_str()), (0, "web-0\nweb-0\nweb-0\n"));
+
+    // No endpoints: refused at once rather than left to time out (busybox wget -T crashes).
+    let (code, out) = exec(&node, "client", "timeout 10 wget -O- http://10.96.0.11/");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("refused"), "{code} {out}");
+}
+
+#[test]
+fn a_resync_removes_stale_chains_and_keeps_the_rest() {
+    let node = node();
+    let manifest = node.dir.path().join("services.yaml");
+    std::fs::write(
+        &manifest,
+        format!("{SERVICES}{}", endpoints("web", &["10.88.0.50", "10.88.0.51"], Some("http"), 8080)),
+    )
+    .unwrap();
+    node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+    let before = iptables_save(&node.netns, "nat");
+    let seps = before.lines().filter(|l| l.starts_with(":KUBE-SEP-")).count();
+    assert_eq!(seps, 2, "{before}");
+    // One endpoint goes: its chain goes, the rest stays; jumps are not duplicated.
+    std::fs::write(&manifest, format!("{SERVICES}{}", endpoints("web", &["10.88.0.50"], Some("http"), 8080))).unwrap();
+    node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+    let after = iptables_save(&node.netns, "nat");
+    assert_eq!(after.lines().filter(|l| l.starts_with(":KUBE-SEP-")).count(), 1, "{after}");
+    assert_eq!(after.lines().filter(|l| l.starts_with("-A PREROUTING") && l.ends_with("-j KUBE-SERVICES")).count(), 1);
+    // Someone flushes our chains: the next sync puts them back.
+    node.netns.run("iptables", &["-t", "nat", "-F", "KUBE-SERVICES"]);
+    node.netns.run(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-D",
+            "PREROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+    );
+    node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+    let repaired = iptables_save(&node.netns, "nat");
+    assert!(
+        repaired.contains("-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"shop/web:http cluster IP\""),
+        "{repaired}"
+    );
+    assert!(
+        repaired.contains("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
+        "{repaired}"
+    );
+}
+
+#[test]
+fn after_a_crash_addresses_are_kept_and_nothing_leaks() {
+    let node = node();
+    let kept = sleeper(&node, "kept");
+    let lost = sleeper(&node, "lost");
+    let uid_of = |name: &str| {
+        let dir = node.run_dir().join("pods");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("pod.json"))
+                    .unwrap_or_default()
+                    .contains(&format!("\"name\":\"{name}\""))
+            })
+            .map(|e| e.file_name().into_string().unwrap())
+            .expect("pod state")
+    };
+    let lost_uid = uid_of("lost");
+    // The node goes down hard in the middle of removing `lost`: its pod init is killed and
+    // its state is gone, but its netns file, veth and lease are still there.
+    let init: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node.run_dir().join("pods").join(&lost_uid).join("init.json")).unwrap())
+            .unwrap();
+    // SAFETY: signalling the pod init this test started.
+    unsafe { libc::kill(init["pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    let state = node.run_dir().join("pods").join(&lost_uid);
+    for mount in testkit::node::mounts_under(&state).iter().rev() {
+        assert!(std::process::Command::new("umount").arg(mount).status().unwrap().success());
+    }
+    std::fs::remove_dir_all(&state).unwrap();
+    assert_eq!(leases(&node).len(), 2);
+
+    // The next podctl puts things right.
+    let ps = node.ok(&["ps", "-a"]);
+    assert!(!ps.contains("lost"), "{ps}");
+    assert_eq!(node.pod_ip("kept"), kept, "a surviving pod keeps its address");
+    assert_eq!(leases(&node), std::slice::from_ref(&kept));
+    assert!(!Path::new(&node.run_dir().join("netns").join(&lost_uid)).exists());
+    assert_eq!(links(&node.netns).iter().filter(|l| l.starts_with("veth")).count(), 1, "{:?}", links(&node.netns));
+    // The freed address is not handed out again at once.
+    let next = sleeper(&node, "next");
+    assert_ne!(next, lost);
+    let (code, out) = exec(&node, "next", &format!("ping -c 1 -W 2 {kept}"));
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn pods_on_two_nodes_talk_without_nat() {
+    let a = Node::new(PODCTL).with_busybox().with_env("PODCTL_POD_CIDR", "10.1.0.0/24");
+    let b = Node::new(PODCTL).with_busybox().with_env("PODCTL_POD_CIDR", "10.2.0.0/24");
+    netns::link(&a.netns, "under0", "192.168.50.1/24", &b.netns, "under0", "192.168.50.2/24");
+    let client = sleeper(&a, "client");
+    let server = web(&b, "server", 8080);
+    a.ok(&["routes", "192.168.50.2=10.2.0.0/24"]);
+    b.ok(&["routes", "192.168.50.1=10.1.0.0/24"]);
+    let routes = a.netns.ip(&["route", "show", "10.2.0.0/24"]);
+    assert!(routes.contains("via 192.168.50.2"), "{routes}");
+
+    let (code, out) = exec(&a, "client", &format!("wget -qO- http://{server}:8080/hostname"));
+    assert_eq!((code, out.as_str()), (0, "server\n"));
+    // httpd -vv logs each client's address: the pod's own, not node a's.
+    std::thread::sleep(Duration::from_millis(200));
+    let log = b.ok(&["logs", "server"]) + &String::from_utf8_lossy(&b.podctl(&["logs", "server"]).stderr);
+    assert!(log.contains(&client), "server saw {client}: {log}");
+
+    // Routes are level-triggered: an empty list removes ours, and nothing else.
+    a.ok(&["routes"]);
+    assert_eq!(a.netns.ip(&["route", "show", "10.2.0.0/24"]).trim(), "");
+    assert!(a.netns.ip(&["route"]).contains("192.168.50.0/24 dev under0"));
+}
