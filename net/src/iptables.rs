@@ -46,6 +46,11 @@ impl Iptables {
         Iptables { command: command.into() }
     }
 
+    /// A given backend (`iptables-nft`, `iptables-legacy`), if installed.
+    pub fn named(command: &str) -> Option<Iptables> {
+        exists(command).then(|| Iptables { command: command.into() })
+    }
+
     pub fn name(&self) -> &str {
         &self.command
     }

@@ -1,0 +1,79 @@
+//! `bench/run pod`: pod start beside runc, and the pod init's memory.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use images::Store;
+
+use crate::{BenchNode, median, report, run, sync, timed};
+
+/// `pod_start_vs_runc`: `podctl run --rm --net none busybox -- /bin/true` (sandbox + one
+/// container, warm image, removed after) beside `runc run` of a bundle with the same rootfs
+/// (a network namespace with nothing in it, as runc's default spec has), alternating.
+/// `pod_start_podctl_pod_network`: the same pod with an address on the bridge.
+pub fn pod_start_vs_runc(podctl: &Path) {
+    const STARTS: usize = 21;
+    let node = BenchNode::new(podctl);
+    let store = Store::open(&node.dir.path().join("data")).unwrap();
+    let image = store.resolve("busybox").unwrap();
+    // runc wants one directory: the image's layers copied into it in order.
+    let bundle = node.dir.path().join("bundle");
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    for layer in store.lower_dirs(&image).unwrap().iter().rev() {
+        run(Command::new("cp").arg("-a").arg(format!("{}/.", layer.display())).arg(&rootfs));
+    }
+    run(Command::new("runc").arg("spec").current_dir(&bundle));
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    // Relative: below runc's own cgroup, never at the top of a hierarchy.
+    spec["linux"]["cgroupsPath"] = format!("{}/runc", node.cgroup_root()).into();
+    fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let runc_root = node.dir.path().join("runc-state");
+
+    let (mut ours, mut peer, mut networked) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..STARTS {
+        ours.push(timed(&mut || {}, &mut || {
+            run(node.command().args(["run", "--rm", "--net", "none", "busybox", "--", "/bin/true"]))
+        }));
+        networked
+            .push(timed(&mut || {}, &mut || run(node.command().args(["run", "--rm", "busybox", "--", "/bin/true"]))));
+        peer.push(timed(&mut || {}, &mut || {
+            run(Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["run", "--bundle"])
+                .arg(&bundle)
+                .arg(format!("bench{i}")))
+        }));
+    }
+    let (ours, peer) = (median(ours), median(peer));
+    report("pod_start_podctl", ours * 1000.0, "ms");
+    report("pod_start_runc", peer * 1000.0, "ms");
+    report("pod_start_vs_runc", ours / peer, "ratio");
+    report("pod_start_podctl_pod_network", median(networked) * 1000.0, "ms");
+}
+
+/// `pod_init_rss`: resident memory of an idle pod's pod init.
+pub fn pod_init_rss(podctl: &Path) {
+    // A freshly built binary's pages are dirty in the page cache until written back, and
+    // dirty pages stay resident in every process mapping them; on a node they are clean.
+    sync();
+    let node = BenchNode::new(podctl);
+    run(node.command().args(["run", "-d", "--name", "idle", "busybox", "--", "sleep", "600"]));
+    let pods = node.dir.path().join("run/pods");
+    let pod = fs::read_dir(&pods).unwrap().next().unwrap().unwrap().path();
+    let init: serde_json::Value = serde_json::from_slice(&fs::read(pod.join("init.json")).unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = fs::read_to_string(format!("/proc/{}/status", init["pid"])).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    report("pod_init_rss", kib / 1024.0, "MiB");
+    run(node.command().args(["rm", "-f", "idle"]));
+}
