@@ -566,3 +566,33 @@ fn interactive_run_passes_stdin_until_its_end() {
     // Without -i the container's stdin is empty at once.
     assert_eq!(node.ok(&["run", "--rm", "busybox", "--", "cat"]), "");
 }
+
+#[test]
+fn tty_gives_the_container_a_terminal_logged_as_stdout() {
+    let node = node();
+    let script = "tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-terminals; echo to-stderr >&2";
+    let (code, out, _) = sh(&node, &["-t", "--name", "term"], script);
+    assert_eq!((code, out.as_str()), (0, "/dev/pts/0\r\nall-terminals\r\nto-stderr\r\n"));
+    // With -i, what we type reaches the terminal (and is echoed, as a terminal does).
+    let mut child = node
+        .command()
+        .args(["run", "-i", "-t", "--name", "typed", "busybox", "--", "sh", "-c", "read line; echo got $line; exit 3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\r\ngot hello\r\n");
+    // The whole terminal is the container's stdout in its CRI log.
+    let log = node.ok(&["logs", "typed"]);
+    assert_eq!(log, "hello\r\ngot hello\r\n");
+    let dir = std::fs::read_dir(node.log_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().contains("_typed_"))
+        .unwrap();
+    let cri = std::fs::read_to_string(dir.path().join("typed/0.log")).unwrap();
+    assert!(cri.lines().all(|l| l.split(' ').nth(1) == Some("stdout")), "{cri}");
+}

@@ -52,6 +52,13 @@ impl AsRawFd for Listener {
 }
 
 impl Channel {
+    /// Two connected ends, for a parent and the child it forks.
+    pub fn pair() -> io::Result<(Channel, Channel)> {
+        let (a, b) = socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(io::Error::from)?;
+        Ok((Channel(a), Channel(b)))
+    }
+
     pub fn connect(path: &Path, timeout: Option<Duration>) -> io::Result<Channel> {
         let fd = seqpacket(false)?;
         socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).map_err(io::Error::from)?).map_err(io::Error::from)?;

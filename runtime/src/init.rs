@@ -418,16 +418,22 @@ impl PodInit {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
-        // With `stdin`, the write side waits here for the first client that attaches.
-        let (stdin_r, stdin_w) = match container.stdin {
+        // With `stdin`, the write side waits here for the first client that attaches (with
+        // `tty`, that is the terminal's master).
+        let (stdin_r, stdin_w) = match container.stdin && !container.tty {
             true => pipe().map(|(r, w)| (Some(r), Some(w)))?,
+            false => (None, None),
+        };
+        // With `tty`, the container makes its terminal and sends us the master.
+        let (pty_ours, pty_theirs) = match container.tty {
+            true => Channel::pair().map(|(ours, theirs)| (Some(ours), Some(theirs)))?,
             false => (None, None),
         };
         let started_at = rfc3339_nano(SystemTime::now());
         // SAFETY: the pod init is single-threaded.
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
             ForkResult::Child => {
-                drop((out_r, err_r, status_r, stdin_w));
+                drop((out_r, err_r, status_r, stdin_w, pty_ours));
                 // Joining a cgroup waits for an RCU grace period on v1 (tens of ms): a
                 // thread does it while this one builds the root filesystem. Safe: this
                 // child of a single-threaded process holds no lock another thread needs.
@@ -439,9 +445,13 @@ impl PodInit {
                     // SAFETY: leaving the forked child.
                     Err(_) => unsafe { libc::_exit(128) },
                 };
+                let send_pty = |master: BorrowedFd| pty_theirs.as_ref().expect("tty").send(&(), &[master]);
                 let failure = child_setup(stdin, out_w, err_w).map_or_else(
                     |e| process::StartError { exit_code: 128, message: e.to_string() },
-                    |()| process::setup_and_exec(container, &paths, joined),
+                    |()| {
+                        let send: Option<process::SendPty> = container.tty.then_some(&send_pty);
+                        process::setup_and_exec(container, &paths, joined, send)
+                    },
                 );
                 let mut status = File::from(status_w);
                 let _ =
@@ -450,9 +460,22 @@ impl PodInit {
                 unsafe { libc::_exit(failure.exit_code) }
             }
             ForkResult::Parent { child } => {
-                drop((out_w, err_w, status_w));
+                drop((out_w, err_w, status_w, pty_theirs));
                 let failure = read_failure(status_r);
                 if failure.is_none() {
+                    let (stdin, stdout, stderr) = match pty_ours {
+                        // Its output is read (and logged as stdout) from the master, and
+                        // an attached client writes to a copy of it.
+                        Some(channel) => {
+                            let master = match channel.recv::<()>()? {
+                                Some((_, mut fds)) if fds.len() == 1 => fds.remove(0),
+                                _ => return Err(io::Error::other("the container sent no terminal")),
+                            };
+                            let input = container.stdin.then(|| master.try_clone()).transpose()?;
+                            (input, Some(File::from(master)), None)
+                        }
+                        None => (stdin_w, Some(File::from(out_r)), Some(File::from(err_r))),
+                    };
                     // Exec'd: the status pipe closed on exec (O_CLOEXEC) with nothing in it.
                     let process = ProcessRecord::of(child.as_raw())
                         .unwrap_or(ProcessRecord { pid: child.as_raw(), start_time: 0 });
@@ -464,9 +487,9 @@ impl PodInit {
                         name: container.name.clone(),
                         pid: child,
                         started_at,
-                        stdin: stdin_w,
-                        stdout: Some(File::from(out_r)),
-                        stderr: Some(File::from(err_r)),
+                        stdin,
+                        stdout,
+                        stderr,
                         log,
                         cgroup,
                         exit: None,

@@ -55,13 +55,16 @@ impl StartError {
 }
 
 /// Builds the container around the calling process and execs its command. `cgroup_joined`
-/// is the thread moving this process into its cgroup: it must be done before exec.
+/// is the thread moving this process into its cgroup: it must be done before exec. With
+/// `send_pty`, the command's stdio is a terminal made inside the container, whose master
+/// goes to `send_pty`.
 pub fn setup_and_exec(
     container: &ContainerSpec,
     paths: &ContainerPaths,
     cgroup_joined: std::thread::JoinHandle<io::Result<()>>,
+    send_pty: Option<SendPty>,
 ) -> StartError {
-    match setup(container, paths, cgroup_joined) {
+    match setup(container, paths, cgroup_joined, send_pty) {
         Ok(exec) => exec.run(),
         Err(e) => e,
     }
@@ -71,6 +74,7 @@ fn setup(
     container: &ContainerSpec,
     paths: &ContainerPaths,
     cgroup_joined: std::thread::JoinHandle<io::Result<()>>,
+    send_pty: Option<SendPty>,
 ) -> Result<Exec, StartError> {
     nix::unistd::setsid().map_err(|e| StartError::setup(format!("setsid: {e}")))?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| StartError::setup(format!("new mount namespace: {e}")))?;
@@ -84,6 +88,9 @@ fn setup(
     let cwd = if container.working_dir.is_empty() { "/" } else { &container.working_dir };
     std::fs::create_dir_all(cwd).map_err(|e| StartError::setup(format!("working directory {cwd}: {e}")))?;
     nix::unistd::chdir(cwd).map_err(|e| StartError::setup(format!("chdir {cwd}: {e}")))?;
+    if let Some(send) = send_pty {
+        attach_new_pty(send).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
+    }
     cgroup_joined
         .join()
         .map_err(|_| StartError::setup("cgroup: the joining thread panicked"))?
@@ -109,6 +116,7 @@ pub fn exec_in(container: &ContainerSpec, pid: i32, args: &[String], send_pty: O
         // setns(2) into a mount namespace also sets root and cwd to its root.
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNS).map_err(|e| StartError::setup(format!("setns: {e}")))?;
         if let Some(send) = send_pty {
+            nix::unistd::setsid().map_err(|e| StartError::setup(format!("setsid: {e}")))?;
             attach_new_pty(send).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
         }
         let cwd = if container.working_dir.is_empty() { "/" } else { &container.working_dir };
@@ -125,7 +133,7 @@ pub fn exec_in(container: &ContainerSpec, pid: i32, args: &[String], send_pty: O
 }
 
 /// Opens a pty in the container's /dev/pts, hands its master to `send`, and makes its slave
-/// our stdio and controlling terminal in a new session.
+/// our stdio and controlling terminal (we lead a session of our own already).
 fn attach_new_pty(send: &dyn Fn(BorrowedFd) -> io::Result<()>) -> io::Result<()> {
     let master: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
@@ -148,7 +156,6 @@ fn attach_new_pty(send: &dyn Fn(BorrowedFd) -> io::Result<()>) -> io::Result<()>
     };
     send(master.as_fd())?;
     drop(master);
-    nix::unistd::setsid().map_err(io::Error::from)?;
     for target in 0..3 {
         // SAFETY: duplicating our slave onto the standard descriptors.
         if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {

@@ -70,6 +70,10 @@ pub struct ContainerSpec {
     /// Keep a stdin for one client to attach to (Kubernetes `stdin` with `stdinOnce`).
     #[serde(default)]
     pub stdin: bool,
+    /// stdin, stdout and stderr are a terminal made inside the container (Kubernetes
+    /// `tty`); its output is logged as stdout, and an attached client writes to it.
+    #[serde(default)]
+    pub tty: bool,
     /// Where the CRI log goes (`LOG_DIR/<ns>_<pod>_<uid>/<container>/<restart>.log`).
     pub log_path: PathBuf,
 }

@@ -7,11 +7,12 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use runtime::ExecStdio;
 
 use super::pods::find_pod;
+use super::terminal::{RawMode, copy_window_size};
 use super::{NodeOptions, require_root};
 
 #[derive(Args)]
@@ -90,47 +91,5 @@ impl ExecArgs {
             let _ = output.join();
         }
         Ok(result?)
-    }
-}
-
-fn copy_window_size(from: i32, to: i32) {
-    // SAFETY: winsize is plain data; the ioctls read and write it.
-    unsafe {
-        let mut size: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(from, libc::TIOCGWINSZ, &mut size) == 0 {
-            libc::ioctl(to, libc::TIOCSWINSZ, &size);
-        }
-    }
-}
-
-/// Our terminal in raw mode until dropped (keys go to the container's pty as typed).
-struct RawMode {
-    fd: i32,
-    saved: libc::termios,
-}
-
-impl RawMode {
-    fn enter(fd: i32) -> Result<RawMode> {
-        // SAFETY: termios is plain data, filled by tcgetattr.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return Err(io::Error::last_os_error()).context("tcgetattr");
-        }
-        let mut raw = saved;
-        // SAFETY: cfmakeraw edits the struct we own; tcsetattr applies it.
-        unsafe {
-            libc::cfmakeraw(&mut raw);
-            if libc::tcsetattr(fd, libc::TCSANOW, &raw) != 0 {
-                return Err(io::Error::last_os_error()).context("tcsetattr");
-            }
-        }
-        Ok(RawMode { fd, saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        // SAFETY: restoring the settings read in enter().
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
     }
 }

@@ -6,6 +6,7 @@ mod manifest;
 mod network;
 mod pods;
 mod run;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,6 +5,8 @@
 //! code (0 if none failed); SIGINT and SIGTERM stop the pod gracefully.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use runtime::{ContainerSpec, NetworkMode, Runtime};
 
 use super::pods::{LogFollower, remove_pod_and_logs};
+use super::terminal::{RawMode, copy_window_size};
 use super::{NodeOptions, require_root};
 use crate::kubelet::spec::{self, NodeSettings, ResolvedImage};
 
@@ -44,6 +47,10 @@ pub struct RunArgs {
     /// Pass our stdin to the container (its end-of-file closes the container's stdin)
     #[arg(short, long)]
     interactive: bool,
+    /// Give the container a terminal (made inside it); with -i, ours is relayed to it in
+    /// raw mode
+    #[arg(short, long)]
+    tty: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to pass this one's)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -151,9 +158,8 @@ impl RunArgs {
             let mut logs = (!self.detach).then(|| LogFollower::new(&init.log_path));
             let code = match runtime.start_container(pod, init) {
                 Ok(_) => {
-                    if !self.detach {
-                        attach_stdin(runtime, pod, std::slice::from_ref(init))?;
-                    }
+                    let _terminal =
+                        if self.detach { None } else { attach_stdin(runtime, pod, std::slice::from_ref(init))? };
                     self.follow(runtime, pod, std::slice::from_ref(init), logs.as_mut().map(std::slice::from_mut))?
                 }
                 Err(e) => start_failure(runtime, pod, init, e),
@@ -182,7 +188,7 @@ impl RunArgs {
             }
             return Ok(0);
         }
-        attach_stdin(runtime, pod, &started)?;
+        let _terminal = attach_stdin(runtime, pod, &started)?;
         let mut logs: Vec<LogFollower> = started.iter().map(|c| LogFollower::new(&c.log_path)).collect();
         let exited = self.follow(runtime, pod, &started, Some(&mut logs))?;
         Ok(if code != 0 { code } else { exited })
@@ -297,6 +303,7 @@ impl RunArgs {
             working_dir: self.workdir.clone(),
             stdin: self.interactive.then_some(true),
             stdin_once: self.interactive.then_some(true),
+            tty: self.tty.then_some(true),
             volume_mounts: (!mounts.is_empty()).then_some(mounts),
             resources: (!limits.is_empty())
                 .then(|| ResourceRequirements { limits: Some(limits), ..Default::default() }),
@@ -331,16 +338,25 @@ fn attach_network(runtime: &Runtime, network: &net::PodNetwork, pod: &runtime::P
     Ok(())
 }
 
-/// Gives our stdin to the first of `containers` that takes one, in the background.
-fn attach_stdin(runtime: &Runtime, pod: &runtime::Pod, containers: &[ContainerSpec]) -> Result<()> {
+/// Gives our stdin to the first of `containers` that takes one, in the background. To a
+/// container's terminal, our own terminal goes in raw mode (keys as typed: ^C reaches the
+/// container) with its window size; the returned guard restores it.
+fn attach_stdin(runtime: &Runtime, pod: &runtime::Pod, containers: &[ContainerSpec]) -> Result<Option<RawMode>> {
+    let mut raw = None;
     if let Some(container) = containers.iter().find(|c| c.stdin) {
-        let mut input = std::fs::File::from(runtime.attach_stdin(pod, &container.name)?);
+        let input = runtime.attach_stdin(pod, &container.name)?;
+        let stdin = std::io::stdin();
+        if container.tty && stdin.is_terminal() {
+            copy_window_size(stdin.as_raw_fd(), input.as_raw_fd());
+            raw = Some(RawMode::enter(stdin.as_raw_fd())?);
+        }
+        let mut input = std::fs::File::from(input);
         // Ends at our end-of-file (closing the container's stdin) or when it stops reading.
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut std::io::stdin(), &mut input);
         });
     }
-    Ok(())
+    Ok(raw)
 }
 
 fn start_failure(runtime: &Runtime, pod: &runtime::Pod, container: &ContainerSpec, e: runtime::Error) -> i32 {

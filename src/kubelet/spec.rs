@@ -249,6 +249,7 @@ fn container(
         mounts,
         resources,
         stdin: c.stdin == Some(true),
+        tty: c.tty == Some(true),
         log_path: node.log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&c.name).join("0.log"),
     })
 }

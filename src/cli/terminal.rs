@@ -1,0 +1,48 @@
+//! Our own terminal, while a container's terminal is relayed to it.
+
+use std::io;
+
+use anyhow::{Context, Result};
+
+/// Gives terminal `to` the window size of terminal `from`.
+pub fn copy_window_size(from: i32, to: i32) {
+    // SAFETY: winsize is plain data; the ioctls read and write it.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut size) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &size);
+        }
+    }
+}
+
+/// Our terminal in raw mode until dropped (keys go to the container's pty as typed).
+pub struct RawMode {
+    fd: i32,
+    saved: libc::termios,
+}
+
+impl RawMode {
+    pub fn enter(fd: i32) -> Result<RawMode> {
+        // SAFETY: termios is plain data, filled by tcgetattr.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return Err(io::Error::last_os_error()).context("tcgetattr");
+        }
+        let mut raw = saved;
+        // SAFETY: cfmakeraw edits the struct we own; tcsetattr applies it.
+        unsafe {
+            libc::cfmakeraw(&mut raw);
+            if libc::tcsetattr(fd, libc::TCSANOW, &raw) != 0 {
+                return Err(io::Error::last_os_error()).context("tcsetattr");
+            }
+        }
+        Ok(RawMode { fd, saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restoring the settings read in enter().
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+    }
+}
