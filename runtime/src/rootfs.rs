@@ -332,6 +332,7 @@ mod tests {
             mounts: vec![Mount { volume: "data".into(), destination: "/data".into(), read_only: true }],
             resources: Resources::default(),
             stdin: false,
+            tty: false,
             log_path: "/l/0.log".into(),
         }
     }
