@@ -1,5 +1,6 @@
 //! podctl: a Kubernetes node built from Linux primitives. See README.md and DESIGN.md.
 
+mod apiserver;
 mod cli;
 mod kubelet;
 

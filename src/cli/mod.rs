@@ -1,5 +1,6 @@
 //! The command line: one subcommand per role of the binary.
 
+mod apiserver;
 mod exec;
 mod image;
 mod manifest;
@@ -84,6 +85,8 @@ enum Command {
     Proxy(network::ProxyArgs),
     /// Route to other nodes' pod CIDRs via their node IPs
     Routes(network::RoutesArgs),
+    /// Serve a Kubernetes-compatible API that kubectl drives
+    Apiserver(apiserver::ApiserverArgs),
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -100,6 +103,7 @@ impl Cli {
             Command::Rm(args) => pods::rm(args, &self.opts),
             Command::Proxy(args) => args.run(&self.opts),
             Command::Routes(args) => args.run(&self.opts),
+            Command::Apiserver(args) => args.run(&self.opts),
             Command::Image(cmd) => cmd.run(&self.opts),
         }
     }

@@ -1,0 +1,132 @@
+//! What clients ask before anything else: the version, the groups and resources, and the
+//! OpenAPI v3 documents kubectl reads to learn that the server validates fields itself
+//! (`fieldValidation` on each resource's operations), so `kubectl apply` needs no schema.
+
+use serde_json::{Value, json};
+
+use super::resources::{RESOURCES, Resource};
+
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": "v1.33.0-podctl",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": "linux/amd64"
+    })
+}
+
+pub fn api_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+}
+
+pub fn api_groups() -> Value {
+    let groups: Vec<Value> = Resource::group_versions()
+        .into_iter()
+        .filter(|(group, _)| !group.is_empty())
+        .map(|(group, version)| {
+            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    let (_, version) = Resource::group_versions().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    Some(
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv}),
+    )
+}
+
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        resources.push(json!({
+            "name": r.plural,
+            "singularName": r.kind.to_lowercase(),
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+            "shortNames": r.short_names,
+            "categories": if matches!(r.plural, "pods" | "services" | "deployments" | "replicasets") { vec!["all"] } else { vec![] },
+        }));
+        for sub in r.subresources {
+            let (kind, verbs): (&str, &[&str]) = match *sub {
+                "status" => (r.kind, &["get", "patch", "update"]),
+                "scale" => ("Scale", &["get", "patch", "update"]),
+                "log" => ("Pod", &["get"]),
+                "exec" => ("PodExecOptions", &["create", "get"]),
+                _ => ("Binding", &["create"]),
+            };
+            resources.push(json!({
+                "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "kind": kind, "verbs": verbs
+            }));
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+}
+
+/// `/openapi/v3`: where each group version's document is.
+pub fn openapi_v3_index() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (group, version) in Resource::group_versions() {
+        let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
+        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash=podctl1")}));
+    }
+    json!({"paths": paths})
+}
+
+/// One group version's OpenAPI v3 document: each resource's paths with the
+/// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter kubectl looks for.
+pub fn openapi_v3(group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let field_validation =
+        json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    let mut schemas = serde_json::Map::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let collection = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{base}/{}", r.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": r.kind});
+        let op = |action: &str| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": [field_validation]});
+        paths.insert(collection.clone(), json!({"post": op("post"), "get": op("list")}));
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
+        );
+        let schema_name = format!(
+            "io.k8s.api.{}.{version}.{}",
+            if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) },
+            r.kind
+        );
+        schemas.insert(
+            schema_name,
+            json!({"type": "object", "x-kubernetes-group-version-kind": [gvk], "x-kubernetes-preserve-unknown-fields": true}),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0-podctl"},
+        "paths": paths,
+        "components": {"schemas": schemas}
+    }))
+}

@@ -1,0 +1,130 @@
+//! Errors as the Kubernetes API reports them: a `metav1.Status` with the HTTP code, the
+//! reason kubectl keys on, and a message naming the object or field.
+
+use serde_json::{Value, json};
+
+use super::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { code, reason, message: message.into(), details: None }
+    }
+
+    fn with_details(mut self, name: &str, kind: &str) -> ApiError {
+        self.details = Some(json!({"name": name, "kind": kind}));
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    pub fn not_found(resource: &str, name: &str) -> ApiError {
+        ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found")).with_details(name, resource)
+    }
+
+    pub fn no_route(path: &str) -> ApiError {
+        ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+    }
+
+    pub fn method_not_allowed(method: &str) -> ApiError {
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method ({method}) on the requested resource"),
+        )
+    }
+
+    pub fn already_exists(resource: &str, name: &str) -> ApiError {
+        ApiError::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
+            .with_details(name, resource)
+    }
+
+    pub fn conflict(resource: &str, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; \
+                 please apply your changes to the latest version and try again"
+            ),
+        )
+        .with_details(name, resource)
+    }
+
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(410, "Expired", message)
+    }
+
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {limit} bytes"))
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format: {content_type}"),
+        )
+    }
+
+    /// 422 with one cause per field, as `kubectl` prints them.
+    pub fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> ApiError {
+        let message = causes.iter().map(|(field, reason)| format!("{field}: {reason}")).collect::<Vec<_>>().join(", ");
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|(field, reason)| json!({"reason": "FieldValueInvalid", "message": reason, "field": field}))
+            .collect();
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!("{kind} \"{name}\" is invalid: {message}"),
+            details: Some(json!({"name": name, "kind": kind, "causes": causes})),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "InternalError", message)
+    }
+
+    pub fn status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(details) = &self.details {
+            status["details"] = details.clone();
+        }
+        status
+    }
+
+    /// A store error about `resource` `name`.
+    pub fn from_store(e: StoreError, resource: &str, name: &str) -> ApiError {
+        match e {
+            StoreError::AlreadyExists(_) => ApiError::already_exists(resource, name),
+            StoreError::NotFound(_) => ApiError::not_found(resource, name),
+            StoreError::Conflict { .. } => ApiError::conflict(resource, name),
+            StoreError::Compacted { requested, compacted } => {
+                ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
+            }
+            StoreError::Backend(message) => ApiError::internal(message),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Label selectors (`a=b,c!=d,e in (x,y),f notin (z),g,!h`) and field selectors
+//! (`metadata.name=x,spec.nodeName!=y`), as list and watch take them.
+
+use serde_json::Value;
+
+use super::errors::ApiError;
+
+#[derive(Debug, PartialEq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Selector {
+    labels: Vec<Requirement>,
+    fields: Vec<(String, String, bool)>,
+}
+
+/// The fields a field selector may name, per kind (all kinds take the metadata ones).
+fn allowed_field(kind: &str, field: &str) -> bool {
+    matches!(field, "metadata.name" | "metadata.namespace")
+        || match kind {
+            "Pod" => matches!(
+                field,
+                "spec.nodeName" | "status.phase" | "spec.restartPolicy" | "spec.schedulerName" | "status.podIP"
+            ),
+            "Event" => field.starts_with("involvedObject.") || matches!(field, "reason" | "type" | "source"),
+            "Secret" => field == "type",
+            "Namespace" => field == "status.phase",
+            "ReplicaSet" => field == "status.replicas",
+            _ => false,
+        }
+}
+
+impl Selector {
+    pub fn parse(labels: Option<&str>, fields: Option<&str>, kind: &str) -> Result<Selector, ApiError> {
+        let mut selector = Selector::default();
+        if let Some(labels) = labels.filter(|l| !l.trim().is_empty()) {
+            for part in split_top_level(labels) {
+                selector.labels.push(parse_requirement(part.trim())?);
+            }
+        }
+        for part in fields.unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, value, equal) = if let Some((f, v)) = part.split_once("!=") {
+                (f, v, false)
+            } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                (f, v, true)
+            } else {
+                return Err(ApiError::bad_request(format!("invalid field selector: {part:?}")));
+            };
+            if !allowed_field(kind, field.trim()) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {} (kind {kind})",
+                    field.trim()
+                )));
+            }
+            selector.fields.push((field.trim().to_string(), value.trim().to_string(), equal));
+        }
+        Ok(selector)
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        let label = |key: &str| labels.get(key).and_then(Value::as_str);
+        let labels_match = self.labels.iter().all(|r| match r {
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => label(k).is_none_or(|l| !vs.iter().any(|v| v == l)),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::NotExists(k) => label(k).is_none(),
+        });
+        labels_match
+            && self.fields.iter().all(|(field, value, equal)| {
+                let actual = field.split('.').try_fold(object, |v, part| v.get(part));
+                let actual = match actual {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                (actual == *value) == *equal
+            })
+    }
+}
+
+/// Splits on commas outside parentheses.
+fn split_top_level(s: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn parse_requirement(part: &str) -> Result<Requirement, ApiError> {
+    let bad = || ApiError::bad_request(format!("unable to parse requirement: {part:?}"));
+    if let Some(key) = part.strip_prefix('!') {
+        return Ok(Requirement::NotExists(key.trim().into()));
+    }
+    if let Some((key, value)) = part.split_once("!=") {
+        return Ok(Requirement::NotEquals(key.trim().into(), value.trim().into()));
+    }
+    if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
+        return Ok(Requirement::Equals(key.trim().into(), value.trim().into()));
+    }
+    let set = |rest: &str| -> Result<Vec<String>, ApiError> {
+        let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
+        Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    };
+    if let Some((key, rest)) = part.split_once(" notin ") {
+        return Ok(Requirement::NotIn(key.trim().into(), set(rest)?));
+    }
+    if let Some((key, rest)) = part.split_once(" in ") {
+        return Ok(Requirement::In(key.trim().into(), set(rest)?));
+    }
+    if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) && !part.is_empty() {
+        return Ok(Requirement::Exists(part.into()));
+    }
+    Err(bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_requirements() {
+        let pod = json!({"metadata": {"name": "a", "labels": {"app": "web", "tier": "front"}}});
+        let matches = |l: &str| Selector::parse(Some(l), None, "Pod").unwrap().matches(&pod);
+        assert!(matches("app=web"));
+        assert!(matches("app==web,tier"));
+        assert!(matches("app in (web, db),!gone"));
+        assert!(matches("tier notin (back)"));
+        assert!(!matches("app!=web"));
+        assert!(!matches("app in (db)"));
+        assert!(!matches("tier,!app"));
+        assert!(Selector::parse(Some("app in web"), None, "Pod").is_err());
+    }
+
+    #[test]
+    fn field_selectors_by_kind() {
+        let pod = json!({"metadata": {"name": "a", "namespace": "n"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let matches = |f: &str| Selector::parse(None, Some(f), "Pod").unwrap().matches(&pod);
+        assert!(matches("metadata.name=a,spec.nodeName=n1"));
+        assert!(matches("status.phase!=Pending"));
+        assert!(!matches("spec.nodeName="));
+        let e = Selector::parse(None, Some("spec.image=x"), "Pod").unwrap_err();
+        assert_eq!(e.message, "field label not supported: spec.image (kind Pod)");
+        let event = json!({"involvedObject": {"kind": "Pod", "name": "a"}});
+        assert!(
+            Selector::parse(None, Some("involvedObject.name=a,involvedObject.kind=Pod"), "Event")
+                .unwrap()
+                .matches(&event)
+        );
+    }
+}

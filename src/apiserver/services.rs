@@ -1,0 +1,128 @@
+//! A new Service's defaults and allocations: a cluster IP from the service CIDR and node
+//! ports from the node-port range, each checked free against the Services stored. The
+//! caller holds the server's write lock, so two creates never take the same one.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use net::Ipv4Net;
+use serde_json::{Value, json};
+
+use super::errors::ApiError;
+use super::resources::Resource;
+use super::store::Store;
+
+pub struct Allocator {
+    pub service_cidr: Ipv4Net,
+    pub node_ports: RangeInclusive<u16>,
+}
+
+impl Allocator {
+    pub fn allocate(&self, store: &dyn Store, mut service: Value) -> Result<Value, ApiError> {
+        let name = service["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let invalid = |field: &str, message: String| ApiError::invalid("Service", &name, vec![(field.into(), message)]);
+        let services = Resource::find("", "v1", "services").expect("services");
+        let page =
+            store.list(&services.prefix(None), None, 0).map_err(|e| ApiError::from_store(e, "services", &name))?;
+        let stored: Vec<Value> = page.items.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
+        let used_ips: HashSet<Ipv4Addr> =
+            stored.iter().filter_map(|s| s["spec"]["clusterIP"].as_str()?.parse().ok()).collect();
+        let mut used_ports: HashSet<i64> = stored
+            .iter()
+            .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["nodePort"].as_i64())
+            .collect();
+
+        let spec = &mut service["spec"];
+        let kind = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
+        spec["type"] = kind.clone().into();
+        if spec.get("sessionAffinity").is_none_or(Value::is_null) {
+            spec["sessionAffinity"] = "None".into();
+        }
+        if spec["sessionAffinity"] == "ClientIP"
+            && spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"].is_null()
+        {
+            spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
+        }
+        if kind == "ExternalName" {
+            return Ok(service);
+        }
+        spec["internalTrafficPolicy"] =
+            spec.get("internalTrafficPolicy").cloned().filter(|v| !v.is_null()).unwrap_or("Cluster".into());
+        for port in spec["ports"].as_array_mut().into_iter().flatten() {
+            if port.get("protocol").is_none_or(Value::is_null) {
+                port["protocol"] = "TCP".into();
+            }
+            if port.get("targetPort").is_none_or(Value::is_null) {
+                port["targetPort"] = port["port"].clone();
+            }
+        }
+        match spec["clusterIP"].as_str().filter(|ip| !ip.is_empty()) {
+            Some("None") => {}
+            Some(requested) => {
+                let ip: Ipv4Addr = requested.parse().map_err(|_| {
+                    invalid("spec.clusterIP", format!("Invalid value: \"{requested}\": must be a valid IP address"))
+                })?;
+                if !self.service_cidr.contains(&ip) {
+                    return Err(invalid(
+                        "spec.clusterIP",
+                        format!(
+                            "Invalid value: \"{requested}\": provided IP is not in the valid range ({})",
+                            self.service_cidr
+                        ),
+                    ));
+                }
+                if used_ips.contains(&ip) {
+                    return Err(invalid(
+                        "spec.clusterIP",
+                        format!("Invalid value: \"{requested}\": provided IP is already allocated"),
+                    ));
+                }
+            }
+            None => {
+                let ip = self
+                    .service_cidr
+                    .hosts()
+                    .find(|ip| !used_ips.contains(ip))
+                    .ok_or_else(|| ApiError::internal(format!("no cluster IP left in {}", self.service_cidr)))?;
+                spec["clusterIP"] = ip.to_string().into();
+            }
+        }
+        spec["clusterIPs"] = json!([spec["clusterIP"]]);
+        spec["ipFamilies"] = json!(["IPv4"]);
+        spec["ipFamilyPolicy"] = "SingleStack".into();
+        if kind == "NodePort" || kind == "LoadBalancer" {
+            let (low, high) = (*self.node_ports.start() as i64, *self.node_ports.end() as i64);
+            for (i, port) in spec["ports"].as_array_mut().into_iter().flatten().enumerate() {
+                match port["nodePort"].as_i64().filter(|p| *p != 0) {
+                    Some(requested) if !(low..=high).contains(&requested) => {
+                        return Err(invalid(
+                            &format!("spec.ports[{i}].nodePort"),
+                            format!(
+                                "Invalid value: {requested}: provided port is not in the valid range. The range of valid ports is {low}-{high}"
+                            ),
+                        ));
+                    }
+                    Some(requested) if used_ports.contains(&requested) => {
+                        return Err(invalid(
+                            &format!("spec.ports[{i}].nodePort"),
+                            format!("Invalid value: {requested}: provided port is already allocated"),
+                        ));
+                    }
+                    Some(requested) => {
+                        used_ports.insert(requested);
+                    }
+                    None => {
+                        let free = (low..=high)
+                            .find(|p| !used_ports.contains(p))
+                            .ok_or_else(|| ApiError::internal(format!("no node port left in {low}-{high}")))?;
+                        used_ports.insert(free);
+                        port["nodePort"] = free.into();
+                    }
+                }
+            }
+        }
+        Ok(service)
+    }
+}

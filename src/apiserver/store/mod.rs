@@ -1,0 +1,82 @@
+//! Object storage with one global revision, as etcd keeps it: every write gets the next
+//! revision, a key's history is kept until compaction, and a watch can resume from any
+//! revision still retained. The embedded backend is SQLite (`sqlite`); the trait is what
+//! the REST layer sees.
+
+mod sqlite;
+
+use tokio::sync::broadcast;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{key} was modified (revision {current}, expected {expected})")]
+    Conflict { key: String, current: i64, expected: i64 },
+    #[error("revision {requested} has been compacted (oldest kept: {compacted})")]
+    Compacted { requested: i64, compacted: i64 },
+    #[error("storage: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A key's current value and the revisions that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One write, as a watch delivers it. For a delete, `kv` is the value that was deleted and
+/// `revision` the delete's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub revision: i64,
+    /// Whether a put created the key.
+    pub created: bool,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<KeyValue>,
+    /// The store's revision the page was read at.
+    pub revision: i64,
+    /// More keys follow the last one.
+    pub more: bool,
+}
+
+pub trait Store: Send + Sync {
+    fn revision(&self) -> Result<i64>;
+    fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Keys under `prefix` in order, after `start_after`, at most `limit` (0: no limit).
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page>;
+    fn create(&self, key: &str, value: &[u8]) -> Result<i64>;
+    /// Replaces the value if the key's mod revision is `expected` (any, when `None`).
+    fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64>;
+    /// Deletes the key if its mod revision is `expected` (any, when `None`); returns the
+    /// value deleted and the delete's revision.
+    fn delete(&self, key: &str, expected: Option<i64>) -> Result<(KeyValue, i64)>;
+    /// Writes under `prefix` after revision `after`, in order; `Compacted` when some are gone.
+    fn events_since(&self, prefix: &str, after: i64) -> Result<Vec<Event>>;
+    /// Forgets history at or below `revision` (current values stay).
+    fn compact(&self, revision: i64) -> Result<()>;
+    /// Every write from now on, as it commits. A receiver that lags re-reads with
+    /// `events_since`, so a slow watcher never holds back a write or another watcher.
+    fn subscribe(&self) -> broadcast::Receiver<Event>;
+}

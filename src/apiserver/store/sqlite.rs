@@ -1,0 +1,360 @@
+//! The embedded store: one SQLite table of revisions, as k3s's kine keeps them. Each write
+//! appends a row (its id is the revision); a key's value is its newest row unless that row
+//! is a deletion. Compaction drops rows that a newer one of the same key replaced.
+//! WAL with `synchronous=FULL`: a write is acknowledged only once it is on disk.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::broadcast;
+
+use super::{Event, EventKind, KeyValue, Page, Result, Store, StoreError};
+
+pub struct SqliteStore {
+    db: Mutex<Connection>,
+    events: broadcast::Sender<Event>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// The newest row of a key.
+struct Row {
+    id: i64,
+    deleted: bool,
+    create_revision: i64,
+    value: Vec<u8>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let db = Connection::open(path).map_err(backend)?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS kv (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 name TEXT NOT NULL,
+                 created INTEGER NOT NULL,
+                 deleted INTEGER NOT NULL,
+                 create_revision INTEGER NOT NULL,
+                 value BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS kv_name_id ON kv (name, id);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+        .map_err(backend)?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(SqliteStore { db: Mutex::new(db), events })
+    }
+
+    fn newest(tx: &Connection, key: &str) -> Result<Option<Row>> {
+        tx.query_row(
+            "SELECT id, deleted, create_revision, value FROM kv WHERE name = ?1 ORDER BY id DESC LIMIT 1",
+            params![key],
+            |r| Ok(Row { id: r.get(0)?, deleted: r.get(1)?, create_revision: r.get(2)?, value: r.get(3)? }),
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    fn append(
+        tx: &Transaction,
+        key: &str,
+        created: bool,
+        deleted: bool,
+        create_revision: i64,
+        value: &[u8],
+    ) -> Result<i64> {
+        tx.execute(
+            "INSERT INTO kv (name, created, deleted, create_revision, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key, created, deleted, create_revision, value],
+        )
+        .map_err(backend)?;
+        let id = tx.last_insert_rowid();
+        if created {
+            tx.execute("UPDATE kv SET create_revision = ?1 WHERE id = ?1", params![id]).map_err(backend)?;
+        }
+        Ok(id)
+    }
+
+    /// Runs `write` in a transaction; once committed, publishes its event.
+    fn write(&self, write: impl FnOnce(&Transaction) -> Result<Event>) -> Result<Event> {
+        let mut db = self.db.lock().expect("store lock");
+        let tx = db.transaction().map_err(backend)?;
+        let event = write(&tx)?;
+        tx.commit().map_err(backend)?;
+        // Sent under the lock, so receivers see events in revision order.
+        let _ = self.events.send(event.clone());
+        Ok(event)
+    }
+
+    fn compacted(db: &Connection) -> Result<i64> {
+        Ok(db
+            .query_row("SELECT value FROM meta WHERE key = 'compacted'", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?
+            .unwrap_or(0))
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).expect("ASCII keys");
+        }
+    }
+    "\u{7f}".into()
+}
+
+impl Store for SqliteStore {
+    fn revision(&self) -> Result<i64> {
+        let db = self.db.lock().expect("store lock");
+        Ok(db
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'kv'", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?
+            .unwrap_or(0))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let db = self.db.lock().expect("store lock");
+        Ok(Self::newest(&db, key)?.filter(|r| !r.deleted).map(|r| KeyValue {
+            key: key.into(),
+            value: r.value,
+            create_revision: r.create_revision,
+            mod_revision: r.id,
+        }))
+    }
+
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page> {
+        let db = self.db.lock().expect("store lock");
+        let revision: i64 = db
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'kv'", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?
+            .unwrap_or(0);
+        let from = start_after.map(|s| format!("{s}\u{0}")).unwrap_or_else(|| prefix.to_string());
+        let mut statement = db
+            .prepare_cached(
+                "SELECT kv.name, kv.value, kv.create_revision, kv.id FROM kv
+                 JOIN (SELECT MAX(id) AS id FROM kv WHERE name >= ?1 AND name < ?2 GROUP BY name) newest
+                 ON kv.id = newest.id
+                 WHERE kv.deleted = 0 ORDER BY kv.name LIMIT ?3",
+            )
+            .map_err(backend)?;
+        let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
+        let mut items: Vec<KeyValue> = statement
+            .query_map(params![from, prefix_end(prefix), fetch], |r| {
+                Ok(KeyValue { key: r.get(0)?, value: r.get(1)?, create_revision: r.get(2)?, mod_revision: r.get(3)? })
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(backend)?;
+        let more = limit != 0 && items.len() > limit;
+        items.truncate(if limit == 0 { items.len() } else { limit });
+        Ok(Page { items, revision, more })
+    }
+
+    fn create(&self, key: &str, value: &[u8]) -> Result<i64> {
+        let event = self.write(|tx| {
+            if Self::newest(tx, key)?.is_some_and(|r| !r.deleted) {
+                return Err(StoreError::AlreadyExists(key.into()));
+            }
+            let id = Self::append(tx, key, true, false, 0, value)?;
+            let kv = KeyValue { key: key.into(), value: value.to_vec(), create_revision: id, mod_revision: id };
+            Ok(Event { kind: EventKind::Put, kv, revision: id, created: true })
+        })?;
+        Ok(event.revision)
+    }
+
+    fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64> {
+        let event = self.write(|tx| {
+            let current =
+                Self::newest(tx, key)?.filter(|r| !r.deleted).ok_or_else(|| StoreError::NotFound(key.into()))?;
+            if let Some(expected) = expected.filter(|e| *e != current.id) {
+                return Err(StoreError::Conflict { key: key.into(), current: current.id, expected });
+            }
+            let id = Self::append(tx, key, false, false, current.create_revision, value)?;
+            let kv = KeyValue {
+                key: key.into(),
+                value: value.to_vec(),
+                create_revision: current.create_revision,
+                mod_revision: id,
+            };
+            Ok(Event { kind: EventKind::Put, kv, revision: id, created: false })
+        })?;
+        Ok(event.revision)
+    }
+
+    fn delete(&self, key: &str, expected: Option<i64>) -> Result<(KeyValue, i64)> {
+        let event = self.write(|tx| {
+            let current =
+                Self::newest(tx, key)?.filter(|r| !r.deleted).ok_or_else(|| StoreError::NotFound(key.into()))?;
+            if let Some(expected) = expected.filter(|e| *e != current.id) {
+                return Err(StoreError::Conflict { key: key.into(), current: current.id, expected });
+            }
+            let id = Self::append(tx, key, false, true, current.create_revision, &current.value)?;
+            let kv = KeyValue {
+                key: key.into(),
+                value: current.value,
+                create_revision: current.create_revision,
+                mod_revision: current.id,
+            };
+            Ok(Event { kind: EventKind::Delete, kv, revision: id, created: false })
+        })?;
+        Ok((event.kv, event.revision))
+    }
+
+    fn events_since(&self, prefix: &str, after: i64) -> Result<Vec<Event>> {
+        let db = self.db.lock().expect("store lock");
+        let compacted = Self::compacted(&db)?;
+        if after < compacted {
+            return Err(StoreError::Compacted { requested: after, compacted });
+        }
+        let mut statement = db
+            .prepare_cached(
+                "SELECT id, name, created, deleted, create_revision, value FROM kv
+                 WHERE id > ?1 AND name >= ?2 AND name < ?3 ORDER BY id",
+            )
+            .map_err(backend)?;
+        let rows = statement
+            .query_map(params![after, prefix, prefix_end(prefix)], |r| {
+                let (id, deleted, created): (i64, bool, bool) = (r.get(0)?, r.get(3)?, r.get(2)?);
+                let kv = KeyValue { key: r.get(1)?, value: r.get(5)?, create_revision: r.get(4)?, mod_revision: id };
+                Ok(Event { kind: if deleted { EventKind::Delete } else { EventKind::Put }, kv, revision: id, created })
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn compact(&self, revision: i64) -> Result<()> {
+        let mut db = self.db.lock().expect("store lock");
+        let tx = db.transaction().map_err(backend)?;
+        // Rows replaced by a newer row of their key, and keys whose newest row is a
+        // deletion: both at or below `revision`.
+        tx.execute(
+            "DELETE FROM kv WHERE id <= ?1 AND (
+                 id < (SELECT MAX(id) FROM kv AS newer WHERE newer.name = kv.name)
+                 OR deleted = 1)",
+            params![revision],
+        )
+        .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('compacted', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            params![revision],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn revisions_are_global_and_conflicts_are_caught() {
+        let (_dir, s) = store();
+        let a = s.create("/pods/ns/a", b"1").unwrap();
+        let b = s.create("/pods/ns/b", b"1").unwrap();
+        assert_eq!((a, b), (1, 2));
+        assert!(matches!(s.create("/pods/ns/a", b"x"), Err(StoreError::AlreadyExists(_))));
+        let a2 = s.update("/pods/ns/a", b"2", Some(a)).unwrap();
+        assert_eq!(a2, 3);
+        match s.update("/pods/ns/a", b"3", Some(a)) {
+            Err(StoreError::Conflict { current, expected, .. }) => assert_eq!((current, expected), (3, 1)),
+            other => panic!("{other:?}"),
+        }
+        let kv = s.get("/pods/ns/a").unwrap().unwrap();
+        assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"2"[..], 1, 3));
+        let (deleted, at) = s.delete("/pods/ns/a", None).unwrap();
+        assert_eq!((deleted.value.as_slice(), at), (&b"2"[..], 4));
+        assert_eq!(s.get("/pods/ns/a").unwrap(), None);
+        assert!(matches!(s.delete("/pods/ns/a", None), Err(StoreError::NotFound(_))));
+        // A deleted key can be made again, with a new create revision.
+        assert_eq!(s.create("/pods/ns/a", b"new").unwrap(), 5);
+        assert_eq!(s.revision().unwrap(), 5);
+    }
+
+    #[test]
+    fn lists_pages_in_key_order_under_a_prefix() {
+        let (_dir, s) = store();
+        for name in ["c", "a", "b", "d"] {
+            s.create(&format!("/pods/ns1/{name}"), name.as_bytes()).unwrap();
+        }
+        s.create("/pods/ns10/x", b"x").unwrap();
+        s.create("/services/ns1/a", b"s").unwrap();
+        s.delete("/pods/ns1/d", None).unwrap();
+        let page = s.list("/pods/ns1/", None, 2).unwrap();
+        assert_eq!(page.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/pods/ns1/a", "/pods/ns1/b"]);
+        assert!(page.more);
+        assert_eq!(page.revision, 7);
+        let rest = s.list("/pods/ns1/", Some("/pods/ns1/b"), 2).unwrap();
+        assert_eq!(rest.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/pods/ns1/c"]);
+        assert!(!rest.more);
+        assert_eq!(s.list("/pods/", None, 0).unwrap().items.len(), 4);
+    }
+
+    #[test]
+    fn events_resume_from_any_kept_revision_until_compacted() {
+        let (_dir, s) = store();
+        let mut live = s.subscribe();
+        s.create("/pods/ns/a", b"1").unwrap();
+        s.update("/pods/ns/a", b"2", None).unwrap();
+        s.create("/services/ns/a", b"s").unwrap();
+        s.delete("/pods/ns/a", None).unwrap();
+        let events = s.events_since("/pods/", 0).unwrap();
+        let summary: Vec<(EventKind, i64, bool, &[u8])> =
+            events.iter().map(|e| (e.kind.clone(), e.revision, e.created, e.kv.value.as_slice())).collect();
+        assert_eq!(
+            summary,
+            [
+                (EventKind::Put, 1, true, &b"1"[..]),
+                (EventKind::Put, 2, false, &b"2"[..]),
+                (EventKind::Delete, 4, false, &b"2"[..])
+            ]
+        );
+        assert_eq!(s.events_since("/pods/", 2).unwrap().len(), 1);
+        assert_eq!(live.try_recv().unwrap().revision, 1);
+
+        s.compact(3).unwrap();
+        assert!(matches!(s.events_since("/pods/", 1), Err(StoreError::Compacted { requested: 1, compacted: 3 })));
+        assert_eq!(s.events_since("/", 3).unwrap().len(), 1);
+        // Current values survive compaction.
+        assert_eq!(s.get("/services/ns/a").unwrap().unwrap().value, b"s");
+        assert_eq!(s.revision().unwrap(), 4);
+    }
+
+    #[test]
+    fn writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.create("/a", b"1").unwrap();
+            s.update("/a", b"2", None).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.get("/a").unwrap().unwrap().value, b"2");
+        assert_eq!(s.create("/b", b"x").unwrap(), 3);
+    }
+}

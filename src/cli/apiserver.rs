@@ -1,0 +1,64 @@
+//! `podctl apiserver`: flags to the server's configuration.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::NodeOptions;
+use crate::apiserver;
+
+#[derive(Args)]
+pub struct ApiserverArgs {
+    /// Address and port to serve on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Bearer tokens, one `token,user,uid[,"group,..."]` per line: every request must carry
+    /// one of them
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve beyond loopback without --token-file (anyone who reaches the port is admin)
+    #[arg(long)]
+    allow_unauthenticated: bool,
+    /// Serve HTTPS with this PEM certificate (chain)
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// Where Services' cluster IPs come from
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: net::Ipv4Net,
+    /// Where NodePorts come from
+    #[arg(long, value_name = "LOW-HIGH", default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: RangeInclusive<u16>,
+    /// Seconds between compactions of the store's history (kube-apiserver's etcd default)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    compaction_interval: u64,
+}
+
+impl ApiserverArgs {
+    pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
+        apiserver::run(apiserver::Config {
+            listen: self.listen,
+            data_dir: opts.data_dir.clone(),
+            token_file: self.token_file,
+            allow_unauthenticated: self.allow_unauthenticated,
+            tls: self.tls_cert_file.zip(self.tls_private_key_file),
+            service_cidr: self.service_cluster_ip_range,
+            node_ports: self.service_node_port_range,
+            compaction_interval: std::time::Duration::from_secs(self.compaction_interval),
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>> {
+    let (low, high) = s.split_once('-').context("LOW-HIGH expected")?;
+    let (low, high): (u16, u16) = (low.parse().context("bad low port")?, high.parse().context("bad high port")?);
+    anyhow::ensure!(low <= high, "the range {low}-{high} is empty");
+    Ok(low..=high)
+}

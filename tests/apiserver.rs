@@ -1,0 +1,453 @@
+//! `podctl apiserver` driven by the real kubectl (the newest on the machine) and by raw
+//! HTTP for what kubectl never sends wrong. Each test starts its own server on a loopback
+//! port with a scratch data directory.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+struct ApiServer {
+    dir: tempfile::TempDir,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ApiServer {
+    fn start(extra: &[&str]) -> ApiServer {
+        let dir = tempfile::tempdir().unwrap();
+        ApiServer::start_in(dir, extra)
+    }
+
+    /// On `dir` (a restart keeps what the last server stored).
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> ApiServer {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let _ = std::fs::remove_file(dir.path().join("kubeconfig"));
+        let child = Command::new(PODCTL)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["apiserver", "--listen", &addr.to_string()])
+            .args(extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(dir.path().join("kubeconfig").exists() && TcpStream::connect(addr).is_ok()) {
+            assert!(Instant::now() < deadline, "apiserver did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ApiServer { dir, child, addr }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(KUBECTL);
+        // HOME holds kubectl's discovery cache: one per server.
+        cmd.args(args).env("KUBECONFIG", self.kubeconfig()).env("HOME", self.dir.path());
+        cmd
+    }
+
+    fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self
+            .kubectl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// kubectl ARGS, expecting success; stdout.
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_stdin(args, "")
+    }
+
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_output(args, Some(stdin));
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// kubectl ARGS, expecting failure; stderr.
+    fn kubectl_fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args, None);
+        assert!(!out.status.success(), "kubectl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// One HTTP/1.1 request: status and body (JSON when it parses).
+    fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            request += &format!("{name}: {value}\r\n");
+        }
+        request += "\r\n";
+        stream.write_all(request.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string())))
+    }
+
+    fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {color: blue}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: shop}
+stringData: {token: abc}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: busybox, command: [httpd, -f, -p, "8080"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: solo, namespace: shop, labels: {app: solo}}
+spec:
+  containers: [{name: c, image: busybox, command: [sleep, "3600"], env: [{name: A, value: "1"}]}]
+"#;
+
+#[test]
+fn kubectl_creates_applies_gets_patches_scales_and_deletes() {
+    let api = ApiServer::start(&[]);
+    assert!(api.kubectl(&["version"]).contains("Server Version: v1.33.0-podctl"));
+    assert_eq!(api.kubectl(&["create", "namespace", "team"]), "namespace/team created\n");
+    api.kubectl(&["create", "configmap", "cfg", "-n", "team", "--from-literal=a=b"]);
+    let err = api.kubectl_fails(&["create", "namespace", "team"]);
+    assert!(err.contains("namespaces \"team\" already exists"), "{err}");
+
+    // apply twice: created, then unchanged.
+    let first = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);
+    assert_eq!(
+        first,
+        "namespace/shop created\nconfigmap/settings created\nsecret/token created\nservice/web created\n\
+         deployment.apps/web created\npod/solo created\n"
+    );
+    let second = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);
+    assert!(second.lines().all(|l| l.ends_with(" unchanged")), "{second}");
+    let changed = api.kubectl_stdin(&["apply", "-f", "-"], &MANIFEST.replace("color: blue", "color: red"));
+    assert!(changed.contains("configmap/settings configured"), "{changed}");
+
+    let services = api.kubectl(&["get", "svc", "-n", "shop", "-o", "wide"]);
+    let row: Vec<&str> = services.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((row[0], row[1], row[4], row[6]), ("web", "NodePort", "80:30000/TCP", "app=web"), "{services}");
+    assert!(row[2].starts_with("10.96."), "{services}");
+    let all = api.kubectl(&["get", "all", "-n", "shop"]);
+    for name in ["pod/solo", "service/web", "deployment.apps/web"] {
+        assert!(all.contains(name), "{all}");
+    }
+    assert_eq!(api.kubectl(&["get", "pods", "-A", "-l", "app=solo", "-o", "name"]), "pod/solo\n");
+    assert_eq!(
+        api.kubectl(&["get", "pods", "-n", "shop", "--field-selector", "metadata.name!=solo", "-o", "name"]),
+        ""
+    );
+    let yaml = api.kubectl(&["get", "pod", "solo", "-n", "shop", "-o", "yaml"]);
+    assert!(yaml.contains("restartPolicy: Always") && yaml.contains("uid: "), "{yaml}");
+    let described = api.kubectl(&["describe", "pod", "solo", "-n", "shop"]);
+    assert!(described.contains("Status:           Pending"), "{described}");
+
+    // The three patch types.
+    api.kubectl(&[
+        "patch",
+        "pod",
+        "solo",
+        "-n",
+        "shop",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"c","env":[{"name":"B","value":"2"}]}]}}"#,
+    ]);
+    api.kubectl(&["patch", "pod", "solo", "-n", "shop", "--type=merge", "-p", r#"{"metadata":{"labels":{"m":"1"}}}"#]);
+    api.kubectl(&[
+        "patch",
+        "pod",
+        "solo",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
+    ]);
+    let pod: Value = serde_json::from_str(&api.kubectl(&["get", "pod", "solo", "-n", "shop", "-o", "json"])).unwrap();
+    assert_eq!(pod["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+    assert_eq!(
+        (pod["metadata"]["labels"]["m"].as_str(), pod["metadata"]["labels"]["j"].as_str()),
+        (Some("1"), Some("2"))
+    );
+    // Unknown fields refused when the client asks for strict validation.
+    let (status, body) = api.http(
+        "PATCH",
+        "/api/v1/namespaces/shop/pods/solo?fieldValidation=Strict",
+        &[("Content-Type", "application/strategic-merge-patch+json")],
+        br#"{"spec":{"containers":[{"name":"c","imagee":"x"}]}}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("unknown field \"spec.containers[0].imagee\""), "{body}");
+
+    api.kubectl(&["scale", "deployment", "web", "-n", "shop", "--replicas=5"]);
+    assert_eq!(api.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]), "5");
+
+    // An unbound pod goes at once; deleting a namespace takes what is in it.
+    assert_eq!(api.kubectl(&["delete", "pod", "solo", "-n", "shop"]), "pod \"solo\" deleted\n");
+    api.kubectl(&["delete", "namespace", "shop"]);
+    let (status, _) = api.http("GET", "/api/v1/namespaces/shop/configmaps/settings", &[], b"");
+    assert_eq!(status, 404);
+    let err = api.kubectl_fails(&["get", "configmap", "settings", "-n", "shop"]);
+    assert!(err.contains("namespaces \"shop\" not found"), "{err}");
+}
+
+#[test]
+fn watches_see_every_change_in_order_and_resume() {
+    let api = ApiServer::start(&["--compaction-interval", "1"]);
+    let mut watch = api
+        .kubectl_command(&["get", "configmaps", "-w", "-o", "json", "--output-watch-events", "--request-timeout=20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    api.kubectl(&["create", "configmap", "a", "--from-literal=k=1"]);
+    api.kubectl(&["label", "configmap", "a", "x=y"]);
+    api.kubectl(&["delete", "configmap", "a"]);
+    let mut events = serde_json::Deserializer::from_reader(watch.stdout.take().unwrap()).into_iter::<Value>();
+    let seen: Vec<String> = (0..3)
+        .map(|_| {
+            let event = events.next().unwrap().unwrap();
+            format!(
+                "{} configmap/{}",
+                event["type"].as_str().unwrap(),
+                event["object"]["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(seen, ["ADDED configmap/a", "MODIFIED configmap/a", "DELETED configmap/a"]);
+
+    // From a resourceVersion: what came after it, then 410 Gone once compacted.
+    let (_, created) = api.http(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("Content-Type", "application/json")],
+        br#"{"metadata":{"name":"b"}}"#,
+    );
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap();
+    api.kubectl(&["label", "configmap", "b", "x=1"]);
+    let (status, body) = api.http(
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let events: Vec<Value> = match body {
+        // Chunked: JSON lines between chunk sizes.
+        Value::String(text) => {
+            text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(Value::is_object).collect()
+        }
+        one => vec![one],
+    };
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, body) = api.http(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=1",
+        &[],
+        b"",
+    );
+    let text = body.as_str().map(String::from).unwrap_or_else(|| body.to_string());
+    assert!(text.contains("\"type\":\"ERROR\"") && text.contains("\"code\":410"), "{text}");
+}
+
+#[test]
+fn objects_survive_a_killed_server() {
+    let api = ApiServer::start(&[]);
+    api.kubectl(&["create", "configmap", "kept", "--from-literal=k=v"]);
+    let dir = api.stop();
+    let api = ApiServer::start_in(dir, &[]);
+    assert_eq!(api.kubectl(&["get", "configmap", "kept", "-o", "jsonpath={.data.k}"]), "v");
+    // Revisions go on from where they were.
+    let (_, created) =
+        api.http("POST", "/api/v1/namespaces/default/configmaps", &[], br#"{"metadata":{"name":"next"}}"#);
+    assert!(created["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > 5);
+}
+
+#[test]
+fn https_with_tokens_refuses_anyone_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, tokens) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("tokens.csv"));
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=podctl", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(&tokens, "s3cret-token,admin,1,\"system:masters\"\n").unwrap();
+    let api = ApiServer::start(&[
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-private-key-file",
+        key.to_str().unwrap(),
+    ]);
+    // The kubeconfig the server wrote trusts its certificate and carries the token.
+    assert!(api.kubectl(&["get", "namespaces", "-o", "name"]).contains("namespace/default"));
+    let err = api.kubectl_fails(&["get", "--raw", "/api/v1/namespaces", "--token", "wrong"]);
+    assert!(err.contains("Unauthorized") || err.contains("provide credentials"), "{err}");
+
+    // Without TLS, tokens still guard every request (a 401 Status).
+    let api = ApiServer::start(&["--token-file", tokens.to_str().unwrap()]);
+    let (status, body) = api.http("GET", "/api/v1/namespaces", &[], b"");
+    assert_eq!((status, body["kind"].as_str(), body["reason"].as_str()), (401, Some("Status"), Some("Unauthorized")));
+    let (status, _) = api.http("GET", "/api/v1/namespaces", &[("Authorization", "Bearer wrong")], b"");
+    assert_eq!(status, 401);
+    let (status, _) = api.http("GET", "/api/v1/namespaces", &[("Authorization", "Bearer s3cret-token")], b"");
+    assert_eq!(status, 200);
+
+    // Beyond loopback with no authentication: refused unless asked for.
+    let out = Command::new(PODCTL)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["apiserver", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without authentication"));
+}
+
+#[test]
+fn bad_requests_get_a_status_naming_the_problem() {
+    let api = ApiServer::start(&[]);
+    let json = [("Content-Type", "application/json")];
+    let post = |path: &str, body: &str| api.http("POST", path, &json, body.as_bytes());
+    let (status, body) = post("/api/v1/namespaces/default/pods", "{not json");
+    assert_eq!((status, body["reason"].as_str()), (400, Some("BadRequest")));
+    let (status, body) =
+        post("/api/v1/namespaces/default/pods", r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"}}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("do not match the URL"), "{body}");
+    let (status, body) = post(
+        "/api/v1/namespaces/default/pods",
+        r#"{"metadata":{"name":"Bad_Name"},"spec":{"containers":[{"name":"c"}]}}"#,
+    );
+    assert_eq!((status, body["reason"].as_str()), (422, Some("Invalid")));
+    let fields: Vec<&str> =
+        body["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["metadata.name", "spec.containers[0].image"]);
+    let (status, body) = post("/api/v1/namespaces/nowhere/configmaps", r#"{"metadata":{"name":"x"}}"#);
+    assert_eq!((status, body["message"].as_str()), (404, Some("namespaces \"nowhere\" not found")));
+    let (status, _) =
+        post("/api/v1/namespaces/default/configmaps?fieldValidation=Strict", r#"{"metadata":{"name":"x"},"dataa":{}}"#);
+    assert_eq!(status, 400);
+    let big = format!(r#"{{"metadata":{{"name":"big"}},"data":{{"k":"{}"}}}}"#, "x".repeat(4 << 20));
+    let (status, body) = post("/api/v1/namespaces/default/configmaps", &big);
+    assert_eq!((status, body["reason"].as_str()), (413, Some("RequestEntityTooLarge")));
+    let (status, _) = api.http("GET", "/api/v1/namespaces/default/configmaps/big", &[], b"");
+    assert_eq!(status, 404, "nothing half-written");
+
+    // Optimistic concurrency: an update from a stale read is refused.
+    let (_, made) = post("/api/v1/namespaces/default/configmaps", r#"{"metadata":{"name":"cc"},"data":{"v":"1"}}"#);
+    let mut stale = made.clone();
+    let mut fresh = made;
+    fresh["data"]["v"] = "2".into();
+    let (status, _) = api.http("PUT", "/api/v1/namespaces/default/configmaps/cc", &json, fresh.to_string().as_bytes());
+    assert_eq!(status, 200);
+    stale["data"]["v"] = "3".into();
+    let (status, body) =
+        api.http("PUT", "/api/v1/namespaces/default/configmaps/cc", &json, stale.to_string().as_bytes());
+    assert_eq!((status, body["reason"].as_str()), (409, Some("Conflict")));
+    assert!(body["message"].as_str().unwrap().contains("the object has been modified"), "{body}");
+
+    // Paging: limit and continue walk the whole list once.
+    for i in 0..5 {
+        post("/api/v1/namespaces/default/configmaps", &format!(r#"{{"metadata":{{"name":"p{i}"}}}}"#));
+    }
+    let (mut names, mut token) = (Vec::new(), String::new());
+    loop {
+        let (_, page) =
+            api.http("GET", &format!("/api/v1/namespaces/default/configmaps?limit=2&continue={token}"), &[], b"");
+        names.extend(
+            page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(next) => token = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["cc", "p0", "p1", "p2", "p3", "p4"]);
+    // dryRun stores nothing; generateName makes a name.
+    let (status, made) =
+        post("/api/v1/namespaces/default/configmaps?dryRun=All", r#"{"metadata":{"generateName":"gen-"}}"#);
+    assert_eq!(status, 201);
+    let name = made["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9);
+    let (status, _) = api.http("GET", &format!("/api/v1/namespaces/default/configmaps/{name}"), &[], b"");
+    assert_eq!(status, 404);
+}
