@@ -6,6 +6,7 @@
 //! process has one thread): bridges, veths, iptables rules and loopback registries all
 //! live there and go with it.
 
+mod api;
 mod images;
 mod net;
 mod pod;
@@ -29,7 +30,7 @@ fn main() {
         }
     }
     if groups.is_empty() {
-        groups = vec!["images".into(), "pod".into(), "net".into()];
+        groups = vec!["images".into(), "pod".into(), "net".into(), "api".into()];
     }
     let podctl = fs::canonicalize(&podctl).expect("podctl binary");
     enter_own_network_namespace();
@@ -43,13 +44,14 @@ fn main() {
                 pod::pod_start_vs_runc(&podctl);
                 pod::pod_init_rss(&podctl);
             }
+            "api" => api::api(&podctl),
             "net" => {
                 net::proxy_sync();
                 net::pod_net_setup_teardown();
                 net::clusterip_overhead(&podctl);
             }
             other => {
-                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net)");
+                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api)");
                 std::process::exit(2);
             }
         }

@@ -62,8 +62,6 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             let (kind, verbs): (&str, &[&str]) = match *sub {
                 "status" => (r.kind, &["get", "patch", "update"]),
                 "scale" => ("Scale", &["get", "patch", "update"]),
-                "log" => ("Pod", &["get"]),
-                "exec" => ("PodExecOptions", &["create", "get"]),
                 _ => ("Binding", &["create"]),
             };
             resources.push(json!({

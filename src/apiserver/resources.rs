@@ -27,7 +27,7 @@ const fn core(
 
 pub static RESOURCES: &[Resource] = &[
     core("namespaces", "Namespace", false, &["ns"], &["status"]),
-    core("pods", "Pod", true, &["po"], &["status", "log", "exec", "binding"]),
+    core("pods", "Pod", true, &["po"], &["status", "binding"]),
     core("nodes", "Node", false, &["no"], &["status"]),
     core("services", "Service", true, &["svc"], &["status"]),
     core("endpoints", "Endpoints", true, &["ep"], &[]),

@@ -1,0 +1,215 @@
+//! `bench/run api`: the API server on its embedded store: pod creates per second from
+//! concurrent clients, a list of 10,000 pods, watch delivery latency to 100 watchers, and
+//! the server's memory with 10,000 pods stored.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{median, report};
+
+const CLIENTS: usize = 8;
+const PODS: usize = 10_000;
+const WATCHERS: usize = 100;
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _dir: testkit::TempDir,
+}
+
+impl Server {
+    fn start(podctl: &Path) -> Server {
+        let dir = testkit::temp_dir();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(podctl)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["apiserver", "--listen", &addr.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(dir.path().join("kubeconfig").exists() && TcpStream::connect(addr).is_ok()) {
+            assert!(Instant::now() < deadline, "apiserver did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection for requests with Content-Length answers.
+struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    host: SocketAddr,
+}
+
+impl Connection {
+    fn open(addr: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Connection { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream, host: addr }
+    }
+
+    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        self.send(method, path, "application/json", body)
+    }
+
+    fn patch(&mut self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        self.send("PATCH", path, "application/merge-patch+json", body)
+    }
+
+    fn send(&mut self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        self.writer.write_all(head.as_bytes()).unwrap();
+        self.writer.write_all(body).unwrap();
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).unwrap();
+        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, body)
+    }
+}
+
+fn pod(name: &str, note: &str) -> Vec<u8> {
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"app":"bench"}},"annotations":{{"sent":"{note}"}}}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+    )
+    .into_bytes()
+}
+
+fn nanos_now() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+pub fn api(podctl: &Path) {
+    let server = Server::start(podctl);
+    let addr = server.addr;
+
+    // Creates: CLIENTS connections, PODS pods in all.
+    let start = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut connection = Connection::open(addr);
+                for i in (c..PODS).step_by(CLIENTS) {
+                    let (status, body) =
+                        connection.request("POST", "/api/v1/namespaces/default/pods", &pod(&format!("pod-{i}"), ""));
+                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    report("api_creates_per_s", PODS as f64 / start.elapsed().as_secs_f64(), "objects/s");
+
+    let mut connection = Connection::open(addr);
+    let samples: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let (status, body) = connection.request("GET", "/api/v1/namespaces/default/pods", b"");
+            let elapsed = start.elapsed().as_secs_f64();
+            assert_eq!(status, 200);
+            assert!(body.len() > PODS * 100);
+            elapsed
+        })
+        .collect();
+    report("api_list_10k", median(samples) * 1000.0, "ms");
+    report("api_rss_10k", rss_mib(server.child.id()), "MiB");
+
+    // Watch latency: WATCHERS watches on pods; a writer updates one pod, stamping the
+    // time it sent each write; every watcher notes when each event arrived.
+    const WRITES: usize = 100;
+    let (_, list) = connection.request("GET", "/api/v1/namespaces/default/pods?limit=1", b"");
+    let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+    let revision = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let ready = Arc::new(Barrier::new(WATCHERS + 1));
+    let watchers: Vec<_> = (0..WATCHERS)
+        .map(|_| {
+            let (ready, revision) = (ready.clone(), revision.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                let path = format!(
+                    "/api/v1/namespaces/default/pods?watch=true&resourceVersion={revision}&fieldSelector=metadata.name%3Dpod-0&timeoutSeconds=60"
+                );
+                write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                while line != "\r\n" {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                }
+                ready.wait();
+                let mut latencies = Vec::new();
+                while latencies.len() < WRITES {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap() == 0 {
+                        break;
+                    }
+                    // Chunk-size lines and blank lines interleave with the events.
+                    if let Some(at) = line.find("\"sent\":\"") {
+                        let arrived = nanos_now();
+                        let rest = &line[at + 8..];
+                        let sent: u128 = rest[..rest.find('"').unwrap()].parse().unwrap();
+                        latencies.push((arrived - sent) as f64 / 1e6);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    ready.wait();
+    let mut writer = Connection::open(addr);
+    for _ in 0..WRITES {
+        let patch = format!(r#"{{"metadata":{{"annotations":{{"sent":"{}"}}}}}}"#, nanos_now());
+        let (status, body) = writer.patch("/api/v1/namespaces/default/pods/pod-0", patch.as_bytes());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut all: Vec<f64> = watchers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    all.sort_by(f64::total_cmp);
+    assert!(all.len() >= WATCHERS * WRITES * 9 / 10, "only {} events arrived", all.len());
+    report("api_watch_p50", all[all.len() / 2], "ms");
+    report("api_watch_p99", all[all.len() * 99 / 100], "ms");
+}
