@@ -322,6 +322,24 @@ fn watches_see_every_change_in_order_and_resume() {
 }
 
 #[test]
+fn kubectl_works_the_same_on_the_etcd_backend() {
+    let etcd = testkit::etcd::Etcd::start();
+    let api = ApiServer::start(&["--etcd-endpoints", &etcd.endpoint]);
+    let first = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);
+    assert!(first.contains("deployment.apps/web created"), "{first}");
+    let second = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);
+    assert!(second.lines().all(|l| l.ends_with(" unchanged")), "{second}");
+    assert_eq!(api.kubectl(&["get", "pods", "-n", "shop", "-o", "name"]), "pod/solo\n");
+    api.kubectl(&["scale", "deployment", "web", "-n", "shop", "--replicas=3"]);
+    assert_eq!(api.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]), "3");
+    // The objects live in etcd: a new server on another data directory finds them.
+    let again = ApiServer::start(&["--etcd-endpoints", &etcd.endpoint]);
+    assert_eq!(again.kubectl(&["get", "configmap", "settings", "-n", "shop", "-o", "jsonpath={.data.color}"]), "blue");
+    api.kubectl(&["delete", "namespace", "shop"]);
+    assert!(!again.kubectl(&["get", "namespaces", "-o", "name"]).contains("shop"));
+}
+
+#[test]
 fn objects_survive_a_killed_server() {
     let api = ApiServer::start(&[]);
     api.kubectl(&["create", "configmap", "kept", "--from-literal=k=v"]);

@@ -29,12 +29,14 @@ use serde_json::json;
 use self::http::Server;
 use self::resources::Resource;
 use self::services::Allocator;
-use self::store::{SqliteStore, Store};
+use self::store::{EtcdStore, SqliteStore, Store};
 
 /// How the server is set up.
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Keep objects in this etcd cluster instead of the embedded store.
+    pub etcd_endpoints: Vec<String>,
     /// Bearer tokens (kube-apiserver's token file: `token,user,uid[,"groups"]` per line).
     pub token_file: Option<PathBuf>,
     /// Serve beyond loopback with no authentication.
@@ -62,7 +64,11 @@ pub fn run(config: Config) -> Result<()> {
     }
     let dir = config.data_dir.join("apiserver");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("state.db"))?);
+    let store: Arc<dyn Store> = if config.etcd_endpoints.is_empty() {
+        Arc::new(SqliteStore::open(&dir.join("state.db"))?)
+    } else {
+        Arc::new(EtcdStore::connect(&config.etcd_endpoints)?)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)

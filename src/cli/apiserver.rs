@@ -16,6 +16,9 @@ pub struct ApiserverArgs {
     /// Address and port to serve on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Keep objects in etcd (comma-separated client URLs) instead of the embedded store
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
     /// Bearer tokens, one `token,user,uid[,"group,..."]` per line: every request must carry
     /// one of them
     #[arg(long, value_name = "FILE")]
@@ -45,6 +48,7 @@ impl ApiserverArgs {
         apiserver::run(apiserver::Config {
             listen: self.listen,
             data_dir: opts.data_dir.clone(),
+            etcd_endpoints: self.etcd_endpoints,
             token_file: self.token_file,
             allow_unauthenticated: self.allow_unauthenticated,
             tls: self.tls_cert_file.zip(self.tls_private_key_file),

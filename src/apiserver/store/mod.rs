@@ -1,12 +1,16 @@
 //! Object storage with one global revision, as etcd keeps it: every write gets the next
 //! revision, a key's history is kept until compaction, and a watch can resume from any
-//! revision still retained. The embedded backend is SQLite (`sqlite`); the trait is what
-//! the REST layer sees.
+//! revision still retained. The embedded backend is SQLite (`sqlite`), the other etcd
+//! (`etcd`); the trait is what the REST layer sees.
 
+mod etcd;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use tokio::sync::broadcast;
 
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

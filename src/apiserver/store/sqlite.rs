@@ -272,76 +272,9 @@ mod tests {
     }
 
     #[test]
-    fn revisions_are_global_and_conflicts_are_caught() {
+    fn the_store_contract() {
         let (_dir, s) = store();
-        let a = s.create("/pods/ns/a", b"1").unwrap();
-        let b = s.create("/pods/ns/b", b"1").unwrap();
-        assert_eq!((a, b), (1, 2));
-        assert!(matches!(s.create("/pods/ns/a", b"x"), Err(StoreError::AlreadyExists(_))));
-        let a2 = s.update("/pods/ns/a", b"2", Some(a)).unwrap();
-        assert_eq!(a2, 3);
-        match s.update("/pods/ns/a", b"3", Some(a)) {
-            Err(StoreError::Conflict { current, expected, .. }) => assert_eq!((current, expected), (3, 1)),
-            other => panic!("{other:?}"),
-        }
-        let kv = s.get("/pods/ns/a").unwrap().unwrap();
-        assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"2"[..], 1, 3));
-        let (deleted, at) = s.delete("/pods/ns/a", None).unwrap();
-        assert_eq!((deleted.value.as_slice(), at), (&b"2"[..], 4));
-        assert_eq!(s.get("/pods/ns/a").unwrap(), None);
-        assert!(matches!(s.delete("/pods/ns/a", None), Err(StoreError::NotFound(_))));
-        // A deleted key can be made again, with a new create revision.
-        assert_eq!(s.create("/pods/ns/a", b"new").unwrap(), 5);
-        assert_eq!(s.revision().unwrap(), 5);
-    }
-
-    #[test]
-    fn lists_pages_in_key_order_under_a_prefix() {
-        let (_dir, s) = store();
-        for name in ["c", "a", "b", "d"] {
-            s.create(&format!("/pods/ns1/{name}"), name.as_bytes()).unwrap();
-        }
-        s.create("/pods/ns10/x", b"x").unwrap();
-        s.create("/services/ns1/a", b"s").unwrap();
-        s.delete("/pods/ns1/d", None).unwrap();
-        let page = s.list("/pods/ns1/", None, 2).unwrap();
-        assert_eq!(page.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/pods/ns1/a", "/pods/ns1/b"]);
-        assert!(page.more);
-        assert_eq!(page.revision, 7);
-        let rest = s.list("/pods/ns1/", Some("/pods/ns1/b"), 2).unwrap();
-        assert_eq!(rest.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/pods/ns1/c"]);
-        assert!(!rest.more);
-        assert_eq!(s.list("/pods/", None, 0).unwrap().items.len(), 4);
-    }
-
-    #[test]
-    fn events_resume_from_any_kept_revision_until_compacted() {
-        let (_dir, s) = store();
-        let mut live = s.subscribe();
-        s.create("/pods/ns/a", b"1").unwrap();
-        s.update("/pods/ns/a", b"2", None).unwrap();
-        s.create("/services/ns/a", b"s").unwrap();
-        s.delete("/pods/ns/a", None).unwrap();
-        let events = s.events_since("/pods/", 0).unwrap();
-        let summary: Vec<(EventKind, i64, bool, &[u8])> =
-            events.iter().map(|e| (e.kind.clone(), e.revision, e.created, e.kv.value.as_slice())).collect();
-        assert_eq!(
-            summary,
-            [
-                (EventKind::Put, 1, true, &b"1"[..]),
-                (EventKind::Put, 2, false, &b"2"[..]),
-                (EventKind::Delete, 4, false, &b"2"[..])
-            ]
-        );
-        assert_eq!(s.events_since("/pods/", 2).unwrap().len(), 1);
-        assert_eq!(live.try_recv().unwrap().revision, 1);
-
-        s.compact(3).unwrap();
-        assert!(matches!(s.events_since("/pods/", 1), Err(StoreError::Compacted { requested: 1, compacted: 3 })));
-        assert_eq!(s.events_since("/", 3).unwrap().len(), 1);
-        // Current values survive compaction.
-        assert_eq!(s.get("/services/ns/a").unwrap().unwrap().value, b"s");
-        assert_eq!(s.revision().unwrap(), 4);
+        super::super::tests::contract(&s);
     }
 
     #[test]

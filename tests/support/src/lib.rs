@@ -2,6 +2,7 @@
 //! from Debian's `busybox-static` written as an OCI layout, an `oci-archive` and a
 //! `docker-archive`; hand-made (also hostile) layers; a `docker-registry` on loopback.
 
+pub mod etcd;
 pub mod netns;
 pub mod node;
 pub mod registry;
