@@ -22,7 +22,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(podctl: &Path) -> Server {
+    fn start(podctl: &Path, extra: &[&str]) -> Server {
         let dir = testkit::temp_dir();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -30,6 +30,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["apiserver", "--listen", &addr.to_string()])
+            .args(extra)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -121,8 +122,16 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// The figures on the embedded store, then on etcd (`_etcd`), whose own memory is not
+/// counted in `api_rss_10k_etcd`.
 pub fn api(podctl: &Path) {
-    let server = Server::start(podctl);
+    api_on(podctl, &[], "");
+    let etcd = testkit::etcd::Etcd::start();
+    api_on(podctl, &["--etcd-endpoints", &etcd.endpoint], "_etcd");
+}
+
+fn api_on(podctl: &Path, extra: &[&str], suffix: &str) {
+    let server = Server::start(podctl, extra);
     let addr = server.addr;
 
     // Creates: CLIENTS connections, PODS pods in all.
@@ -142,7 +151,7 @@ pub fn api(podctl: &Path) {
     for client in clients {
         client.join().unwrap();
     }
-    report("api_creates_per_s", PODS as f64 / start.elapsed().as_secs_f64(), "objects/s");
+    report(&format!("api_creates_per_s{suffix}"), PODS as f64 / start.elapsed().as_secs_f64(), "objects/s");
 
     let mut connection = Connection::open(addr);
     let samples: Vec<f64> = (0..5)
@@ -155,8 +164,8 @@ pub fn api(podctl: &Path) {
             elapsed
         })
         .collect();
-    report("api_list_10k", median(samples) * 1000.0, "ms");
-    report("api_rss_10k", rss_mib(server.child.id()), "MiB");
+    report(&format!("api_list_10k{suffix}"), median(samples) * 1000.0, "ms");
+    report(&format!("api_rss_10k{suffix}"), rss_mib(server.child.id()), "MiB");
 
     // Watch latency: WATCHERS watches on pods; a writer updates one pod, stamping the
     // time it sent each write; every watcher notes when each event arrived.
@@ -210,6 +219,6 @@ pub fn api(podctl: &Path) {
     let mut all: Vec<f64> = watchers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     all.sort_by(f64::total_cmp);
     assert!(all.len() >= WATCHERS * WRITES * 9 / 10, "only {} events arrived", all.len());
-    report("api_watch_p50", all[all.len() / 2], "ms");
-    report("api_watch_p99", all[all.len() * 99 / 100], "ms");
+    report(&format!("api_watch_p50{suffix}"), all[all.len() / 2], "ms");
+    report(&format!("api_watch_p99{suffix}"), all[all.len() * 99 / 100], "ms");
 }

@@ -7,18 +7,25 @@
 use std::future::Future;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use tokio::sync::broadcast;
 
 use super::{Event, EventKind, KeyValue, Page, Result, Store, StoreError};
 
 pub struct EtcdStore {
+    /// For watches.
     client: Client,
+    /// For reads and writes, taking answers as large as a list of many objects.
+    kv: KvClient,
     runtime: tokio::runtime::Runtime,
     events: broadcast::Sender<Event>,
 }
+
+/// The largest answer read from etcd (gRPC's default is 4 MiB: a list of some thousand
+/// objects).
+const MAX_ANSWER: usize = 1 << 30;
 
 fn backend(e: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("etcd: {e}"))
@@ -73,8 +80,9 @@ impl EtcdStore {
             .build()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let client = runtime.block_on(Client::connect(endpoints, None)).map_err(backend)?;
+        let kv = client.kv_client().max_decoding_message_size(MAX_ANSWER);
         let (events, _) = broadcast::channel(4096);
-        let store = EtcdStore { client, runtime, events };
+        let store = EtcdStore { client, kv, runtime, events };
         store.follow()?;
         Ok(store)
     }
@@ -116,7 +124,7 @@ impl EtcdStore {
     /// Runs a transaction that writes `key` if `condition` holds; returns the revision of
     /// the write and the key's current value when it did not.
     fn conditional(&self, condition: Compare, write: TxnOp, key: &str) -> Result<(bool, i64, Option<KeyValue>)> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         let key = key.to_string();
         self.run(async move {
             let txn = Txn::new().when([condition]).and_then([write]).or_else([TxnOp::get(key, None)]);
@@ -133,7 +141,7 @@ impl EtcdStore {
 
 impl Store for EtcdStore {
     fn revision(&self) -> Result<i64> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         self.run(async move {
             let response = client.get("/", Some(GetOptions::new().with_count_only())).await.map_err(backend)?;
             Ok(response.header().map_or(0, |h| h.revision()))
@@ -141,7 +149,7 @@ impl Store for EtcdStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let (mut client, key) = (self.client.clone(), key.to_string());
+        let (mut client, key) = (self.kv.clone(), key.to_string());
         self.run(async move {
             let response = client.get(key, None).await.map_err(backend)?;
             Ok(response.kvs().first().map(key_value))
@@ -149,7 +157,7 @@ impl Store for EtcdStore {
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         let from = start_after.map(|s| format!("{s}\0")).unwrap_or_else(|| prefix.to_string());
         let end = range_end(prefix);
         self.run(async move {
@@ -234,7 +242,7 @@ impl Store for EtcdStore {
     }
 
     fn compact(&self, revision: i64) -> Result<()> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         self.run(async move {
             match client.compact(revision, None).await {
                 Ok(_) => Ok(()),

@@ -14,7 +14,12 @@ use super::{Event, EventKind, KeyValue, Page, Result, Store, StoreError};
 pub struct SqliteStore {
     db: Mutex<Connection>,
     events: broadcast::Sender<Event>,
+    /// Dropped with the store, which ends the checkpointing thread.
+    _checkpoints: std::sync::mpsc::Sender<()>,
 }
+
+/// How often the write-ahead log is copied into the database.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -34,6 +39,7 @@ impl SqliteStore {
         db.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
+             PRAGMA wal_autocheckpoint = 0;
              CREATE TABLE IF NOT EXISTS kv (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  name TEXT NOT NULL,
@@ -47,7 +53,8 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         let (events, _) = broadcast::channel(4096);
-        Ok(SqliteStore { db: Mutex::new(db), events })
+        let checkpoints = checkpoint_in_background(path)?;
+        Ok(SqliteStore { db: Mutex::new(db), events, _checkpoints: checkpoints })
     }
 
     fn newest(tx: &Connection, key: &str) -> Result<Option<Row>> {
@@ -98,6 +105,26 @@ impl SqliteStore {
             .map_err(backend)?
             .unwrap_or(0))
     }
+}
+
+/// Checkpoints the write-ahead log from a connection of its own, in PASSIVE mode (it never
+/// waits for or holds back a writer), so that no write pays for a checkpoint — SQLite's
+/// automatic one runs inside the commit that crosses its threshold. Ends when the returned
+/// sender is dropped.
+fn checkpoint_in_background(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
+    let db = Connection::open(path).map_err(backend)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL) {
+                if let Err(e) = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("checkpoint: {e}");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    Ok(stop)
 }
 
 /// The first key after every key that starts with `prefix`.

@@ -86,6 +86,6 @@ fn events_resume_from_any_kept_revision_until_compacted(s: &dyn Store) {
 #[test]
 fn the_store_contract_on_etcd() {
     let etcd = testkit::etcd::Etcd::start();
-    let store = super::EtcdStore::connect(&[etcd.endpoint.clone()]).unwrap();
+    let store = super::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).unwrap();
     contract(&store);
 }
