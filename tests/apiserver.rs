@@ -2,7 +2,7 @@
 //! HTTP for what kubectl never sends wrong. Each test starts its own server on a loopback
 //! port with a scratch data directory.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -468,4 +468,65 @@ fn bad_requests_get_a_status_naming_the_problem() {
     assert!(name.starts_with("gen-") && name.len() == 9);
     let (status, _) = api.http("GET", &format!("/api/v1/namespaces/default/configmaps/{name}"), &[], b"");
     assert_eq!(status, 404);
+}
+
+#[test]
+fn a_watcher_that_does_not_read_holds_back_no_one() {
+    let api = ApiServer::start(&[]);
+    let watch = |stream: &mut TcpStream| {
+        let request = format!(
+            "GET /api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=60 HTTP/1.1\r\nHost: {}\r\n\r\n",
+            api.addr
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+    };
+    // One watcher never reads a byte; another counts what it gets.
+    let mut stalled = TcpStream::connect(api.addr).unwrap();
+    watch(&mut stalled);
+    let mut reader = TcpStream::connect(api.addr).unwrap();
+    watch(&mut reader);
+    std::thread::sleep(Duration::from_millis(300));
+    const WRITES: usize = 3000;
+    let addr = api.addr;
+    let counter = std::thread::spawn(move || {
+        reader.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        const ADDED: &[u8] = b"\"type\":\"ADDED\"";
+        let (mut seen, mut tail, mut chunk) = (0, Vec::new(), [0u8; 65536]);
+        while seen < WRITES {
+            let n = reader.read(&mut chunk).expect("events keep coming");
+            assert!(n > 0, "watch ended after {seen} events");
+            // What is new, with the end of the last read in case a marker straddles both.
+            tail.extend_from_slice(&chunk[..n]);
+            seen += tail.windows(ADDED.len()).filter(|w| *w == ADDED).count();
+            let keep = tail.len().saturating_sub(ADDED.len() - 1);
+            tail.drain(..keep);
+        }
+        seen
+    });
+    let big = "x".repeat(2000);
+    let mut connection = TcpStream::connect(addr).unwrap();
+    let mut reply = BufReader::new(connection.try_clone().unwrap());
+    for i in 0..WRITES {
+        let body = format!(r#"{{"metadata":{{"name":"cm-{i}"}},"data":{{"pad":"{big}"}}}}"#);
+        let request = format!(
+            "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        connection.write_all(request.as_bytes()).unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reply.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reply.read_exact(&mut body).unwrap();
+    }
+    assert_eq!(counter.join().unwrap(), WRITES);
+    drop(stalled);
 }
