@@ -244,6 +244,16 @@ fn kubectl_creates_applies_gets_patches_scales_and_deletes() {
     );
     assert_eq!(status, 400);
     assert!(body["message"].as_str().unwrap().contains("unknown field \"spec.containers[0].imagee\""), "{body}");
+    // By default they are dropped with a warning, which kubectl prints.
+    let out = api.kubectl_output(
+        &["patch", "pod", "solo", "-n", "shop", "-p", r#"{"spec":{"containers":[{"name":"c","imagee":"x"}]}}"#],
+        None,
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Warning: unknown field \"spec.containers[0].imagee\""), "{stderr}");
+    let pod = api.kubectl(&["get", "pod", "solo", "-n", "shop", "-o", "json"]);
+    assert!(!pod.contains("imagee"), "{pod}");
 
     api.kubectl(&["scale", "deployment", "web", "-n", "shop", "--replicas=5"]);
     assert_eq!(api.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]), "5");

@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, broadcast, mpsc};
 
 use super::discovery;
 use super::errors::ApiError;
-use super::objects::{self, prepare_create, prepare_update};
+use super::objects::{self, Validation, prepare_create, prepare_update};
 use super::patch::{self, PatchType};
 use super::resources::Resource;
 use super::selectors::Selector;
@@ -70,6 +70,18 @@ pub async fn handle(State(server): State<Shared>, request: Request) -> Response 
         Ok(response) => response,
         Err(e) => error_response(&e),
     }
+}
+
+/// The unknown fields dropped from a written object go back as `Warning` headers (unless
+/// `fieldValidation=Ignore`), which kubectl prints.
+fn warned(mut response: Response, validation: &Validation) -> Response {
+    for field in validation.warnings() {
+        let warning = format!("299 - \"unknown field \\\"{field}\\\"\"");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// The query parameters we act on.
@@ -164,6 +176,8 @@ async fn route(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let as_table = table::wanted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
     let kind = target.resource.kind;
+    let mut validation = Validation::from_query(query.get("fieldValidation"));
+    let validation = &mut validation;
     match (method, &target.name, target.subresource.as_deref()) {
         (&Method::GET, None, None) if query.flag("watch") => watch(server, &target, query, as_table),
         (&Method::GET, None, None) if !as_table && selector(&target, query)?.is_empty() => {
@@ -185,7 +199,8 @@ async fn route(
         }
         (&Method::POST, None, None) => {
             let object = decode(&body, content_type, target.resource.kind)?;
-            create(server, &target, object, query).await.map(|(code, v)| json_response(code, &v))
+            let (code, made) = create(server, &target, object, query, validation).await?;
+            Ok(warned(json_response(code, &made), validation))
         }
         (&Method::DELETE, None, None) => {
             delete_collection(server, &target, query).await.map(|v| json_response(200, &v))
@@ -200,14 +215,16 @@ async fn route(
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let object = decode(&body, content_type, target.resource.kind)?;
-            update(server, &target, name, sub, |_| Ok(object), query).await.map(|v| json_response(200, &v))
+            let written = update(server, &target, name, sub, |_| Ok(object), query, validation).await?;
+            Ok(warned(json_response(200, &written), validation))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let kind = PatchType::from_content_type(content_type)?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
             let patcher = move |current: &Value| patch::apply(current, &patch, kind);
-            update(server, &target, name, sub, patcher, query).await.map(|v| json_response(200, &v))
+            let written = update(server, &target, name, sub, patcher, query, validation).await?;
+            Ok(warned(json_response(200, &written), validation))
         }
         (&Method::DELETE, Some(name), None) => {
             let options = if body.is_empty() { json!({}) } else { decode(&body, content_type, target.resource.kind)? };
@@ -227,7 +244,7 @@ async fn route(
                 pod["spec"]["nodeName"] = node.clone().into();
                 Ok(pod)
             };
-            update(server, &target, name, None, bind, query).await?;
+            update(server, &target, name, None, bind, query, validation).await?;
             Ok(json_response(
                 201,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -257,7 +274,9 @@ async fn route(
                 object["spec"]["replicas"] = replicas.into();
                 Ok(object)
             };
-            update(server, &target, name, None, rescale, query).await.map(|v| json_response(200, &scale_of(&v)))
+            update(server, &target, name, None, rescale, query, validation)
+                .await
+                .map(|v| json_response(200, &scale_of(&v)))
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
@@ -272,7 +291,7 @@ impl Target {
 
 /// Creates `object` as a POST to `target` would, without a request around it.
 pub async fn create_object(server: &Shared, target: &Target, object: Value) -> Result<Value, ApiError> {
-    create(server, target, object, &Query::default()).await.map(|(_, object)| object)
+    create(server, target, object, &Query::default(), &mut Validation::from_query(None)).await.map(|(_, object)| object)
 }
 
 fn resolve(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
@@ -454,9 +473,14 @@ fn continue_key(token: &str, prefix: &str) -> Result<String, ApiError> {
     if key.starts_with(prefix) { Ok(key) } else { Err(bad()) }
 }
 
-async fn create(server: &Shared, target: &Target, object: Value, query: &Query) -> Result<(u16, Value), ApiError> {
-    let strict = query.get("fieldValidation") == Some("Strict");
-    let object = prepare_create(target.resource, target.namespace.as_deref(), object, strict)?;
+async fn create(
+    server: &Shared,
+    target: &Target,
+    object: Value,
+    query: &Query,
+    validation: &mut Validation,
+) -> Result<(u16, Value), ApiError> {
+    let object = prepare_create(target.resource, target.namespace.as_deref(), object, validation)?;
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let _writes = server.writes.lock().await;
     if let Some(ns) = &target.namespace
@@ -536,7 +560,7 @@ fn create_default_service_account(server: &Shared, namespace: &str) -> Result<()
         accounts,
         Some(namespace),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
-        false,
+        &mut Validation::from_query(None),
     )?;
     match server.store.create(&accounts.key(Some(namespace), "default"), &encode(&account)) {
         Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
@@ -553,6 +577,7 @@ async fn update(
     subresource: Option<&str>,
     change: impl FnOnce(&Value) -> Result<Value, ApiError>,
     query: &Query,
+    validation: &mut Validation,
 ) -> Result<Value, ApiError> {
     let (current_kv, current) = read(server, target, name)?;
     let key = current_kv.key.clone();
@@ -577,8 +602,7 @@ async fn update(
         }
         _ => {}
     }
-    let strict = query.get("fieldValidation") == Some("Strict");
-    let next = prepare_update(target.resource, &current, next, strict)?;
+    let next = prepare_update(target.resource, &current, next, validation)?;
     if query.get("dryRun") == Some("All") {
         return Ok(next);
     }

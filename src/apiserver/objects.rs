@@ -10,13 +10,34 @@ use serde_json::{Map, Value, json};
 use super::errors::ApiError;
 use super::resources::Resource;
 
+/// What to do with fields an object's type does not have (`fieldValidation`): refuse the
+/// object (Strict), or drop them and say so (Warn, the default) or not (Ignore), as
+/// kube-apiserver does.
+pub struct Validation {
+    strict: bool,
+    warn: bool,
+    /// The fields dropped.
+    unknown: Vec<String>,
+}
+
+impl Validation {
+    pub fn from_query(value: Option<&str>) -> Validation {
+        Validation { strict: value == Some("Strict"), warn: value != Some("Ignore"), unknown: Vec::new() }
+    }
+
+    /// The unknown fields to name in Warning headers.
+    pub fn warnings(&self) -> &[String] {
+        if self.warn { &self.unknown } else { &[] }
+    }
+}
+
 /// Checks that `object` is a `kind` its URL allows and has a valid type, and returns it
 /// with the server's metadata for a new object. `namespace` is the URL's.
 pub fn prepare_create(
     resource: &Resource,
     namespace: Option<&str>,
     mut object: Value,
-    strict: bool,
+    validation: &mut Validation,
 ) -> Result<Value, ApiError> {
     check_kind(resource, &mut object)?;
     let meta = metadata_mut(&mut object)?;
@@ -52,7 +73,7 @@ pub fn prepare_create(
     for owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         meta.remove(owned);
     }
-    typed_check(resource, &object, strict)?;
+    typed_check(resource, &mut object, validation)?;
     validate(resource, &name, &object)?;
     Ok(object)
 }
@@ -63,7 +84,7 @@ pub fn prepare_update(
     resource: &Resource,
     current: &Value,
     mut object: Value,
-    strict: bool,
+    validation: &mut Validation,
 ) -> Result<Value, ApiError> {
     check_kind(resource, &mut object)?;
     let name = current["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -84,7 +105,7 @@ pub fn prepare_update(
     let spec_changed = object.get("spec") != current.get("spec");
     let meta = metadata_mut(&mut object)?;
     meta.insert("generation".into(), (generation + i64::from(spec_changed)).into());
-    typed_check(resource, &object, strict)?;
+    typed_check(resource, &mut object, validation)?;
     validate(resource, &name, &object)?;
     Ok(object)
 }
@@ -116,55 +137,91 @@ fn metadata_mut(object: &mut Value) -> Result<&mut Map<String, Value>, ApiError>
     meta.as_object_mut().ok_or_else(|| ApiError::bad_request("metadata: expected an object"))
 }
 
-/// Deserializes into the kind's k8s-openapi type: a wrong type is a 400 naming the path;
-/// with `strict`, a field the type does not have is one too.
-fn typed_check(resource: &Resource, object: &Value, strict: bool) -> Result<(), ApiError> {
+/// Checks `object` against its kind's k8s-openapi type: a wrong type is a 400 naming the
+/// path; fields the type does not have are refused, or dropped, as `validation` says.
+fn typed_check(resource: &Resource, object: &mut Value, validation: &mut Validation) -> Result<(), ApiError> {
+    let unknown = unknown_fields(resource, object)?;
+    if let Some(field) = unknown.first().filter(|_| validation.strict) {
+        return Err(ApiError::bad_request(format!("strict decoding error: unknown field \"{field}\"")));
+    }
+    for path in &unknown {
+        remove_path(object, path);
+    }
+    validation.unknown.extend(unknown);
+    Ok(())
+}
+
+/// Removes the field at `path` (`spec.containers[0].imagee`, as `collect_unknown` writes
+/// it: field names and list indexes; an unknown field is never a list item itself).
+fn remove_path(object: &mut Value, path: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut here = Some(object);
+    for part in parts {
+        let (name, index) = match part.split_once('[') {
+            Some((name, index)) => (name, index.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        here = here.and_then(|v| v.get_mut(name));
+        if let Some(i) = index {
+            here = here.and_then(|v| v.get_mut(i));
+        }
+    }
+    if let Some(map) = here.and_then(Value::as_object_mut) {
+        map.remove(last);
+    }
+}
+
+/// The fields of `object` that its kind's type does not have (what kube-apiserver warns
+/// about, or refuses under `fieldValidation=Strict`); an error if a field has the wrong type.
+pub fn unknown_fields(resource: &Resource, object: &Value) -> Result<Vec<String>, ApiError> {
     use k8s_openapi::api::{apps, coordination, core, discovery};
-    fn check<T: DeserializeOwned + Serialize>(object: &Value, strict: bool) -> Result<(), ApiError> {
+    fn unknown<T: DeserializeOwned + Serialize>(object: &Value) -> Result<Vec<String>, ApiError> {
         let typed: T = serde_json::from_value(object.clone())
             .map_err(|e| ApiError::bad_request(format!("error decoding the object: {e}")))?;
-        if strict {
-            let known = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
-            if let Some(field) = unknown_field(object, &known, "") {
-                return Err(ApiError::bad_request(format!("strict decoding error: unknown field \"{field}\"")));
-            }
-        }
-        Ok(())
+        let known = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut fields = Vec::new();
+        collect_unknown(object, &known, "", &mut fields);
+        Ok(fields)
     }
     match resource.kind {
-        "Namespace" => check::<core::v1::Namespace>(object, strict),
-        "Pod" => check::<core::v1::Pod>(object, strict),
-        "Node" => check::<core::v1::Node>(object, strict),
-        "Service" => check::<core::v1::Service>(object, strict),
-        "Endpoints" => check::<core::v1::Endpoints>(object, strict),
-        "ConfigMap" => check::<core::v1::ConfigMap>(object, strict),
-        "Secret" => check::<core::v1::Secret>(object, strict),
-        "Event" => check::<core::v1::Event>(object, strict),
-        "ServiceAccount" => check::<core::v1::ServiceAccount>(object, strict),
-        "Deployment" => check::<apps::v1::Deployment>(object, strict),
-        "ReplicaSet" => check::<apps::v1::ReplicaSet>(object, strict),
-        "EndpointSlice" => check::<discovery::v1::EndpointSlice>(object, strict),
-        "Lease" => check::<coordination::v1::Lease>(object, strict),
+        "Namespace" => unknown::<core::v1::Namespace>(object),
+        "Pod" => unknown::<core::v1::Pod>(object),
+        "Node" => unknown::<core::v1::Node>(object),
+        "Service" => unknown::<core::v1::Service>(object),
+        "Endpoints" => unknown::<core::v1::Endpoints>(object),
+        "ConfigMap" => unknown::<core::v1::ConfigMap>(object),
+        "Secret" => unknown::<core::v1::Secret>(object),
+        "Event" => unknown::<core::v1::Event>(object),
+        "ServiceAccount" => unknown::<core::v1::ServiceAccount>(object),
+        "Deployment" => unknown::<apps::v1::Deployment>(object),
+        "ReplicaSet" => unknown::<apps::v1::ReplicaSet>(object),
+        "EndpointSlice" => unknown::<discovery::v1::EndpointSlice>(object),
+        "Lease" => unknown::<coordination::v1::Lease>(object),
         other => Err(ApiError::internal(format!("no type for kind {other}"))),
     }
 }
 
-/// The first path in `given` that the typed round trip `known` dropped. Values the type
-/// keeps as free-form (labels, data) come back whole, so only real unknown fields show.
-fn unknown_field(given: &Value, known: &Value, path: &str) -> Option<String> {
+/// The paths in `given` that the typed round trip `known` dropped. Values the type keeps
+/// as free-form (labels, data) come back whole, so only real unknown fields show.
+fn collect_unknown(given: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
     match (given, known) {
-        (Value::Object(given), Value::Object(known)) => given.iter().find_map(|(key, value)| {
-            let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            match known.get(key) {
-                None if !value.is_null() => Some(here),
-                None => None,
-                Some(k) => unknown_field(value, k, &here),
+        (Value::Object(given), Value::Object(known)) => {
+            for (key, value) in given {
+                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match known.get(key) {
+                    None if !value.is_null() => out.push(here),
+                    None => {}
+                    Some(k) => collect_unknown(value, k, &here, out),
+                }
             }
-        }),
-        (Value::Array(given), Value::Array(known)) => {
-            given.iter().zip(known).enumerate().find_map(|(i, (g, k))| unknown_field(g, k, &format!("{path}[{i}]")))
         }
-        _ => None,
+        (Value::Array(given), Value::Array(known)) => {
+            for (i, (g, k)) in given.iter().zip(known).enumerate() {
+                collect_unknown(g, k, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -292,7 +349,7 @@ mod tests {
     fn create_fills_server_metadata_and_generate_name() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "resourceVersion": "9"},
                          "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
-        let made = prepare_create(pods(), Some("default"), pod, true).unwrap();
+        let made = prepare_create(pods(), Some("default"), pod, &mut Validation::from_query(Some("Strict"))).unwrap();
         let meta = &made["metadata"];
         assert!(meta["name"].as_str().unwrap().starts_with("web-") && meta["name"].as_str().unwrap().len() == 9);
         assert_eq!(meta["namespace"], "default");
@@ -305,19 +362,27 @@ mod tests {
     #[test]
     fn bad_objects_name_what_is_wrong() {
         let wrong_kind = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}});
-        let e = prepare_create(pods(), Some("default"), wrong_kind, false).unwrap_err();
+        let e = prepare_create(pods(), Some("default"), wrong_kind, &mut Validation::from_query(None)).unwrap_err();
         assert_eq!((e.code, e.reason), (400, "BadRequest"));
         let invalid = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c"}]}});
-        let e = prepare_create(pods(), Some("default"), invalid, false).unwrap_err();
+        let e = prepare_create(pods(), Some("default"), invalid, &mut Validation::from_query(None)).unwrap_err();
         assert_eq!(e.code, 422);
         assert!(e.message.starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value"), "{}", e.message);
         assert!(e.message.contains("spec.containers[0].image: Required value"), "{}", e.message);
         let unknown = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}});
-        let e = prepare_create(pods(), Some("default"), unknown.clone(), true).unwrap_err();
+        let e = prepare_create(pods(), Some("default"), unknown.clone(), &mut Validation::from_query(Some("Strict")))
+            .unwrap_err();
         assert_eq!(e.message, "strict decoding error: unknown field \"spec.containers[0].imagePullPolicyy\"");
-        assert!(prepare_create(pods(), Some("default"), unknown, false).is_ok());
+        // Warn (the default): dropped, and named for a Warning header.
+        let mut warn = Validation::from_query(None);
+        let made = prepare_create(pods(), Some("default"), unknown.clone(), &mut warn).unwrap();
+        assert_eq!(made["spec"]["containers"][0], json!({"name": "c", "image": "i"}));
+        assert_eq!(warn.warnings(), ["spec.containers[0].imagePullPolicyy"]);
+        let mut ignore = Validation::from_query(Some("Ignore"));
+        prepare_create(pods(), Some("default"), unknown, &mut ignore).unwrap();
+        assert!(ignore.warnings().is_empty());
         let wrong_type = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
-        let e = prepare_create(pods(), Some("default"), wrong_type, false).unwrap_err();
+        let e = prepare_create(pods(), Some("default"), wrong_type, &mut Validation::from_query(None)).unwrap_err();
         assert!(e.message.starts_with("error decoding the object: invalid type"), "{}", e.message);
     }
 
@@ -327,17 +392,20 @@ mod tests {
             pods(),
             Some("ns"),
             json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}}),
-            false,
+            &mut Validation::from_query(None),
         )
         .unwrap();
         let mut next = current.clone();
         next["metadata"]["uid"] = "forged".into();
         next["metadata"]["labels"] = json!({"a": "b"});
-        let same_spec = prepare_update(pods(), &current, next.clone(), false).unwrap();
+        let same_spec = prepare_update(pods(), &current, next.clone(), &mut Validation::from_query(None)).unwrap();
         assert_eq!(same_spec["metadata"]["uid"], current["metadata"]["uid"]);
         assert_eq!(same_spec["metadata"]["generation"], 1);
         next["spec"]["containers"][0]["image"] = "b".into();
-        assert_eq!(prepare_update(pods(), &current, next, false).unwrap()["metadata"]["generation"], 2);
+        assert_eq!(
+            prepare_update(pods(), &current, next, &mut Validation::from_query(None)).unwrap()["metadata"]["generation"],
+            2
+        );
     }
 
     #[test]
