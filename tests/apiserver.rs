@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -27,22 +27,7 @@ impl ApiServer {
 
     /// On `dir` (a restart keeps what the last server stored).
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> ApiServer {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let _ = std::fs::remove_file(dir.path().join("kubeconfig"));
-        let child = Command::new(PODCTL)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["apiserver", "--listen", &addr.to_string()])
-            .args(extra)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(dir.path().join("kubeconfig").exists() && TcpStream::connect(addr).is_ok()) {
-            assert!(Instant::now() < deadline, "apiserver did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, addr) = testkit::apiserver::start(PODCTL.as_ref(), dir.path(), extra);
         ApiServer { dir, child, addr }
     }
 
@@ -122,10 +107,6 @@ impl Drop for ApiServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 const MANIFEST: &str = r#"

@@ -5,11 +5,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{median, report};
+use crate::{median, report, rss_mib};
 
 const CLIENTS: usize = 8;
 const PODS: usize = 10_000;
@@ -24,21 +24,7 @@ struct Server {
 impl Server {
     fn start(podctl: &Path, extra: &[&str]) -> Server {
         let dir = testkit::temp_dir();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(podctl)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["apiserver", "--listen", &addr.to_string()])
-            .args(extra)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(dir.path().join("kubeconfig").exists() && TcpStream::connect(addr).is_ok()) {
-            assert!(Instant::now() < deadline, "apiserver did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, addr) = testkit::apiserver::start(podctl, dir.path(), extra);
         Server { child, addr, _dir: dir }
     }
 }
@@ -109,17 +95,6 @@ fn pod(name: &str, note: &str) -> Vec<u8> {
 
 fn nanos_now() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024.0
 }
 
 /// The figures on the embedded store, then on etcd (`_etcd`), whose own memory is not

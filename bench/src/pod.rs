@@ -6,7 +6,7 @@ use std::process::Command;
 
 use images::Store;
 
-use crate::{BenchNode, median, report, run, sync, timed};
+use crate::{BenchNode, median, report, rss_mib, run, sync, timed};
 
 /// `pod_start_vs_runc`: `podctl run --rm --net none busybox -- /bin/true` (sandbox + one
 /// container, warm image, removed after) beside `runc run` of a bundle with the same rootfs
@@ -67,13 +67,7 @@ pub fn pod_init_rss(podctl: &Path) {
     let pod = fs::read_dir(&pods).unwrap().next().unwrap().unwrap().path();
     let init: serde_json::Value = serde_json::from_slice(&fs::read(pod.join("init.json")).unwrap()).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let status = fs::read_to_string(format!("/proc/{}/status", init["pid"])).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    report("pod_init_rss", kib / 1024.0, "MiB");
+    let pid = init["pid"].as_u64().expect("pod init pid") as u32;
+    report("pod_init_rss", rss_mib(pid), "MiB");
     run(node.command().args(["rm", "-f", "idle"]));
 }

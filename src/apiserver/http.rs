@@ -19,7 +19,7 @@ use super::patch::{self, PatchType};
 use super::resources::Resource;
 use super::selectors::Selector;
 use super::services::Allocator;
-use super::store::{Event, EventKind, KeyValue, Store, StoreError};
+use super::store::{Event, EventKind, KeyValue, Page, Store, StoreError};
 use super::table;
 
 /// Bodies larger than this are refused (kube-apiserver's limit is 3 MiB).
@@ -372,8 +372,9 @@ fn selector(target: &Target, query: &Query) -> Result<Selector, ApiError> {
     Selector::parse(query.get("labelSelector"), query.get("fieldSelector"), target.resource.kind)
 }
 
-fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, ApiError> {
-    let selector = selector(target, query)?;
+/// The page of stored objects a list asks for (`limit`, `continue`), and the list's
+/// metadata: the revision read at, and the token for the next page if there is one.
+fn read_page(server: &Shared, target: &Target, query: &Query) -> Result<(Page, Value), ApiError> {
     let prefix = target.resource.prefix(target.namespace.as_deref());
     let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
     let start_after = match query.get("continue").filter(|c| !c.is_empty()) {
@@ -381,18 +382,24 @@ fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, ApiErr
         None => None,
     };
     let page = server.store.list(&prefix, start_after.as_deref(), limit).map_err(store_error(target, ""))?;
+    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+    if page.more
+        && let Some(last) = page.items.last()
+    {
+        metadata["continue"] = hex(last.key.as_bytes()).into();
+    }
+    Ok((page, metadata))
+}
+
+fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, ApiError> {
+    let selector = selector(target, query)?;
+    let (page, metadata) = read_page(server, target, query)?;
     let mut items = Vec::with_capacity(page.items.len());
     for kv in &page.items {
         let object = decode_stored(kv)?;
         if selector.matches(&object) {
             items.push(object);
         }
-    }
-    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
-    if page.more
-        && let Some(last) = page.items.last()
-    {
-        metadata["continue"] = hex(last.key.as_bytes()).into();
     }
     Ok(json!({
         "kind": format!("{}List", target.resource.kind),
@@ -406,19 +413,7 @@ fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, ApiErr
 /// resourceVersion spliced in rather than being parsed and written again (the cost of a
 /// list of many objects is otherwise mostly JSON round trips).
 fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Result<Vec<u8>, ApiError> {
-    let prefix = target.resource.prefix(target.namespace.as_deref());
-    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
-    let start_after = match query.get("continue").filter(|c| !c.is_empty()) {
-        Some(token) => Some(continue_key(token, &prefix)?),
-        None => None,
-    };
-    let page = server.store.list(&prefix, start_after.as_deref(), limit).map_err(store_error(target, ""))?;
-    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
-    if page.more
-        && let Some(last) = page.items.last()
-    {
-        metadata["continue"] = hex(last.key.as_bytes()).into();
-    }
+    let (page, metadata) = read_page(server, target, query)?;
     let size: usize = page.items.iter().map(|kv| kv.value.len() + 32).sum();
     let mut out = Vec::with_capacity(size + 256);
     out.extend_from_slice(

@@ -11,8 +11,7 @@ pub struct Etcd {
 impl Etcd {
     pub fn start() -> Etcd {
         let dir = tempfile::tempdir().unwrap();
-        let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (client, peer) = (port(), port());
+        let (client, peer) = (crate::free_port(), crate::free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
         let child = std::process::Command::new("etcd")
             .args(["--name", "test", "--data-dir"])

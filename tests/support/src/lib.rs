@@ -2,6 +2,7 @@
 //! from Debian's `busybox-static` written as an OCI layout, an `oci-archive` and a
 //! `docker-archive`; hand-made (also hostile) layers; a `docker-registry` on loopback.
 
+pub mod apiserver;
 pub mod etcd;
 pub mod netns;
 pub mod node;
@@ -17,6 +18,11 @@ use sha2::{Digest as _, Sha256};
 pub const BUSYBOX: &str = "/bin/busybox";
 
 pub use tempfile::TempDir;
+
+/// A TCP port on loopback that nothing listens on (the moment it is asked).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
 
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
