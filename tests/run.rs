@@ -596,3 +596,51 @@ fn tty_gives_the_container_a_terminal_logged_as_stdout() {
     let cri = std::fs::read_to_string(dir.path().join("typed/0.log")).unwrap();
     assert!(cri.lines().all(|l| l.split(' ').nth(1) == Some("stdout")), "{cri}");
 }
+
+/// A container started again in its pod gets a fresh writable layer, as kubelet's new
+/// container would; the last one's overlay (mounted `volatile`) is not mounted twice.
+#[test]
+fn a_container_started_again_begins_from_its_image() {
+    use runtime::{ContainerSpec, NetworkMode, PodSpec, QosClass, Resources, User};
+    let node = node();
+    let store = images::Store::open(&node.data_dir()).unwrap();
+    let lower_dirs = store.lower_dirs(&store.resolve("busybox").unwrap()).unwrap();
+    let cgroups = runtime::Cgroups::detect(Some(&node.cgroup_root())).unwrap();
+    let mut node_runtime = runtime::Runtime::new(&node.run_dir(), &node.data_dir(), cgroups);
+    node_runtime.init_program = env!("CARGO_BIN_EXE_podctl").into();
+    let pod = node_runtime
+        .create_pod(&PodSpec {
+            uid: "0a1b2c3d-restart".into(),
+            name: "restart".into(),
+            namespace: "default".into(),
+            hostname: "restart".into(),
+            network: NetworkMode::None,
+            hosts: "127.0.0.1 localhost\n".into(),
+            resolv_conf: String::new(),
+            volumes: vec![],
+            qos: QosClass::BestEffort,
+        })
+        .unwrap();
+    let container = ContainerSpec {
+        name: "writer".into(),
+        image: "busybox".into(),
+        lower_dirs,
+        args: ["sh", "-c", "test ! -e /written && touch /written"].map(String::from).to_vec(),
+        env: vec!["PATH=/bin".into()],
+        working_dir: "/".into(),
+        user: User::default(),
+        privileged: false,
+        read_only_rootfs: false,
+        mounts: vec![],
+        resources: Resources::default(),
+        stdin: false,
+        tty: false,
+        log_path: node.log_dir().join("restart/writer/0.log"),
+    };
+    for start in 0..2 {
+        node_runtime.start_container(&pod, &container).unwrap();
+        let status = node_runtime.wait_container(&pod, "writer", Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(status.map(|s| s.exit_code), Some(0), "start {start}");
+    }
+    node_runtime.remove_pod(&pod).unwrap();
+}

@@ -82,14 +82,19 @@ impl Channel {
 
     /// Receives one message and the descriptors that came with it; `None` at end of stream.
     pub fn recv<T: DeserializeOwned>(&self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        let timed_out = |e| match e {
+            nix::Error::EAGAIN => io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
+            e => io::Error::from(e),
+        };
+        // The next message's size first (MSG_PEEK | MSG_TRUNC give a packet's full length,
+        // recv(2)), so the buffer is as large as the message, not as the largest one.
+        let size = socket::recv(self.0.as_raw_fd(), &mut [], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC)
+            .map_err(timed_out)?;
+        let mut buf = vec![0u8; size.clamp(1, MAX_MESSAGE)];
         let mut cmsg = nix::cmsg_space!([RawFd; 3]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = socket::recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(|e| match e {
-                nix::Error::EAGAIN => io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
-                e => io::Error::from(e),
-            })?;
+            .map_err(timed_out)?;
         let mut fds = Vec::new();
         for c in msg.cmsgs().map_err(io::Error::from)? {
             if let ControlMessageOwned::ScmRights(received) = c {

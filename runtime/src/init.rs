@@ -18,10 +18,10 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::cgroups::Cgroup;
+use crate::cgroups::{Cgroup, Forked};
 use crate::channel::{Channel, Listener};
 use crate::logs::{CriLog, Stream, rfc3339_nano};
 use crate::process;
@@ -30,6 +30,9 @@ use crate::state::{ContainerProcess, ExitStatus, PodDirs, PodRecord, ProcessReco
 
 const LOG_MAX_SIZE: u64 = 10 << 20;
 const LOG_MAX_FILES: usize = 5;
+/// How long the pod init waits, idle, before it gives back the pages its work touched.
+const RELEASE_AFTER_IDLE_MS: i32 = 200;
+const PAGE_SIZE: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
@@ -112,16 +115,16 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     let listener = Listener::bind(&dirs.socket())?;
     // CLONE_NEWPID applies to children (pid_namespaces(7)): the child is PID 1.
     // SAFETY: this process is single-threaded.
-    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
-        ForkResult::Parent { child } => {
+    match unsafe { record.cgroup.child("init").fork_into() }? {
+        Forked::Parent(child) => {
             // Recorded before anyone hears of it: whoever finds the pod finds its init.
             let init = ProcessRecord::of(child.as_raw()).ok_or_else(|| io::Error::other("pod init exited at once"))?;
             write_json_atomic(&dirs.init_record(), &init)?;
             println!("{}", child.as_raw());
             io::stdout().flush()
         }
-        ForkResult::Child => {
-            let code = match PodInit::new(dirs, record, listener).and_then(|mut init| init.run()) {
+        Forked::Child(joined) => {
+            let code = match joined.and_then(|()| PodInit::new(dirs, record, listener)).and_then(|mut init| init.run()) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("podctl pod init: {e}");
@@ -163,7 +166,6 @@ struct PodInit {
     execs: Vec<Exec>,
     next_client: u64,
     running: Vec<Running>,
-    in_pod_cgroup: bool,
     shutdown: bool,
 }
 
@@ -196,13 +198,13 @@ impl PodInit {
             execs: Vec::new(),
             next_client: 0,
             running: Vec::new(),
-            in_pod_cgroup: false,
             shutdown: false,
         })
     }
 
     fn run(&mut self) -> io::Result<()> {
-        release_clean_file_pages();
+        // Pages touched since the pod init last gave its clean pages back.
+        let mut touched = true;
         while !self.shutdown {
             let mut fds = vec![
                 libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -221,13 +223,24 @@ impl PodInit {
                     }
                 }
             }
+            // Memory is given back once the pod init has been idle a while, never between
+            // a request and its answer.
+            let timeout = if touched { RELEASE_AFTER_IDLE_MS } else { -1 };
             // SAFETY: fds is a valid array of pollfd.
-            if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
+            match unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) } {
+                0 => {
+                    release_clean_file_pages();
+                    touched = false;
                     continue;
                 }
-                return Err(e);
+                n if n < 0 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                _ => touched = true,
             }
             let ready = |i: usize| fds[i].revents != 0;
             if ready(1) {
@@ -238,27 +251,15 @@ impl PodInit {
                     self.drain(*i, *stream);
                 }
             }
-            let mut served = false;
             for (k, id) in clients.iter().enumerate() {
                 if ready(2 + k) {
                     self.serve(*id);
-                    served = true;
                 }
             }
             if ready(0) {
                 self.accept();
             }
             self.finish_exited();
-            // The pod init joins its pod's cgroup after answering the first start: moving
-            // a process between v1 cgroups waits for an RCU grace period, which the
-            // container's own move has already started.
-            if !self.in_pod_cgroup && !self.running.is_empty() {
-                self.in_pod_cgroup = true;
-                self.record.cgroup.child("init").join(std::process::id() as i32)?;
-            }
-            if served {
-                release_clean_file_pages();
-            }
         }
         Ok(())
     }
@@ -351,20 +352,20 @@ impl PodInit {
             Err(e) => return Some(Response::Error { message: e.to_string() }),
         };
         // SAFETY: the pod init is single-threaded.
-        match unsafe { nix::unistd::fork() } {
+        match unsafe { cgroup.fork_into() } {
             Err(e) => Some(Response::Error { message: format!("fork: {e}") }),
-            Ok(ForkResult::Child) => {
+            Ok(Forked::Child(joined)) => {
                 drop(status_r);
                 let null = || File::open("/dev/null").map(OwnedFd::from);
                 let channel = &self.clients[&client];
                 let send_pty = |master: BorrowedFd| channel.send(&Response::Pty, &[master]);
                 let failure = (|| -> io::Result<()> {
+                    joined.map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}")))?;
                     let [stdin, stdout, stderr] = match stdio {
                         Some(fds) => fds,
                         None => [null()?, null()?, null()?],
                     };
-                    child_setup(stdin, stdout, stderr)?;
-                    cgroup.join(std::process::id() as i32)
+                    child_setup(stdin, stdout, stderr)
                 })()
                 .map_or_else(
                     |e| process::StartError { exit_code: 126, message: e.to_string() },
@@ -372,7 +373,7 @@ impl PodInit {
                 );
                 report_failure(status_w, failure)
             }
-            Ok(ForkResult::Parent { child }) => {
+            Ok(Forked::Parent(child)) => {
                 drop(status_w);
                 match read_failure(status_r) {
                     // The child exits; reap() collects it.
@@ -409,6 +410,14 @@ impl PodInit {
 
     fn spawn(&mut self, container: &ContainerSpec, cgroup: Cgroup) -> io::Result<Running> {
         let paths = self.dirs.container_paths(&self.record.spec, container);
+        // A restarted container starts again from its image, as kubelet's new container
+        // would; and a `volatile` overlay's upper and work dirs cannot be mounted twice.
+        for dir in [&paths.upper, &paths.work] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         for dir in [&paths.rootfs, &paths.upper, &paths.work] {
             std::fs::create_dir_all(dir)?;
         }
@@ -431,35 +440,32 @@ impl PodInit {
         };
         let started_at = rfc3339_nano(SystemTime::now());
         // SAFETY: the pod init is single-threaded.
-        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
-            ForkResult::Child => {
+        match unsafe { cgroup.fork_into() }? {
+            Forked::Child(joined) => {
                 drop((out_r, err_r, status_r, stdin_w, pty_ours));
-                // Joining a cgroup waits for an RCU grace period on v1 (tens of ms): a
-                // thread does it while this one builds the root filesystem. Safe: this
-                // child of a single-threaded process holds no lock another thread needs.
-                let pid = std::process::id() as i32;
-                let joining = cgroup.clone();
-                let joined = std::thread::spawn(move || joining.join(pid));
                 let stdin = match stdin_r.map_or_else(|| File::open("/dev/null").map(OwnedFd::from), Ok) {
                     Ok(stdin) => stdin,
                     // SAFETY: leaving the forked child.
                     Err(_) => unsafe { libc::_exit(128) },
                 };
                 let send_pty = |master: BorrowedFd| pty_theirs.as_ref().expect("tty").send(&(), &[master]);
-                let failure = child_setup(stdin, out_w, err_w).map_or_else(
-                    |e| process::StartError { exit_code: 128, message: e.to_string() },
-                    |()| {
-                        let send: Option<process::SendPty> = container.tty.then_some(&send_pty);
-                        process::setup_and_exec(container, &paths, joined, send)
-                    },
-                );
+                let failure = joined
+                    .map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}")))
+                    .and_then(|()| child_setup(stdin, out_w, err_w))
+                    .map_or_else(
+                        |e| process::StartError { exit_code: 128, message: e.to_string() },
+                        |()| {
+                            let send: Option<process::SendPty> = container.tty.then_some(&send_pty);
+                            process::setup_and_exec(container, &paths, send)
+                        },
+                    );
                 let mut status = File::from(status_w);
                 let _ =
                     status.write_all(&serde_json::to_vec(&(failure.exit_code, &failure.message)).unwrap_or_default());
                 // SAFETY: leaving the forked child without running the parent's atexit work.
                 unsafe { libc::_exit(failure.exit_code) }
             }
-            ForkResult::Parent { child } => {
+            Forked::Parent(child) => {
                 drop((out_w, err_w, status_w, pty_theirs));
                 let failure = read_failure(status_r);
                 if failure.is_none() {
@@ -579,7 +585,9 @@ impl PodInit {
             Stream::Stdout => &mut c.stdout,
             Stream::Stderr => &mut c.stderr,
         };
-        let mut buf = [0u8; 64 << 10];
+        // On the heap: a buffer this size on the stack would keep the idle pod init's
+        // stack deep (see release_clean_file_pages).
+        let mut buf = vec![0u8; 64 << 10];
         let n = pipe.as_mut().map_or(Ok(0), |p| p.read(&mut buf));
         match n {
             Ok(n) if n > 0 => {
@@ -698,43 +706,68 @@ fn own_proc() -> io::Result<()> {
 /// The pod init is exec'd from podctl's large binary, and starting it touches far more of
 /// its code than the idle loop ever runs again. Clean file-backed pages (no private copy,
 /// so nothing is lost: they fault back in from the page cache when used) are dropped from
-/// this process with MADV_DONTNEED (madvise(2)), and freed heap is returned, so an idle
-/// pod costs little memory.
+/// this process with MADV_DONTNEED (madvise(2)), and so are the stack pages below the
+/// current frame, which only the deeper calls of startup used. Freed heap is returned
+/// first: after the drop, every page touched faults back in with its neighbours (the
+/// kernel's fault-around), so nothing but madvise runs between the drop and the next poll.
 fn release_clean_file_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
-    let mut mapping: Option<(usize, usize, bool)> = None;
-    let mut clean = true;
-    let release = |m: Option<(usize, usize, bool)>, clean: bool| {
-        if let Some((start, end, file)) = m
-            && file
-            && clean
+    let (ranges, stack) = clean_file_mappings(&smaps);
+    drop(smaps);
+    // SAFETY: plain libc call (malloc_trim(3)).
+    unsafe { libc::malloc_trim(0) };
+    for &(start, end) in ranges.iter().filter(|(start, end)| start < end) {
+        // SAFETY: a range of our own mappings holding only unmodified file pages.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+    // The stack grows down: everything more than a page below this frame is unused (the
+    // page of margin covers the calls still to come from here).
+    let here = &stack as *const _ as usize & !(PAGE_SIZE - 1);
+    if let Some(start) = stack.filter(|&start| start < here - PAGE_SIZE) {
+        // SAFETY: pages of our own stack below every live frame; they fault back as zeros.
+        unsafe { libc::madvise(start as *mut libc::c_void, here - PAGE_SIZE - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// From /proc/self/smaps: the private, read-only, file-backed mappings with no page of
+/// their own (no dirty, anonymous or swapped page), in a fixed array so that using them
+/// allocates nothing; and where the stack mapping starts.
+fn clean_file_mappings(smaps: &str) -> ([(usize, usize); 64], Option<usize>) {
+    let mut ranges = [(0, 0); 64];
+    let mut count = 0;
+    let mut stack = None;
+    let mut current: Option<(usize, usize)> = None;
+    let mut keep = |m: Option<(usize, usize)>| {
+        if let Some(range) = m
+            && count < ranges.len()
         {
-            // SAFETY: a range of our own mappings holding only unmodified file pages.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+            ranges[count] = range;
+            count += 1;
         }
     };
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let first = fields.next().unwrap_or_default();
         if let Some((start, end)) = first.split_once('-').filter(|(a, _)| a.bytes().all(|b| b.is_ascii_hexdigit())) {
-            release(mapping.take(), clean);
+            keep(current.take());
             let perms = fields.next().unwrap_or_default();
             let path = fields.nth(3).unwrap_or_default();
             let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
                 continue;
             };
+            if path == "[stack]" {
+                stack = Some(start);
+            }
             // Private, not writable, backed by a file (not [heap], [stack], [vdso], …).
-            let file = perms.ends_with('p') && !perms.contains('w') && path.starts_with('/');
-            mapping = Some((start, end, file));
-            clean = true;
-        } else if matches!(first, "Private_Dirty:" | "Anonymous:" | "Swap:") {
-            clean &= fields.next() == Some("0");
+            if perms.ends_with('p') && !perms.contains('w') && path.starts_with('/') {
+                current = Some((start, end));
+            }
+        } else if matches!(first, "Private_Dirty:" | "Anonymous:" | "Swap:") && fields.next() != Some("0") {
+            current = None;
         }
     }
-    release(mapping, clean);
-    // Freed heap goes back to the kernel too (malloc_trim(3)).
-    // SAFETY: plain libc call.
-    unsafe { libc::malloc_trim(0) };
+    keep(current);
+    (ranges, stack)
 }
 
 /// Sets `lo` up in the pod's new network namespace (SIOCSIFFLAGS, netdevice(7)).

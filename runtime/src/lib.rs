@@ -202,8 +202,6 @@ impl Runtime {
         std::fs::create_dir_all(dirs.shm()).map_err(Error::io(format!("pod {name}: shm")))?;
         mount_tmpfs(&dirs.shm(), "mode=1777,size=65536k").map_err(Error::io(format!("pod {name}: mount shm")))?;
         let init = self.spawn_init(dirs).map_err(Error::io(format!("pod {name}: start pod init")))?;
-        state::write_json_atomic(&dirs.init_record(), &init)
-            .map_err(Error::io(format!("pod {name}: write init record")))?;
         if spec.network != NetworkMode::Host {
             bind_netns(init.pid, &dirs.netns).map_err(Error::io(format!("pod {name}: bind netns")))?;
         }

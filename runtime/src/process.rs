@@ -54,17 +54,16 @@ impl StartError {
     }
 }
 
-/// Builds the container around the calling process and execs its command. `cgroup_joined`
-/// is the thread moving this process into its cgroup: it must be done before exec. With
+/// Builds the container around the calling process (already in its cgroup) and execs its
+/// command. With
 /// `send_pty`, the command's stdio is a terminal made inside the container, whose master
 /// goes to `send_pty`.
 pub fn setup_and_exec(
     container: &ContainerSpec,
     paths: &ContainerPaths,
-    cgroup_joined: std::thread::JoinHandle<io::Result<()>>,
     send_pty: Option<SendPty>,
 ) -> StartError {
-    match setup(container, paths, cgroup_joined, send_pty) {
+    match setup(container, paths, send_pty) {
         Ok(exec) => exec.run(),
         Err(e) => e,
     }
@@ -73,7 +72,6 @@ pub fn setup_and_exec(
 fn setup(
     container: &ContainerSpec,
     paths: &ContainerPaths,
-    cgroup_joined: std::thread::JoinHandle<io::Result<()>>,
     send_pty: Option<SendPty>,
 ) -> Result<Exec, StartError> {
     nix::unistd::setsid().map_err(|e| StartError::setup(format!("setsid: {e}")))?;
@@ -91,10 +89,6 @@ fn setup(
     if let Some(send) = send_pty {
         attach_new_pty(send).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
     }
-    cgroup_joined
-        .join()
-        .map_err(|_| StartError::setup("cgroup: the joining thread panicked"))?
-        .map_err(|e| StartError::setup(format!("cgroup: {e}")))?;
     set_rlimits()?;
     let exec = Exec::resolve(container)?;
     restrict(container)?;
