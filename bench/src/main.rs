@@ -132,12 +132,19 @@ struct BenchNode {
 }
 
 impl BenchNode {
+    /// Its run directory is a tmpfs, as /run is on a node (and /run/runc for runc).
     fn new(podctl: &Path) -> BenchNode {
         let node = BenchNode { dir: testkit::temp_dir(), podctl: podctl.to_path_buf() };
+        fs::create_dir(node.run_dir()).unwrap();
+        run(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(node.run_dir()));
         let archive = node.dir.path().join("busybox.tar");
         testkit::busybox_image().write_docker_archive(&archive, Some("busybox:latest"));
         run(node.command().args(["image", "import"]).arg(&archive));
         node
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
     }
 
     fn cgroup_root(&self) -> String {
@@ -156,6 +163,7 @@ impl BenchNode {
 
 impl Drop for BenchNode {
     fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.run_dir()).status();
         if let Ok(cgroups) = runtime::Cgroups::detect(Some(&self.cgroup_root())) {
             let _ = cgroups.root().remove();
         }

@@ -31,7 +31,7 @@ pub fn pod_start_vs_runc(podctl: &Path) {
     // Relative: below runc's own cgroup, never at the top of a hierarchy.
     spec["linux"]["cgroupsPath"] = format!("{}/runc", node.cgroup_root()).into();
     fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
-    let runc_root = node.dir.path().join("runc-state");
+    let runc_root = node.run_dir().join("runc");
 
     let (mut ours, mut peer, mut networked) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..STARTS {
@@ -63,7 +63,7 @@ pub fn pod_init_rss(podctl: &Path) {
     sync();
     let node = BenchNode::new(podctl);
     run(node.command().args(["run", "-d", "--name", "idle", "busybox", "--", "sleep", "600"]));
-    let pods = node.dir.path().join("run/pods");
+    let pods = node.run_dir().join("pods");
     let pod = fs::read_dir(&pods).unwrap().next().unwrap().unwrap().path();
     let init: serde_json::Value = serde_json::from_slice(&fs::read(pod.join("init.json")).unwrap()).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
