@@ -22,13 +22,16 @@ struct ApiServer {
 impl ApiServer {
     fn start(extra: &[&str]) -> ApiServer {
         let dir = tempfile::tempdir().unwrap();
-        ApiServer::start_in(dir, extra)
-    }
-
-    /// On `dir` (a restart keeps what the last server stored).
-    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> ApiServer {
         let (child, addr) = testkit::apiserver::start(PODCTL.as_ref(), dir.path(), extra);
         ApiServer { dir, child, addr }
+    }
+
+    /// Kills the server (SIGKILL) and starts another on what it stored, at `addr`.
+    fn restart_on(&mut self, addr: SocketAddr, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = testkit::apiserver::start_on(PODCTL.as_ref(), self.dir.path(), addr, extra);
+        self.addr = addr;
     }
 
     fn kubeconfig(&self) -> PathBuf {
@@ -94,12 +97,6 @@ impl ApiServer {
         (status, serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string())))
     }
 
-    fn stop(mut self) -> tempfile::TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self.dir, dir)
-    }
 }
 
 impl Drop for ApiServer {
@@ -332,10 +329,9 @@ fn kubectl_works_the_same_on_the_etcd_backend() {
 
 #[test]
 fn objects_survive_a_killed_server() {
-    let api = ApiServer::start(&[]);
+    let mut api = ApiServer::start(&[]);
     api.kubectl(&["create", "configmap", "kept", "--from-literal=k=v"]);
-    let dir = api.stop();
-    let api = ApiServer::start_in(dir, &[]);
+    api.restart_on(api.addr, &[]);
     assert_eq!(api.kubectl(&["get", "configmap", "kept", "-o", "jsonpath={.data.k}"]), "v");
     // Revisions go on from where they were.
     let (_, created) =
@@ -520,4 +516,76 @@ fn a_watcher_that_does_not_read_holds_back_no_one() {
     }
     assert_eq!(counter.join().unwrap(), WRITES);
     drop(stalled);
+}
+
+/// A kube-rs watcher, as a controller runs one, sees every change in order: across a
+/// restart of the server it resumes from its last revision; when what it missed has been
+/// compacted, it gets 410 Gone and lists again.
+#[test]
+fn a_kube_rs_watcher_follows_restarts_and_compactions() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{self, Event};
+
+    let mut api = ApiServer::start(&[]);
+    let home = api.addr;
+    api.kubectl(&["create", "configmap", "a"]);
+    api.kubectl(&["create", "configmap", "b"]);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(api.kubeconfig()).unwrap();
+    let client = tokio.block_on(async {
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        kube::Client::try_from(config).unwrap()
+    });
+    let (events, seen) = std::sync::mpsc::channel();
+    tokio.spawn(async move {
+        let configmaps: kube::Api<ConfigMap> = kube::Api::namespaced(client, "default");
+        // Errors (the server away) are retried after a backoff, as controllers do.
+        let mut stream = watcher::watcher(configmaps, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = stream.next().await {
+            let name = |cm: ConfigMap| cm.metadata.name.unwrap_or_default();
+            let text = match event {
+                Ok(Event::Init) => "list".to_string(),
+                Ok(Event::InitApply(cm)) => format!("listed {}", name(cm)),
+                Ok(Event::InitDone) => "listed".to_string(),
+                Ok(Event::Apply(cm)) => format!("apply {}", name(cm)),
+                Ok(Event::Delete(cm)) => format!("delete {}", name(cm)),
+                Err(_) => continue,
+            };
+            if events.send(text).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |n: usize| -> Vec<String> {
+        (0..n).map(|_| seen.recv_timeout(Duration::from_secs(30)).expect("a watch event")).collect()
+    };
+    assert_eq!(next(4), ["list", "listed a", "listed b", "listed"]);
+    api.kubectl(&["create", "configmap", "c"]);
+    api.kubectl(&["label", "configmap", "a", "x=1"]);
+    api.kubectl(&["delete", "configmap", "b"]);
+    assert_eq!(next(3), ["apply c", "apply a", "delete b"]);
+
+    // Killed and started again: the watcher carries on from where it was, without a list.
+    api.restart_on(home, &[]);
+    api.kubectl(&["create", "configmap", "d"]);
+    assert_eq!(next(1), ["apply d"]);
+
+    // Changes made while the server is elsewhere, then compacted away.
+    let (_, listed) = api.http("GET", "/api/v1/namespaces/default/configmaps", &[], b"");
+    let seen_revision = listed["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    api.restart_on(SocketAddr::from(([127, 0, 0, 1], testkit::free_port())), &["--compaction-interval", "1"]);
+    api.kubectl(&["create", "configmap", "e"]);
+    api.kubectl(&["delete", "configmap", "c"]);
+    let gone = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={seen_revision}&timeoutSeconds=1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !api.http("GET", &gone, &[], b"").1.to_string().contains("410") {
+        assert!(std::time::Instant::now() < deadline, "no compaction past {seen_revision}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    api.restart_on(home, &[]);
+    assert_eq!(next(5), ["list", "listed a", "listed d", "listed e", "listed"]);
+    api.kubectl(&["create", "configmap", "f"]);
+    assert_eq!(next(1), ["apply f"]);
 }

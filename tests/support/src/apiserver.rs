@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 /// kubeconfig. The caller ends the child.
 pub fn start(podctl: &Path, data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     let addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
+    (start_on(podctl, data_dir, addr, extra), addr)
+}
+
+/// The same on `addr`: a server restarted where its clients know to find it.
+pub fn start_on(podctl: &Path, data_dir: &Path, addr: SocketAddr, extra: &[&str]) -> Child {
     let _ = std::fs::remove_file(data_dir.join("kubeconfig"));
     let child = Command::new(podctl)
         .arg("--data-dir")
@@ -24,5 +29,5 @@ pub fn start(podctl: &Path, data_dir: &Path, extra: &[&str]) -> (Child, SocketAd
         assert!(Instant::now() < deadline, "apiserver did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (child, addr)
+    child
 }
