@@ -589,3 +589,33 @@ fn a_kube_rs_watcher_follows_restarts_and_compactions() {
     api.kubectl(&["create", "configmap", "f"]);
     assert_eq!(next(1), ["apply f"]);
 }
+
+/// kubectl 1.32+ sends its typed creates as protobuf: each arrives whole, with what Go
+/// always marshals (zero ports, empty strings) read as unset.
+#[test]
+fn kubectl_typed_creates_in_protobuf() {
+    let api = ApiServer::start(&[]);
+    api.kubectl(&["create", "deployment", "web", "--image=nginx", "--port=80", "--replicas=2"]);
+    api.kubectl(&["create", "deployment", "idle", "--image=nginx", "--replicas=0"]);
+    api.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    api.kubectl(&["create", "service", "nodeport", "np", "--tcp=81:http", "--node-port=30081"]);
+    api.kubectl(&["create", "serviceaccount", "robot"]);
+    let get = |what: &[&str]| -> Value {
+        serde_json::from_str(&api.kubectl(&[&["get"], what, &["-o", "json"]].concat())).unwrap()
+    };
+    let web = get(&["deployment", "web"]);
+    assert_eq!(web["spec"]["replicas"], 2);
+    assert_eq!(web["spec"]["selector"]["matchLabels"], json!({"app": "web"}));
+    let container = &web["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!((&container["name"], &container["image"]), (&json!("nginx"), &json!("nginx")));
+    assert_eq!(container["ports"][0]["containerPort"], 80);
+    assert!(container["ports"][0].get("hostPort").is_none(), "{container}");
+    assert_eq!(get(&["deployment", "idle"])["spec"]["replicas"], 0);
+    let service = get(&["service", "web"]);
+    assert_eq!(service["spec"]["ports"], json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]));
+    assert!(service["spec"]["clusterIP"].as_str().unwrap().starts_with("10."), "{service}");
+    let node_port = get(&["service", "np"]);
+    assert_eq!(node_port["spec"]["ports"][0]["nodePort"], 30081);
+    assert_eq!(node_port["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(get(&["serviceaccount", "robot"])["metadata"]["name"], "robot");
+}

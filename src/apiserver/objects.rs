@@ -322,7 +322,11 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Now, as metav1.Time writes it (RFC 3339, seconds).
 pub fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64)
+}
+
+/// Seconds since the Unix epoch as metav1.Time writes them.
+pub fn rfc3339(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
