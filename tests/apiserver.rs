@@ -96,7 +96,6 @@ impl ApiServer {
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         (status, serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string())))
     }
-
 }
 
 impl Drop for ApiServer {
@@ -578,7 +577,8 @@ fn a_kube_rs_watcher_follows_restarts_and_compactions() {
     api.restart_on(SocketAddr::from(([127, 0, 0, 1], testkit::free_port())), &["--compaction-interval", "1"]);
     api.kubectl(&["create", "configmap", "e"]);
     api.kubectl(&["delete", "configmap", "c"]);
-    let gone = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={seen_revision}&timeoutSeconds=1");
+    let gone =
+        format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={seen_revision}&timeoutSeconds=1");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !api.http("GET", &gone, &[], b"").1.to_string().contains("410") {
         assert!(std::time::Instant::now() < deadline, "no compaction past {seen_revision}");
@@ -612,10 +612,31 @@ fn kubectl_typed_creates_in_protobuf() {
     assert!(container["ports"][0].get("hostPort").is_none(), "{container}");
     assert_eq!(get(&["deployment", "idle"])["spec"]["replicas"], 0);
     let service = get(&["service", "web"]);
-    assert_eq!(service["spec"]["ports"], json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]));
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}])
+    );
     assert!(service["spec"]["clusterIP"].as_str().unwrap().starts_with("10."), "{service}");
     let node_port = get(&["service", "np"]);
     assert_eq!(node_port["spec"]["ports"][0]["nodePort"], 30081);
     assert_eq!(node_port["spec"]["ports"][0]["targetPort"], "http");
     assert_eq!(get(&["serviceaccount", "robot"])["metadata"]["name"], "robot");
+}
+
+/// kubectl learns every resource from the two aggregated discovery documents (`/api` and
+/// `/apis`), not from one request per group version.
+#[test]
+fn kubectl_discovers_through_aggregated_discovery() {
+    let api = ApiServer::start(&[]);
+    let out = api.kubectl_output(&["api-resources", "-v=6"], None);
+    let (stdout, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    let row = |name: &str| stdout.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_default();
+    assert_eq!(
+        row("deployments").split_whitespace().collect::<Vec<_>>(),
+        ["deployments", "deploy", "apps/v1", "true", "Deployment"]
+    );
+    assert_eq!(row("nodes").split_whitespace().collect::<Vec<_>>(), ["nodes", "no", "v1", "false", "Node"]);
+    assert!(log.contains("/apis?") && log.contains("/api?"), "{log}");
+    assert!(!log.contains("/apis/apps/v1") && !log.contains("/api/v1?"), "asked per group version: {log}");
 }

@@ -546,7 +546,10 @@ mod tests {
             });
             if let Some(path) = path {
                 let line = format!("{}:{}\n", key, Path::new(path).join(&name).display());
-                cases.push((Cgroup { dirs: vec![(controller, mount.join(path.trim_start_matches('/')).join(&name))] }, line));
+                cases.push((
+                    Cgroup { dirs: vec![(controller, mount.join(path.trim_start_matches('/')).join(&name))] },
+                    line,
+                ));
             }
         }
         assert!(!cases.is_empty(), "no cgroup hierarchy found");
@@ -578,5 +581,4 @@ mod tests {
             }
         }
     }
-
 }

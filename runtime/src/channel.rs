@@ -88,8 +88,8 @@ impl Channel {
         };
         // The next message's size first (MSG_PEEK | MSG_TRUNC give a packet's full length,
         // recv(2)), so the buffer is as large as the message, not as the largest one.
-        let size = socket::recv(self.0.as_raw_fd(), &mut [], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC)
-            .map_err(timed_out)?;
+        let size =
+            socket::recv(self.0.as_raw_fd(), &mut [], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC).map_err(timed_out)?;
         let mut buf = vec![0u8; size.clamp(1, MAX_MESSAGE)];
         let mut cmsg = nix::cmsg_space!([RawFd; 3]);
         let mut iov = [IoSliceMut::new(&mut buf)];

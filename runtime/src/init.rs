@@ -124,7 +124,8 @@ fn enter(state_dir: &Path) -> io::Result<()> {
             io::stdout().flush()
         }
         Forked::Child(joined) => {
-            let code = match joined.and_then(|()| PodInit::new(dirs, record, listener)).and_then(|mut init| init.run()) {
+            let code = match joined.and_then(|()| PodInit::new(dirs, record, listener)).and_then(|mut init| init.run())
+            {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("podctl pod init: {e}");

@@ -58,22 +58,14 @@ impl StartError {
 /// command. With
 /// `send_pty`, the command's stdio is a terminal made inside the container, whose master
 /// goes to `send_pty`.
-pub fn setup_and_exec(
-    container: &ContainerSpec,
-    paths: &ContainerPaths,
-    send_pty: Option<SendPty>,
-) -> StartError {
+pub fn setup_and_exec(container: &ContainerSpec, paths: &ContainerPaths, send_pty: Option<SendPty>) -> StartError {
     match setup(container, paths, send_pty) {
         Ok(exec) => exec.run(),
         Err(e) => e,
     }
 }
 
-fn setup(
-    container: &ContainerSpec,
-    paths: &ContainerPaths,
-    send_pty: Option<SendPty>,
-) -> Result<Exec, StartError> {
+fn setup(container: &ContainerSpec, paths: &ContainerPaths, send_pty: Option<SendPty>) -> Result<Exec, StartError> {
     nix::unistd::setsid().map_err(|e| StartError::setup(format!("setsid: {e}")))?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| StartError::setup(format!("new mount namespace: {e}")))?;
     rootfs::make_private().map_err(StartError::setup)?;

@@ -1,4 +1,5 @@
-//! What clients ask before anything else: the version, the groups and resources, and the
+//! What clients ask before anything else: the version, the groups and resources (also as
+//! one aggregated document per `/api` and `/apis`), and the
 //! OpenAPI v3 documents kubectl reads to learn that the server validates fields itself
 //! (`fieldValidation` on each resource's operations), so `kubectl apply` needs no schema.
 
@@ -46,6 +47,72 @@ pub fn api_group(group: &str) -> Option<Value> {
 
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
+/// The `all` category of `kubectl get all`.
+fn categories(r: &Resource) -> Vec<&'static str> {
+    if matches!(r.plural, "pods" | "services" | "deployments" | "replicasets") { vec!["all"] } else { vec![] }
+}
+
+/// A subresource's kind and verbs.
+fn subresource(r: &Resource, sub: &str) -> (&'static str, &'static [&'static str]) {
+    match sub {
+        "status" => (r.kind, &["get", "patch", "update"]),
+        "scale" => ("Scale", &["get", "patch", "update"]),
+        _ => ("Binding", &["create"]),
+    }
+}
+
+/// The Accept value of aggregated discovery, which kubectl asks for first.
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether `accept` takes aggregated discovery (apidiscovery.k8s.io/v2).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"].iter().all(|p| params.contains(p))
+    })
+}
+
+/// Aggregated discovery: every resource of the core group (`/api`) or of the named groups
+/// (`/apis`) in one document, so a client learns them in one request, not one per group.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = Resource::group_versions()
+        .into_iter()
+        .filter(|(group, _)| group.is_empty() == core)
+        .map(|(group, version)| {
+            let resources: Vec<Value> = RESOURCES
+                .iter()
+                .filter(|r| r.group == group && r.version == version)
+                .map(|r| {
+                    let kind = |kind: &str| json!({"group": group, "version": version, "kind": kind});
+                    let subresources: Vec<Value> = r
+                        .subresources
+                        .iter()
+                        .map(|sub| {
+                            let (sub_kind, verbs) = subresource(r, sub);
+                            json!({"subresource": sub, "responseKind": kind(sub_kind), "verbs": verbs})
+                        })
+                        .collect();
+                    json!({
+                        "resource": r.plural,
+                        "responseKind": kind(r.kind),
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": r.kind.to_lowercase(),
+                        "verbs": VERBS,
+                        "shortNames": r.short_names,
+                        "categories": categories(r),
+                        "subresources": subresources,
+                    })
+                })
+                .collect();
+            json!({
+                "metadata": {"name": group},
+                "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+            })
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
@@ -56,14 +123,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "kind": r.kind,
             "verbs": VERBS,
             "shortNames": r.short_names,
-            "categories": if matches!(r.plural, "pods" | "services" | "deployments" | "replicasets") { vec!["all"] } else { vec![] },
+            "categories": categories(r),
         }));
         for sub in r.subresources {
-            let (kind, verbs): (&str, &[&str]) = match *sub {
-                "status" => (r.kind, &["get", "patch", "update"]),
-                "scale" => ("Scale", &["get", "patch", "update"]),
-                _ => ("Binding", &["create"]),
-            };
+            let (kind, verbs) = subresource(r, sub);
             resources.push(json!({
                 "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "kind": kind, "verbs": verbs
@@ -127,4 +190,37 @@ pub fn openapi_v3(group: &str, version: &str) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": schemas}
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_discovery_for_kubectl() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,\
+                       application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert!(wants_aggregated(kubectl));
+        assert!(!wants_aggregated("application/json"));
+        assert!(!wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"));
+        let core = aggregated(true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        let pods = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .unwrap();
+        assert_eq!(pods["scope"], "Namespaced");
+        assert_eq!(pods["responseKind"], json!({"group": "", "version": "v1", "kind": "Pod"}));
+        assert_eq!(
+            pods["subresources"][1],
+            json!({"subresource": "binding", "verbs": ["create"],
+            "responseKind": {"group": "", "version": "v1", "kind": "Binding"}})
+        );
+        let named = aggregated(false);
+        let groups: Vec<&str> =
+            named["items"].as_array().unwrap().iter().map(|g| g["metadata"]["name"].as_str().unwrap()).collect();
+        assert!(groups.contains(&"apps") && !groups.contains(&""), "{groups:?}");
+    }
 }

@@ -44,6 +44,11 @@ fn json_response(code: u16, value: &Value) -> Response {
         .expect("valid response")
 }
 
+fn with_content_type(mut response: Response, content_type: &'static str) -> Response {
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
 fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.status())
 }
@@ -148,6 +153,7 @@ async fn route(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let get_only = |value: Option<Value>| -> Result<Response, ApiError> {
         if method != Method::GET {
             return Err(ApiError::method_not_allowed(method.as_str()));
@@ -158,6 +164,10 @@ async fn route(
         ["version"] => return get_only(Some(discovery::version())),
         ["healthz" | "readyz" | "livez"] => {
             return Ok(Response::builder().status(200).body(Body::from("ok")).expect("valid response"));
+        }
+        ["api" | "apis"] if discovery::wants_aggregated(accept) => {
+            return get_only(Some(discovery::aggregated(segments[0] == "api")))
+                .map(|response| with_content_type(response, discovery::AGGREGATED));
         }
         ["api"] => return get_only(Some(discovery::api_versions())),
         ["apis"] => return get_only(Some(discovery::api_groups())),
@@ -174,7 +184,7 @@ async fn route(
     }
     let target = resolve(group, version, rest).ok_or_else(|| ApiError::no_route(path))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let as_table = table::wanted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
+    let as_table = table::wanted(accept);
     let kind = target.resource.kind;
     let mut validation = Validation::from_query(query.get("fieldValidation"));
     let validation = &mut validation;

@@ -70,8 +70,12 @@ schema!(ObjectReference,
     1 => Str("kind"), 2 => Str("namespace"), 3 => Str("name"), 4 => Str("uid"), 5 => Str("apiVersion"),
     6 => Str("resourceVersion"), 7 => Str("fieldPath"));
 
-schema!(Namespace, 1 => Message("metadata", &ObjectMeta), 2 => Message("spec", &NamespaceSpec));
+schema!(Namespace,
+    1 => Message("metadata", &ObjectMeta), 2 => Message("spec", &NamespaceSpec), 3 => Message("status", &NamespaceStatus));
 schema!(NamespaceSpec, 1 => Strings("finalizers"));
+schema!(NamespaceStatus, 1 => Str("phase"), 2 => Messages("conditions", &NamespaceCondition));
+schema!(NamespaceCondition,
+    1 => Str("type"), 2 => Str("status"), 4 => Time("lastTransitionTime"), 5 => Str("reason"), 6 => Str("message"));
 schema!(ConfigMap,
     1 => Message("metadata", &ObjectMeta), 2 => StringMap("data"), 3 => BytesMap("binaryData"), 4 => Bool("immutable"));
 schema!(Secret,
@@ -242,7 +246,10 @@ pub fn decode(body: &[u8], kind: &str) -> Result<Value, ApiError> {
 enum Malformed {
     Bad(String),
     /// A field the schema does not list: refused rather than dropped.
-    Unread { message: &'static str, number: u32 },
+    Unread {
+        message: &'static str,
+        number: u32,
+    },
 }
 
 impl From<String> for Malformed {
@@ -453,7 +460,8 @@ mod tests {
                    "data": {"password": "czNjcmV0"}, "type": "Opaque"})
         );
         assert_eq!(decode(&body[..body.len() - 3], "Secret").unwrap_err().code, 400);
-        let lease = [MAGIC.to_vec(), field(1, &[field(1, b"coordination.k8s.io/v1"), field(2, b"Lease")].concat())].concat();
+        let lease =
+            [MAGIC.to_vec(), field(1, &[field(1, b"coordination.k8s.io/v1"), field(2, b"Lease")].concat())].concat();
         assert_eq!(decode(&lease, "Lease").unwrap_err().code, 415);
     }
 
@@ -482,11 +490,14 @@ mod tests {
         let quantity = field(1, b"100m");
         let limits = [field(1, b"cpu"), field(2, &quantity)].concat();
         let port = [varint_field(2, 0), varint_field(3, 80), field(4, b"TCP")].concat();
-        let container = [field(1, b"nginx"), field(2, b"nginx"), field(6, &port), field(8, &field(1, &limits))].concat();
-        let template = [field(1, &[field(11, &labels), field(8, &zero_time)].concat()), field(2, &field(2, &container))].concat();
+        let container =
+            [field(1, b"nginx"), field(2, b"nginx"), field(6, &port), field(8, &field(1, &limits))].concat();
+        let template =
+            [field(1, &[field(11, &labels), field(8, &zero_time)].concat()), field(2, &field(2, &container))].concat();
         let surge = [varint_field(1, 1), field(3, b"25%")].concat();
         let strategy = [field(1, b"RollingUpdate"), field(2, &field(2, &surge))].concat();
-        let spec = [varint_field(1, 0), field(2, &field(1, &labels)), field(3, &template), field(4, &strategy)].concat();
+        let spec =
+            [varint_field(1, 0), field(2, &field(1, &labels)), field(3, &template), field(4, &strategy)].concat();
         let deployment = [field(1, &meta), field(2, &spec), field(3, b"")].concat();
         let type_meta = [field(1, b"apps/v1"), field(2, b"Deployment")].concat();
         let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &deployment)].concat();
@@ -503,7 +514,8 @@ mod tests {
                    "status": {}})
         );
         // A field the tables do not list is refused with its place, never dropped.
-        let affinity = [field(1, &meta), field(2, &[field(3, &[field(2, &field(18, b""))].concat())].concat())].concat();
+        let affinity =
+            [field(1, &meta), field(2, &[field(3, &[field(2, &field(18, b""))].concat())].concat())].concat();
         let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &affinity)].concat();
         let err = decode(&body, "Deployment").unwrap_err();
         assert_eq!(err.code, 415);
