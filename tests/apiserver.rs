@@ -621,6 +621,15 @@ fn kubectl_typed_creates_in_protobuf() {
     assert_eq!(node_port["spec"]["ports"][0]["nodePort"], 30081);
     assert_eq!(node_port["spec"]["ports"][0]["targetPort"], "http");
     assert_eq!(get(&["serviceaccount", "robot"])["metadata"]["name"], "robot");
+    // A target port of 0, as Go sends an unset one, is the port itself (kube-apiserver's
+    // defaulting).
+    let (status, created) = api.http(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        &[("Content-Type", "application/json")],
+        br#"{"metadata":{"name":"zero"},"spec":{"ports":[{"port":90,"targetPort":0}]}}"#,
+    );
+    assert_eq!((status, &created["spec"]["ports"][0]["targetPort"]), (201, &json!(90)), "{created}");
 }
 
 /// kubectl learns every resource from the two aggregated discovery documents (`/api` and

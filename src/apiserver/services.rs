@@ -54,7 +54,8 @@ impl Allocator {
             if port.get("protocol").is_none_or(Value::is_null) {
                 port["protocol"] = "TCP".into();
             }
-            if port.get("targetPort").is_none_or(Value::is_null) {
+            // As kube-apiserver's defaulting: no target port, 0 or "" means the port itself.
+            if port.get("targetPort").is_none_or(|t| t.is_null() || *t == json!(0) || *t == json!("")) {
                 port["targetPort"] = port["port"].clone();
             }
         }
