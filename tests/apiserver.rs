@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
+const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
 const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
 struct ApiServer {
@@ -648,4 +649,54 @@ fn kubectl_discovers_through_aggregated_discovery() {
     assert_eq!(row("nodes").split_whitespace().collect::<Vec<_>>(), ["nodes", "no", "v1", "false", "Node"]);
     assert!(log.contains("/apis?") && log.contains("/api?"), "{log}");
     assert!(!log.contains("/apis/apps/v1") && !log.contains("/api/v1?"), "asked per group version: {log}");
+}
+
+/// Every kubectl on the machine (1.27 to 1.33) drives the server: older ones learn that
+/// fields are validated by the server from OpenAPI v2 in protobuf, newer ones from v3 and
+/// send protobuf bodies.
+#[test]
+fn every_kubectl_from_1_27_creates_applies_and_gets() {
+    let api = ApiServer::start(&[]);
+    let versions: Vec<String> = (27..=33)
+        .map(|minor| format!("{KUBECTL_DIR}/kubectl.1.{minor}"))
+        .filter(|path| std::path::Path::new(path).exists())
+        .collect();
+    assert!(versions.len() >= 2 && versions[0].ends_with("1.27"), "kubectl 1.27 to 1.33 expected: {versions:?}");
+    for kubectl in &versions {
+        let run = |args: &[&str], stdin: &str| -> Output {
+            let home = api.dir.path().join(kubectl.rsplit('/').next().unwrap());
+            let mut child = Command::new(kubectl)
+                .args(args)
+                .env("KUBECONFIG", api.kubeconfig())
+                .env("HOME", home)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let namespace = format!("ns{}", kubectl.rsplit('.').next().unwrap());
+        for (args, stdin) in [
+            (vec!["create", "namespace", &namespace], ""),
+            (vec!["-n", &namespace, "create", "deployment", "web", "--image=nginx"], ""),
+            (
+                vec!["-n", &namespace, "apply", "-f", "-"],
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n",
+            ),
+        ] {
+            let out = run(&args, stdin);
+            assert!(out.status.success(), "{kubectl} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let strict = run(
+            &["-n", &namespace, "apply", "-f", "-"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\nbogus: 1\n",
+        );
+        let err = String::from_utf8_lossy(&strict.stderr);
+        assert!(!strict.status.success() && err.contains("unknown field \"bogus\""), "{kubectl}: {err}");
+        let got = run(&["-n", &namespace, "get", "deploy,cm", "-o", "name"], "");
+        let names = String::from_utf8_lossy(&got.stdout);
+        assert!(names.contains("deployment.apps/web") && names.contains("configmap/c"), "{kubectl}: {names}");
+    }
 }

@@ -140,6 +140,60 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
 }
 
+/// Each resource's item path and its group, version and kind: what OpenAPI v2 lists.
+fn item_paths() -> Vec<(String, &'static Resource)> {
+    RESOURCES
+        .iter()
+        .map(|r| {
+            let base = if r.group.is_empty() {
+                format!("/api/{}", r.version)
+            } else {
+                format!("/apis/{}/{}", r.group, r.version)
+            };
+            let namespace = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+            (format!("{base}{namespace}/{}/{{name}}", r.plural), r)
+        })
+        .collect()
+}
+
+/// The Accept value of OpenAPI v2 in protobuf (gnostic's openapi_v2.Document), which
+/// kubectl up to 1.28 reads to learn that `fieldValidation` is served.
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// `/openapi/v2`, in JSON: each resource's PATCH with its group-version-kind and the
+/// `fieldValidation` parameter.
+pub fn openapi_v2() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (path, r) in item_paths() {
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let parameter = json!({"name": "fieldValidation", "in": "query", "type": "string", "uniqueItems": true});
+        paths.insert(path, json!({"patch": {"x-kubernetes-group-version-kind": gvk, "parameters": [parameter]}}));
+    }
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0-podctl"}, "paths": paths})
+}
+
+/// The same document as gnostic's openapi_v2.Document in protobuf (OpenAPIv2.proto field
+/// numbers).
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    use super::protobuf::encode_field as field;
+    let mut paths = Vec::new();
+    for (path, r) in item_paths() {
+        let gvk = format!("group: \"{}\"\nkind: {}\nversion: {}\n", r.group, r.kind, r.version);
+        // NamedAny { name, Any { yaml = 2 } }
+        let extension = [field(1, b"x-kubernetes-group-version-kind"), field(2, &field(2, gvk.as_bytes()))].concat();
+        // ParametersItem { Parameter { NonBodyParameter { QueryParameterSubSchema { in = 2, name = 4, type = 6 } } } }
+        let query = [field(2, b"query"), field(4, b"fieldValidation"), field(6, b"string")].concat();
+        let parameter = field(1, &field(2, &field(3, &query)));
+        // Operation { parameters = 8, vendor_extension = 13 }
+        let patch = [field(8, &parameter), field(13, &extension)].concat();
+        // NamedPathItem { name, PathItem { patch = 8 } }
+        paths.extend(field(2, &[field(1, path.as_bytes()), field(2, &field(8, &patch))].concat()));
+    }
+    let info = [field(1, b"Kubernetes"), field(2, b"v1.33.0-podctl")].concat();
+    // Document { swagger = 1, info = 2, paths = 8 }
+    [field(1, b"2.0"), field(2, &info), field(8, &paths)].concat()
+}
+
 /// `/openapi/v3`: where each group version's document is.
 pub fn openapi_v3_index() -> Value {
     let mut paths = serde_json::Map::new();

@@ -172,6 +172,15 @@ async fn route(
         ["api"] => return get_only(Some(discovery::api_versions())),
         ["apis"] => return get_only(Some(discovery::api_groups())),
         ["apis", group] => return get_only(discovery::api_group(group)),
+        ["openapi", "v2"] if accept.contains(discovery::OPENAPI_V2_PROTOBUF) && method == Method::GET => {
+            return Ok(Response::builder()
+                .status(200)
+                // As kube-apiserver answers it: Go's mime parser refuses the `@` of the Accept value.
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from(discovery::openapi_v2_protobuf()))
+                .expect("valid response"));
+        }
+        ["openapi", "v2"] => return get_only(Some(discovery::openapi_v2())),
         ["openapi", "v3"] => return get_only(Some(discovery::openapi_v3_index())),
         ["openapi", "v3", "api", version] => return get_only(discovery::openapi_v3("", version)),
         ["openapi", "v3", "apis", group, version] => return get_only(discovery::openapi_v3(group, version)),

@@ -423,6 +423,25 @@ fn quantity(data: &[u8]) -> Result<Value, Malformed> {
     Ok(value.into())
 }
 
+/// A length-delimited field (wire type 2): what the few protobuf documents we write are
+/// made of.
+pub fn encode_field(number: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = encode_varint(u64::from(number << 3 | 2));
+    out.extend(encode_varint(bytes.len() as u64));
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn encode_varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -441,9 +460,7 @@ mod tests {
     use serde_json::json;
 
     fn field(number: u32, bytes: &[u8]) -> Vec<u8> {
-        let mut out = [encode_varint(u64::from(number << 3 | 2)), encode_varint(bytes.len() as u64)].concat();
-        out.extend_from_slice(bytes);
-        out
+        encode_field(number, bytes)
     }
 
     #[test]
@@ -463,16 +480,6 @@ mod tests {
         let lease =
             [MAGIC.to_vec(), field(1, &[field(1, b"coordination.k8s.io/v1"), field(2, b"Lease")].concat())].concat();
         assert_eq!(decode(&lease, "Lease").unwrap_err().code, 415);
-    }
-
-    fn encode_varint(mut v: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-        out
     }
 
     fn varint_field(number: u32, value: u64) -> Vec<u8> {
