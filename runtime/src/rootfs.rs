@@ -228,8 +228,15 @@ impl Mounter for KernelMounter {
         };
         match step {
             Step::Mount { source, target, fstype, flags, data } => {
-                nix::mount::mount(Some(source.as_str()), target, fstype.as_deref(), *flags, data.as_deref())
-                    .map_err(|e| err("mount", target, e))?;
+                nix::mount::mount(Some(source.as_str()), target, fstype.as_deref(), *flags, data.as_deref()).map_err(
+                    |e| match (fstype.as_deref(), e) {
+                        // Kernels before 5.10 do not know `volatile` (see steps).
+                        (Some("overlay"), nix::Error::EINVAL) => {
+                            err("mount overlay (needs Linux 5.10 or newer)", target, e)
+                        }
+                        _ => err("mount", target, e),
+                    },
+                )?;
                 // A bind mount ignores MS_RDONLY and friends until remounted (mount(2)).
                 let restricted = *flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
                 if flags.contains(MsFlags::MS_BIND) && !flags.contains(MsFlags::MS_REMOUNT) && !restricted.is_empty() {
