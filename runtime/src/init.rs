@@ -705,21 +705,22 @@ fn own_proc() -> io::Result<()> {
 }
 
 /// The pod init is exec'd from podctl's large binary, and starting it touches far more of
-/// its code than the idle loop ever runs again. Clean file-backed pages (no private copy,
-/// so nothing is lost: they fault back in from the page cache when used) are dropped from
-/// this process with MADV_DONTNEED (madvise(2)), and so are the stack pages below the
+/// its code and read-only data than the idle loop ever uses again. The pages of its
+/// read-only file mappings that are still the file's (not a private copy: /proc/self/pagemap
+/// tells them apart, proc(5)) are dropped with MADV_DONTNEED (madvise(2)): nothing is lost,
+/// they fault back in from the page cache when used. So are the stack pages below the
 /// current frame, which only the deeper calls of startup used. Freed heap is returned
 /// first: after the drop, every page touched faults back in with its neighbours (the
-/// kernel's fault-around), so nothing but madvise runs between the drop and the next poll.
+/// kernel's fault-around), so little but madvise runs between the drop and the next poll.
 fn release_clean_file_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
-    let (ranges, stack) = clean_file_mappings(&smaps);
-    drop(smaps);
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    let (ranges, stack) = read_only_file_mappings(&maps);
+    drop(maps);
+    let Ok(pagemap) = std::fs::File::open("/proc/self/pagemap") else { return };
     // SAFETY: plain libc call (malloc_trim(3)).
     unsafe { libc::malloc_trim(0) };
     for &(start, end) in ranges.iter().filter(|(start, end)| start < end) {
-        // SAFETY: a range of our own mappings holding only unmodified file pages.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        release_file_pages(&pagemap, start, end);
     }
     // The stack grows down: everything more than a page below this frame is unused (the
     // page of margin covers the calls still to come from here).
@@ -730,44 +731,67 @@ fn release_clean_file_pages() {
     }
 }
 
-/// From /proc/self/smaps: the private, read-only, file-backed mappings with no page of
-/// their own (no dirty, anonymous or swapped page), in a fixed array so that using them
-/// allocates nothing; and where the stack mapping starts.
-fn clean_file_mappings(smaps: &str) -> ([(usize, usize); 64], Option<usize>) {
+/// Drops the pages of `start..end` that are present and still the file's, run by run.
+fn release_file_pages(pagemap: &std::fs::File, start: usize, end: usize) {
+    use std::os::unix::fs::FileExt;
+    // pagemap(5): one u64 per page; bit 63 present, bit 61 a file (or shared) page.
+    const PRESENT: u64 = 1 << 63;
+    const FILE_PAGE: u64 = 1 << 61;
+    let mut entries = [0u64; 512];
+    let mut page = start;
+    let mut run: Option<usize> = None;
+    let release = |from: usize, to: usize| {
+        // SAFETY: pages of our own read-only mapping that hold the file's own content.
+        unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED) };
+    };
+    while page < end {
+        let count = ((end - page) / PAGE_SIZE).min(entries.len());
+        // SAFETY: u64s are plain bytes; the slice covers exactly the array.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(entries.as_mut_ptr().cast::<u8>(), count * 8) };
+        if pagemap.read_exact_at(bytes, (page / PAGE_SIZE * 8) as u64).is_err() {
+            return;
+        }
+        for entry in &entries[..count] {
+            match (entry & PRESENT != 0 && entry & FILE_PAGE != 0, run) {
+                (true, None) => run = Some(page),
+                (false, Some(from)) => {
+                    release(from, page);
+                    run = None;
+                }
+                _ => {}
+            }
+            page += PAGE_SIZE;
+        }
+    }
+    if let Some(from) = run {
+        release(from, end);
+    }
+}
+
+/// From /proc/self/maps: the private, read-only, file-backed mappings, in a fixed array
+/// so that using them allocates nothing; and where the stack mapping starts.
+fn read_only_file_mappings(maps: &str) -> ([(usize, usize); 64], Option<usize>) {
     let mut ranges = [(0, 0); 64];
     let mut count = 0;
     let mut stack = None;
-    let mut current: Option<(usize, usize)> = None;
-    let mut keep = |m: Option<(usize, usize)>| {
-        if let Some(range) = m
-            && count < ranges.len()
-        {
-            ranges[count] = range;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some((start, end)), Some(perms)) = (fields.next().and_then(|r| r.split_once('-')), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).unwrap_or_default();
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        if path == "[stack]" {
+            stack = Some(start);
+        }
+        // Private, not writable, backed by a file (not [heap], [stack], [vdso], …).
+        if perms.ends_with('p') && !perms.contains('w') && path.starts_with('/') && count < ranges.len() {
+            ranges[count] = (start, end);
             count += 1;
         }
-    };
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or_default();
-        if let Some((start, end)) = first.split_once('-').filter(|(a, _)| a.bytes().all(|b| b.is_ascii_hexdigit())) {
-            keep(current.take());
-            let perms = fields.next().unwrap_or_default();
-            let path = fields.nth(3).unwrap_or_default();
-            let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
-                continue;
-            };
-            if path == "[stack]" {
-                stack = Some(start);
-            }
-            // Private, not writable, backed by a file (not [heap], [stack], [vdso], …).
-            if perms.ends_with('p') && !perms.contains('w') && path.starts_with('/') {
-                current = Some((start, end));
-            }
-        } else if matches!(first, "Private_Dirty:" | "Anonymous:" | "Swap:") && fields.next() != Some("0") {
-            current = None;
-        }
     }
-    keep(current);
     (ranges, stack)
 }
 
