@@ -99,8 +99,13 @@ fn pods_on_the_bridge_reach_each_other_and_leave_nothing() {
     assert_eq!(node.netns.run("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
 
     node.ok(&["rm", "-f", "a", "b"]);
-    assert!(!links(&node.netns).iter().any(|l| l.starts_with("veth")), "{:?}", links(&node.netns));
     assert!(leases(&node).is_empty(), "{:?}", leases(&node));
+    // The kernel destroys each veth pair with its pod's namespace, in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while links(&node.netns).iter().any(|l| l.starts_with("veth")) {
+        assert!(std::time::Instant::now() < deadline, "veths left: {:?}", links(&node.netns));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

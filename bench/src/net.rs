@@ -119,7 +119,7 @@ pub fn pod_net_setup_teardown() {
         (0..=PODS).map(|i| testkit::netns::Netns::new(&work.path().join(format!("pod{i}")))).collect();
     // The first pod makes the bridge and the node's rules.
     network.setup("warm-up", namespaces[0].path()).expect("setup");
-    network.teardown("warm-up").expect("teardown");
+    network.teardown("warm-up", namespaces[0].path()).expect("teardown");
     let (mut setups, mut teardowns, mut ip_deletes) = (Vec::new(), Vec::new(), Vec::new());
     for (i, netns) in namespaces[1..].iter().enumerate() {
         let uid = format!("bench-pod-{i}");
@@ -127,7 +127,7 @@ pub fn pod_net_setup_teardown() {
         network.setup(&uid, netns.path()).expect("setup");
         setups.push(start.elapsed().as_secs_f64());
         let start = Instant::now();
-        network.teardown(&uid).expect("teardown");
+        network.teardown(&uid, netns.path()).expect("teardown");
         teardowns.push(start.elapsed().as_secs_f64());
         // The floor: the kernel unregisters a veth pair after RCU grace periods, whoever asks.
         let netns = netns.path().to_str().unwrap();

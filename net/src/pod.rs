@@ -56,7 +56,7 @@ impl PodNetwork {
         let address = self.ipam.allocate(pod_uid)?;
         let result = self.wire(pod_uid, netns, address);
         if result.is_err() {
-            let _ = self.teardown(pod_uid);
+            let _ = self.teardown(pod_uid, netns);
         }
         result
     }
@@ -85,11 +85,16 @@ impl PodNetwork {
         Ok(PodAddress { address, gateway, prefix_len })
     }
 
-    /// Removes the pod's veth and frees its address. Works when the pod's namespace is
-    /// already gone; safe to repeat.
-    pub fn teardown(&self, pod_uid: &str) -> Result<(), Error> {
-        let host_name = veth_name(pod_uid);
-        link::in_netns(None, move |handle| async move { link::delete_link(&handle, &host_name).await })?;
+    /// Frees the pod's address, and deletes its veth while its network namespace is still
+    /// bound at `netns`. Once the namespace is gone the kernel destroys the veth pair with
+    /// it, in the background: deleting a link ourselves waits for RCU grace periods (~20 ms,
+    /// what CNI's bridge plugin pays at every pod removal). A veth that a leaked reference
+    /// to the namespace keeps alive is removed by [`PodNetwork::reconcile`]. Safe to repeat.
+    pub fn teardown(&self, pod_uid: &str, netns: &Path) -> Result<(), Error> {
+        if netns.exists() {
+            let host_name = veth_name(pod_uid);
+            link::in_netns(None, move |handle| async move { link::delete_link(&handle, &host_name).await })?;
+        }
         self.ipam.release(pod_uid)
     }
 

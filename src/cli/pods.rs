@@ -177,7 +177,7 @@ pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
 pub fn remove_pod_and_logs(runtime: &Runtime, network: &net::PodNetwork, pod: &Pod, log_dir: &Path) -> Result<()> {
     runtime.remove_pod(pod)?;
     if pod.record.spec.network == NetworkMode::Pod {
-        network.teardown(pod.uid())?;
+        network.teardown(pod.uid(), &pod.dirs.netns)?;
     }
     let spec = &pod.record.spec;
     let dir = log_dir.join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid));
