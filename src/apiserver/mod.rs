@@ -69,7 +69,10 @@ pub fn run(config: Config) -> Result<()> {
     } else {
         Arc::new(EtcdStore::connect(&config.etcd_endpoints)?)
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Store writes block their thread until their commit is on disk: more workers than
+    // cores let writes that arrive together share one commit (see the SQLite store).
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -1,18 +1,21 @@
 //! The embedded store: one SQLite table of revisions, as k3s's kine keeps them. Each write
 //! appends a row (its id is the revision); a key's value is its newest row unless that row
 //! is a deletion. Compaction drops rows that a newer one of the same key replaced.
-//! WAL with `synchronous=FULL`: a write is acknowledged only once it is on disk.
+//! WAL with `synchronous=FULL`: a write is acknowledged only once it is on disk. Writes that
+//! arrive together share a commit (group commit): one fsync for all of them.
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::broadcast;
 
 use super::{Event, EventKind, KeyValue, Page, Result, Store, StoreError};
 
 pub struct SqliteStore {
     db: Mutex<Connection>,
+    /// Writes waiting for the next commit (see [`SqliteStore::write`]).
+    pending: Mutex<Vec<PendingWrite>>,
     events: broadcast::Sender<Event>,
     /// Dropped with the store, which ends the checkpointing thread.
     _checkpoints: std::sync::mpsc::Sender<()>,
@@ -23,6 +26,14 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+type WriteFn = Box<dyn FnOnce(&Connection) -> Result<Event> + Send>;
+
+/// A write waiting to be committed, and where its outcome goes.
+struct PendingWrite {
+    write: WriteFn,
+    done: std::sync::mpsc::Sender<Result<Event>>,
 }
 
 /// The newest row of a key.
@@ -54,7 +65,7 @@ impl SqliteStore {
         .map_err(backend)?;
         let (events, _) = broadcast::channel(4096);
         let checkpoints = checkpoint_in_background(path)?;
-        Ok(SqliteStore { db: Mutex::new(db), events, _checkpoints: checkpoints })
+        Ok(SqliteStore { db: Mutex::new(db), pending: Mutex::new(Vec::new()), events, _checkpoints: checkpoints })
     }
 
     fn newest(tx: &Connection, key: &str) -> Result<Option<Row>> {
@@ -68,7 +79,7 @@ impl SqliteStore {
     }
 
     fn append(
-        tx: &Transaction,
+        tx: &Connection,
         key: &str,
         created: bool,
         deleted: bool,
@@ -87,15 +98,54 @@ impl SqliteStore {
         Ok(id)
     }
 
-    /// Runs `write` in a transaction; once committed, publishes its event.
-    fn write(&self, write: impl FnOnce(&Transaction) -> Result<Event>) -> Result<Event> {
+    /// Runs `write` and returns once it is committed, with its event published. Writes that
+    /// arrive while a commit is on its way to disk wait for it, then whichever takes the
+    /// lock first commits them all: one transaction with a savepoint each (a failed write
+    /// undoes only itself), one fsync, every write acknowledged only after it.
+    fn write(&self, write: impl FnOnce(&Connection) -> Result<Event> + Send + 'static) -> Result<Event> {
+        let (done, outcome) = std::sync::mpsc::channel();
+        self.pending.lock().expect("queue lock").push(PendingWrite { write: Box::new(write), done });
         let mut db = self.db.lock().expect("store lock");
-        let tx = db.transaction().map_err(backend)?;
-        let event = write(&tx)?;
+        // The commit that held the lock may have carried this write already.
+        if let Ok(outcome) = outcome.try_recv() {
+            return outcome;
+        }
+        let batch = std::mem::take(&mut *self.pending.lock().expect("queue lock"));
+        let (writes, dones): (Vec<WriteFn>, Vec<_>) = batch.into_iter().map(|p| (p.write, p.done)).unzip();
+        match Self::commit(&mut db, writes) {
+            Ok(outcomes) => {
+                for (done, outcome) in dones.into_iter().zip(outcomes) {
+                    // Sent under the lock, in commit order: receivers see revision order.
+                    if let Ok(event) = &outcome {
+                        let _ = self.events.send(event.clone());
+                    }
+                    let _ = done.send(outcome);
+                }
+            }
+            Err(e) => {
+                for done in dones {
+                    let _ = done.send(Err(StoreError::Backend(e.to_string())));
+                }
+            }
+        }
+        outcome.recv().expect("every pending write is answered")
+    }
+
+    /// The writes in one transaction, each in a savepoint of its own; their outcomes in order.
+    fn commit(db: &mut Connection, writes: Vec<WriteFn>) -> Result<Vec<Result<Event>>> {
+        let mut tx = db.transaction().map_err(backend)?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let savepoint = tx.savepoint().map_err(backend)?;
+            let outcome = write(&savepoint);
+            if outcome.is_ok() {
+                savepoint.commit().map_err(backend)?;
+            }
+            // Otherwise dropping the savepoint rolls back what the write did.
+            outcomes.push(outcome);
+        }
         tx.commit().map_err(backend)?;
-        // Sent under the lock, so receivers see events in revision order.
-        let _ = self.events.send(event.clone());
-        Ok(event)
+        Ok(outcomes)
     }
 
     fn compacted(db: &Connection) -> Result<i64> {
@@ -189,7 +239,9 @@ impl Store for SqliteStore {
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<i64> {
-        let event = self.write(|tx| {
+        let (key, value) = (key.to_string(), value.to_vec());
+        let event = self.write(move |tx| {
+            let (key, value) = (key.as_str(), value.as_slice());
             if Self::newest(tx, key)?.is_some_and(|r| !r.deleted) {
                 return Err(StoreError::AlreadyExists(key.into()));
             }
@@ -201,7 +253,9 @@ impl Store for SqliteStore {
     }
 
     fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64> {
-        let event = self.write(|tx| {
+        let (key, value) = (key.to_string(), value.to_vec());
+        let event = self.write(move |tx| {
+            let (key, value) = (key.as_str(), value.as_slice());
             let current =
                 Self::newest(tx, key)?.filter(|r| !r.deleted).ok_or_else(|| StoreError::NotFound(key.into()))?;
             if let Some(expected) = expected.filter(|e| *e != current.id) {
@@ -220,7 +274,9 @@ impl Store for SqliteStore {
     }
 
     fn delete(&self, key: &str, expected: Option<i64>) -> Result<(KeyValue, i64)> {
-        let event = self.write(|tx| {
+        let key = key.to_string();
+        let event = self.write(move |tx| {
+            let key = key.as_str();
             let current =
                 Self::newest(tx, key)?.filter(|r| !r.deleted).ok_or_else(|| StoreError::NotFound(key.into()))?;
             if let Some(expected) = expected.filter(|e| *e != current.id) {
@@ -316,5 +372,37 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.get("/a").unwrap().unwrap().value, b"2");
         assert_eq!(s.create("/b", b"x").unwrap(), 3);
+    }
+
+    /// Writes from many threads at once share commits: each gets its own outcome (one
+    /// create of a shared key wins, the rest are refused without undoing anyone else's),
+    /// revisions are dense and their events come in order, and all of it is on disk.
+    #[test]
+    fn concurrent_writes_commit_together_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let mut events = store.subscribe();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut won = 0;
+                    for i in 0..50 {
+                        store.create(&format!("/t{t}/{i}"), b"v").unwrap();
+                        won += usize::from(store.create(&format!("/shared/{i}"), b"v").is_ok());
+                    }
+                    won
+                })
+            })
+            .collect();
+        let won: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(won, 50, "each shared key is created once");
+        let revisions: Vec<i64> = (0..450).map(|_| events.try_recv().unwrap().revision).collect();
+        assert_eq!(revisions, (1..=450).collect::<Vec<_>>());
+        drop(store);
+        let reopened = SqliteStore::open(&path).unwrap();
+        assert_eq!(reopened.revision().unwrap(), 450);
+        assert!(reopened.get("/t7/49").unwrap().is_some() && reopened.get("/shared/49").unwrap().is_some());
     }
 }
