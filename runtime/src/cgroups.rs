@@ -308,8 +308,10 @@ impl Cgroup {
             },
         };
         Ok(match forked {
-            Forked::Child(Ok(())) => Forked::Child(self.enter_v1()),
-            other => other,
+            Forked::Child(joined) => Forked::Child(
+                joined.and_then(|()| self.enter_v1()).map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}"))),
+            ),
+            parent => parent,
         })
     }
 

@@ -26,13 +26,15 @@ use crate::channel::{Channel, Listener};
 use crate::logs::{CriLog, Stream, rfc3339_nano};
 use crate::process;
 use crate::spec::{ContainerSpec, NetworkMode};
-use crate::state::{ContainerProcess, ExitStatus, PodDirs, PodRecord, ProcessRecord, read_json, write_json_atomic};
+use crate::state::{
+    ContainerProcess, ExitStatus, PodDirs, PodRecord, ProcessRecord, read_json, remove_dir_all_if_present,
+    write_json_atomic,
+};
 
 const LOG_MAX_SIZE: u64 = 10 << 20;
 const LOG_MAX_FILES: usize = 5;
 /// How long the pod init waits, idle, before it gives back the pages its work touched.
 const RELEASE_AFTER_IDLE_MS: i32 = 200;
-const PAGE_SIZE: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
@@ -361,7 +363,7 @@ impl PodInit {
                 let channel = &self.clients[&client];
                 let send_pty = |master: BorrowedFd| channel.send(&Response::Pty, &[master]);
                 let failure = (|| -> io::Result<()> {
-                    joined.map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}")))?;
+                    joined?;
                     let [stdin, stdout, stderr] = match stdio {
                         Some(fds) => fds,
                         None => [null()?, null()?, null()?],
@@ -414,10 +416,7 @@ impl PodInit {
         // A restarted container starts again from its image, as kubelet's new container
         // would; and a `volatile` overlay's upper and work dirs cannot be mounted twice.
         for dir in [&paths.upper, &paths.work] {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_dir_all_if_present(dir)?;
         }
         for dir in [&paths.rootfs, &paths.upper, &paths.work] {
             std::fs::create_dir_all(dir)?;
@@ -450,16 +449,13 @@ impl PodInit {
                     Err(_) => unsafe { libc::_exit(128) },
                 };
                 let send_pty = |master: BorrowedFd| pty_theirs.as_ref().expect("tty").send(&(), &[master]);
-                let failure = joined
-                    .map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}")))
-                    .and_then(|()| child_setup(stdin, out_w, err_w))
-                    .map_or_else(
-                        |e| process::StartError { exit_code: 128, message: e.to_string() },
-                        |()| {
-                            let send: Option<process::SendPty> = container.tty.then_some(&send_pty);
-                            process::setup_and_exec(container, &paths, send)
-                        },
-                    );
+                let failure = joined.and_then(|()| child_setup(stdin, out_w, err_w)).map_or_else(
+                    |e| process::StartError { exit_code: 128, message: e.to_string() },
+                    |()| {
+                        let send: Option<process::SendPty> = container.tty.then_some(&send_pty);
+                        process::setup_and_exec(container, &paths, send)
+                    },
+                );
                 let mut status = File::from(status_w);
                 let _ =
                     status.write_all(&serde_json::to_vec(&(failure.exit_code, &failure.message)).unwrap_or_default());
@@ -713,6 +709,8 @@ fn own_proc() -> io::Result<()> {
 /// first: after the drop, every page touched faults back in with its neighbours (the
 /// kernel's fault-around), so little but madvise runs between the drop and the next poll.
 fn release_clean_file_pages() {
+    // SAFETY: plain libc call.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
     let (ranges, stack) = read_only_file_mappings(&maps);
     drop(maps);
@@ -720,19 +718,19 @@ fn release_clean_file_pages() {
     // SAFETY: plain libc call (malloc_trim(3)).
     unsafe { libc::malloc_trim(0) };
     for &(start, end) in ranges.iter().filter(|(start, end)| start < end) {
-        release_file_pages(&pagemap, start, end);
+        release_file_pages(&pagemap, page_size, start, end);
     }
     // The stack grows down: everything more than a page below this frame is unused (the
     // page of margin covers the calls still to come from here).
-    let here = &stack as *const _ as usize & !(PAGE_SIZE - 1);
-    if let Some(start) = stack.filter(|&start| start < here - PAGE_SIZE) {
+    let here = &stack as *const _ as usize & !(page_size - 1);
+    if let Some(start) = stack.filter(|&start| start < here - page_size) {
         // SAFETY: pages of our own stack below every live frame; they fault back as zeros.
-        unsafe { libc::madvise(start as *mut libc::c_void, here - PAGE_SIZE - start, libc::MADV_DONTNEED) };
+        unsafe { libc::madvise(start as *mut libc::c_void, here - page_size - start, libc::MADV_DONTNEED) };
     }
 }
 
 /// Drops the pages of `start..end` that are present and still the file's, run by run.
-fn release_file_pages(pagemap: &std::fs::File, start: usize, end: usize) {
+fn release_file_pages(pagemap: &std::fs::File, page_size: usize, start: usize, end: usize) {
     use std::os::unix::fs::FileExt;
     // pagemap(5): one u64 per page; bit 63 present, bit 61 a file (or shared) page.
     const PRESENT: u64 = 1 << 63;
@@ -745,10 +743,10 @@ fn release_file_pages(pagemap: &std::fs::File, start: usize, end: usize) {
         unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED) };
     };
     while page < end {
-        let count = ((end - page) / PAGE_SIZE).min(entries.len());
+        let count = ((end - page) / page_size).min(entries.len());
         // SAFETY: u64s are plain bytes; the slice covers exactly the array.
         let bytes = unsafe { std::slice::from_raw_parts_mut(entries.as_mut_ptr().cast::<u8>(), count * 8) };
-        if pagemap.read_exact_at(bytes, (page / PAGE_SIZE * 8) as u64).is_err() {
+        if pagemap.read_exact_at(bytes, (page / page_size * 8) as u64).is_err() {
             return;
         }
         for entry in &entries[..count] {
@@ -760,7 +758,7 @@ fn release_file_pages(pagemap: &std::fs::File, start: usize, end: usize) {
                 }
                 _ => {}
             }
-            page += PAGE_SIZE;
+            page += page_size;
         }
     }
     if let Some(from) = run {

@@ -449,12 +449,8 @@ impl Runtime {
         unmount_all_under(&pod.dirs.state).map_err(Error::io(format!("pod {name}: unmount state")))?;
         unmount_all_under(&pod.dirs.data).map_err(Error::io(format!("pod {name}: unmount volumes")))?;
         for dir in [&pod.dirs.data, &pod.dirs.state] {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(Error::Io { context: format!("pod {name}: remove {}", dir.display()), error: e });
-                }
-                _ => {}
-            }
+            state::remove_dir_all_if_present(dir)
+                .map_err(Error::io(format!("pod {name}: remove {}", dir.display())))?;
         }
         Ok(())
     }

@@ -181,10 +181,7 @@ pub fn remove_pod_and_logs(runtime: &Runtime, network: &net::PodNetwork, pod: &P
     }
     let spec = &pod.record.spec;
     let dir = log_dir.join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid));
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
+    Ok(runtime::state::remove_dir_all_if_present(&dir)?)
 }
 
 /// Prints a CRI log as the container wrote it: stdout records to stdout, stderr records to
