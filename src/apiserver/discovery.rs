@@ -140,20 +140,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
 }
 
-/// Each resource's item path and its group, version and kind: what OpenAPI v2 lists.
+/// A resource's collection path, as OpenAPI documents name it (`{namespace}` templated).
+fn collection_path(r: &Resource) -> String {
+    let base =
+        if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) };
+    let namespace = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+    format!("{base}{namespace}/{}", r.plural)
+}
+
+/// Each resource's item path and the resource: what OpenAPI v2 lists.
 fn item_paths() -> Vec<(String, &'static Resource)> {
-    RESOURCES
-        .iter()
-        .map(|r| {
-            let base = if r.group.is_empty() {
-                format!("/api/{}", r.version)
-            } else {
-                format!("/apis/{}/{}", r.group, r.version)
-            };
-            let namespace = if r.namespaced { "/namespaces/{namespace}" } else { "" };
-            (format!("{base}{namespace}/{}/{{name}}", r.plural), r)
-        })
-        .collect()
+    RESOURCES.iter().map(|r| (format!("{}/{{name}}", collection_path(r)), r)).collect()
 }
 
 /// The Accept value of OpenAPI v2 in protobuf (gnostic's openapi_v2.Document), which
@@ -212,12 +209,7 @@ pub fn openapi_v3(group: &str, version: &str) -> Option<Value> {
         json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
     let mut schemas = serde_json::Map::new();
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let collection = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
-        } else {
-            format!("{base}/{}", r.plural)
-        };
+        let collection = collection_path(r);
         let gvk = json!({"group": group, "version": version, "kind": r.kind});
         let op = |action: &str| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": [field_validation]});
         paths.insert(collection.clone(), json!({"post": op("post"), "get": op("list")}));

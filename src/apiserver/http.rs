@@ -37,10 +37,14 @@ pub struct Server {
 pub type Shared = Arc<Server>;
 
 fn json_response(code: u16, value: &Value) -> Response {
+    bytes_response(code, "application/json", serde_json::to_vec(value).expect("JSON values serialise"))
+}
+
+fn bytes_response(code: u16, content_type: &'static str, body: Vec<u8>) -> Response {
     Response::builder()
         .status(code)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(value).expect("JSON values serialise")))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
         .expect("valid response")
 }
 
@@ -173,12 +177,8 @@ async fn route(
         ["apis"] => return get_only(Some(discovery::api_groups())),
         ["apis", group] => return get_only(discovery::api_group(group)),
         ["openapi", "v2"] if accept.contains(discovery::OPENAPI_V2_PROTOBUF) && method == Method::GET => {
-            return Ok(Response::builder()
-                .status(200)
-                // As kube-apiserver answers it: Go's mime parser refuses the `@` of the Accept value.
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .body(Body::from(discovery::openapi_v2_protobuf()))
-                .expect("valid response"));
+            // As kube-apiserver answers it: Go's mime parser refuses the `@` of the Accept value.
+            return Ok(bytes_response(200, "application/octet-stream", discovery::openapi_v2_protobuf()));
         }
         ["openapi", "v2"] => return get_only(Some(discovery::openapi_v2())),
         ["openapi", "v3"] => return get_only(Some(discovery::openapi_v3_index())),
@@ -200,12 +200,7 @@ async fn route(
     match (method, &target.name, target.subresource.as_deref()) {
         (&Method::GET, None, None) if query.flag("watch") => watch(server, &target, query, as_table),
         (&Method::GET, None, None) if !as_table && selector(&target, query)?.is_empty() => {
-            let bytes = list_unfiltered(server, &target, query)?;
-            Ok(Response::builder()
-                .status(200)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(bytes))
-                .expect("valid response"))
+            Ok(bytes_response(200, "application/json", list_unfiltered(server, &target, query)?))
         }
         (&Method::GET, None, None) => {
             let listed = list(server, &target, query)?;

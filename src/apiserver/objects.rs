@@ -174,7 +174,7 @@ fn remove_path(object: &mut Value, path: &str) {
 
 /// The fields of `object` that its kind's type does not have (what kube-apiserver warns
 /// about, or refuses under `fieldValidation=Strict`); an error if a field has the wrong type.
-pub fn unknown_fields(resource: &Resource, object: &Value) -> Result<Vec<String>, ApiError> {
+fn unknown_fields(resource: &Resource, object: &Value) -> Result<Vec<String>, ApiError> {
     use k8s_openapi::api::{apps, coordination, core, discovery};
     fn unknown<T: DeserializeOwned + Serialize>(object: &Value) -> Result<Vec<String>, ApiError> {
         let typed: T = serde_json::from_value(object.clone())
