@@ -3,6 +3,10 @@
 //! is a deletion. Compaction drops rows that a newer one of the same key replaced.
 //! WAL with `synchronous=FULL`: a write is acknowledged only once it is on disk. Writes that
 //! arrive together share a commit (group commit): one fsync for all of them.
+//! SQLite's own checkpoint runs in the commit that takes the WAL past 1000 pages: it holds
+//! the write lock, so it copies every frame and the next write starts the WAL over. (A
+//! checkpoint from a connection of its own never caught up with steady writes: the WAL
+//! grew to 160 MB for 10,000 pods and every read searched it.)
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -17,12 +21,7 @@ pub struct SqliteStore {
     /// Writes waiting for the next commit (see [`SqliteStore::write`]).
     pending: Mutex<Vec<PendingWrite>>,
     events: broadcast::Sender<Event>,
-    /// Dropped with the store, which ends the checkpointing thread.
-    _checkpoints: std::sync::mpsc::Sender<()>,
 }
-
-/// How often the write-ahead log is copied into the database.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -50,7 +49,6 @@ impl SqliteStore {
         db.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA wal_autocheckpoint = 0;
              CREATE TABLE IF NOT EXISTS kv (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  name TEXT NOT NULL,
@@ -64,18 +62,19 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         let (events, _) = broadcast::channel(4096);
-        let checkpoints = checkpoint_in_background(path)?;
-        Ok(SqliteStore { db: Mutex::new(db), pending: Mutex::new(Vec::new()), events, _checkpoints: checkpoints })
+        Ok(SqliteStore { db: Mutex::new(db), pending: Mutex::new(Vec::new()), events })
     }
 
     fn newest(tx: &Connection, key: &str) -> Result<Option<Row>> {
-        tx.query_row(
-            "SELECT id, deleted, create_revision, value FROM kv WHERE name = ?1 ORDER BY id DESC LIMIT 1",
-            params![key],
-            |r| Ok(Row { id: r.get(0)?, deleted: r.get(1)?, create_revision: r.get(2)?, value: r.get(3)? }),
-        )
-        .optional()
-        .map_err(backend)
+        tx.prepare_cached("SELECT id, deleted, create_revision, value FROM kv WHERE name = ?1 ORDER BY id DESC LIMIT 1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![key], |r| {
+                        Ok(Row { id: r.get(0)?, deleted: r.get(1)?, create_revision: r.get(2)?, value: r.get(3)? })
+                    })
+                    .optional()
+            })
+            .map_err(backend)
     }
 
     fn append(
@@ -86,14 +85,16 @@ impl SqliteStore {
         create_revision: i64,
         value: &[u8],
     ) -> Result<i64> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO kv (name, created, deleted, create_revision, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key, created, deleted, create_revision, value],
         )
+        .and_then(|mut s| s.execute(params![key, created, deleted, create_revision, value]))
         .map_err(backend)?;
         let id = tx.last_insert_rowid();
         if created {
-            tx.execute("UPDATE kv SET create_revision = ?1 WHERE id = ?1", params![id]).map_err(backend)?;
+            tx.prepare_cached("UPDATE kv SET create_revision = ?1 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id]))
+                .map_err(backend)?;
         }
         Ok(id)
     }
@@ -155,26 +156,6 @@ impl SqliteStore {
             .map_err(backend)?
             .unwrap_or(0))
     }
-}
-
-/// Checkpoints the write-ahead log from a connection of its own, in PASSIVE mode (it never
-/// waits for or holds back a writer), so that no write pays for a checkpoint — SQLite's
-/// automatic one runs inside the commit that crosses its threshold. Ends when the returned
-/// sender is dropped.
-fn checkpoint_in_background(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
-    let db = Connection::open(path).map_err(backend)?;
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL) {
-                if let Err(e) = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!("checkpoint: {e}");
-                }
-            }
-        })
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
-    Ok(stop)
 }
 
 /// The first key after every key that starts with `prefix`.
