@@ -2,7 +2,10 @@
 
 mod apiserver;
 mod cli;
+mod http_client;
 mod kubelet;
+mod shutdown;
+mod tokens;
 
 use std::process::ExitCode;
 

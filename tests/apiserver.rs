@@ -4,107 +4,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use testkit::apiserver::{ApiServer, KUBECTL_DIR};
 
 const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
-const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
-const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
-
-struct ApiServer {
-    dir: tempfile::TempDir,
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ApiServer {
-    fn start(extra: &[&str]) -> ApiServer {
-        let dir = tempfile::tempdir().unwrap();
-        let (child, addr) = testkit::apiserver::start(PODCTL.as_ref(), dir.path(), extra);
-        ApiServer { dir, child, addr }
-    }
-
-    /// Kills the server (SIGKILL) and starts another on what it stored, at `addr`.
-    fn restart_on(&mut self, addr: SocketAddr, extra: &[&str]) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = testkit::apiserver::start_on(PODCTL.as_ref(), self.dir.path(), addr, extra);
-        self.addr = addr;
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-
-    fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(KUBECTL);
-        // HOME holds kubectl's discovery cache: one per server.
-        cmd.args(args).env("KUBECONFIG", self.kubeconfig()).env("HOME", self.dir.path());
-        cmd
-    }
-
-    fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = self
-            .kubectl_command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    /// kubectl ARGS, expecting success; stdout.
-    fn kubectl(&self, args: &[&str]) -> String {
-        self.kubectl_stdin(args, "")
-    }
-
-    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl_output(args, Some(stdin));
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// kubectl ARGS, expecting failure; stderr.
-    fn kubectl_fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl_output(args, None);
-        assert!(!out.status.success(), "kubectl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    /// One HTTP/1.1 request: status and body (JSON when it parses).
-    fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (name, value) in headers {
-            request += &format!("{name}: {value}\r\n");
-        }
-        request += "\r\n";
-        stream.write_all(request.as_bytes()).unwrap();
-        let _ = stream.write_all(body);
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string())))
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -149,7 +55,7 @@ spec:
 
 #[test]
 fn kubectl_creates_applies_gets_patches_scales_and_deletes() {
-    let api = ApiServer::start(&[]);
+    let api = ApiServer::start(PODCTL, &[]);
     assert!(api.kubectl(&["version"]).contains("Server Version: v1.33.0-podctl"));
     assert_eq!(api.kubectl(&["create", "namespace", "team"]), "namespace/team created\n");
     api.kubectl(&["create", "configmap", "cfg", "-n", "team", "--from-literal=a=b"]);
@@ -247,7 +153,7 @@ fn kubectl_creates_applies_gets_patches_scales_and_deletes() {
 
 #[test]
 fn watches_see_every_change_in_order_and_resume() {
-    let api = ApiServer::start(&["--compaction-interval", "1"]);
+    let api = ApiServer::start(PODCTL, &["--compaction-interval", "1"]);
     let mut watch = api
         .kubectl_command(&["get", "configmaps", "-w", "-o", "json", "--output-watch-events", "--request-timeout=20s"])
         .stdout(Stdio::piped())
@@ -312,7 +218,7 @@ fn watches_see_every_change_in_order_and_resume() {
 #[test]
 fn kubectl_works_the_same_on_the_etcd_backend() {
     let etcd = testkit::etcd::Etcd::start();
-    let api = ApiServer::start(&["--etcd-endpoints", &etcd.endpoint]);
+    let api = ApiServer::start(PODCTL, &["--etcd-endpoints", &etcd.endpoint]);
     let first = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);
     assert!(first.contains("deployment.apps/web created"), "{first}");
     let second = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);
@@ -321,7 +227,7 @@ fn kubectl_works_the_same_on_the_etcd_backend() {
     api.kubectl(&["scale", "deployment", "web", "-n", "shop", "--replicas=3"]);
     assert_eq!(api.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]), "3");
     // The objects live in etcd: a new server on another data directory finds them.
-    let again = ApiServer::start(&["--etcd-endpoints", &etcd.endpoint]);
+    let again = ApiServer::start(PODCTL, &["--etcd-endpoints", &etcd.endpoint]);
     assert_eq!(again.kubectl(&["get", "configmap", "settings", "-n", "shop", "-o", "jsonpath={.data.color}"]), "blue");
     api.kubectl(&["delete", "namespace", "shop"]);
     assert!(!again.kubectl(&["get", "namespaces", "-o", "name"]).contains("shop"));
@@ -329,7 +235,7 @@ fn kubectl_works_the_same_on_the_etcd_backend() {
 
 #[test]
 fn objects_survive_a_killed_server() {
-    let mut api = ApiServer::start(&[]);
+    let mut api = ApiServer::start(PODCTL, &[]);
     api.kubectl(&["create", "configmap", "kept", "--from-literal=k=v"]);
     api.restart_on(api.addr, &[]);
     assert_eq!(api.kubectl(&["get", "configmap", "kept", "-o", "jsonpath={.data.k}"]), "v");
@@ -354,21 +260,24 @@ fn https_with_tokens_refuses_anyone_without_one() {
         .unwrap();
     assert!(status.success());
     std::fs::write(&tokens, "s3cret-token,admin,1,\"system:masters\"\n").unwrap();
-    let api = ApiServer::start(&[
-        "--token-file",
-        tokens.to_str().unwrap(),
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-private-key-file",
-        key.to_str().unwrap(),
-    ]);
+    let api = ApiServer::start(
+        PODCTL,
+        &[
+            "--token-file",
+            tokens.to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-private-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
     // The kubeconfig the server wrote trusts its certificate and carries the token.
     assert!(api.kubectl(&["get", "namespaces", "-o", "name"]).contains("namespace/default"));
     let err = api.kubectl_fails(&["get", "--raw", "/api/v1/namespaces", "--token", "wrong"]);
     assert!(err.contains("Unauthorized") || err.contains("provide credentials"), "{err}");
 
     // Without TLS, tokens still guard every request (a 401 Status).
-    let api = ApiServer::start(&["--token-file", tokens.to_str().unwrap()]);
+    let api = ApiServer::start(PODCTL, &["--token-file", tokens.to_str().unwrap()]);
     let (status, body) = api.http("GET", "/api/v1/namespaces", &[], b"");
     assert_eq!((status, body["kind"].as_str(), body["reason"].as_str()), (401, Some("Status"), Some("Unauthorized")));
     let (status, _) = api.http("GET", "/api/v1/namespaces", &[("Authorization", "Bearer wrong")], b"");
@@ -389,7 +298,7 @@ fn https_with_tokens_refuses_anyone_without_one() {
 
 #[test]
 fn bad_requests_get_a_status_naming_the_problem() {
-    let api = ApiServer::start(&[]);
+    let api = ApiServer::start(PODCTL, &[]);
     let json = [("Content-Type", "application/json")];
     let post = |path: &str, body: &str| api.http("POST", path, &json, body.as_bytes());
     let (status, body) = post("/api/v1/namespaces/default/pods", "{not json");
@@ -459,7 +368,7 @@ fn bad_requests_get_a_status_naming_the_problem() {
 
 #[test]
 fn a_watcher_that_does_not_read_holds_back_no_one() {
-    let api = ApiServer::start(&[]);
+    let api = ApiServer::start(PODCTL, &[]);
     let watch = |stream: &mut TcpStream| {
         let request = format!(
             "GET /api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=60 HTTP/1.1\r\nHost: {}\r\n\r\n",
@@ -528,7 +437,7 @@ fn a_kube_rs_watcher_follows_restarts_and_compactions() {
     use kube::runtime::WatchStreamExt;
     use kube::runtime::watcher::{self, Event};
 
-    let mut api = ApiServer::start(&[]);
+    let mut api = ApiServer::start(PODCTL, &[]);
     let home = api.addr;
     api.kubectl(&["create", "configmap", "a"]);
     api.kubectl(&["create", "configmap", "b"]);
@@ -595,7 +504,7 @@ fn a_kube_rs_watcher_follows_restarts_and_compactions() {
 /// always marshals (zero ports, empty strings) read as unset.
 #[test]
 fn kubectl_typed_creates_in_protobuf() {
-    let api = ApiServer::start(&[]);
+    let api = ApiServer::start(PODCTL, &[]);
     api.kubectl(&["create", "deployment", "web", "--image=nginx", "--port=80", "--replicas=2"]);
     api.kubectl(&["create", "deployment", "idle", "--image=nginx", "--replicas=0"]);
     api.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
@@ -637,7 +546,7 @@ fn kubectl_typed_creates_in_protobuf() {
 /// `/apis`), not from one request per group version.
 #[test]
 fn kubectl_discovers_through_aggregated_discovery() {
-    let api = ApiServer::start(&[]);
+    let api = ApiServer::start(PODCTL, &[]);
     let out = api.kubectl_output(&["api-resources", "-v=6"], None);
     let (stdout, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{log}");
@@ -656,7 +565,7 @@ fn kubectl_discovers_through_aggregated_discovery() {
 /// send protobuf bodies.
 #[test]
 fn every_kubectl_from_1_27_creates_applies_and_gets() {
-    let api = ApiServer::start(&[]);
+    let api = ApiServer::start(PODCTL, &[]);
     let versions: Vec<String> = (27..=33)
         .map(|minor| format!("{KUBECTL_DIR}/kubectl.1.{minor}"))
         .filter(|path| std::path::Path::new(path).exists())

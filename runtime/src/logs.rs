@@ -4,7 +4,7 @@
 //! `containerLogMaxSize` / `containerLogMaxFiles` do.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -108,6 +108,69 @@ impl CriLog {
             fs::remove_file(path)?;
         }
         Ok(())
+    }
+}
+
+/// One record of a CRI log.
+pub struct Record<'a> {
+    /// RFC 3339 with nanoseconds, UTC: records compare by time as strings.
+    pub time: &'a str,
+    pub stream: Stream,
+    /// `F`: the content ends a line; `P`: a piece of a longer one.
+    pub full: bool,
+    pub content: &'a [u8],
+}
+
+impl Record<'_> {
+    /// A record from its line (without the newline); `None` if it is not one.
+    pub fn parse(line: &[u8]) -> Option<Record<'_>> {
+        let mut fields = line.splitn(4, |b| *b == b' ');
+        let time = std::str::from_utf8(fields.next()?).ok()?;
+        let stream = match fields.next()? {
+            b"stdout" => Stream::Stdout,
+            b"stderr" => Stream::Stderr,
+            _ => return None,
+        };
+        let full = fields.next()? != b"P";
+        Some(Record { time, stream, full, content: fields.next().unwrap_or(b"") })
+    }
+}
+
+/// Reads a CRI log as it grows: each call hands over the complete records written since
+/// the last, starting over when the file was rotated.
+pub struct LogTail {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl LogTail {
+    pub fn new(path: &Path) -> LogTail {
+        LogTail { path: path.to_path_buf(), offset: 0 }
+    }
+
+    pub fn read_new(&mut self, mut each: impl FnMut(Record) -> io::Result<()>) -> io::Result<()> {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if file.metadata()?.len() < self.offset {
+            self.offset = 0;
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                return Ok(());
+            }
+            self.offset += n as u64;
+            if let Some(record) = Record::parse(&line[..n - 1]) {
+                each(record)?;
+            }
+        }
     }
 }
 

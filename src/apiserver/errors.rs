@@ -99,6 +99,18 @@ impl ApiError {
         ApiError::new(504, "Timeout", message)
     }
 
+    /// A node's answer to a proxied request that was not a success.
+    pub fn from_node(code: u16, message: String) -> ApiError {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            _ => "InternalError",
+        };
+        ApiError::new(code, reason, message)
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", message)
     }

@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, broadcast, mpsc};
 
 use super::discovery;
 use super::errors::ApiError;
+use super::node_proxy;
 use super::objects::{self, Validation, prepare_create, prepare_update};
 use super::patch::{self, PatchType};
 use super::resources::Resource;
@@ -30,6 +31,8 @@ pub struct Server {
     /// Bearer tokens accepted; `None`: no authentication.
     pub tokens: Option<HashSet<String>>,
     pub allocator: Allocator,
+    /// The bearer token presented to nodes' endpoints (logs, exec).
+    pub kubelet_token: Option<String>,
     /// Serialises the writes that read before they write (allocations, namespace checks).
     pub writes: Mutex<()>,
 }
@@ -59,22 +62,17 @@ fn error_response(e: &ApiError) -> Response {
 
 pub async fn handle(State(server): State<Shared>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if let Some(tokens) = &server.tokens {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if !presented.is_some_and(|t| tokens.contains(t)) {
-            return error_response(&ApiError::unauthorized());
-        }
+    if !crate::tokens::admits(server.tokens.as_ref(), &parts.headers) {
+        return error_response(&ApiError::unauthorized());
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(bytes) => bytes,
         Err(_) => return error_response(&ApiError::too_large(MAX_BODY)),
     };
     let query = Query::parse(parts.uri.query().unwrap_or(""));
+    if let Some(stream) = node_proxy::NodeStream::of(parts.uri.path()) {
+        return node_proxy::proxy(&server, stream, &query, parts).await.unwrap_or_else(|e| error_response(&e));
+    }
     match route(&server, &parts.method, parts.uri.path(), &query, &parts.headers, body).await {
         Ok(response) => response,
         Err(e) => error_response(&e),
@@ -98,46 +96,22 @@ fn warned(mut response: Response, validation: &Validation) -> Response {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: &str) -> Query {
-        Query(
-            raw.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
-                .collect(),
-        )
+    pub fn parse(raw: &str) -> Query {
+        Query(form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
-    fn flag(&self, key: &str) -> bool {
+    /// Every value of a repeated parameter, in order.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true" | "1"))
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .flatten();
-        match (bytes[i], escaped) {
-            (_, Some(byte)) => {
-                out.push(byte);
-                i += 2;
-            }
-            (b'+', None) => out.push(b' '),
-            (byte, None) => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Where a request points in the resource space.
@@ -380,6 +354,18 @@ fn read(server: &Shared, target: &Target, name: &str) -> Result<(KeyValue, Value
 
 fn get(server: &Shared, target: &Target, name: &str) -> Result<Value, ApiError> {
     read(server, target, name).map(|(_, object)| object)
+}
+
+/// An object by name, as a GET would answer it.
+pub fn get_object(
+    server: &Shared,
+    resource: &'static Resource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
+    let target =
+        Target { resource, namespace: namespace.map(String::from), name: Some(name.into()), subresource: None };
+    get(server, &target, name)
 }
 
 fn selector(target: &Target, query: &Query) -> Result<Selector, ApiError> {

@@ -6,6 +6,7 @@
 mod discovery;
 mod errors;
 mod http;
+mod node_proxy;
 mod objects;
 mod patch;
 mod protobuf;
@@ -16,7 +17,6 @@ mod store;
 mod table;
 mod tls;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -41,6 +41,8 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// Serve beyond loopback with no authentication.
     pub allow_unauthenticated: bool,
+    /// A token file whose first token is presented to nodes' endpoints (logs, exec).
+    pub kubelet_token_file: Option<PathBuf>,
     /// Serve HTTPS with this PEM certificate (chain) and key. kubectl sends bearer tokens
     /// only over HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -51,17 +53,22 @@ pub struct Config {
     pub compaction_interval: Duration,
 }
 
+/// How long requests in flight at SIGTERM may go on.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// The namespaces every cluster has.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 pub fn run(config: Config) -> Result<()> {
-    let tokens = config.token_file.as_deref().map(read_tokens).transpose()?;
+    let tokens = config.token_file.as_deref().map(crate::tokens::read).transpose()?;
     if tokens.is_none() && !config.listen.ip().is_loopback() && !config.allow_unauthenticated {
         bail!(
             "refusing to serve {} without authentication: give --token-file, or --allow-unauthenticated to mean it",
             config.listen
         );
     }
+    let kubelet_token = config.kubelet_token_file.as_deref().map(crate::tokens::read).transpose()?;
+    let kubelet_token = kubelet_token.and_then(|tokens| tokens.into_iter().min());
     let dir = config.data_dir.join("apiserver");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let store: Arc<dyn Store> = if config.etcd_endpoints.is_empty() {
@@ -82,6 +89,7 @@ pub fn run(config: Config) -> Result<()> {
         let server = Arc::new(Server {
             store: store.clone(),
             tokens: tokens.clone(),
+            kubelet_token,
             allocator: Allocator { service_cidr: config.service_cidr, node_ports: config.node_ports.clone() },
             writes: tokio::sync::Mutex::new(()),
         });
@@ -94,26 +102,24 @@ pub fn run(config: Config) -> Result<()> {
         eprintln!("podctl apiserver: serving on {scheme}://{address}; kubeconfig at {}", kubeconfig.display());
         tokio::spawn(compact_periodically(store, config.compaction_interval));
         let router = axum::Router::new().fallback(http::handle).with_state(server);
-        match tls {
-            Some(acceptor) => {
-                let listener = tls::TlsListener::new(listener, acceptor)?;
-                axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?
+        // In-flight requests get a moment to finish; watches and followed logs, which
+        // could go on for as long as their clients stay, are then cut.
+        let served = async {
+            match tls {
+                Some(acceptor) => {
+                    let listener = tls::TlsListener::new(listener, acceptor)?;
+                    axum::serve(listener, router).with_graceful_shutdown(crate::shutdown::signalled()).await?
+                }
+                None => axum::serve(listener, router).with_graceful_shutdown(crate::shutdown::signalled()).await?,
             }
-            None => axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?,
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            served = served => served?,
+            () = crate::shutdown::signalled_then(SHUTDOWN_GRACE) => {}
         }
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// Every interval, forgets history older than the previous interval's revision, so a
@@ -130,21 +136,6 @@ async fn compact_periodically(store: Arc<dyn Store>, interval: Duration) {
         }
         previous = store.revision().ok();
     }
-}
-
-fn read_tokens(path: &std::path::Path) -> Result<HashSet<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let tokens: HashSet<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(',').next().unwrap_or_default().trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect();
-    if tokens.is_empty() {
-        bail!("{}: no tokens (one `token,user,uid` per line)", path.display());
-    }
-    Ok(tokens)
 }
 
 async fn ensure_system_namespaces(server: &Arc<Server>) -> Result<()> {

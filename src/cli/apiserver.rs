@@ -26,6 +26,10 @@ pub struct ApiserverArgs {
     /// Serve beyond loopback without --token-file (anyone who reaches the port is admin)
     #[arg(long)]
     allow_unauthenticated: bool,
+    /// A token file (as --token-file) whose token the server presents to nodes' endpoints
+    /// when it proxies logs and exec to them (their `podctl node --token-file`)
+    #[arg(long, value_name = "FILE")]
+    kubelet_token_file: Option<PathBuf>,
     /// Serve HTTPS with this PEM certificate (chain)
     #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
     tls_cert_file: Option<PathBuf>,
@@ -51,6 +55,7 @@ impl ApiserverArgs {
             etcd_endpoints: self.etcd_endpoints,
             token_file: self.token_file,
             allow_unauthenticated: self.allow_unauthenticated,
+            kubelet_token_file: self.kubelet_token_file,
             tls: self.tls_cert_file.zip(self.tls_private_key_file),
             service_cidr: self.service_cluster_ip_range,
             node_ports: self.service_node_port_range,

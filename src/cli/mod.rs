@@ -5,6 +5,7 @@ mod exec;
 mod image;
 mod manifest;
 mod network;
+mod node;
 mod pods;
 mod run;
 mod terminal;
@@ -87,6 +88,8 @@ enum Command {
     Routes(network::RoutesArgs),
     /// Serve a Kubernetes-compatible API that kubectl drives
     Apiserver(apiserver::ApiserverArgs),
+    /// The node agent: register this node and serve its pods' logs and exec to the API server
+    Node(node::NodeArgs),
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -104,6 +107,7 @@ impl Cli {
             Command::Proxy(args) => args.run(&self.opts),
             Command::Routes(args) => args.run(&self.opts),
             Command::Apiserver(args) => args.run(&self.opts),
+            Command::Node(args) => args.run(&self.opts),
             Command::Image(cmd) => cmd.run(&self.opts),
         }
     }

@@ -1,13 +1,13 @@
 //! `podctl ps`, `logs`, `stop`, `rm`: the pods `podctl run` made on this host.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use runtime::logs::{LogTail, Stream};
 use runtime::{NetworkMode, Pod, Runtime};
 
 use super::{NodeOptions, require_root};
@@ -186,45 +186,21 @@ pub fn remove_pod_and_logs(runtime: &Runtime, network: &net::PodNetwork, pod: &P
 
 /// Prints a CRI log as the container wrote it: stdout records to stdout, stderr records to
 /// stderr, `P` pieces joined without a newline.
-pub struct LogFollower {
-    path: PathBuf,
-    offset: u64,
-}
+pub struct LogFollower(LogTail);
 
 impl LogFollower {
     pub fn new(path: &Path) -> LogFollower {
-        LogFollower { path: path.to_path_buf(), offset: 0 }
+        LogFollower(LogTail::new(path))
     }
 
     /// Prints the complete records written since the last call.
     pub fn print_new(&mut self) -> Result<()> {
-        let mut file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        if file.metadata()?.len() < self.offset {
-            self.offset = 0; // rotated
-        }
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut reader = BufReader::new(file);
         let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
-        let mut record = Vec::new();
-        loop {
-            record.clear();
-            let n = reader.read_until(b'\n', &mut record)?;
-            if n == 0 || record.last() != Some(&b'\n') {
-                break;
-            }
-            self.offset += n as u64;
-            let mut fields = record[..record.len() - 1].splitn(4, |b| *b == b' ');
-            let (_, stream, tag, line) = (fields.next(), fields.next(), fields.next(), fields.next().unwrap_or(b""));
-            let sink: &mut dyn Write = if stream == Some(b"stderr") { &mut err } else { &mut out };
-            sink.write_all(line)?;
-            if tag != Some(b"P") {
-                sink.write_all(b"\n")?;
-            }
-        }
+        self.0.read_new(|record| {
+            let sink: &mut dyn Write = if record.stream == Stream::Stderr { &mut err } else { &mut out };
+            sink.write_all(record.content)?;
+            if record.full { sink.write_all(b"\n") } else { Ok(()) }
+        })?;
         out.flush()?;
         Ok(())
     }

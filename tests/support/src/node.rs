@@ -48,6 +48,13 @@ impl Node {
         self.command_in(!self.on_host_network)
     }
 
+    /// `podctl` with this node's directories in the host's network namespace: for a node
+    /// agent that talks to a test's API server on loopback and serves on loopback, and
+    /// touches no link, route or rule.
+    pub fn host_command(&self) -> Command {
+        self.command_in(false)
+    }
+
     fn command_in(&self, node_netns: bool) -> Command {
         let mut cmd = Command::new(&self.bin);
         if node_netns {

@@ -1,0 +1,61 @@
+//! `podctl node`: flags to the node agent's configuration.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{NodeOptions, require_root};
+use crate::kubelet;
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// How to reach the API server (default: DATA_DIR/kubeconfig, which `podctl apiserver`
+    /// writes)
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The API server's URL, instead of the kubeconfig's
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// This node's name (default: the host name)
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// Address and port of the node's endpoint, which serves logs and exec to the API server
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250")]
+    listen: SocketAddr,
+    /// The address the API server reaches the endpoint at (default: --listen's)
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<IpAddr>,
+    /// Bearer tokens the endpoint accepts, one `token,user,uid` per line (the API server
+    /// presents one: its --kubelet-token-file)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve the endpoint beyond loopback without --token-file (anyone who reaches it can
+    /// exec into every container)
+    #[arg(long)]
+    allow_unauthenticated: bool,
+}
+
+impl NodeArgs {
+    pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
+        require_root("podctl node")?;
+        let node_name = match self.node_name {
+            Some(name) => name,
+            None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
+        };
+        let config = kubelet::Config {
+            kubeconfig: self.kubeconfig.unwrap_or_else(|| opts.data_dir.join("kubeconfig")),
+            server: self.server,
+            node_name,
+            listen: self.listen,
+            node_ip: self.node_ip,
+            pod_cidr: opts.pod_cidr.to_string(),
+            tokens: self.token_file.as_deref().map(crate::tokens::read).transpose()?,
+            allow_unauthenticated: self.allow_unauthenticated,
+        };
+        kubelet::run(config, opts.runtime()?)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,70 @@
+//! One HTTP/1.1 request on a connection of its own, over TCP or TLS, with upgrades kept
+//! possible: the API server's proxy to nodes and the node agent's calls to the API server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::body::Body;
+use axum::http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Trusts the certificate authorities of a PEM bundle (a kubeconfig's
+/// `certificate-authority-data`).
+pub fn tls_connector(ca_pem: &[u8]) -> Result<TlsConnector> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.context("the certificate authority is not PEM")?).context("certificate authority")?;
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Sends `request` (its URI absolute: `http://` or, with `tls`, `https://`) and returns the
+/// response head with its body still streaming; a `101 Switching Protocols` response can
+/// be taken over with `hyper::upgrade::on`.
+pub async fn send(request: Request<Body>, tls: Option<&TlsConnector>) -> Result<Response<Incoming>> {
+    let uri = request.uri().clone();
+    let (host, port) = host_port(&uri)?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .with_context(|| format!("connect to {host}:{port}: timed out"))?
+        .with_context(|| format!("connect to {host}:{port}"))?;
+    stream.set_nodelay(true)?;
+    let mut request = request;
+    *request.uri_mut() = uri.path_and_query().map_or("/", |p| p.as_str()).parse()?;
+    request.headers_mut().insert(axum::http::header::HOST, format!("{host}:{port}").parse()?);
+    match (uri.scheme_str(), tls) {
+        (Some("https"), Some(tls)) => {
+            let name = ServerName::try_from(host.clone()).with_context(|| format!("server name {host}"))?;
+            let stream = tls.connect(name, stream).await.with_context(|| format!("TLS handshake with {host}"))?;
+            exchange(TokioIo::new(stream), request).await
+        }
+        (Some("https"), None) => bail!("{uri}: https needs a certificate authority"),
+        _ => exchange(TokioIo::new(stream), request).await,
+    }
+}
+
+async fn exchange<T>(io: T, request: Request<Body>) -> Result<Response<Incoming>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    Ok(sender.send_request(request).await?)
+}
+
+fn host_port(uri: &Uri) -> Result<(String, u16)> {
+    let host = uri.host().with_context(|| format!("{uri}: no host"))?;
+    let default = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), uri.port_u16().unwrap_or(default)))
+}

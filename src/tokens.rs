@@ -1,0 +1,34 @@
+//! Bearer tokens, kept in kube-apiserver's token file format: the API server's clients
+//! and the node's HTTP endpoint authenticate with them.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use axum::http::{HeaderMap, header};
+
+/// The tokens of a token file: `token,user,uid[,"groups"]` per line.
+pub fn read(path: &Path) -> Result<HashSet<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let tokens: HashSet<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(',').next().unwrap_or_default().trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        bail!("{}: no tokens (one `token,user,uid` per line)", path.display());
+    }
+    Ok(tokens)
+}
+
+/// Whether a request may go on: no tokens means no authentication.
+pub fn admits(tokens: Option<&HashSet<String>>, headers: &HeaderMap) -> bool {
+    let Some(tokens) = tokens else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| tokens.contains(t.trim()))
+}
