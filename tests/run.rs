@@ -354,6 +354,31 @@ fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
     assert_eq!(std::fs::read_dir(node.data_dir().join("pods")).unwrap().count(), 0);
 }
 
+/// `ps` recovers what interrupted creations left while other pods are being created: it
+/// must never take a pod being made for a leftover.
+#[test]
+fn recovery_leaves_pods_being_created_alone() {
+    const PODS: usize = 40;
+    let node = std::sync::Arc::new(node());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recovering: Vec<_> = (0..2)
+        .map(|_| {
+            let (node, done) = (node.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    node.ok(&["ps", "-a"]);
+                }
+            })
+        })
+        .collect();
+    for i in 0..PODS {
+        node.ok(&["run", "-d", "--net", "none", "--name", &format!("p{i}"), "busybox", "--", "true"]);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    recovering.into_iter().for_each(|r| r.join().unwrap());
+    assert_eq!(node.ok(&["ps", "-a", "-q"]).lines().count(), PODS);
+}
+
 /// Writes a pod manifest into the node's directory and runs it in the foreground.
 fn run_manifest(node: &Node, name: &str, yaml: &str) -> (i32, String, String) {
     let path = node.dir.path().join(format!("{name}.yaml"));

@@ -152,11 +152,16 @@ impl Runtime {
             created_at: logs::rfc3339_nano(SystemTime::now()),
             cgroup: self.cgroups.pod(spec.qos, &spec.uid),
         };
-        std::fs::create_dir_all(&dirs.state).map_err(Error::io(format!("pod {}: state dir", spec.name)))?;
         // Held until the sandbox is up: recovery takes a pod without a pod init whose
-        // lock it can get for one whose creator died.
-        let _creating = CreationLock::take(&dirs.state, true)
-            .map_err(Error::io(format!("pod {}: lock", spec.name)))?
+        // lock it can get for one whose creator died. Making the state dir and locking it
+        // happen under the node's state lock, so recovery never sees the dir unlocked.
+        let _creating = self
+            .state_lock(libc::LOCK_SH)
+            .and_then(|_state| {
+                std::fs::create_dir_all(&dirs.state)?;
+                CreationLock::take(&dirs.state, true)
+            })
+            .map_err(Error::io(format!("pod {}: state dir", spec.name)))?
             .expect("a new pod's lock is free");
         state::write_json_atomic(&dirs.record(), &record)
             .map_err(Error::io(format!("pod {}: write record", spec.name)))?;
@@ -249,6 +254,7 @@ impl Runtime {
     /// (after a reboot emptied the run directory, or a removal was cut short). Running pods are left alone: they are simply found again.
     pub fn recover(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
+        let _state = self.state_lock(libc::LOCK_EX).map_err(Error::io("lock the pod state"))?;
         let state = self.run_dir.join("pods");
         for entry in std::fs::read_dir(&state).into_iter().flatten().filter_map(|e| e.ok()) {
             let uid = entry.file_name().to_string_lossy().into_owned();
@@ -469,6 +475,21 @@ fn unexpected(pod: &Pod, container: &str, response: Response) -> Error {
 }
 
 /// flock(2) on a pod's state directory while it is being created.
+impl Runtime {
+    /// `RUN_DIR/pods.lock`, flocked with `operation` (shared by creators, exclusive for
+    /// recovery) until the file is dropped.
+    fn state_lock(&self, operation: i32) -> io::Result<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.run_dir)?;
+        let file = std::fs::File::options().create(true).append(true).open(self.run_dir.join("pods.lock"))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(file)
+    }
+}
+
 struct CreationLock {
     _dir: std::fs::File,
 }

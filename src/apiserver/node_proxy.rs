@@ -95,9 +95,11 @@ pub async fn proxy(
     let node = get_object(server, nodes, None, node_name)?;
     let endpoint = endpoint(&node)?;
     let mut request = Request::builder().method(parts.method.clone()).uri(format!("http://{endpoint}{path}"));
-    for name in UPGRADE_HEADERS.iter().filter(|_| is_upgrade) {
-        for value in parts.headers.get_all(*name) {
-            request = request.header(*name, value);
+    if is_upgrade {
+        for name in UPGRADE_HEADERS {
+            for value in parts.headers.get_all(name) {
+                request = request.header(name, value);
+            }
         }
     }
     if let Some(token) = &server.kubelet_token {

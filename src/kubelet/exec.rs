@@ -147,8 +147,9 @@ fn run(
     terminal: &Mutex<Terminal>,
     outgoing: mpsc::Sender<Vec<u8>>,
 ) {
-    let outcome = (|| -> std::io::Result<runtime::Result<ExitStatus>> {
-        let null = File::options().read(true).write(true).open("/dev/null")?;
+    let outcome = (|| -> Result<ExitStatus, String> {
+        let io = |e: std::io::Error| e.to_string();
+        let null = File::options().read(true).write(true).open("/dev/null").map_err(io)?;
         let mut pumps = Vec::new();
         if request.tty {
             let mut stdin_data = Some(stdin_data);
@@ -170,11 +171,12 @@ fn run(
                 })),
             );
             pumps.into_iter().for_each(|p| drop(p.join()));
-            return Ok(status);
+            return status.map_err(|e| e.to_string());
         }
-        let (stdin_read, stdin_write) = if request.stdin { pipe()? } else { (null.try_clone()?, null.try_clone()?) };
-        let (stdout_read, stdout_write) = if request.stdout { pipe()? } else { (null.try_clone()?, null.try_clone()?) };
-        let (stderr_read, stderr_write) = if request.stderr { pipe()? } else { (null.try_clone()?, null.try_clone()?) };
+        let pipe_or_null = |wanted: bool| if wanted { pipe() } else { Ok((null.try_clone()?, null.try_clone()?)) };
+        let (stdin_read, stdin_write) = pipe_or_null(request.stdin).map_err(io)?;
+        let (stdout_read, stdout_write) = pipe_or_null(request.stdout).map_err(io)?;
+        let (stderr_read, stderr_write) = pipe_or_null(request.stderr).map_err(io)?;
         if request.stdin {
             pump_stdin(stdin_data, stdin_write);
         }
@@ -189,11 +191,10 @@ fn run(
         // Ours are the last write ends once the command is gone: the pumps see the end.
         drop((stdin_read, stdout_write, stderr_write));
         pumps.into_iter().for_each(|p| drop(p.join()));
-        Ok(status)
+        status.map_err(|e| e.to_string())
     })();
     let status = match outcome {
-        Ok(Ok(status)) => outcome_status(&request.command, &status),
-        Ok(Err(e)) => failure("InternalError", &format!("error executing command in container: {e}")),
+        Ok(status) => outcome_status(&request.command, &status),
         Err(e) => failure("InternalError", &format!("error executing command in container: {e}")),
     };
     let _ = outgoing.blocking_send(frame(ERROR, status.to_string().as_bytes()));
