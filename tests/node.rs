@@ -249,3 +249,45 @@ fn open_pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
     // SAFETY: both were just opened and are ours alone.
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
+
+/// `kubectl logs` works with every kubectl on the machine; `kubectl exec` with every one
+/// that speaks WebSocket (1.30 on), and older ones (SPDY only) are told why not.
+#[test]
+fn every_kubectl_reads_logs_and_those_from_1_30_exec() {
+    let cluster = Cluster::start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text(&cluster.kubectl(&["logs", "web", "-c", "app"]).stdout) != "hello\noops\n" {
+        assert!(Instant::now() < deadline, "the app container did not write its two lines");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let versions: Vec<(u32, String)> = (27..=33)
+        .map(|minor| (minor, format!("{}/kubectl.1.{minor}", testkit::apiserver::KUBECTL_DIR)))
+        .filter(|(_, path)| std::path::Path::new(path).exists())
+        .collect();
+    assert!(versions.iter().any(|(minor, _)| *minor < 30), "an SPDY-only kubectl expected: {versions:?}");
+    for (minor, kubectl) in &versions {
+        let run = |args: &[&str], stdin: &str| -> Output {
+            let mut child = std::process::Command::new(kubectl)
+                .args(args)
+                .env("KUBECONFIG", cluster.api.kubeconfig())
+                .env("HOME", cluster.api.dir.path().join(format!("home-1.{minor}")))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let logs = run(&["logs", "web", "-c", "app", "--tail", "1"], "");
+        assert_eq!(text(&logs.stdout), "oops\n", "kubectl 1.{minor}: {}", text(&logs.stderr));
+        let exec = run(&["exec", "-i", "web", "-c", "app", "--", "sh", "-c", "cat; exit 4"], "piped\n");
+        if *minor >= 30 {
+            assert_eq!(exec.status.code(), Some(4), "kubectl 1.{minor}: {}", text(&exec.stderr));
+            assert_eq!(text(&exec.stdout), "piped\n", "kubectl 1.{minor}");
+        } else {
+            assert!(!exec.status.success(), "kubectl 1.{minor}");
+            assert!(text(&exec.stderr).contains("WebSocket"), "kubectl 1.{minor}: {}", text(&exec.stderr));
+        }
+    }
+}
