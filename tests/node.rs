@@ -204,39 +204,46 @@ fn kubectl_exec_runs_in_the_container_over_a_websocket() {
     assert!(unbound.contains("pod nowhere does not have a host assigned"), "{unbound}");
 }
 
+/// With a terminal, over a WebSocket (kubectl 1.33) and over SPDY (1.29).
 #[test]
 fn kubectl_exec_with_a_terminal_gets_one_of_its_size() {
     let cluster = Cluster::start();
-    let (master, slave) = open_pty(30, 100);
-    let slave_fd = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let mut kubectl =
-        cluster.api.kubectl_command(&["exec", "-it", "web", "-c", "app", "--", "sh", "-c", "tty; stty size"]);
-    let child = kubectl.stdin(slave_fd(&slave)).stdout(slave_fd(&slave)).stderr(slave_fd(&slave)).spawn().unwrap();
-    // Only kubectl may hold the terminal now (the command keeps its copies until dropped).
-    drop((kubectl, slave));
-    let mut child = Process(child);
-    // Ends with EIO once kubectl, the last holder of the terminal, is gone.
-    let reader = std::thread::spawn(move || {
-        let mut master = std::fs::File::from(master);
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = master.read(&mut buf) {
-            all.extend_from_slice(&buf[..n]);
-        }
-        text(&all)
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "kubectl exec -it did not end");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = reader.join().unwrap();
-    assert!(status.success(), "{output}");
-    assert!(output.contains("/dev/pts/"), "{output}");
-    assert!(output.contains("30 100"), "the terminal has kubectl's size: {output}");
+    let spdy = format!("{}/kubectl.1.29", testkit::apiserver::KUBECTL_DIR);
+    for kubectl in [testkit::apiserver::KUBECTL, spdy.as_str()] {
+        let (master, slave) = open_pty(30, 100);
+        let slave_fd = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+        let mut command = std::process::Command::new(kubectl);
+        command
+            .args(["exec", "-it", "web", "-c", "app", "--", "sh", "-c", "tty; stty size"])
+            .env("KUBECONFIG", cluster.api.kubeconfig())
+            .env("HOME", cluster.api.dir.path());
+        let child = command.stdin(slave_fd(&slave)).stdout(slave_fd(&slave)).stderr(slave_fd(&slave)).spawn().unwrap();
+        // Only kubectl may hold the terminal now (the command keeps its copies until dropped).
+        drop((command, slave));
+        let mut child = Process(child);
+        // Ends with EIO once kubectl, the last holder of the terminal, is gone.
+        let reader = std::thread::spawn(move || {
+            let mut master = std::fs::File::from(master);
+            let mut all = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                all.extend_from_slice(&buf[..n]);
+            }
+            text(&all)
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{kubectl} exec -it did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let output = reader.join().unwrap();
+        assert!(status.success(), "{kubectl}: {output}");
+        assert!(output.contains("/dev/pts/"), "{kubectl}: {output}");
+        assert!(output.contains("30 100"), "{kubectl}: the terminal has kubectl's size: {output}");
+    }
 }
 
 /// A pseudo-terminal of `rows` × `cols`: (master, slave).
@@ -250,10 +257,10 @@ fn open_pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
-/// `kubectl logs` works with every kubectl on the machine; `kubectl exec` with every one
-/// that speaks WebSocket (1.30 on), and older ones (SPDY only) are told why not.
+/// `kubectl logs` and `kubectl exec` work with every kubectl on the machine: those from
+/// 1.30 exec over a WebSocket, older ones over SPDY/3.1.
 #[test]
-fn every_kubectl_reads_logs_and_those_from_1_30_exec() {
+fn every_kubectl_reads_logs_and_execs() {
     let cluster = Cluster::start();
     let deadline = Instant::now() + Duration::from_secs(10);
     while text(&cluster.kubectl(&["logs", "web", "-c", "app"]).stdout) != "hello\noops\n" {
@@ -265,6 +272,7 @@ fn every_kubectl_reads_logs_and_those_from_1_30_exec() {
         .filter(|(_, path)| std::path::Path::new(path).exists())
         .collect();
     assert!(versions.iter().any(|(minor, _)| *minor < 30), "an SPDY-only kubectl expected: {versions:?}");
+    assert!(versions.iter().any(|(minor, _)| *minor >= 30), "a WebSocket kubectl expected: {versions:?}");
     for (minor, kubectl) in &versions {
         let run = |args: &[&str], stdin: &str| -> Output {
             let mut child = std::process::Command::new(kubectl)
@@ -282,12 +290,10 @@ fn every_kubectl_reads_logs_and_those_from_1_30_exec() {
         let logs = run(&["logs", "web", "-c", "app", "--tail", "1"], "");
         assert_eq!(text(&logs.stdout), "oops\n", "kubectl 1.{minor}: {}", text(&logs.stderr));
         let exec = run(&["exec", "-i", "web", "-c", "app", "--", "sh", "-c", "cat; exit 4"], "piped\n");
-        if *minor >= 30 {
-            assert_eq!(exec.status.code(), Some(4), "kubectl 1.{minor}: {}", text(&exec.stderr));
-            assert_eq!(text(&exec.stdout), "piped\n", "kubectl 1.{minor}");
-        } else {
-            assert!(!exec.status.success(), "kubectl 1.{minor}");
-            assert!(text(&exec.stderr).contains("WebSocket"), "kubectl 1.{minor}: {}", text(&exec.stderr));
-        }
+        assert_eq!(exec.status.code(), Some(4), "kubectl 1.{minor}: {}", text(&exec.stderr));
+        assert_eq!(text(&exec.stdout), "piped\n", "kubectl 1.{minor}");
+        let stderr = run(&["exec", "web", "-c", "app", "--", "sh", "-c", "echo to-stderr >&2"], "");
+        assert!(stderr.status.success(), "kubectl 1.{minor}: {}", text(&stderr.stderr));
+        assert_eq!(text(&stderr.stderr), "to-stderr\n", "kubectl 1.{minor}");
     }
 }

@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const ERROR: u8 = 3;
+pub const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
 /// What the client asked for (kubelet's `/exec` query: `command` repeated, `input`,
@@ -87,19 +87,63 @@ impl Terminal {
     }
 }
 
-/// Runs the exec over `socket` until the command has exited and all its output is sent.
+/// A command running for a client, whatever carries its streams: what it writes comes out
+/// of `to_client` as `channel byte + data` messages (the outcome last, on [`ERROR`]), and
+/// ends when the command has exited and all of it was sent.
+pub struct Session {
+    pub to_client: mpsc::Receiver<Vec<u8>>,
+    stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    terminal: Arc<Mutex<Terminal>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Session {
+    pub fn start(runtime: Runtime, pod: Pod, container: String, request: ExecRequest) -> Session {
+        let (outgoing, to_client) = mpsc::channel::<Vec<u8>>(64);
+        let (stdin, stdin_data) = mpsc::unbounded_channel::<Vec<u8>>();
+        let stdin = request.stdin.then_some(stdin);
+        let terminal = Arc::new(Mutex::new(Terminal::default()));
+        let thread = {
+            let terminal = terminal.clone();
+            std::thread::spawn(move || run(&runtime, &pod, &container, &request, stdin_data, &terminal, outgoing))
+        };
+        Session { to_client, stdin, terminal, thread }
+    }
+
+    pub fn stdin(&self, data: &[u8]) {
+        if let Some(stdin) = &self.stdin {
+            let _ = stdin.send(data.to_vec());
+        }
+    }
+
+    /// The client's end of input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// A terminal size as remotecommand sends it: `{"Width":80,"Height":24}`.
+    pub fn resize(&self, json: &[u8]) {
+        if let Some(size) = window_size(json) {
+            self.terminal.lock().expect("terminal lock").resize(size);
+        }
+    }
+
+    /// The client is gone or the command is done: its stdin ends, closing the terminal
+    /// hangs it up, and the command's side is waited for.
+    pub async fn finish(mut self) {
+        self.close_stdin();
+        self.terminal.lock().expect("terminal lock").master = None;
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// Runs the exec over a WebSocket until the command has exited and all its output is sent.
 pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container: String, request: ExecRequest) {
-    let (outgoing, mut to_client) = mpsc::channel::<Vec<u8>>(64);
-    let (stdin, stdin_data) = mpsc::unbounded_channel::<Vec<u8>>();
-    let mut stdin = request.stdin.then_some(stdin);
-    let terminal = Arc::new(Mutex::new(Terminal::default()));
-    let session = {
-        let terminal = terminal.clone();
-        std::thread::spawn(move || run(&runtime, &pod, &container, &request, stdin_data, &terminal, outgoing))
-    };
+    let mut session = Session::start(runtime, pod, container, request);
     loop {
         tokio::select! {
-            message = to_client.recv() => match message {
+            message = session.to_client.recv() => match message {
                 Some(message) => if socket.send(Message::Binary(message.into())).await.is_err() { break },
                 None => {
                     // client-go takes only a normal closure (1000) as the streams' end.
@@ -110,11 +154,9 @@ pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container:
             },
             message = socket.recv() => match message {
                 Some(Ok(Message::Binary(data))) => match (data.first(), &data[1.min(data.len())..]) {
-                    (Some(&STDIN), bytes) => if let Some(stdin) = &stdin { let _ = stdin.send(bytes.to_vec()); },
-                    (Some(&CLOSE), [STDIN]) => stdin = None,
-                    (Some(&RESIZE), json) => if let Some(size) = window_size(json) {
-                        terminal.lock().expect("terminal lock").resize(size);
-                    },
+                    (Some(&STDIN), bytes) => session.stdin(bytes),
+                    (Some(&CLOSE), [STDIN]) => session.close_stdin(),
+                    (Some(&RESIZE), json) => session.resize(json),
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -122,11 +164,7 @@ pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container:
             },
         }
     }
-    // The client is gone or the command is done: its stdin ends, and closing the terminal
-    // hangs it up.
-    drop(stdin);
-    terminal.lock().expect("terminal lock").master = None;
-    let _ = tokio::task::spawn_blocking(move || session.join()).await;
+    session.finish().await;
 }
 
 /// `{"Width":80,"Height":24}` (remotecommand's TerminalSize).

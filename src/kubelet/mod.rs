@@ -7,6 +7,7 @@ mod exec;
 mod logs;
 pub mod registration;
 pub mod server;
+mod spdy;
 pub mod spec;
 
 use std::collections::HashSet;

@@ -14,11 +14,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::TokioIo;
 use runtime::{Pod, Runtime};
 use tokio::sync::mpsc;
 
 use super::exec::{self, ExecRequest};
 use super::logs::{self, LogOptions};
+use super::spdy;
 
 pub struct NodeServer {
     pub runtime: Runtime,
@@ -39,7 +41,7 @@ pub fn router(server: Arc<NodeServer>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(spdy))
+        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec_spdy))
         .layer(middleware::from_fn_with_state(server.clone(), authenticate))
         .with_state(server)
 }
@@ -99,35 +101,76 @@ async fn container_logs(
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))], Body::from_stream(body)).into_response())
 }
 
-async fn exec(
-    State(server): State<Arc<NodeServer>>,
-    Path((namespace, name, container)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, Refusal> {
-    let pairs = query_pairs(&query);
+/// What an exec request names, checked: the command and streams, the pod, and that the
+/// container runs.
+fn exec_target(
+    server: &NodeServer,
+    (namespace, name, container): &(String, String, String),
+    query: &Option<String>,
+) -> Result<(Pod, ExecRequest), Refusal> {
+    let pairs = query_pairs(query);
     let request = ExecRequest::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
-    let upgrade = upgrade.protocols(exec::PROTOCOLS);
-    if upgrade.selected_protocol().is_none() {
-        let wanted = exec::PROTOCOLS.join(", ");
-        return Err(Refusal(StatusCode::BAD_REQUEST, format!("no subprotocol the node speaks was offered: {wanted}")));
-    }
-    let runtime = server.runtime.clone();
-    let pod = find_pod(&runtime, &namespace, &name)?;
-    if !pod.running_containers().contains(&container) {
+    let pod = find_pod(&server.runtime, namespace, name)?;
+    if !pod.running_containers().contains(container) {
         return Err(Refusal(
             StatusCode::BAD_REQUEST,
             format!("container {container:?} in pod {namespace}/{name} is not running"),
         ));
     }
-    Ok(upgrade.on_upgrade(move |socket| exec::serve(socket, runtime, pod, container, request)))
+    Ok((pod, request))
 }
 
-/// kubectl before 1.30 (and `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`) exec over SPDY.
-async fn spdy() -> Refusal {
-    Refusal(
-        StatusCode::BAD_REQUEST,
-        "this node serves exec over WebSocket (v5.channel.k8s.io) only, not SPDY: use kubectl 1.30 or newer".into(),
-    )
+/// kubectl 1.30 and newer: a WebSocket.
+async fn exec(
+    State(server): State<Arc<NodeServer>>,
+    Path(target): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Refusal> {
+    let upgrade = upgrade.protocols(exec::PROTOCOLS);
+    if upgrade.selected_protocol().is_none() {
+        let wanted = exec::PROTOCOLS.join(", ");
+        return Err(Refusal(StatusCode::BAD_REQUEST, format!("no subprotocol the node speaks was offered: {wanted}")));
+    }
+    let (pod, request) = exec_target(&server, &target, &query)?;
+    let runtime = server.runtime.clone();
+    Ok(upgrade.on_upgrade(move |socket| exec::serve(socket, runtime, pod, target.2, request)))
+}
+
+/// kubectl before 1.30 (and `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`): SPDY/3.1.
+async fn exec_spdy(
+    State(server): State<Arc<NodeServer>>,
+    Path(target): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    mut request: Request,
+) -> Result<Response, Refusal> {
+    let headers = request.headers();
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let offered = headers
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == spdy::PROTOCOL));
+    if !upgrade.eq_ignore_ascii_case("SPDY/3.1") || !offered {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("exec needs a WebSocket ({}) or SPDY/3.1 with {}", exec::PROTOCOLS.join(", "), spdy::PROTOCOL),
+        ));
+    }
+    let (pod, exec_request) = exec_target(&server, &target, &query)?;
+    let runtime = server.runtime.clone();
+    let upgraded = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        if let Ok(io) = upgraded.await {
+            spdy::serve(TokioIo::new(io), runtime, pod, target.2, exec_request).await;
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", spdy::PROTOCOL)
+        .body(Body::empty())
+        .expect("valid response"))
 }
