@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the response head may take (its body may stream for as long as it lasts).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Trusts the certificate authorities of a PEM bundle (a kubeconfig's
 /// `certificate-authority-data`).
@@ -40,7 +42,8 @@ pub async fn send(request: Request<Body>, tls: Option<&TlsConnector>) -> Result<
     stream.set_nodelay(true)?;
     let mut request = request;
     *request.uri_mut() = uri.path_and_query().map_or("/", |p| p.as_str()).parse()?;
-    request.headers_mut().insert(axum::http::header::HOST, format!("{host}:{port}").parse()?);
+    let host_header = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    request.headers_mut().insert(axum::http::header::HOST, host_header.parse()?);
     match (uri.scheme_str(), tls) {
         (Some("https"), Some(tls)) => {
             let name = ServerName::try_from(host.clone()).with_context(|| format!("server name {host}"))?;
@@ -60,7 +63,10 @@ where
     tokio::spawn(async move {
         let _ = connection.with_upgrades().await;
     });
-    Ok(sender.send_request(request).await?)
+    match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request)).await {
+        Ok(response) => Ok(response?),
+        Err(_) => bail!("no answer in {} s", RESPONSE_TIMEOUT.as_secs()),
+    }
 }
 
 fn host_port(uri: &Uri) -> Result<(String, u16)> {

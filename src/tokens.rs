@@ -7,10 +7,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use axum::http::{HeaderMap, header};
 
-/// The tokens of a token file: `token,user,uid[,"groups"]` per line.
-pub fn read(path: &Path) -> Result<HashSet<String>> {
+/// The tokens of a token file (`token,user,uid[,"groups"]` per line), in its order.
+fn in_order(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let tokens: HashSet<String> = text
+    let tokens: Vec<String> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -21,6 +21,16 @@ pub fn read(path: &Path) -> Result<HashSet<String>> {
         bail!("{}: no tokens (one `token,user,uid` per line)", path.display());
     }
     Ok(tokens)
+}
+
+/// Every token of a token file: the ones a server accepts.
+pub fn read(path: &Path) -> Result<HashSet<String>> {
+    Ok(in_order(path)?.into_iter().collect())
+}
+
+/// The first token of a token file: the one a client presents.
+pub fn first(path: &Path) -> Result<String> {
+    Ok(in_order(path)?.swap_remove(0))
 }
 
 /// Whether a request may go on: no tokens means no authentication.

@@ -297,3 +297,43 @@ fn every_kubectl_reads_logs_and_execs() {
         assert_eq!(text(&stderr.stderr), "to-stderr\n", "kubectl 1.{minor}");
     }
 }
+
+/// A client that goes away mid-exec ends the command: its output has nowhere to go (`yes`
+/// meets a broken pipe), and a terminal hangs up (`sleep` gets SIGHUP).
+#[test]
+fn an_exec_whose_client_is_gone_ends() {
+    let cluster = Cluster::start();
+    // `[x]yz` matches the command's line in `ps`, not the line of this grep.
+    let running = |pattern: &str| {
+        let grep = format!("ps -o args | grep '[{}]{}' || true", &pattern[..1], &pattern[1..]);
+        let out = cluster.kubectl(&["exec", "web", "-c", "app", "--", "sh", "-c", &grep]);
+        !text(&out.stdout).trim().is_empty()
+    };
+    let gone_within = |pattern: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while running(pattern) {
+            assert!(Instant::now() < deadline, "{pattern} still runs in the container after its client left");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    let mut yes = cluster.api.kubectl_command(&["exec", "web", "-c", "app", "--", "yes", "left-behind"]);
+    let mut yes = Process(yes.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
+    let mut some = [0u8; 4096];
+    yes.0.stdout.as_mut().unwrap().read_exact(&mut some).unwrap();
+    assert!(running("yes left-behind"));
+    drop(yes);
+    gone_within("yes left-behind");
+
+    let (master, slave) = open_pty(24, 80);
+    let mut sleep = cluster.api.kubectl_command(&["exec", "-it", "web", "-c", "app", "--", "sleep", "1001"]);
+    let slave_fd = || Stdio::from(slave.try_clone().unwrap());
+    let sleep = Process(sleep.stdin(slave_fd()).stdout(slave_fd()).stderr(slave_fd()).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !running("sleep 1001") {
+        assert!(Instant::now() < deadline, "sleep 1001 did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop((sleep, master, slave));
+    gone_within("sleep 1001");
+}

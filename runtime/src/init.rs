@@ -25,7 +25,7 @@ use crate::cgroups::{Cgroup, Forked};
 use crate::channel::{Channel, Listener};
 use crate::logs::{CriLog, Stream, rfc3339_nano};
 use crate::process;
-use crate::spec::{ContainerSpec, NetworkMode};
+use crate::spec::{ContainerSpec, NetworkMode, WindowSize};
 use crate::state::{
     ContainerProcess, ExitStatus, PodDirs, PodRecord, ProcessRecord, read_json, remove_dir_all_if_present,
     write_json_atomic,
@@ -59,6 +59,9 @@ pub enum Request {
         container: String,
         args: Vec<String>,
         tty: bool,
+        /// The terminal's size from the start, so the command never sees it unset.
+        #[serde(default)]
+        window: Option<WindowSize>,
     },
     /// Take the write side of a container's stdin (one client, once).
     Attach {
@@ -288,7 +291,9 @@ impl PodInit {
             Request::Start { container, cgroup } => Some(self.start(*container, cgroup)),
             Request::Wait { container } => self.wait(id, &container),
             Request::Kill { container, signal } => Some(self.kill(&container, signal)),
-            Request::Exec { container, args, tty } => self.exec(id, &container, args, tty, fds),
+            Request::Exec { container, args, tty, window } => {
+                self.exec(id, &container, args, tty.then_some(window), fds)
+            }
             Request::Attach { container } => {
                 self.attach(id, &container);
                 None
@@ -334,13 +339,20 @@ impl PodInit {
         }
     }
 
-    /// Runs `args` inside a running container, with the client's descriptors as stdio;
-    /// answered when it exits.
-    fn exec(&mut self, client: u64, name: &str, args: Vec<String>, tty: bool, fds: Vec<OwnedFd>) -> Option<Response> {
+    /// Runs `args` inside a running container, with the client's descriptors as stdio or
+    /// (`terminal`: with this size, if known) a terminal; answered when it exits.
+    fn exec(
+        &mut self,
+        client: u64,
+        name: &str,
+        args: Vec<String>,
+        terminal: Option<Option<WindowSize>>,
+        fds: Vec<OwnedFd>,
+    ) -> Option<Response> {
         let Some(target) = self.running.iter().find(|c| c.name == name && c.exit.is_none()) else {
             return Some(Response::Error { message: format!("container {name} is not running") });
         };
-        let stdio: Option<[OwnedFd; 3]> = match (tty, <[OwnedFd; 3]>::try_from(fds)) {
+        let stdio: Option<[OwnedFd; 3]> = match (terminal.is_some(), <[OwnedFd; 3]>::try_from(fds)) {
             (true, Err(fds)) if fds.is_empty() => None,
             (false, Ok(fds)) => Some(fds),
             _ => return Some(Response::Error { message: "exec takes three descriptors, or none with a tty".into() }),
@@ -372,7 +384,10 @@ impl PodInit {
                 })()
                 .map_or_else(
                     |e| process::StartError { exit_code: 126, message: e.to_string() },
-                    |()| process::exec_in(&spec, pid.as_raw(), &args, tty.then_some(&send_pty)),
+                    |()| {
+                        let terminal = terminal.map(|window| (&send_pty as process::SendPty, window));
+                        process::exec_in(&spec, pid.as_raw(), &args, terminal)
+                    },
                 );
                 report_failure(status_w, failure)
             }

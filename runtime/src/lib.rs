@@ -28,7 +28,7 @@ pub use cgroups::{Cgroup, Cgroups, QosClass};
 
 pub use init::{Request, Response};
 pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
-pub use spec::{ContainerSpec, Mount, NetworkMode, PodSpec, Resources, User, Volume, VolumeSource};
+pub use spec::{ContainerSpec, Mount, NetworkMode, PodSpec, Resources, User, Volume, VolumeSource, WindowSize};
 pub use state::{ExitStatus, PodDirs, PodRecord, ProcessRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +57,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Where an exec's stdin, stdout and stderr come from.
 pub enum ExecStdio<'a> {
     Fds([std::os::fd::BorrowedFd<'a>; 3]),
-    /// A terminal: called with its master.
-    Pty(Box<dyn FnMut(std::os::fd::OwnedFd) + 'a>),
+    /// A terminal, of this size if known: its master goes to the function.
+    Pty(Option<WindowSize>, Box<dyn FnMut(std::os::fd::OwnedFd) + 'a>),
 }
 
 /// The node's pods, as found under the run and data directories.
@@ -158,10 +158,14 @@ impl Runtime {
         let _creating = self
             .state_lock(libc::LOCK_SH)
             .and_then(|_state| {
-                std::fs::create_dir_all(&dirs.state)?;
+                std::fs::create_dir_all(dirs.state.parent().expect("pod state lives in a directory"))?;
+                std::fs::create_dir(&dirs.state)?;
                 CreationLock::take(&dirs.state, true)
             })
-            .map_err(Error::io(format!("pod {}: state dir", spec.name)))?
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Error::PodExists(spec.name.clone()),
+                _ => Error::Io { context: format!("pod {}: state dir", spec.name), error: e },
+            })?
             .expect("a new pod's lock is free");
         state::write_json_atomic(&dirs.record(), &record)
             .map_err(Error::io(format!("pod {}: write record", spec.name)))?;
@@ -295,6 +299,19 @@ impl Runtime {
         Ok(removed)
     }
 
+    /// `RUN_DIR/pods.lock`, flocked with `operation` (shared by creators, exclusive for
+    /// recovery) until the file is dropped.
+    fn state_lock(&self, operation: i32) -> io::Result<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.run_dir)?;
+        let file = std::fs::File::options().create(true).append(true).open(self.run_dir.join("pods.lock"))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(file)
+    }
+
     /// Every pod with a record under the run directory.
     pub fn pods(&self) -> Result<Vec<Pod>> {
         let dir = self.run_dir.join("pods");
@@ -351,12 +368,12 @@ impl Runtime {
     /// to give ([`ExecStdio::Fds`]: stdin, stdout, stderr), or a terminal made in the
     /// container whose master [`ExecStdio::Pty`] receives as soon as it exists.
     pub fn exec(&self, pod: &Pod, container: &str, args: &[String], stdio: ExecStdio) -> Result<ExitStatus> {
-        let tty = matches!(stdio, ExecStdio::Pty(_));
-        let request = Request::Exec { container: container.to_string(), args: args.to_vec(), tty };
-        let (fds, mut on_pty) = match stdio {
-            ExecStdio::Fds(fds) => (fds.to_vec(), None),
-            ExecStdio::Pty(on_pty) => (vec![], Some(on_pty)),
+        let (fds, window, mut on_pty) = match stdio {
+            ExecStdio::Fds(fds) => (fds.to_vec(), None, None),
+            ExecStdio::Pty(window, on_pty) => (vec![], window, Some(on_pty)),
         };
+        let tty = on_pty.is_some();
+        let request = Request::Exec { container: container.to_string(), args: args.to_vec(), tty, window };
         let channel = self.call(pod, &request, &fds, None)?;
         loop {
             match Self::answer(pod, &channel)? {
@@ -475,21 +492,6 @@ fn unexpected(pod: &Pod, container: &str, response: Response) -> Error {
 }
 
 /// flock(2) on a pod's state directory while it is being created.
-impl Runtime {
-    /// `RUN_DIR/pods.lock`, flocked with `operation` (shared by creators, exclusive for
-    /// recovery) until the file is dropped.
-    fn state_lock(&self, operation: i32) -> io::Result<std::fs::File> {
-        use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(&self.run_dir)?;
-        let file = std::fs::File::options().create(true).append(true).open(self.run_dir.join("pods.lock"))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(file)
-    }
-}
-
 struct CreationLock {
     _dir: std::fs::File,
 }

@@ -17,7 +17,7 @@ use nix::sched::CloneFlags;
 
 use crate::rootfs::{self, ContainerPaths, KernelMounter, Mounter};
 use crate::seccomp;
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, WindowSize};
 
 /// The capabilities a container gets by default: containerd's and Docker's set
 /// (containerd `oci/spec.go` `defaultUnixCaps`).
@@ -79,7 +79,7 @@ fn setup(container: &ContainerSpec, paths: &ContainerPaths, send_pty: Option<Sen
     std::fs::create_dir_all(cwd).map_err(|e| StartError::setup(format!("working directory {cwd}: {e}")))?;
     nix::unistd::chdir(cwd).map_err(|e| StartError::setup(format!("chdir {cwd}: {e}")))?;
     if let Some(send) = send_pty {
-        attach_new_pty(send).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
+        attach_new_pty(send, None).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
     }
     set_rlimits()?;
     let exec = Exec::resolve(container)?;
@@ -93,17 +93,23 @@ pub type SendPty<'a> = &'a dyn Fn(BorrowedFd) -> io::Result<()>;
 /// `exec` into a running container (the process `pid`, as this PID namespace sees it):
 /// its mount namespace and so its root, its working directory, environment, user,
 /// capabilities and seccomp filter; then `args`. The caller is already in its cgroup and
-/// the pod's other namespaces. With `send_pty`, the command gets a terminal made inside
-/// the container (its devpts), whose master goes to `send_pty`. Returns only on failure.
-pub fn exec_in(container: &ContainerSpec, pid: i32, args: &[String], send_pty: Option<SendPty>) -> StartError {
+/// the pod's other namespaces. With `terminal`, the command gets a terminal made inside
+/// the container (its devpts), of that size if given, whose master goes to the `SendPty`.
+/// Returns only on failure.
+pub fn exec_in(
+    container: &ContainerSpec,
+    pid: i32,
+    args: &[String],
+    terminal: Option<(SendPty, Option<WindowSize>)>,
+) -> StartError {
     let entered = (|| {
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
             .map_err(|e| StartError::setup(format!("container mount namespace: {e}")))?;
         // setns(2) into a mount namespace also sets root and cwd to its root.
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNS).map_err(|e| StartError::setup(format!("setns: {e}")))?;
-        if let Some(send) = send_pty {
+        if let Some((send, window)) = terminal {
             nix::unistd::setsid().map_err(|e| StartError::setup(format!("setsid: {e}")))?;
-            attach_new_pty(send).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
+            attach_new_pty(send, window).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
         }
         let cwd = if container.working_dir.is_empty() { "/" } else { &container.working_dir };
         nix::unistd::chdir(cwd).map_err(|e| StartError::setup(format!("chdir {cwd}: {e}")))?;
@@ -120,7 +126,7 @@ pub fn exec_in(container: &ContainerSpec, pid: i32, args: &[String], send_pty: O
 
 /// Opens a pty in the container's /dev/pts, hands its master to `send`, and makes its slave
 /// our stdio and controlling terminal (we lead a session of our own already).
-fn attach_new_pty(send: &dyn Fn(BorrowedFd) -> io::Result<()>) -> io::Result<()> {
+fn attach_new_pty(send: SendPty, window: Option<WindowSize>) -> io::Result<()> {
     let master: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -140,6 +146,13 @@ fn attach_new_pty(send: &dyn Fn(BorrowedFd) -> io::Result<()>) -> io::Result<()>
         }
         OwnedFd::from_raw_fd(fd)
     };
+    if let Some(window) = window {
+        let size = libc::winsize { ws_row: window.rows, ws_col: window.cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize we own.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     send(master.as_fd())?;
     drop(master);
     for target in 0..3 {

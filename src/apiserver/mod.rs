@@ -67,8 +67,7 @@ pub fn run(config: Config) -> Result<()> {
             config.listen
         );
     }
-    let kubelet_token = config.kubelet_token_file.as_deref().map(crate::tokens::read).transpose()?;
-    let kubelet_token = kubelet_token.and_then(|tokens| tokens.into_iter().min());
+    let kubelet_token = config.kubelet_token_file.as_deref().map(crate::tokens::first).transpose()?;
     let dir = config.data_dir.join("apiserver");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let store: Arc<dyn Store> = if config.etcd_endpoints.is_empty() {

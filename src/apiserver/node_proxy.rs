@@ -73,7 +73,7 @@ pub async fn proxy(
         StreamKind::Log => {
             let options = ["follow", "previous", "timestamps", "tailLines", "limitBytes", "sinceSeconds", "sinceTime"];
             let pairs = options.iter().filter_map(|key| query.get(key).map(|value| (*key, value)));
-            (format!("/containerLogs/{}/{name}/{container}?{}", stream.namespace, encode(pairs)), false)
+            (format!("/containerLogs/{}?{}", segments(&[&stream.namespace, name, &container]), encode(pairs)), false)
         }
         StreamKind::Exec => {
             let phase = pod["status"]["phase"].as_str().unwrap_or("");
@@ -88,7 +88,7 @@ pub async fn proxy(
             let streams = [("stdin", "input"), ("stdout", "output"), ("stderr", "error"), ("tty", "tty")];
             let flags = streams.into_iter().filter(|(ours, _)| query.flag(ours)).map(|(_, node)| (node, "1"));
             let pairs = query.all("command").map(|c| ("command", c)).chain(flags);
-            (format!("/exec/{}/{name}/{container}?{}", stream.namespace, encode(pairs)), true)
+            (format!("/exec/{}?{}", segments(&[&stream.namespace, name, &container]), encode(pairs)), true)
         }
     };
     let nodes = Resource::find("", "v1", "nodes").expect("nodes");
@@ -163,6 +163,15 @@ fn endpoint(node: &Value) -> Result<String, ApiError> {
     Ok(format!("{host}:{}", port.unwrap_or(KUBELET_PORT)))
 }
 
+/// Path segments, each percent-encoded: a name never adds a `/`, `?` or `#` of its own.
+fn segments(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn encode<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
@@ -202,6 +211,11 @@ mod tests {
         assert!(NodeStream::of("/api/v1/namespaces/default/pods/web/exec").is_some_and(|s| s.kind == StreamKind::Exec));
         assert!(NodeStream::of("/api/v1/namespaces/default/pods/web/status").is_none());
         assert!(NodeStream::of("/api/v1/namespaces/default/services/web/log").is_none());
+    }
+
+    #[test]
+    fn names_stay_within_their_path_segment() {
+        assert_eq!(segments(&["default", "web", "a/../b?x#y"]), "default/web/a%2F..%2Fb%3Fx%23y");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use clap::Args;
 use runtime::ExecStdio;
 
 use super::pods::find_pod;
-use super::terminal::{RawMode, copy_window_size};
+use super::terminal::{RawMode, window_size};
 use super::{NodeOptions, require_root};
 
 #[derive(Args)]
@@ -45,7 +45,9 @@ impl ExecArgs {
             None => bail!("pod {} has {} running containers: name one with -c", pod.name(), running.len()),
         };
         let status = if self.tty {
-            self.with_pty(|on_master| runtime.exec(&pod, &container, &self.command, ExecStdio::Pty(on_master)))?
+            // The terminal gets our size before the command starts.
+            let window = window_size(io::stdin().as_raw_fd());
+            self.with_pty(|on_master| runtime.exec(&pod, &container, &self.command, ExecStdio::Pty(window, on_master)))?
         } else {
             let (null, stdin, stdout, stderr) = (File::open("/dev/null")?, io::stdin(), io::stdout(), io::stderr());
             let input = if self.interactive { stdin.as_fd() } else { null.as_fd() };
@@ -58,17 +60,14 @@ impl ExecArgs {
         Ok(ExitCode::from(status.exit_code.clamp(0, 255) as u8))
     }
 
-    /// Runs `exec`, relaying the terminal it makes in the container to ours (in raw mode,
-    /// with our window size) until the command has exited and its output is shown.
+    /// Runs `exec`, relaying the terminal it makes in the container to ours (in raw mode)
+    /// until the command has exited and its output is shown.
     fn with_pty<T>(&self, exec: impl FnOnce(Box<dyn FnMut(OwnedFd) + '_>) -> runtime::Result<T>) -> Result<T> {
         let stdin = io::stdin();
         let _raw = stdin.is_terminal().then(|| RawMode::enter(stdin.as_raw_fd())).transpose()?;
         let interactive = self.interactive;
         let mut output = None;
         let result = exec(Box::new(|master: OwnedFd| {
-            if io::stdin().is_terminal() {
-                copy_window_size(io::stdin().as_raw_fd(), master.as_raw_fd());
-            }
             if interactive && let Ok(to_master) = master.try_clone() {
                 let mut to_master = File::from(to_master);
                 std::thread::spawn(move || {

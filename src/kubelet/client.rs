@@ -79,7 +79,10 @@ impl ApiClient {
             .await
             .with_context(|| format!("{method} {}{path}", self.server))?;
         let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(Body::new(response.into_body()), 16 << 20).await?;
+        let body = axum::body::to_bytes(Body::new(response.into_body()), 16 << 20);
+        let bytes = tokio::time::timeout(std::time::Duration::from_secs(30), body)
+            .await
+            .with_context(|| format!("{method} {}{path}: the answer did not end", self.server))??;
         let value =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         Ok((status, value))

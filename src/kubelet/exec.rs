@@ -7,12 +7,13 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use runtime::{ExecStdio, ExitStatus, Pod, Runtime};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
@@ -22,6 +23,9 @@ pub const STDERR: u8 = 2;
 pub const ERROR: u8 = 3;
 pub const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
+
+/// How long the client gets to answer our Close.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the client asked for (kubelet's `/exec` query: `command` repeated, `input`,
 /// `output`, `error`, `tty`).
@@ -73,6 +77,18 @@ struct Terminal {
     size: Option<libc::winsize>,
 }
 
+/// The terminal between the transport (which resizes it) and the command's side (which
+/// waits for its first size before starting the command).
+#[derive(Default)]
+struct SharedTerminal {
+    state: Mutex<Terminal>,
+    sized: Condvar,
+}
+
+/// How long a command with a terminal waits for the client's first size: kubectl sends
+/// it at once, and a command that reads its terminal's size must not see 0×0.
+const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Terminal {
     fn resize(&mut self, size: libc::winsize) {
         self.size = Some(size);
@@ -85,6 +101,44 @@ impl Terminal {
             unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, size) };
         }
     }
+
+    /// SIGHUP to the terminal's foreground process group, as a terminal that goes away
+    /// gives it. Closing our master does not: the pumps hold copies of it. (TIOCSIG
+    /// cannot send SIGHUP, tty_ioctl(4); TIOCGPGRP on a master names the slave's
+    /// foreground group, in our PID namespace.)
+    fn hang_up(&mut self) {
+        if let Some(master) = self.master.take() {
+            let mut group: libc::pid_t = 0;
+            // SAFETY: TIOCGPGRP fills a pid_t we own; kill(2) takes plain numbers.
+            unsafe {
+                if libc::ioctl(master.as_raw_fd(), libc::TIOCGPGRP, &mut group) == 0 && group > 1 {
+                    libc::kill(-group, libc::SIGHUP);
+                }
+            }
+        }
+    }
+}
+
+/// What the client sent for stdin and the command has not read yet, in bytes: bounded, so
+/// a client cannot fill the node's memory; the transport stops reading from the client
+/// while it is full.
+#[derive(Default)]
+pub struct StdinQueue {
+    queued: AtomicUsize,
+    drained: Notify,
+}
+
+const STDIN_QUEUE_LIMIT: usize = 1 << 20;
+
+impl StdinQueue {
+    pub fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) < STDIN_QUEUE_LIMIT
+    }
+
+    /// Resolves once the command has read some of what is queued.
+    pub async fn drained(&self) {
+        self.drained.notified().await
+    }
 }
 
 /// A command running for a client, whatever carries its streams: what it writes comes out
@@ -93,8 +147,8 @@ impl Terminal {
 pub struct Session {
     pub to_client: mpsc::Receiver<Vec<u8>>,
     stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
-    terminal: Arc<Mutex<Terminal>>,
-    thread: std::thread::JoinHandle<()>,
+    stdin_queue: Arc<StdinQueue>,
+    terminal: Arc<SharedTerminal>,
 }
 
 impl Session {
@@ -102,18 +156,30 @@ impl Session {
         let (outgoing, to_client) = mpsc::channel::<Vec<u8>>(64);
         let (stdin, stdin_data) = mpsc::unbounded_channel::<Vec<u8>>();
         let stdin = request.stdin.then_some(stdin);
-        let terminal = Arc::new(Mutex::new(Terminal::default()));
-        let thread = {
-            let terminal = terminal.clone();
-            std::thread::spawn(move || run(&runtime, &pod, &container, &request, stdin_data, &terminal, outgoing))
-        };
-        Session { to_client, stdin, terminal, thread }
+        let stdin_queue = Arc::new(StdinQueue::default());
+        let terminal = Arc::new(SharedTerminal::default());
+        {
+            let (terminal, stdin) = (terminal.clone(), (stdin_data, stdin_queue.clone()));
+            // Ends when the command has exited and its output is handed over (or nobody
+            // takes it any more).
+            std::thread::spawn(move || run(&runtime, &pod, &container, &request, stdin, &terminal, outgoing));
+        }
+        Session { to_client, stdin, stdin_queue, terminal }
     }
 
     pub fn stdin(&self, data: &[u8]) {
         if let Some(stdin) = &self.stdin {
-            let _ = stdin.send(data.to_vec());
+            self.stdin_queue.queued.fetch_add(data.len(), Ordering::Relaxed);
+            if stdin.send(data.to_vec()).is_err() {
+                self.stdin_queue.queued.fetch_sub(data.len(), Ordering::Relaxed);
+            }
         }
+    }
+
+    /// How much of the client's input waits for the command: the transport reads from
+    /// the client only while it has room.
+    pub fn stdin_queue(&self) -> Arc<StdinQueue> {
+        self.stdin_queue.clone()
     }
 
     /// The client's end of input.
@@ -124,23 +190,22 @@ impl Session {
     /// A terminal size as remotecommand sends it: `{"Width":80,"Height":24}`.
     pub fn resize(&self, json: &[u8]) {
         if let Some(size) = window_size(json) {
-            self.terminal.lock().expect("terminal lock").resize(size);
+            self.terminal.state.lock().expect("terminal lock").resize(size);
+            self.terminal.sized.notify_all();
         }
     }
 
-    /// The client is gone or the command is done: its stdin ends, closing the terminal
-    /// hangs it up, and the command's side is waited for.
-    pub async fn finish(mut self) {
-        self.close_stdin();
-        self.terminal.lock().expect("terminal lock").master = None;
-        let thread = self.thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    /// The client is gone or the command is done: its stdin ends, its terminal hangs up,
+    /// and what it still writes has nowhere to go (its pipes break), so it ends too.
+    pub fn finish(self) {
+        self.terminal.state.lock().expect("terminal lock").hang_up();
     }
 }
 
 /// Runs the exec over a WebSocket until the command has exited and all its output is sent.
 pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container: String, request: ExecRequest) {
     let mut session = Session::start(runtime, pod, container, request);
+    let input = session.stdin_queue();
     loop {
         tokio::select! {
             message = session.to_client.recv() => match message {
@@ -148,11 +213,23 @@ pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container:
                 None => {
                     // client-go takes only a normal closure (1000) as the streams' end.
                     let close = CloseFrame { code: close_code::NORMAL, reason: "".into() };
-                    let _ = socket.send(Message::Close(Some(close))).await;
+                    if socket.send(Message::Close(Some(close))).await.is_ok() {
+                        // The closing handshake: the client's Close, so that nothing it
+                        // still sends meets a closed socket (a reset may lose our last bytes).
+                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+                            while let Some(Ok(message)) = socket.recv().await {
+                                if matches!(message, Message::Close(_)) {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                    }
                     break;
                 }
             },
-            message = socket.recv() => match message {
+            () = input.drained(), if !input.has_room() => {}
+            message = socket.recv(), if input.has_room() => match message {
                 Some(Ok(Message::Binary(data))) => match (data.first(), &data[1.min(data.len())..]) {
                     (Some(&STDIN), bytes) => session.stdin(bytes),
                     (Some(&CLOSE), [STDIN]) => session.close_stdin(),
@@ -164,7 +241,7 @@ pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container:
             },
         }
     }
-    session.finish().await;
+    session.finish();
 }
 
 /// `{"Width":80,"Height":24}` (remotecommand's TerminalSize).
@@ -181,8 +258,8 @@ fn run(
     pod: &Pod,
     container: &str,
     request: &ExecRequest,
-    stdin_data: mpsc::UnboundedReceiver<Vec<u8>>,
-    terminal: &Mutex<Terminal>,
+    (stdin_data, stdin_queue): (mpsc::UnboundedReceiver<Vec<u8>>, Arc<StdinQueue>),
+    terminal: &SharedTerminal,
     outgoing: mpsc::Sender<Vec<u8>>,
 ) {
     let outcome = (|| -> Result<ExitStatus, String> {
@@ -191,22 +268,30 @@ fn run(
         let mut pumps = Vec::new();
         if request.tty {
             let mut stdin_data = Some(stdin_data);
+            let sized = terminal.state.lock().expect("terminal lock");
+            let (sized, _) =
+                terminal.sized.wait_timeout_while(sized, FIRST_SIZE_WAIT, |t| t.size.is_none()).expect("terminal lock");
+            let window = sized.size.map(|s| runtime::WindowSize { rows: s.ws_row, cols: s.ws_col });
+            drop(sized);
             let status = runtime.exec(
                 pod,
                 container,
                 &request.command,
-                ExecStdio::Pty(Box::new(|master: OwnedFd| {
-                    let Ok(reader) = master.try_clone() else { return };
-                    if let Some(stdin_data) = stdin_data.take()
-                        && let Ok(writer) = master.try_clone()
-                    {
-                        pump_stdin(stdin_data, File::from(writer));
-                    }
-                    let mut terminal = terminal.lock().expect("terminal lock");
-                    terminal.master = Some(File::from(master));
-                    terminal.apply_size();
-                    pumps.push(pump_output(File::from(reader), STDOUT, outgoing.clone()));
-                })),
+                ExecStdio::Pty(
+                    window,
+                    Box::new(|master: OwnedFd| {
+                        let Ok(reader) = master.try_clone() else { return };
+                        if let Some(stdin_data) = stdin_data.take()
+                            && let Ok(writer) = master.try_clone()
+                        {
+                            pump_stdin(stdin_data, stdin_queue.clone(), File::from(writer));
+                        }
+                        let mut terminal = terminal.state.lock().expect("terminal lock");
+                        terminal.master = Some(File::from(master));
+                        terminal.apply_size();
+                        pumps.push(pump_output(File::from(reader), STDOUT, outgoing.clone()));
+                    }),
+                ),
             );
             pumps.into_iter().for_each(|p| drop(p.join()));
             return status.map_err(|e| e.to_string());
@@ -216,7 +301,7 @@ fn run(
         let (stdout_read, stdout_write) = pipe_or_null(request.stdout).map_err(io)?;
         let (stderr_read, stderr_write) = pipe_or_null(request.stderr).map_err(io)?;
         if request.stdin {
-            pump_stdin(stdin_data, stdin_write);
+            pump_stdin(stdin_data, stdin_queue, stdin_write);
         }
         if request.stdout {
             pumps.push(pump_output(stdout_read, STDOUT, outgoing.clone()));
@@ -252,7 +337,8 @@ fn outcome_status(command: &[String], status: &ExitStatus) -> Value {
         "status": "Failure",
         "reason": "NonZeroExitCode",
         "message": format!(
-            "command terminated with non-zero exit code: error executing command {command:?}, exit code {}",
+            "command terminated with non-zero exit code: error executing command [{}], exit code {}",
+            command.join(" "),
             status.exit_code
         ),
         "details": {"causes": [{"reason": "ExitCode", "message": status.exit_code.to_string()}]},
@@ -269,13 +355,19 @@ fn pipe() -> std::io::Result<(File, File)> {
 }
 
 /// Copies what the client types into the command's stdin until the client closes it.
-fn pump_stdin(mut data: mpsc::UnboundedReceiver<Vec<u8>>, mut to: File) {
+fn pump_stdin(mut data: mpsc::UnboundedReceiver<Vec<u8>>, queue: Arc<StdinQueue>, mut to: File) {
     std::thread::spawn(move || {
         while let Some(bytes) = data.blocking_recv() {
-            if to.write_all(&bytes).is_err() {
+            let written = to.write_all(&bytes);
+            queue.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+            queue.drained.notify_one();
+            if written.is_err() {
                 break;
             }
         }
+        // Nothing reads any more: let the client send on.
+        queue.queued.store(0, Ordering::Relaxed);
+        queue.drained.notify_one();
     });
 }
 

@@ -210,6 +210,7 @@ where
     }
     let stream_of = |channel: u8| channels.iter().find(|(_, c)| **c == channel).map(|(s, _)| *s);
     let mut session = Session::start(runtime, pod, container, request);
+    let input = session.stdin_queue();
     let mut resizes = Vec::new();
     loop {
         tokio::select! {
@@ -231,7 +232,8 @@ where
                     break;
                 }
             },
-            frame = frames.recv() => match frame {
+            () = input.drained(), if !input.has_room() => {}
+            frame = frames.recv(), if input.has_room() => match frame {
                 Some(Frame::Data { stream, flags, data }) => match channels.get(&stream) {
                     Some(&STDIN) => {
                         session.stdin(&data);
@@ -255,7 +257,7 @@ where
         }
     }
     reading.abort();
-    session.finish().await;
+    session.finish();
 }
 
 /// The client's PINGs come back as they were.
