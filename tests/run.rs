@@ -359,23 +359,29 @@ fn a_killed_runner_leaves_the_pod_running_and_rm_cleans_everything() {
 #[test]
 fn recovery_leaves_pods_being_created_alone() {
     const PODS: usize = 40;
-    let node = std::sync::Arc::new(node());
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let recovering: Vec<_> = (0..2)
-        .map(|_| {
-            let (node, done) = (node.clone(), done.clone());
-            std::thread::spawn(move || {
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Stops the `ps` loops when dropped, failure included, so the node is cleaned up.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let node = node();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
                     node.ok(&["ps", "-a"]);
                 }
-            })
-        })
-        .collect();
-    for i in 0..PODS {
-        node.ok(&["run", "-d", "--net", "none", "--name", &format!("p{i}"), "busybox", "--", "true"]);
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    recovering.into_iter().for_each(|r| r.join().unwrap());
+            });
+        }
+        let _stop = Stop(&done);
+        for i in 0..PODS {
+            node.ok(&["run", "-d", "--net", "none", "--name", &format!("p{i}"), "busybox", "--", "true"]);
+        }
+    });
     assert_eq!(node.ok(&["ps", "-a", "-q"]).lines().count(), PODS);
 }
 
