@@ -42,8 +42,8 @@ pub async fn send(request: Request<Body>, tls: Option<&TlsConnector>) -> Result<
     stream.set_nodelay(true)?;
     let mut request = request;
     *request.uri_mut() = uri.path_and_query().map_or("/", |p| p.as_str()).parse()?;
-    let host_header = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    request.headers_mut().insert(axum::http::header::HOST, host_header.parse()?);
+    let authority = uri.authority().with_context(|| format!("{uri}: no host"))?;
+    request.headers_mut().insert(axum::http::header::HOST, authority.as_str().parse()?);
     match (uri.scheme_str(), tls) {
         (Some("https"), Some(tls)) => {
             let name = ServerName::try_from(host.clone()).with_context(|| format!("server name {host}"))?;

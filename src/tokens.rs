@@ -2,6 +2,7 @@
 //! and the node's HTTP endpoint authenticate with them.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +32,16 @@ pub fn read(path: &Path) -> Result<HashSet<String>> {
 /// The first token of a token file: the one a client presents.
 pub fn first(path: &Path) -> Result<String> {
     Ok(in_order(path)?.swap_remove(0))
+}
+
+/// Serving beyond loopback with no tokens is refused unless it is meant.
+pub fn check_exposure(listen: SocketAddr, tokens: Option<&HashSet<String>>, allow_unauthenticated: bool) -> Result<()> {
+    if tokens.is_none() && !listen.ip().is_loopback() && !allow_unauthenticated {
+        bail!(
+            "refusing to serve {listen} without authentication: give --token-file, or --allow-unauthenticated to mean it"
+        );
+    }
+    Ok(())
 }
 
 /// Whether a request may go on: no tokens means no authentication.

@@ -302,14 +302,9 @@ impl Runtime {
     /// `RUN_DIR/pods.lock`, flocked with `operation` (shared by creators, exclusive for
     /// recovery) until the file is dropped.
     fn state_lock(&self, operation: i32) -> io::Result<std::fs::File> {
-        use std::os::fd::AsRawFd;
         std::fs::create_dir_all(&self.run_dir)?;
         let file = std::fs::File::options().create(true).append(true).open(self.run_dir.join("pods.lock"))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(file)
+        Ok(flock(file, operation)?.expect("a blocking flock is held once it returns"))
     }
 
     /// Every pod with a record under the run directory.
@@ -499,17 +494,22 @@ struct CreationLock {
 impl CreationLock {
     /// `None` when someone else holds it (and `wait` is false).
     fn take(dir: &Path, wait: bool) -> io::Result<Option<CreationLock>> {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(dir)?;
         let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(Some(CreationLock { _dir: file }));
-        }
-        match io::Error::last_os_error() {
-            e if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            e => Err(e),
-        }
+        Ok(flock(std::fs::File::open(dir)?, op)?.map(|dir| CreationLock { _dir: dir }))
+    }
+}
+
+/// flock(2) with `operation` on `file`, held until the file is dropped; `None` when
+/// `LOCK_NB` was given and someone else holds it.
+fn flock(file: std::fs::File, operation: i32) -> io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        return Ok(Some(file));
+    }
+    match io::Error::last_os_error() {
+        e if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        e => Err(e),
     }
 }
 

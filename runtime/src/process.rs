@@ -147,11 +147,7 @@ fn attach_new_pty(send: SendPty, window: Option<WindowSize>) -> io::Result<()> {
         OwnedFd::from_raw_fd(fd)
     };
     if let Some(window) = window {
-        let size = libc::winsize { ws_row: window.rows, ws_col: window.cols, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ reads a winsize we own.
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        window.apply_to(master.as_raw_fd())?;
     }
     send(master.as_fd())?;
     drop(master);

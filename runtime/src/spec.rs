@@ -1,6 +1,7 @@
 //! What the runtime is asked to run: a pod and its containers, already resolved from the
 //! Kubernetes objects and the image config (the runtime knows neither).
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,26 @@ pub struct ContainerSpec {
 pub struct WindowSize {
     pub rows: u16,
     pub cols: u16,
+}
+
+impl WindowSize {
+    /// The size of the terminal `fd`, if it has one (tty_ioctl(4) TIOCGWINSZ).
+    pub fn of(fd: RawFd) -> Option<WindowSize> {
+        // SAFETY: winsize is plain data; the ioctl fills it.
+        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+        let known = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } == 0 && size.ws_row > 0;
+        known.then_some(WindowSize { rows: size.ws_row, cols: size.ws_col })
+    }
+
+    /// Gives the terminal `fd` (either side of a pty) this size (TIOCSWINSZ).
+    pub fn apply_to(self, fd: RawFd) -> std::io::Result<()> {
+        let size = libc::winsize { ws_row: self.rows, ws_col: self.cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize we own.
+        if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use self::http::Server;
@@ -61,12 +61,7 @@ const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "
 
 pub fn run(config: Config) -> Result<()> {
     let tokens = config.token_file.as_deref().map(crate::tokens::read).transpose()?;
-    if tokens.is_none() && !config.listen.ip().is_loopback() && !config.allow_unauthenticated {
-        bail!(
-            "refusing to serve {} without authentication: give --token-file, or --allow-unauthenticated to mean it",
-            config.listen
-        );
-    }
+    crate::tokens::check_exposure(config.listen, tokens.as_ref(), config.allow_unauthenticated)?;
     let kubelet_token = config.kubelet_token_file.as_deref().map(crate::tokens::first).transpose()?;
     let dir = config.data_dir.join("apiserver");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;

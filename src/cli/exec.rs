@@ -12,7 +12,7 @@ use clap::Args;
 use runtime::ExecStdio;
 
 use super::pods::find_pod;
-use super::terminal::{RawMode, window_size};
+use super::terminal::RawMode;
 use super::{NodeOptions, require_root};
 
 #[derive(Args)]
@@ -46,7 +46,7 @@ impl ExecArgs {
         };
         let status = if self.tty {
             // The terminal gets our size before the command starts.
-            let window = window_size(io::stdin().as_raw_fd());
+            let window = runtime::WindowSize::of(io::stdin().as_raw_fd());
             self.with_pty(|on_master| runtime.exec(&pod, &container, &self.command, ExecStdio::Pty(window, on_master)))?
         } else {
             let (null, stdin, stdout, stderr) = (File::open("/dev/null")?, io::stdin(), io::stdout(), io::stderr());

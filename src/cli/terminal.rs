@@ -6,19 +6,9 @@ use anyhow::{Context, Result};
 
 /// Gives terminal `to` the window size of terminal `from`.
 pub fn copy_window_size(from: i32, to: i32) {
-    if let Some(size) = window_size(from) {
-        let size = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ reads a winsize we own.
-        unsafe { libc::ioctl(to, libc::TIOCSWINSZ, &size) };
+    if let Some(size) = runtime::WindowSize::of(from) {
+        let _ = size.apply_to(to);
     }
-}
-
-/// The window size of terminal `fd`, if it has one.
-pub fn window_size(fd: i32) -> Option<runtime::WindowSize> {
-    // SAFETY: winsize is plain data; the ioctl fills it.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    let known = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } == 0 && size.ws_row > 0;
-    known.then_some(runtime::WindowSize { rows: size.ws_row, cols: size.ws_col })
 }
 
 /// Our terminal in raw mode until dropped (keys go to the container's pty as typed).

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use runtime::{ExecStdio, ExitStatus, Pod, Runtime};
+use runtime::{ExecStdio, ExitStatus, Pod, Runtime, WindowSize};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
@@ -74,7 +74,7 @@ fn frame(channel: u8, data: &[u8]) -> Vec<u8> {
 #[derive(Default)]
 struct Terminal {
     master: Option<File>,
-    size: Option<libc::winsize>,
+    size: Option<WindowSize>,
 }
 
 /// The terminal between the transport (which resizes it) and the command's side (which
@@ -90,15 +90,14 @@ struct SharedTerminal {
 const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Terminal {
-    fn resize(&mut self, size: libc::winsize) {
+    fn resize(&mut self, size: WindowSize) {
         self.size = Some(size);
         self.apply_size();
     }
 
     fn apply_size(&self) {
-        if let (Some(master), Some(size)) = (&self.master, &self.size) {
-            // SAFETY: TIOCSWINSZ reads a winsize we own.
-            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, size) };
+        if let (Some(master), Some(size)) = (&self.master, self.size) {
+            let _ = size.apply_to(master.as_raw_fd());
         }
     }
 
@@ -245,10 +244,10 @@ pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container:
 }
 
 /// `{"Width":80,"Height":24}` (remotecommand's TerminalSize).
-fn window_size(json: &[u8]) -> Option<libc::winsize> {
+fn window_size(json: &[u8]) -> Option<WindowSize> {
     let size: Value = serde_json::from_slice(json).ok()?;
     let dimension = |key: &str| size[key].as_u64().and_then(|v| u16::try_from(v).ok());
-    Some(libc::winsize { ws_col: dimension("Width")?, ws_row: dimension("Height")?, ws_xpixel: 0, ws_ypixel: 0 })
+    Some(WindowSize { cols: dimension("Width")?, rows: dimension("Height")? })
 }
 
 /// The blocking side: starts the command with pipes (or a terminal), pumps its streams
@@ -271,7 +270,7 @@ fn run(
             let sized = terminal.state.lock().expect("terminal lock");
             let (sized, _) =
                 terminal.sized.wait_timeout_while(sized, FIRST_SIZE_WAIT, |t| t.size.is_none()).expect("terminal lock");
-            let window = sized.size.map(|s| runtime::WindowSize { rows: s.ws_row, cols: s.ws_col });
+            let window = sized.size;
             drop(sized);
             let status = runtime.exec(
                 pod,
@@ -414,6 +413,6 @@ mod tests {
         assert_eq!(outcome["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}));
         let success = exit(0, "Completed");
         assert_eq!(outcome_status(&["true".into()], &success)["status"], "Success");
-        assert_eq!(window_size(br#"{"Width":120,"Height":40}"#).map(|s| (s.ws_col, s.ws_row)), Some((120, 40)));
+        assert_eq!(window_size(br#"{"Width":120,"Height":40}"#), Some(WindowSize { rows: 40, cols: 120 }));
     }
 }

@@ -104,16 +104,14 @@ pub fn stream(path: &Path, options: &LogOptions, running: impl Fn() -> bool, out
         return;
     }
     let skip = options.tail_lines.map_or(0, |n| first_of_last_lines(&first, n));
-    if !send(first[skip..].iter().flat_map(|(bytes, _)| bytes.iter().copied()).collect(), &mut budget)
-        || !options.follow
-    {
+    if !send(first[skip..].concat(), &mut budget) || !options.follow {
         return;
     }
     loop {
         let was_running = running();
         let mut chunk = Vec::new();
         let read = tail.read_new(|record| {
-            chunk.extend_from_slice(&render(&record, options.timestamps).0);
+            chunk.extend_from_slice(&render(&record, options.timestamps));
             Ok(())
         });
         if read.is_err() || !send(chunk, &mut budget) || !was_running || out.is_closed() {
@@ -123,8 +121,8 @@ pub fn stream(path: &Path, options: &LogOptions, running: impl Fn() -> bool, out
     }
 }
 
-/// A record as the client reads it, and whether it ends a line.
-fn render(record: &Record, timestamps: bool) -> (Vec<u8>, bool) {
+/// A record as the client reads it: a full one ends with its newline.
+fn render(record: &Record, timestamps: bool) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(record.content.len() + 40);
     if timestamps {
         bytes.extend_from_slice(record.time.as_bytes());
@@ -134,14 +132,14 @@ fn render(record: &Record, timestamps: bool) -> (Vec<u8>, bool) {
     if record.full {
         bytes.push(b'\n');
     }
-    (bytes, record.full)
+    bytes
 }
 
 /// Where the last `n` lines begin among rendered records (a line may span `P` records).
-fn first_of_last_lines(records: &[(Vec<u8>, bool)], n: usize) -> usize {
+fn first_of_last_lines(records: &[Vec<u8>], n: usize) -> usize {
     let mut lines = 0;
-    for (i, (_, ends_line)) in records.iter().enumerate().rev() {
-        if *ends_line {
+    for (i, record) in records.iter().enumerate().rev() {
+        if record.ends_with(b"\n") {
             if lines == n {
                 return i + 1;
             }
@@ -177,8 +175,7 @@ mod tests {
 
     #[test]
     fn the_last_lines_count_pieces_as_part_of_their_line() {
-        let r = |s: &str, full| (s.as_bytes().to_vec(), full);
-        let records = [r("a\n", true), r("b", false), r("b\n", true), r("c\n", true)];
+        let records = ["a\n", "b", "b\n", "c\n"].map(|s| s.as_bytes().to_vec());
         assert_eq!(first_of_last_lines(&records, 0), 4);
         assert_eq!(first_of_last_lines(&records, 1), 3);
         assert_eq!(first_of_last_lines(&records, 2), 1);

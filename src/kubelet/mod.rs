@@ -40,12 +40,7 @@ pub struct Config {
 
 /// Registers the node, keeps its lease, and serves its endpoint until SIGTERM or SIGINT.
 pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
-    if config.tokens.is_none() && !config.listen.ip().is_loopback() && !config.allow_unauthenticated {
-        bail!(
-            "refusing to serve {} without authentication: give --token-file, or --allow-unauthenticated to mean it",
-            config.listen
-        );
-    }
+    crate::tokens::check_exposure(config.listen, config.tokens.as_ref(), config.allow_unauthenticated)?;
     let address = match config.node_ip {
         Some(ip) => ip,
         None if !config.listen.ip().is_unspecified() => config.listen.ip(),

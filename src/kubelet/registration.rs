@@ -50,11 +50,7 @@ pub fn node_object(node: &NodeIdentity) -> Value {
         .unwrap_or(0);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{memory_kib}Ki"), "pods": "110"});
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
+    let arch = images::Platform::host().architecture;
     json!({
         "apiVersion": "v1",
         "kind": "Node",
