@@ -2,10 +2,14 @@
 
 mod apiserver;
 mod cli;
+mod files;
 mod http_client;
 mod kubelet;
+mod pki;
+mod serve;
 mod shutdown;
 mod tokens;
+mod validation;
 
 use std::process::ExitCode;
 

@@ -1,8 +1,7 @@
 //! Bearer tokens, kept in kube-apiserver's token file format: the API server's clients
-//! and the node's HTTP endpoint authenticate with them.
+//! authenticate with them.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -34,14 +33,15 @@ pub fn first(path: &Path) -> Result<String> {
     Ok(in_order(path)?.swap_remove(0))
 }
 
-/// Serving beyond loopback with no tokens is refused unless it is meant.
-pub fn check_exposure(listen: SocketAddr, tokens: Option<&HashSet<String>>, allow_unauthenticated: bool) -> Result<()> {
-    if tokens.is_none() && !listen.ip().is_loopback() && !allow_unauthenticated {
-        bail!(
-            "refusing to serve {listen} without authentication: give --token-file, or --allow-unauthenticated to mean it"
-        );
+/// The token file at `path`, made at first start with one admin token (a member of
+/// `system:masters`), readable by root only.
+pub fn ensure_admin_file(path: &Path) -> Result<std::path::PathBuf> {
+    if !path.exists() {
+        let token: String = crate::files::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
+        crate::files::write_private(path, format!("{token},admin,admin,\"system:masters\"\n").as_bytes())?;
     }
-    Ok(())
+    crate::files::make_private(path)?;
+    Ok(path.to_path_buf())
 }
 
 /// Whether a request may go on: no tokens means no authentication.

@@ -2,10 +2,10 @@
 //! HTTP for what kubectl never sends wrong. Each test starts its own server on a loopback
 //! port with a scratch data directory.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::apiserver::{ApiServer, KUBECTL_DIR};
@@ -245,13 +245,51 @@ fn objects_survive_a_killed_server() {
     assert!(created["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > 5);
 }
 
+/// Authenticated by default, as k3s: at first start the server makes a certificate
+/// authority and an admin token (root's alone), serves HTTPS, and writes a kubeconfig that
+/// trusts the one and carries the other; anyone else gets 401, but for health checks.
 #[test]
-fn https_with_tokens_refuses_anyone_without_one() {
+fn https_and_a_token_by_default_and_health_checks_for_anyone() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let kubeconfig = std::fs::read_to_string(api.kubeconfig()).unwrap();
+    assert!(kubeconfig.contains("\"server\": \"https://127.0.0.1:"), "{kubeconfig}");
+    assert!(api.kubectl(&["get", "namespaces", "-o", "name"]).contains("namespace/default"));
+    let (status, body) = api.http_anonymous("GET", "/api/v1/namespaces");
+    assert_eq!((status, body["kind"].as_str(), body["reason"].as_str()), (401, Some("Status"), Some("Unauthorized")));
+    let (status, _) = api.http("GET", "/api/v1/namespaces", &[("Authorization", "Bearer wrong")], b"");
+    assert_eq!(status, 401);
+    let err = api.kubectl_fails(&["get", "--raw", "/api/v1/namespaces", "--token", "wrong"]);
+    assert!(err.contains("Unauthorized") || err.contains("provide credentials"), "{err}");
+    for path in ["/healthz", "/livez", "/readyz", "/version"] {
+        assert_eq!(api.http_anonymous("GET", path).0, 200, "{path}");
+    }
+    // Plain HTTP is not served.
+    let mut plain = std::net::TcpStream::connect(api.addr).unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    // The credentials are root's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["kubeconfig", "apiserver/tokens.csv", "apiserver/pki/ca.key", "apiserver/state.db"] {
+        let mode = std::fs::metadata(api.dir.path().join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    // Started again: the same authority and token, so the kubeconfig still works.
+    let mut api = api;
+    api.restart_on(api.addr, &[]);
+    assert_eq!(std::fs::read_to_string(api.kubeconfig()).unwrap(), kubeconfig);
+    assert!(api.kubectl(&["get", "namespaces", "-o", "name"]).contains("namespace/default"));
+}
+
+#[test]
+fn a_certificate_and_token_file_of_ones_own_or_none_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, tokens) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("tokens.csv"));
     let status = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=podctl", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .args(["-subj", "/CN=podctl", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -260,40 +298,133 @@ fn https_with_tokens_refuses_anyone_without_one() {
         .unwrap();
     assert!(status.success());
     std::fs::write(&tokens, "s3cret-token,admin,1,\"system:masters\"\n").unwrap();
-    let api = ApiServer::start(
-        PODCTL,
-        &[
-            "--token-file",
-            tokens.to_str().unwrap(),
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-private-key-file",
-            key.to_str().unwrap(),
-        ],
-    );
-    // The kubeconfig the server wrote trusts its certificate and carries the token.
+    let (cert, key, tokens) = (cert.to_str().unwrap(), key.to_str().unwrap(), tokens.to_str().unwrap());
+    let api =
+        ApiServer::start(PODCTL, &["--token-file", tokens, "--tls-cert-file", cert, "--tls-private-key-file", key]);
     assert!(api.kubectl(&["get", "namespaces", "-o", "name"]).contains("namespace/default"));
-    let err = api.kubectl_fails(&["get", "--raw", "/api/v1/namespaces", "--token", "wrong"]);
-    assert!(err.contains("Unauthorized") || err.contains("provide credentials"), "{err}");
+    assert_eq!(api.access().token.as_deref(), Some("s3cret-token"));
+    assert_eq!(api.http_anonymous("GET", "/api/v1/namespaces").0, 401);
+    // --allow-unauthenticated: plain HTTP, anyone is admin.
+    let open = ApiServer::start(PODCTL, &["--allow-unauthenticated"]);
+    assert!(std::fs::read_to_string(open.kubeconfig()).unwrap().contains("\"server\": \"http://"));
+    assert_eq!(open.http_anonymous("GET", "/api/v1/namespaces").0, 200);
+}
 
-    // Without TLS, tokens still guard every request (a 401 Status).
-    let api = ApiServer::start(PODCTL, &["--token-file", tokens.to_str().unwrap()]);
-    let (status, body) = api.http("GET", "/api/v1/namespaces", &[], b"");
-    assert_eq!((status, body["kind"].as_str(), body["reason"].as_str()), (401, Some("Status"), Some("Unauthorized")));
-    let (status, _) = api.http("GET", "/api/v1/namespaces", &[("Authorization", "Bearer wrong")], b"");
-    assert_eq!(status, 401);
-    let (status, _) = api.http("GET", "/api/v1/namespaces", &[("Authorization", "Bearer s3cret-token")], b"");
-    assert_eq!(status, 200);
-
-    // Beyond loopback with no authentication: refused unless asked for.
+/// One server per data directory: a second one would rewrite the first one's kubeconfig.
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let api = ApiServer::start(PODCTL, &[]);
     let out = Command::new(PODCTL)
         .arg("--data-dir")
-        .arg(dir.path())
-        .args(["apiserver", "--listen", "0.0.0.0:0"])
+        .arg(api.dir.path())
+        .args(["apiserver", "--listen", &format!("127.0.0.1:{}", testkit::free_port())])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("without authentication"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another podctl apiserver"), "{err}");
+}
+
+/// Labels and annotations are checked as kube-apiserver checks them, on objects and on
+/// pod templates.
+#[test]
+fn labels_and_annotations_are_validated() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let create =
+        |body: Value| api.http("POST", "/api/v1/namespaces/default/configmaps", &[], body.to_string().as_bytes());
+    let (status, body) = create(json!({"metadata": {"name": "a", "labels": {"x/y/z": "v"}}}));
+    assert_eq!(status, 422, "{body}");
+    let cause = &body["details"]["causes"][0];
+    assert_eq!(cause["field"], "metadata.labels");
+    assert!(cause["message"].as_str().unwrap().contains("a qualified name must consist of"), "{body}");
+    let (status, body) = create(json!({"metadata": {"name": "a", "labels": {"k": "nul\u{0}"}}}));
+    assert_eq!((status, body["details"]["causes"][0]["field"].as_str()), (422, Some("metadata.labels[k]")), "{body}");
+    let (status, _) = create(json!({"metadata": {"name": "a", "annotations": {"-bad": "v"}}}));
+    assert_eq!(status, 422);
+    let (status, _) = create(json!({"metadata": {"name": "a", "labels": {"app.kubernetes.io/name": "web"}}}));
+    assert_eq!(status, 201);
+    let deployment = json!({
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+            "metadata": {"labels": {"a": "b", "bad key": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    });
+    let (status, body) =
+        api.http("POST", "/apis/apps/v1/namespaces/default/deployments", &[], deployment.to_string().as_bytes());
+    assert_eq!(
+        (status, body["details"]["causes"][0]["field"].as_str()),
+        (422, Some("spec.template.metadata.labels")),
+        "{body}"
+    );
+}
+
+/// On etcd the server stops at SIGTERM without a panic (the etcd client's runtime once
+/// panicked when dropped inside the server's), and a busy port is named as such.
+#[test]
+fn on_etcd_the_server_stops_cleanly_and_names_a_busy_port() {
+    let etcd = testkit::etcd::Etcd::start();
+    let mut api = ApiServer::start(PODCTL, &["--etcd-endpoints", &etcd.endpoint]);
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(PODCTL)
+        .arg("--data-dir")
+        .arg(other.path())
+        .args(["apiserver", "--listen", &api.addr.to_string(), "--etcd-endpoints", &etcd.endpoint])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Address already in use") && !err.contains("panicked"), "{err}");
+    // SAFETY: signalling the server this test started.
+    unsafe { libc::kill(api.child.id() as i32, libc::SIGTERM) };
+    let status = api.child.wait().unwrap();
+    let log = std::fs::read_to_string(api.dir.path().join("apiserver.log")).unwrap();
+    assert!(status.success() && !log.contains("panicked"), "{status}: {log}");
+}
+
+/// A client that hangs up while the server writes its answer costs the server that write
+/// (EPIPE), never its life (SIGPIPE ends a process that does not ignore it).
+#[test]
+fn a_client_that_hangs_up_mid_answer_leaves_the_server_serving() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let access = api.access();
+    let mut connection = access.connect();
+    let pad = "x".repeat(100_000);
+    for i in 0..40 {
+        let body = format!(r#"{{"metadata":{{"name":"big-{i}"}},"data":{{"pad":"{pad}"}}}}"#);
+        assert_eq!(connection.request("POST", "/api/v1/namespaces/default/configmaps", body.as_bytes()).0, 201);
+    }
+    for _ in 0..20 {
+        let mut gone = access.connect();
+        gone.write_request("GET", "/api/v1/namespaces/default/configmaps", &[], b"");
+        let _ = gone.reader.get_ref().tcp().shutdown(std::net::Shutdown::Both);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(api.http("GET", "/api/v1/namespaces/default/configmaps/big-0", &[], b"").0, 200);
+}
+
+/// A client that sends its headers a byte at a time, or sends nothing, is cut off after
+/// the header read timeout (10 s), not held on to.
+#[test]
+fn a_slow_client_is_cut_off() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let start = Instant::now();
+    let idle = std::net::TcpStream::connect(api.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut slow = api.access().stream();
+    let dripper = std::thread::spawn(move || {
+        for byte in b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nX-Padding: ".iter().chain(b"a".repeat(60).iter()) {
+            if std::io::Write::write_all(&mut slow, &[*byte]).and_then(|()| std::io::Write::flush(&mut slow)).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    });
+    let mut buf = [0u8; 1];
+    let closed = std::io::Read::read(&mut &idle, &mut buf);
+    assert!(matches!(closed, Ok(0) | Err(_)), "the idle connection was answered");
+    assert!(start.elapsed() < Duration::from_secs(20), "held {:?}", start.elapsed());
+    assert!(dripper.join().unwrap(), "the slow client was never cut off");
+    assert!(start.elapsed() < Duration::from_secs(25), "held {:?}", start.elapsed());
 }
 
 #[test]
@@ -369,27 +500,23 @@ fn bad_requests_get_a_status_naming_the_problem() {
 #[test]
 fn a_watcher_that_does_not_read_holds_back_no_one() {
     let api = ApiServer::start(PODCTL, &[]);
-    let watch = |stream: &mut TcpStream| {
-        let request = format!(
-            "GET /api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=60 HTTP/1.1\r\nHost: {}\r\n\r\n",
-            api.addr
-        );
-        stream.write_all(request.as_bytes()).unwrap();
+    let access = api.access();
+    let watch = || {
+        let mut connection = access.connect();
+        connection.write_request("GET", "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=60", &[], b"");
+        connection
     };
     // One watcher never reads a byte; another counts what it gets.
-    let mut stalled = TcpStream::connect(api.addr).unwrap();
-    watch(&mut stalled);
-    let mut reader = TcpStream::connect(api.addr).unwrap();
-    watch(&mut reader);
+    let stalled = watch();
+    let mut reader = watch();
     std::thread::sleep(Duration::from_millis(300));
     const WRITES: usize = 3000;
-    let addr = api.addr;
     let counter = std::thread::spawn(move || {
-        reader.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        reader.reader.get_ref().tcp().set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         const ADDED: &[u8] = b"\"type\":\"ADDED\"";
         let (mut seen, mut tail, mut chunk) = (0, Vec::new(), [0u8; 65536]);
         while seen < WRITES {
-            let n = reader.read(&mut chunk).expect("events keep coming");
+            let n = reader.reader.read(&mut chunk).expect("events keep coming");
             assert!(n > 0, "watch ended after {seen} events");
             // What is new, with the end of the last read in case a marker straddles both.
             tail.extend_from_slice(&chunk[..n]);
@@ -400,28 +527,11 @@ fn a_watcher_that_does_not_read_holds_back_no_one() {
         seen
     });
     let big = "x".repeat(2000);
-    let mut connection = TcpStream::connect(addr).unwrap();
-    let mut reply = BufReader::new(connection.try_clone().unwrap());
+    let mut connection = access.connect();
     for i in 0..WRITES {
         let body = format!(r#"{{"metadata":{{"name":"cm-{i}"}},"data":{{"pad":"{big}"}}}}"#);
-        let request = format!(
-            "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        connection.write_all(request.as_bytes()).unwrap();
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            reply.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        reply.read_exact(&mut body).unwrap();
+        let (status, _) = connection.request("POST", "/api/v1/namespaces/default/configmaps", body.as_bytes());
+        assert_eq!(status, 201);
     }
     assert_eq!(counter.join().unwrap(), WRITES);
     drop(stalled);

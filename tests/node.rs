@@ -40,7 +40,7 @@ impl Drop for Process {
 }
 
 /// An API server, a scratch node running the `web` pod, and `podctl node` registered as
-/// `test-node`, the API server and node agent sharing a token.
+/// `test-node`, which lets in the API server's client certificate only.
 struct Cluster {
     api: ApiServer,
     node: Node,
@@ -51,9 +51,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let node = Node::new(PODCTL).with_busybox();
-        let tokens = node.dir.path().join("kubelet-tokens");
-        std::fs::write(&tokens, "node-secret,apiserver,1\n").unwrap();
-        let api = ApiServer::start(PODCTL, &["--kubelet-token-file", tokens.to_str().unwrap()]);
+        let api = ApiServer::start(PODCTL, &[]);
         let manifest = node.dir.path().join("web.yaml");
         std::fs::write(&manifest, POD).unwrap();
         node.ok(&["run", "-d", "-f", manifest.to_str().unwrap()]);
@@ -63,8 +61,6 @@ impl Cluster {
             .args(["node", "--node-name", "test-node", "--listen", &endpoint.to_string()])
             .arg("--kubeconfig")
             .arg(api.kubeconfig())
-            .arg("--token-file")
-            .arg(&tokens)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -102,16 +98,30 @@ fn the_node_registers_and_renews_its_lease() {
     let lease: serde_json::Value = serde_json::from_str(&lease).unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "test-node");
 
-    // The endpoint refuses whoever has no token: it can exec into every container.
+    // The endpoint lets in the API server's client certificate only (whoever reaches it
+    // could exec into every container): not plain HTTP, not a client without a
+    // certificate, not the cluster's admin token.
     let mut stream = TcpStream::connect(cluster.endpoint).unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /containerLogs/default/web/app HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    std::io::Write::write_all(&mut stream, b"GET /containerLogs/default/web/app HTTP/1.1\r\nHost: node\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(!text(&answer).contains("hello"), "{}", text(&answer));
+    let token = cluster.api.access().token.unwrap();
+    let url = format!("https://{}/containerLogs/default/web/app", cluster.endpoint);
+    for auth in [None, Some(format!("Authorization: Bearer {token}"))] {
+        let mut curl = std::process::Command::new("curl");
+        curl.args(["-sS", "-k", "--max-time", "10", &url]);
+        if let Some(auth) = &auth {
+            curl.args(["-H", auth]);
+        }
+        let out = curl.output().unwrap();
+        assert!(
+            !out.status.success() && !text(&out.stdout).contains("hello"),
+            "let in with {auth:?}: {}",
+            text(&out.stdout)
+        );
+    }
 
     // A node agent started again finds its Node and brings it up to date.
     let Cluster { api, node, agent, .. } = cluster;

@@ -4,62 +4,52 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use testkit::node::Node;
+use testkit::node::{Node, outcome};
 
 fn node() -> Node {
     Node::new(env!("CARGO_BIN_EXE_podctl")).with_busybox()
 }
 
-/// `podctl run --rm busybox -- sh -c SCRIPT`: (exit code, stdout, stderr).
-fn sh(node: &Node, flags: &[&str], script: &str) -> (i32, String, String) {
-    let mut args = vec!["run", "--rm"];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&["busybox", "--", "sh", "-c", script]);
-    outcome(node.podctl(&args))
-}
-
-/// (exit code, stdout, stderr) of a finished podctl.
-fn outcome(out: std::process::Output) -> (i32, String, String) {
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn runs_a_command_and_streams_its_output() {
     let node = node();
-    let (code, out, err) = sh(&node, &[], "echo out; echo err >&2; exit 7");
+    let (code, out, err) = node.sh(&[], "echo out; echo err >&2; exit 7");
     assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
     assert!(node.mounts().is_empty(), "nothing left mounted: {:?}", node.mounts());
     assert_eq!(node.ok(&["ps", "-a", "-q"]), "", "--rm removed the pod");
 }
 
 #[test]
-fn pod_init_is_pid_1_and_the_pod_sees_only_its_own_processes() {
+fn the_container_is_pid_1_of_its_own_namespace_and_sees_only_its_own_processes() {
     let node = node();
-    let (code, out, _) = sh(
-        &node,
-        &["--name", "iso"],
-        "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'; hostname",
-    );
+    let (code, out, _) =
+        node.sh(&["--name", "iso"], "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'; hostname");
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].contains("__pod-init"), "PID 1 is the pod init: {out}");
-    // The pod init, sh, and the pipeline's commands: nothing of the host.
+    assert_eq!(lines[0], "sh -c cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'; hostname ");
+    // sh and the pipeline's commands: not the pod init, nothing of the host.
     let pids: usize = lines[1].parse().unwrap();
-    assert!(pids <= 5, "{pids} processes visible: {out}");
+    assert!(pids <= 4, "{pids} processes visible: {out}");
     assert_eq!(lines[2], "iso");
 }
 
 #[test]
 fn exit_codes_and_signals() {
     let node = node();
-    assert_eq!(sh(&node, &[], "exit 0").0, 0);
-    assert_eq!(sh(&node, &[], "exit 42").0, 42);
-    assert_eq!(sh(&node, &[], "kill -9 $$").0, 137);
-    assert_eq!(sh(&node, &[], "kill -TERM $$").0, 143);
+    assert_eq!(node.sh(&[], "exit 0").0, 0);
+    assert_eq!(node.sh(&[], "exit 42").0, 42);
+    // PID 1 of its namespace: the kernel keeps from it every signal it has no handler for.
+    assert_eq!(node.sh(&[], "kill -9 $$; kill -TERM $$; echo alive").1, "alive\n");
+    // Not PID 1 (the pod shares one namespace, the pod init's): the signal ends it. ($$ is
+    // Kubernetes' escape for $ in a command.)
+    for (signal, code) in [("-9", 137), ("-TERM", 143)] {
+        let manifest = format!(
+            "{{apiVersion: v1, kind: Pod, metadata: {{name: sig}}, spec: {{shareProcessNamespace: true, \
+             containers: [{{name: c, image: busybox, command: [sh, -c, 'kill {signal} $$$$']}}]}}}}"
+        );
+        let (got, _, err) = run_manifest(&node, "sig", &manifest);
+        assert_eq!(got, code, "kill {signal}: {err}");
+    }
     let out = node.podctl(&["run", "--rm", "busybox", "--", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -74,15 +64,14 @@ fn exit_codes_and_signals() {
 #[test]
 fn env_args_workdir_and_user() {
     let node = node();
-    let (code, out, _) = sh(
-        &node,
+    let (code, out, _) = node.sh(
         &["-e", "GREETING=hi there", "-w", "/tmp/work", "--user", "1000:2000"],
         "echo \"$GREETING\"; pwd; id -u; id -g; echo $PATH",
     );
     assert_eq!(code, 0);
     assert_eq!(out, "hi there\n/tmp/work\n1000\n2000\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
     // A user by name, from the image's /etc/passwd; the image's Cmd when none is given.
-    let (_, out, _) = sh(&node, &["--user", "nobody"], "id -u; id -g");
+    let (_, out, _) = node.sh(&["--user", "nobody"], "id -u; id -g");
     assert_eq!(out, "65534\n65534\n");
     let out = node.ok(&["run", "--rm", "busybox", "--", "echo", "a b", "c"]);
     assert_eq!(out, "a b c\n");
@@ -90,7 +79,7 @@ fn env_args_workdir_and_user() {
 
 /// The capability sets of the container's main process, from /proc/self/status.
 fn capabilities(node: &Node, flags: &[&str]) -> (u64, u64) {
-    let (_, out, _) = sh(node, flags, "grep -E '^Cap(Eff|Bnd)' /proc/self/status");
+    let (_, out, _) = node.sh(flags, "grep -E '^Cap(Eff|Bnd)' /proc/self/status");
     let get = |key: &str| {
         let line = out.lines().find(|l| l.starts_with(key)).unwrap();
         u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
@@ -104,10 +93,10 @@ fn default_capabilities_no_sys_admin_and_no_new_privs() {
     // containerd's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
     // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
     assert_eq!(capabilities(&node, &[]), (0xa80425fb, 0xa80425fb));
-    let (code, _, err) = sh(&node, &[], "mkdir /mnt && mount -t tmpfs none /mnt");
+    let (code, _, err) = node.sh(&[], "mkdir /mnt && mount -t tmpfs none /mnt");
     assert_ne!(code, 0, "mount must be refused");
     assert!(err.to_lowercase().contains("permission denied") || err.contains("not permitted"), "{err}");
-    let (_, out, _) = sh(&node, &[], "grep NoNewPrivs /proc/self/status");
+    let (_, out, _) = node.sh(&[], "grep NoNewPrivs /proc/self/status");
     assert_eq!(out.split_whitespace().nth(1), Some("1"));
     // A non-root user keeps the bounding set but has no effective capabilities.
     assert_eq!(capabilities(&node, &["--user", "1000"]), (0, 0xa80425fb));
@@ -119,16 +108,16 @@ fn default_capabilities_no_sys_admin_and_no_new_privs() {
 fn seccomp_refuses_what_runtime_default_refuses() {
     let node = node();
     // A user namespace needs no capability, so only the seccomp filter stops it.
-    let (code, _, err) = sh(&node, &["--user", "1000"], "unshare -U true");
+    let (code, _, err) = node.sh(&["--user", "1000"], "unshare -U true");
     assert_ne!(code, 0, "unshare must be refused");
     assert!(err.contains("Operation not permitted"), "{err}");
-    let (code, _, err) = sh(&node, &[], "unshare -n true");
+    let (code, _, err) = node.sh(&[], "unshare -n true");
     assert_ne!(code, 0);
     assert!(err.contains("Operation not permitted"), "{err}");
-    let (_, out, _) = sh(&node, &[], "grep Seccomp: /proc/self/status");
+    let (_, out, _) = node.sh(&[], "grep Seccomp: /proc/self/status");
     assert_eq!(out.split_whitespace().nth(1), Some("2"), "filter mode");
     // Privileged containers run unfiltered.
-    let (code, out, err) = sh(&node, &["--privileged"], "grep Seccomp: /proc/self/status; unshare -n true && echo ok");
+    let (code, out, err) = node.sh(&["--privileged"], "grep Seccomp: /proc/self/status; unshare -n true && echo ok");
     assert_eq!((code, out.split_whitespace().nth(1)), (0, Some("0")), "{err}");
     assert!(out.ends_with("ok\n"));
 }
@@ -136,19 +125,16 @@ fn seccomp_refuses_what_runtime_default_refuses() {
 #[test]
 fn masked_and_read_only_paths_and_read_only_rootfs() {
     let node = node();
-    let (_, out, _) = sh(
-        &node,
-        &[],
-        "wc -c < /proc/timer_list; echo x 2>&1 > /proc/sys/kernel/domainname; echo ok > /tmp/f && cat /tmp/f",
-    );
+    let (_, out, _) = node
+        .sh(&[], "wc -c < /proc/timer_list; echo x 2>&1 > /proc/sys/kernel/domainname; echo ok > /tmp/f && cat /tmp/f");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0].trim(), "0", "/proc/timer_list is masked");
     assert!(lines[1].contains("Read-only file system"), "{out}");
     assert_eq!(lines[2], "ok");
-    let (code, _, err) = sh(&node, &["--read-only"], "touch /newfile");
+    let (code, _, err) = node.sh(&["--read-only"], "touch /newfile");
     assert_ne!(code, 0);
     assert!(err.contains("Read-only file system"), "{err}");
-    let (_, out, _) = sh(&node, &[], "ls /dev | sort | tr '\\n' ' '");
+    let (_, out, _) = node.sh(&[], "ls /dev | sort | tr '\\n' ' '");
     for dev in ["full", "mqueue", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero"] {
         assert!(out.split_whitespace().any(|d| d == dev), "/dev/{dev} missing: {out}");
     }
@@ -185,7 +171,7 @@ fn a_memory_hog_is_oom_killed() {
 fn a_pids_limit_stops_a_fork_bomb() {
     let node = node();
     let (code, _, err) =
-        sh(&node, &["--pids-limit", "10"], "i=0; while [ $i -lt 40 ]; do sleep 1 & i=$((i+1)); done; wait");
+        node.sh(&["--pids-limit", "10"], "i=0; while [ $i -lt 40 ]; do sleep 1 & i=$((i+1)); done; wait");
     assert_ne!(code, 0);
     assert!(err.contains("can't fork"), "forks beyond the limit fail: {err}");
 }
@@ -195,7 +181,7 @@ fn a_cpu_limit_holds() {
     let node = node();
     // Three seconds of a busy loop under a limit of half a CPU: about 1.5 s of CPU time,
     // read from the shell's cutime + cstime (clock ticks of 1/100 s).
-    let (code, out, err) = sh(&node, &["--cpus", "0.5"], "timeout 3 sh -c 'while :; do :; done'; cat /proc/$$/stat");
+    let (code, out, err) = node.sh(&["--cpus", "0.5"], "timeout 3 sh -c 'while :; do :; done'; cat /proc/$$/stat");
     assert_eq!(code, 0, "{err}");
     let fields: Vec<&str> = out.rsplit_once(')').unwrap().1.split_whitespace().collect();
     // state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
@@ -211,11 +197,11 @@ fn host_volumes_read_write_and_read_only() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::write(shared.join("in"), "from host\n").unwrap();
     let rw = format!("{}:/data", shared.display());
-    let (code, out, _) = sh(&node, &["-v", &rw], "cat /data/in; echo back > /data/out");
+    let (code, out, _) = node.sh(&["-v", &rw], "cat /data/in; echo back > /data/out");
     assert_eq!((code, out.as_str()), (0, "from host\n"));
     assert_eq!(std::fs::read_to_string(shared.join("out")).unwrap(), "back\n");
     let ro = format!("{}:/data:ro", shared.display());
-    let (code, _, err) = sh(&node, &["-v", &ro], "echo x > /data/out");
+    let (code, _, err) = node.sh(&["-v", &ro], "echo x > /data/out");
     assert_ne!(code, 0);
     assert!(err.contains("Read-only file system"), "{err}");
 }
@@ -256,7 +242,7 @@ fn detach_ps_logs_stop_rm() {
             "--",
             "sh",
             "-c",
-            "while true; do echo tick; sleep 0.1; done"
+            "trap 'exit 143' TERM; while true; do echo tick; sleep 0.1; done"
         ]),
         "ticker\n"
     );
@@ -266,7 +252,7 @@ fn detach_ps_logs_stop_rm() {
     assert!(node.fails(&["rm", "ticker"]).contains("is running"));
     let start = Instant::now();
     node.ok(&["stop", "-t", "5", "ticker"]);
-    assert!(start.elapsed() < Duration::from_secs(4), "sh ends on SIGTERM, no need to wait for SIGKILL");
+    assert!(start.elapsed() < Duration::from_secs(4), "sh traps SIGTERM and exits, no need to wait for SIGKILL");
     assert!(!node.ok(&["ps"]).contains("ticker"));
     assert!(node.ok(&["ps", "-a"]).contains("Exited (143)"));
     // A process that ignores SIGTERM is killed after the grace period.
@@ -304,7 +290,7 @@ fn sigint_stops_a_foreground_pod() {
             "--",
             "sh",
             "-c",
-            "echo started; while true; do sleep 0.1; done",
+            "trap 'exit 143' TERM; echo started; while true; do sleep 0.1; done",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -393,7 +379,7 @@ fn run_manifest(node: &Node, name: &str, yaml: &str) -> (i32, String, String) {
 }
 
 #[test]
-fn containers_of_a_pod_share_pid_ipc_uts_and_volumes_but_not_with_other_pods() {
+fn containers_of_a_pod_share_ipc_uts_and_volumes_but_not_with_other_pods() {
     let node = node();
     node.ok(&["run", "-d", "--name", "other", "busybox", "--", "sleep", "30"]);
     let (code, out, err) = run_manifest(
@@ -421,11 +407,39 @@ spec:
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..4], ["disk", "mem", "ipc", "shared"], "{out}");
-    // The writer's sleep is visible beside the reader's processes; the other pod's is not.
-    assert_eq!(lines[4].split_whitespace().filter(|c| *c == "sleep").count(), 1, "{out}");
-    assert!(lines[4].contains("__pod-init") || lines[4].contains("exe") || lines[4].contains("podctl"), "{out}");
+    // Each container sees its own processes only: not the writer's sleep, not the pod
+    // init, not the other pod's (Kubernetes without shareProcessNamespace).
+    assert_eq!(lines[4].split_whitespace().filter(|c| *c == "sleep").count(), 0, "{out}");
+    assert!(!lines[4].contains("exe") && !lines[4].contains("podctl"), "{out}");
     assert!(lines[5].contains("tmpfs"), "medium: Memory is a tmpfs: {out}");
     node.ok(&["rm", "-f", "other"]);
+}
+
+#[test]
+fn share_process_namespace_shows_the_containers_each_other() {
+    let node = node();
+    let (code, out, err) = run_manifest(
+        &node,
+        "together",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: together}
+spec:
+  shareProcessNamespace: true
+  containers:
+  - {name: sleeper, image: busybox, command: [sh, -c, "echo secret=1 > /tmp/mine; exec sleep 3"]}
+  - name: looker
+    image: busybox
+    command: [sh, -c, "sleep 1; ps -o comm | sort | tr '\n' ' '; echo; cat /proc/$(pidof sleep)/root/tmp/mine"]
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].split_whitespace().filter(|c| *c == "sleep").count(), 1, "{out}");
+    // The pod's PID 1 is the pod init: the namespace is the pod's.
+    assert!(lines[0].contains("exe") || lines[0].contains("podctl"), "{out}");
+    assert_eq!(lines[1], "secret=1", "{out}");
 }
 
 #[test]
@@ -602,7 +616,7 @@ fn interactive_run_passes_stdin_until_its_end() {
 fn tty_gives_the_container_a_terminal_logged_as_stdout() {
     let node = node();
     let script = "tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-terminals; echo to-stderr >&2";
-    let (code, out, _) = sh(&node, &["-t", "--name", "term"], script);
+    let (code, out, _) = node.sh(&["-t", "--name", "term"], script);
     assert_eq!((code, out.as_str()), (0, "/dev/pts/0\r\nall-terminals\r\nto-stderr\r\n"));
     // With -i, what we type reaches the terminal (and is echoed, as a terminal does).
     let mut child = node
@@ -650,6 +664,7 @@ fn a_container_started_again_begins_from_its_image() {
             resolv_conf: String::new(),
             volumes: vec![],
             qos: QosClass::BestEffort,
+            share_process_namespace: false,
         })
         .unwrap();
     let container = ContainerSpec {
@@ -663,6 +678,7 @@ fn a_container_started_again_begins_from_its_image() {
         privileged: false,
         read_only_rootfs: false,
         mounts: vec![],
+        devices: vec![],
         resources: Resources::default(),
         stdin: false,
         tty: false,

@@ -2,12 +2,13 @@
 //! concurrent clients, a list of 10,000 pods, watch delivery latency to 100 watchers, and
 //! the server's memory with 10,000 pods stored.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::BufRead;
 use std::path::Path;
 use std::process::Child;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use testkit::apiserver::Access;
 
 use crate::{median, report, rss_mib};
 
@@ -17,15 +18,17 @@ const WATCHERS: usize = 100;
 
 struct Server {
     child: Child,
-    addr: SocketAddr,
+    /// Its admin kubeconfig's way in: TLS and a token, as every client's.
+    access: Access,
     _dir: testkit::TempDir,
 }
 
 impl Server {
     fn start(podctl: &Path, extra: &[&str]) -> Server {
         let dir = testkit::temp_dir();
-        let (child, addr) = testkit::apiserver::start(podctl, dir.path(), extra);
-        Server { child, addr, _dir: dir }
+        let (child, _) = testkit::apiserver::start(podctl, dir.path(), extra);
+        let access = Access::from_kubeconfig(&dir.path().join("kubeconfig"));
+        Server { child, access, _dir: dir }
     }
 }
 
@@ -33,56 +36,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A keep-alive HTTP/1.1 connection for requests with Content-Length answers.
-struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    host: SocketAddr,
-}
-
-impl Connection {
-    fn open(addr: SocketAddr) -> Connection {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Connection { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream, host: addr }
-    }
-
-    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        self.send(method, path, "application/json", body)
-    }
-
-    fn patch(&mut self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        self.send("PATCH", path, "application/merge-patch+json", body)
-    }
-
-    fn send(&mut self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
-        self.writer.write_all(head.as_bytes()).unwrap();
-        self.writer.write_all(body).unwrap();
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).unwrap();
-        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).unwrap();
-        (status, body)
     }
 }
 
@@ -107,14 +60,15 @@ pub fn api(podctl: &Path) {
 
 fn api_on(podctl: &Path, extra: &[&str], suffix: &str) {
     let server = Server::start(podctl, extra);
-    let addr = server.addr;
+    let access = server.access.clone();
 
     // Creates: CLIENTS connections, PODS pods in all.
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
+            let access = access.clone();
             std::thread::spawn(move || {
-                let mut connection = Connection::open(addr);
+                let mut connection = access.connect();
                 for i in (c..PODS).step_by(CLIENTS) {
                     let (status, body) =
                         connection.request("POST", "/api/v1/namespaces/default/pods", &pod(&format!("pod-{i}"), ""));
@@ -128,7 +82,7 @@ fn api_on(podctl: &Path, extra: &[&str], suffix: &str) {
     }
     report(&format!("api_creates_per_s{suffix}"), PODS as f64 / start.elapsed().as_secs_f64(), "objects/s");
 
-    let mut connection = Connection::open(addr);
+    let mut connection = access.connect();
     let samples: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
@@ -151,19 +105,16 @@ fn api_on(podctl: &Path, extra: &[&str], suffix: &str) {
     let ready = Arc::new(Barrier::new(WATCHERS + 1));
     let watchers: Vec<_> = (0..WATCHERS)
         .map(|_| {
-            let (ready, revision) = (ready.clone(), revision.clone());
+            let (ready, revision, access) = (ready.clone(), revision.clone(), access.clone());
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(addr).unwrap();
+                let mut watch = access.connect();
                 let path = format!(
                     "/api/v1/namespaces/default/pods?watch=true&resourceVersion={revision}&fieldSelector=metadata.name%3Dpod-0&timeoutSeconds=60"
                 );
-                write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-                let mut reader = BufReader::new(stream);
+                watch.write_request("GET", &path, &[], b"");
+                watch.read_head();
+                let reader = &mut watch.reader;
                 let mut line = String::new();
-                while line != "\r\n" {
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                }
                 ready.wait();
                 let mut latencies = Vec::new();
                 while latencies.len() < WRITES {
@@ -184,10 +135,11 @@ fn api_on(podctl: &Path, extra: &[&str], suffix: &str) {
         })
         .collect();
     ready.wait();
-    let mut writer = Connection::open(addr);
+    let mut writer = access.connect();
     for _ in 0..WRITES {
         let patch = format!(r#"{{"metadata":{{"annotations":{{"sent":"{}"}}}}}}"#, nanos_now());
-        let (status, body) = writer.patch("/api/v1/namespaces/default/pods/pod-0", patch.as_bytes());
+        let merge = [("Content-Type", "application/merge-patch+json")];
+        let (status, _, body) = writer.send("PATCH", "/api/v1/namespaces/default/pods/pod-0", &merge, patch.as_bytes());
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -93,8 +94,16 @@ impl Store {
         let root = data_dir.join("images");
         for dir in ["blobs/sha256", "ingest", "snapshots"] {
             let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(Error::io(format!("create {}", path.display())))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .map_err(Error::io(format!("create {}", path.display())))?;
         }
+        // Only root reads the images (a private registry's are as secret as its
+        // credentials), as containerd's content store; fixed for a store made before.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(format!("set the mode of {}", root.display())))?;
         let store = Store { root };
         let layout = store.root.join("oci-layout");
         if !layout.exists() {

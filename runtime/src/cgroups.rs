@@ -12,9 +12,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::devices;
 use crate::spec::Resources;
 
 /// kubelet's CFS period (100 ms) and the smallest quota it sets (1 ms).
@@ -67,6 +68,8 @@ pub enum Controller {
     Cpu,
     Memory,
     Pids,
+    /// v1's device access controller (on v2, device access is a BPF program).
+    Devices,
     /// The v2 tree, which holds every controller.
     Unified,
 }
@@ -99,7 +102,8 @@ impl Cgroups {
     }
 
     /// The same from the two files' text: v1 when the cpu, memory and pids controllers are
-    /// mounted as v1 (the hybrid layout included), else v2.
+    /// mounted as v1 (the hybrid layout included, with the devices controller when it is
+    /// mounted), else v2.
     pub fn from_layout(mountinfo: &str, own: &str, root: Option<&str>) -> io::Result<Cgroups> {
         let mut v1 = Vec::new();
         let mut v2 = None;
@@ -111,9 +115,12 @@ impl Cgroups {
             match fstype {
                 "cgroup2" => v2 = Some(PathBuf::from(mount_point)),
                 "cgroup" => {
-                    for (name, controller) in
-                        [("cpu", Controller::Cpu), ("memory", Controller::Memory), ("pids", Controller::Pids)]
-                    {
+                    for (name, controller) in [
+                        ("cpu", Controller::Cpu),
+                        ("memory", Controller::Memory),
+                        ("pids", Controller::Pids),
+                        ("devices", Controller::Devices),
+                    ] {
                         if options.split(',').any(|o| o == name) && !v1.iter().any(|(c, _)| *c == controller) {
                             v1.push((controller, PathBuf::from(mount_point)));
                         }
@@ -141,13 +148,15 @@ impl Cgroups {
             };
             mount.join(base.strip_prefix("/").unwrap_or(&base))
         };
-        let roots = if v1.len() == 3 {
+        let resources = [Controller::Cpu, Controller::Memory, Controller::Pids];
+        let roots = if resources.iter().all(|wanted| v1.iter().any(|(c, _)| c == wanted)) {
             v1.into_iter()
                 .map(|(controller, mount)| {
                     let key = match controller {
                         Controller::Cpu => "cpu",
                         Controller::Memory => "memory",
-                        _ => "pids",
+                        Controller::Pids => "pids",
+                        _ => "devices",
                     };
                     Root { controller, dir: place(&mount, own_path(key)) }
                 })
@@ -219,6 +228,24 @@ impl Cgroups {
     }
 }
 
+impl Cgroups {
+    /// Limits the devices the processes of `cgroup` may use to `rules` (see
+    /// [`crate::devices`]): the v1 devices controller, else a device program on v2.
+    /// `None` leaves them unrestricted (a privileged container).
+    pub fn restrict_devices(&self, cgroup: &Cgroup, rules: Option<&[devices::Rule]>) -> io::Result<()> {
+        let Some(rules) = rules else { return Ok(()) };
+        if let Some((_, dir)) = cgroup.dirs.iter().find(|(c, _)| *c == Controller::Devices) {
+            return devices::v1_writes(rules).iter().try_for_each(|(file, line)| write(&dir.join(file), line));
+        }
+        match cgroup.dirs.iter().find(|(c, _)| *c == Controller::Unified) {
+            Some((_, dir)) => devices::attach_v2(dir, &devices::v2_program(rules)),
+            None => {
+                Err(io::Error::other("the v1 devices controller is not mounted: device access cannot be restricted"))
+            }
+        }
+    }
+}
+
 /// The limit files to write for `resources`: (controller, file, value).
 fn limits(roots: &[Root], r: &Resources) -> Vec<(Controller, &'static str, String)> {
     let v2 = roots.iter().any(|root| root.controller == Controller::Unified);
@@ -271,9 +298,10 @@ impl Cgroup {
     }
 
     /// Forks the calling process with the child inside this cgroup before it runs anything
-    /// of its own. Moving a whole process takes the kernel's `cgroup_threadgroup_rwsem` for
-    /// writing, which waits for an RCU grace period (10–20 ms on the development machines,
-    /// paid by every runc start); this never takes it:
+    /// of its own, and with `new_pid_namespace` as PID 1 of a PID namespace of its own
+    /// (pid_namespaces(7)). Moving a whole process takes the kernel's
+    /// `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period (10–20
+    /// ms on the development machines, paid by every runc start); this never takes it:
     /// - v2: clone3(2) with `CLONE_INTO_CGROUP`, so the child is born there;
     /// - v1: the child writes 0 to each hierarchy's `tasks`, which moves only the calling
     ///   thread and so skips that lock (`cgroup_procs_write_start()` in
@@ -281,33 +309,15 @@ impl Cgroup {
     ///
     /// # Safety
     /// As fork(2): the calling process is single-threaded.
-    pub unsafe fn fork_into(&self) -> io::Result<Forked> {
+    pub unsafe fn fork_into(&self, new_pid_namespace: bool) -> io::Result<Forked> {
         let v2 = self.dirs.iter().find(|(c, _)| *c == Controller::Unified).map(|(_, dir)| dir);
-        let forked = match v2 {
-            Some(dir) => {
-                let cgroup = fs::File::open(dir)
-                    .map_err(|e| io::Error::new(e.kind(), format!("open cgroup {}: {e}", dir.display())))?;
-                // SAFETY: as this function's contract.
-                match unsafe { clone_into(&cgroup) } {
-                    Ok(forked) => forked,
-                    // Kernels before 5.7: fork, then move the child the slow way.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => {
-                        // SAFETY: as this function's contract.
-                        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
-                            ForkResult::Parent { child } => Forked::Parent(child),
-                            ForkResult::Child => Forked::Child(write(&dir.join("cgroup.procs"), "0")),
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            // SAFETY: as this function's contract.
-            None => match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
-                ForkResult::Parent { child } => Forked::Parent(child),
-                ForkResult::Child => Forked::Child(Ok(())),
-            },
-        };
-        Ok(match forked {
+        let cgroup = v2
+            .map(|dir| {
+                fs::File::open(dir).map_err(|e| io::Error::new(e.kind(), format!("open cgroup {}: {e}", dir.display())))
+            })
+            .transpose()?;
+        // SAFETY: as this function's contract.
+        Ok(match unsafe { clone(cgroup.as_ref(), new_pid_namespace) }? {
             Forked::Child(joined) => Forked::Child(
                 joined.and_then(|()| self.enter_v1()).map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}"))),
             ),
@@ -349,19 +359,24 @@ pub enum Forked {
 }
 
 /// clone3(2) like fork(2) (a new process, copy of this one, SIGCHLD to us on exit), into
-/// the cgroup open at `cgroup`.
+/// the v2 cgroup open at `cgroup` if given, in a new PID namespace if asked.
 ///
 /// # Safety
 /// As fork(2). Unlike glibc's fork, no atfork handlers run: this process is
 /// single-threaded, so no lock they would reset can be held.
-unsafe fn clone_into(cgroup: &fs::File) -> io::Result<Forked> {
+unsafe fn clone(cgroup: Option<&fs::File>, new_pid_namespace: bool) -> io::Result<Forked> {
     use std::os::fd::AsRawFd;
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     // SAFETY: clone_args is plain integers; zero is "unset" for every field.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-    args.flags = CLONE_INTO_CGROUP;
     args.exit_signal = libc::SIGCHLD as u64;
-    args.cgroup = cgroup.as_raw_fd() as u64;
+    if let Some(cgroup) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cgroup.as_raw_fd() as u64;
+    }
+    if new_pid_namespace {
+        args.flags |= libc::CLONE_NEWPID as u64;
+    }
     // SAFETY: a valid clone_args of the size given; no CLONE_VM, so the child has its own
     // copy of this process, as after fork(2).
     match unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, size_of::<libc::clone_args>()) } {
@@ -419,8 +434,9 @@ mod tests {
 31 25 0:27 / /sys/fs/cgroup/cpu rw,relatime shared:6 - cgroup cgroup rw,cpu
 32 25 0:28 / /sys/fs/cgroup/memory rw,relatime shared:7 - cgroup cgroup rw,memory
 33 25 0:29 / /sys/fs/cgroup/pids rw,relatime shared:8 - cgroup cgroup rw,pids
+34 25 0:30 / /sys/fs/cgroup/devices rw,relatime shared:9 - cgroup cgroup rw,devices
 ";
-    const HYBRID_OWN: &str = "8:pids:/\n4:memory:/supervisor/job1\n1:cpu:/\n0::/\n";
+    const HYBRID_OWN: &str = "8:pids:/\n5:devices:/\n4:memory:/supervisor/job1\n1:cpu:/\n0::/\n";
 
     #[test]
     fn hybrid_layout_uses_v1_under_our_own_cgroups() {
@@ -435,6 +451,7 @@ mod tests {
                     PathBuf::from("/sys/fs/cgroup/memory/supervisor/job1/kubepods/burstable/podabc/web")
                 ),
                 (Controller::Pids, PathBuf::from("/sys/fs/cgroup/pids/kubepods/burstable/podabc/web")),
+                (Controller::Devices, PathBuf::from("/sys/fs/cgroup/devices/kubepods/burstable/podabc/web")),
             ]
         );
         let relative = Cgroups::from_layout(HYBRID_MOUNTS, HYBRID_OWN, Some("test1")).unwrap();
@@ -558,7 +575,7 @@ mod tests {
         for (cgroup, expected) in cases {
             fs::create_dir(&cgroup.dirs[0].1).unwrap();
             // SAFETY: the child only makes raw system calls and exits.
-            let forked = unsafe { cgroup.fork_into() };
+            let forked = unsafe { cgroup.fork_into(false) };
             match forked {
                 Ok(Forked::Child(joined)) => {
                     let mut buf = [0u8; 4096];

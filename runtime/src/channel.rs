@@ -69,6 +69,14 @@ impl Channel {
         Ok(Channel(fd))
     }
 
+    /// Whether the process at the other end is root and outside our PID namespace: its pid
+    /// as we see it is 0 when it is not in our PID namespace or one below it (SO_PEERCRED,
+    /// unix(7); pid_namespaces(7)). Every process of a pod is inside the pod init's.
+    pub fn peer_is_outside_the_pod(&self) -> bool {
+        socket::getsockopt(&self.0, socket::sockopt::PeerCredentials)
+            .is_ok_and(|peer| peer.pid() == 0 && peer.uid() == 0)
+    }
+
     /// Sends one message, with `fds` attached.
     pub fn send<T: Serialize>(&self, message: &T, fds: &[BorrowedFd]) -> io::Result<()> {
         let bytes = serde_json::to_vec(message).expect("messages serialise");

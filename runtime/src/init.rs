@@ -120,7 +120,7 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     let listener = Listener::bind(&dirs.socket())?;
     // CLONE_NEWPID applies to children (pid_namespaces(7)): the child is PID 1.
     // SAFETY: this process is single-threaded.
-    match unsafe { record.cgroup.child("init").fork_into() }? {
+    match unsafe { record.cgroup.child("init").fork_into(false) }? {
         Forked::Parent(child) => {
             // Recorded before anyone hears of it: whoever finds the pod finds its init.
             let init = ProcessRecord::of(child.as_raw()).ok_or_else(|| io::Error::other("pod init exited at once"))?;
@@ -172,13 +172,25 @@ struct PodInit {
     execs: Vec<Exec>,
     next_client: u64,
     running: Vec<Running>,
+    /// The pod's PID namespace, to come back to after starting an exec in a container's.
+    own_pid_namespace: File,
     shutdown: bool,
 }
 
 impl PodInit {
     fn new(dirs: PodDirs, record: PodRecord, listener: Listener) -> io::Result<PodInit> {
+        // Not dumpable, nor is any child it forks until that child execs: a process of the
+        // pod can then neither ptrace it nor open its /proc/<pid>/fd, exe or root, nor
+        // take its descriptors with pidfd_getfd(2) (ptrace access mode checks, ptrace(2)),
+        // even once a child has taken a container's credentials (CVE-2019-5736,
+        // CVE-2016-9962 in runc).
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         nix::unistd::setsid().map_err(io::Error::from)?;
         own_proc()?;
+        let own_pid_namespace = File::open("/proc/self/ns/pid")?;
         nix::unistd::sethostname(&record.spec.hostname).map_err(|e| io::Error::other(format!("sethostname: {e}")))?;
         if record.spec.network != NetworkMode::Host {
             loopback_up()?;
@@ -204,6 +216,7 @@ impl PodInit {
             execs: Vec::new(),
             next_client: 0,
             running: Vec::new(),
+            own_pid_namespace,
             shutdown: false,
         })
     }
@@ -270,10 +283,14 @@ impl PodInit {
         Ok(())
     }
 
+    /// Takes the waiting clients that are the node's: a process of the pod that reached
+    /// the socket is hung up on, unheard.
     fn accept(&mut self) {
         while let Some(channel) = self.listener.accept() {
-            self.next_client += 1;
-            self.clients.insert(self.next_client, channel);
+            if channel.peer_is_outside_the_pod() {
+                self.next_client += 1;
+                self.clients.insert(self.next_client, channel);
+            }
         }
     }
 
@@ -366,13 +383,16 @@ impl PodInit {
             Ok(p) => p,
             Err(e) => return Some(Response::Error { message: e.to_string() }),
         };
-        // SAFETY: the pod init is single-threaded.
-        match unsafe { cgroup.fork_into() } {
+        match self.fork_in_container(&cgroup, pid) {
             Err(e) => Some(Response::Error { message: format!("fork: {e}") }),
             Ok(Forked::Child(joined)) => {
                 drop(status_r);
-                let null = || File::open("/dev/null").map(OwnedFd::from);
                 let channel = &self.clients[&client];
+                let mut keep = vec![status_w.as_raw_fd()];
+                keep.extend(terminal.map(|_| channel.as_raw_fd()));
+                keep.extend(stdio.iter().flatten().map(|fd| fd.as_raw_fd()));
+                close_descriptors_except(&keep);
+                let null = || File::open("/dev/null").map(OwnedFd::from);
                 let send_pty = |master: BorrowedFd| channel.send(&Response::Pty, &[master]);
                 let failure = (|| -> io::Result<()> {
                     joined?;
@@ -410,6 +430,27 @@ impl PodInit {
                 }
             }
         }
+    }
+
+    /// Forks a child into `cgroup` and, unless the pod shares one PID namespace, into the
+    /// PID namespace of the container whose first process is `pid`: setns(2) on a PID
+    /// namespace only says where our next child goes, so the pod init goes back to its
+    /// own right after the fork.
+    fn fork_in_container(&self, cgroup: &Cgroup, pid: Pid) -> io::Result<Forked> {
+        if self.record.spec.share_process_namespace {
+            // SAFETY: the pod init is single-threaded.
+            return unsafe { cgroup.fork_into(false) };
+        }
+        let namespace = File::open(format!("/proc/{pid}/ns/pid"))?;
+        nix::sched::setns(&namespace, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+        // SAFETY: the pod init is single-threaded.
+        let forked = unsafe { cgroup.fork_into(false) };
+        if !matches!(forked, Ok(Forked::Child(_))) {
+            // Our containers and execs would otherwise start in the wrong namespace.
+            nix::sched::setns(&self.own_pid_namespace, CloneFlags::CLONE_NEWPID)
+                .expect("the pod init returns to its own PID namespace");
+        }
+        forked
     }
 
     fn start(&mut self, container: ContainerSpec, cgroup: Cgroup) -> Response {
@@ -454,10 +495,16 @@ impl PodInit {
             false => (None, None),
         };
         let started_at = rfc3339_nano(SystemTime::now());
+        // Each container is PID 1 of a PID namespace of its own, nested in the pod's, unless
+        // the pod shares one.
         // SAFETY: the pod init is single-threaded.
-        match unsafe { cgroup.fork_into() }? {
+        match unsafe { cgroup.fork_into(!self.record.spec.share_process_namespace) }? {
             Forked::Child(joined) => {
                 drop((out_r, err_r, status_r, stdin_w, pty_ours));
+                let mut keep = vec![out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()];
+                keep.extend(stdin_r.iter().map(|fd| fd.as_raw_fd()));
+                keep.extend(pty_theirs.iter().map(|channel| channel.as_raw_fd()));
+                close_descriptors_except(&keep);
                 let stdin = match stdin_r.map_or_else(|| File::open("/dev/null").map(OwnedFd::from), Ok) {
                     Ok(stdin) => stdin,
                     // SAFETY: leaving the forked child.
@@ -687,6 +734,26 @@ fn child_setup(stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<(
     dup_onto(&stdin, 0)?;
     dup_onto(&stdout, 1)?;
     dup_onto(&stderr, 2)
+}
+
+/// In a forked child: closes every descriptor but stdio and `keep` (close_range(2)). Closed,
+/// not left to close-on-exec: the pod init's socket, its other clients and the containers'
+/// pipes must not be open while the child takes a container's credentials.
+fn close_descriptors_except(keep: &[RawFd]) {
+    let close = |first: u32, last: u32| {
+        // SAFETY: closes descriptors of this process that nothing in it uses any more.
+        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    };
+    let mut keep: Vec<u32> = keep.iter().filter(|&&fd| fd > 2).map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3;
+    for fd in keep {
+        if fd > from {
+            close(from, fd - 1);
+        }
+        from = from.max(fd + 1);
+    }
+    close(from, u32::MAX);
 }
 
 /// dup2(2) onto a standard descriptor (which then does not close on exec).

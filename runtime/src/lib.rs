@@ -9,6 +9,7 @@
 
 pub mod cgroups;
 mod channel;
+pub mod devices;
 pub mod init;
 pub mod logs;
 mod process;
@@ -23,12 +24,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::mount::{MntFlags, MsFlags};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 pub use cgroups::{Cgroup, Cgroups, QosClass};
 
 pub use init::{Request, Response};
 pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
-pub use spec::{ContainerSpec, Mount, NetworkMode, PodSpec, Resources, User, Volume, VolumeSource, WindowSize};
+pub use spec::{
+    ContainerSpec, Device, DeviceKind, Mount, NetworkMode, PodSpec, Resources, User, Volume, VolumeSource, WindowSize,
+};
 pub use state::{ExitStatus, PodDirs, PodRecord, ProcessRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +162,8 @@ impl Runtime {
         let _creating = self
             .state_lock(libc::LOCK_SH)
             .and_then(|_state| {
-                std::fs::create_dir_all(dirs.state.parent().expect("pod state lives in a directory"))?;
-                std::fs::create_dir(&dirs.state)?;
+                state::create_private_dir(dirs.state.parent().expect("pod state lives in a directory"))?;
+                std::fs::DirBuilder::new().mode(0o700).create(&dirs.state)?;
                 CreationLock::take(&dirs.state, true)
             })
             .map_err(|e| match e.kind() {
@@ -189,8 +193,9 @@ impl Runtime {
         let name = pod.name();
         let dirs = &pod.dirs;
         let spec = &pod.record.spec;
+        state::create_private_dir(&dirs.data).map_err(Error::io(format!("pod {name}: data dir")))?;
         let write = |file: &str, content: &str| {
-            std::fs::write(dirs.state.join(file), content).map_err(Error::io(format!("pod {name}: write {file}")))
+            std::fs::write(dirs.etc_file(file), content).map_err(Error::io(format!("pod {name}: write {file}")))
         };
         write("hostname", &format!("{}\n", spec.hostname))?;
         write("hosts", &spec.hosts)?;
@@ -240,8 +245,7 @@ impl Runtime {
 
     /// Replaces the pod's /etc/hosts, in place (containers bind-mount the file).
     pub fn write_hosts(&self, pod: &Pod, hosts: &str) -> Result<()> {
-        std::fs::write(pod.dirs.state.join("hosts"), hosts)
-            .map_err(Error::io(format!("pod {}: write hosts", pod.name())))
+        std::fs::write(pod.dirs.etc_file("hosts"), hosts).map_err(Error::io(format!("pod {}: write hosts", pod.name())))
     }
 
     pub fn pod(&self, uid: &str) -> Result<Pod> {
@@ -259,6 +263,7 @@ impl Runtime {
     pub fn recover(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
         let _state = self.state_lock(libc::LOCK_EX).map_err(Error::io("lock the pod state"))?;
+        self.secure().map_err(Error::io("set the modes of the pod state"))?;
         let state = self.run_dir.join("pods");
         for entry in std::fs::read_dir(&state).into_iter().flatten().filter_map(|e| e.ok()) {
             let uid = entry.file_name().to_string_lossy().into_owned();
@@ -299,11 +304,48 @@ impl Runtime {
         Ok(removed)
     }
 
+    /// Gives the run and data directories, and the pod state and records made before
+    /// their modes were set at creation, the modes only root gets into (0711 for the two
+    /// roots, as containerd's, 0700 below, 0600 for records).
+    fn secure(&self) -> io::Result<()> {
+        for (dir, mode) in [(&self.run_dir, 0o711), (&self.data_dir, 0o711)] {
+            state::set_mode(dir, mode)?;
+        }
+        for dir in ["pods", "netns"].map(|d| self.run_dir.join(d)).into_iter().chain([self.data_dir.join("pods")]) {
+            state::set_mode(&dir, 0o700)?;
+        }
+        for pod in self.pods().map_err(io::Error::other)? {
+            for container in pod.containers() {
+                let logs = container.log_path.parent().map(std::fs::read_dir).into_iter().flatten().flatten();
+                for log in logs.filter_map(|e| e.ok()) {
+                    state::set_mode(&log.path(), logs::LOG_FILE_MODE)?;
+                }
+            }
+        }
+        for pod in std::fs::read_dir(self.run_dir.join("pods")).into_iter().flatten().filter_map(|e| e.ok()) {
+            state::set_mode(&pod.path(), 0o700)?;
+            let containers = std::fs::read_dir(pod.path().join("containers")).into_iter().flatten();
+            let records = std::fs::read_dir(pod.path())
+                .into_iter()
+                .flatten()
+                .chain(containers.filter_map(|c| std::fs::read_dir(c.ok()?.path()).ok()).flatten());
+            for record in records.filter_map(|e| e.ok()) {
+                if record.file_name().to_string_lossy().ends_with(".json") {
+                    state::set_mode(&record.path(), 0o600)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `RUN_DIR/pods.lock`, flocked with `operation` (shared by creators, exclusive for
     /// recovery) until the file is dropped.
     fn state_lock(&self, operation: i32) -> io::Result<std::fs::File> {
-        std::fs::create_dir_all(&self.run_dir)?;
-        let file = std::fs::File::options().create(true).append(true).open(self.run_dir.join("pods.lock"))?;
+        if !self.run_dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o711).create(&self.run_dir)?;
+        }
+        let file =
+            std::fs::File::options().create(true).append(true).mode(0o600).open(self.run_dir.join("pods.lock"))?;
         Ok(flock(file, operation)?.expect("a blocking flock is held once it returns"))
     }
 
@@ -397,7 +439,13 @@ impl Runtime {
     /// Starts a container in the pod; returns its pid (as seen from the node).
     pub fn start_container(&self, pod: &Pod, container: &ContainerSpec) -> Result<i32> {
         let cgroup = pod.record.cgroup.child(&container.name);
-        self.cgroups.create(&cgroup, &container.resources).map_err(|e| container_error(pod, &container.name, e))?;
+        let error = |e: io::Error| container_error(pod, &container.name, e);
+        let devices = devices::rules(container.privileged, &container.devices).map_err(error)?;
+        // A container started again gets a cgroup made anew: on v2 a second device
+        // program would otherwise stack on the first.
+        cgroup.remove().map_err(error)?;
+        self.cgroups.create(&cgroup, &container.resources).map_err(error)?;
+        self.cgroups.restrict_devices(&cgroup, devices.as_deref()).map_err(error)?;
         match self.request(pod, &Request::Start { container: Box::new(container.clone()), cgroup }, None)? {
             Response::Started { pid } => Ok(pid),
             other => Err(unexpected(pod, &container.name, other)),
@@ -521,8 +569,8 @@ fn mount_tmpfs(dir: &Path, options: &str) -> io::Result<()> {
 /// Bind-mounts the pod init's network namespace at `path`, so the `net` crate can enter it
 /// and it outlives the agent.
 fn bind_netns(pid: i32, path: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(path.parent().expect("netns dir"))?;
-    std::fs::File::create(path)?;
+    state::create_private_dir(path.parent().expect("netns dir"))?;
+    std::fs::File::options().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     nix::mount::mount(
         Some(&PathBuf::from(format!("/proc/{pid}/ns/net"))),
         path,

@@ -5,6 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,13 @@ impl Stream {
     }
 }
 
+/// A log file: readable by root and its group only (containerd's 0640).
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(LOG_FILE_MODE).open(path)
+}
+
+pub const LOG_FILE_MODE: u32 = 0o640;
+
 pub struct CriLog {
     path: PathBuf,
     file: File,
@@ -41,7 +49,7 @@ impl CriLog {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_log(path)?;
         let size = file.metadata()?.len();
         Ok(CriLog { path: path.to_path_buf(), file, size, max_size, max_files, pending: [Vec::new(), Vec::new()] })
     }
@@ -93,7 +101,7 @@ impl CriLog {
         let stamp = rfc3339_nano(SystemTime::now()).replace([':', '-'], "").replace('T', "-");
         let rotated = PathBuf::from(format!("{}.{}", self.path.display(), stamp.trim_end_matches('Z')));
         fs::rename(&self.path, &rotated)?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = open_log(&self.path)?;
         self.size = 0;
         let name = self.path.file_name().expect("log file name").to_string_lossy().into_owned();
         let dir = self.path.parent().expect("log dir");

@@ -69,7 +69,7 @@ fn setup(container: &ContainerSpec, paths: &ContainerPaths, send_pty: Option<Sen
     nix::unistd::setsid().map_err(|e| StartError::setup(format!("setsid: {e}")))?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| StartError::setup(format!("new mount namespace: {e}")))?;
     rootfs::make_private().map_err(StartError::setup)?;
-    let mut mounter = KernelMounter;
+    let mut mounter = KernelMounter::default();
     for step in rootfs::steps(container, paths) {
         mounter.apply(&step).map_err(StartError::setup)?;
     }

@@ -4,15 +4,23 @@
 //! The steps follow the OCI runtime spec's defaults (config-linux.md, runc's libcontainer
 //! `rootfs_linux.go`): overlay rootfs, `/proc`, a minimal tmpfs `/dev` with the default
 //! devices, `/dev/pts` as a new devpts instance, `/dev/shm` shared by the pod, `/sys`
-//! read-only, then `pivot_root(2)`, then the masked and read-only paths.
+//! read-only, the masked and read-only paths.
+//!
+//! The image decides what every path in the rootfs is, symlinks included: a path named
+//! before `pivot_root(2)` can lead out of the rootfs (CVE-2021-30465 and its kin in runc).
+//! So only the overlay is mounted before it; what comes from the node (the pod's files,
+//! `/dev/shm`, volumes) is taken beforehand as a detached copy of its mount
+//! (open_tree(2) `OPEN_TREE_CLONE`) and attached after it (move_mount(2)), when every path
+//! resolves inside the new root.
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, DeviceKind};
 
 /// Paths prepared for one container.
 #[derive(Clone, Debug)]
@@ -32,6 +40,7 @@ pub struct ContainerPaths {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// A new mount of a filesystem.
     Mount {
         source: String,
         target: PathBuf,
@@ -39,11 +48,23 @@ pub enum Step {
         flags: MsFlags,
         data: Option<String>,
     },
-    /// A character device node (`mknod(2)`), mode 0666.
-    CharDevice {
+    /// A detached copy of the mount tree at `source` on the node (before pivot_root), kept
+    /// for an [`Step::Attach`]; clones are numbered in order from 0.
+    Clone {
+        source: PathBuf,
+    },
+    /// Attaches clone number `clone` at `target` (after pivot_root), read-only if asked.
+    Attach {
+        clone: usize,
+        target: PathBuf,
+        read_only: bool,
+    },
+    /// A device node (`mknod(2)`), mode 0666.
+    Device {
         path: PathBuf,
-        major: u64,
-        minor: u64,
+        kind: DeviceKind,
+        major: u32,
+        minor: u32,
     },
     Symlink {
         target: String,
@@ -90,7 +111,7 @@ pub const MASKED_PATHS: &[&str] = &[
 pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Character devices every container gets (OCI config-linux.md "Default Devices").
-const DEVICES: &[(&str, u64, u64)] =
+const DEVICES: &[(&str, u32, u32)] =
     &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
 fn flags(list: &[MsFlags]) -> MsFlags {
@@ -99,8 +120,7 @@ fn flags(list: &[MsFlags]) -> MsFlags {
 
 /// Every step that builds `container`'s root filesystem, in order.
 pub fn steps(container: &ContainerSpec, paths: &ContainerPaths) -> Vec<Step> {
-    let root = &paths.rootfs;
-    let inside = |p: &str| root.join(p.trim_start_matches('/'));
+    let path = |p: &str| PathBuf::from(p);
     let (nosuid, nodev, noexec) = (MsFlags::MS_NOSUID, MsFlags::MS_NODEV, MsFlags::MS_NOEXEC);
     let lower: Vec<String> = container.lower_dirs.iter().map(|p| p.display().to_string()).collect();
     // `volatile` (Linux 5.10): no sync of the upper filesystem, which overlayfs otherwise
@@ -109,7 +129,7 @@ pub fn steps(container: &ContainerSpec, paths: &ContainerPaths) -> Vec<Step> {
     // directory and recovery then deletes pod data with no state.
     let mut steps = vec![Step::Mount {
         source: "overlay".into(),
-        target: root.clone(),
+        target: paths.rootfs.clone(),
         fstype: Some("overlay".into()),
         flags: MsFlags::empty(),
         data: Some(format!(
@@ -119,95 +139,97 @@ pub fn steps(container: &ContainerSpec, paths: &ContainerPaths) -> Vec<Step> {
             paths.work.display()
         )),
     }];
-    let mount = |source: &str, target: PathBuf, fstype: &str, flags: MsFlags, data: Option<&str>| Step::Mount {
+    // What comes from the node, cloned before pivot_root, attached after it.
+    let mut binds: Vec<(PathBuf, PathBuf, bool)> = vec![(paths.shm.clone(), path("/dev/shm"), false)];
+    for (source, file) in
+        [(&paths.hostname, "/etc/hostname"), (&paths.hosts, "/etc/hosts"), (&paths.resolv_conf, "/etc/resolv.conf")]
+    {
+        binds.push((source.clone(), path(file), false));
+    }
+    for m in &container.mounts {
+        if let Some((_, source)) = paths.volumes.iter().find(|(name, _)| *name == m.volume) {
+            binds.push((source.clone(), path(&m.destination), m.read_only));
+        }
+    }
+    if container.privileged {
+        binds.push((path("/dev"), path("/dev"), false));
+    }
+    steps.extend(binds.iter().map(|(source, _, _)| Step::Clone { source: source.clone() }));
+    let attach = |clone: usize| {
+        let (source, target, read_only) = &binds[clone];
+        let place =
+            if source.is_file() { Step::Touch { path: target.clone() } } else { Step::Mkdir { path: target.clone() } };
+        [place, Step::Attach { clone, target: target.clone(), read_only: *read_only }]
+    };
+    let mount = |source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>| Step::Mount {
         source: source.into(),
-        target,
+        target: path(target),
         fstype: Some(fstype.into()),
         flags,
         data: data.map(String::from),
     };
-    let bind = |source: &Path, target: PathBuf| Step::Mount {
-        source: source.display().to_string(),
-        target,
-        fstype: None,
-        flags: MsFlags::MS_BIND | MsFlags::MS_REC,
-        data: None,
-    };
-    steps.push(Step::Mkdir { path: inside("/proc") });
-    steps.push(mount("proc", inside("/proc"), "proc", flags(&[nosuid, nodev, noexec]), None));
-    steps.push(Step::Mkdir { path: inside("/dev") });
+    steps.push(Step::PivotRoot { new_root: paths.rootfs.clone() });
+    steps.push(Step::Mkdir { path: path("/proc") });
+    steps.push(mount("proc", "/proc", "proc", flags(&[nosuid, nodev, noexec]), None));
     if container.privileged {
-        steps.push(bind(Path::new("/dev"), inside("/dev")));
+        steps.extend(attach(binds.len() - 1));
     } else {
+        steps.push(Step::Mkdir { path: path("/dev") });
         steps.push(mount(
             "tmpfs",
-            inside("/dev"),
+            "/dev",
             "tmpfs",
             flags(&[nosuid, MsFlags::MS_STRICTATIME]),
             Some("mode=755,size=65536k"),
         ));
         for (name, major, minor) in DEVICES {
-            steps.push(Step::CharDevice { path: inside(&format!("/dev/{name}")), major: *major, minor: *minor });
+            let path = path(&format!("/dev/{name}"));
+            steps.push(Step::Device { path, kind: DeviceKind::Char, major: *major, minor: *minor });
         }
-        steps.push(Step::Mkdir { path: inside("/dev/pts") });
+        steps.push(Step::Mkdir { path: path("/dev/pts") });
         steps.push(mount(
             "devpts",
-            inside("/dev/pts"),
+            "/dev/pts",
             "devpts",
             flags(&[nosuid, noexec]),
             Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
         ));
-        for (target, link) in
-            [("pts/ptmx", "/dev/ptmx"), ("/proc/self/fd", "/dev/fd"), ("/proc/kcore", "/dev/core")].into_iter().chain([
-                ("/proc/self/fd/0", "/dev/stdin"),
-                ("/proc/self/fd/1", "/dev/stdout"),
-                ("/proc/self/fd/2", "/dev/stderr"),
-            ])
-        {
-            steps.push(Step::Symlink { target: target.into(), path: inside(link) });
+        for (target, link) in [
+            ("pts/ptmx", "/dev/ptmx"),
+            ("/proc/self/fd", "/dev/fd"),
+            ("/proc/kcore", "/dev/core"),
+            ("/proc/self/fd/0", "/dev/stdin"),
+            ("/proc/self/fd/1", "/dev/stdout"),
+            ("/proc/self/fd/2", "/dev/stderr"),
+        ] {
+            steps.push(Step::Symlink { target: target.into(), path: path(link) });
         }
-        steps.push(Step::Mkdir { path: inside("/dev/mqueue") });
-        steps.push(mount("mqueue", inside("/dev/mqueue"), "mqueue", flags(&[nosuid, nodev, noexec]), None));
+        steps.push(Step::Mkdir { path: path("/dev/mqueue") });
+        steps.push(mount("mqueue", "/dev/mqueue", "mqueue", flags(&[nosuid, nodev, noexec]), None));
+        for device in &container.devices {
+            let node = path(&device.path);
+            steps.push(Step::Mkdir { path: node.parent().unwrap_or(Path::new("/")).to_path_buf() });
+            steps.push(Step::Device { path: node, kind: device.kind, major: device.major, minor: device.minor });
+        }
     }
-    steps.push(Step::Mkdir { path: inside("/dev/shm") });
-    steps.push(bind(&paths.shm, inside("/dev/shm")));
-    steps.push(Step::Mkdir { path: inside("/sys") });
+    steps.extend(attach(0));
+    steps.push(Step::Mkdir { path: path("/sys") });
     let sys_flags = match container.privileged {
         true => flags(&[nosuid, nodev, noexec]),
         false => flags(&[nosuid, nodev, noexec, MsFlags::MS_RDONLY]),
     };
-    steps.push(mount("sysfs", inside("/sys"), "sysfs", sys_flags, None));
-    for (source, file) in
-        [(&paths.hostname, "/etc/hostname"), (&paths.hosts, "/etc/hosts"), (&paths.resolv_conf, "/etc/resolv.conf")]
-    {
-        steps.push(Step::Mkdir { path: inside("/etc") });
-        steps.push(Step::Touch { path: inside(file) });
-        steps.push(bind(source, inside(file)));
+    steps.push(mount("sysfs", "/sys", "sysfs", sys_flags, None));
+    steps.push(Step::Mkdir { path: path("/etc") });
+    let volumes = binds.len() - usize::from(container.privileged);
+    for clone in 1..volumes {
+        steps.extend(attach(clone));
     }
-    for m in &container.mounts {
-        let source = paths.volumes.iter().find(|(name, _)| *name == m.volume).map(|(_, p)| p.clone());
-        let Some(source) = source else { continue };
-        let target = inside(&m.destination);
-        let is_file = source.is_file();
-        steps.push(if is_file { Step::Touch { path: target.clone() } } else { Step::Mkdir { path: target.clone() } });
-        steps.push(bind(&source, target.clone()));
-        if m.read_only {
-            steps.push(Step::Mount {
-                source: source.display().to_string(),
-                target,
-                fstype: None,
-                flags: flags(&[MsFlags::MS_BIND, MsFlags::MS_REMOUNT, MsFlags::MS_RDONLY]),
-                data: None,
-            });
-        }
-    }
-    steps.push(Step::PivotRoot { new_root: root.clone() });
     if !container.privileged {
-        steps.extend(MASKED_PATHS.iter().map(|p| Step::Mask { path: PathBuf::from(p) }));
-        steps.extend(READONLY_PATHS.iter().map(|p| Step::ReadOnly { path: PathBuf::from(p) }));
+        steps.extend(MASKED_PATHS.iter().map(|p| Step::Mask { path: path(p) }));
+        steps.extend(READONLY_PATHS.iter().map(|p| Step::ReadOnly { path: path(p) }));
     }
     if container.read_only_rootfs {
-        steps.push(Step::ReadOnly { path: PathBuf::from("/") });
+        steps.push(Step::ReadOnly { path: path("/") });
     }
     steps
 }
@@ -219,7 +241,11 @@ pub trait Mounter {
 
 /// The real thing: mount(2), mknod(2), pivot_root(2), in the calling process's mount
 /// namespace (which must be private: see [`make_private`]).
-pub struct KernelMounter;
+#[derive(Default)]
+pub struct KernelMounter {
+    /// The detached mount trees of [`Step::Clone`], by number.
+    clones: Vec<OwnedFd>,
+}
 
 impl Mounter for KernelMounter {
     fn apply(&mut self, step: &Step) -> io::Result<()> {
@@ -236,24 +262,31 @@ impl Mounter for KernelMounter {
                         }
                         _ => err("mount", target, e),
                     },
-                )?;
-                // A bind mount ignores MS_RDONLY and friends until remounted (mount(2)).
-                let restricted = *flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-                if flags.contains(MsFlags::MS_BIND) && !flags.contains(MsFlags::MS_REMOUNT) && !restricted.is_empty() {
-                    nix::mount::mount(None::<&str>, target, None::<&str>, *flags | MsFlags::MS_REMOUNT, None::<&str>)
-                        .map_err(|e| err("remount", target, e))?;
+                )
+            }
+            Step::Clone { source } => {
+                self.clones.push(clone_tree(source).map_err(|e| with_path("take a copy of the mount", source, e))?);
+                Ok(())
+            }
+            Step::Attach { clone, target, read_only } => {
+                let tree = self.clones.get(*clone).expect("clones come before their attachment");
+                attach_tree(tree, target).map_err(|e| with_path("attach", target, e))?;
+                if *read_only {
+                    // A bind mount is made read-only by a remount of it (mount(2)).
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+                        .map_err(|e| err("remount read-only", target, e))?;
                 }
                 Ok(())
             }
-            Step::CharDevice { path, major, minor } => {
+            Step::Device { path, kind, major, minor } => {
                 let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
-                nix::sys::stat::mknod(
-                    path,
-                    nix::sys::stat::SFlag::S_IFCHR,
-                    mode,
-                    libc::makedev(*major as u32, *minor as u32),
-                )
-                .map_err(|e| err("mknod", path, e))?;
+                let kind = match kind {
+                    DeviceKind::Char => nix::sys::stat::SFlag::S_IFCHR,
+                    DeviceKind::Block => nix::sys::stat::SFlag::S_IFBLK,
+                };
+                nix::sys::stat::mknod(path, kind, mode, libc::makedev(*major, *minor))
+                    .map_err(|e| err("mknod", path, e))?;
                 // mknod(2) applies the umask.
                 nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, path, mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
                     .map_err(|e| err("chmod", path, e))
@@ -300,6 +333,46 @@ impl Mounter for KernelMounter {
     }
 }
 
+fn with_path(what: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// open_tree(2) with `OPEN_TREE_CLONE | AT_RECURSIVE`: a detached copy of the mounts at
+/// and below `source`.
+fn clone_tree(source: &Path) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let path = CString::new(source.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: a valid C string; the descriptor returned is owned right away.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// move_mount(2) of a detached tree onto `target`.
+fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let target = CString::new(target.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: valid C strings and descriptors for the call.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes every mount in this (new) mount namespace private, so nothing the container
 /// mounts propagates back to the host (mount_namespaces(7), shared subtrees).
 pub fn make_private() -> io::Result<()> {
@@ -341,6 +414,7 @@ mod tests {
             privileged: false,
             read_only_rootfs: false,
             mounts: vec![Mount { volume: "data".into(), destination: "/data".into(), read_only: true }],
+            devices: vec![],
             resources: Resources::default(),
             stdin: false,
             tty: false,
@@ -371,6 +445,10 @@ mod tests {
                     target.display(),
                     if flags.contains(MsFlags::MS_RDONLY) { " ro" } else { "" }
                 ),
+                Step::Clone { source } => format!("clone {}", source.display()),
+                Step::Attach { clone, target, read_only } => {
+                    format!("attach {clone} {}{}", target.display(), if *read_only { " ro" } else { "" })
+                }
                 Step::PivotRoot { new_root } => format!("pivot {}", new_root.display()),
                 Step::Mask { path } => format!("mask {}", path.display()),
                 Step::ReadOnly { path } => format!("ro {}", path.display()),
@@ -380,7 +458,7 @@ mod tests {
                 !s.starts_with("Mkdir")
                     && !s.starts_with("Touch")
                     && !s.starts_with("Symlink")
-                    && !s.starts_with("CharDevice")
+                    && !s.starts_with("Device")
             })
             .collect()
     }
@@ -392,28 +470,60 @@ mod tests {
         assert_eq!(data.as_deref(), Some("lowerdir=/s/top:/s/base,upperdir=/c/upper,workdir=/c/work,volatile"));
         let got = targets(&steps);
         let pivot = got.iter().position(|s| s == "pivot /r").unwrap();
+        // Before pivot_root only the overlay is mounted; what comes from the node is
+        // cloned there and attached after it, where the image's symlinks cannot lead out.
         assert_eq!(
-            &got[..pivot],
+            &got[..=pivot],
             [
                 "mount overlay /r",
-                "mount proc /r/proc",
-                "mount tmpfs /r/dev",
-                "mount devpts /r/dev/pts",
-                "mount mqueue /r/dev/mqueue",
-                "mount bind /r/dev/shm",
-                "mount sysfs /r/sys ro",
-                "mount bind /r/etc/hostname",
-                "mount bind /r/etc/hosts",
-                "mount bind /r/etc/resolv.conf",
-                "mount bind /r/data",
-                "mount bind /r/data ro",
+                "clone /p/shm",
+                "clone /p/hostname",
+                "clone /p/hosts",
+                "clone /p/resolv.conf",
+                "clone /v/data",
+                "pivot /r",
             ]
         );
-        assert!(got[pivot + 1..].contains(&"mask /proc/kcore".to_string()));
-        assert!(got[pivot + 1..].contains(&"ro /proc/sys".to_string()));
-        let devices: Vec<_> = steps.iter().filter(|s| matches!(s, Step::CharDevice { .. })).collect();
+        let masks = got.iter().position(|s| s.starts_with("mask")).unwrap();
+        assert_eq!(
+            &got[pivot + 1..masks],
+            [
+                "mount proc /proc",
+                "mount tmpfs /dev",
+                "mount devpts /dev/pts",
+                "mount mqueue /dev/mqueue",
+                "attach 0 /dev/shm",
+                "mount sysfs /sys ro",
+                "attach 1 /etc/hostname",
+                "attach 2 /etc/hosts",
+                "attach 3 /etc/resolv.conf",
+                "attach 4 /data ro",
+            ]
+        );
+        assert!(got[masks..].contains(&"mask /proc/kcore".to_string()));
+        assert!(got[masks..].contains(&"ro /proc/sys".to_string()));
+        let devices: Vec<_> = steps.iter().filter(|s| matches!(s, Step::Device { .. })).collect();
         assert_eq!(devices.len(), 6);
-        assert!(steps.contains(&Step::Symlink { target: "pts/ptmx".into(), path: "/r/dev/ptmx".into() }));
+        assert!(steps.contains(&Step::Symlink { target: "pts/ptmx".into(), path: "/dev/ptmx".into() }));
+        // Every path after the overlay's is inside the new root.
+        let before_pivot = steps.iter().position(|s| matches!(s, Step::PivotRoot { .. })).unwrap();
+        assert!(steps[..before_pivot].iter().all(|s| matches!(s, Step::Mount { .. } | Step::Clone { .. })));
+    }
+
+    #[test]
+    fn explicit_devices_are_made_inside_the_new_root() {
+        let mut c = container();
+        c.devices = vec![Device {
+            path: "/dev/fuse".into(),
+            kind: DeviceKind::Char,
+            major: 10,
+            minor: 229,
+            access: "rwm".into(),
+        }];
+        let steps = steps(&c, &paths());
+        let pivot = steps.iter().position(|s| matches!(s, Step::PivotRoot { .. })).unwrap();
+        let fuse = Step::Device { path: "/dev/fuse".into(), kind: DeviceKind::Char, major: 10, minor: 229 };
+        assert!(steps.iter().position(|s| *s == fuse).unwrap() > pivot);
     }
 
     #[test]
@@ -422,8 +532,11 @@ mod tests {
         c.privileged = true;
         c.read_only_rootfs = true;
         let got = targets(&steps(&c, &paths()));
-        assert!(got.contains(&"mount bind /r/dev".to_string()), "real /dev: {got:?}");
-        assert!(got.contains(&"mount sysfs /r/sys".to_string()), "/sys writable: {got:?}");
+        assert!(
+            got.contains(&"clone /dev".to_string()) && got.contains(&"attach 5 /dev".to_string()),
+            "real /dev: {got:?}"
+        );
+        assert!(got.contains(&"mount sysfs /sys".to_string()), "/sys writable: {got:?}");
         assert!(!got.iter().any(|s| s.starts_with("mask")), "no masked paths: {got:?}");
         assert_eq!(got.last().unwrap(), "ro /");
     }

@@ -4,6 +4,11 @@
 //! libc falls back to `clone`, whose namespace flags can be checked (seccomp cannot read
 //! clone3's struct). See docs.docker.com/engine/security/seccomp ("Significant syscalls
 //! blocked by the default profile") and moby's `profiles/seccomp/default.json`.
+//!
+//! On x86_64 the x32 ABI reaches the same kernel entry points under other numbers
+//! (`__X32_SYSCALL_BIT` set) with the same audit architecture, so a list of refused numbers
+//! would let every refused call through under its x32 number: those are refused first,
+//! all of them (EPERM), as libseccomp does for an architecture its profile does not name.
 
 use std::collections::BTreeMap;
 
@@ -83,7 +88,31 @@ const NAMESPACE_FLAGS: &[libc::c_int] = &[
     libc::CLONE_NEWCGROUP,
 ];
 
-/// The filters to install, in order: ENOSYS for clone3, then EPERM for the rest.
+/// The x32 system calls' bit (arch/x86/include/uapi/asm/unistd.h).
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// EPERM for every x32 system call; everything else goes on to the next filter.
+#[cfg(target_arch = "x86_64")]
+fn refuse_x32() -> BpfProgram {
+    use seccompiler::sock_filter;
+    // classic BPF (linux/filter.h): ld [nr]; jge X32_SYSCALL_BIT ? errno : allow
+    const LD_W_ABS: u16 = 0x20;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    // struct seccomp_data: nr at offset 0 (the architecture is checked by the next filter).
+    vec![
+        sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 0 },
+        sock_filter { code: JGE_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW },
+    ]
+}
+
+/// The filters to install, in order: EPERM for the x32 ABI (x86_64), ENOSYS for clone3,
+/// then EPERM for the rest.
 pub fn runtime_default() -> Result<Vec<BpfProgram>, seccompiler::Error> {
     let arch = std::env::consts::ARCH.try_into()?;
     let clone3 = SeccompFilter::new(
@@ -108,7 +137,10 @@ pub fn runtime_default() -> Result<Vec<BpfProgram>, seccompiler::Error> {
         .collect::<Result<Vec<_>, _>>()?;
     refused.insert(libc::SYS_clone, namespace_rules);
     let refused = SeccompFilter::new(refused, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)?;
-    Ok(vec![clone3.try_into()?, refused.try_into()?])
+    let mut filters = vec![clone3.try_into()?, refused.try_into()?];
+    #[cfg(target_arch = "x86_64")]
+    filters.insert(0, refuse_x32());
+    Ok(filters)
 }
 
 /// Installs the filters on the calling thread (which must have no_new_privs set or
@@ -124,7 +156,38 @@ mod tests {
     #[test]
     fn builds_for_this_architecture() {
         let filters = runtime_default().unwrap();
-        assert_eq!(filters.len(), 2);
+        assert_eq!(filters.len(), if cfg!(target_arch = "x86_64") { 3 } else { 2 });
         assert!(filters.iter().all(|f| !f.is_empty()));
+    }
+
+    /// In a child with the filters on: an x32 system call is refused by them (EPERM), not
+    /// left to the kernel (which answers ENOSYS without x32 support, or runs it); the
+    /// x86_64 numbers of what stays allowed still run. As root, the way a container gets
+    /// them; the child makes raw system calls only (the test harness has threads).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_system_calls_are_refused() {
+        let filters = runtime_default().unwrap();
+        // SAFETY: the child makes raw system calls only, then _exit.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let ok = apply(&filters).is_ok()
+                    && libc::syscall(X32_SYSCALL_BIT as libc::c_long | libc::SYS_getpid) == -1
+                    && *libc::__errno_location() == libc::EPERM
+                    && libc::syscall(X32_SYSCALL_BIT as libc::c_long | libc::SYS_unshare, 0) == -1
+                    && *libc::__errno_location() == libc::EPERM
+                    && libc::syscall(libc::SYS_getpid) > 0;
+                libc::_exit(if ok { 0 } else { 1 })
+            },
+            child => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "x32 calls not refused: {status:#x}"
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::QosClass;
+pub use crate::devices::{Device, DeviceKind};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PodSpec {
@@ -23,6 +24,11 @@ pub struct PodSpec {
     pub volumes: Vec<Volume>,
     /// Decides where the pod's cgroup goes (see [`crate::cgroups::QosClass::of`]).
     pub qos: QosClass,
+    /// One PID namespace for all the pod's containers (Kubernetes'
+    /// `shareProcessNamespace`), the pod init's; else each container has its own, nested
+    /// in the pod's, and its first process is its PID 1.
+    #[serde(default)]
+    pub share_process_namespace: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +73,9 @@ pub struct ContainerSpec {
     pub privileged: bool,
     pub read_only_rootfs: bool,
     pub mounts: Vec<Mount>,
+    /// Device nodes the container is given besides the default ones.
+    #[serde(default)]
+    pub devices: Vec<Device>,
     pub resources: Resources,
     /// Keep a stdin for one client to attach to (Kubernetes `stdin` with `stdinOnce`).
     #[serde(default)]

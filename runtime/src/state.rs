@@ -4,14 +4,19 @@
 //!
 //! ```text
 //! RUN_DIR/pods/<uid>/        pod.json (written first: the intent), init.json (pod init pid +
-//!                            start time), init.sock, hostname, hosts, resolv.conf, shm/ (tmpfs),
+//!                            start time), init.sock, shm/ (tmpfs),
 //!                            containers/<name>/{spec.json, process.json, exit.json}
 //! RUN_DIR/netns/<uid>        the pod's network namespace, bind-mounted
-//! DATA_DIR/pods/<uid>/       containers/<name>/{upper,work,rootfs}, volumes/<name>
+//! DATA_DIR/pods/<uid>/       etc-hostname, etc-hosts, etc-resolv.conf,
+//!                            containers/<name>/{upper,work,rootfs}, volumes/<name>
 //! ```
+//!
+//! Only root may read any of it: records hold the containers' environment, so Secret data
+//! (directories 0700, records 0600, as kubelet's and containerd's state).
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -72,6 +77,13 @@ impl PodDirs {
         self.container_state(name).join("exit.json")
     }
 
+    /// The pod's `/etc/hostname`, `/etc/hosts` or `/etc/resolv.conf` (`etc-hosts`, as
+    /// kubelet names it): on the pod's disk, where what a container writes to them counts
+    /// as the pod's, not in the run directory's memory.
+    pub fn etc_file(&self, name: &str) -> PathBuf {
+        self.data.join(format!("etc-{name}"))
+    }
+
     pub fn container_paths(&self, pod: &PodSpec, container: &ContainerSpec) -> ContainerPaths {
         let dir = self.data.join("containers").join(&container.name);
         ContainerPaths {
@@ -79,9 +91,9 @@ impl PodDirs {
             upper: dir.join("upper"),
             work: dir.join("work"),
             shm: self.shm(),
-            hostname: self.state.join("hostname"),
-            hosts: self.state.join("hosts"),
-            resolv_conf: self.state.join("resolv.conf"),
+            hostname: self.etc_file("hostname"),
+            hosts: self.etc_file("hosts"),
+            resolv_conf: self.etc_file("resolv.conf"),
             volumes: pod
                 .volumes
                 .iter()
@@ -186,11 +198,25 @@ pub struct ExitStatus {
 /// ms) in every pod start.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let dir = path.parent().expect("records live in a directory");
-    fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let tmp = path.with_extension("json.tmp");
-    let mut file = fs::File::create(&tmp)?;
+    let mut file = fs::File::options().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     file.write_all(&serde_json::to_vec(value).expect("records serialise"))?;
     fs::rename(&tmp, path)
+}
+
+/// Makes `dir` and its missing parents, each new one 0700 (only root enters).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Sets `path`'s mode, if it exists: what `secure` uses to put right a directory made
+/// before its mode was ours to choose.
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    match fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        result => result,
+    }
 }
 
 /// Removes `dir` and everything in it; a directory already gone is not an error.

@@ -31,8 +31,9 @@ pub struct Server {
     /// Bearer tokens accepted; `None`: no authentication.
     pub tokens: Option<HashSet<String>>,
     pub allocator: Allocator,
-    /// The bearer token presented to nodes' endpoints (logs, exec).
-    pub kubelet_token: Option<String>,
+    /// How the server reaches nodes' endpoints (logs, exec): TLS with its client
+    /// certificate.
+    pub nodes: tokio_rustls::TlsConnector,
     /// Serialises the writes that read before they write (allocations, namespace checks).
     pub writes: Mutex<()>,
 }
@@ -62,7 +63,13 @@ fn error_response(e: &ApiError) -> Response {
 
 pub async fn handle(State(server): State<Shared>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if !crate::tokens::admits(server.tokens.as_ref(), &parts.headers) {
+    // kube-apiserver answers its health checks and version to anyone
+    // (system:public-info-viewer).
+    let public = parts.method == Method::GET
+        && ["/healthz", "/livez", "/readyz", "/version"]
+            .iter()
+            .any(|p| parts.uri.path() == *p || parts.uri.path().starts_with(&format!("{p}/")));
+    if !public && !crate::tokens::admits(server.tokens.as_ref(), &parts.headers) {
         return error_response(&ApiError::unauthorized());
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {

@@ -15,11 +15,11 @@ mod selectors;
 mod services;
 mod store;
 mod table;
-mod tls;
 
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use self::http::Server;
 use self::resources::Resource;
 use self::services::Allocator;
 use self::store::{EtcdStore, SqliteStore, Store};
+use crate::pki;
 
 /// How the server is set up.
 pub struct Config {
@@ -37,14 +38,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Keep objects in this etcd cluster instead of the embedded store.
     pub etcd_endpoints: Vec<String>,
-    /// Bearer tokens (kube-apiserver's token file: `token,user,uid[,"groups"]` per line).
+    /// Bearer tokens (kube-apiserver's token file: `token,user,uid[,"groups"]` per line);
+    /// by default `DATA_DIR/apiserver/tokens.csv`, made at first start.
     pub token_file: Option<PathBuf>,
-    /// Serve beyond loopback with no authentication.
+    /// No authentication at all, and plain HTTP unless `tls` is given.
     pub allow_unauthenticated: bool,
-    /// A token file whose first token is presented to nodes' endpoints (logs, exec).
-    pub kubelet_token_file: Option<PathBuf>,
-    /// Serve HTTPS with this PEM certificate (chain) and key. kubectl sends bearer tokens
-    /// only over HTTPS.
+    /// Serve HTTPS with this PEM certificate (chain) and key instead of one from the
+    /// cluster's authority.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub service_cidr: net::Ipv4Net,
     pub node_ports: RangeInclusive<u16>,
@@ -59,14 +59,85 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The namespaces every cluster has.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Who may call the server and how it proves itself, from its data directory (made there
+/// at first start, k3s-style) or the flags.
+struct Credentials {
+    /// Bearer tokens accepted; `None`: anyone.
+    tokens: Option<HashSet<String>>,
+    /// The token the admin kubeconfig carries.
+    admin_token: Option<String>,
+    /// HTTPS, and the certificate authority clients trust for it.
+    serving: Option<(tokio_rustls::TlsAcceptor, Vec<u8>)>,
+    /// TLS to nodes' endpoints with the server's client certificate.
+    nodes: tokio_rustls::TlsConnector,
+}
+
+impl Credentials {
+    fn load(config: &Config, dir: &Path) -> Result<Credentials> {
+        let token_file = match (&config.token_file, config.allow_unauthenticated) {
+            (Some(file), _) => Some(file.clone()),
+            (None, false) => Some(crate::tokens::ensure_admin_file(&dir.join("tokens.csv"))?),
+            (None, true) => None,
+        };
+        let tokens = token_file.as_deref().map(crate::tokens::read).transpose()?;
+        let admin_token = token_file.as_deref().map(crate::tokens::first).transpose()?;
+        let authority = pki::Authority::open_or_create(&dir.join("pki"))?;
+        let serving = match (&config.tls, config.allow_unauthenticated) {
+            (Some((cert, key)), _) => Some((
+                pki::acceptor_from_files(cert, key)?,
+                std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?,
+            )),
+            (None, false) => {
+                let names = serving_names(config.listen.ip(), config.service_cidr);
+                Some((pki::acceptor(&authority.issue_server(&names)?)?, authority.cert_pem.clone().into_bytes()))
+            }
+            (None, true) => None,
+        };
+        let nodes = pki::connector_to_nodes(&authority.issue_kubelet_client()?)?;
+        Ok(Credentials { tokens, admin_token, serving, nodes })
+    }
+}
+
+/// What the serving certificate names: loopback, the address served on (every address of
+/// the machine when that is all of them), the host name, and the names and cluster IP of
+/// the `kubernetes` Service.
+fn serving_names(listen: IpAddr, service_cidr: net::Ipv4Net) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    if listen.is_unspecified() {
+        let addresses = nix::ifaddrs::getifaddrs().into_iter().flatten();
+        names.extend(addresses.filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip().to_string())));
+    } else {
+        names.push(listen.to_string());
+    }
+    if let Ok(host) = nix::unistd::gethostname() {
+        names.push(host.to_string_lossy().to_lowercase());
+    }
+    for name in ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"] {
+        names.push(name.to_string());
+    }
+    names.push(std::net::Ipv4Addr::from(u32::from(service_cidr.network()) + 1).to_string());
+    names.dedup();
+    names
+}
+
 pub fn run(config: Config) -> Result<()> {
-    let tokens = config.token_file.as_deref().map(crate::tokens::read).transpose()?;
-    crate::tokens::check_exposure(config.listen, tokens.as_ref(), config.allow_unauthenticated)?;
-    let kubelet_token = config.kubelet_token_file.as_deref().map(crate::tokens::first).transpose()?;
+    crate::shutdown::ignore_broken_pipes();
     let dir = config.data_dir.join("apiserver");
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    runtime::state::create_private_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+    runtime::state::set_mode(&dir, 0o700)?;
+    let _one_server = crate::files::lock_exclusive(&dir.join("lock"))
+        .with_context(|| format!("{} is in use by another podctl apiserver", config.data_dir.display()))?;
+    let credentials = Credentials::load(&config, &dir)?;
     let store: Arc<dyn Store> = if config.etcd_endpoints.is_empty() {
-        Arc::new(SqliteStore::open(&dir.join("state.db"))?)
+        // SQLite makes its WAL and shared-memory files with the database's mode.
+        let db = dir.join("state.db");
+        if !db.exists() {
+            crate::files::write_private(&db, b"")?;
+        }
+        for file in ["state.db", "state.db-wal", "state.db-shm"] {
+            crate::files::make_private(&dir.join(file))?;
+        }
+        Arc::new(SqliteStore::open(&db)?)
     } else {
         Arc::new(EtcdStore::connect(&config.etcd_endpoints)?)
     };
@@ -79,40 +150,23 @@ pub fn run(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
         let address = listener.local_addr()?;
-        let tls = config.tls.as_ref().map(|(cert, key)| tls::acceptor(cert, key)).transpose()?;
         let server = Arc::new(Server {
             store: store.clone(),
-            tokens: tokens.clone(),
-            kubelet_token,
+            tokens: credentials.tokens.clone(),
+            nodes: credentials.nodes.clone(),
             allocator: Allocator { service_cidr: config.service_cidr, node_ports: config.node_ports.clone() },
             writes: tokio::sync::Mutex::new(()),
         });
         ensure_system_namespaces(&server).await?;
         let kubeconfig = config.data_dir.join("kubeconfig");
-        let token = tokens.as_ref().and_then(|t| t.iter().min().cloned());
-        let ca = config.tls.as_ref().map(|(cert, _)| std::fs::read(cert)).transpose()?;
-        write_kubeconfig(&kubeconfig, address, token, ca.as_deref())?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let ca = credentials.serving.as_ref().map(|(_, ca)| ca.as_slice());
+        write_kubeconfig(&kubeconfig, address, credentials.admin_token.clone(), ca)?;
+        let scheme = if credentials.serving.is_some() { "https" } else { "http" };
         eprintln!("podctl apiserver: serving on {scheme}://{address}; kubeconfig at {}", kubeconfig.display());
         tokio::spawn(compact_periodically(store, config.compaction_interval));
         let router = axum::Router::new().fallback(http::handle).with_state(server);
-        // In-flight requests get a moment to finish; watches and followed logs, which
-        // could go on for as long as their clients stay, are then cut.
-        let served = async {
-            match tls {
-                Some(acceptor) => {
-                    let listener = tls::TlsListener::new(listener, acceptor)?;
-                    axum::serve(listener, router).with_graceful_shutdown(crate::shutdown::signalled()).await?
-                }
-                None => axum::serve(listener, router).with_graceful_shutdown(crate::shutdown::signalled()).await?,
-            }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            served = served => served?,
-            () = crate::shutdown::signalled_then(SHUTDOWN_GRACE) => {}
-        }
-        Ok(())
+        let tls = credentials.serving.map(|(acceptor, _)| acceptor);
+        crate::serve::serve(listener, tls, router, crate::shutdown::signalled(), SHUTDOWN_GRACE).await
     })
 }
 
@@ -145,21 +199,22 @@ async fn ensure_system_namespaces(server: &Arc<Server>) -> Result<()> {
     Ok(())
 }
 
-/// An admin kubeconfig for this server, replaced atomically; with TLS, the server's
-/// certificate is the authority kubectl trusts.
-fn write_kubeconfig(
-    path: &std::path::Path,
-    address: SocketAddr,
-    token: Option<String>,
-    ca: Option<&[u8]>,
-) -> Result<()> {
+/// An admin kubeconfig for this server, replaced atomically when it says something new;
+/// with TLS, the authority kubectl trusts. When it cannot be written (a full disk), the
+/// server still serves: it says so, and the kubeconfig there is left as it was.
+fn write_kubeconfig(path: &Path, address: SocketAddr, token: Option<String>, ca: Option<&[u8]>) -> Result<()> {
     let user = match token {
         Some(token) => json!({"token": token}),
         None => json!({}),
     };
+    // A server on every address is reached on loopback from here.
+    let host = match address.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port()),
+        _ => address,
+    };
     let cluster = match ca {
-        Some(ca) => json!({"server": format!("https://{address}"), "certificate-authority-data": protobuf::base64(ca)}),
-        None => json!({"server": format!("http://{address}")}),
+        Some(ca) => json!({"server": format!("https://{host}"), "certificate-authority-data": protobuf::base64(ca)}),
+        None => json!({"server": format!("http://{host}")}),
     };
     let config = json!({
         "apiVersion": "v1",
@@ -169,8 +224,13 @@ fn write_kubeconfig(
         "contexts": [{"name": "podctl", "context": {"cluster": "podctl", "user": "admin", "namespace": "default"}}],
         "current-context": "podctl",
     });
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, serde_json::to_vec_pretty(&config)?).with_context(|| format!("write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("write {}", path.display()))?;
+    let content = serde_json::to_vec_pretty(&config)?;
+    crate::files::make_private(path)?;
+    if std::fs::read(path).is_ok_and(|existing| existing == content) {
+        return Ok(());
+    }
+    if let Err(e) = crate::files::write_private(path, &content) {
+        eprintln!("podctl apiserver: {e:#}; serving anyway");
+    }
     Ok(())
 }

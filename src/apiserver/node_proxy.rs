@@ -94,7 +94,7 @@ pub async fn proxy(
     let nodes = Resource::find("", "v1", "nodes").expect("nodes");
     let node = get_object(server, nodes, None, node_name)?;
     let endpoint = endpoint(&node)?;
-    let mut request = Request::builder().method(parts.method.clone()).uri(format!("http://{endpoint}{path}"));
+    let mut request = Request::builder().method(parts.method.clone()).uri(format!("https://{endpoint}{path}"));
     if is_upgrade {
         for name in UPGRADE_HEADERS {
             for value in parts.headers.get_all(name) {
@@ -102,11 +102,8 @@ pub async fn proxy(
             }
         }
     }
-    if let Some(token) = &server.kubelet_token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
     let request = request.body(Body::empty()).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut answer = crate::http_client::send(request, None)
+    let mut answer = crate::http_client::send(request, Some(&server.nodes))
         .await
         .map_err(|e| ApiError::internal(format!("error dialing backend: {e:#}")))?;
     let status = answer.status();

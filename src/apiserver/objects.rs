@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::errors::ApiError;
 use super::resources::Resource;
+use crate::validation;
 
 /// What to do with fields an object's type does not have (`fieldValidation`): refuse the
 /// object (Strict), or drop them and say so (Warn, the default) or not (Ignore), as
@@ -225,34 +226,15 @@ fn collect_unknown(given: &Value, known: &Value, path: &str, out: &mut Vec<Strin
     }
 }
 
-/// RFC 1123 DNS label: what namespaces, services and container names must be.
-pub fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-/// RFC 1123 subdomain: what most object names must be.
-pub fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns_label)
-}
-
 fn validate(resource: &Resource, name: &str, object: &Value) -> Result<(), ApiError> {
-    let mut causes = Vec::new();
     let label_names = matches!(resource.kind, "Namespace" | "Service");
-    let valid_name = if label_names { is_dns_label(name) } else { is_dns_subdomain(name) };
-    if !valid_name {
-        let rule = if label_names { "RFC 1123 label" } else { "RFC 1123 subdomain" };
-        causes.push((
-            "metadata.name".into(),
-            format!("Invalid value: \"{name}\": a lowercase {rule} must consist of lower case alphanumeric characters, '-' or '.'"),
-        ));
-    }
+    let rule = if label_names { validation::dns_label } else { validation::dns_subdomain };
+    let mut causes = validation::check("metadata.name", name, rule);
+    causes.extend(metadata_maps(&object["metadata"], "metadata"));
     match resource.kind {
         "Pod" => validate_pod_spec(&object["spec"], "spec", &mut causes),
         "Deployment" | "ReplicaSet" => {
+            causes.extend(metadata_maps(&object["spec"]["template"]["metadata"], "spec.template.metadata"));
             validate_pod_spec(&object["spec"]["template"]["spec"], "spec.template.spec", &mut causes)
         }
         "Service" => {
@@ -275,23 +257,25 @@ fn validate(resource: &Resource, name: &str, object: &Value) -> Result<(), ApiEr
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(resource.kind, name, causes)) }
 }
 
+/// The labels and annotations of an object's (or a template's) metadata.
+fn metadata_maps(metadata: &Value, path: &str) -> Vec<validation::Cause> {
+    let map = |key: &str| -> std::collections::BTreeMap<String, String> {
+        serde_json::from_value(metadata[key].clone()).unwrap_or_default()
+    };
+    let mut causes = validation::labels(&map("labels"), &format!("{path}.labels"));
+    causes.extend(validation::annotations(&map("annotations"), &format!("{path}.annotations")));
+    causes
+}
+
 fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<(String, String)>) {
     let containers = spec["containers"].as_array().cloned().unwrap_or_default();
     if containers.is_empty() {
         causes.push((format!("{path}.containers"), "Required value".into()));
     }
-    let mut names = Vec::new();
+    if let Ok(typed) = serde_json::from_value::<k8s_openapi::api::core::v1::PodSpec>(spec.clone()) {
+        causes.extend(validation::pod_spec_names(&typed, path));
+    }
     for (i, container) in containers.iter().enumerate() {
-        let name = container["name"].as_str().unwrap_or_default();
-        if !is_dns_label(name) {
-            causes.push((
-                format!("{path}.containers[{i}].name"),
-                format!("Invalid value: \"{name}\": must be a DNS label"),
-            ));
-        } else if names.contains(&name) {
-            causes.push((format!("{path}.containers[{i}].name"), format!("Duplicate value: \"{name}\"")));
-        }
-        names.push(name);
         if container["image"].as_str().unwrap_or_default().is_empty() {
             causes.push((format!("{path}.containers[{i}].image"), "Required value".into()));
         }
@@ -301,23 +285,16 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<(String, String)
 /// 5 characters of [a-z0-9 without vowels], as generateName uses.
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    crate::files::random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
 /// A random (version 4) UUID.
 pub fn new_uid() -> String {
-    let mut b = random_bytes::<16>();
+    let mut b = crate::files::random_bytes::<16>();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    // SAFETY: getrandom fills the buffer we own; it cannot fail for so few bytes.
-    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), N, 0) };
-    bytes
 }
 
 /// Now, as metav1.Time writes it (RFC 3339, seconds).

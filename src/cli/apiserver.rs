@@ -20,17 +20,16 @@ pub struct ApiserverArgs {
     #[arg(long, value_name = "URL,...", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
     /// Bearer tokens, one `token,user,uid[,"group,..."]` per line: every request must carry
-    /// one of them
+    /// one of them (default: DATA_DIR/apiserver/tokens.csv, made at first start with an
+    /// admin token, which the kubeconfig carries)
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// Serve beyond loopback without --token-file (anyone who reaches the port is admin)
+    /// No authentication (anyone who reaches the port is admin), and plain HTTP unless
+    /// --tls-cert-file is given
     #[arg(long)]
     allow_unauthenticated: bool,
-    /// A token file (as --token-file) whose token the server presents to nodes' endpoints
-    /// when it proxies logs and exec to them (their `podctl node --token-file`)
-    #[arg(long, value_name = "FILE")]
-    kubelet_token_file: Option<PathBuf>,
-    /// Serve HTTPS with this PEM certificate (chain)
+    /// Serve HTTPS with this PEM certificate (chain) instead of one from the cluster's
+    /// certificate authority (DATA_DIR/apiserver/pki, made at first start)
     #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
     tls_cert_file: Option<PathBuf>,
     /// The private key of --tls-cert-file (PEM)
@@ -55,7 +54,6 @@ impl ApiserverArgs {
             etcd_endpoints: self.etcd_endpoints,
             token_file: self.token_file,
             allow_unauthenticated: self.allow_unauthenticated,
-            kubelet_token_file: self.kubelet_token_file,
             tls: self.tls_cert_file.zip(self.tls_private_key_file),
             service_cidr: self.service_cluster_ip_range,
             node_ports: self.service_node_port_range,

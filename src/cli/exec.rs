@@ -1,11 +1,14 @@
-//! `podctl exec`: run a command in a running container. Our own stdin, stdout and stderr
-//! are handed to it (over the pod init's socket), so its output needs no relay; with `-t`
-//! it gets a terminal made inside the container, whose master we relay to ours.
+//! `podctl exec`: run a command in a running container. It gets pipes, or with `-t` a
+//! terminal made inside the container, and we relay them to our stdin, stdout and stderr:
+//! never our own descriptors, which a process in the container could reopen through
+//! /proc/self/fd (reading back, or truncating, the file our output goes to) or keep after
+//! the command ends.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -49,15 +52,49 @@ impl ExecArgs {
             let window = runtime::WindowSize::of(io::stdin().as_raw_fd());
             self.with_pty(|on_master| runtime.exec(&pod, &container, &self.command, ExecStdio::Pty(window, on_master)))?
         } else {
-            let (null, stdin, stdout, stderr) = (File::open("/dev/null")?, io::stdin(), io::stdout(), io::stderr());
-            let input = if self.interactive { stdin.as_fd() } else { null.as_fd() };
-            let stdio = ExecStdio::Fds([input, stdout.as_fd(), stderr.as_fd()]);
-            runtime.exec(&pod, &container, &self.command, stdio)?
+            self.with_pipes(|stdio| runtime.exec(&pod, &container, &self.command, stdio))?
         };
         if status.reason == "StartError" {
             eprintln!("podctl: {}", status.message.as_deref().unwrap_or("exec failed"));
         }
         Ok(ExitCode::from(status.exit_code.clamp(0, 255) as u8))
+    }
+
+    /// Runs `exec` with pipes for its stdio, relayed to ours until the command has exited
+    /// and its output is shown: what a process it left behind still writes is shown for
+    /// [`DRAIN`] more at most.
+    fn with_pipes<T>(&self, exec: impl FnOnce(ExecStdio) -> runtime::Result<T>) -> Result<T> {
+        let pipe = || -> Result<(File, File)> {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            Ok((File::from(read), File::from(write)))
+        };
+        let (stdin_read, mut stdin_write) = pipe()?;
+        let (stdout_read, stdout_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        if self.interactive {
+            std::thread::spawn(move || io::copy(&mut io::stdin(), &mut stdin_write));
+        } else {
+            drop(stdin_write);
+        }
+        let (done, relayed) = std::sync::mpsc::channel();
+        for (from, to) in
+            [(stdout_read, Box::new(io::stdout()) as Box<dyn Write + Send>), (stderr_read, Box::new(io::stderr()))]
+        {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let _ = relay(from, to);
+                let _ = done.send(());
+            });
+        }
+        let result = exec(ExecStdio::Fds([stdin_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()]));
+        drop((stdin_read, stdout_write, stderr_write));
+        let deadline = std::time::Instant::now() + DRAIN;
+        for _ in 0..2 {
+            if relayed.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
+                break;
+            }
+        }
+        Ok(result?)
     }
 
     /// Runs `exec`, relaying the terminal it makes in the container to ours (in raw mode)
@@ -90,5 +127,23 @@ impl ExecArgs {
             let _ = output.join();
         }
         Ok(result?)
+    }
+}
+
+/// How long output still comes through once the command has exited (from a process it
+/// left running with its pipes).
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Copies `from` to `to`, flushing as it goes, until `from` ends or `to` breaks.
+fn relay(mut from: File, mut to: Box<dyn Write + Send>) -> io::Result<()> {
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        match from.read(&mut buf)? {
+            0 => return Ok(()),
+            n => {
+                to.write_all(&buf[..n])?;
+                to.flush()?;
+            }
+        }
     }
 }

@@ -23,17 +23,18 @@ pub struct NodeArgs {
     #[arg(long, value_name = "NAME")]
     node_name: Option<String>,
     /// Address and port of the node's endpoint, which serves logs and exec to the API server
+    /// (HTTPS, to the API server's client certificate only)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250")]
     listen: SocketAddr,
     /// The address the API server reaches the endpoint at (default: --listen's)
     #[arg(long, value_name = "IP")]
     node_ip: Option<IpAddr>,
-    /// Bearer tokens the endpoint accepts, one `token,user,uid` per line (the API server
-    /// presents one: its --kubelet-token-file)
+    /// The certificate authority (PEM) of the API server's client certificate (default: the
+    /// kubeconfig's certificate-authority-data)
     #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// Serve the endpoint beyond loopback without --token-file (anyone who reaches it can
-    /// exec into every container)
+    client_ca_file: Option<PathBuf>,
+    /// Let any client of the endpoint in (anyone who reaches it can exec into every
+    /// container)
     #[arg(long)]
     allow_unauthenticated: bool,
 }
@@ -52,7 +53,7 @@ impl NodeArgs {
             listen: self.listen,
             node_ip: self.node_ip,
             pod_cidr: opts.pod_cidr.to_string(),
-            tokens: self.token_file.as_deref().map(crate::tokens::read).transpose()?,
+            client_ca_file: self.client_ca_file,
             allow_unauthenticated: self.allow_unauthenticated,
         };
         kubelet::run(config, opts.runtime()?)?;

@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// All capabilities, no seccomp, the host's /dev, writable /sys
     #[arg(long)]
     privileged: bool,
+    /// Give the containers a device of the node: HOSTPATH[:CTRPATH][:rwm] (read, write,
+    /// mknod; all three by default); every other device but the defaults is refused them
+    #[arg(long = "device", value_name = "HOSTPATH[:CTRPATH][:rwm]", value_parser = parse_device)]
+    devices: Vec<runtime::Device>,
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
@@ -127,6 +131,9 @@ impl RunArgs {
             pids_limit: self.pids_limit,
         };
         let mut plan = spec::plan(&pod, &uid, &node, &mut |reference| resolve_image(&store, reference))?;
+        for container in plan.init_containers.iter_mut().chain(&mut plan.containers) {
+            container.devices = self.devices.clone();
+        }
         match self.net.as_deref() {
             Some("host") => plan.pod.network = NetworkMode::Host,
             Some("none") => plan.pod.network = NetworkMode::None,
@@ -469,4 +476,40 @@ mod tests {
         assert!(parse_volume("tmp:/data").is_err());
         assert!(parse_volume("/no/such/dir:/data").is_err());
     }
+}
+
+/// `--device HOSTPATH[:CTRPATH][:rwm]`, as docker reads it: the node's device at HOSTPATH
+/// (its kind and number), made at CTRPATH (HOSTPATH by default) in the container.
+fn parse_device(value: &str) -> Result<runtime::Device, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut parts: Vec<&str> = value.split(':').collect();
+    let access = match parts.last() {
+        Some(last) if parts.len() > 1 && !last.starts_with('/') => parts.pop().unwrap_or_default().to_string(),
+        _ => "rwm".to_string(),
+    };
+    if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+        return Err(format!("{value}: the access {access:?} is not made of r, w and m"));
+    }
+    let (host, container) = match parts[..] {
+        [host] => (host, host),
+        [host, container] => (host, container),
+        _ => return Err(format!("{value}: HOSTPATH[:CTRPATH][:rwm] expected")),
+    };
+    if !container.starts_with('/') || container.split('/').any(|c| c == "..") {
+        return Err(format!("{value}: {container:?} is not an absolute path in the container"));
+    }
+    let meta = std::fs::metadata(host).map_err(|e| format!("{host}: {e}"))?;
+    let kind = match meta.file_type() {
+        t if t.is_char_device() => runtime::DeviceKind::Char,
+        t if t.is_block_device() => runtime::DeviceKind::Block,
+        _ => return Err(format!("{host} is not a device")),
+    };
+    let rdev = meta.rdev();
+    Ok(runtime::Device {
+        path: container.to_string(),
+        kind,
+        major: libc::major(rdev),
+        minor: libc::minor(rdev),
+        access,
+    })
 }

@@ -14,6 +14,8 @@ pub struct ApiClient {
     server: String,
     token: Option<String>,
     tls: Option<TlsConnector>,
+    /// The certificate authority the kubeconfig trusts (PEM).
+    ca: Option<Vec<u8>>,
 }
 
 impl ApiClient {
@@ -55,7 +57,12 @@ impl ApiClient {
             bail!("server {server:?}: http:// or https:// expected");
         }
         let tls = ca.as_deref().map(crate::http_client::tls_connector).transpose()?;
-        Ok(ApiClient { server: server.trim_end_matches('/').to_string(), token, tls })
+        Ok(ApiClient { server: server.trim_end_matches('/').to_string(), token, tls, ca })
+    }
+
+    /// The certificate authority the kubeconfig trusts for the API server (PEM).
+    pub fn certificate_authority(&self) -> Option<&[u8]> {
+        self.ca.as_deref()
     }
 
     /// Sends a JSON body (or none) and returns the status and the JSON answer.

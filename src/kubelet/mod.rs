@@ -10,16 +10,18 @@ pub mod server;
 mod spdy;
 pub mod spec;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use self::client::ApiClient;
 use self::registration::NodeIdentity;
 use self::server::NodeServer;
+use crate::pki;
 
 /// How the node agent is set up.
 pub struct Config {
@@ -32,21 +34,39 @@ pub struct Config {
     /// The address the API server reaches the endpoint at.
     pub node_ip: Option<std::net::IpAddr>,
     pub pod_cidr: String,
-    /// Bearer tokens the endpoint accepts; `None`: no authentication.
-    pub tokens: Option<HashSet<String>>,
-    /// Serve beyond loopback with no authentication.
+    /// The certificate authority of the API server's client certificate (PEM), instead of
+    /// the kubeconfig's.
+    pub client_ca_file: Option<PathBuf>,
+    /// Let any client in.
     pub allow_unauthenticated: bool,
 }
 
 /// Registers the node, keeps its lease, and serves its endpoint until SIGTERM or SIGINT.
+/// The endpoint serves HTTPS (with a certificate of its own, as kubelet's `kubelet.crt`)
+/// and lets in only the API server's client certificate, unless told to let anyone in.
 pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
-    crate::tokens::check_exposure(config.listen, config.tokens.as_ref(), config.allow_unauthenticated)?;
+    crate::shutdown::ignore_broken_pipes();
     let address = match config.node_ip {
         Some(ip) => ip,
         None if !config.listen.ip().is_unspecified() => config.listen.ip(),
         None => bail!("--listen {} names no address the API server could reach: give --node-ip", config.listen),
     };
     let client = ApiClient::from_kubeconfig(&config.kubeconfig, config.server.as_deref())?;
+    let serving = pki::self_signed_server(&[config.node_name.clone(), address.to_string(), "localhost".into()])?;
+    let acceptor = match (&config.client_ca_file, config.allow_unauthenticated) {
+        (_, true) => pki::acceptor(&serving)?,
+        (Some(file), false) => {
+            let ca = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+            pki::acceptor_for_api_server(&serving, &ca)?
+        }
+        (None, false) => {
+            let ca = client.certificate_authority().context(
+                "the endpoint lets in only the API server's client certificate, and the kubeconfig names no \
+                 certificate authority for it: give --client-ca-file (or --allow-unauthenticated)",
+            )?;
+            pki::acceptor_for_api_server(&serving, ca)?
+        }
+    };
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -57,13 +77,9 @@ pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
         registration::register(&client, &node).await?;
         tokio::spawn(registration::renew_lease(client, config.node_name.clone()));
         eprintln!("podctl node: {} registered; serving logs and exec on {address}:{port}", config.node_name);
-        let router = server::router(Arc::new(NodeServer { runtime, tokens: config.tokens }));
-        // No graceful wait: a followed log or an exec session may last as long as its
-        // container, and the pods keep running without us.
-        tokio::select! {
-            served = axum::serve(listener, router) => served?,
-            () = crate::shutdown::signalled() => {}
-        }
-        Ok(())
+        let router = server::router(Arc::new(NodeServer { runtime }));
+        // No grace: a followed log or an exec session may last as long as its container,
+        // and the pods keep running without us.
+        crate::serve::serve(listener, Some(acceptor), router, crate::shutdown::signalled(), Duration::ZERO).await
     })
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use crate::validation;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec as K8sPodSpec, Volume as K8sVolume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -56,6 +57,14 @@ pub fn plan(
     if spec.containers.is_empty() {
         bail!("spec.containers: at least one container is required");
     }
+    // These names become paths, cgroups and log directories.
+    let mut causes = validation::check("metadata.name", &name, validation::dns_subdomain);
+    causes.extend(validation::check("metadata.namespace", &namespace, validation::dns_label));
+    causes.extend(validation::pod_spec_names(spec, "spec"));
+    if !causes.is_empty() {
+        let lines: Vec<String> = causes.iter().map(|(field, why)| format!("{field}: {why}")).collect();
+        bail!("{}", lines.join("\n"));
+    }
     let volumes = spec.volumes.iter().flatten().enumerate().map(|(i, v)| volume(v, i)).collect::<Result<Vec<_>>>()?;
     let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
     let mut runtime_pod = PodSpec {
@@ -68,13 +77,9 @@ pub fn plan(
         resolv_conf: node.resolv_conf.clone(),
         volumes,
         qos: QosClass::BestEffort,
+        share_process_namespace: spec.share_process_namespace == Some(true),
     };
-    let mut seen = Vec::new();
     let mut convert = |c: &Container, field: String| -> Result<ContainerSpec> {
-        if seen.contains(&c.name) {
-            bail!("{field}.name: duplicate container name {:?}", c.name);
-        }
-        seen.push(c.name.clone());
         container(c, spec, &runtime_pod, node, resolve).with_context(|| format!("{field} ({})", c.name))
     };
     let init_containers = spec
@@ -247,6 +252,7 @@ fn container(
         privileged: security.and_then(|s| s.privileged) == Some(true),
         read_only_rootfs: security.and_then(|s| s.read_only_root_filesystem) == Some(true),
         mounts,
+        devices: vec![],
         resources,
         stdin: c.stdin == Some(true),
         tty: c.tty == Some(true),
@@ -470,7 +476,12 @@ spec:
         );
         assert!(e.contains("spec.containers[0] (a)") && e.contains("no volume named \"v\""), "{e}");
         let e = err("metadata: {name: p}\nspec: {containers: [{name: a, image: x}, {name: a, image: x}]}");
-        assert!(e.contains("duplicate container name"), "{e}");
+        assert!(e.contains("spec.containers[1].name: Duplicate value: \"a\""), "{e}");
+        // Names become paths and cgroups: `../../x` never reaches them.
+        let e = err("metadata: {name: p}\nspec: {containers: [{name: ../../x, image: x}]}");
+        assert!(e.contains("spec.containers[0].name: Invalid value: \"../../x\": a lowercase RFC 1123 label"), "{e}");
+        let e = err("metadata: {name: a/b}\nspec: {containers: [{name: a, image: x}]}");
+        assert!(e.contains("metadata.name: Invalid value: \"a/b\""), "{e}");
         let e = err(
             "metadata: {name: p}\nspec: {volumes: [{name: c, configMap: {name: x}}], containers: [{name: a, image: x}]}",
         );

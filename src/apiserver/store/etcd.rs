@@ -19,8 +19,21 @@ pub struct EtcdStore {
     client: Client,
     /// For reads and writes, taking answers as large as a list of many objects.
     kv: KvClient,
-    runtime: tokio::runtime::Runtime,
+    /// The client's own runtime: `None` once dropped (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     events: broadcast::Sender<Event>,
+}
+
+impl Drop for EtcdStore {
+    /// Dropping a runtime waits for its tasks, which tokio forbids (a panic) inside another
+    /// runtime, where the server's last task holding the store drops it: the client's
+    /// tasks are let go in the background instead.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The largest answer read from etcd (gRPC's default is 4 MiB: a list of some thousand
@@ -82,7 +95,8 @@ impl EtcdStore {
         let client = runtime.block_on(Client::connect(endpoints, None)).map_err(backend)?;
         let kv = client.kv_client().max_decoding_message_size(MAX_ANSWER);
         let (events, _) = broadcast::channel(4096);
-        let store = EtcdStore { client, kv, runtime, events };
+        let handle = runtime.handle().clone();
+        let store = EtcdStore { client, kv, runtime: Some(runtime), handle, events };
         store.follow()?;
         Ok(store)
     }
@@ -90,7 +104,7 @@ impl EtcdStore {
     /// Runs `future` on the store's runtime and waits for it, from any thread.
     fn run<T: Send + 'static>(&self, future: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
         let (sender, receiver) = std::sync::mpsc::channel();
-        self.runtime.spawn(async move {
+        self.handle.spawn(async move {
             let _ = sender.send(future.await);
         });
         receiver.recv().map_err(|_| StoreError::Backend("etcd: the client runtime stopped".into()))?
@@ -101,7 +115,7 @@ impl EtcdStore {
     fn follow(&self) -> Result<()> {
         let mut last = self.revision()?;
         let (mut client, events) = (self.client.clone(), self.events.clone());
-        self.runtime.spawn(async move {
+        self.handle.spawn(async move {
             loop {
                 let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(last + 1);
                 if let Ok(mut stream) = client.watch("/registry/", Some(options)).await {

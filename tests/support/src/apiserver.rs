@@ -1,9 +1,10 @@
 //! `podctl apiserver` on a loopback port, for the API server's tests and benchmarks.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -28,7 +29,8 @@ pub fn start_on(podctl: &Path, data_dir: &Path, addr: SocketAddr, extra: &[&str]
         .arg(data_dir)
         .args(["apiserver", "--listen", &addr.to_string()])
         .args(extra)
-        .stderr(Stdio::null())
+        // What it says goes to DATA_DIR/apiserver.log, for a failing test to be read.
+        .stderr(log_file(data_dir))
         .spawn()
         .expect("podctl apiserver starts");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -37,6 +39,11 @@ pub fn start_on(podctl: &Path, data_dir: &Path, addr: SocketAddr, extra: &[&str]
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+fn log_file(data_dir: &Path) -> Stdio {
+    let file = std::fs::File::options().create(true).append(true).open(data_dir.join("apiserver.log"));
+    file.map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// A `podctl apiserver` of a test, on a scratch data directory, ended when dropped; and
@@ -104,26 +111,212 @@ impl ApiServer {
         String::from_utf8(out.stderr).unwrap()
     }
 
-    /// One HTTP/1.1 request: status and body (JSON when it parses).
+    /// How its admin kubeconfig reaches it.
+    pub fn access(&self) -> Access {
+        Access::from_kubeconfig(&self.kubeconfig())
+    }
+
+    /// One request as the admin (unless `headers` carry an `Authorization` of their own):
+    /// status and body (JSON when it parses).
     pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (name, value) in headers {
-            request += &format!("{name}: {value}\r\n");
+        let (status, _, body) = self.access().connect().send(method, path, headers, body);
+        (status, serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned())))
+    }
+
+    /// The same with no credentials at all.
+    pub fn http_anonymous(&self, method: &str, path: &str) -> (u16, Value) {
+        let mut access = self.access();
+        access.token = None;
+        let (status, _, body) = access.connect().send(method, path, &[], b"");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned())))
+    }
+}
+
+/// How to reach an API server as a kubeconfig says: its address, TLS trusting its
+/// authority, its bearer token.
+#[derive(Clone)]
+pub struct Access {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Access {
+    pub fn from_kubeconfig(path: &Path) -> Access {
+        let config: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).expect("a JSON kubeconfig");
+        let cluster = &config["clusters"][0]["cluster"];
+        let server = cluster["server"].as_str().unwrap();
+        let (scheme, authority) = server.split_once("://").unwrap();
+        let addr = authority.parse().unwrap();
+        let tls = (scheme == "https").then(|| {
+            use base64::Engine;
+            let ca = base64::engine::general_purpose::STANDARD
+                .decode(cluster["certificate-authority-data"].as_str().unwrap())
+                .unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(&ca) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        });
+        let token = config["users"][0]["user"]["token"].as_str().map(String::from);
+        Access { addr, token, tls }
+    }
+
+    /// A new connection, its TLS handshake done.
+    pub fn stream(&self) -> Stream {
+        let tcp = TcpStream::connect(self.addr).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::from(self.addr.ip());
+                let client = rustls::ClientConnection::new(config.clone(), name).unwrap();
+                let mut stream = rustls::StreamOwned::new(client, tcp);
+                while stream.conn.is_handshaking() {
+                    stream.conn.complete_io(&mut stream.sock).unwrap();
+                }
+                Stream::Tls(Box::new(stream))
+            }
         }
-        request += "\r\n";
-        stream.write_all(request.as_bytes()).unwrap();
-        let _ = stream.write_all(body);
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string())))
+    }
+
+    pub fn connect(&self) -> Connection {
+        Connection { reader: BufReader::new(self.stream()), access: self.clone() }
+    }
+
+    /// The request head, with the token unless `headers` carry an `Authorization`.
+    pub fn head(&self, method: &str, path: &str, headers: &[(&str, &str)], length: usize) -> String {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {length}\r\n", self.addr);
+        if let Some(token) =
+            self.token.as_ref().filter(|_| !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization")))
+        {
+            head += &format!("Authorization: Bearer {token}\r\n");
+        }
+        for (name, value) in headers {
+            head += &format!("{name}: {value}\r\n");
+        }
+        head + "\r\n"
+    }
+}
+
+/// A connection to the server, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection.
+pub struct Connection {
+    pub reader: BufReader<Stream>,
+    access: Access,
+}
+
+impl Connection {
+    /// Sends a request (JSON unless `headers` say otherwise) and reads the whole answer:
+    /// status, headers (names lowercase), body.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        self.write_request(method, path, headers, body);
+        let (status, headers) = self.read_head();
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let mut body = Vec::new();
+        if header("transfer-encoding") == Some("chunked") {
+            loop {
+                let mut size = String::new();
+                self.reader.read_line(&mut size).unwrap();
+                let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk).unwrap();
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(length) = header("content-length") {
+            body = vec![0; length.parse().unwrap()];
+            self.reader.read_exact(&mut body).unwrap();
+        } else {
+            let _ = self.reader.read_to_end(&mut body);
+        }
+        (status, headers, body)
+    }
+
+    /// `send` for JSON, the status and body only.
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let (status, _, body) = self.send(method, path, &[("Content-Type", "application/json")], body);
+        (status, body)
+    }
+
+    pub fn write_request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let head = self.access.head(method, path, headers, body.len());
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        stream.flush().unwrap();
+    }
+
+    /// The status line and headers of the next answer.
+    pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            }
+        }
+        (status, headers)
     }
 }
 

@@ -112,6 +112,14 @@ impl Node {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// `podctl run --rm FLAGS busybox -- sh -c SCRIPT`: (exit code, stdout, stderr).
+    pub fn sh(&self, flags: &[&str], script: &str) -> (i32, String, String) {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox", "--", "sh", "-c", script]);
+        outcome(self.podctl(&args))
+    }
+
     /// Imports the busybox test image as `busybox:latest`.
     pub fn with_busybox(self) -> Node {
         let archive = self.dir.path().join("busybox.tar");
@@ -120,10 +128,35 @@ impl Node {
         self
     }
 
+    /// The pid of the named pod's init, as its state records it.
+    pub fn pod_init_pid(&self, name: &str) -> i32 {
+        let pods = std::fs::read_dir(self.run_dir().join("pods")).unwrap();
+        for pod in pods.filter_map(|e| e.ok()) {
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(pod.path().join("pod.json")).unwrap_or_default())
+                    .unwrap_or_default();
+            if record["spec"]["name"] == name {
+                let init: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(pod.path().join("init.json")).unwrap()).unwrap();
+                return init["pid"].as_i64().unwrap() as i32;
+            }
+        }
+        panic!("no pod {name}")
+    }
+
     /// Every mount point under this node's directories but its own network namespace.
     pub fn mounts(&self) -> Vec<String> {
         mounts_under(self.dir.path()).into_iter().filter(|m| Path::new(m) != self.netns.path()).collect()
     }
+}
+
+/// (exit code, stdout, stderr) of a finished podctl.
+pub fn outcome(out: Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn mounts_under(dir: &Path) -> Vec<String> {

@@ -1,0 +1,331 @@
+//! The cluster's certificates, as k3s makes them at first start: a certificate authority
+//! kept on the API server's disk (`DATA_DIR/apiserver/pki/ca.{crt,key}`, the key 0600),
+//! and leaf certificates issued from it at every start and kept in memory only (so they
+//! always name the server's current addresses, never expire while it runs for a year, and
+//! a start on a full disk writes nothing):
+//!
+//! - the API server's serving certificate (the kubeconfig trusts the authority);
+//! - the API server's client certificate for nodes' endpoints, the one client a node's
+//!   endpoint lets in (kube-apiserver's `--kubelet-client-certificate`): it names
+//!   [`KUBELET_CLIENT`], which no other certificate of the authority does.
+//!
+//! A node's endpoint serves with a certificate it makes itself, as kubelet's
+//! `kubelet.crt`; the API server does not check it (kube-apiserver without
+//! `--kubelet-certificate-authority` does not either).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// The name in the API server's client certificate for nodes (kubeadm's CN for it).
+pub const KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
+const CA_NAME: &str = "podctl-ca";
+const CA_DAYS: i64 = 10 * 365;
+const LEAF_DAYS: i64 = 365;
+
+/// A certificate and its private key, PEM.
+pub struct KeyedCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The cluster's certificate authority.
+pub struct Authority {
+    params: CertificateParams,
+    key: KeyPair,
+    pub cert_pem: String,
+}
+
+impl Authority {
+    /// The authority in `dir` (`ca.crt`, `ca.key`), made there if it is not yet.
+    pub fn open_or_create(dir: &Path) -> Result<Authority> {
+        let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let params = ca_params()?;
+        if key_path.exists() {
+            let key_pem = std::fs::read_to_string(&key_path).with_context(|| format!("read {}", key_path.display()))?;
+            let key =
+                KeyPair::from_pem(&key_pem).with_context(|| format!("{}: not a private key", key_path.display()))?;
+            let cert_pem =
+                std::fs::read_to_string(&cert_path).with_context(|| format!("read {}", cert_path.display()))?;
+            return Ok(Authority { params, key, cert_pem });
+        }
+        let key = KeyPair::generate().context("make the certificate authority's key")?;
+        let mut dated = params.clone();
+        (dated.not_before, dated.not_after) = validity(CA_DAYS);
+        let cert_pem = dated.self_signed(&key).context("sign the certificate authority")?.pem();
+        runtime::state::create_private_dir(dir).with_context(|| format!("create {}", dir.display()))?;
+        // The key last, by rename: a key without its certificate never stands alone.
+        crate::files::write_private(&cert_path, cert_pem.as_bytes())?;
+        crate::files::write_private(&key_path, key.serialize_pem().as_bytes())?;
+        Ok(Authority { params, key, cert_pem })
+    }
+
+    /// A serving certificate for `names` (DNS names or IP addresses).
+    pub fn issue_server(&self, names: &[String]) -> Result<KeyedCertificate> {
+        self.issue(names.first().map_or("podctl", String::as_str), names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// The API server's client certificate for nodes' endpoints.
+    pub fn issue_kubelet_client(&self) -> Result<KeyedCertificate> {
+        self.issue(KUBELET_CLIENT, &[KUBELET_CLIENT.to_string()], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, common_name: &str, names: &[String], usage: ExtendedKeyUsagePurpose) -> Result<KeyedCertificate> {
+        let mut params = leaf_params(common_name, names)?;
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).with_context(|| format!("issue a certificate for {common_name}"))?;
+        Ok(KeyedCertificate { cert_pem: format!("{}{}", cert.pem(), self.cert_pem), key_pem: key.serialize_pem() })
+    }
+}
+
+/// A self-signed serving certificate for `names` (a node's endpoint).
+pub fn self_signed_server(names: &[String]) -> Result<KeyedCertificate> {
+    let mut params = leaf_params(names.first().map_or("podctl", String::as_str), names)?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key).context("make a serving certificate")?;
+    Ok(KeyedCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// What the authority signs with: its name, usages and key identifier, the same each time
+/// they are made again from its files (its validity is only in its certificate).
+fn ca_params() -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+/// From an hour ago (clocks differ a little) to `days` from now.
+fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (now - time::Duration::hours(1), now + time::Duration::days(days))
+}
+
+fn leaf_params(common_name: &str, names: &[String]) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.subject_alt_names = names
+        .iter()
+        .map(|name| match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(name.clone().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    (params.not_before, params.not_after) = validity(LEAF_DAYS);
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn chain_and_key(certificate: &KeyedCertificate) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = CertificateDer::pem_slice_iter(certificate.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("not a PEM certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes()).context("not a PEM private key")?;
+    Ok((chain, key))
+}
+
+/// Serving with `certificate`, letting any client connect.
+pub fn acceptor(certificate: &KeyedCertificate) -> Result<TlsAcceptor> {
+    let (chain, key) = chain_and_key(certificate)?;
+    let config =
+        ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).context("serving certificate")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serving with a PEM certificate (chain) and key from files (`--tls-cert-file`).
+pub fn acceptor_from_files(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor> {
+    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()));
+    acceptor(&KeyedCertificate { cert_pem: read(cert_file)?, key_pem: read(key_file)? })
+        .with_context(|| format!("{} and {}", cert_file.display(), key_file.display()))
+}
+
+/// Serving a node's endpoint: only the API server's client certificate (signed by the
+/// authority `ca_pem`, naming [`KUBELET_CLIENT`]) gets in.
+pub fn acceptor_for_api_server(certificate: &KeyedCertificate, ca_pem: &[u8]) -> Result<TlsAcceptor> {
+    let (chain, key) = chain_and_key(certificate)?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.context("the client certificate authority is not PEM")?).context("certificate authority")?;
+    }
+    let webpki = WebPkiClientVerifier::builder(Arc::new(roots)).build().context("client certificate authority")?;
+    let verifier = Arc::new(ApiServerClient { webpki });
+    let config = ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The API server's connections to nodes' endpoints: its client certificate, and no check
+/// of theirs (see the module's note).
+pub fn connector_to_nodes(client: &KeyedCertificate) -> Result<TlsConnector> {
+    let (chain, key) = chain_and_key(client)?;
+    let config = ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyNode))
+        .with_client_auth_cert(chain, key)
+        .context("client certificate")?;
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// A client certificate of the authority that names [`KUBELET_CLIENT`].
+#[derive(Debug)]
+struct ApiServerClient {
+    webpki: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ApiServerClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.webpki.verify_client_cert(end_entity, intermediates, now)?;
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::General("unreadable client certificate".into()))?;
+        let name = ServerName::try_from(KUBELET_CLIENT).expect("a valid name");
+        cert.verify_is_valid_for_subject_name(&name)
+            .map_err(|_| rustls::Error::General(format!("the client certificate is not {KUBELET_CLIENT}'s")))?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Any node's serving certificate (its signatures still checked).
+#[derive(Debug)]
+struct AnyNode;
+
+impl ServerCertVerifier for AnyNode {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_authority_is_kept_and_signs_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::open_or_create(&dir.path().join("pki")).unwrap();
+        let again = Authority::open_or_create(&dir.path().join("pki")).unwrap();
+        assert_eq!(ca.cert_pem, again.cert_pem);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("pki/ca.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // What the second one issues chains to the first one's certificate.
+        let server = again.issue_server(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let (chain, _) = chain_and_key(&server).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots)).build().unwrap();
+        for name in ["localhost", "127.0.0.1"] {
+            let name = ServerName::try_from(name).unwrap();
+            verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now()).unwrap();
+        }
+        let other = ServerName::try_from("example.com").unwrap();
+        assert!(verifier.verify_server_cert(&chain[0], &chain[1..], &other, &[], UnixTime::now()).is_err());
+    }
+
+    #[test]
+    fn a_node_lets_in_the_api_servers_client_certificate_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::open_or_create(dir.path()).unwrap();
+        let roots = {
+            let mut roots = RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()).unwrap();
+            Arc::new(roots)
+        };
+        let verifier = ApiServerClient { webpki: WebPkiClientVerifier::builder(roots).build().unwrap() };
+        let verify = |certificate: &KeyedCertificate| {
+            let (chain, _) = chain_and_key(certificate).unwrap();
+            verifier.verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+        };
+        assert!(verify(&ca.issue_kubelet_client().unwrap()).is_ok());
+        // The authority's serving certificate is no client; another authority's client
+        // certificate is no one's.
+        assert!(verify(&ca.issue_server(&["localhost".into()]).unwrap()).is_err());
+        let stranger = Authority::open_or_create(&dir.path().join("other")).unwrap();
+        assert!(verify(&stranger.issue_kubelet_client().unwrap()).is_err());
+    }
+}
