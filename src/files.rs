@@ -13,7 +13,14 @@ use anyhow::{Context, Result};
 pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
     let temp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::options().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+        // Not through a symlink someone planted at the temporary name.
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)?;
         // A file left by an older writer keeps its mode through open(2).
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(content)?;

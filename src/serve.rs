@@ -29,6 +29,21 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 4096;
 
+/// What a server process needs before it serves:
+/// - SIGPIPE ignored: a connection whose other end is gone must cost a write (EPIPE), not
+///   the process (the command line restores SIGPIPE for `podctl … | head`);
+/// - as many descriptors as the node allows (the soft RLIMIT_NOFILE up to the hard one, as
+///   Go does for kube-apiserver and kubelet): the connection cap, the store and the pods'
+///   sockets and logs all need them.
+pub fn prepare_process() -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // SAFETY: setting a signal's disposition to "ignore" before the server starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(())
+}
+
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,

@@ -442,6 +442,29 @@ spec:
     assert_eq!(lines[1], "secret=1", "{out}");
 }
 
+/// When the containers share the pod's PID namespace, what a container left running when
+/// its first process ended is ended with it (its PID namespace no longer does it).
+#[test]
+fn a_containers_leftovers_end_with_it_in_a_shared_pid_namespace() {
+    let node = node();
+    let (code, out, err) = run_manifest(
+        &node,
+        "leftovers",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: leftovers}
+spec:
+  shareProcessNamespace: true
+  containers:
+  - {name: parent, image: busybox, command: [sh, -c, "sleep 1000 & sleep 1"]}
+  - {name: watcher, image: busybox, command: [sh, -c, "sleep 3; ps -o args | grep -c '^sleep 1000' || true"]}
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "0", "sleep 1000 outlived its container");
+}
+
 #[test]
 fn init_containers_run_in_order_before_the_app() {
     let node = node();

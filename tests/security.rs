@@ -155,6 +155,25 @@ fn tracer(pid: i32) -> i32 {
     status_field(pid, "TracerPid:").parse().unwrap_or(0)
 }
 
+/// The pod init, and so whatever the kernel runs of podctl's binary inside a container
+/// (`#!/proc/self/exe`), runs it from a read-only mount: `/proc/<pid>/exe` cannot be opened
+/// to write, however the kernel treats writes to a running program (CVE-2019-5736).
+#[test]
+fn the_pod_init_runs_a_binary_nobody_can_write() {
+    let node = node();
+    node.ok(&["run", "-d", "--name", "target", "busybox", "--", "sleep", "300"]);
+    let exe = format!("/proc/{}/exe", node.pod_init_pid("target"));
+    let opened = std::fs::File::open(&exe).unwrap();
+    // SAFETY: statvfs fills the struct we own.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstatvfs(std::os::fd::AsRawFd::as_raw_fd(&opened), &mut stat) }, 0);
+    assert_ne!(stat.f_flag & libc::ST_RDONLY, 0, "the pod init's binary is on a writable mount");
+    // This kernel says ETXTBSY first; the mount's EROFS stands behind it.
+    let write = std::fs::OpenOptions::new().append(true).open(&exe).unwrap_err();
+    assert!(matches!(write.raw_os_error(), Some(libc::EROFS | libc::ETXTBSY)), "{write}");
+    node.ok(&["rm", "-f", "target"]);
+}
+
 /// The pod init's socket answers only the node: a process inside the pod's PID namespace
 /// (here podctl itself, entered there by nsenter) is hung up on, whatever it asks.
 #[test]

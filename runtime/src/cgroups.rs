@@ -181,6 +181,25 @@ impl Cgroups {
         path.join(format!("pod{pod_uid}"))
     }
 
+    /// `cgroup` in every hierarchy podctl uses now: one recorded by an older podctl may
+    /// lack one (the v1 devices controller), which is then found at the same place below
+    /// its root as the others.
+    pub fn complete(&self, cgroup: &Cgroup) -> Cgroup {
+        let relative = cgroup.dirs.iter().find_map(|(controller, dir)| {
+            let root = self.roots.iter().find(|r| r.controller == *controller)?;
+            dir.strip_prefix(&root.dir).ok().map(Path::to_path_buf)
+        });
+        let mut complete = cgroup.clone();
+        for root in &self.roots {
+            if let Some(relative) = &relative
+                && !complete.dirs.iter().any(|(c, _)| *c == root.controller)
+            {
+                complete.dirs.push((root.controller, root.dir.join(relative)));
+            }
+        }
+        complete
+    }
+
     /// The cgroup `kubepods` goes in (`<root>`): to be removed only by whoever made it
     /// (tests that pass a `--cgroup-root` of their own).
     pub fn root(&self) -> Cgroup {
@@ -333,6 +352,18 @@ impl Cgroup {
         Ok(())
     }
 
+    /// SIGKILL to every process left in this cgroup (as read from its first hierarchy's
+    /// `cgroup.procs`, pids as the caller's PID namespace sees them): what a container's
+    /// processes that outlived its first one get, as containerd's shim does when the
+    /// containers of a pod share a PID namespace.
+    pub fn kill_all(&self) {
+        let Some((_, dir)) = self.dirs.first() else { return };
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|pid| *pid > 0) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
     /// Whether the kernel's OOM killer has killed a process of this cgroup
     /// (v2 `memory.events`, v1 `memory.oom_control`: `oom_kill N`).
     pub fn oom_killed(&self) -> bool {
@@ -459,6 +490,9 @@ mod tests {
             relative.pod(QosClass::Guaranteed, "u").dirs[1].1,
             PathBuf::from("/sys/fs/cgroup/memory/supervisor/job1/test1/kubepods/podu")
         );
+        // A pod recorded before the devices controller was used gets it at the same place.
+        let recorded = Cgroup { dirs: cg.pod(QosClass::Burstable, "abc").dirs[..3].to_vec() };
+        assert_eq!(cg.complete(&recorded), cg.pod(QosClass::Burstable, "abc"));
         let absolute = Cgroups::from_layout(HYBRID_MOUNTS, HYBRID_OWN, Some("/node")).unwrap();
         assert_eq!(
             absolute.pod(QosClass::BestEffort, "u").dirs[0].1,

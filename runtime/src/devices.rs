@@ -60,6 +60,9 @@ pub const WRITE: u32 = 4;
 const ALL: u32 = MKNOD | READ | WRITE;
 
 fn access_bits(access: &str) -> io::Result<u32> {
+    if access.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "device access: empty (r, w and m, or some of them)"));
+    }
     access.chars().try_fold(0, |bits, c| match c {
         'r' => Ok(bits | READ),
         'w' => Ok(bits | WRITE),
@@ -218,27 +221,35 @@ pub fn attach_v2(dir: &Path, program: &[Instruction]) -> io::Result<()> {
     }
     let context = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", dir.display()));
     let license = c"Apache-2.0";
-    // The verifier's reasons, should it refuse the program.
-    let mut log = vec![0u8; 16 << 10];
-    let load = ProgLoad {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: program.len() as u32,
-        insns: program.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        ..Default::default()
+    let load = |log: &mut [u8]| {
+        let attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: program.len() as u32,
+            insns: program.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            // No buffer without a log level: the kernel refuses one (EINVAL).
+            log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
+            ..Default::default()
+        };
+        // SAFETY: bpf(2) reads `attr` and the instructions, license and log buffer it
+        // points to, all alive for the call.
+        unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoad, size_of::<ProgLoad>()) }
     };
-    // SAFETY: bpf(2) reads `load` and the instructions and license it points to, all alive
-    // for the call; the descriptor it returns is owned right away.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &load as *const ProgLoad, size_of::<ProgLoad>()) };
+    // Without the verifier's log first: a log that outgrows its buffer fails a good
+    // program (ENOSPC). Asked for only to say why a load failed.
+    let mut fd = load(&mut []);
     if fd < 0 {
-        let e = io::Error::last_os_error();
-        let verifier =
-            String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)]).trim().to_string();
-        let e = if verifier.is_empty() { e } else { io::Error::new(e.kind(), format!("{e}: {verifier}")) };
-        return Err(context("load the device program for", e));
+        let mut log = vec![0u8; 64 << 10];
+        fd = load(&mut log);
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            let verifier =
+                String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)]).trim().to_string();
+            let e = if verifier.is_empty() { e } else { io::Error::new(e.kind(), format!("{e}: {verifier}")) };
+            return Err(context("load the device program for", e));
+        }
     }
     // SAFETY: the kernel just returned this descriptor.
     let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };

@@ -618,6 +618,11 @@ impl PodInit {
                 Ok(status) => {
                     if let Some(c) = self.running.iter_mut().find(|c| Some(c.pid) == status.pid()) {
                         c.exit = Some(status);
+                        // In its own PID namespace, the kernel has ended the rest of the
+                        // container with its first process; in the pod's, we do.
+                        if self.record.spec.share_process_namespace {
+                            c.cgroup.kill_all();
+                        }
                     } else if let Some(i) = self.execs.iter().position(|e| Some(e.pid) == status.pid()) {
                         let exec = self.execs.remove(i);
                         let (exit_code, signal) = exit_code(status);

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::mount::{MntFlags, MsFlags};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 
 pub use cgroups::{Cgroup, Cgroups, QosClass};
 
@@ -162,7 +163,10 @@ impl Runtime {
         let _creating = self
             .state_lock(libc::LOCK_SH)
             .and_then(|_state| {
-                state::create_private_dir(dirs.state.parent().expect("pod state lives in a directory"))?;
+                let pods = dirs.state.parent().expect("pod state lives in a directory");
+                state::create_private_dir(pods)?;
+                // One made by an older podctl may be open to all.
+                state::set_mode(pods, 0o700)?;
                 std::fs::DirBuilder::new().mode(0o700).create(&dirs.state)?;
                 CreationLock::take(&dirs.state, true)
             })
@@ -193,7 +197,10 @@ impl Runtime {
         let name = pod.name();
         let dirs = &pod.dirs;
         let spec = &pod.record.spec;
-        state::create_private_dir(&dirs.data).map_err(Error::io(format!("pod {name}: data dir")))?;
+        let data = dirs.data.parent().expect("pod data lives in a directory");
+        state::create_private_dir(&dirs.data)
+            .and_then(|()| state::set_mode(data, 0o700))
+            .map_err(Error::io(format!("pod {name}: data dir")))?;
         let write = |file: &str, content: &str| {
             std::fs::write(dirs.etc_file(file), content).map_err(Error::io(format!("pod {name}: write {file}")))
         };
@@ -223,8 +230,32 @@ impl Runtime {
     }
 
     /// Execs the pod init helper, which forks the pod init and records it in init.json.
+    ///
+    /// The helper (and so the pod init and everything it forks) runs podctl's binary
+    /// through a read-only bind mount of it, in a mount namespace of its own: a container
+    /// that gets the kernel to run that binary inside it (`#!/proc/self/exe`) and opens
+    /// `/proc/<pid>/exe` to write finds a read-only file, whatever the kernel thinks of
+    /// writing to a running program (CVE-2019-5736; runc's read-only bind of its binary).
     fn spawn_init(&self, dirs: &PodDirs) -> io::Result<ProcessRecord> {
-        let mut helper = Command::new(&self.init_program)
+        let program = std::fs::canonicalize(&self.init_program)?;
+        let program_c = std::ffi::CString::new(program.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+        let mut command = Command::new(&program);
+        // SAFETY: between fork and exec the closure makes raw system calls only, on a
+        // C string made before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                let path = program_c.as_ptr();
+                let none = std::ptr::null::<libc::c_char>();
+                let check = |result: libc::c_int| if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                // Nothing mounted here goes back to the node (mount_namespaces(7)).
+                check(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_SLAVE, std::ptr::null()))?;
+                check(libc::mount(path, path, none, libc::MS_BIND, std::ptr::null()))?;
+                let read_only = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                check(libc::mount(none, path, none, read_only, std::ptr::null()))
+            })
+        };
+        let mut helper = command
             .arg("__pod-init")
             .arg(&dirs.state)
             .stdin(Stdio::null())
@@ -307,7 +338,7 @@ impl Runtime {
     /// Gives the run and data directories, and the pod state and records made before
     /// their modes were set at creation, the modes only root gets into (0711 for the two
     /// roots, as containerd's, 0700 below, 0600 for records).
-    fn secure(&self) -> io::Result<()> {
+    pub fn secure(&self) -> io::Result<()> {
         for (dir, mode) in [(&self.run_dir, 0o711), (&self.data_dir, 0o711)] {
             state::set_mode(dir, mode)?;
         }
@@ -438,7 +469,7 @@ impl Runtime {
 
     /// Starts a container in the pod; returns its pid (as seen from the node).
     pub fn start_container(&self, pod: &Pod, container: &ContainerSpec) -> Result<i32> {
-        let cgroup = pod.record.cgroup.child(&container.name);
+        let cgroup = self.cgroups.complete(&pod.record.cgroup).child(&container.name);
         let error = |e: io::Error| container_error(pod, &container.name, e);
         let devices = devices::rules(container.privileged, &container.devices).map_err(error)?;
         // A container started again gets a cgroup made anew: on v2 a second device

@@ -270,14 +270,10 @@ impl Mounter for KernelMounter {
             }
             Step::Attach { clone, target, read_only } => {
                 let tree = self.clones.get(*clone).expect("clones come before their attachment");
-                attach_tree(tree, target).map_err(|e| with_path("attach", target, e))?;
                 if *read_only {
-                    // A bind mount is made read-only by a remount of it (mount(2)).
-                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-                        .map_err(|e| err("remount read-only", target, e))?;
+                    make_read_only(tree).map_err(|e| with_path("make read-only", target, e))?;
                 }
-                Ok(())
+                attach_tree(tree, target).map_err(|e| with_path("attach", target, e))
             }
             Step::Device { path, kind, major, minor } => {
                 let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
@@ -352,9 +348,35 @@ fn clone_tree(source: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// move_mount(2) of a detached tree onto `target`.
+/// mount_setattr(2) `MOUNT_ATTR_RDONLY` on a detached tree, all of it, before it is
+/// attached: only adds the flag (a remount would also drop nosuid, nodev or noexec), and
+/// acts on the tree itself, not on whatever a path to it would lead to.
+fn make_read_only(tree: &OwnedFd) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 1;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
+    // SAFETY: mount_setattr reads `attr`, alive for the call, of the size given.
+    let done = unsafe {
+        libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), c"".as_ptr(), flags, &attr, size_of::<MountAttr>())
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// move_mount(2) of a detached tree onto `target`, following symlinks in it: after
+/// pivot_root they resolve inside the container's root.
 fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
     let target = CString::new(target.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
     // SAFETY: valid C strings and descriptors for the call.
     let done = unsafe {
@@ -364,7 +386,7 @@ fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
             c"".as_ptr(),
             libc::AT_FDCWD,
             target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
         )
     };
     if done < 0 {

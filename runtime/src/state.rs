@@ -81,7 +81,10 @@ impl PodDirs {
     /// kubelet names it): on the pod's disk, where what a container writes to them counts
     /// as the pod's, not in the run directory's memory.
     pub fn etc_file(&self, name: &str) -> PathBuf {
-        self.data.join(format!("etc-{name}"))
+        let on_disk = self.data.join(format!("etc-{name}"));
+        // A pod made before they moved keeps them in its state directory.
+        let older = self.state.join(name);
+        if !on_disk.exists() && older.exists() { older } else { on_disk }
     }
 
     pub fn container_paths(&self, pod: &PodSpec, container: &ContainerSpec) -> ContainerPaths {

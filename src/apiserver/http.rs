@@ -25,6 +25,8 @@ use super::table;
 
 /// Bodies larger than this are refused (kube-apiserver's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 << 20;
+/// How long a request's body may take to arrive (kube-apiserver's request timeout).
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Server {
     pub store: Arc<dyn Store>,
@@ -72,9 +74,10 @@ pub async fn handle(State(server): State<Shared>, request: Request) -> Response 
     if !public && !crate::tokens::admits(server.tokens.as_ref(), &parts.headers) {
         return error_response(&ApiError::unauthorized());
     }
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => bytes,
-        Err(_) => return error_response(&ApiError::too_large(MAX_BODY)),
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return error_response(&ApiError::too_large(MAX_BODY)),
+        Err(_) => return error_response(&ApiError::timeout("the request's body did not come in time")),
     };
     let query = Query::parse(parts.uri.query().unwrap_or(""));
     if let Some(stream) = node_proxy::NodeStream::of(parts.uri.path()) {

@@ -83,10 +83,14 @@ impl Credentials {
         let admin_token = token_file.as_deref().map(crate::tokens::first).transpose()?;
         let authority = pki::Authority::open_or_create(&dir.join("pki"))?;
         let serving = match (&config.tls, config.allow_unauthenticated) {
-            (Some((cert, key)), _) => Some((
-                pki::acceptor_from_files(cert, key)?,
-                std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?,
-            )),
+            // The kubeconfig trusts the given certificate for the server, and the
+            // cluster's authority too: nodes take the authority of the server's client
+            // certificate from it.
+            (Some((cert, key)), _) => {
+                let mut trusted = std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
+                trusted.extend_from_slice(authority.cert_pem.as_bytes());
+                Some((pki::acceptor_from_files(cert, key)?, trusted))
+            }
             (None, false) => {
                 let names = serving_names(config.listen.ip(), config.service_cidr);
                 Some((pki::acceptor(&authority.issue_server(&names)?)?, authority.cert_pem.clone().into_bytes()))
@@ -121,7 +125,7 @@ fn serving_names(listen: IpAddr, service_cidr: net::Ipv4Net) -> Vec<String> {
 }
 
 pub fn run(config: Config) -> Result<()> {
-    crate::shutdown::ignore_broken_pipes();
+    crate::serve::prepare_process()?;
     let dir = config.data_dir.join("apiserver");
     runtime::state::create_private_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     runtime::state::set_mode(&dir, 0o700)?;

@@ -45,7 +45,7 @@ pub struct Config {
 /// The endpoint serves HTTPS (with a certificate of its own, as kubelet's `kubelet.crt`)
 /// and lets in only the API server's client certificate, unless told to let anyone in.
 pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
-    crate::shutdown::ignore_broken_pipes();
+    crate::serve::prepare_process()?;
     let address = match config.node_ip {
         Some(ip) => ip,
         None if !config.listen.ip().is_unspecified() => config.listen.ip(),
