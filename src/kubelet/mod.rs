@@ -51,6 +51,8 @@ pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
         None if !config.listen.ip().is_unspecified() => config.listen.ip(),
         None => bail!("--listen {} names no address the API server could reach: give --node-ip", config.listen),
     };
+    // State an older podctl left open to all is put right before anything is served.
+    runtime.secure().context("set the modes of the node's state")?;
     let client = ApiClient::from_kubeconfig(&config.kubeconfig, config.server.as_deref())?;
     let serving = pki::self_signed_server(&[config.node_name.clone(), address.to_string(), "localhost".into()])?;
     let acceptor = match (&config.client_ca_file, config.allow_unauthenticated) {
