@@ -1,11 +1,11 @@
 //! What clients ask before anything else: the version, the groups and resources (also as
-//! one aggregated document per `/api` and `/apis`), and the
-//! OpenAPI v3 documents kubectl reads to learn that the server validates fields itself
-//! (`fieldValidation` on each resource's operations), so `kubectl apply` needs no schema.
+//! one aggregated document per `/api` and `/apis`), and the OpenAPI v2 document kubectl
+//! up to 1.28 reads to learn that the server validates fields itself (`fieldValidation`
+//! on each resource's operations). The OpenAPI v3 documents are `openapi`'s.
 
 use serde_json::{Value, json};
 
-use super::resources::{RESOURCES, Resource};
+use super::registry::{Registry, ResourceInfo};
 
 pub fn version() -> Value {
     json!({
@@ -25,39 +25,50 @@ pub fn api_versions() -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
 }
 
-pub fn api_groups() -> Value {
-    let groups: Vec<Value> = Resource::group_versions()
-        .into_iter()
-        .filter(|(group, _)| !group.is_empty())
-        .map(|(group, version)| {
-            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
-        })
-        .collect();
+/// Each named group with its versions, the first the preferred one.
+fn groups(registry: &Registry) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (group, version) in registry.group_versions().into_iter().filter(|(g, _)| !g.is_empty()) {
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, versions)) => versions.push(version),
+            None => groups.push((group, vec![version])),
+        }
+    }
+    groups
+}
+
+fn api_group_of(group: &str, versions: &[String]) -> Value {
+    let listed: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    json!({"name": group, "versions": listed, "preferredVersion": listed[0]})
+}
+
+pub fn api_groups(registry: &Registry) -> Value {
+    let groups: Vec<Value> = groups(registry).iter().map(|(g, v)| api_group_of(g, v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub fn api_group(group: &str) -> Option<Value> {
-    let (_, version) = Resource::group_versions().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    Some(
-        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv}),
-    )
+pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
+    let (name, versions) = groups(registry).into_iter().find(|(g, _)| g == group)?;
+    let mut found = api_group_of(&name, &versions);
+    found["kind"] = "APIGroup".into();
+    found["apiVersion"] = "v1".into();
+    Some(found)
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-
-/// The `all` category of `kubectl get all`.
-fn categories(r: &Resource) -> Vec<&'static str> {
-    if matches!(r.plural, "pods" | "services" | "deployments" | "replicasets") { vec!["all"] } else { vec![] }
-}
-
-/// A subresource's kind and verbs.
-fn subresource(r: &Resource, sub: &str) -> (&'static str, &'static [&'static str]) {
+/// A subresource's kind (group, version, kind) and verbs.
+fn subresource(info: &ResourceInfo, sub: &str) -> ((String, String, String), &'static [&'static str]) {
+    let own = |kind: &str| (info.group.clone(), info.version.clone(), kind.to_string());
     match sub {
-        "status" => (r.kind, &["get", "patch", "update"]),
-        "scale" => ("Scale", &["get", "patch", "update"]),
-        _ => ("Binding", &["create"]),
+        "status" => (own(&info.kind), &["get", "patch", "update"]),
+        "scale" => (("autoscaling".into(), "v1".into(), "Scale".into()), &["get", "patch", "update"]),
+        "binding" => (own("Binding"), &["create"]),
+        "eviction" => (("policy".into(), "v1".into(), "Eviction".into()), &["create"]),
+        "finalize" => (own(&info.kind), &["update"]),
+        "log" => (own(&info.kind), &["get"]),
+        "exec" | "attach" | "portforward" => (own("PodExecOptions"), &["create", "get"]),
+        "token" => (("authentication.k8s.io".into(), "v1".into(), "TokenRequest".into()), &["create"]),
+        _ => (own(&info.kind), &["get"]),
     }
 }
 
@@ -74,63 +85,69 @@ pub fn wants_aggregated(accept: &str) -> bool {
 
 /// Aggregated discovery: every resource of the core group (`/api`) or of the named groups
 /// (`/apis`) in one document, so a client learns them in one request, not one per group.
-pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = Resource::group_versions()
-        .into_iter()
-        .filter(|(group, _)| group.is_empty() == core)
-        .map(|(group, version)| {
-            let resources: Vec<Value> = RESOURCES
-                .iter()
-                .filter(|r| r.group == group && r.version == version)
-                .map(|r| {
-                    let kind = |kind: &str| json!({"group": group, "version": version, "kind": kind});
-                    let subresources: Vec<Value> = r
-                        .subresources
-                        .iter()
-                        .map(|sub| {
-                            let (sub_kind, verbs) = subresource(r, sub);
-                            json!({"subresource": sub, "responseKind": kind(sub_kind), "verbs": verbs})
-                        })
-                        .collect();
-                    json!({
-                        "resource": r.plural,
-                        "responseKind": kind(r.kind),
-                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                        "singularResource": r.kind.to_lowercase(),
-                        "verbs": VERBS,
-                        "shortNames": r.short_names,
-                        "categories": categories(r),
-                        "subresources": subresources,
+pub fn aggregated(registry: &Registry, core: bool) -> Value {
+    let strategies = registry.all();
+    let mut items: Vec<Value> = Vec::new();
+    for (group, version) in registry.group_versions().into_iter().filter(|(group, _)| group.is_empty() == core) {
+        let resources: Vec<Value> = strategies
+            .iter()
+            .map(|s| s.info())
+            .filter(|info| info.group == group && info.version == version)
+            .map(|info| {
+                let kind = |(g, v, k): (String, String, String)| json!({"group": g, "version": v, "kind": k});
+                let subresources: Vec<Value> = info
+                    .subresources
+                    .iter()
+                    .map(|sub| {
+                        let (sub_kind, verbs) = subresource(info, sub);
+                        json!({"subresource": sub, "responseKind": kind(sub_kind), "verbs": verbs})
                     })
+                    .collect();
+                json!({
+                    "resource": info.plural,
+                    "responseKind": kind((group.clone(), version.clone(), info.kind.clone())),
+                    "scope": if info.namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": info.kind.to_lowercase(),
+                    "verbs": info.verbs,
+                    "shortNames": info.short_names,
+                    "categories": info.categories,
+                    "subresources": subresources,
                 })
-                .collect();
-            json!({
-                "metadata": {"name": group},
-                "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
             })
-        })
-        .collect();
+            .collect();
+        let entry = json!({"version": version, "resources": resources, "freshness": "Current"});
+        match items.iter_mut().find(|i| i["metadata"]["name"] == group.as_str()) {
+            Some(item) => item["versions"].as_array_mut().expect("versions").push(entry),
+            None => items.push(json!({"metadata": {"name": group}, "versions": [entry]})),
+        }
+    }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for strategy in registry.all().iter().filter(|s| s.info().group == group && s.info().version == version) {
+        let info = strategy.info();
         resources.push(json!({
-            "name": r.plural,
-            "singularName": r.kind.to_lowercase(),
-            "namespaced": r.namespaced,
-            "kind": r.kind,
-            "verbs": VERBS,
-            "shortNames": r.short_names,
-            "categories": categories(r),
+            "name": info.plural,
+            "singularName": info.kind.to_lowercase(),
+            "namespaced": info.namespaced,
+            "kind": info.kind,
+            "verbs": info.verbs,
+            "shortNames": info.short_names,
+            "categories": info.categories,
         }));
-        for sub in r.subresources {
-            let (kind, verbs) = subresource(r, sub);
-            resources.push(json!({
-                "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced,
+        for sub in &info.subresources {
+            let ((g, v, kind), verbs) = subresource(info, sub);
+            let mut entry = json!({
+                "name": format!("{}/{sub}", info.plural), "singularName": "", "namespaced": info.namespaced,
                 "kind": kind, "verbs": verbs
-            }));
+            });
+            if g != info.group || v != info.version {
+                entry["group"] = g.into();
+                entry["version"] = v.into();
+            }
+            resources.push(entry);
         }
     }
     if resources.is_empty() {
@@ -140,17 +157,22 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
 }
 
-/// A resource's collection path, as OpenAPI documents name it (`{namespace}` templated).
-fn collection_path(r: &Resource) -> String {
-    let base =
-        if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) };
-    let namespace = if r.namespaced { "/namespaces/{namespace}" } else { "" };
-    format!("{base}{namespace}/{}", r.plural)
-}
-
-/// Each resource's item path and the resource: what OpenAPI v2 lists.
-fn item_paths() -> Vec<(String, &'static Resource)> {
-    RESOURCES.iter().map(|r| (format!("{}/{{name}}", collection_path(r)), r)).collect()
+/// Each resource's item path and its group-version-kind: what OpenAPI v2 lists.
+fn item_paths(registry: &Registry) -> Vec<(String, ResourceInfo)> {
+    registry
+        .all()
+        .iter()
+        .map(|s| {
+            let info = s.info().clone();
+            let base = if info.group.is_empty() {
+                format!("/api/{}", info.version)
+            } else {
+                format!("/apis/{}/{}", info.group, info.version)
+            };
+            let namespace = if info.namespaced { "/namespaces/{namespace}" } else { "" };
+            (format!("{base}{namespace}/{}/{{name}}", info.plural), info)
+        })
+        .collect()
 }
 
 /// The Accept value of OpenAPI v2 in protobuf (gnostic's openapi_v2.Document), which
@@ -159,10 +181,10 @@ pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec
 
 /// `/openapi/v2`, in JSON: each resource's PATCH with its group-version-kind and the
 /// `fieldValidation` parameter.
-pub fn openapi_v2() -> Value {
+pub fn openapi_v2(registry: &Registry) -> Value {
     let mut paths = serde_json::Map::new();
-    for (path, r) in item_paths() {
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    for (path, info) in item_paths(registry) {
+        let gvk = json!({"group": info.group, "version": info.version, "kind": info.kind});
         let parameter = json!({"name": "fieldValidation", "in": "query", "type": "string", "uniqueItems": true});
         paths.insert(path, json!({"patch": {"x-kubernetes-group-version-kind": gvk, "parameters": [parameter]}}));
     }
@@ -171,11 +193,11 @@ pub fn openapi_v2() -> Value {
 
 /// The same document as gnostic's openapi_v2.Document in protobuf (OpenAPIv2.proto field
 /// numbers).
-pub fn openapi_v2_protobuf() -> Vec<u8> {
+pub fn openapi_v2_protobuf(registry: &Registry) -> Vec<u8> {
     use super::protobuf::encode_field as field;
     let mut paths = Vec::new();
-    for (path, r) in item_paths() {
-        let gvk = format!("group: \"{}\"\nkind: {}\nversion: {}\n", r.group, r.kind, r.version);
+    for (path, info) in item_paths(registry) {
+        let gvk = format!("group: \"{}\"\nkind: {}\nversion: {}\n", info.group, info.kind, info.version);
         // NamedAny { name, Any { yaml = 2 } }
         let extension = [field(1, b"x-kubernetes-group-version-kind"), field(2, &field(2, gvk.as_bytes()))].concat();
         // ParametersItem { Parameter { NonBodyParameter { QueryParameterSubSchema { in = 2, name = 4, type = 6 } } } }
@@ -191,65 +213,19 @@ pub fn openapi_v2_protobuf() -> Vec<u8> {
     [field(1, b"2.0"), field(2, &info), field(8, &paths)].concat()
 }
 
-/// `/openapi/v3`: where each group version's document is.
-pub fn openapi_v3_index() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (group, version) in Resource::group_versions() {
-        let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
-        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash=podctl1")}));
-    }
-    json!({"paths": paths})
-}
-
-/// One group version's OpenAPI v3 document: each resource's paths with the
-/// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter kubectl looks for.
-pub fn openapi_v3(group: &str, version: &str) -> Option<Value> {
-    let mut paths = serde_json::Map::new();
-    let field_validation =
-        json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    let mut schemas = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        let collection = collection_path(r);
-        let gvk = json!({"group": group, "version": version, "kind": r.kind});
-        let op = |action: &str| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": [field_validation]});
-        paths.insert(collection.clone(), json!({"post": op("post"), "get": op("list")}));
-        paths.insert(
-            format!("{collection}/{{name}}"),
-            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
-        );
-        let schema_name = format!(
-            "io.k8s.api.{}.{version}.{}",
-            if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) },
-            r.kind
-        );
-        schemas.insert(
-            schema_name,
-            json!({"type": "object", "x-kubernetes-group-version-kind": [gvk], "x-kubernetes-preserve-unknown-fields": true}),
-        );
-    }
-    if paths.is_empty() {
-        return None;
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.33.0-podctl"},
-        "paths": paths,
-        "components": {"schemas": schemas}
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn aggregated_discovery_for_kubectl() {
+        let registry = Registry::builtin();
         let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,\
                        application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
         assert!(wants_aggregated(kubectl));
         assert!(!wants_aggregated("application/json"));
         assert!(!wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"));
-        let core = aggregated(true);
+        let core = aggregated(&registry, true);
         assert_eq!(core["items"].as_array().unwrap().len(), 1);
         let pods = core["items"][0]["versions"][0]["resources"]
             .as_array()
@@ -264,9 +240,13 @@ mod tests {
             json!({"subresource": "binding", "verbs": ["create"],
             "responseKind": {"group": "", "version": "v1", "kind": "Binding"}})
         );
-        let named = aggregated(false);
+        let named = aggregated(&registry, false);
         let groups: Vec<&str> =
             named["items"].as_array().unwrap().iter().map(|g| g["metadata"]["name"].as_str().unwrap()).collect();
         assert!(groups.contains(&"apps") && !groups.contains(&""), "{groups:?}");
+        // The scale subresource is autoscaling/v1's Scale.
+        let deployments = registry.find("apps", "v1", "deployments").unwrap();
+        let ((group, version, kind), _) = subresource(deployments.info(), "scale");
+        assert_eq!((group.as_str(), version.as_str(), kind.as_str()), ("autoscaling", "v1", "Scale"));
     }
 }

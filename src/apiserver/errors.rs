@@ -47,6 +47,19 @@ impl ApiError {
         )
     }
 
+    /// 403 about `resource` `name`: what may not be done to it (admission, RBAC).
+    pub fn forbidden(resource: &str, name: &str, why: impl std::fmt::Display) -> ApiError {
+        ApiError::new(403, "Forbidden", format!("{resource} \"{name}\" is forbidden: {why}"))
+            .with_details(name, resource)
+    }
+
+    /// 409 when the object is not in a state the request can change (a precondition
+    /// that does not hold: uid, resourceVersion, a pod already bound).
+    pub fn conflict_because(resource: &str, name: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {resource} \"{name}\": {message}"))
+            .with_details(name, resource)
+    }
+
     pub fn already_exists(resource: &str, name: &str) -> ApiError {
         ApiError::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
             .with_details(name, resource)

@@ -8,9 +8,11 @@ mod errors;
 mod http;
 mod node_proxy;
 mod objects;
+mod openapi;
 mod patch;
 mod protobuf;
-mod resources;
+mod registry;
+mod rest;
 mod selectors;
 mod services;
 mod store;
@@ -24,10 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use base64::Engine;
 use serde_json::json;
 
 use self::http::Server;
-use self::resources::Resource;
+use self::objects::Validation;
+use self::registry::Registry;
+use self::rest::Target;
 use self::services::Allocator;
 use self::store::{EtcdStore, SqliteStore, Store};
 use crate::pki;
@@ -156,6 +161,7 @@ pub fn run(config: Config) -> Result<()> {
         let address = listener.local_addr()?;
         let server = Arc::new(Server {
             store: store.clone(),
+            registry: Registry::builtin(),
             tokens: credentials.tokens.clone(),
             nodes: credentials.nodes.clone(),
             allocator: Allocator { service_cidr: config.service_cidr, node_ports: config.node_ports.clone() },
@@ -191,11 +197,11 @@ async fn compact_periodically(store: Arc<dyn Store>, interval: Duration) {
 }
 
 async fn ensure_system_namespaces(server: &Arc<Server>) -> Result<()> {
-    let namespaces = Resource::find("", "v1", "namespaces").expect("namespaces");
+    let namespaces = Target::collection(server.registry.find("", "v1", "namespaces").expect("namespaces"), None);
     for name in SYSTEM_NAMESPACES {
-        if server.store.get(&namespaces.key(None, name))?.is_none() {
-            let target = http::Target::cluster(namespaces);
-            http::create_object(server, &target, json!({"metadata": {"name": name}}))
+        if server.store.get(&namespaces.info().key(None, name))?.is_none() {
+            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            rest::create(server, &namespaces, namespace, &Default::default(), &mut Validation::from_query(None))
                 .await
                 .map_err(|e| anyhow::anyhow!("create namespace {name}: {}", e.message))?;
         }
@@ -217,7 +223,9 @@ fn write_kubeconfig(path: &Path, address: SocketAddr, token: Option<String>, ca:
         _ => address,
     };
     let cluster = match ca {
-        Some(ca) => json!({"server": format!("https://{host}"), "certificate-authority-data": protobuf::base64(ca)}),
+        Some(ca) => {
+            json!({"server": format!("https://{host}"), "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca)})
+        }
         None => json!({"server": format!("http://{host}")}),
     };
     let config = json!({

@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::errors::ApiError;
-use super::http::{Query, Shared, get_object};
-use super::resources::Resource;
+use super::http::{Query, Shared};
+use super::rest::{self, Target};
 
 /// kubelet's default port, for a Node that does not give its own.
 const KUBELET_PORT: u64 = 10250;
@@ -62,8 +62,8 @@ pub async fn proxy(
     query: &Query,
     mut parts: Parts,
 ) -> Result<Response<Body>, ApiError> {
-    let pods = Resource::find("", "v1", "pods").expect("pods");
-    let pod = get_object(server, pods, Some(&stream.namespace), &stream.pod)?;
+    let pods = server.registry.find("", "v1", "pods").expect("pods are served");
+    let pod = rest::get(server, &Target::collection(pods, Some(&stream.namespace)), &stream.pod)?;
     let name = &stream.pod;
     let container = container(&pod, query.get("container"))?;
     let node_name = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
@@ -91,8 +91,8 @@ pub async fn proxy(
             (format!("/exec/{}?{}", segments(&[&stream.namespace, name, &container]), encode(pairs)), true)
         }
     };
-    let nodes = Resource::find("", "v1", "nodes").expect("nodes");
-    let node = get_object(server, nodes, None, node_name)?;
+    let nodes = server.registry.find("", "v1", "nodes").expect("nodes are served");
+    let node = rest::get(server, &Target::collection(nodes, None), node_name)?;
     let endpoint = endpoint(&node)?;
     let mut request = Request::builder().method(parts.method.clone()).uri(format!("https://{endpoint}{path}"));
     if is_upgrade {

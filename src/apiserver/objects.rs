@@ -1,14 +1,12 @@
-//! What the server does to an object on its way in: kind and name checks, the metadata the
-//! server owns (uid, creationTimestamp, generation, resourceVersion), a check against the
-//! kind's type from k8s-openapi (unknown fields refused under `fieldValidation=Strict`),
-//! and the validation a user can act on, with field paths.
+//! What the server does to every object on its way in, whatever its kind (k8s.io/apiserver
+//! rest.BeforeCreate / BeforeUpdate): kind and name checks, the metadata the server owns
+//! (uid, creationTimestamp, generation, resourceVersion), the status and spec kept apart,
+//! unknown fields (refused under `fieldValidation=Strict`), and the kind's own strategy.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::errors::ApiError;
-use super::resources::Resource;
+use super::registry::{Cause, ResourceInfo, Strategy};
 use crate::validation;
 
 /// What to do with fields an object's type does not have (`fieldValidation`): refuse the
@@ -30,31 +28,47 @@ impl Validation {
     pub fn warnings(&self) -> &[String] {
         if self.warn { &self.unknown } else { &[] }
     }
+
+    fn take(&mut self, unknown: Vec<String>) -> Result<(), ApiError> {
+        if let Some(field) = unknown.first().filter(|_| self.strict) {
+            return Err(ApiError::bad_request(format!("strict decoding error: unknown field \"{field}\"")));
+        }
+        self.unknown.extend(unknown);
+        Ok(())
+    }
 }
 
-/// Checks that `object` is a `kind` its URL allows and has a valid type, and returns it
-/// with the server's metadata for a new object. `namespace` is the URL's.
+/// System fields no client sets (WipeObjectMetaSystemFields).
+const SYSTEM_FIELDS: [&str; 6] =
+    ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "uid", "creationTimestamp"];
+
+/// Checks that `object` is a kind its URL allows, gives it the server's metadata for a new
+/// object, and runs the kind's strategy on it. `namespace` is the URL's.
 pub fn prepare_create(
-    resource: &Resource,
+    strategy: &dyn Strategy,
     namespace: Option<&str>,
     mut object: Value,
     validation: &mut Validation,
 ) -> Result<Value, ApiError> {
-    check_kind(resource, &mut object)?;
+    let info = strategy.info();
+    check_kind(info, &mut object)?;
     let meta = metadata_mut(&mut object)?;
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
         (Some(name), _) if !name.is_empty() => name.to_string(),
-        (_, Some(prefix)) if !prefix.is_empty() => format!("{prefix}{}", random_suffix()),
+        (_, Some(prefix)) if !prefix.is_empty() => {
+            let prefix: String = prefix.chars().take(58).collect();
+            format!("{prefix}{}", random_suffix())
+        }
         _ => {
             return Err(ApiError::invalid(
-                resource.kind,
+                &qualified_kind(info),
                 "",
                 vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
             ));
         }
     };
     meta.insert("name".into(), name.clone().into());
-    match (resource.namespaced, namespace, meta.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty())) {
+    match (info.namespaced, namespace, meta.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty())) {
         (true, Some(url), Some(body)) if url != body => {
             return Err(ApiError::bad_request(format!(
                 "the namespace of the provided object ({body}) does not match the namespace sent on the request ({url})"
@@ -68,26 +82,38 @@ pub fn prepare_create(
         }
         (true, None, _) => return Err(ApiError::bad_request("a namespaced object is created in a namespace")),
     }
-    meta.insert("uid".into(), new_uid().into());
-    meta.insert("creationTimestamp".into(), now().into());
-    meta.insert("generation".into(), 1.into());
-    for owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+    for owned in SYSTEM_FIELDS {
         meta.remove(owned);
     }
-    typed_check(resource, &mut object, validation)?;
-    validate(resource, &name, &object)?;
+    meta.remove("generation");
+    meta.insert("uid".into(), new_uid().into());
+    meta.insert("creationTimestamp".into(), now().into());
+    let decoded = strategy.decode(object)?;
+    validation.take(decoded.unknown)?;
+    let mut object = decoded.object;
+    if strategy.tracks_generation() {
+        object["metadata"]["generation"] = 1.into();
+    }
+    let mut causes = metadata_causes(strategy, &object);
+    causes.extend(strategy.prepare_create(&mut object));
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(&qualified_kind(info), &name, causes));
+    }
     Ok(object)
 }
 
-/// Checks an update of `current` to `object`: same identity, the server's metadata kept,
-/// generation bumped when the spec changes.
+/// Checks an update of `current` to `object` (of its `subresource`: `status`, `finalize`
+/// or none): same identity, the server's metadata kept, the status (or everything but
+/// it) kept apart, generation counted, then the kind's strategy.
 pub fn prepare_update(
-    resource: &Resource,
+    strategy: &dyn Strategy,
     current: &Value,
     mut object: Value,
+    subresource: Option<&str>,
     validation: &mut Validation,
 ) -> Result<Value, ApiError> {
-    check_kind(resource, &mut object)?;
+    let info = strategy.info();
+    check_kind(info, &mut object)?;
     let name = current["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let meta = metadata_mut(&mut object)?;
     if meta.get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
@@ -95,39 +121,144 @@ pub fn prepare_update(
             "the name of the object does not match the name on the URL ({name})"
         )));
     }
-    meta.insert("name".into(), name.clone().into());
-    for kept in ["uid", "creationTimestamp", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds"] {
-        match current["metadata"].get(kept) {
-            Some(value) => meta.insert(kept.into(), value.clone()),
-            None => meta.remove(kept),
-        };
+    let current_uid = current["metadata"]["uid"].as_str().unwrap_or_default();
+    if let Some(uid) = meta.get("uid").and_then(Value::as_str).filter(|uid| !uid.is_empty() && *uid != current_uid) {
+        return Err(ApiError::conflict_because(
+            &super::rest::qualified_resource(info),
+            &name,
+            format!("Precondition failed: UID in precondition: {current_uid}, UID in object meta: {uid}"),
+        ));
     }
-    let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-    let spec_changed = object.get("spec") != current.get("spec");
-    let meta = metadata_mut(&mut object)?;
-    meta.insert("generation".into(), (generation + i64::from(spec_changed)).into());
-    typed_check(resource, &mut object, validation)?;
-    validate(resource, &name, &object)?;
+    if let Some(ns) = meta.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty())
+        && info.namespaced
+        && Some(ns) != current["metadata"]["namespace"].as_str()
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    meta.insert("name".into(), name.clone().into());
+    let decoded = strategy.decode(object)?;
+    validation.take(decoded.unknown)?;
+    let mut object = decoded.object;
+    {
+        let meta = metadata_mut(&mut object)?;
+        for kept in ["uid", "creationTimestamp", "namespace", "deletionTimestamp", "generation"] {
+            match current["metadata"].get(kept) {
+                Some(value) => meta.insert(kept.into(), value.clone()),
+                None => meta.remove(kept),
+            };
+        }
+        if meta.get("deletionGracePeriodSeconds").is_none_or(Value::is_null)
+            && let Some(grace) = current["metadata"].get("deletionGracePeriodSeconds")
+        {
+            meta.insert("deletionGracePeriodSeconds".into(), grace.clone());
+        }
+    }
+    let has_status = info.has_subresource("status");
+    let mut causes = match subresource {
+        Some("status") => {
+            // Only the status (and what the server tracks in metadata) changes: the rest
+            // is the stored object's (ResetObjectMetaForStatus).
+            let status = object.get("status").cloned();
+            let version = object["metadata"].get("resourceVersion").cloned();
+            object = current.clone();
+            set_or_remove(&mut object, "status", status);
+            if let Some(version) = version {
+                object["metadata"]["resourceVersion"] = version;
+            }
+            strategy.prepare_status_update(&mut object, current)
+        }
+        Some("finalize") => {
+            let finalizers = object["spec"]["finalizers"].clone();
+            object = current.clone();
+            object["spec"]["finalizers"] = finalizers;
+            vec![]
+        }
+        _ => {
+            if has_status {
+                set_or_remove(&mut object, "status", current.get("status").cloned());
+            }
+            strategy.prepare_update(&mut object, current)
+        }
+    };
+    if strategy.tracks_generation() && subresource.is_none() && object.get("spec") != current.get("spec") {
+        let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+        object["metadata"]["generation"] = (generation + 1).into();
+    }
+    causes.extend(metadata_causes(strategy, &object));
+    causes.extend(metadata_update_causes(&object, current));
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(&qualified_kind(info), &name, causes));
+    }
     Ok(object)
 }
 
-fn check_kind(resource: &Resource, object: &mut Value) -> Result<(), ApiError> {
+fn set_or_remove(object: &mut Value, field: &str, value: Option<Value>) {
+    if let Some(map) = object.as_object_mut() {
+        match value {
+            Some(value) => map.insert(field.into(), value),
+            None => map.remove(field),
+        };
+    }
+}
+
+/// `Deployment.apps`, as kube-apiserver names a kind in its messages.
+pub fn qualified_kind(info: &ResourceInfo) -> String {
+    if info.group.is_empty() { info.kind.clone() } else { format!("{}.{}", info.kind, info.group) }
+}
+
+/// ValidateObjectMeta: the name as the kind wants it, labels, annotations.
+fn metadata_causes(strategy: &dyn Strategy, object: &Value) -> Vec<Cause> {
+    let meta = &object["metadata"];
+    let name = meta["name"].as_str().unwrap_or_default();
+    let mut causes = validation::check("metadata.name", name, strategy.name_rule());
+    let map = |key: &str| -> std::collections::BTreeMap<String, String> {
+        serde_json::from_value(meta[key].clone()).unwrap_or_default()
+    };
+    causes.extend(validation::labels(&map("labels"), "metadata.labels"));
+    causes.extend(validation::annotations(&map("annotations"), "metadata.annotations"));
+    causes
+}
+
+/// ValidateObjectMetaUpdate: no finalizer added once deletion has begun.
+fn metadata_update_causes(object: &Value, current: &Value) -> Vec<Cause> {
+    if current["metadata"].get("deletionTimestamp").is_none() {
+        return vec![];
+    }
+    let finalizers = |o: &Value| -> Vec<String> {
+        o["metadata"]["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect()
+    };
+    let old = finalizers(current);
+    finalizers(object)
+        .into_iter()
+        .filter(|f| !old.contains(f))
+        .map(|f| ("metadata.finalizers".to_string(), format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [\"{f}\"]")))
+        .collect()
+}
+
+fn check_kind(info: &ResourceInfo, object: &mut Value) -> Result<(), ApiError> {
     let Some(map) = object.as_object_mut() else {
         return Err(ApiError::bad_request("the body is not a JSON object"));
     };
-    let api_version = resource.api_version();
+    let api_version = info.api_version();
     match (map.get("apiVersion").and_then(Value::as_str), map.get("kind").and_then(Value::as_str)) {
-        (Some(v), Some(k)) if v == api_version && k == resource.kind => Ok(()),
+        (Some(v), Some(k)) if v == api_version && k == info.kind => Ok(()),
         (None, None) => {
             map.insert("apiVersion".into(), api_version.into());
-            map.insert("kind".into(), resource.kind.into());
+            map.insert("kind".into(), info.kind.clone().into());
             Ok(())
         }
         (v, k) => Err(ApiError::bad_request(format!(
             "the API version in the data ({}) and kind ({}) do not match the URL ({api_version}, {})",
             v.unwrap_or(""),
             k.unwrap_or(""),
-            resource.kind
+            info.kind
         ))),
     }
 }
@@ -136,150 +267,6 @@ fn metadata_mut(object: &mut Value) -> Result<&mut Map<String, Value>, ApiError>
     let map = object.as_object_mut().ok_or_else(|| ApiError::bad_request("the body is not a JSON object"))?;
     let meta = map.entry("metadata").or_insert_with(|| json!({}));
     meta.as_object_mut().ok_or_else(|| ApiError::bad_request("metadata: expected an object"))
-}
-
-/// Checks `object` against its kind's k8s-openapi type: a wrong type is a 400 naming the
-/// path; fields the type does not have are refused, or dropped, as `validation` says.
-fn typed_check(resource: &Resource, object: &mut Value, validation: &mut Validation) -> Result<(), ApiError> {
-    let unknown = unknown_fields(resource, object)?;
-    if let Some(field) = unknown.first().filter(|_| validation.strict) {
-        return Err(ApiError::bad_request(format!("strict decoding error: unknown field \"{field}\"")));
-    }
-    for path in &unknown {
-        remove_path(object, path);
-    }
-    validation.unknown.extend(unknown);
-    Ok(())
-}
-
-/// Removes the field at `path` (`spec.containers[0].imagee`, as `collect_unknown` writes
-/// it: field names and list indexes; an unknown field is never a list item itself).
-fn remove_path(object: &mut Value, path: &str) {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let Some(last) = parts.pop() else { return };
-    let mut here = Some(object);
-    for part in parts {
-        let (name, index) = match part.split_once('[') {
-            Some((name, index)) => (name, index.trim_end_matches(']').parse::<usize>().ok()),
-            None => (part, None),
-        };
-        here = here.and_then(|v| v.get_mut(name));
-        if let Some(i) = index {
-            here = here.and_then(|v| v.get_mut(i));
-        }
-    }
-    if let Some(map) = here.and_then(Value::as_object_mut) {
-        map.remove(last);
-    }
-}
-
-/// The fields of `object` that its kind's type does not have (what kube-apiserver warns
-/// about, or refuses under `fieldValidation=Strict`); an error if a field has the wrong type.
-fn unknown_fields(resource: &Resource, object: &Value) -> Result<Vec<String>, ApiError> {
-    use k8s_openapi::api::{apps, coordination, core, discovery};
-    fn unknown<T: DeserializeOwned + Serialize>(object: &Value) -> Result<Vec<String>, ApiError> {
-        let typed: T = serde_json::from_value(object.clone())
-            .map_err(|e| ApiError::bad_request(format!("error decoding the object: {e}")))?;
-        let known = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut fields = Vec::new();
-        collect_unknown(object, &known, "", &mut fields);
-        Ok(fields)
-    }
-    match resource.kind {
-        "Namespace" => unknown::<core::v1::Namespace>(object),
-        "Pod" => unknown::<core::v1::Pod>(object),
-        "Node" => unknown::<core::v1::Node>(object),
-        "Service" => unknown::<core::v1::Service>(object),
-        "Endpoints" => unknown::<core::v1::Endpoints>(object),
-        "ConfigMap" => unknown::<core::v1::ConfigMap>(object),
-        "Secret" => unknown::<core::v1::Secret>(object),
-        "Event" => unknown::<core::v1::Event>(object),
-        "ServiceAccount" => unknown::<core::v1::ServiceAccount>(object),
-        "Deployment" => unknown::<apps::v1::Deployment>(object),
-        "ReplicaSet" => unknown::<apps::v1::ReplicaSet>(object),
-        "EndpointSlice" => unknown::<discovery::v1::EndpointSlice>(object),
-        "Lease" => unknown::<coordination::v1::Lease>(object),
-        other => Err(ApiError::internal(format!("no type for kind {other}"))),
-    }
-}
-
-/// The paths in `given` that the typed round trip `known` dropped. Values the type keeps
-/// as free-form (labels, data) come back whole, so only real unknown fields show.
-fn collect_unknown(given: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
-    match (given, known) {
-        (Value::Object(given), Value::Object(known)) => {
-            for (key, value) in given {
-                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                match known.get(key) {
-                    None if !value.is_null() => out.push(here),
-                    None => {}
-                    Some(k) => collect_unknown(value, k, &here, out),
-                }
-            }
-        }
-        (Value::Array(given), Value::Array(known)) => {
-            for (i, (g, k)) in given.iter().zip(known).enumerate() {
-                collect_unknown(g, k, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn validate(resource: &Resource, name: &str, object: &Value) -> Result<(), ApiError> {
-    let label_names = matches!(resource.kind, "Namespace" | "Service");
-    let rule = if label_names { validation::dns_label } else { validation::dns_subdomain };
-    let mut causes = validation::check("metadata.name", name, rule);
-    causes.extend(metadata_maps(&object["metadata"], "metadata"));
-    match resource.kind {
-        "Pod" => validate_pod_spec(&object["spec"], "spec", &mut causes),
-        "Deployment" | "ReplicaSet" => {
-            causes.extend(metadata_maps(&object["spec"]["template"]["metadata"], "spec.template.metadata"));
-            validate_pod_spec(&object["spec"]["template"]["spec"], "spec.template.spec", &mut causes)
-        }
-        "Service" => {
-            let ports = object["spec"]["ports"].as_array().map(Vec::len).unwrap_or(0);
-            let headless = object["spec"]["clusterIP"].as_str() == Some("None");
-            if ports == 0 && !headless && object["spec"]["type"].as_str() != Some("ExternalName") {
-                causes.push(("spec.ports".into(), "Required value".into()));
-            }
-            for (i, port) in object["spec"]["ports"].as_array().into_iter().flatten().enumerate() {
-                if !(1..=65535).contains(&port["port"].as_i64().unwrap_or(0)) {
-                    causes.push((
-                        format!("spec.ports[{i}].port"),
-                        "Invalid value: must be between 1 and 65535, inclusive".into(),
-                    ));
-                }
-            }
-        }
-        _ => {}
-    }
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(resource.kind, name, causes)) }
-}
-
-/// The labels and annotations of an object's (or a template's) metadata.
-fn metadata_maps(metadata: &Value, path: &str) -> Vec<validation::Cause> {
-    let map = |key: &str| -> std::collections::BTreeMap<String, String> {
-        serde_json::from_value(metadata[key].clone()).unwrap_or_default()
-    };
-    let mut causes = validation::labels(&map("labels"), &format!("{path}.labels"));
-    causes.extend(validation::annotations(&map("annotations"), &format!("{path}.annotations")));
-    causes
-}
-
-fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<(String, String)>) {
-    let containers = spec["containers"].as_array().cloned().unwrap_or_default();
-    if containers.is_empty() {
-        causes.push((format!("{path}.containers"), "Required value".into()));
-    }
-    if let Ok(typed) = serde_json::from_value::<k8s_openapi::api::core::v1::PodSpec>(spec.clone()) {
-        causes.extend(validation::pod_spec_names(&typed, path));
-    }
-    for (i, container) in containers.iter().enumerate() {
-        if container["image"].as_str().unwrap_or_default().is_empty() {
-            causes.push((format!("{path}.containers[{i}].image"), "Required value".into()));
-        }
-    }
 }
 
 /// 5 characters of [a-z0-9 without vowels], as generateName uses.
@@ -297,40 +284,28 @@ pub fn new_uid() -> String {
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
-/// Now, as metav1.Time writes it (RFC 3339, seconds).
+/// Now, as metav1.Time writes it (RFC 3339 in UTC, seconds).
 pub fn now() -> String {
-    rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64)
-}
-
-/// Seconds since the Unix epoch as metav1.Time writes them.
-pub fn rfc3339(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    now.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339 formats any UTC time")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    fn pods() -> &'static Resource {
-        Resource::find("", "v1", "pods").unwrap()
+    use super::*;
+    use crate::apiserver::registry::Registry;
+
+    fn pods() -> Arc<dyn Strategy> {
+        Registry::builtin().find("", "v1", "pods").unwrap()
     }
 
     #[test]
     fn create_fills_server_metadata_and_generate_name() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "resourceVersion": "9"},
                          "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
-        let made = prepare_create(pods(), Some("default"), pod, &mut Validation::from_query(Some("Strict"))).unwrap();
+        let made = prepare_create(&*pods(), Some("default"), pod, &mut Validation::from_query(Some("Strict"))).unwrap();
         let meta = &made["metadata"];
         assert!(meta["name"].as_str().unwrap().starts_with("web-") && meta["name"].as_str().unwrap().len() == 9);
         assert_eq!(meta["namespace"], "default");
@@ -338,55 +313,69 @@ mod tests {
         assert_eq!(meta["generation"], 1);
         assert!(meta.get("resourceVersion").is_none());
         assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+        // The pod's defaults and status.
+        assert_eq!(made["spec"]["restartPolicy"], "Always");
+        assert_eq!(made["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(made["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}));
     }
 
     #[test]
     fn bad_objects_name_what_is_wrong() {
         let wrong_kind = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}});
-        let e = prepare_create(pods(), Some("default"), wrong_kind, &mut Validation::from_query(None)).unwrap_err();
+        let e = prepare_create(&*pods(), Some("default"), wrong_kind, &mut Validation::from_query(None)).unwrap_err();
         assert_eq!((e.code, e.reason), (400, "BadRequest"));
         let invalid = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c"}]}});
-        let e = prepare_create(pods(), Some("default"), invalid, &mut Validation::from_query(None)).unwrap_err();
+        let e = prepare_create(&*pods(), Some("default"), invalid, &mut Validation::from_query(None)).unwrap_err();
         assert_eq!(e.code, 422);
         assert!(e.message.starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value"), "{}", e.message);
         assert!(e.message.contains("spec.containers[0].image: Required value"), "{}", e.message);
         let unknown = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}});
-        let e = prepare_create(pods(), Some("default"), unknown.clone(), &mut Validation::from_query(Some("Strict")))
+        let e = prepare_create(&*pods(), Some("default"), unknown.clone(), &mut Validation::from_query(Some("Strict")))
             .unwrap_err();
         assert_eq!(e.message, "strict decoding error: unknown field \"spec.containers[0].imagePullPolicyy\"");
         // Warn (the default): dropped, and named for a Warning header.
         let mut warn = Validation::from_query(None);
-        let made = prepare_create(pods(), Some("default"), unknown.clone(), &mut warn).unwrap();
-        assert_eq!(made["spec"]["containers"][0], json!({"name": "c", "image": "i"}));
+        let made = prepare_create(&*pods(), Some("default"), unknown.clone(), &mut warn).unwrap();
+        assert!(made["spec"]["containers"][0].get("imagePullPolicyy").is_none());
         assert_eq!(warn.warnings(), ["spec.containers[0].imagePullPolicyy"]);
         let mut ignore = Validation::from_query(Some("Ignore"));
-        prepare_create(pods(), Some("default"), unknown, &mut ignore).unwrap();
+        prepare_create(&*pods(), Some("default"), unknown, &mut ignore).unwrap();
         assert!(ignore.warnings().is_empty());
         let wrong_type = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
-        let e = prepare_create(pods(), Some("default"), wrong_type, &mut Validation::from_query(None)).unwrap_err();
+        let e = prepare_create(&*pods(), Some("default"), wrong_type, &mut Validation::from_query(None)).unwrap_err();
         assert!(e.message.starts_with("error decoding the object: invalid type"), "{}", e.message);
     }
 
     #[test]
     fn update_keeps_identity_and_counts_spec_changes() {
         let current = prepare_create(
-            pods(),
+            &*pods(),
             Some("ns"),
             json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}}),
             &mut Validation::from_query(None),
         )
         .unwrap();
         let mut next = current.clone();
-        next["metadata"]["uid"] = "forged".into();
         next["metadata"]["labels"] = json!({"a": "b"});
-        let same_spec = prepare_update(pods(), &current, next.clone(), &mut Validation::from_query(None)).unwrap();
+        next["metadata"]["generation"] = 7.into();
+        let same_spec =
+            prepare_update(&*pods(), &current, next.clone(), None, &mut Validation::from_query(None)).unwrap();
         assert_eq!(same_spec["metadata"]["uid"], current["metadata"]["uid"]);
-        assert_eq!(same_spec["metadata"]["generation"], 1);
+        assert_eq!(same_spec["metadata"]["generation"], 1, "clients never set the generation");
         next["spec"]["containers"][0]["image"] = "b".into();
+        let changed =
+            prepare_update(&*pods(), &current, next.clone(), None, &mut Validation::from_query(None)).unwrap();
+        assert_eq!(changed["metadata"]["generation"], 2);
+        // A forged uid is a failed precondition; other spec changes are refused.
+        next["metadata"]["uid"] = "forged".into();
         assert_eq!(
-            prepare_update(pods(), &current, next, &mut Validation::from_query(None)).unwrap()["metadata"]["generation"],
-            2
+            prepare_update(&*pods(), &current, next, None, &mut Validation::from_query(None)).unwrap_err().code,
+            409
         );
+        let mut restart = current.clone();
+        restart["spec"]["restartPolicy"] = "Never".into();
+        let e = prepare_update(&*pods(), &current, restart, None, &mut Validation::from_query(None)).unwrap_err();
+        assert!(e.message.contains("pod updates may not change fields other than"), "{}", e.message);
     }
 
     #[test]

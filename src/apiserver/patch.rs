@@ -1,11 +1,15 @@
 //! The three patch types kubectl sends: JSON merge patch (RFC 7386), JSON patch (RFC 6902)
-//! and strategic merge patch, which merges lists of objects by their merge key
-//! (containers by name, ports by port, volumeMounts by mountPath, …) and takes `$patch`
-//! directives.
+//! and strategic merge patch (`strategic`), which merges lists by the merge keys the
+//! types' schemas declare.
 
-use serde_json::{Map, Value};
+mod strategic;
+
+use serde_json::Value;
 
 use super::errors::ApiError;
+use super::openapi;
+
+const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
 
 pub enum PatchType {
     Merge,
@@ -18,18 +22,27 @@ impl PatchType {
         match content_type.split(';').next().unwrap_or("").trim() {
             "application/merge-patch+json" => Ok(PatchType::Merge),
             "application/json-patch+json" => Ok(PatchType::Json),
-            "application/strategic-merge-patch+json" => Ok(PatchType::StrategicMerge),
+            STRATEGIC_MERGE_PATCH => Ok(PatchType::StrategicMerge),
             // Server-side apply is not served.
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
 }
 
-pub fn apply(target: &Value, patch: &Value, kind: PatchType) -> Result<Value, ApiError> {
+/// `patch` applied to `target`, an object of the OpenAPI definition `definition` (which
+/// strategic merge patch needs: custom resources have none).
+pub fn apply(target: &Value, patch: &Value, kind: PatchType, definition: Option<&str>) -> Result<Value, ApiError> {
     match kind {
         PatchType::Merge => Ok(merge_patch(target, patch)),
         PatchType::Json => json_patch(target, patch),
-        PatchType::StrategicMerge => Ok(strategic_merge(target, patch, "")),
+        PatchType::StrategicMerge => {
+            let definition = definition.ok_or_else(|| ApiError::unsupported_media_type(STRATEGIC_MERGE_PATCH))?;
+            strategic::apply(openapi::index(), definition, target, patch).map_err(|e| match e.code {
+                400 => ApiError::bad_request(e.message),
+                422 => ApiError::unprocessable_patch(e.message),
+                _ => ApiError::internal(e.message),
+            })
+        }
     }
 }
 
@@ -47,98 +60,12 @@ fn merge_patch(target: &Value, patch: &Value) -> Value {
     Value::Object(result)
 }
 
-/// The merge key of a list field, by the field's name (and, for `ports`, which kind of
-/// port its items are).
-fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => {
-            Some("name")
-        }
-        "volumeMounts" => Some("mountPath"),
-        "volumeDevices" => Some("devicePath"),
-        "ownerReferences" => Some("uid"),
-        "conditions" => Some("type"),
-        "hostAliases" => Some("ip"),
-        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => Some("containerPort"),
-        "ports" => Some("port"),
-        _ => None,
-    }
-}
-
-fn strategic_merge(target: &Value, patch: &Value, field: &str) -> Value {
-    match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => {
-            match patch.get("$patch").and_then(Value::as_str) {
-                Some("replace") => return Value::Object(without_directives(patch)),
-                Some("delete") => return Value::Null,
-                _ => {}
-            }
-            let mut result = target.clone();
-            for (key, value) in patch {
-                if key.starts_with('$') {
-                    continue;
-                }
-                if let Some(list) = key.strip_prefix("$deleteFromPrimitiveList/") {
-                    if let (Some(Value::Array(items)), Value::Array(gone)) = (result.get_mut(list), value) {
-                        items.retain(|i| !gone.contains(i));
-                    }
-                    continue;
-                }
-                if value.is_null() {
-                    result.remove(key);
-                    continue;
-                }
-                let merged = match result.get(key) {
-                    Some(current) => strategic_merge(current, value, key),
-                    None => strip_directives(value),
-                };
-                result.insert(key.clone(), merged);
-            }
-            Value::Object(result)
-        }
-        (Value::Array(target), Value::Array(patch)) => {
-            match merge_key(field, patch).or_else(|| merge_key(field, target)) {
-                Some(key) => {
-                    let mut result = target.clone();
-                    for item in patch {
-                        let id = item.get(key);
-                        let position = id.and_then(|id| result.iter().position(|t| t.get(key) == Some(id)));
-                        let deleting = item.get("$patch").and_then(Value::as_str) == Some("delete");
-                        match (position, deleting) {
-                            (Some(i), true) => {
-                                result.remove(i);
-                            }
-                            (None, true) => {}
-                            (Some(i), false) => result[i] = strategic_merge(&result[i], item, ""),
-                            (None, false) => result.push(strip_directives(item)),
-                        }
-                    }
-                    Value::Array(result)
-                }
-                None => Value::Array(patch.iter().map(strip_directives).collect()),
-            }
-        }
-        (_, patch) => strip_directives(patch),
-    }
-}
-
-fn without_directives(map: &Map<String, Value>) -> Map<String, Value> {
-    map.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect()
-}
-
-fn strip_directives(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(without_directives(map)),
-        Value::Array(items) => Value::Array(items.iter().map(strip_directives).collect()),
-        other => other.clone(),
-    }
-}
-
 fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
     let operations = patch.as_array().ok_or_else(|| ApiError::bad_request("a JSON patch is a list of operations"))?;
     let mut doc = target.clone();
     for (i, op) in operations.iter().enumerate() {
-        let bad = |m: &str| ApiError::unprocessable_patch(format!("operation {i}: {m}"));
+        let bad =
+            |m: &str| ApiError::unprocessable_patch(format!("the JSON patch could not be applied: operation {i}: {m}"));
         let path = op["path"].as_str().ok_or_else(|| bad("path missing"))?;
         match op["op"].as_str().unwrap_or_default() {
             "add" => add(&mut doc, path, op.get("value").cloned().ok_or_else(|| bad("value missing"))?)
@@ -218,12 +145,7 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 
 impl ApiError {
     fn unprocessable_patch(message: String) -> ApiError {
-        ApiError {
-            code: 422,
-            reason: "Invalid",
-            message: format!("the JSON patch could not be applied: {message}"),
-            details: None,
-        }
+        ApiError { code: 422, reason: "Invalid", message, details: None }
     }
 }
 
@@ -235,34 +157,8 @@ mod tests {
     #[test]
     fn merge_patch_replaces_lists_and_deletes_nulls() {
         let target = json!({"a": 1, "b": {"c": 2, "d": 3}, "l": [1, 2]});
-        let patched = apply(&target, &json!({"b": {"c": null, "e": 4}, "l": [3]}), PatchType::Merge).unwrap();
+        let patched = apply(&target, &json!({"b": {"c": null, "e": 4}, "l": [3]}), PatchType::Merge, None).unwrap();
         assert_eq!(patched, json!({"a": 1, "b": {"d": 3, "e": 4}, "l": [3]}));
-    }
-
-    #[test]
-    fn strategic_merge_merges_by_key() {
-        let target = json!({"spec": {"containers": [
-            {"name": "a", "image": "x", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]},
-            {"name": "b", "image": "y"}
-        ], "tolerations": [{"key": "t"}]}});
-        let patch = json!({"spec": {
-            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
-            "containers": [
-                {"name": "a", "image": "x2", "env": [{"name": "B", "value": "2"}], "ports": [{"containerPort": 81}]},
-                {"name": "b", "$patch": "delete"},
-                {"name": "c", "image": "z"}
-            ],
-            "tolerations": [{"key": "u"}]
-        }});
-        let patched = apply(&target, &patch, PatchType::StrategicMerge).unwrap();
-        assert_eq!(
-            patched,
-            json!({"spec": {"containers": [
-                {"name": "a", "image": "x2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
-                 "ports": [{"containerPort": 80}, {"containerPort": 81}]},
-                {"name": "c", "image": "z"}
-            ], "tolerations": [{"key": "u"}]}})
-        );
     }
 
     #[test]
@@ -276,11 +172,11 @@ mod tests {
             {"op": "test", "path": "/l/1", "value": 2}
         ]);
         assert_eq!(
-            apply(&target, &patch, PatchType::Json).unwrap(),
+            apply(&target, &patch, PatchType::Json, None).unwrap(),
             json!({"metadata": {"labels": {"b": "2"}}, "l": [9, 2, 3]})
         );
         let failing = json!([{"op": "remove", "path": "/nope"}]);
-        let e = apply(&target, &failing, PatchType::Json).unwrap_err();
+        let e = apply(&target, &failing, PatchType::Json, None).unwrap_err();
         assert_eq!(e.code, 422);
         assert!(e.message.contains("operation 0: /nope does not exist"), "{}", e.message);
     }

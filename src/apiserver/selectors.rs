@@ -3,7 +3,10 @@
 
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::errors::ApiError;
+use super::registry::{FieldLabel, Strategy};
 
 #[derive(Debug, PartialEq)]
 enum Requirement {
@@ -15,30 +18,28 @@ enum Requirement {
     NotExists(String),
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Selector {
     labels: Vec<Requirement>,
-    fields: Vec<(String, String, bool)>,
+    /// (label, value, equal): `label=value` or `label!=value`.
+    fields: Vec<(FieldLabel, String, bool)>,
 }
 
-/// The fields a field selector may name, per kind (all kinds take the metadata ones).
-fn allowed_field(kind: &str, field: &str) -> bool {
-    matches!(field, "metadata.name" | "metadata.namespace")
-        || match kind {
-            "Pod" => matches!(
-                field,
-                "spec.nodeName" | "status.phase" | "spec.restartPolicy" | "spec.schedulerName" | "status.podIP"
-            ),
-            "Event" => field.starts_with("involvedObject.") || matches!(field, "reason" | "type" | "source"),
-            "Secret" => field == "type",
-            "Namespace" => field == "status.phase",
-            "ReplicaSet" => field == "status.replicas",
-            _ => false,
-        }
-}
+/// What a field label reads: the object's metadata, or one its kind names.
+const METADATA: [FieldLabel; 2] = [
+    FieldLabel { name: "metadata.name", value: |o| o["metadata"]["name"].as_str().unwrap_or_default().into() },
+    FieldLabel {
+        name: "metadata.namespace",
+        value: |o| o["metadata"]["namespace"].as_str().unwrap_or_default().into(),
+    },
+];
 
 impl Selector {
-    pub fn parse(labels: Option<&str>, fields: Option<&str>, kind: &str) -> Result<Selector, ApiError> {
+    pub fn parse(
+        labels: Option<&str>,
+        fields: Option<&str>,
+        strategy: &Arc<dyn Strategy>,
+    ) -> Result<Selector, ApiError> {
         let mut selector = Selector::default();
         if let Some(labels) = labels.filter(|l| !l.trim().is_empty()) {
             for part in split_top_level(labels) {
@@ -53,13 +54,17 @@ impl Selector {
             } else {
                 return Err(ApiError::bad_request(format!("invalid field selector: {part:?}")));
             };
-            if !allowed_field(kind, field.trim()) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {} (kind {kind})",
-                    field.trim()
-                )));
-            }
-            selector.fields.push((field.trim().to_string(), value.trim().to_string(), equal));
+            let field = field.trim();
+            let label = METADATA.iter().chain(strategy.field_labels()).find(|l| l.name == field);
+            let Some(label) = label else {
+                if strategy.field_labels().is_empty() {
+                    return Err(ApiError::bad_request(format!(
+                        "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                    )));
+                }
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
+            };
+            selector.fields.push((*label, value.trim().to_string(), equal));
         }
         Ok(selector)
     }
@@ -79,16 +84,7 @@ impl Selector {
             Requirement::Exists(k) => label(k).is_some(),
             Requirement::NotExists(k) => label(k).is_none(),
         });
-        labels_match
-            && self.fields.iter().all(|(field, value, equal)| {
-                let actual = field.split('.').try_fold(object, |v, part| v.get(part));
-                let actual = match actual {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
-                };
-                (actual == *value) == *equal
-            })
+        labels_match && self.fields.iter().all(|(label, value, equal)| ((label.value)(object) == *value) == *equal)
     }
 }
 
@@ -140,12 +136,14 @@ fn parse_requirement(part: &str) -> Result<Requirement, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apiserver::registry::Registry;
     use serde_json::json;
 
     #[test]
     fn label_requirements() {
         let pod = json!({"metadata": {"name": "a", "labels": {"app": "web", "tier": "front"}}});
-        let matches = |l: &str| Selector::parse(Some(l), None, "Pod").unwrap().matches(&pod);
+        let pods = Registry::builtin().find("", "v1", "pods").unwrap();
+        let matches = |l: &str| Selector::parse(Some(l), None, &pods).unwrap().matches(&pod);
         assert!(matches("app=web"));
         assert!(matches("app==web,tier"));
         assert!(matches("app in (web, db),!gone"));
@@ -153,23 +151,32 @@ mod tests {
         assert!(!matches("app!=web"));
         assert!(!matches("app in (db)"));
         assert!(!matches("tier,!app"));
-        assert!(Selector::parse(Some("app in web"), None, "Pod").is_err());
+        assert!(Selector::parse(Some("app in web"), None, &pods).is_err());
     }
 
     #[test]
     fn field_selectors_by_kind() {
         let pod = json!({"metadata": {"name": "a", "namespace": "n"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        let matches = |f: &str| Selector::parse(None, Some(f), "Pod").unwrap().matches(&pod);
+        let registry = Registry::builtin();
+        let pods = registry.find("", "v1", "pods").unwrap();
+        let matches = |f: &str| Selector::parse(None, Some(f), &pods).unwrap().matches(&pod);
         assert!(matches("metadata.name=a,spec.nodeName=n1"));
         assert!(matches("status.phase!=Pending"));
         assert!(!matches("spec.nodeName="));
-        let e = Selector::parse(None, Some("spec.image=x"), "Pod").unwrap_err();
-        assert_eq!(e.message, "field label not supported: spec.image (kind Pod)");
+        let e = Selector::parse(None, Some("spec.image=x"), &pods).err().unwrap();
+        assert_eq!(e.message, "field label not supported: spec.image");
+        let events = registry.find("", "v1", "events").unwrap();
         let event = json!({"involvedObject": {"kind": "Pod", "name": "a"}});
         assert!(
-            Selector::parse(None, Some("involvedObject.name=a,involvedObject.kind=Pod"), "Event")
+            Selector::parse(None, Some("involvedObject.name=a,involvedObject.kind=Pod"), &events)
                 .unwrap()
                 .matches(&event)
+        );
+        let config_maps = registry.find("", "v1", "configmaps").unwrap();
+        let e = Selector::parse(None, Some("data.x=y"), &config_maps).err().unwrap();
+        assert_eq!(
+            e.message,
+            "\"data.x\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
         );
     }
 }

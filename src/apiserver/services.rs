@@ -1,6 +1,8 @@
-//! A new Service's defaults and allocations: a cluster IP from the service CIDR and node
-//! ports from the node-port range, each checked free against the Services stored. The
-//! caller holds the server's write lock, so two creates never take the same one.
+//! A Service's allocations: a cluster IP from the service CIDR and node ports from the
+//! node-port range, each checked free against the Services stored, given when the Service
+//! is made or changed to a type that needs them (its defaults and validation are its
+//! strategy's, `registry::core::services`). The caller holds the server's write lock, so
+//! two writes never take the same one.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -10,8 +12,10 @@ use net::Ipv4Net;
 use serde_json::{Value, json};
 
 use super::errors::ApiError;
-use super::resources::Resource;
 use super::store::Store;
+
+/// Where Services are stored (registry::ResourceInfo::prefix of core/v1 services).
+const SERVICES: &str = "/registry/core/services/";
 
 pub struct Allocator {
     pub service_cidr: Ipv4Net,
@@ -19,13 +23,19 @@ pub struct Allocator {
 }
 
 impl Allocator {
-    pub fn allocate(&self, store: &dyn Store, mut service: Value) -> Result<Value, ApiError> {
+    /// `service` with its cluster IP and node ports; `current` is the stored one it
+    /// replaces, whose own allocations it may keep.
+    pub fn allocate(&self, store: &dyn Store, mut service: Value, current: Option<&Value>) -> Result<Value, ApiError> {
         let name = service["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let invalid = |field: &str, message: String| ApiError::invalid("Service", &name, vec![(field.into(), message)]);
-        let services = Resource::find("", "v1", "services").expect("services");
-        let page =
-            store.list(&services.prefix(None), None, 0).map_err(|e| ApiError::from_store(e, "services", &name))?;
-        let stored: Vec<Value> = page.items.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
+        let page = store.list(SERVICES, None, 0).map_err(|e| ApiError::from_store(e, "services", &name))?;
+        let uid = current.map(|c| c["metadata"]["uid"].clone());
+        let stored: Vec<Value> = page
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .filter(|s| uid.is_none() || Some(&s["metadata"]["uid"]) != uid.as_ref())
+            .collect();
         let used_ips: HashSet<Ipv4Addr> =
             stored.iter().filter_map(|s| s["spec"]["clusterIP"].as_str()?.parse().ok()).collect();
         let mut used_ports: HashSet<i64> = stored
@@ -36,30 +46,13 @@ impl Allocator {
 
         let spec = &mut service["spec"];
         let kind = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
-        spec["type"] = kind.clone().into();
-        if spec.get("sessionAffinity").is_none_or(Value::is_null) {
-            spec["sessionAffinity"] = "None".into();
-        }
-        if spec["sessionAffinity"] == "ClientIP"
-            && spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"].is_null()
-        {
-            spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
-        }
         if kind == "ExternalName" {
             return Ok(service);
         }
-        spec["internalTrafficPolicy"] =
-            spec.get("internalTrafficPolicy").cloned().filter(|v| !v.is_null()).unwrap_or("Cluster".into());
-        for port in spec["ports"].as_array_mut().into_iter().flatten() {
-            if port.get("protocol").is_none_or(Value::is_null) {
-                port["protocol"] = "TCP".into();
-            }
-            // As kube-apiserver's defaulting: no target port, 0 or "" means the port itself.
-            if port.get("targetPort").is_none_or(|t| t.is_null() || *t == json!(0) || *t == json!("")) {
-                port["targetPort"] = port["port"].clone();
-            }
-        }
+        // An address the Service already has stays its own (an update keeps it).
+        let kept = current.and_then(|c| c["spec"]["clusterIP"].as_str()).filter(|ip| !ip.is_empty() && *ip != "None");
         match spec["clusterIP"].as_str().filter(|ip| !ip.is_empty()) {
+            Some(requested) if Some(requested) == kept => {}
             Some("None") => {}
             Some(requested) => {
                 let ip: Ipv4Addr = requested.parse().map_err(|_| {

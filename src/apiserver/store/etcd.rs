@@ -73,6 +73,7 @@ fn event(e: &etcd_client::Event) -> Option<Event> {
             kv: key_value(kv),
             revision: kv.mod_revision(),
             created: kv.create_revision() == kv.mod_revision(),
+            prev: e.prev_kv().map(|prev| prev.value().to_vec()),
         },
         // The deleted value comes as the previous kv (watches ask for it).
         EventType::Delete => Event {
@@ -80,6 +81,7 @@ fn event(e: &etcd_client::Event) -> Option<Event> {
             kv: e.prev_kv().map(key_value).unwrap_or_else(|| key_value(kv)),
             revision: kv.mod_revision(),
             created: false,
+            prev: None,
         },
     })
 }

@@ -53,6 +53,9 @@ pub struct Event {
     pub revision: i64,
     /// Whether a put created the key.
     pub created: bool,
+    /// For a put that replaced a value, that value, when history still has it: what a watch
+    /// with a selector needs to tell an object that stops (or starts) matching.
+    pub prev: Option<Vec<u8>>,
 }
 
 /// One page of a list.

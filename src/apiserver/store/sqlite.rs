@@ -35,6 +35,15 @@ struct PendingWrite {
     done: std::sync::mpsc::Sender<Result<Event>>,
 }
 
+/// What a write appends besides the key and value.
+struct NewRow {
+    created: bool,
+    deleted: bool,
+    create_revision: i64,
+    /// The row it replaces (0: none).
+    prev_revision: i64,
+}
+
 /// The newest row of a key.
 struct Row {
     id: i64,
@@ -61,6 +70,14 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )
         .map_err(backend)?;
+        // The row each write replaced (0: none), kine's prev_revision; a store made before
+        // it gets the column, unknown (0) for its old rows.
+        let has_prev: bool = db
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('kv') WHERE name = 'prev_revision'", [], |r| r.get(0))
+            .map_err(backend)?;
+        if !has_prev {
+            db.execute_batch("ALTER TABLE kv ADD COLUMN prev_revision INTEGER NOT NULL DEFAULT 0").map_err(backend)?;
+        }
         let (events, _) = broadcast::channel(4096);
         Ok(SqliteStore { db: Mutex::new(db), pending: Mutex::new(Vec::new()), events })
     }
@@ -77,18 +94,12 @@ impl SqliteStore {
             .map_err(backend)
     }
 
-    fn append(
-        tx: &Connection,
-        key: &str,
-        created: bool,
-        deleted: bool,
-        create_revision: i64,
-        value: &[u8],
-    ) -> Result<i64> {
+    fn append(tx: &Connection, key: &str, row: NewRow, value: &[u8]) -> Result<i64> {
+        let NewRow { created, deleted, create_revision, prev_revision } = row;
         tx.prepare_cached(
-            "INSERT INTO kv (name, created, deleted, create_revision, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO kv (name, created, deleted, create_revision, prev_revision, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
-        .and_then(|mut s| s.execute(params![key, created, deleted, create_revision, value]))
+        .and_then(|mut s| s.execute(params![key, created, deleted, create_revision, prev_revision, value]))
         .map_err(backend)?;
         let id = tx.last_insert_rowid();
         if created {
@@ -226,9 +237,10 @@ impl Store for SqliteStore {
             if Self::newest(tx, key)?.is_some_and(|r| !r.deleted) {
                 return Err(StoreError::AlreadyExists(key.into()));
             }
-            let id = Self::append(tx, key, true, false, 0, value)?;
+            let row = NewRow { created: true, deleted: false, create_revision: 0, prev_revision: 0 };
+            let id = Self::append(tx, key, row, value)?;
             let kv = KeyValue { key: key.into(), value: value.to_vec(), create_revision: id, mod_revision: id };
-            Ok(Event { kind: EventKind::Put, kv, revision: id, created: true })
+            Ok(Event { kind: EventKind::Put, kv, revision: id, created: true, prev: None })
         })?;
         Ok(event.revision)
     }
@@ -242,14 +254,20 @@ impl Store for SqliteStore {
             if let Some(expected) = expected.filter(|e| *e != current.id) {
                 return Err(StoreError::Conflict { key: key.into(), current: current.id, expected });
             }
-            let id = Self::append(tx, key, false, false, current.create_revision, value)?;
+            let row = NewRow {
+                created: false,
+                deleted: false,
+                create_revision: current.create_revision,
+                prev_revision: current.id,
+            };
+            let id = Self::append(tx, key, row, value)?;
             let kv = KeyValue {
                 key: key.into(),
                 value: value.to_vec(),
                 create_revision: current.create_revision,
                 mod_revision: id,
             };
-            Ok(Event { kind: EventKind::Put, kv, revision: id, created: false })
+            Ok(Event { kind: EventKind::Put, kv, revision: id, created: false, prev: Some(current.value) })
         })?;
         Ok(event.revision)
     }
@@ -263,14 +281,20 @@ impl Store for SqliteStore {
             if let Some(expected) = expected.filter(|e| *e != current.id) {
                 return Err(StoreError::Conflict { key: key.into(), current: current.id, expected });
             }
-            let id = Self::append(tx, key, false, true, current.create_revision, &current.value)?;
+            let row = NewRow {
+                created: false,
+                deleted: true,
+                create_revision: current.create_revision,
+                prev_revision: current.id,
+            };
+            let id = Self::append(tx, key, row, &current.value)?;
             let kv = KeyValue {
                 key: key.into(),
                 value: current.value,
                 create_revision: current.create_revision,
                 mod_revision: current.id,
             };
-            Ok(Event { kind: EventKind::Delete, kv, revision: id, created: false })
+            Ok(Event { kind: EventKind::Delete, kv, revision: id, created: false, prev: None })
         })?;
         Ok((event.kv, event.revision))
     }
@@ -283,15 +307,17 @@ impl Store for SqliteStore {
         }
         let mut statement = db
             .prepare_cached(
-                "SELECT id, name, created, deleted, create_revision, value FROM kv
-                 WHERE id > ?1 AND name >= ?2 AND name < ?3 ORDER BY id",
+                "SELECT kv.id, kv.name, kv.created, kv.deleted, kv.create_revision, kv.value, prev.value FROM kv
+                 LEFT JOIN kv prev ON prev.id = kv.prev_revision AND kv.deleted = 0
+                 WHERE kv.id > ?1 AND kv.name >= ?2 AND kv.name < ?3 ORDER BY kv.id",
             )
             .map_err(backend)?;
         let rows = statement
             .query_map(params![after, prefix, prefix_end(prefix)], |r| {
                 let (id, deleted, created): (i64, bool, bool) = (r.get(0)?, r.get(3)?, r.get(2)?);
                 let kv = KeyValue { key: r.get(1)?, value: r.get(5)?, create_revision: r.get(4)?, mod_revision: id };
-                Ok(Event { kind: if deleted { EventKind::Delete } else { EventKind::Put }, kv, revision: id, created })
+                let kind = if deleted { EventKind::Delete } else { EventKind::Put };
+                Ok(Event { kind, kv, revision: id, created, prev: r.get(6)? })
             })
             .map_err(backend)?
             .collect::<rusqlite::Result<Vec<_>>>()

@@ -71,10 +71,16 @@ fn events_resume_from_any_kept_revision_until_compacted(s: &dyn Store) {
             (EventKind::Delete, 4, false, &b"2"[..])
         ]
     );
+    // An update carries the value it replaced.
+    let prevs: Vec<Option<&[u8]>> = events.iter().map(|e| e.prev.as_deref()).collect();
+    assert_eq!(prevs, [None, Some(&b"1"[..]), None]);
     assert_eq!(s.events_since("/registry/t4/", base + 2).unwrap().len(), 1);
     assert!(s.events_since("/registry/t4/", base + 4).unwrap().is_empty());
-    let first = live.blocking_recv().unwrap();
+    // (etcd's follower may still hand over a write of an earlier test.)
+    let first = std::iter::from_fn(|| live.blocking_recv().ok()).find(|e| e.revision > base).unwrap();
     assert_eq!((first.revision, first.created), (base + 1, true));
+    let second = live.blocking_recv().unwrap();
+    assert_eq!(second.prev.as_deref(), Some(&b"1"[..]));
 
     s.compact(base + 3).unwrap();
     assert!(matches!(s.events_since("/registry/t4/", base + 1), Err(StoreError::Compacted { .. })));

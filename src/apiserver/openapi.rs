@@ -1,0 +1,269 @@
+//! The API's schemas: Kubernetes 1.33's OpenAPI v3 definitions of the built-in types
+//! (`openapi/definitions.json`, made by scripts/openapi-definitions from the upstream
+//! definitions), served per group version as kube-apiserver serves them (`kubectl
+//! explain`, and `kubectl apply` choosing strategic merge patch), and read here for what
+//! the server itself needs of them: each list's patch strategy and merge key.
+//!
+//! The definitions are parsed once, on first use, into the documents (kept as bytes) and
+//! a small index of list fields; the parsed JSON is not kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{Map, Value, json};
+
+use super::registry::Registry;
+
+static DEFINITIONS: &str = include_str!("openapi/definitions.json");
+const INFO: &str = "v1.33.0-podctl";
+
+/// How a strategic merge patch treats one list or map field (its
+/// `x-kubernetes-patch-strategy` and `x-kubernetes-patch-merge-key`), and where its
+/// values' schema is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Field {
+    /// The definition the field's value (or each item, or each map value) is, if any.
+    pub definition: Option<String>,
+    /// `merge`, `replace`, `retainKeys`, `merge,retainKeys`.
+    pub patch_strategy: Option<String>,
+    pub merge_key: Option<String>,
+    pub is_list: bool,
+    /// A map (`additionalProperties`): `definition` is its values'.
+    pub is_map: bool,
+}
+
+/// Every definition's fields that are objects, lists or maps, by name.
+pub struct Index {
+    definitions: HashMap<String, HashMap<String, Field>>,
+    /// The definition of each kind: (group, version, kind).
+    kinds: HashMap<(String, String, String), String>,
+}
+
+impl Index {
+    /// The definition of `kind` in `group`/`version`.
+    pub fn kind(&self, group: &str, version: &str, kind: &str) -> Option<&str> {
+        self.kinds.get(&(group.into(), version.into(), kind.into())).map(String::as_str)
+    }
+
+    /// A field of a definition.
+    pub fn field(&self, definition: &str, name: &str) -> Option<&Field> {
+        self.definitions.get(definition)?.get(name)
+    }
+}
+
+fn parse() -> Map<String, Value> {
+    serde_json::from_str(DEFINITIONS).expect("the bundled definitions are JSON")
+}
+
+fn reference(schema: &Value) -> Option<String> {
+    let direct = schema["$ref"].as_str();
+    let all_of = schema["allOf"].as_array().and_then(|a| a.first()).and_then(|r| r["$ref"].as_str());
+    direct.or(all_of).map(|r| r.trim_start_matches("#/components/schemas/").to_string())
+}
+
+pub fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| Index::build(&parse()))
+}
+
+impl Index {
+    /// The index of OpenAPI v3 `definitions` (by name).
+    pub fn build(definitions: &Map<String, Value>) -> Index {
+        let mut index = Index { definitions: HashMap::new(), kinds: HashMap::new() };
+        for (name, schema) in definitions {
+            for gvk in schema["x-kubernetes-group-version-kind"].as_array().into_iter().flatten() {
+                let part = |k: &str| gvk[k].as_str().unwrap_or("").to_string();
+                index.kinds.insert((part("group"), part("version"), part("kind")), name.clone());
+            }
+            let mut fields = HashMap::new();
+            for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+                let is_list = property["type"] == "array";
+                let is_map = property["additionalProperties"].is_object();
+                let values = if is_list { &property["items"] } else { &property["additionalProperties"] };
+                let definition = reference(property).or_else(|| reference(values));
+                let strategy = property["x-kubernetes-patch-strategy"].as_str().map(String::from);
+                if definition.is_some() || strategy.is_some() || is_list || is_map {
+                    fields.insert(
+                        field.clone(),
+                        Field {
+                            definition,
+                            patch_strategy: strategy,
+                            merge_key: property["x-kubernetes-patch-merge-key"].as_str().map(String::from),
+                            is_list,
+                            is_map,
+                        },
+                    );
+                }
+            }
+            index.definitions.insert(name.clone(), fields);
+        }
+        index
+    }
+}
+
+/// The documents of every group version served, serialised, made once; and the hash
+/// `/openapi/v3` names each by, so kubectl's cache knows when it changed.
+pub struct Documents {
+    by_group_version: HashMap<(String, String), (Arc<Vec<u8>>, String)>,
+}
+
+/// The OpenAPI v3 document of each group version `registry` serves (built-in resources:
+/// custom ones are served by their definitions).
+pub fn documents(registry: &Registry) -> &'static Documents {
+    static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
+    DOCUMENTS.get_or_init(|| {
+        let definitions = parse();
+        let mut by_group_version = HashMap::new();
+        for (group, version) in registry.group_versions() {
+            let document = document(registry, &definitions, &group, &version);
+            let bytes = serde_json::to_vec(&document).expect("JSON values serialise");
+            let hash = hash(&bytes);
+            by_group_version.insert((group, version), (Arc::new(bytes), hash));
+        }
+        Documents { by_group_version }
+    })
+}
+
+impl Documents {
+    pub fn get(&self, group: &str, version: &str) -> Option<Arc<Vec<u8>>> {
+        self.by_group_version.get(&(group.into(), version.into())).map(|(bytes, _)| bytes.clone())
+    }
+
+    /// `/openapi/v3`: where each group version's document is, with its hash.
+    pub fn index(&self) -> Value {
+        let mut paths = Map::new();
+        let mut group_versions: Vec<_> = self.by_group_version.iter().collect();
+        group_versions.sort_by(|a, b| a.0.cmp(b.0));
+        for ((group, version), (_, hash)) in group_versions {
+            let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
+            paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+        }
+        json!({"paths": paths})
+    }
+}
+
+/// One group version's document: each resource's paths (with the group-version-kind, the
+/// `fieldValidation` parameter and the patch types kubectl looks for) and every
+/// definition its kinds reach.
+fn document(registry: &Registry, definitions: &Map<String, Value>, group: &str, version: &str) -> Value {
+    let index = index();
+    let mut paths = Map::new();
+    let mut wanted: Vec<String> = Vec::new();
+    let field_validation =
+        json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    for strategy in registry.all().iter().filter(|s| s.info().group == group && s.info().version == version) {
+        let info = strategy.info();
+        let Some(definition) = index.kind(group, version, &info.kind) else { continue };
+        wanted.push(definition.to_string());
+        let list = index.kind(group, version, &format!("{}List", info.kind));
+        wanted.extend(list.map(String::from));
+        let gvk = json!({"group": group, "version": version, "kind": info.kind});
+        let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+        let ok = |name: Option<&str>| {
+            let content = name.map_or(json!({}), |n| json!({"application/json": {"schema": schema(n)}}));
+            json!({"200": {"description": "OK", "content": content}})
+        };
+        let op = |action: &str, responses: Value| {
+            json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
+                   "parameters": [field_validation], "responses": responses})
+        };
+        let mut patch = op("patch", ok(Some(definition)));
+        let patch_types = [
+            "application/apply-patch+yaml",
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ];
+        let content: Map<String, Value> =
+            patch_types.iter().map(|t| (t.to_string(), json!({"schema": {"type": "object"}}))).collect();
+        patch["requestBody"] = json!({"content": content});
+        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let namespace = if info.namespaced { "/namespaces/{namespace}" } else { "" };
+        let collection = format!("{base}{namespace}/{}", info.plural);
+        paths
+            .insert(collection.clone(), json!({"get": op("list", ok(list)), "post": op("post", ok(Some(definition)))}));
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({"get": op("get", ok(Some(definition))), "put": op("put", ok(Some(definition))),
+                   "patch": patch, "delete": op("delete", ok(None))}),
+        );
+    }
+    let mut schemas = Map::new();
+    while let Some(name) = wanted.pop() {
+        if schemas.contains_key(&name) {
+            continue;
+        }
+        let Some(schema) = definitions.get(&name) else { continue };
+        collect_references(schema, &mut wanted);
+        schemas.insert(name, schema.clone());
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": INFO},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// What `/openapi/v3` names a document by: it changes when the document does.
+fn hash(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{:016X}", hasher.finish())
+}
+
+fn collect_references(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
+                out.push(reference.trim_start_matches("#/components/schemas/").to_string());
+            }
+            map.values().for_each(|v| collect_references(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_keys_come_from_the_definitions() {
+        let index = index();
+        let pod_spec = index.kind("", "v1", "Pod").and_then(|pod| index.field(pod, "spec")).unwrap();
+        let spec = pod_spec.definition.as_deref().unwrap();
+        let containers = index.field(spec, "containers").unwrap();
+        assert_eq!(
+            (containers.patch_strategy.as_deref(), containers.merge_key.as_deref(), containers.is_list),
+            (Some("merge"), Some("name"), true)
+        );
+        let container = containers.definition.as_deref().unwrap();
+        assert_eq!(index.field(container, "ports").unwrap().merge_key.as_deref(), Some("containerPort"));
+        assert_eq!(index.field(container, "volumeMounts").unwrap().merge_key.as_deref(), Some("mountPath"));
+        let deployment_spec = index.kind("apps", "v1", "Deployment").and_then(|d| index.field(d, "spec")).unwrap();
+        let strategy = index.field(deployment_spec.definition.as_deref().unwrap(), "strategy").unwrap();
+        assert_eq!(strategy.patch_strategy.as_deref(), Some("retainKeys"));
+    }
+
+    #[test]
+    fn a_group_versions_document_holds_what_its_kinds_reach() {
+        let registry = Registry::builtin();
+        let documents = documents(&registry);
+        let apps: Value = serde_json::from_slice(&documents.get("apps", "v1").unwrap()).unwrap();
+        let schemas = apps["components"]["schemas"].as_object().unwrap();
+        for name in [
+            "io.k8s.api.apps.v1.Deployment",
+            "io.k8s.api.core.v1.PodSpec",
+            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        ] {
+            assert!(schemas.contains_key(name), "{name}");
+        }
+        let patch = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert!(patch["requestBody"]["content"].get("application/strategic-merge-patch+json").is_some());
+        let index = documents.index();
+        assert!(index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().contains("?hash="));
+    }
+}

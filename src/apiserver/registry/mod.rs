@@ -1,0 +1,217 @@
+//! One strategy per resource, as kube-apiserver's registry keeps them: where the resource
+//! lives (group, version, plural, scope, short names, categories, subresources), what
+//! the server does to its objects on the way in (decoding through the kind's type,
+//! defaults, PrepareForCreate / PrepareForUpdate, validation), and how `kubectl get` prints
+//! them (Table columns) and selects them (field labels).
+//!
+//! A built-in resource is one file below this module: a [`Rules`] implementation on its
+//! k8s-openapi type, listed in [`Registry::builtin`]. Custom resources are strategies of
+//! their own (`custom`), added and removed as their definitions come and go.
+
+pub mod columns;
+mod typed;
+
+mod apps;
+mod coordination;
+pub mod core;
+mod discovery;
+mod pod_template;
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+pub use self::columns::Column;
+pub use self::typed::{Rules, Typed};
+use super::errors::ApiError;
+pub use crate::validation::Cause;
+
+/// Where a resource lives and what it offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// "" for the core group.
+    pub group: String,
+    pub version: String,
+    /// The plural, lowercase name in URLs (`pods`).
+    pub plural: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    /// `all`, for the kinds `kubectl get all` shows.
+    pub categories: Vec<String>,
+    /// Subresources served (`status`, `scale`, `binding`, …).
+    pub subresources: Vec<String>,
+    /// What may be done to the collection and its objects (most resources: everything).
+    pub verbs: Vec<String>,
+}
+
+impl ResourceInfo {
+    /// `v1` or `apps/v1`, as objects name it.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// Where objects of this resource live in the store: the prefix for one namespace (or
+    /// all of them with `None`), or for a cluster-scoped resource.
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        let group = if self.group.is_empty() { "core" } else { &self.group };
+        match (self.namespaced, namespace) {
+            (true, Some(ns)) => format!("/registry/{group}/{}/{ns}/", self.plural),
+            _ => format!("/registry/{group}/{}/", self.plural),
+        }
+    }
+
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.prefix(namespace))
+    }
+
+    pub fn has_subresource(&self, name: &str) -> bool {
+        self.subresources.iter().any(|s| s == name)
+    }
+
+    pub fn allows(&self, verb: &str) -> bool {
+        self.verbs.iter().any(|v| v == verb)
+    }
+}
+
+/// The verbs of a resource that keeps objects.
+pub const ALL_VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// A field label a field selector may name, and its value on an object.
+#[derive(Clone, Copy)]
+pub struct FieldLabel {
+    pub name: &'static str,
+    pub value: fn(&Value) -> String,
+}
+
+/// An object read through its kind's type: the fields the type lacks are gone, named.
+pub struct Decoded {
+    pub object: Value,
+    pub unknown: Vec<String>,
+}
+
+/// What the server does with one resource's objects (kube-apiserver's RESTCreateStrategy,
+/// RESTUpdateStrategy and friends).
+pub trait Strategy: Send + Sync {
+    fn info(&self) -> &ResourceInfo;
+
+    /// `object` through the kind's type, with the kind's defaults (SetDefaults_*): a field
+    /// of the wrong type is a 400, fields the type lacks are dropped and named.
+    fn decode(&self, object: Value) -> Result<Decoded, ApiError>;
+
+    /// PrepareForCreate then Validate: what the server sets on a new object, and what is
+    /// wrong with it.
+    fn prepare_create(&self, object: &mut Value) -> Vec<Cause>;
+
+    /// PrepareForUpdate then ValidateUpdate, for a write of the object itself (the status
+    /// is already the stored one, when the resource has a status subresource).
+    fn prepare_update(&self, new: &mut Value, old: &Value) -> Vec<Cause>;
+
+    /// The same for a write of the status subresource (everything but the status is
+    /// already the stored one).
+    fn prepare_status_update(&self, new: &mut Value, old: &Value) -> Vec<Cause>;
+
+    /// What a name must be (an RFC 1123 subdomain for most kinds).
+    fn name_rule(&self) -> fn(&str) -> Vec<String> {
+        crate::validation::dns_subdomain
+    }
+
+    /// Whether `metadata.generation` counts the changes of the object's spec.
+    fn tracks_generation(&self) -> bool;
+
+    /// The columns `kubectl get` prints.
+    fn columns(&self) -> &[Column];
+
+    /// Field labels beyond `metadata.name` and `metadata.namespace`.
+    fn field_labels(&self) -> &[FieldLabel];
+
+    /// The scale subresource (`autoscaling/v1` Scale), for kinds that have one: the
+    /// object's desired replicas and its label selector.
+    fn scale(&self, _object: &Value) -> Option<Scale> {
+        None
+    }
+
+    /// Whether deleting the object waits for more than its `metadata.finalizers`.
+    fn awaits_finalization(&self, _object: &Value) -> bool {
+        false
+    }
+}
+
+/// What the scale subresource shows of an object.
+pub struct Scale {
+    pub replicas: i64,
+    pub current: i64,
+    /// The label selector, as a selector string (`app=web,tier in (a)`).
+    pub selector: String,
+}
+
+/// The resources served, built-in and custom, by group, version and plural.
+pub struct Registry {
+    strategies: RwLock<Vec<Arc<dyn Strategy>>>,
+}
+
+impl Registry {
+    /// Every built-in resource.
+    pub fn builtin() -> Registry {
+        let strategies: Vec<Arc<dyn Strategy>> = vec![
+            Typed::<core::namespaces::Namespaces>::shared(),
+            Typed::<core::pods::Pods>::shared(),
+            Typed::<core::nodes::Nodes>::shared(),
+            Typed::<core::services::Services>::shared(),
+            Typed::<core::endpoints::Endpoints>::shared(),
+            Typed::<core::configmaps::ConfigMaps>::shared(),
+            Typed::<core::secrets::Secrets>::shared(),
+            Typed::<core::events::Events>::shared(),
+            Typed::<core::serviceaccounts::ServiceAccounts>::shared(),
+            Typed::<apps::deployments::Deployments>::shared(),
+            Typed::<apps::replicasets::ReplicaSets>::shared(),
+            Typed::<discovery::EndpointSlices>::shared(),
+            Typed::<coordination::Leases>::shared(),
+        ];
+        Registry { strategies: RwLock::new(strategies) }
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<dyn Strategy>> {
+        let strategies = self.strategies.read().expect("registry lock");
+        strategies.iter().find(|s| matches(s.info(), group, version) && s.info().plural == plural).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<dyn Strategy>> {
+        self.strategies.read().expect("registry lock").clone()
+    }
+
+    /// The group versions served, in discovery order.
+    pub fn group_versions(&self) -> Vec<(String, String)> {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for strategy in self.strategies.read().expect("registry lock").iter() {
+            let gv = (strategy.info().group.clone(), strategy.info().version.clone());
+            if !seen.contains(&gv) {
+                seen.push(gv);
+            }
+        }
+        seen
+    }
+}
+
+fn matches(info: &ResourceInfo, group: &str, version: &str) -> bool {
+    info.group == group && info.version == version
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_groups_namespaces_and_scopes() {
+        let registry = Registry::builtin();
+        let pods = registry.find("", "v1", "pods").unwrap();
+        assert_eq!(pods.info().key(Some("default"), "web"), "/registry/core/pods/default/web");
+        assert_eq!(pods.info().prefix(None), "/registry/core/pods/");
+        let nodes = registry.find("", "v1", "nodes").unwrap();
+        assert_eq!(nodes.info().key(None, "n1"), "/registry/core/nodes/n1");
+        let deployments = registry.find("apps", "v1", "deployments").unwrap();
+        assert_eq!(deployments.info().api_version(), "apps/v1");
+        assert_eq!(deployments.info().key(Some("a"), "b"), "/registry/apps/deployments/a/b");
+        assert_eq!(registry.group_versions()[..2], [("".into(), "v1".into()), ("apps".into(), "v1".into())]);
+    }
+}

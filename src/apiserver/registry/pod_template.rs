@@ -1,0 +1,298 @@
+//! What every pod spec gets, in a Pod or in a workload's template: kube-apiserver's
+//! SetDefaults_PodSpec, _Container, _Probe, _Volume (k8s.io/kubernetes
+//! pkg/apis/core/v1/defaults.go), the checks of names and images, and the rules tying a
+//! workload's selector to its template's labels.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EphemeralContainer, HTTPGetAction, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::Cause;
+use crate::validation;
+
+/// Go's zero string is no value: kube's defaulting tests `== ""`.
+pub fn unset(value: &Option<String>) -> bool {
+    value.as_deref().is_none_or(str::is_empty)
+}
+
+pub fn default_string(value: &mut Option<String>, default: &str) {
+    if unset(value) {
+        *value = Some(default.into());
+    }
+}
+
+/// SetDefaults_PodSpec and what it reaches: containers, probes, volumes.
+pub fn default_pod_spec(spec: &mut PodSpec) {
+    default_string(&mut spec.dns_policy, "ClusterFirst");
+    default_string(&mut spec.restart_policy, "Always");
+    default_string(&mut spec.scheduler_name, "default-scheduler");
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    for container in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        default_container(container);
+    }
+    for container in spec.ephemeral_containers.iter_mut().flatten() {
+        default_ephemeral_container(container);
+    }
+    for volume in spec.volumes.iter_mut().flatten() {
+        default_volume(volume);
+    }
+}
+
+/// A template's defaults: its pod spec's (the Pod-only ones stay with Pods).
+pub fn default_template(template: &mut PodTemplateSpec) {
+    if let Some(spec) = template.spec.as_mut() {
+        default_pod_spec(spec);
+    }
+}
+
+/// `Always` for `:latest` or no tag, `IfNotPresent` otherwise (digests included), as
+/// kube-apiserver decides from the image reference.
+pub fn pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_container(container: &mut Container) {
+    if unset(&container.image_pull_policy) {
+        container.image_pull_policy = Some(pull_policy(container.image.as_deref().unwrap_or("")).into());
+    }
+    default_string(&mut container.termination_message_path, "/dev/termination-log");
+    default_string(&mut container.termination_message_policy, "File");
+    for port in container.ports.iter_mut().flatten() {
+        default_string(&mut port.protocol, "TCP");
+    }
+    for env in container.env.iter_mut().flatten() {
+        if let Some(field) = env.value_from.as_mut().and_then(|v| v.field_ref.as_mut()) {
+            default_string(&mut field.api_version, "v1");
+        }
+    }
+    for probe in [&mut container.liveness_probe, &mut container.readiness_probe, &mut container.startup_probe] {
+        if let Some(probe) = probe {
+            default_probe(probe);
+        }
+    }
+    if let Some(lifecycle) = container.lifecycle.as_mut() {
+        for handler in [&mut lifecycle.post_start, &mut lifecycle.pre_stop].into_iter().flatten() {
+            default_handler(handler);
+        }
+    }
+}
+
+fn default_ephemeral_container(container: &mut EphemeralContainer) {
+    if unset(&container.image_pull_policy) {
+        container.image_pull_policy = Some(pull_policy(container.image.as_deref().unwrap_or("")).into());
+    }
+    default_string(&mut container.termination_message_path, "/dev/termination-log");
+    default_string(&mut container.termination_message_policy, "File");
+}
+
+fn default_probe(probe: &mut Probe) {
+    for (field, default) in [
+        (&mut probe.timeout_seconds, 1),
+        (&mut probe.period_seconds, 10),
+        (&mut probe.success_threshold, 1),
+        (&mut probe.failure_threshold, 3),
+    ] {
+        if field.is_none_or(|v| v == 0) {
+            *field = Some(default);
+        }
+    }
+    if let Some(http) = probe.http_get.as_mut() {
+        default_http_get(http);
+    }
+}
+
+fn default_handler(handler: &mut LifecycleHandler) {
+    if let Some(http) = handler.http_get.as_mut() {
+        default_http_get(http);
+    }
+}
+
+fn default_http_get(http: &mut HTTPGetAction) {
+    default_string(&mut http.path, "/");
+    default_string(&mut http.scheme, "HTTP");
+}
+
+fn default_volume(volume: &mut Volume) {
+    let has_source = serde_json::to_value(&*volume)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.keys().any(|k| k != "name")))
+        .unwrap_or(false);
+    if !has_source {
+        volume.empty_dir = Some(Default::default());
+    }
+    const MODE: i32 = 0o644;
+    if let Some(secret) = volume.secret.as_mut() {
+        secret.default_mode.get_or_insert(MODE);
+    }
+    if let Some(config_map) = volume.config_map.as_mut() {
+        config_map.default_mode.get_or_insert(MODE);
+    }
+    if let Some(downward) = volume.downward_api.as_mut() {
+        downward.default_mode.get_or_insert(MODE);
+        for item in downward.items.iter_mut().flatten() {
+            if let Some(field) = item.field_ref.as_mut() {
+                default_string(&mut field.api_version, "v1");
+            }
+        }
+    }
+    if let Some(projected) = volume.projected.as_mut() {
+        projected.default_mode.get_or_insert(MODE);
+        for source in projected.sources.iter_mut().flatten() {
+            if let Some(token) = source.service_account_token.as_mut() {
+                token.expiration_seconds.get_or_insert(3600);
+            }
+        }
+    }
+    if let Some(host) = volume.host_path.as_mut() {
+        host.type_.get_or_insert_with(String::new);
+    }
+}
+
+/// What is wrong with a pod spec at `path`: names (RFC 1123 labels, unique), containers
+/// and their images present, a restart policy of `allowed`.
+pub fn validate_pod_spec(spec: &PodSpec, path: &str, allowed_restart: &[&str]) -> Vec<Cause> {
+    let mut causes = validation::pod_spec_names(spec, path);
+    if spec.containers.is_empty() {
+        causes.push((format!("{path}.containers"), "Required value".into()));
+    }
+    for (i, container) in spec.containers.iter().enumerate() {
+        if container.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            causes.push((format!("{path}.containers[{i}].image"), "Required value".into()));
+        }
+    }
+    for (i, container) in spec.init_containers.iter().flatten().enumerate() {
+        if container.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            causes.push((format!("{path}.initContainers[{i}].image"), "Required value".into()));
+        }
+    }
+    let restart = spec.restart_policy.as_deref().unwrap_or("");
+    if !allowed_restart.contains(&restart) {
+        let supported: Vec<String> = allowed_restart.iter().map(|p| format!("\"{p}\"")).collect();
+        causes.push((
+            format!("{path}.restartPolicy"),
+            format!("Unsupported value: \"{restart}\": supported values: {}", supported.join(", ")),
+        ));
+    }
+    causes
+}
+
+/// A workload's template: valid labels and pod spec, labels its selector selects, no
+/// activeDeadlineSeconds (`kind` names the workload in the message).
+pub fn validate_template(
+    selector: Option<&LabelSelector>,
+    template: Option<&PodTemplateSpec>,
+    kind: &str,
+    allowed_restart: &[&str],
+) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Some(template) = template else {
+        return vec![("spec.template".into(), "Required value".into())];
+    };
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    causes.extend(validation::labels(&labels, "spec.template.metadata.labels"));
+    if let Some(annotations) = template.metadata.as_ref().and_then(|m| m.annotations.as_ref()) {
+        causes.extend(validation::annotations(annotations, "spec.template.metadata.annotations"));
+    }
+    match selector {
+        None => causes.push(("spec.selector".into(), "Required value".into())),
+        Some(selector)
+            if selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                && selector.match_expressions.as_ref().is_none_or(Vec::is_empty) =>
+        {
+            causes.push(("spec.selector".into(), format!("Invalid value: {{}}: empty selector is invalid for {kind}")));
+        }
+        Some(selector) if !selects(selector, &labels) => causes.push((
+            "spec.template.metadata.labels".into(),
+            format!("Invalid value: {:?}: `selector` does not match template `labels`", labels),
+        )),
+        Some(_) => {}
+    }
+    if let Some(spec) = template.spec.as_ref() {
+        causes.extend(validate_pod_spec(spec, "spec.template.spec", allowed_restart));
+        if spec.active_deadline_seconds.is_some() && allowed_restart == ["Always"] {
+            causes.push((
+                "spec.template.spec.activeDeadlineSeconds".into(),
+                format!("Forbidden: activeDeadlineSeconds in {kind} is not Supported"),
+            ));
+        }
+    } else {
+        causes.push(("spec.template.spec".into(), "Required value".into()));
+    }
+    causes
+}
+
+/// Whether a LabelSelector selects `labels` (metav1.LabelSelectorAsSelector).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// A field of an update that may not change: kube-apiserver's ValidateImmutableField.
+pub fn immutable<T: PartialEq + serde::Serialize>(new: &T, old: &T, path: &str) -> Option<Cause> {
+    (new != old).then(|| {
+        let shown = serde_json::to_string(new).unwrap_or_default();
+        (path.to_string(), format!("Invalid value: {shown}: field is immutable"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policies_as_kube_apiserver_decides_them() {
+        assert_eq!(pull_policy("busybox"), "Always");
+        assert_eq!(pull_policy("busybox:latest"), "Always");
+        assert_eq!(pull_policy("registry:5000/busybox"), "Always");
+        assert_eq!(pull_policy("registry:5000/busybox:1.36"), "IfNotPresent");
+        assert_eq!(pull_policy("busybox@sha256:abc"), "IfNotPresent");
+    }
+
+    #[test]
+    fn a_spec_gets_every_default() {
+        let mut spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "c", "image": "busybox:1", "ports": [{"containerPort": 80}],
+                            "livenessProbe": {"httpGet": {"port": 80}}}],
+            "volumes": [{"name": "v"}, {"name": "s", "secret": {"secretName": "x"}}],
+        }))
+        .unwrap();
+        default_pod_spec(&mut spec);
+        let spec = serde_json::to_value(&spec).unwrap();
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        let c = &spec["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(
+            c["livenessProbe"],
+            serde_json::json!({"httpGet": {"port": 80, "path": "/", "scheme": "HTTP"}, "timeoutSeconds": 1,
+                               "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3})
+        );
+        assert_eq!(spec["volumes"][0]["emptyDir"], serde_json::json!({}));
+        assert_eq!(spec["volumes"][1]["secret"]["defaultMode"], 420);
+    }
+}

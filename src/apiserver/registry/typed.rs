@@ -1,0 +1,209 @@
+//! A built-in resource's strategy, written on its k8s-openapi type ([`Rules`]) and served
+//! on JSON values ([`Typed`]): where the resource lives comes from the type itself
+//! (`k8s_openapi::Resource`), what the server does to its objects from the rules.
+
+use std::any::TypeId;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{ALL_VERBS, Cause, Column, Decoded, FieldLabel, ResourceInfo, Scale, Strategy, columns};
+use crate::apiserver::errors::ApiError;
+
+/// What one built-in resource adds to the generic handling of objects. Every method has
+/// the default of a resource with no rules of its own.
+pub trait Rules: Send + Sync + 'static {
+    type Object: k8s_openapi::Resource + Serialize + DeserializeOwned + Send;
+
+    const SHORT_NAMES: &'static [&'static str] = &[];
+    /// `&["all"]` for the kinds `kubectl get all` shows.
+    const CATEGORIES: &'static [&'static str] = &[];
+    const SUBRESOURCES: &'static [&'static str] = &[];
+    const VERBS: &'static [&'static str] = &ALL_VERBS;
+    /// Whether the kind's strategy keeps `metadata.generation` (most workloads do; pods,
+    /// services, config maps and the like do not).
+    const GENERATION: bool = false;
+
+    fn name_rule() -> fn(&str) -> Vec<String> {
+        crate::validation::dns_subdomain
+    }
+
+    /// SetDefaults_*: what the kind's defaulting adds.
+    fn default(_object: &mut Self::Object) {}
+
+    /// PrepareForCreate: what the server sets on a new object.
+    fn prepare_for_create(_object: &mut Self::Object) {}
+
+    /// Validate: what is wrong with an object, created or updated.
+    fn validate(_object: &Self::Object) -> Vec<Cause> {
+        vec![]
+    }
+
+    /// PrepareForUpdate.
+    fn prepare_for_update(_new: &mut Self::Object, _old: &Self::Object) {}
+
+    /// ValidateUpdate beyond Validate: what may not change.
+    fn validate_update(_new: &Self::Object, _old: &Self::Object) -> Vec<Cause> {
+        vec![]
+    }
+
+    /// The status subresource's PrepareForUpdate, after everything but the status has been
+    /// taken from the stored object.
+    fn prepare_for_status_update(_new: &mut Self::Object, _old: &Self::Object) {}
+
+    fn validate_status_update(_new: &Self::Object, _old: &Self::Object) -> Vec<Cause> {
+        vec![]
+    }
+
+    fn columns() -> Vec<Column> {
+        columns::default()
+    }
+
+    fn field_labels() -> Vec<FieldLabel> {
+        vec![]
+    }
+
+    fn scale(_object: &Self::Object) -> Option<Scale> {
+        None
+    }
+
+    /// Whether a deletion waits for more than `metadata.finalizers` (a namespace's
+    /// `spec.finalizers`).
+    fn awaits_finalization(_object: &Self::Object) -> bool {
+        false
+    }
+}
+
+/// A [`Rules`] served as a [`Strategy`].
+pub struct Typed<R: Rules> {
+    info: ResourceInfo,
+    columns: Vec<Column>,
+    field_labels: Vec<FieldLabel>,
+    rules: PhantomData<R>,
+}
+
+impl<R: Rules> Typed<R> {
+    pub fn shared() -> Arc<dyn Strategy> {
+        use k8s_openapi::Resource;
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        let scope = TypeId::of::<<R::Object as Resource>::Scope>();
+        let info = ResourceInfo {
+            group: R::Object::GROUP.into(),
+            version: R::Object::VERSION.into(),
+            plural: R::Object::URL_PATH_SEGMENT.into(),
+            kind: R::Object::KIND.into(),
+            namespaced: scope == TypeId::of::<k8s_openapi::NamespaceResourceScope>(),
+            short_names: strings(R::SHORT_NAMES),
+            categories: strings(R::CATEGORIES),
+            subresources: strings(R::SUBRESOURCES),
+            verbs: strings(R::VERBS),
+        };
+        Arc::new(Typed::<R> { info, columns: R::columns(), field_labels: R::field_labels(), rules: PhantomData })
+    }
+}
+
+fn typed<T: DeserializeOwned>(object: &Value) -> Result<T, ApiError> {
+    serde_json::from_value(object.clone()).map_err(|e| ApiError::bad_request(format!("error decoding the object: {e}")))
+}
+
+fn untyped<T: Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).expect("k8s-openapi types serialise")
+}
+
+/// A stored (or already prepared) object as its type: decoding it cannot fail.
+fn stored<T: DeserializeOwned>(object: &Value) -> Option<T> {
+    serde_json::from_value(object.clone()).ok()
+}
+
+impl<R: Rules> Strategy for Typed<R> {
+    fn info(&self) -> &ResourceInfo {
+        &self.info
+    }
+
+    fn decode(&self, object: Value) -> Result<Decoded, ApiError> {
+        let mut decoded: R::Object = typed(&object)?;
+        let mut unknown = Vec::new();
+        collect_unknown(&object, &untyped(&decoded), "", &mut unknown);
+        R::default(&mut decoded);
+        Ok(Decoded { object: untyped(&decoded), unknown })
+    }
+
+    fn prepare_create(&self, object: &mut Value) -> Vec<Cause> {
+        let Some(mut decoded) = stored::<R::Object>(object) else { return vec![] };
+        R::prepare_for_create(&mut decoded);
+        let causes = R::validate(&decoded);
+        *object = untyped(&decoded);
+        causes
+    }
+
+    fn prepare_update(&self, new: &mut Value, old: &Value) -> Vec<Cause> {
+        let (Some(mut decoded), Some(previous)) = (stored::<R::Object>(new), stored::<R::Object>(old)) else {
+            return vec![];
+        };
+        R::prepare_for_update(&mut decoded, &previous);
+        let mut causes = R::validate(&decoded);
+        causes.extend(R::validate_update(&decoded, &previous));
+        *new = untyped(&decoded);
+        causes
+    }
+
+    fn prepare_status_update(&self, new: &mut Value, old: &Value) -> Vec<Cause> {
+        let (Some(mut decoded), Some(previous)) = (stored::<R::Object>(new), stored::<R::Object>(old)) else {
+            return vec![];
+        };
+        R::prepare_for_status_update(&mut decoded, &previous);
+        let causes = R::validate_status_update(&decoded, &previous);
+        *new = untyped(&decoded);
+        causes
+    }
+
+    fn name_rule(&self) -> fn(&str) -> Vec<String> {
+        R::name_rule()
+    }
+
+    fn tracks_generation(&self) -> bool {
+        R::GENERATION
+    }
+
+    fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    fn field_labels(&self) -> &[FieldLabel] {
+        &self.field_labels
+    }
+
+    fn scale(&self, object: &Value) -> Option<Scale> {
+        R::scale(&stored::<R::Object>(object)?)
+    }
+
+    fn awaits_finalization(&self, object: &Value) -> bool {
+        stored::<R::Object>(object).is_some_and(|o| R::awaits_finalization(&o))
+    }
+}
+
+/// The paths in `given` that the typed round trip `known` dropped. Values the type keeps
+/// as free-form (labels, data) come back whole, so only real unknown fields show.
+pub fn collect_unknown(given: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    match (given, known) {
+        (Value::Object(given), Value::Object(known)) => {
+            for (key, value) in given {
+                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match known.get(key) {
+                    None if !value.is_null() => out.push(here),
+                    None => {}
+                    Some(k) => collect_unknown(value, k, &here, out),
+                }
+            }
+        }
+        (Value::Array(given), Value::Array(known)) => {
+            for (i, (g, k)) in given.iter().zip(known).enumerate() {
+                collect_unknown(g, k, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}

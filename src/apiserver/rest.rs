@@ -1,0 +1,799 @@
+//! The verbs on a resource's objects, as kube-apiserver's generic registry store
+//! (k8s.io/apiserver pkg/registry/generic/registry/store.go) runs them: get, list, watch,
+//! create, update (and patch, and the status and scale subresources), delete and
+//! deletecollection, each through the resource's [`Strategy`]. Nothing is written unless
+//! the whole object was accepted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::errors::ApiError;
+use super::http::{Query, Shared};
+use super::objects::{self, Validation};
+use super::registry::{ResourceInfo, Strategy};
+use super::selectors::Selector;
+use super::store::{Event, EventKind, KeyValue, Page, StoreError};
+use super::table;
+
+/// Where a request points in the resource space.
+#[derive(Clone)]
+pub struct Target {
+    pub strategy: Arc<dyn Strategy>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+impl Target {
+    pub fn info(&self) -> &ResourceInfo {
+        self.strategy.info()
+    }
+
+    /// A resource's collection (in a namespace, for a namespaced one).
+    pub fn collection(strategy: Arc<dyn Strategy>, namespace: Option<&str>) -> Target {
+        Target { strategy, namespace: namespace.map(String::from), name: None, subresource: None }
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.info().key(self.namespace.as_deref(), name)
+    }
+}
+
+/// The stored bytes as the object clients see, with its resourceVersion.
+pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut object: Value =
+        serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object: {e}")))?;
+    object["metadata"]["resourceVersion"] = kv.mod_revision.to_string().into();
+    Ok(object)
+}
+
+/// An object as it is stored: everything but its resourceVersion (the store's revision).
+fn encode(object: &Value) -> Vec<u8> {
+    let mut stored = object.clone();
+    if let Some(meta) = stored["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&stored).expect("JSON values serialise")
+}
+
+fn store_error<'a>(target: &'a Target, name: &'a str) -> impl Fn(StoreError) -> ApiError + 'a {
+    move |e| ApiError::from_store(e, &target.info().plural, name)
+}
+
+/// The object `name` as stored, and as clients see it.
+fn read(server: &Shared, target: &Target, name: &str) -> Result<(KeyValue, Value), ApiError> {
+    let kv = server
+        .store
+        .get(&target.key(name))
+        .map_err(store_error(target, name))?
+        .ok_or_else(|| ApiError::not_found(&qualified_resource(target.info()), name))?;
+    let object = decode_stored(&kv)?;
+    Ok((kv, object))
+}
+
+/// `deployments.apps`, as kube-apiserver names a resource in its messages.
+pub fn qualified_resource(info: &ResourceInfo) -> String {
+    if info.group.is_empty() { info.plural.clone() } else { format!("{}.{}", info.plural, info.group) }
+}
+
+pub fn get(server: &Shared, target: &Target, name: &str) -> Result<Value, ApiError> {
+    read(server, target, name).map(|(_, object)| object)
+}
+
+fn selector(target: &Target, query: &Query) -> Result<Selector, ApiError> {
+    Selector::parse(query.get("labelSelector"), query.get("fieldSelector"), &target.strategy)
+}
+
+/// Whether a list or watch filters: otherwise its objects are sent as stored.
+pub fn filters(target: &Target, query: &Query) -> Result<bool, ApiError> {
+    Ok(!selector(target, query)?.is_empty())
+}
+
+/// The page of stored objects a list asks for (`limit`, `continue`), and the list's
+/// metadata: the revision read at, and the token for the next page if there is one.
+fn read_page(server: &Shared, target: &Target, query: &Query) -> Result<(Page, Value), ApiError> {
+    let prefix = target.info().prefix(target.namespace.as_deref());
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+    let start_after = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(continue_key(token, &prefix)?),
+        None => None,
+    };
+    let page = server.store.list(&prefix, start_after.as_deref(), limit).map_err(store_error(target, ""))?;
+    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+    if page.more
+        && let Some(last) = page.items.last()
+    {
+        metadata["continue"] = hex(last.key.as_bytes()).into();
+    }
+    Ok((page, metadata))
+}
+
+pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, ApiError> {
+    let selector = selector(target, query)?;
+    let (page, metadata) = read_page(server, target, query)?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for kv in &page.items {
+        let object = decode_stored(kv)?;
+        if selector.matches(&object) {
+            items.push(object);
+        }
+    }
+    Ok(json!({
+        "kind": format!("{}List", target.info().kind),
+        "apiVersion": target.info().api_version(),
+        "metadata": metadata,
+        "items": items,
+    }))
+}
+
+/// A list with no selector, written straight from the stored bytes: each object gets its
+/// resourceVersion spliced in rather than being parsed and written again (the cost of a
+/// list of many objects is otherwise mostly JSON round trips).
+pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Result<Vec<u8>, ApiError> {
+    let (page, metadata) = read_page(server, target, query)?;
+    let size: usize = page.items.iter().map(|kv| kv.value.len() + 32).sum();
+    let mut out = Vec::with_capacity(size + 256);
+    out.extend_from_slice(
+        format!(
+            r#"{{"kind":"{}List","apiVersion":"{}","metadata":{metadata},"items":["#,
+            target.info().kind,
+            target.info().api_version()
+        )
+        .as_bytes(),
+    );
+    for (i, kv) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        splice_resource_version(&mut out, &kv.value, kv.mod_revision)?;
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+/// Appends stored object `value` with `"resourceVersion"` first in its metadata. Objects
+/// are stored with `apiVersion` and `kind` before `metadata`, so the first `"metadata":{`
+/// is the object's own.
+fn splice_resource_version(out: &mut Vec<u8>, value: &[u8], revision: i64) -> Result<(), ApiError> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let at = value
+        .windows(KEY.len())
+        .position(|w| w == KEY)
+        .ok_or_else(|| ApiError::internal("stored object without metadata"))?
+        + KEY.len();
+    out.extend_from_slice(&value[..at]);
+    out.extend_from_slice(format!("\"resourceVersion\":\"{revision}\"").as_bytes());
+    if value.get(at) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&value[at..]);
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn continue_key(token: &str, prefix: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad_request("invalid continue token");
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    let key = String::from_utf8(bytes).map_err(|_| bad())?;
+    if key.starts_with(prefix) { Ok(key) } else { Err(bad()) }
+}
+
+fn dry_run(query: &Query, options: &DeleteOptions) -> bool {
+    query.all("dryRun").any(|d| d == "All") || options.dry_run
+}
+
+pub async fn create(
+    server: &Shared,
+    target: &Target,
+    object: Value,
+    query: &Query,
+    validation: &mut Validation,
+) -> Result<(u16, Value), ApiError> {
+    let object = objects::prepare_create(&*target.strategy, target.namespace.as_deref(), object, validation)?;
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let _writes = server.writes.lock().await;
+    if target.info().namespaced
+        && let Some(namespace) = &target.namespace
+    {
+        admit_namespace(server, namespace, &name, target)?;
+    }
+    let object = match target.info().kind.as_str() {
+        "Service" if target.info().group.is_empty() => server.allocator.allocate(&*server.store, object, None)?,
+        _ => object,
+    };
+    if dry_run(query, &DeleteOptions::default()) {
+        return Ok((201, object));
+    }
+    let revision = server.store.create(&target.key(&name), &encode(&object)).map_err(store_error(target, &name))?;
+    if target.info().kind == "Namespace" && target.info().group.is_empty() {
+        create_default_service_account(server, &name)?;
+    }
+    let mut object = object;
+    object["metadata"]["resourceVersion"] = revision.to_string().into();
+    Ok((201, object))
+}
+
+/// NamespaceLifecycle admission: a namespaced object goes only into a namespace that
+/// exists and is not being deleted.
+fn admit_namespace(server: &Shared, namespace: &str, name: &str, target: &Target) -> Result<(), ApiError> {
+    let namespaces = server.registry.find("", "v1", "namespaces").expect("namespaces are served");
+    let stored = server.store.get(&namespaces.info().key(None, namespace)).map_err(store_error(target, name))?;
+    let Some(stored) = stored else { return Err(ApiError::not_found("namespaces", namespace)) };
+    let stored: Value = serde_json::from_slice(&stored.value).unwrap_or_default();
+    if stored["metadata"].get("deletionTimestamp").is_some() {
+        return Err(ApiError::forbidden(
+            &qualified_resource(target.info()),
+            name,
+            format!("unable to create new content in namespace {namespace} because it is being terminated"),
+        ));
+    }
+    Ok(())
+}
+
+fn create_default_service_account(server: &Shared, namespace: &str) -> Result<(), ApiError> {
+    let accounts = server.registry.find("", "v1", "serviceaccounts").expect("serviceaccounts are served");
+    let account = objects::prepare_create(
+        &*accounts,
+        Some(namespace),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+        &mut Validation::from_query(None),
+    )?;
+    match server.store.create(&accounts.info().key(Some(namespace), "default"), &encode(&account)) {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(ApiError::from_store(e, "serviceaccounts", "default")),
+    }
+}
+
+/// Reads the object, lets `change` make the new one from it, and writes it if nothing
+/// wrote in between (409 otherwise, or when the client's resourceVersion is stale).
+/// `subresource` is `status` for a status write.
+pub async fn update(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    subresource: Option<&str>,
+    change: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    query: &Query,
+    validation: &mut Validation,
+) -> Result<Value, ApiError> {
+    let (current_kv, current) = read(server, target, name)?;
+    let key = current_kv.key.clone();
+    let next = change(&current)?;
+    // The client's resourceVersion, if it sent one, must be the current one.
+    let expected = match next["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty()) {
+        Some(v) => v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
+        None => current_kv.mod_revision,
+    };
+    if expected != current_kv.mod_revision {
+        return Err(ApiError::conflict(&qualified_resource(target.info()), name));
+    }
+    let next = objects::prepare_update(&*target.strategy, &current, next, subresource, validation)?;
+    let _writes = server.writes.lock().await;
+    let next = match target.info().kind.as_str() {
+        "Service" if target.info().group.is_empty() && subresource.is_none() => {
+            server.allocator.allocate(&*server.store, next, Some(&current))?
+        }
+        _ => next,
+    };
+    if dry_run(query, &DeleteOptions::default()) {
+        return Ok(next);
+    }
+    // Finalizers gone from an object being deleted with no grace period left: it goes
+    // now (a bound pod waits for its node's deletion instead).
+    let finished = next["metadata"].get("deletionTimestamp").is_some()
+        && next["metadata"]["deletionGracePeriodSeconds"].as_i64().is_none_or(|g| g == 0)
+        && next["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty)
+        && !target.strategy.awaits_finalization(&next);
+    if finished {
+        server.store.delete(&key, Some(expected)).map_err(store_error(target, name))?;
+        return Ok(next);
+    }
+    let revision = server.store.update(&key, &encode(&next), Some(expected)).map_err(store_error(target, name))?;
+    let mut next = next;
+    next["metadata"]["resourceVersion"] = revision.to_string().into();
+    Ok(next)
+}
+
+/// metav1.DeleteOptions, from a DELETE's body and query (the body wins, as kube-apiserver
+/// reads them).
+#[derive(Debug, Default, PartialEq)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub dry_run: bool,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    /// `Orphan`, `Background` or `Foreground`.
+    pub propagation_policy: Option<String>,
+}
+
+impl DeleteOptions {
+    pub fn read(body: &Value, query: &Query) -> Result<DeleteOptions, ApiError> {
+        let from_query = |key: &str| query.get(key).map(String::from);
+        let grace = match body["gracePeriodSeconds"].as_i64() {
+            Some(g) => Some(g),
+            None => from_query("gracePeriodSeconds")
+                .map(|g| {
+                    g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))
+                })
+                .transpose()?,
+        };
+        let dry_run = body["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All"))
+            || query.all("dryRun").any(|d| d == "All");
+        for value in body["dryRun"].as_array().into_iter().flatten() {
+            if value != "All" {
+                return Err(ApiError::bad_request(format!("unsupported dryRun value {value} (only \"All\")")));
+            }
+        }
+        let orphan = body["orphanDependents"].as_bool().or_else(|| query.get("orphanDependents").map(|o| o == "true"));
+        let policy = body["propagationPolicy"].as_str().map(String::from).or_else(|| from_query("propagationPolicy"));
+        if orphan.is_some() && policy.is_some() {
+            return Err(ApiError::invalid(
+                "DeleteOptions",
+                "",
+                vec![(
+                    "propagationPolicy".into(),
+                    "Invalid value: \"\": orphanDependents and deletionPropagation cannot be both set".into(),
+                )],
+            ));
+        }
+        let policy = policy.or_else(|| orphan.map(|o| if o { "Orphan" } else { "Background" }.to_string()));
+        if let Some(p) = policy.as_deref().filter(|p| !["Orphan", "Background", "Foreground"].contains(p)) {
+            return Err(ApiError::invalid(
+                "DeleteOptions",
+                "",
+                vec![(
+                    "propagationPolicy".into(),
+                    format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                )],
+            ));
+        }
+        if grace.is_some_and(|g| g < 0) {
+            return Err(ApiError::invalid(
+                "DeleteOptions",
+                "",
+                vec![("gracePeriodSeconds".into(), "Invalid value: must be greater than or equal to 0".into())],
+            ));
+        }
+        Ok(DeleteOptions {
+            grace_period_seconds: grace,
+            dry_run,
+            precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
+            precondition_resource_version: body["preconditions"]["resourceVersion"].as_str().map(String::from),
+            propagation_policy: policy,
+        })
+    }
+}
+
+/// Removes the object, or marks it for deletion when something must confirm first: its
+/// finalizers (the garbage collector's `foregroundDeletion` or `orphan` among them, as the
+/// propagation policy asks), or, for a pod bound to a node, the node (which stops it, then
+/// deletes it with a grace period of 0).
+pub async fn delete(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    options: &DeleteOptions,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
+    let (kv, object) = read(server, target, name)?;
+    let resource = qualified_resource(target.info());
+    if let Some(uid) = &options.precondition_uid
+        && object["metadata"]["uid"].as_str() != Some(uid)
+    {
+        return Err(ApiError::conflict_because(
+            &resource,
+            name,
+            format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                object["metadata"]["uid"].as_str().unwrap_or("")
+            ),
+        ));
+    }
+    if let Some(version) = &options.precondition_resource_version
+        && *version != kv.mod_revision.to_string()
+    {
+        return Err(ApiError::conflict_because(
+            &resource,
+            name,
+            format!(
+                "Precondition failed: ResourceVersion in precondition: {version}, ResourceVersion in object meta: {}",
+                kv.mod_revision
+            ),
+        ));
+    }
+    let bound_pod = target.info().kind == "Pod"
+        && target.info().group.is_empty()
+        && object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+        && !matches!(object["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    let grace = if bound_pod {
+        options.grace_period_seconds.or(object["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30)
+    } else {
+        0
+    };
+    let propagation_finalizer = match options.propagation_policy.as_deref() {
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        _ => None,
+    };
+    let mut finalizers: Vec<String> = object["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(String::from))
+        .collect();
+    if let Some(finalizer) = propagation_finalizer
+        && !finalizers.iter().any(|f| f == finalizer)
+    {
+        finalizers.push(finalizer.into());
+    }
+    let graceful = !finalizers.is_empty() || grace > 0 || target.strategy.awaits_finalization(&object);
+    if dry_run(query, options) {
+        return Ok((200, object));
+    }
+    if graceful {
+        let already = object["metadata"].get("deletionTimestamp").is_some();
+        let previous_grace = object["metadata"]["deletionGracePeriodSeconds"].as_i64();
+        // Deleting again changes nothing, unless it shortens the grace period.
+        if already && previous_grace.is_none_or(|p| grace >= p) && finalizers == current_finalizers(&object) {
+            return Ok((202, object));
+        }
+        let mut marked = object.clone();
+        if !already {
+            marked["metadata"]["deletionTimestamp"] = objects::now().into();
+        }
+        marked["metadata"]["deletionGracePeriodSeconds"] = grace.into();
+        marked["metadata"]["finalizers"] = finalizers.into();
+        if target.info().kind == "Namespace" && target.info().group.is_empty() {
+            marked["status"]["phase"] = "Terminating".into();
+        }
+        let revision =
+            server.store.update(&kv.key, &encode(&marked), Some(kv.mod_revision)).map_err(store_error(target, name))?;
+        marked["metadata"]["resourceVersion"] = revision.to_string().into();
+        return Ok((202, marked));
+    }
+    server.store.delete(&kv.key, Some(kv.mod_revision)).map_err(store_error(target, name))?;
+    Ok((200, object))
+}
+
+fn current_finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(String::from))
+        .collect()
+}
+
+/// A namespace's own deletion: what is in it goes with it (the namespace controller's
+/// work, done at once), then the `kubernetes` finalizer lets the namespace go.
+pub async fn delete_namespace(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    options: &DeleteOptions,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
+    let (code, marked) = delete(server, target, name, options, query).await?;
+    if code != 202 || dry_run(query, options) {
+        return Ok((code, marked));
+    }
+    for strategy in server.registry.all().into_iter().filter(|s| s.info().namespaced) {
+        let page = server
+            .store
+            .list(&strategy.info().prefix(Some(name)), None, 0)
+            .map_err(|e| ApiError::from_store(e, &strategy.info().plural, ""))?;
+        for kv in page.items {
+            match server.store.delete(&kv.key, None) {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(ApiError::from_store(e, &strategy.info().plural, &kv.key)),
+            }
+        }
+    }
+    let finalize = |current: &Value| {
+        let mut finalized = current.clone();
+        let remaining: Vec<Value> = finalized["spec"]["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| *f != super::registry::core::namespaces::FINALIZER)
+            .cloned()
+            .collect();
+        finalized["spec"]["finalizers"] = remaining.into();
+        Ok(finalized)
+    };
+    let finalized =
+        update(server, target, name, Some("finalize"), finalize, &Query::default(), &mut Validation::from_query(None))
+            .await?;
+    Ok((200, finalized))
+}
+
+pub async fn delete_collection(
+    server: &Shared,
+    target: &Target,
+    query: &Query,
+    options: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    let listed = list(server, target, query)?;
+    let mut deleted = Vec::new();
+    for object in listed["items"].as_array().into_iter().flatten() {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = object["metadata"]["namespace"].as_str().map(String::from);
+        let one = Target { namespace, name: Some(name.into()), subresource: None, ..target.clone() };
+        match delete(server, &one, name, options, query).await {
+            Ok((_, object)) => deleted.push(object),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut result = listed;
+    result["items"] = deleted.into();
+    Ok(result)
+}
+
+/// The autoscaling/v1 Scale of a workload.
+pub fn scale_of(target: &Target, object: &Value) -> Result<Value, ApiError> {
+    let scale = target.strategy.scale(object).ok_or_else(|| ApiError::no_route("scale"))?;
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"],
+            "uid": object["metadata"]["uid"], "resourceVersion": object["metadata"]["resourceVersion"],
+            "creationTimestamp": object["metadata"]["creationTimestamp"]
+        },
+        "spec": {"replicas": scale.replicas},
+        "status": {"replicas": scale.current, "selector": scale.selector}
+    }))
+}
+
+/// How a watch's events go out: JSON lines (as a Table each, when asked), or protobuf
+/// frames.
+#[derive(Clone, Copy, PartialEq)]
+pub enum WatchFormat {
+    Json,
+    Table,
+    Protobuf,
+}
+
+/// A watch: events after `resourceVersion` (or, without one, the current objects as
+/// ADDED first), then each write as it commits; ends after `timeoutSeconds`, or with an
+/// ERROR event (410) when that history is compacted. With a selector, an object that
+/// stops matching is DELETED to the watcher and one that starts matching ADDED, as
+/// kube-apiserver's watch cache tells them. `sendInitialEvents=true` ends the initial
+/// objects with a BOOKMARK annotated `k8s.io/initial-events-end`.
+pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchFormat) -> Result<Response, ApiError> {
+    let selector = selector(target, query)?;
+    let prefix = target.info().prefix(target.namespace.as_deref());
+    let initial_events = query.flag("sendInitialEvents");
+    if initial_events && query.get("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "",
+            vec![(
+                "resourceVersionMatch".into(),
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+            )],
+        ));
+    }
+    let since = match query.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0") {
+        Some(v) if !initial_events => {
+            Some(v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?)
+        }
+        _ => None,
+    };
+    let current = server.store.revision().map_err(store_error(target, ""))?;
+    if let Some(since) = since.filter(|since| *since > current) {
+        return Err(ApiError::timeout(format!("Too large resource version: {since}, current: {current}")));
+    }
+    let timeout = Duration::from_secs(query.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800));
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let strategy = target.strategy.clone();
+    let store = server.store.clone();
+    let (sender, receiver) = mpsc::channel::<Bytes>(256);
+    // Subscribed before the catch-up reads, so no write falls between the two.
+    let mut live = store.subscribe();
+    tokio::spawn(async move {
+        let info = strategy.info().clone();
+        let send = |kind: &str, object: Value| {
+            let sender = sender.clone();
+            let kind = kind.to_string();
+            let strategy = strategy.clone();
+            async move {
+                let bytes = match format {
+                    WatchFormat::Protobuf => match super::protobuf::encode_watch_event(&kind, &object) {
+                        Ok(frame) => frame,
+                        Err(_) => return false,
+                    },
+                    _ => {
+                        let object = match format {
+                            WatchFormat::Table => {
+                                let version = object["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+                                table::render(&*strategy, &[object], &version, None)
+                            }
+                            _ => object,
+                        };
+                        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON");
+                        line.push(b'\n');
+                        line
+                    }
+                };
+                sender.send(Bytes::from(bytes)).await.is_ok()
+            }
+        };
+        let bookmark = |revision: i64, initial_end: bool| {
+            let mut metadata = json!({"resourceVersion": revision.to_string()});
+            if initial_end {
+                metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": metadata})
+        };
+        // What an event is to this watcher: the new object's match, against the old one's.
+        let deliver = |event: &Event| -> Option<(&'static str, Value)> {
+            if !event.kv.key.starts_with(&prefix) {
+                return None;
+            }
+            let mut object: Value = serde_json::from_slice(&event.kv.value).ok()?;
+            object["metadata"]["resourceVersion"] = event.revision.to_string().into();
+            let matches = selector.matches(&object);
+            let matched = match (&event.kind, &event.prev) {
+                _ if selector.is_empty() => true,
+                (EventKind::Put, Some(prev)) => serde_json::from_slice(prev).ok().is_some_and(|p| selector.matches(&p)),
+                // A put with no history left: the watcher may have it.
+                (EventKind::Put, None) => !event.created,
+                (EventKind::Delete, _) => matches,
+            };
+            let kind = match (&event.kind, event.created, matched, matches) {
+                (EventKind::Delete, _, true, _) => "DELETED",
+                (EventKind::Delete, _, false, _) => return None,
+                (EventKind::Put, true, _, true) => "ADDED",
+                (EventKind::Put, false, true, true) => "MODIFIED",
+                (EventKind::Put, false, false, true) => "ADDED",
+                (EventKind::Put, false, true, false) => "DELETED",
+                (EventKind::Put, _, _, false) => return None,
+            };
+            Some((kind, object))
+        };
+        let mut last = match since {
+            Some(revision) => revision,
+            None => match store.list(&prefix, None, 0) {
+                Ok(page) => {
+                    for kv in &page.items {
+                        let Ok(mut object) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+                        object["metadata"]["resourceVersion"] = kv.mod_revision.to_string().into();
+                        if selector.matches(&object) && !send("ADDED", object).await {
+                            return;
+                        }
+                    }
+                    if initial_events && !send("BOOKMARK", bookmark(page.revision, true)).await {
+                        return;
+                    }
+                    page.revision
+                }
+                Err(_) => return,
+            },
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut catch_up = true;
+        loop {
+            if catch_up {
+                match store.events_since(&prefix, last) {
+                    Ok(events) => {
+                        for event in &events {
+                            last = event.revision;
+                            if let Some((kind, object)) = deliver(event)
+                                && !send(kind, object).await
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Err(StoreError::Compacted { requested, compacted }) => {
+                        let gone = ApiError::gone(format!("too old resource version: {requested} ({compacted})"));
+                        let _ = send("ERROR", gone.status()).await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
+                catch_up = false;
+            }
+            tokio::select! {
+                event = live.recv() => match event {
+                    Ok(event) if event.revision > last => {
+                        last = event.revision;
+                        if let Some((kind, object)) = deliver(&event) && !send(kind, object).await {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    // Fell behind the live stream: read what was missed from the store.
+                    Err(broadcast::error::RecvError::Lagged(_)) => catch_up = true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep(Duration::from_secs(60)), if bookmarks => {
+                    if !send("BOOKMARK", bookmark(last, false)).await {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), receiver))
+    });
+    let content_type = match format {
+        WatchFormat::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
+        _ => "application/json",
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_objects_take_a_spliced_resource_version() {
+        // Insertion order puts a nested metadata first: the stored form must not.
+        let mut object = serde_json::Map::new();
+        object.insert("spec".into(), json!({"template": {"metadata": {"labels": {"a": "b"}}}}));
+        object.insert("metadata".into(), json!({"name": "d"}));
+        object.insert("kind".into(), json!("Deployment"));
+        let stored = encode(&Value::Object(object));
+        let mut out = Vec::new();
+        splice_resource_version(&mut out, &stored, 42).unwrap();
+        let spliced: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(spliced["metadata"], json!({"name": "d", "resourceVersion": "42"}));
+        assert_eq!(spliced["spec"]["template"]["metadata"], json!({"labels": {"a": "b"}}));
+        let mut out = Vec::new();
+        splice_resource_version(&mut out, br#"{"metadata":{}}"#, 7).unwrap();
+        assert_eq!(out, br#"{"metadata":{"resourceVersion":"7"}}"#);
+    }
+
+    #[test]
+    fn delete_options_come_from_the_body_then_the_query() {
+        let query = Query::parse("gracePeriodSeconds=5&propagationPolicy=Orphan");
+        let options = DeleteOptions::read(
+            &json!({"dryRun": ["All"], "gracePeriodSeconds": 0,
+            "preconditions": {"uid": "u1"}}),
+            &query,
+        )
+        .unwrap();
+        assert_eq!(
+            options,
+            DeleteOptions {
+                grace_period_seconds: Some(0),
+                dry_run: true,
+                precondition_uid: Some("u1".into()),
+                precondition_resource_version: None,
+                propagation_policy: Some("Orphan".into()),
+            }
+        );
+        let orphan = DeleteOptions::read(&json!({"orphanDependents": true}), &Query::default()).unwrap();
+        assert_eq!(orphan.propagation_policy.as_deref(), Some("Orphan"));
+        assert_eq!(
+            DeleteOptions::read(&json!({"propagationPolicy": "Never"}), &Query::default()).unwrap_err().code,
+            422
+        );
+        let both = json!({"orphanDependents": true, "propagationPolicy": "Foreground"});
+        assert_eq!(DeleteOptions::read(&both, &Query::default()).unwrap_err().code, 422);
+    }
+}
