@@ -6,6 +6,7 @@ mod files;
 mod http_client;
 mod kubelet;
 mod pki;
+mod quantity;
 mod serve;
 mod shutdown;
 mod tokens;

@@ -126,7 +126,12 @@ pub fn prepare_update(
         return Err(ApiError::conflict_because(
             &super::rest::qualified_resource(info),
             &name,
-            format!("Precondition failed: UID in precondition: {current_uid}, UID in object meta: {uid}"),
+            // As etcd3's store words it (the uid of an update is a precondition).
+            format!(
+                "StorageError: invalid object, Code: 4, Key: {}, ResourceVersion: 0, AdditionalErrorMsg: \
+                 Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}",
+                info.key(current["metadata"]["namespace"].as_str(), &name)
+            ),
         ));
     }
     if let Some(ns) = meta.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty())

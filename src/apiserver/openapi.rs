@@ -51,7 +51,8 @@ impl Index {
     }
 }
 
-fn parse() -> Map<String, Value> {
+/// The bundled definitions, by name.
+pub(super) fn parse() -> Map<String, Value> {
     serde_json::from_str(DEFINITIONS).expect("the bundled definitions are JSON")
 }
 

@@ -294,36 +294,16 @@ fn id(value: i64, field: &str) -> Result<u32> {
 
 /// A Kubernetes quantity of bytes (`64Mi`, `1Gi`, `500M`, `1.5Gi`, `1e9`).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    const SUFFIXES: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let (number, factor) =
-        SUFFIXES.iter().find_map(|(suffix, f)| s.strip_suffix(suffix).map(|n| (n, *f))).unwrap_or((s, 1.0));
-    match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * factor >= 1.0 => Ok((n * factor).round() as u64),
+    match crate::quantity::Quantity::parse(s).map(|q| q.units()) {
+        Some(bytes) if bytes >= 1 => u64::try_from(bytes).map_err(|_| format!("{s:?} is too many bytes")),
         _ => Err(format!("{s:?} is not a quantity of bytes (e.g. 64Mi, 1Gi, 500M)")),
     }
 }
 
 /// CPUs as cores (`0.5`, `2`) or millicores (`500m`), in millicores.
 pub fn parse_millicores(s: &str) -> Result<u64, String> {
-    let millis = match s.strip_suffix('m') {
-        Some(m) => m.parse::<f64>().ok(),
-        None => s.parse::<f64>().ok().map(|c| c * 1000.0),
-    };
-    match millis {
-        Some(m) if m.is_finite() && m >= 1.0 => Ok(m.round() as u64),
+    match crate::quantity::Quantity::parse(s).map(|q| q.millis()) {
+        Some(millis) if millis >= 1 => u64::try_from(millis).map_err(|_| format!("{s:?} is too many CPUs")),
         _ => Err(format!("{s:?} is not a CPU amount (e.g. 0.5, 2, 500m)")),
     }
 }

@@ -8,6 +8,7 @@
 //! k8s-openapi type, listed in [`Registry::builtin`]. Custom resources are strategies of
 //! their own (`custom`), added and removed as their definitions come and go.
 
+mod checks;
 pub mod columns;
 mod typed;
 

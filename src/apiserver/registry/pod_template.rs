@@ -187,47 +187,53 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str, allowed_restart: &[&str]) -
     causes
 }
 
-/// A workload's template: valid labels and pod spec, labels its selector selects, no
-/// activeDeadlineSeconds (`kind` names the workload in the message).
+/// A workload's template at `{path}.template` and its selector at `{path}.selector`:
+/// valid labels and pod spec, labels the selector selects, no activeDeadlineSeconds for
+/// workloads that restart their pods (`kind` names the workload in the messages).
 pub fn validate_template(
     selector: Option<&LabelSelector>,
     template: Option<&PodTemplateSpec>,
+    path: &str,
     kind: &str,
     allowed_restart: &[&str],
 ) -> Vec<Cause> {
     let mut causes = Vec::new();
     let Some(template) = template else {
-        return vec![("spec.template".into(), "Required value".into())];
+        return vec![(format!("{path}.template"), "Required value".into())];
     };
     let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-    causes.extend(validation::labels(&labels, "spec.template.metadata.labels"));
+    causes.extend(validation::labels(&labels, &format!("{path}.template.metadata.labels")));
     if let Some(annotations) = template.metadata.as_ref().and_then(|m| m.annotations.as_ref()) {
-        causes.extend(validation::annotations(annotations, "spec.template.metadata.annotations"));
+        causes.extend(validation::annotations(annotations, &format!("{path}.template.metadata.annotations")));
     }
     match selector {
-        None => causes.push(("spec.selector".into(), "Required value".into())),
+        None => causes.push((format!("{path}.selector"), "Required value".into())),
         Some(selector)
             if selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
                 && selector.match_expressions.as_ref().is_none_or(Vec::is_empty) =>
         {
-            causes.push(("spec.selector".into(), format!("Invalid value: {{}}: empty selector is invalid for {kind}")));
+            let kind = kind.to_lowercase();
+            causes.push((
+                format!("{path}.selector"),
+                format!("Invalid value: {{}}: empty selector is invalid for {kind}"),
+            ));
         }
         Some(selector) if !selects(selector, &labels) => causes.push((
-            "spec.template.metadata.labels".into(),
+            format!("{path}.template.metadata.labels"),
             format!("Invalid value: {:?}: `selector` does not match template `labels`", labels),
         )),
         Some(_) => {}
     }
     if let Some(spec) = template.spec.as_ref() {
-        causes.extend(validate_pod_spec(spec, "spec.template.spec", allowed_restart));
+        causes.extend(validate_pod_spec(spec, &format!("{path}.template.spec"), allowed_restart));
         if spec.active_deadline_seconds.is_some() && allowed_restart == ["Always"] {
             causes.push((
-                "spec.template.spec.activeDeadlineSeconds".into(),
+                format!("{path}.template.spec.activeDeadlineSeconds"),
                 format!("Forbidden: activeDeadlineSeconds in {kind} is not Supported"),
             ));
         }
     } else {
-        causes.push(("spec.template.spec".into(), "Required value".into()));
+        causes.push((format!("{path}.template.spec"), "Required value".into()));
     }
     causes
 }
@@ -246,14 +252,6 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         }
     });
     by_labels && by_expressions
-}
-
-/// A field of an update that may not change: kube-apiserver's ValidateImmutableField.
-pub fn immutable<T: PartialEq + serde::Serialize>(new: &T, old: &T, path: &str) -> Option<Cause> {
-    (new != old).then(|| {
-        let shown = serde_json::to_string(new).unwrap_or_default();
-        (path.to_string(), format!("Invalid value: {shown}: field is immutable"))
-    })
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::super::checks::{immutable, non_negative, one_of};
 use super::super::columns::{self, AGE, NAME};
-use super::super::pod_template::{default_template, immutable, validate_template};
+use super::super::pod_template::{default_template, validate_template};
 use super::super::{Cause, Column, Rules, Scale};
 
 pub struct Deployments;
@@ -40,16 +41,13 @@ impl Rules for Deployments {
 
     fn validate(deployment: &Deployment) -> Vec<Cause> {
         let Some(spec) = deployment.spec.as_ref() else { return vec![("spec".into(), "Required value".into())] };
-        let mut causes = validate_template(Some(&spec.selector), Some(&spec.template), "Deployment", &["Always"]);
-        for (field, value) in [
-            ("spec.replicas", spec.replicas),
-            ("spec.minReadySeconds", spec.min_ready_seconds),
-            ("spec.revisionHistoryLimit", spec.revision_history_limit),
-        ] {
-            if let Some(v) = value.filter(|v| *v < 0) {
-                causes.push((field.into(), format!("Invalid value: {v}: must be greater than or equal to 0")));
-            }
-        }
+        let mut causes =
+            validate_template(Some(&spec.selector), Some(&spec.template), "spec", "Deployment", &["Always"]);
+        causes.extend(non_negative([
+            ("spec.replicas", spec.replicas.map(i64::from)),
+            ("spec.minReadySeconds", spec.min_ready_seconds.map(i64::from)),
+            ("spec.revisionHistoryLimit", spec.revision_history_limit.map(i64::from)),
+        ]));
         if let (Some(progress), min) = (spec.progress_deadline_seconds, spec.min_ready_seconds.unwrap_or(0))
             && progress <= min
         {
@@ -78,11 +76,7 @@ impl Rules for Deployments {
                         ));
                     }
                 }
-                Some("Recreate") | None => {}
-                Some(other) => causes.push((
-                    "spec.strategy.type".into(),
-                    format!("Unsupported value: \"{other}\": supported values: \"Recreate\", \"RollingUpdate\""),
-                )),
+                other => causes.extend(one_of("spec.strategy.type", other, &["Recreate", "RollingUpdate"])),
             }
         }
         causes

@@ -3,8 +3,9 @@
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 
+use super::super::checks::{immutable, non_negative};
 use super::super::columns::{self, AGE, NAME};
-use super::super::pod_template::{default_template, immutable, validate_template};
+use super::super::pod_template::{default_template, validate_template};
 use super::super::{Cause, Column, Rules, Scale};
 
 pub struct ReplicaSets;
@@ -30,12 +31,12 @@ impl Rules for ReplicaSets {
 
     fn validate(replica_set: &ReplicaSet) -> Vec<Cause> {
         let Some(spec) = replica_set.spec.as_ref() else { return vec![("spec".into(), "Required value".into())] };
-        let mut causes = validate_template(Some(&spec.selector), spec.template.as_ref(), "ReplicaSet", &["Always"]);
-        for (field, value) in [("spec.replicas", spec.replicas), ("spec.minReadySeconds", spec.min_ready_seconds)] {
-            if let Some(v) = value.filter(|v| *v < 0) {
-                causes.push((field.into(), format!("Invalid value: {v}: must be greater than or equal to 0")));
-            }
-        }
+        let mut causes =
+            validate_template(Some(&spec.selector), spec.template.as_ref(), "spec", "ReplicaSet", &["Always"]);
+        causes.extend(non_negative([
+            ("spec.replicas", spec.replicas.map(i64::from)),
+            ("spec.minReadySeconds", spec.min_ready_seconds.map(i64::from)),
+        ]));
         causes
     }
 

@@ -221,8 +221,11 @@ pub fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
             if requests.contains_key(name) || limits.contains_key(name) {
                 any = true;
             }
-            let limit = limits.get(name);
-            if limit.is_none() || requests.get(name).is_some_and(|r| Some(r) != limit) {
+            let value = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+                q.and_then(|q| crate::quantity::Quantity::parse(&q.0))
+            };
+            let limit = value(limits.get(name));
+            if limit.is_none() || requests.contains_key(name) && value(requests.get(name)) != limit {
                 guaranteed = false;
             }
         }

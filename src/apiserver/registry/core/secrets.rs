@@ -4,8 +4,8 @@
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
+use super::super::checks::immutable;
 use super::super::columns::{self, AGE, NAME};
-use super::super::pod_template::immutable;
 use super::super::{Cause, Column, FieldLabel, Rules};
 use super::configmaps::{MAX_SIZE, frozen, key_causes};
 
