@@ -2,6 +2,7 @@
 
 mod apiserver;
 mod cli;
+mod cron;
 mod files;
 mod http_client;
 mod kubelet;

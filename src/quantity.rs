@@ -46,6 +46,11 @@ impl Quantity {
         Some(Quantity(if negative { -nanos } else { nanos }))
     }
 
+    /// In billionths.
+    pub fn nanos(self) -> i128 {
+        self.0
+    }
+
     pub fn is_negative(self) -> bool {
         self.0 < 0
     }

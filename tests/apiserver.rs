@@ -2,7 +2,7 @@
 //! HTTP for what kubectl never sends wrong. Each test starts its own server on a loopback
 //! port with a scratch data directory.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -693,20 +693,7 @@ fn every_kubectl_from_1_27_creates_applies_and_gets() {
         .collect();
     assert!(versions.len() >= 2 && versions[0].ends_with("1.27"), "kubectl 1.27 to 1.33 expected: {versions:?}");
     for kubectl in &versions {
-        let run = |args: &[&str], stdin: &str| -> Output {
-            let home = api.dir.path().join(kubectl.rsplit('/').next().unwrap());
-            let mut child = Command::new(kubectl)
-                .args(args)
-                .env("KUBECONFIG", api.kubeconfig())
-                .env("HOME", home)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-            child.wait_with_output().unwrap()
-        };
+        let run = |args: &[&str], stdin: &str| -> Output { api.kubectl_output_of(kubectl, args, Some(stdin)) };
         let namespace = format!("ns{}", kubectl.rsplit('.').next().unwrap());
         for (args, stdin) in [
             (vec!["create", "namespace", &namespace], ""),

@@ -34,6 +34,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Server {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
+    /// What admission and authorization read on every request.
+    pub cache: Arc<super::cache::Cache>,
     /// Bearer tokens accepted; `None`: no authentication.
     pub tokens: Option<HashSet<String>>,
     pub allocator: Allocator,
@@ -520,7 +522,7 @@ mod tests {
     #[test]
     fn unknown_resources_and_subresources_are_not_found() {
         let registry = Registry::builtin();
-        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "resourcequotas"]).is_none());
+        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "widgets"]).is_none());
         assert!(resolve(&registry, "", "v1", &["namespaces", "default", "configmaps", "x", "status"]).is_none());
         let pod_status = resolve(&registry, "", "v1", &["namespaces", "default", "pods", "p", "status"]).unwrap();
         assert_eq!(pod_status.subresource.as_deref(), Some("status"));

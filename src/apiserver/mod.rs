@@ -3,6 +3,8 @@
 //! global revision (`store`); the REST surface (`http`) serves discovery, CRUD, patches and
 //! watches.
 
+mod admission;
+mod cache;
 mod discovery;
 mod errors;
 mod http;
@@ -159,15 +161,20 @@ pub fn run(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
         let address = listener.local_addr()?;
+        let registry = Registry::builtin();
+        let cache = Arc::new(admission::cache_of(&registry));
+        cache.load(&*store)?;
+        tokio::spawn(cache.clone().follow(store.clone()));
         let server = Arc::new(Server {
             store: store.clone(),
-            registry: Registry::builtin(),
+            registry,
+            cache,
             tokens: credentials.tokens.clone(),
             nodes: credentials.nodes.clone(),
             allocator: Allocator { service_cidr: config.service_cidr, node_ports: config.node_ports.clone() },
             writes: tokio::sync::Mutex::new(()),
         });
-        ensure_system_namespaces(&server).await?;
+        ensure_system_objects(&server).await?;
         let kubeconfig = config.data_dir.join("kubeconfig");
         let ca = credentials.serving.as_ref().map(|(_, ca)| ca.as_slice());
         write_kubeconfig(&kubeconfig, address, credentials.admin_token.clone(), ca)?;
@@ -196,14 +203,22 @@ async fn compact_periodically(store: Arc<dyn Store>, interval: Duration) {
     }
 }
 
-async fn ensure_system_namespaces(server: &Arc<Server>) -> Result<()> {
-    let namespaces = Target::collection(server.registry.find("", "v1", "namespaces").expect("namespaces"), None);
-    for name in SYSTEM_NAMESPACES {
-        if server.store.get(&namespaces.info().key(None, name))?.is_none() {
-            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            rest::create(server, &namespaces, namespace, &Default::default(), &mut Validation::from_query(None))
+/// The objects every cluster has from its start (kube-apiserver's post-start hooks): the
+/// system namespaces and priority classes; made when missing, left alone otherwise.
+async fn ensure_system_objects(server: &Arc<Server>) -> Result<()> {
+    let namespaces = SYSTEM_NAMESPACES
+        .map(|name| ("", "namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})));
+    let classes = registry::scheduling::SYSTEM_CLASSES.map(|(name, value, description)| {
+        ("scheduling.k8s.io", "priorityclasses", registry::scheduling::system_class(name, value, description))
+    });
+    for (group, plural, object) in namespaces.into_iter().chain(classes) {
+        let target =
+            Target::collection(server.registry.find(group, "v1", plural).expect("system objects are served"), None);
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if server.store.get(&target.info().key(None, &name))?.is_none() {
+            rest::create(server, &target, object, &Default::default(), &mut Validation::from_query(None))
                 .await
-                .map_err(|e| anyhow::anyhow!("create namespace {name}: {}", e.message))?;
+                .map_err(|e| anyhow::anyhow!("create {plural} {name}: {}", e.message))?;
         }
     }
     Ok(())

@@ -43,12 +43,14 @@ const SYSTEM_FIELDS: [&str; 6] =
     ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "uid", "creationTimestamp"];
 
 /// Checks that `object` is a kind its URL allows, gives it the server's metadata for a new
-/// object, and runs the kind's strategy on it. `namespace` is the URL's.
+/// object, lets mutating admission `admit` change it, and runs the kind's strategy on it.
+/// `namespace` is the URL's.
 pub fn prepare_create(
     strategy: &dyn Strategy,
     namespace: Option<&str>,
     mut object: Value,
     validation: &mut Validation,
+    admit: impl FnOnce(&mut Value) -> Result<(), ApiError>,
 ) -> Result<Value, ApiError> {
     let info = strategy.info();
     check_kind(info, &mut object)?;
@@ -91,6 +93,7 @@ pub fn prepare_create(
     let decoded = strategy.decode(object)?;
     validation.take(decoded.unknown)?;
     let mut object = decoded.object;
+    admit(&mut object)?;
     if strategy.tracks_generation() {
         object["metadata"]["generation"] = 1.into();
     }
@@ -310,7 +313,9 @@ mod tests {
     fn create_fills_server_metadata_and_generate_name() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "resourceVersion": "9"},
                          "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
-        let made = prepare_create(&*pods(), Some("default"), pod, &mut Validation::from_query(Some("Strict"))).unwrap();
+        let made =
+            prepare_create(&*pods(), Some("default"), pod, &mut Validation::from_query(Some("Strict")), |_| Ok(()))
+                .unwrap();
         let meta = &made["metadata"];
         assert!(meta["name"].as_str().unwrap().starts_with("web-") && meta["name"].as_str().unwrap().len() == 9);
         assert_eq!(meta["namespace"], "default");
@@ -327,27 +332,36 @@ mod tests {
     #[test]
     fn bad_objects_name_what_is_wrong() {
         let wrong_kind = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}});
-        let e = prepare_create(&*pods(), Some("default"), wrong_kind, &mut Validation::from_query(None)).unwrap_err();
+        let e = prepare_create(&*pods(), Some("default"), wrong_kind, &mut Validation::from_query(None), |_| Ok(()))
+            .unwrap_err();
         assert_eq!((e.code, e.reason), (400, "BadRequest"));
         let invalid = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c"}]}});
-        let e = prepare_create(&*pods(), Some("default"), invalid, &mut Validation::from_query(None)).unwrap_err();
+        let e = prepare_create(&*pods(), Some("default"), invalid, &mut Validation::from_query(None), |_| Ok(()))
+            .unwrap_err();
         assert_eq!(e.code, 422);
         assert!(e.message.starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value"), "{}", e.message);
         assert!(e.message.contains("spec.containers[0].image: Required value"), "{}", e.message);
         let unknown = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}});
-        let e = prepare_create(&*pods(), Some("default"), unknown.clone(), &mut Validation::from_query(Some("Strict")))
-            .unwrap_err();
+        let e = prepare_create(
+            &*pods(),
+            Some("default"),
+            unknown.clone(),
+            &mut Validation::from_query(Some("Strict")),
+            |_| Ok(()),
+        )
+        .unwrap_err();
         assert_eq!(e.message, "strict decoding error: unknown field \"spec.containers[0].imagePullPolicyy\"");
         // Warn (the default): dropped, and named for a Warning header.
         let mut warn = Validation::from_query(None);
-        let made = prepare_create(&*pods(), Some("default"), unknown.clone(), &mut warn).unwrap();
+        let made = prepare_create(&*pods(), Some("default"), unknown.clone(), &mut warn, |_| Ok(())).unwrap();
         assert!(made["spec"]["containers"][0].get("imagePullPolicyy").is_none());
         assert_eq!(warn.warnings(), ["spec.containers[0].imagePullPolicyy"]);
         let mut ignore = Validation::from_query(Some("Ignore"));
-        prepare_create(&*pods(), Some("default"), unknown, &mut ignore).unwrap();
+        prepare_create(&*pods(), Some("default"), unknown, &mut ignore, |_| Ok(())).unwrap();
         assert!(ignore.warnings().is_empty());
         let wrong_type = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
-        let e = prepare_create(&*pods(), Some("default"), wrong_type, &mut Validation::from_query(None)).unwrap_err();
+        let e = prepare_create(&*pods(), Some("default"), wrong_type, &mut Validation::from_query(None), |_| Ok(()))
+            .unwrap_err();
         assert!(e.message.starts_with("error decoding the object: invalid type"), "{}", e.message);
     }
 
@@ -358,6 +372,7 @@ mod tests {
             Some("ns"),
             json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}}),
             &mut Validation::from_query(None),
+            |_| Ok(()),
         )
         .unwrap();
         let mut next = current.clone();

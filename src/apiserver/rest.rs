@@ -13,6 +13,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::admission;
 use super::errors::ApiError;
 use super::http::{Query, Shared};
 use super::objects::{self, Validation};
@@ -202,14 +203,11 @@ pub async fn create(
     query: &Query,
     validation: &mut Validation,
 ) -> Result<(u16, Value), ApiError> {
-    let object = objects::prepare_create(&*target.strategy, target.namespace.as_deref(), object, validation)?;
+    let admit = |object: &mut Value| admission::mutate_create(server, target, object);
+    let object = objects::prepare_create(&*target.strategy, target.namespace.as_deref(), object, validation, admit)?;
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let _writes = server.writes.lock().await;
-    if target.info().namespaced
-        && let Some(namespace) = &target.namespace
-    {
-        admit_namespace(server, namespace, &name, target)?;
-    }
+    admission::check_quota(server, target, &object)?;
     let object = match target.info().kind.as_str() {
         "Service" if target.info().group.is_empty() => server.allocator.allocate(&*server.store, object, None)?,
         _ => object,
@@ -218,29 +216,16 @@ pub async fn create(
         return Ok((201, object));
     }
     let revision = server.store.create(&target.key(&name), &encode(&object)).map_err(store_error(target, &name))?;
+    server.cache.observe(&target.key(&name), revision, Some(&object));
     if target.info().kind == "Namespace" && target.info().group.is_empty() {
         create_default_service_account(server, &name)?;
+    }
+    if let Some(namespace) = target.namespace.as_deref().filter(|_| target.info().namespaced) {
+        admission::refresh_quotas(server, namespace)?;
     }
     let mut object = object;
     object["metadata"]["resourceVersion"] = revision.to_string().into();
     Ok((201, object))
-}
-
-/// NamespaceLifecycle admission: a namespaced object goes only into a namespace that
-/// exists and is not being deleted.
-fn admit_namespace(server: &Shared, namespace: &str, name: &str, target: &Target) -> Result<(), ApiError> {
-    let namespaces = server.registry.find("", "v1", "namespaces").expect("namespaces are served");
-    let stored = server.store.get(&namespaces.info().key(None, namespace)).map_err(store_error(target, name))?;
-    let Some(stored) = stored else { return Err(ApiError::not_found("namespaces", namespace)) };
-    let stored: Value = serde_json::from_slice(&stored.value).unwrap_or_default();
-    if stored["metadata"].get("deletionTimestamp").is_some() {
-        return Err(ApiError::forbidden(
-            &qualified_resource(target.info()),
-            name,
-            format!("unable to create new content in namespace {namespace} because it is being terminated"),
-        ));
-    }
-    Ok(())
 }
 
 fn create_default_service_account(server: &Shared, namespace: &str) -> Result<(), ApiError> {
@@ -250,9 +235,15 @@ fn create_default_service_account(server: &Shared, namespace: &str) -> Result<()
         Some(namespace),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
         &mut Validation::from_query(None),
+        |_| Ok(()),
     )?;
-    match server.store.create(&accounts.info().key(Some(namespace), "default"), &encode(&account)) {
-        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+    let key = accounts.info().key(Some(namespace), "default");
+    match server.store.create(&key, &encode(&account)) {
+        Ok(revision) => {
+            server.cache.observe(&key, revision, Some(&account));
+            Ok(())
+        }
+        Err(StoreError::AlreadyExists(_)) => Ok(()),
         Err(e) => Err(ApiError::from_store(e, "serviceaccounts", "default")),
     }
 }
@@ -281,6 +272,7 @@ pub async fn update(
         return Err(ApiError::conflict(&qualified_resource(target.info()), name));
     }
     let next = objects::prepare_update(&*target.strategy, &current, next, subresource, validation)?;
+    admission::mutate_update(server, target, &next)?;
     let _writes = server.writes.lock().await;
     let next = match target.info().kind.as_str() {
         "Service" if target.info().group.is_empty() && subresource.is_none() => {
@@ -298,10 +290,18 @@ pub async fn update(
         && next["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty)
         && !target.strategy.awaits_finalization(&next);
     if finished {
-        server.store.delete(&key, Some(expected)).map_err(store_error(target, name))?;
+        let (_, revision) = server.store.delete(&key, Some(expected)).map_err(store_error(target, name))?;
+        server.cache.observe(&key, revision, None);
         return Ok(next);
     }
-    let revision = server.store.update(&key, &encode(&next), Some(expected)).map_err(store_error(target, name))?;
+    let bytes = encode(&next);
+    // An update that changes nothing writes nothing: the object keeps its resourceVersion
+    // and watchers see no event (kube-apiserver's GuaranteedUpdate).
+    if bytes == current_kv.value {
+        return Ok(current);
+    }
+    let revision = server.store.update(&key, &bytes, Some(expected)).map_err(store_error(target, name))?;
+    server.cache.observe(&key, revision, Some(&next));
     let mut next = next;
     next["metadata"]["resourceVersion"] = revision.to_string().into();
     Ok(next)
@@ -389,6 +389,7 @@ pub async fn delete(
     query: &Query,
 ) -> Result<(u16, Value), ApiError> {
     let (kv, object) = read(server, target, name)?;
+    admission::admit_delete(target, &object)?;
     let resource = qualified_resource(target.info());
     if let Some(uid) = &options.precondition_uid
         && object["metadata"]["uid"].as_str() != Some(uid)
@@ -461,10 +462,15 @@ pub async fn delete(
         }
         let revision =
             server.store.update(&kv.key, &encode(&marked), Some(kv.mod_revision)).map_err(store_error(target, name))?;
+        server.cache.observe(&kv.key, revision, Some(&marked));
         marked["metadata"]["resourceVersion"] = revision.to_string().into();
         return Ok((202, marked));
     }
-    server.store.delete(&kv.key, Some(kv.mod_revision)).map_err(store_error(target, name))?;
+    let (_, revision) = server.store.delete(&kv.key, Some(kv.mod_revision)).map_err(store_error(target, name))?;
+    server.cache.observe(&kv.key, revision, None);
+    if let Some(namespace) = target.namespace.as_deref().filter(|_| target.info().namespaced) {
+        admission::refresh_quotas(server, namespace)?;
+    }
     Ok((200, object))
 }
 
@@ -497,7 +503,8 @@ pub async fn delete_namespace(
             .map_err(|e| ApiError::from_store(e, &strategy.info().plural, ""))?;
         for kv in page.items {
             match server.store.delete(&kv.key, None) {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Ok((_, revision)) => server.cache.observe(&kv.key, revision, None),
+                Err(StoreError::NotFound(_)) => {}
                 Err(e) => return Err(ApiError::from_store(e, &strategy.info().plural, &kv.key)),
             }
         }

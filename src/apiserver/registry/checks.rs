@@ -3,11 +3,6 @@
 
 use super::Cause;
 
-/// `Required value` at `path`.
-pub fn required(path: &str) -> Cause {
-    (path.to_string(), "Required value".to_string())
-}
-
 /// Each of `fields` that is set must be zero or more (ValidateNonnegativeField).
 pub fn non_negative<const N: usize>(fields: [(&str, Option<i64>); N]) -> Vec<Cause> {
     fields

@@ -49,6 +49,15 @@ pub fn text(v: &Value) -> Value {
     }
 }
 
+/// An int-or-string field as text, or `absent`.
+pub fn int_or_string(v: &Value, absent: &str) -> Value {
+    match v {
+        Value::Null => absent.into(),
+        Value::String(s) => s.clone().into(),
+        other => other.to_string().into(),
+    }
+}
+
 /// An integer field, 0 when absent.
 pub fn count(v: &Value) -> Value {
     v.as_i64().unwrap_or(0).into()
@@ -91,6 +100,50 @@ pub fn selector_string(selector: &Value) -> String {
     parts.join(",")
 }
 
+/// `ready/desired` replicas, as deployments and stateful sets show them.
+pub const READY_OF_DESIRED: Column = Column {
+    name: "Ready",
+    kind: "string",
+    priority: 0,
+    cell: |o| {
+        let ready = o["status"]["readyReplicas"].as_i64().unwrap_or(0);
+        format!("{ready}/{}", o["spec"]["replicas"].as_i64().unwrap_or(1)).into()
+    },
+};
+
+/// Desired, Current and Ready replicas, as replica sets and replication controllers show
+/// them.
+pub const REPLICA_COUNTS: [Column; 3] = [
+    Column {
+        name: "Desired",
+        kind: "integer",
+        priority: 0,
+        cell: |o| o["spec"]["replicas"].as_i64().unwrap_or(1).into(),
+    },
+    Column { name: "Current", kind: "integer", priority: 0, cell: |o| count(&o["status"]["replicas"]) },
+    Column { name: "Ready", kind: "integer", priority: 0, cell: |o| count(&o["status"]["readyReplicas"]) },
+];
+
+/// The wide Containers and Images of a workload's pod template (`spec.template`).
+pub const TEMPLATE_CONTAINERS: [Column; 2] = [
+    Column {
+        name: "Containers",
+        kind: "string",
+        priority: 1,
+        cell: |o| template_containers(&o["spec"]["template"], "name"),
+    },
+    Column {
+        name: "Images",
+        kind: "string",
+        priority: 1,
+        cell: |o| template_containers(&o["spec"]["template"], "image"),
+    },
+];
+
+/// The wide Selector of a workload (`spec.selector`).
+pub const SELECTOR: Column =
+    Column { name: "Selector", kind: "string", priority: 1, cell: |o| selector(&o["spec"]["selector"]) };
+
 /// The `field` (name or image) of a pod template's containers, joined by commas.
 pub fn template_containers(template: &Value, field: &str) -> Value {
     let values: Vec<&str> =
@@ -98,13 +151,29 @@ pub fn template_containers(template: &Value, field: &str) -> Value {
     values.join(",").into()
 }
 
+fn parse_time(at: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// How long ago RFC 3339 time `at` was, as kubectl prints it (`45s`, `3m`, `5h`, `2d`).
 pub fn human_age(at: &str) -> String {
-    let Ok(then) = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) else {
-        return "<unknown>".into();
-    };
-    let secs = (time::OffsetDateTime::now_utc() - then).whole_seconds().max(0);
-    match secs {
+    match parse_time(at) {
+        Some(then) => human_duration((time::OffsetDateTime::now_utc() - then).whole_seconds()),
+        None => "<unknown>".into(),
+    }
+}
+
+/// How long from RFC 3339 time `start` to `end` (a job's run).
+pub fn human_duration_between(start: &str, end: &str) -> String {
+    match (parse_time(start), parse_time(end)) {
+        (Some(start), Some(end)) => human_duration((end - start).whole_seconds()),
+        _ => "<unknown>".into(),
+    }
+}
+
+/// apimachinery's duration.HumanDuration.
+fn human_duration(secs: i64) -> String {
+    match secs.max(0) {
         s if s < 120 => format!("{s}s"),
         s if s < 600 && s % 60 == 0 => format!("{}m", s / 60),
         s if s < 600 => format!("{}m{}s", s / 60, s % 60),

@@ -13,10 +13,16 @@ pub mod columns;
 mod typed;
 
 mod apps;
+mod autoscaling;
+mod batch;
 mod coordination;
 pub mod core;
 mod discovery;
+pub mod networking;
 mod pod_template;
+mod policy;
+pub mod scheduling;
+pub mod storage;
 
 use std::sync::{Arc, RwLock};
 
@@ -164,8 +170,26 @@ impl Registry {
             Typed::<core::secrets::Secrets>::shared(),
             Typed::<core::events::Events>::shared(),
             Typed::<core::serviceaccounts::ServiceAccounts>::shared(),
+            Typed::<core::persistentvolumes::PersistentVolumes>::shared(),
+            Typed::<core::persistentvolumeclaims::PersistentVolumeClaims>::shared(),
+            Typed::<core::resourcequotas::ResourceQuotas>::shared(),
+            Typed::<core::limitranges::LimitRanges>::shared(),
+            Typed::<core::podtemplates::PodTemplates>::shared(),
+            Typed::<core::replicationcontrollers::ReplicationControllers>::shared(),
             Typed::<apps::deployments::Deployments>::shared(),
             Typed::<apps::replicasets::ReplicaSets>::shared(),
+            Typed::<apps::daemonsets::DaemonSets>::shared(),
+            Typed::<apps::statefulsets::StatefulSets>::shared(),
+            Typed::<apps::controllerrevisions::ControllerRevisions>::shared(),
+            Typed::<batch::jobs::Jobs>::shared(),
+            Typed::<batch::cronjobs::CronJobs>::shared(),
+            Typed::<autoscaling::HorizontalPodAutoscalers>::shared(),
+            Typed::<policy::PodDisruptionBudgets>::shared(),
+            Typed::<networking::ingresses::Ingresses>::shared(),
+            Typed::<networking::ingressclasses::IngressClasses>::shared(),
+            Typed::<networking::networkpolicies::NetworkPolicies>::shared(),
+            Typed::<storage::StorageClasses>::shared(),
+            Typed::<scheduling::PriorityClasses>::shared(),
             Typed::<discovery::EndpointSlices>::shared(),
             Typed::<coordination::Leases>::shared(),
         ];

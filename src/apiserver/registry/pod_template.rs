@@ -197,32 +197,29 @@ pub fn validate_template(
     kind: &str,
     allowed_restart: &[&str],
 ) -> Vec<Cause> {
-    let mut causes = Vec::new();
     let Some(template) = template else {
         return vec![(format!("{path}.template"), "Required value".into())];
     };
+    let mut causes = validate_template_spec(template, path, kind, allowed_restart);
+    match selector {
+        None => causes.push((format!("{path}.selector"), "Required value".into())),
+        Some(selector) => causes.extend(validate_selector(selector, template, path, kind)),
+    }
+    causes
+}
+
+/// A template at `{path}.template` on its own: labels, annotations, pod spec.
+pub fn validate_template_spec(
+    template: &PodTemplateSpec,
+    path: &str,
+    kind: &str,
+    allowed_restart: &[&str],
+) -> Vec<Cause> {
+    let mut causes = Vec::new();
     let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     causes.extend(validation::labels(&labels, &format!("{path}.template.metadata.labels")));
     if let Some(annotations) = template.metadata.as_ref().and_then(|m| m.annotations.as_ref()) {
         causes.extend(validation::annotations(annotations, &format!("{path}.template.metadata.annotations")));
-    }
-    match selector {
-        None => causes.push((format!("{path}.selector"), "Required value".into())),
-        Some(selector)
-            if selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-                && selector.match_expressions.as_ref().is_none_or(Vec::is_empty) =>
-        {
-            let kind = kind.to_lowercase();
-            causes.push((
-                format!("{path}.selector"),
-                format!("Invalid value: {{}}: empty selector is invalid for {kind}"),
-            ));
-        }
-        Some(selector) if !selects(selector, &labels) => causes.push((
-            format!("{path}.template.metadata.labels"),
-            format!("Invalid value: {:?}: `selector` does not match template `labels`", labels),
-        )),
-        Some(_) => {}
     }
     if let Some(spec) = template.spec.as_ref() {
         causes.extend(validate_pod_spec(spec, &format!("{path}.template.spec"), allowed_restart));
@@ -236,6 +233,27 @@ pub fn validate_template(
         causes.push((format!("{path}.template.spec"), "Required value".into()));
     }
     causes
+}
+
+/// A workload's selector at `{path}.selector`: not empty, and selecting its template.
+pub fn validate_selector(selector: &LabelSelector, template: &PodTemplateSpec, path: &str, kind: &str) -> Vec<Cause> {
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    if selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    {
+        let kind = kind.to_lowercase();
+        return vec![(
+            format!("{path}.selector"),
+            format!("Invalid value: {{}}: empty selector is invalid for {kind}"),
+        )];
+    }
+    if !selects(selector, &labels) {
+        return vec![(
+            format!("{path}.template.metadata.labels"),
+            format!("Invalid value: {labels:?}: `selector` does not match template `labels`"),
+        )];
+    }
+    vec![]
 }
 
 /// Whether a LabelSelector selects `labels` (metav1.LabelSelectorAsSelector).

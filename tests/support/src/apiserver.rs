@@ -75,15 +75,25 @@ impl ApiServer {
     }
 
     pub fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(KUBECTL);
-        // HOME holds kubectl's discovery cache: one per server.
-        cmd.args(args).env("KUBECONFIG", self.kubeconfig()).env("HOME", self.dir.path());
+        self.kubectl_command_of(KUBECTL, args)
+    }
+
+    /// A command of the kubectl at `binary` (one of KUBECTL_DIR's releases).
+    pub fn kubectl_command_of(&self, binary: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary);
+        // HOME holds kubectl's discovery cache: one per server and release.
+        let home = self.dir.path().join(binary.rsplit('/').next().unwrap_or("kubectl"));
+        cmd.args(args).env("KUBECONFIG", self.kubeconfig()).env("HOME", home);
         cmd
     }
 
     pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_output_of(KUBECTL, args, stdin)
+    }
+
+    pub fn kubectl_output_of(&self, binary: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = self
-            .kubectl_command(args)
+            .kubectl_command_of(binary, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,7 +116,11 @@ impl ApiServer {
 
     /// kubectl ARGS, expecting failure; stderr.
     pub fn kubectl_fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl_output(args, None);
+        self.kubectl_stdin_fails(args, "")
+    }
+
+    pub fn kubectl_stdin_fails(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_output(args, Some(stdin));
         assert!(!out.status.success(), "kubectl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8(out.stderr).unwrap()
     }

@@ -95,23 +95,14 @@ impl Rules for Deployments {
     }
 
     fn columns() -> Vec<Column> {
-        vec![
+        let counts = [
             NAME,
-            columns::string("Ready", 0, |o| {
-                format!(
-                    "{}/{}",
-                    o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-                    o["spec"]["replicas"].as_i64().unwrap_or(1)
-                )
-                .into()
-            }),
+            columns::READY_OF_DESIRED,
             columns::integer("Up-to-date", 0, |o| columns::count(&o["status"]["updatedReplicas"])),
             columns::integer("Available", 0, |o| columns::count(&o["status"]["availableReplicas"])),
             AGE,
-            columns::string("Containers", 1, |o| columns::template_containers(&o["spec"]["template"], "name")),
-            columns::string("Images", 1, |o| columns::template_containers(&o["spec"]["template"], "image")),
-            columns::string("Selector", 1, |o| columns::selector(&o["spec"]["selector"])),
-        ]
+        ];
+        [&counts[..], &columns::TEMPLATE_CONTAINERS, &[columns::SELECTOR]].concat()
     }
 
     fn scale(deployment: &Deployment) -> Option<Scale> {

@@ -1,7 +1,10 @@
 //! The apps group (`/apis/apps/v1`).
 
+pub mod controllerrevisions;
+pub mod daemonsets;
 pub mod deployments;
 pub mod replicasets;
+pub mod statefulsets;
 
 use super::Scale;
 use super::columns::selector_string;

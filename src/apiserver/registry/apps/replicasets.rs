@@ -46,16 +46,7 @@ impl Rules for ReplicaSets {
     }
 
     fn columns() -> Vec<Column> {
-        vec![
-            NAME,
-            columns::integer("Desired", 0, |o| o["spec"]["replicas"].as_i64().unwrap_or(1).into()),
-            columns::integer("Current", 0, |o| columns::count(&o["status"]["replicas"])),
-            columns::integer("Ready", 0, |o| columns::count(&o["status"]["readyReplicas"])),
-            AGE,
-            columns::string("Containers", 1, |o| columns::template_containers(&o["spec"]["template"], "name")),
-            columns::string("Images", 1, |o| columns::template_containers(&o["spec"]["template"], "image")),
-            columns::string("Selector", 1, |o| columns::selector(&o["spec"]["selector"])),
-        ]
+        [&[NAME][..], &columns::REPLICA_COUNTS, &[AGE], &columns::TEMPLATE_CONTAINERS, &[columns::SELECTOR]].concat()
     }
 
     fn scale(replica_set: &ReplicaSet) -> Option<Scale> {

@@ -51,12 +51,6 @@ impl Rules for Pods {
         pod.status =
             Some(PodStatus { phase: Some("Pending".into()), qos_class: Some(qos.into()), ..Default::default() });
         let Some(spec) = pod.spec.as_mut() else { return };
-        // ServiceAccount admission.
-        if unset(&spec.service_account_name) {
-            spec.service_account_name =
-                spec.service_account.clone().filter(|s| !s.is_empty()).or(Some("default".into()));
-        }
-        spec.service_account = spec.service_account_name.clone();
         // DefaultTolerationSeconds admission: tolerate a node that is not ready or
         // unreachable for 5 minutes, unless the pod says otherwise.
         let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
@@ -73,11 +67,6 @@ impl Rules for Pods {
                     ..Default::default()
                 });
             }
-        }
-        // Priority admission, with no default PriorityClass.
-        spec.priority.get_or_insert(0);
-        if unset(&spec.preemption_policy) {
-            spec.preemption_policy = Some("PreemptLowerPriority".into());
         }
     }
 
