@@ -9,6 +9,8 @@
 //!   quotas' status after each change, so `kubectl describe quota` is current);
 //! - on delete: the system priority classes stay.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::cache::Cache;
@@ -45,11 +47,11 @@ fn prefix(server: &Shared, group: &str, plural: &str, namespace: Option<&str>) -
 }
 
 /// The objects of a cached kind (in a namespace).
-fn cached(server: &Shared, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
+fn cached(server: &Shared, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
     prefix(server, group, plural, namespace).map_or_else(Vec::new, |p| server.cache.list(&p))
 }
 
-fn cached_one(server: &Shared, group: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+fn cached_one(server: &Shared, group: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Arc<Value>> {
     server.cache.get(&format!("{}{name}", prefix(server, group, plural, namespace)?))
 }
 
@@ -219,8 +221,9 @@ fn default_storage_class(server: &Shared, claim: &mut Value) -> Result<(), ApiEr
         return Ok(());
     }
     let classes = cached(server, "storage.k8s.io", "storageclasses", None);
-    let newest =
-        newest_default(classes.iter().filter(|c| super::registry::storage::is_default(&c["metadata"]["annotations"])));
+    let newest = newest_default(
+        classes.iter().map(|c| &**c).filter(|c| super::registry::storage::is_default(&c["metadata"]["annotations"])),
+    );
     if let Some(class) = newest {
         claim["spec"]["storageClassName"] = class["metadata"]["name"].clone();
     }
@@ -236,7 +239,8 @@ fn default_ingress_class(server: &Shared, ingress: &mut Value) -> Result<(), Api
     }
     let classes = cached(server, "networking.k8s.io", "ingressclasses", None);
     let default = super::registry::networking::ingressclasses::DEFAULT_ANNOTATION;
-    let newest = newest_default(classes.iter().filter(|c| c["metadata"]["annotations"][default] == "true"));
+    let newest =
+        newest_default(classes.iter().map(|c| &**c).filter(|c| c["metadata"]["annotations"][default] == "true"));
     if let Some(class) = newest {
         ingress["spec"]["ingressClassName"] = class["metadata"]["name"].clone();
     }
@@ -426,6 +430,12 @@ pub fn format_nanos(resource: &str, nanos: i128) -> String {
     units.to_string()
 }
 
+/// Whether a write of `target`'s kind has quotas to meet in its namespace.
+pub fn has_quotas(server: &Shared, target: &Target) -> bool {
+    let namespace = target.namespace.as_deref().filter(|_| target.info().namespaced);
+    namespace.is_some_and(|namespace| !cached(server, "", "resourcequotas", Some(namespace)).is_empty())
+}
+
 /// The ResourceQuota plugin: every quota of the namespace whose resources `object` counts
 /// towards must still hold with it. `replaced` is the object's previous self, on update.
 pub fn check_quota(server: &Shared, target: &Target, object: &Value) -> Result<(), ApiError> {
@@ -601,10 +611,11 @@ fn usage(
 /// Writes each quota of the namespace's status: what it allows and what is used now.
 pub fn refresh_quotas(server: &Shared, namespace: &str) -> Result<(), ApiError> {
     let Some(strategy) = server.registry.find("", "v1", "resourcequotas") else { return Ok(()) };
-    let page = server
-        .store
-        .list(&strategy.info().prefix(Some(namespace)), None, 0)
-        .map_err(|e| ApiError::from_store(e, "resourcequotas", ""))?;
+    let prefix = strategy.info().prefix(Some(namespace));
+    if server.cache.list(&prefix).is_empty() {
+        return Ok(());
+    }
+    let page = server.store.list(&prefix, None, 0).map_err(|e| ApiError::from_store(e, "resourcequotas", ""))?;
     for kv in page.items {
         let Ok(mut quota) = serde_json::from_slice::<Value>(&kv.value) else { continue };
         let used: serde_json::Map<String, Value> = usage(server, namespace, &quota)?
@@ -624,7 +635,8 @@ pub fn refresh_quotas(server: &Shared, namespace: &str) -> Result<(), ApiError> 
             &serde_json::to_vec(&quota).expect("JSON values serialise"),
             Some(kv.mod_revision),
         ) {
-            Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound(_)) => {}
+            Ok(revision) => server.cache.observe(&kv.key, revision, Some(&quota)),
+            Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(ApiError::from_store(e, "resourcequotas", "")),
         }
     }

@@ -21,7 +21,7 @@ use super::store::{EventKind, Store, StoreError};
 pub struct Cache {
     prefixes: Vec<String>,
     /// By key: the revision it was last seen at, and its object (None once deleted).
-    objects: RwLock<BTreeMap<String, (i64, Option<Value>)>>,
+    objects: RwLock<BTreeMap<String, (i64, Option<Arc<Value>>)>>,
 }
 
 impl Cache {
@@ -38,10 +38,10 @@ impl Cache {
     pub fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
         for prefix in &self.prefixes {
             let page = store.list(prefix, None, 0)?;
-            let live: Vec<(String, i64, Option<Value>)> = page
+            let live: Vec<(String, i64, Option<Arc<Value>>)> = page
                 .items
                 .into_iter()
-                .map(|kv| (kv.key, kv.mod_revision, serde_json::from_slice(&kv.value).ok()))
+                .map(|kv| (kv.key, kv.mod_revision, serde_json::from_slice(&kv.value).ok().map(Arc::new)))
                 .collect();
             let mut objects = self.objects.write().expect("cache lock");
             // Whatever is no longer there went while no one was looking.
@@ -71,7 +71,7 @@ impl Cache {
         }
         let mut objects = self.objects.write().expect("cache lock");
         if objects.get(key).is_none_or(|(seen, _)| *seen < revision) {
-            objects.insert(key.to_string(), (revision, object.cloned()));
+            objects.insert(key.to_string(), (revision, object.cloned().map(Arc::new)));
         }
     }
 
@@ -98,12 +98,12 @@ impl Cache {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<Value> {
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
         self.objects.read().expect("cache lock").get(key).and_then(|(_, o)| o.clone())
     }
 
     /// The objects under `prefix`, by key.
-    pub fn list(&self, prefix: &str) -> Vec<Value> {
+    pub fn list(&self, prefix: &str) -> Vec<Arc<Value>> {
         let objects = self.objects.read().expect("cache lock");
         objects
             .range(prefix.to_string()..)
@@ -125,13 +125,13 @@ mod tests {
         let key = "/registry/core/limitranges/ns/l";
         cache.observe(key, 5, Some(&json!({"v": 5})));
         cache.observe(key, 4, Some(&json!({"v": 4})));
-        assert_eq!(cache.get(key), Some(json!({"v": 5})));
+        assert_eq!(cache.get(key).as_deref(), Some(&json!({"v": 5})));
         cache.observe(key, 6, None);
         cache.observe(key, 5, Some(&json!({"v": 5})));
         assert_eq!(cache.get(key), None);
         cache.observe("/registry/core/pods/ns/p", 7, Some(&json!({})));
         assert!(cache.list("/registry/core/").is_empty());
         cache.observe("/registry/core/limitranges/ns/m", 8, Some(&json!({"v": 8})));
-        assert_eq!(cache.list("/registry/core/limitranges/ns/"), [json!({"v": 8})]);
+        assert_eq!(cache.list("/registry/core/limitranges/ns/"), [Arc::new(json!({"v": 8}))]);
     }
 }

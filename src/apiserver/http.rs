@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use tokio::sync::RwLock;
 
 use super::discovery;
 use super::errors::ApiError;
@@ -42,8 +42,8 @@ pub struct Server {
     /// How the server reaches nodes' endpoints (logs, exec): TLS with its client
     /// certificate.
     pub nodes: tokio_rustls::TlsConnector,
-    /// Serialises the writes that read before they write (allocations, namespace checks).
-    pub writes: Mutex<()>,
+    /// Writes that read what they then write take it alone; others share it (`rest`).
+    pub writes: RwLock<()>,
 }
 
 pub type Shared = Arc<Server>;

@@ -172,7 +172,7 @@ pub fn run(config: Config) -> Result<()> {
             tokens: credentials.tokens.clone(),
             nodes: credentials.nodes.clone(),
             allocator: Allocator { service_cidr: config.service_cidr, node_ports: config.node_ports.clone() },
-            writes: tokio::sync::Mutex::new(()),
+            writes: tokio::sync::RwLock::new(()),
         });
         ensure_system_objects(&server).await?;
         let kubeconfig = config.data_dir.join("kubeconfig");

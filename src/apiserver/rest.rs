@@ -196,6 +196,23 @@ fn dry_run(query: &Query, options: &DeleteOptions) -> bool {
     query.all("dryRun").any(|d| d == "All") || options.dry_run
 }
 
+/// Held while a write checks what it reads and writes it: alone for the writes that read
+/// what they then write (a Service's allocations, a namespace's quotas), shared by all
+/// others, whose commits can then share an fsync. The guard is held, never read.
+#[allow(dead_code)]
+enum Exclusion<'a> {
+    Alone(tokio::sync::RwLockWriteGuard<'a, ()>),
+    Shared(tokio::sync::RwLockReadGuard<'a, ()>),
+}
+
+async fn exclusion<'a>(server: &'a Shared, target: &Target, quotas: bool) -> Exclusion<'a> {
+    let allocates = target.info().kind == "Service" && target.info().group.is_empty();
+    match allocates || quotas {
+        true => Exclusion::Alone(server.writes.write().await),
+        false => Exclusion::Shared(server.writes.read().await),
+    }
+}
+
 pub async fn create(
     server: &Shared,
     target: &Target,
@@ -206,7 +223,7 @@ pub async fn create(
     let admit = |object: &mut Value| admission::mutate_create(server, target, object);
     let object = objects::prepare_create(&*target.strategy, target.namespace.as_deref(), object, validation, admit)?;
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let _writes = server.writes.lock().await;
+    let _writes = exclusion(server, target, admission::has_quotas(server, target)).await;
     admission::check_quota(server, target, &object)?;
     let object = match target.info().kind.as_str() {
         "Service" if target.info().group.is_empty() => server.allocator.allocate(&*server.store, object, None)?,
@@ -273,7 +290,7 @@ pub async fn update(
     }
     let next = objects::prepare_update(&*target.strategy, &current, next, subresource, validation)?;
     admission::mutate_update(server, target, &next)?;
-    let _writes = server.writes.lock().await;
+    let _writes = exclusion(server, target, false).await;
     let next = match target.info().kind.as_str() {
         "Service" if target.info().group.is_empty() && subresource.is_none() => {
             server.allocator.allocate(&*server.store, next, Some(&current))?
@@ -496,6 +513,8 @@ pub async fn delete_namespace(
     if code != 202 || dry_run(query, options) {
         return Ok((code, marked));
     }
+    // No create slips in while the namespace is emptied.
+    let sweep = server.writes.write().await;
     for strategy in server.registry.all().into_iter().filter(|s| s.info().namespaced) {
         let page = server
             .store
@@ -509,6 +528,7 @@ pub async fn delete_namespace(
             }
         }
     }
+    drop(sweep);
     let finalize = |current: &Value| {
         let mut finalized = current.clone();
         let remaining: Vec<Value> = finalized["spec"]["finalizers"]
@@ -581,6 +601,12 @@ pub enum WatchFormat {
 /// stops matching is DELETED to the watcher and one that starts matching ADDED, as
 /// kube-apiserver's watch cache tells them. `sendInitialEvents=true` ends the initial
 /// objects with a BOOKMARK annotated `k8s.io/initial-events-end`.
+/// What a watch sends an event of: an object as stored (at a revision), or one it made.
+enum Payload {
+    Stored(Vec<u8>, i64),
+    Object(Value),
+}
+
 pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchFormat) -> Result<Response, ApiError> {
     let selector = selector(target, query)?;
     let prefix = target.info().prefix(target.namespace.as_deref());
@@ -614,11 +640,30 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
     let mut live = store.subscribe();
     tokio::spawn(async move {
         let info = strategy.info().clone();
-        let send = |kind: &str, object: Value| {
+        let send = |kind: &str, payload: Payload| {
             let sender = sender.clone();
             let kind = kind.to_string();
             let strategy = strategy.clone();
             async move {
+                let object = match (format, payload) {
+                    // As stored, its resourceVersion spliced in: not parsed, not written again.
+                    (WatchFormat::Json, Payload::Stored(value, revision)) => {
+                        let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
+                        if splice_resource_version(&mut line, &value, revision).is_err() {
+                            return false;
+                        }
+                        line.extend_from_slice(b"}\n");
+                        return sender.send(Bytes::from(line)).await.is_ok();
+                    }
+                    (_, Payload::Stored(value, revision)) => match serde_json::from_slice::<Value>(&value) {
+                        Ok(mut object) => {
+                            object["metadata"]["resourceVersion"] = revision.to_string().into();
+                            object
+                        }
+                        Err(_) => return false,
+                    },
+                    (_, Payload::Object(object)) => object,
+                };
                 let bytes = match format {
                     WatchFormat::Protobuf => match super::protobuf::encode_watch_event(&kind, &object) {
                         Ok(frame) => frame,
@@ -648,19 +693,36 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
             json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": metadata})
         };
         // What an event is to this watcher: the new object's match, against the old one's.
-        let deliver = |event: &Event| -> Option<(&'static str, Value)> {
+        // A selector on names alone is decided from the key, without reading the object.
+        let whole = info.prefix(None);
+        let identity = |key: &str| {
+            let rest = key.strip_prefix(whole.as_str()).unwrap_or(key);
+            let (namespace, name) =
+                if info.namespaced { rest.split_once('/').unwrap_or(("", rest)) } else { ("", rest) };
+            json!({"metadata": {"name": name, "namespace": namespace}})
+        };
+        let deliver = |event: &Event| -> Option<(&'static str, Payload)> {
             if !event.kv.key.starts_with(&prefix) {
                 return None;
             }
-            let mut object: Value = serde_json::from_slice(&event.kv.value).ok()?;
-            object["metadata"]["resourceVersion"] = event.revision.to_string().into();
-            let matches = selector.matches(&object);
-            let matched = match (&event.kind, &event.prev) {
-                _ if selector.is_empty() => true,
-                (EventKind::Put, Some(prev)) => serde_json::from_slice(prev).ok().is_some_and(|p| selector.matches(&p)),
-                // A put with no history left: the watcher may have it.
-                (EventKind::Put, None) => !event.created,
-                (EventKind::Delete, _) => matches,
+            let stored = || Payload::Stored(event.kv.value.clone(), event.revision);
+            let (matches, matched) = if selector.is_empty() {
+                (true, true)
+            } else if selector.on_identity_only() {
+                let matches = selector.matches(&identity(&event.kv.key));
+                (matches, matches)
+            } else {
+                let object: Value = serde_json::from_slice(&event.kv.value).ok()?;
+                let matches = selector.matches(&object);
+                let matched = match (&event.kind, &event.prev) {
+                    (EventKind::Put, Some(prev)) => {
+                        serde_json::from_slice(prev).ok().is_some_and(|p| selector.matches(&p))
+                    }
+                    // A put with no history left: the watcher may have it.
+                    (EventKind::Put, None) => !event.created,
+                    (EventKind::Delete, _) => matches,
+                };
+                (matches, matched)
             };
             let kind = match (&event.kind, event.created, matched, matches) {
                 (EventKind::Delete, _, true, _) => "DELETED",
@@ -671,20 +733,20 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
                 (EventKind::Put, false, true, false) => "DELETED",
                 (EventKind::Put, _, _, false) => return None,
             };
-            Some((kind, object))
+            Some((kind, stored()))
         };
         let mut last = match since {
             Some(revision) => revision,
             None => match store.list(&prefix, None, 0) {
                 Ok(page) => {
                     for kv in &page.items {
-                        let Ok(mut object) = serde_json::from_slice::<Value>(&kv.value) else { continue };
-                        object["metadata"]["resourceVersion"] = kv.mod_revision.to_string().into();
-                        if selector.matches(&object) && !send("ADDED", object).await {
+                        let matches = selector.is_empty()
+                            || serde_json::from_slice::<Value>(&kv.value).is_ok_and(|o| selector.matches(&o));
+                        if matches && !send("ADDED", Payload::Stored(kv.value.clone(), kv.mod_revision)).await {
                             return;
                         }
                     }
-                    if initial_events && !send("BOOKMARK", bookmark(page.revision, true)).await {
+                    if initial_events && !send("BOOKMARK", Payload::Object(bookmark(page.revision, true))).await {
                         return;
                     }
                     page.revision
@@ -709,7 +771,7 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
                     }
                     Err(StoreError::Compacted { requested, compacted }) => {
                         let gone = ApiError::gone(format!("too old resource version: {requested} ({compacted})"));
-                        let _ = send("ERROR", gone.status()).await;
+                        let _ = send("ERROR", Payload::Object(gone.status())).await;
                         return;
                     }
                     Err(_) => return,
@@ -731,7 +793,7 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
                 },
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tokio::time::sleep(Duration::from_secs(60)), if bookmarks => {
-                    if !send("BOOKMARK", bookmark(last, false)).await {
+                    if !send("BOOKMARK", Payload::Object(bookmark(last, false))).await {
                         return;
                     }
                 }

@@ -73,6 +73,12 @@ impl Selector {
         self.labels.is_empty() && self.fields.is_empty()
     }
 
+    /// Whether the selector decides from an object's name and namespace alone (nothing but
+    /// field selectors on its metadata): a watch then needs not read the object.
+    pub fn on_identity_only(&self) -> bool {
+        self.labels.is_empty() && self.fields.iter().all(|(label, _, _)| label.name.starts_with("metadata."))
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
         let label = |key: &str| labels.get(key).and_then(Value::as_str);
