@@ -317,8 +317,8 @@ async fn route(
             let kind = PatchType::from_content_type(content_type)?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
-            let definition = openapi::index().kind(&info.group, &info.version, &info.kind).map(String::from);
-            let patcher = move |current: &Value| patch::apply(current, &patch, kind, definition.as_deref());
+            let of = (info.group.as_str(), info.version.as_str(), info.kind.as_str());
+            let patcher = move |current: &Value| patch::apply(current, &patch, kind, of);
             let written = rest::update(server, &target, name, sub, patcher, query, validation).await?;
             Ok(warned(encoded(200, &written, encoding, &target)?, validation))
         }
@@ -343,7 +343,7 @@ async fn route(
                 let kind = PatchType::from_content_type(content_type)?;
                 let patch: Value = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
-                patch::apply(&current, &patch, kind, openapi::index().kind("autoscaling", "v1", "Scale"))?
+                patch::apply(&current, &patch, kind, ("autoscaling", "v1", "Scale"))?
             };
             let replicas = given["spec"]["replicas"].as_i64();
             let replicas = replicas.filter(|r| *r >= 0).ok_or_else(|| {

@@ -181,6 +181,11 @@ pub fn run(config: Config) -> Result<()> {
         let scheme = if credentials.serving.is_some() { "https" } else { "http" };
         eprintln!("podctl apiserver: serving on {scheme}://{address}; kubeconfig at {}", kubeconfig.display());
         tokio::spawn(compact_periodically(store, config.compaction_interval));
+        // What the first patch or protobuf request would otherwise wait for.
+        tokio::task::spawn_blocking(|| {
+            openapi::index();
+            protobuf::prepare();
+        });
         let router = axum::Router::new().fallback(http::handle).with_state(server);
         let tls = credentials.serving.map(|(acceptor, _)| acceptor);
         crate::serve::serve(listener, tls, router, crate::shutdown::signalled(), SHUTDOWN_GRACE).await

@@ -29,15 +29,23 @@ impl PatchType {
     }
 }
 
-/// `patch` applied to `target`, an object of the OpenAPI definition `definition` (which
-/// strategic merge patch needs: custom resources have none).
-pub fn apply(target: &Value, patch: &Value, kind: PatchType, definition: Option<&str>) -> Result<Value, ApiError> {
-    match kind {
+/// `patch` applied to `target`, an object of `kind` in `group`/`version` (whose OpenAPI
+/// definition strategic merge patch needs: custom resources have none).
+pub fn apply(
+    target: &Value,
+    patch: &Value,
+    patch_type: PatchType,
+    (group, version, kind): (&str, &str, &str),
+) -> Result<Value, ApiError> {
+    match patch_type {
         PatchType::Merge => Ok(merge_patch(target, patch)),
         PatchType::Json => json_patch(target, patch),
         PatchType::StrategicMerge => {
-            let definition = definition.ok_or_else(|| ApiError::unsupported_media_type(STRATEGIC_MERGE_PATCH))?;
-            strategic::apply(openapi::index(), definition, target, patch).map_err(|e| match e.code {
+            let index = openapi::index();
+            let definition = index
+                .kind(group, version, kind)
+                .ok_or_else(|| ApiError::unsupported_media_type(STRATEGIC_MERGE_PATCH))?;
+            strategic::apply(index, definition, target, patch).map_err(|e| match e.code {
                 400 => ApiError::bad_request(e.message),
                 422 => ApiError::unprocessable_patch(e.message),
                 _ => ApiError::internal(e.message),
@@ -157,7 +165,9 @@ mod tests {
     #[test]
     fn merge_patch_replaces_lists_and_deletes_nulls() {
         let target = json!({"a": 1, "b": {"c": 2, "d": 3}, "l": [1, 2]});
-        let patched = apply(&target, &json!({"b": {"c": null, "e": 4}, "l": [3]}), PatchType::Merge, None).unwrap();
+        let patched =
+            apply(&target, &json!({"b": {"c": null, "e": 4}, "l": [3]}), PatchType::Merge, ("", "v1", "ConfigMap"))
+                .unwrap();
         assert_eq!(patched, json!({"a": 1, "b": {"d": 3, "e": 4}, "l": [3]}));
     }
 
@@ -172,11 +182,11 @@ mod tests {
             {"op": "test", "path": "/l/1", "value": 2}
         ]);
         assert_eq!(
-            apply(&target, &patch, PatchType::Json, None).unwrap(),
+            apply(&target, &patch, PatchType::Json, ("", "v1", "ConfigMap")).unwrap(),
             json!({"metadata": {"labels": {"b": "2"}}, "l": [9, 2, 3]})
         );
         let failing = json!([{"op": "remove", "path": "/nope"}]);
-        let e = apply(&target, &failing, PatchType::Json, None).unwrap_err();
+        let e = apply(&target, &failing, PatchType::Json, ("", "v1", "ConfigMap")).unwrap_err();
         assert_eq!(e.code, 422);
         assert!(e.message.contains("operation 0: /nope does not exist"), "{}", e.message);
     }

@@ -68,6 +68,11 @@ fn types() -> &'static Types {
     })
 }
 
+/// Loads the descriptors now rather than at the first protobuf request.
+pub fn prepare() {
+    types();
+}
+
 /// The protobuf message of `kind` in `api_version`: k8s.io/api's package for the group
 /// (its first label), apiextensions' own, or apimachinery's meta/v1 for the kinds every
 /// group shares (DeleteOptions, Status, …).

@@ -627,6 +627,9 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
         }
         _ => None,
     };
+    // Subscribed before the store's revision is read: whatever is committed after that read
+    // comes live, so a watch from the current revision has nothing to catch up on.
+    let mut live = server.store.subscribe();
     let current = server.store.revision().map_err(store_error(target, ""))?;
     if let Some(since) = since.filter(|since| *since > current) {
         return Err(ApiError::timeout(format!("Too large resource version: {since}, current: {current}")));
@@ -636,8 +639,6 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
     let strategy = target.strategy.clone();
     let store = server.store.clone();
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
-    // Subscribed before the catch-up reads, so no write falls between the two.
-    let mut live = store.subscribe();
     tokio::spawn(async move {
         let info = strategy.info().clone();
         let send = |kind: &str, payload: Payload| {
@@ -755,7 +756,7 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
             },
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut catch_up = true;
+        let mut catch_up = last < current;
         loop {
             if catch_up {
                 match store.events_since(&prefix, last) {
