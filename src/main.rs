@@ -10,7 +10,6 @@ mod pki;
 mod quantity;
 mod serve;
 mod shutdown;
-mod tokens;
 mod validation;
 
 use std::process::ExitCode;

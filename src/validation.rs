@@ -59,6 +59,17 @@ fn label_shaped(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// What is wrong with `name` as a path segment (RBAC object names, `system:foo` among
+/// them): not `.` or `..`, no `/` or `%`.
+pub fn path_segment_name(name: &str) -> Vec<String> {
+    match name {
+        "." | ".." => vec![format!("may not be '{name}'")],
+        _ if name.contains('/') => vec!["may not contain '/'".into()],
+        _ if name.contains('%') => vec!["may not contain '%'".into()],
+        _ => vec![],
+    }
+}
+
 /// What is wrong with `name` as an RFC 1123 subdomain (most object names).
 pub fn dns_subdomain(name: &str) -> Vec<String> {
     let mut problems = Vec::new();

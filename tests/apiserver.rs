@@ -258,7 +258,8 @@ fn objects_survive_a_killed_server() {
 
 /// Authenticated by default, as k3s: at first start the server makes a certificate
 /// authority and an admin token (root's alone), serves HTTPS, and writes a kubeconfig that
-/// trusts the one and carries the other; anyone else gets 401, but for health checks.
+/// trusts the one and carries the other. A wrong token gets 401; no token is the anonymous
+/// user, whom RBAC lets read health checks and the version only (403 otherwise).
 #[test]
 fn https_and_a_token_by_default_and_health_checks_for_anyone() {
     let api = ApiServer::start(PODCTL, &[]);
@@ -266,7 +267,12 @@ fn https_and_a_token_by_default_and_health_checks_for_anyone() {
     assert!(kubeconfig.contains("\"server\": \"https://127.0.0.1:"), "{kubeconfig}");
     assert!(api.kubectl(&["get", "namespaces", "-o", "name"]).contains("namespace/default"));
     let (status, body) = api.http_anonymous("GET", "/api/v1/namespaces");
-    assert_eq!((status, body["kind"].as_str(), body["reason"].as_str()), (401, Some("Status"), Some("Unauthorized")));
+    assert_eq!((status, body["kind"].as_str(), body["reason"].as_str()), (403, Some("Status"), Some("Forbidden")));
+    assert_eq!(
+        body["message"],
+        "namespaces is forbidden: User \"system:anonymous\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(api.http_anonymous("GET", "/apis").0, 403);
     let (status, _) = api.http("GET", "/api/v1/namespaces", &[("Authorization", "Bearer wrong")], b"");
     assert_eq!(status, 401);
     let err = api.kubectl_fails(&["get", "--raw", "/api/v1/namespaces", "--token", "wrong"]);
@@ -314,7 +320,7 @@ fn a_certificate_and_token_file_of_ones_own_or_none_when_asked() {
         ApiServer::start(PODCTL, &["--token-file", tokens, "--tls-cert-file", cert, "--tls-private-key-file", key]);
     assert!(api.kubectl(&["get", "namespaces", "-o", "name"]).contains("namespace/default"));
     assert_eq!(api.access().token.as_deref(), Some("s3cret-token"));
-    assert_eq!(api.http_anonymous("GET", "/api/v1/namespaces").0, 401);
+    assert_eq!(api.http_anonymous("GET", "/api/v1/namespaces").0, 403);
     // --allow-unauthenticated: plain HTTP, anyone is admin.
     let open = ApiServer::start(PODCTL, &["--allow-unauthenticated"]);
     assert!(std::fs::read_to_string(open.kubeconfig()).unwrap().contains("\"server\": \"http://"));

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::authorization::{self, Asked, Attributes, NODE_PREFIX, NODES};
 use super::cache::Cache;
 use super::errors::ApiError;
 use super::http::Shared;
@@ -35,10 +36,11 @@ const CACHED: [(&str, &str); 7] = [
 
 /// The cache admission reads from: every namespace of the kinds it consults.
 pub fn cache_of(registry: &Registry) -> Cache {
-    let prefixes = CACHED
+    let mut prefixes: Vec<String> = CACHED
         .iter()
         .filter_map(|(group, plural)| Some(registry.find(group, "v1", plural)?.info().prefix(None)))
         .collect();
+    prefixes.extend(super::authorization::PREFIXES.map(String::from));
     Cache::new(prefixes)
 }
 
@@ -88,30 +90,140 @@ pub fn mutate_create(server: &Shared, target: &Target, object: &mut Value) -> Re
     if is(target, "scheduling.k8s.io", "PriorityClass") {
         one_default_priority_class(server, object, &forbidden)?;
     }
-    Ok(())
+    node_restriction(target, object, None, "create", &forbidden)?;
+    no_escalation(server, target, object, &forbidden)
 }
 
 /// The mutating plugins on an update of `current` to `object`.
-pub fn mutate_update(server: &Shared, target: &Target, object: &Value) -> Result<(), ApiError> {
+pub fn mutate_update(server: &Shared, target: &Target, object: &Value, current: &Value) -> Result<(), ApiError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let forbidden = |why: String| ApiError::forbidden(&qualified_resource(target.info()), &name, why);
     if is(target, "scheduling.k8s.io", "PriorityClass") {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let forbidden = |why: String| ApiError::forbidden(&qualified_resource(target.info()), &name, why);
         one_default_priority_class(server, object, &forbidden)?;
+    }
+    node_restriction(target, object, Some(current), "update", &forbidden)?;
+    // Changes to what a role grants, or to whom, are checked as creates are; a change
+    // to its garbage-collection fields alone is not.
+    let grants =
+        |o: &Value| (o["rules"].clone(), o["roleRef"].clone(), o["subjects"].clone(), o["aggregationRule"].clone());
+    if grants(object) != grants(current) {
+        no_escalation(server, target, object, &forbidden)?;
     }
     Ok(())
 }
 
-/// What may not be deleted.
+/// What may not be deleted, and by whom.
 pub fn admit_delete(target: &Target, object: &Value) -> Result<(), ApiError> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let forbidden = |why: String| ApiError::forbidden(&qualified_resource(target.info()), name, why);
     if is(target, "scheduling.k8s.io", "PriorityClass") && SYSTEM_CLASSES.iter().any(|(n, _, _)| *n == name) {
-        return Err(ApiError::forbidden(
-            &qualified_resource(target.info()),
-            name,
-            "this is a system priority class and cannot be deleted",
-        ));
+        return Err(forbidden("this is a system priority class and cannot be deleted".into()));
+    }
+    node_restriction(target, object, Some(object), "delete", &forbidden)
+}
+
+/// NodeRestriction: a node writes only its own Node and Lease, and the pods bound to it.
+fn node_restriction(
+    target: &Target,
+    object: &Value,
+    current: Option<&Value>,
+    verb: &str,
+    forbidden: &dyn Fn(String) -> ApiError,
+) -> Result<(), ApiError> {
+    let user = &target.user;
+    let Some(node) = user.name.strip_prefix(NODE_PREFIX).filter(|_| user.in_group(NODES)) else { return Ok(()) };
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    if is(target, "", "Node") && name != node {
+        return Err(forbidden(format!("node \"{node}\" is not allowed to modify node \"{name}\"")));
+    }
+    if is(target, "coordination.k8s.io", "Lease")
+        && (name != node || target.namespace.as_deref() != Some("kube-node-lease"))
+    {
+        return Err(forbidden(format!(
+            "can only access leases in the kube-node-lease namespace with a name matching the node's own: node \"{node}\""
+        )));
+    }
+    if is(target, "", "Pod") {
+        let bound = |o: &Value| o["spec"]["nodeName"].as_str() == Some(node);
+        let allowed = match (verb, current) {
+            ("create", _) => {
+                object["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string() && bound(object)
+            }
+            (_, Some(current)) => bound(current),
+            _ => false,
+        };
+        if !allowed {
+            let why = match verb {
+                "create" => "can only create mirror pods bound to itself".to_string(),
+                "delete" => "can only delete pods with spec.nodeName set to itself".to_string(),
+                _ => "can only update pod status for pods with spec.nodeName set to itself".to_string(),
+            };
+            return Err(forbidden(format!("node \"{node}\" {why}")));
+        }
     }
     Ok(())
+}
+
+/// RBAC's escalation prevention: a role may hold only rules its writer holds (where the
+/// role applies), and a binding may grant only a role whose rules its writer holds,
+/// unless the writer may `escalate` (roles) or `bind` (bindings) them.
+fn no_escalation(
+    server: &Shared,
+    target: &Target,
+    object: &Value,
+    forbidden: &dyn Fn(String) -> ApiError,
+) -> Result<(), ApiError> {
+    const GROUP: &str = "rbac.authorization.k8s.io";
+    let user = &target.user;
+    if server.tokens.is_none() || target.info().group != GROUP || user.in_group(super::authentication::MASTERS) {
+        return Ok(());
+    }
+    let namespace = target.namespace.clone().filter(|_| target.info().namespaced).unwrap_or_default();
+    let may = |verb: &str, plural: &str, name: &str| {
+        let asked = Asked::Resource {
+            group: GROUP.into(),
+            resource: plural.into(),
+            subresource: String::new(),
+            namespace: namespace.clone(),
+            name: name.into(),
+        };
+        authorization::authorize(&server.cache, user, &Attributes { verb: verb.into(), target: asked }).is_ok()
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let granted: Vec<Value> = match target.info().kind.as_str() {
+        "Role" | "ClusterRole" => {
+            if may("escalate", &target.info().plural, name) {
+                return Ok(());
+            }
+            object["rules"].as_array().cloned().unwrap_or_default()
+        }
+        _ => {
+            let (kind, role) =
+                (object["roleRef"]["kind"].as_str().unwrap_or(""), object["roleRef"]["name"].as_str().unwrap_or(""));
+            let plural = if kind == "ClusterRole" { "clusterroles" } else { "roles" };
+            if may("bind", plural, role) {
+                return Ok(());
+            }
+            let key = match kind {
+                "ClusterRole" => format!("/registry/{GROUP}/clusterroles/{role}"),
+                _ => format!("/registry/{GROUP}/roles/{namespace}/{role}"),
+            };
+            let bound =
+                server.cache.get(&key).ok_or_else(|| ApiError::not_found(&format!("{plural}.{GROUP}"), role))?;
+            bound["rules"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let missing = authorization::uncovered(&authorization::rules_of(&server.cache, user, &namespace), &granted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let groups: Vec<String> = user.groups.iter().map(|g| format!("\"{g}\"")).collect();
+    Err(forbidden(format!(
+        "user \"{}\" (groups=[{}]) is attempting to grant RBAC permissions not currently held:\n{}",
+        user.name,
+        groups.join(" "),
+        missing.join("\n")
+    )))
 }
 
 /// NamespaceLifecycle: a namespaced object goes only into a namespace that exists and is

@@ -53,6 +53,13 @@ impl ApiError {
             .with_details(name, resource)
     }
 
+    /// 403 from authorization: `what` (`pods "web"`, `pods`, or nothing for a path) is
+    /// forbidden, and why.
+    pub fn forbidden_to(what: &str, why: String) -> ApiError {
+        let message = if what.is_empty() { format!("forbidden: {why}") } else { format!("{what} is forbidden: {why}") };
+        ApiError::new(403, "Forbidden", message)
+    }
+
     /// 409 when the object is not in a state the request can change (a precondition
     /// that does not hold: uid, resourceVersion, a pod already bound).
     pub fn conflict_because(resource: &str, name: &str, message: impl std::fmt::Display) -> ApiError {

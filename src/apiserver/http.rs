@@ -2,7 +2,6 @@
 //! `rest`), and the encodings both ways: JSON, YAML and protobuf bodies; JSON, YAML,
 //! protobuf, Table and PartialObjectMetadata answers. Errors leave as `metav1.Status`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
+use super::authentication::{Tokens, User};
+use super::authorization::{self, Asked, Attributes};
 use super::discovery;
 use super::errors::ApiError;
 use super::node_proxy;
@@ -36,8 +37,8 @@ pub struct Server {
     pub registry: Registry,
     /// What admission and authorization read on every request.
     pub cache: Arc<super::cache::Cache>,
-    /// Bearer tokens accepted; `None`: no authentication.
-    pub tokens: Option<HashSet<String>>,
+    /// The users of the token file; `None`: no authentication, everything allowed.
+    pub tokens: Option<Arc<Tokens>>,
     pub allocator: Allocator,
     /// How the server reaches nodes' endpoints (logs, exec): TLS with its client
     /// certificate.
@@ -132,15 +133,14 @@ fn encoded(code: u16, value: &Value, encoding: Encoding, target: &Target) -> Res
 
 pub async fn handle(State(server): State<Shared>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    // kube-apiserver answers its health checks and version to anyone
-    // (system:public-info-viewer).
-    let public = parts.method == Method::GET
-        && ["/healthz", "/livez", "/readyz", "/version"]
-            .iter()
-            .any(|p| parts.uri.path() == *p || parts.uri.path().starts_with(&format!("{p}/")));
-    if !public && !crate::tokens::admits(server.tokens.as_ref(), &parts.headers) {
-        return error_response(&ApiError::unauthorized());
-    }
+    // No token is the anonymous user (kube-apiserver's --anonymous-auth), whom RBAC lets
+    // read health and version; a token that names no one is refused outright.
+    let user = match server.tokens.as_ref().map(|tokens| tokens.authenticate(&parts.headers)) {
+        None | Some(None) => User::anonymous(),
+        Some(Some(Ok(user))) => user,
+        Some(Some(Err(()))) => return error_response(&ApiError::unauthorized()),
+    };
+    let user = Arc::new(user);
     let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(body)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => return error_response(&e),
@@ -148,9 +148,20 @@ pub async fn handle(State(server): State<Shared>, request: Request) -> Response 
     };
     let query = Query::parse(parts.uri.query().unwrap_or(""));
     if let Some(stream) = node_proxy::NodeStream::of(parts.uri.path()) {
+        let verb = if parts.method == Method::GET { "get" } else { "create" };
+        let asked = Asked::Resource {
+            group: String::new(),
+            resource: "pods".into(),
+            subresource: stream.subresource().into(),
+            namespace: stream.namespace.clone(),
+            name: stream.pod.clone(),
+        };
+        if let Err(e) = authorize(&server, &user, verb, asked, &format!("pods \"{}\"", stream.pod)) {
+            return error_response(&e);
+        }
         return node_proxy::proxy(&server, stream, &query, parts).await.unwrap_or_else(|e| error_response(&e));
     }
-    match route(&server, &parts.method, parts.uri.path(), &query, &parts.headers, body).await {
+    match route(&server, &user, &parts.method, parts.uri.path(), &query, &parts.headers, body).await {
         Ok(response) => response,
         Err(e) => error_response(&e),
     }
@@ -215,8 +226,20 @@ impl Query {
     }
 }
 
+/// The authorizer's answer for `user`, as a 403 naming `what` when it is no.
+fn authorize(server: &Shared, user: &User, verb: &str, asked: Asked, what: &str) -> Result<(), ApiError> {
+    if server.tokens.is_none() {
+        return Ok(());
+    }
+    let attributes = Attributes { verb: verb.into(), target: asked };
+    authorization::authorize(&server.cache, user, &attributes)
+        .map(drop)
+        .map_err(|why| ApiError::forbidden_to(what, why))
+}
+
 async fn route(
     server: &Shared,
+    user: &Arc<User>,
     method: &Method,
     path: &str,
     query: &Query,
@@ -224,6 +247,11 @@ async fn route(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let is_resource = matches!(segments.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if !is_resource {
+        let verb = method.as_str().to_lowercase();
+        authorize(server, user, &verb, Asked::Path(path.to_string()), "")?;
+    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let registry = &server.registry;
     let get_only = |value: Option<Value>| -> Result<Response, ApiError> {
@@ -262,7 +290,7 @@ async fn route(
     if rest.is_empty() {
         return get_only(discovery::resource_list(registry, group, version));
     }
-    let target = resolve(registry, group, version, rest).ok_or_else(|| ApiError::no_route(path))?;
+    let target = resolve(registry, group, version, rest, user).ok_or_else(|| ApiError::no_route(path))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let encoding = Encoding::of(accept);
     let mut validation = Validation::from_query(query.get("fieldValidation"));
@@ -277,11 +305,24 @@ async fn route(
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
+        (&Method::POST, true) => "create",
         _ => "",
     };
     if target.subresource.is_none() && !info.allows(verb) {
         return Err(ApiError::method_not_allowed(method.as_str()));
     }
+    let asked = Asked::Resource {
+        group: info.group.clone(),
+        resource: info.plural.clone(),
+        subresource: target.subresource.clone().unwrap_or_default(),
+        namespace: target.namespace.clone().unwrap_or_default(),
+        name: target.name.clone().unwrap_or_default(),
+    };
+    let what = match &target.name {
+        Some(name) => format!("{} \"{name}\"", rest::qualified_resource(&info)),
+        None => rest::qualified_resource(&info),
+    };
+    authorize(server, user, verb, asked, &what)?;
     match (method, target.name.as_deref(), target.subresource.as_deref()) {
         (&Method::GET, None, None) if query.flag("watch") => {
             let format = match encoding {
@@ -295,6 +336,11 @@ async fn route(
             Ok(bytes_response(200, "application/json", rest::list_unfiltered(server, &target, query)?))
         }
         (&Method::GET, None, None) => encoded(200, &rest::list(server, &target, query)?, encoding, &target),
+        (&Method::POST, None, None) if !target.strategy.is_stored() => {
+            let object = decode(&body, content_type, &info.api_version(), &info.kind)?;
+            let answered = super::reviews::answer(server, &target, object, validation)?;
+            encoded(201, &answered, encoding, &target)
+        }
         (&Method::POST, None, None) => {
             let object = decode(&body, content_type, &info.api_version(), &info.kind)?;
             let (code, made) = rest::create(server, &target, object, query, validation).await?;
@@ -459,13 +505,14 @@ fn delete_options(body: &[u8], content_type: &str, query: &Query) -> Result<Dele
 
 /// Where `rest` (the path after the group version) points: a collection, an object, or an
 /// object's subresource. An unknown resource or subresource is not there (404).
-fn resolve(registry: &Registry, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+fn resolve(registry: &Registry, group: &str, version: &str, rest: &[&str], user: &Arc<User>) -> Option<Target> {
     let find = |plural: &str| registry.find(group, version, plural);
     let target = |strategy, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
         strategy,
         namespace: namespace.map(String::from),
         name: name.map(|n| n.to_string()),
         subresource: sub.map(|s| s.to_string()),
+        user: user.clone(),
     };
     let (strategy, namespace, more) = match rest {
         ["namespaces", ns, plural, more @ ..] if find(plural).is_some_and(|s| s.info().namespaced) => {
@@ -522,10 +569,12 @@ mod tests {
     #[test]
     fn unknown_resources_and_subresources_are_not_found() {
         let registry = Registry::builtin();
-        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "widgets"]).is_none());
-        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "configmaps", "x", "status"]).is_none());
-        let pod_status = resolve(&registry, "", "v1", &["namespaces", "default", "pods", "p", "status"]).unwrap();
+        let user = Arc::new(User::anonymous());
+        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "widgets"], &user).is_none());
+        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "configmaps", "x", "status"], &user).is_none());
+        let pod_status =
+            resolve(&registry, "", "v1", &["namespaces", "default", "pods", "p", "status"], &user).unwrap();
         assert_eq!(pod_status.subresource.as_deref(), Some("status"));
-        assert!(resolve(&registry, "", "v1", &["nodes", "n1"]).is_some());
+        assert!(resolve(&registry, "", "v1", &["nodes", "n1"], &user).is_some());
     }
 }

@@ -4,6 +4,9 @@
 //! watches.
 
 mod admission;
+mod authentication;
+mod authorization;
+mod bootstrap;
 mod cache;
 mod discovery;
 mod errors;
@@ -15,12 +18,12 @@ mod patch;
 mod protobuf;
 mod registry;
 mod rest;
+mod reviews;
 mod selectors;
 mod services;
 mod store;
 mod table;
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -63,14 +66,11 @@ pub struct Config {
 /// How long requests in flight at SIGTERM may go on.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The namespaces every cluster has.
-const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
-
 /// Who may call the server and how it proves itself, from its data directory (made there
 /// at first start, k3s-style) or the flags.
 struct Credentials {
-    /// Bearer tokens accepted; `None`: anyone.
-    tokens: Option<HashSet<String>>,
+    /// The users of the token file; `None`: no authentication, everything allowed.
+    tokens: Option<Arc<authentication::Tokens>>,
     /// The token the admin kubeconfig carries.
     admin_token: Option<String>,
     /// HTTPS, and the certificate authority clients trust for it.
@@ -83,11 +83,11 @@ impl Credentials {
     fn load(config: &Config, dir: &Path) -> Result<Credentials> {
         let token_file = match (&config.token_file, config.allow_unauthenticated) {
             (Some(file), _) => Some(file.clone()),
-            (None, false) => Some(crate::tokens::ensure_admin_file(&dir.join("tokens.csv"))?),
+            (None, false) => Some(authentication::ensure_admin_file(&dir.join("tokens.csv"))?),
             (None, true) => None,
         };
-        let tokens = token_file.as_deref().map(crate::tokens::read).transpose()?;
-        let admin_token = token_file.as_deref().map(crate::tokens::first).transpose()?;
+        let tokens = token_file.as_deref().map(authentication::Tokens::read).transpose()?.map(Arc::new);
+        let admin_token = tokens.as_ref().map(|t| t.first().to_string());
         let authority = pki::Authority::open_or_create(&dir.join("pki"))?;
         let serving = match (&config.tls, config.allow_unauthenticated) {
             // The kubeconfig trusts the given certificate for the server, and the
@@ -208,19 +208,14 @@ async fn compact_periodically(store: Arc<dyn Store>, interval: Duration) {
     }
 }
 
-/// The objects every cluster has from its start (kube-apiserver's post-start hooks): the
-/// system namespaces and priority classes; made when missing, left alone otherwise.
+/// The objects every cluster has from its start (`bootstrap`): made when missing, left
+/// alone otherwise.
 async fn ensure_system_objects(server: &Arc<Server>) -> Result<()> {
-    let namespaces = SYSTEM_NAMESPACES
-        .map(|name| ("", "namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})));
-    let classes = registry::scheduling::SYSTEM_CLASSES.map(|(name, value, description)| {
-        ("scheduling.k8s.io", "priorityclasses", registry::scheduling::system_class(name, value, description))
-    });
-    for (group, plural, object) in namespaces.into_iter().chain(classes) {
-        let target =
-            Target::collection(server.registry.find(group, "v1", plural).expect("system objects are served"), None);
+    for (group, plural, namespace, object) in bootstrap::objects() {
+        let strategy = server.registry.find(group, "v1", plural).expect("system objects are served");
+        let target = Target::collection(strategy, namespace);
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        if server.store.get(&target.info().key(None, &name))?.is_none() {
+        if server.store.get(&target.info().key(namespace, &name))?.is_none() {
             rest::create(server, &target, object, &Default::default(), &mut Validation::from_query(None))
                 .await
                 .map_err(|e| anyhow::anyhow!("create {plural} {name}: {}", e.message))?;

@@ -31,8 +31,8 @@ const UPGRADE_HEADERS: [&str; 7] = [
 
 /// A pod subresource served by its node.
 pub struct NodeStream {
-    namespace: String,
-    pod: String,
+    pub namespace: String,
+    pub pod: String,
     kind: StreamKind,
 }
 
@@ -43,6 +43,14 @@ enum StreamKind {
 }
 
 impl NodeStream {
+    /// The pods subresource it is (`log`, `exec`), as authorization names it.
+    pub fn subresource(&self) -> &'static str {
+        match self.kind {
+            StreamKind::Log => "log",
+            StreamKind::Exec => "exec",
+        }
+    }
+
     /// `/api/v1/namespaces/{ns}/pods/{name}/log|exec`.
     pub fn of(path: &str) -> Option<NodeStream> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();

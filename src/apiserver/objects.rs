@@ -29,7 +29,7 @@ impl Validation {
         if self.warn { &self.unknown } else { &[] }
     }
 
-    fn take(&mut self, unknown: Vec<String>) -> Result<(), ApiError> {
+    pub fn take(&mut self, unknown: Vec<String>) -> Result<(), ApiError> {
         if let Some(field) = unknown.first().filter(|_| self.strict) {
             return Err(ApiError::bad_request(format!("strict decoding error: unknown field \"{field}\"")));
         }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::admission;
+use super::authentication::User;
 use super::errors::ApiError;
 use super::http::{Query, Shared};
 use super::objects::{self, Validation};
@@ -22,13 +23,14 @@ use super::selectors::Selector;
 use super::store::{Event, EventKind, KeyValue, Page, StoreError};
 use super::table;
 
-/// Where a request points in the resource space.
+/// Where a request points in the resource space, and who asks.
 #[derive(Clone)]
 pub struct Target {
     pub strategy: Arc<dyn Strategy>,
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    pub user: Arc<User>,
 }
 
 impl Target {
@@ -36,9 +38,11 @@ impl Target {
         self.strategy.info()
     }
 
-    /// A resource's collection (in a namespace, for a namespaced one).
+    /// A resource's collection (in a namespace, for a namespaced one), for the server's
+    /// own writes.
     pub fn collection(strategy: Arc<dyn Strategy>, namespace: Option<&str>) -> Target {
-        Target { strategy, namespace: namespace.map(String::from), name: None, subresource: None }
+        let user = Arc::new(User::server());
+        Target { strategy, namespace: namespace.map(String::from), name: None, subresource: None, user }
     }
 
     fn key(&self, name: &str) -> String {
@@ -289,7 +293,7 @@ pub async fn update(
         return Err(ApiError::conflict(&qualified_resource(target.info()), name));
     }
     let next = objects::prepare_update(&*target.strategy, &current, next, subresource, validation)?;
-    admission::mutate_update(server, target, &next)?;
+    admission::mutate_update(server, target, &next, &current)?;
     let _writes = exclusion(server, target, false).await;
     let next = match target.info().kind.as_str() {
         "Service" if target.info().group.is_empty() && subresource.is_none() => {

@@ -58,6 +58,21 @@ pub fn int_or_string(v: &Value, absent: &str) -> Value {
     }
 }
 
+/// A binding's subjects of `kind`, joined by `, ` (service accounts as `namespace/name`).
+pub fn subjects(binding: &Value, kind: &str) -> Value {
+    let names: Vec<String> = binding["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["kind"] == kind)
+        .map(|s| match (kind, s["namespace"].as_str()) {
+            ("ServiceAccount", Some(ns)) => format!("{ns}/{}", s["name"].as_str().unwrap_or("")),
+            _ => s["name"].as_str().unwrap_or("").to_string(),
+        })
+        .collect();
+    names.join(", ").into()
+}
+
 /// An integer field, 0 when absent.
 pub fn count(v: &Value) -> Value {
     v.as_i64().unwrap_or(0).into()

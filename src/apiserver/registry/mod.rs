@@ -21,6 +21,8 @@ mod discovery;
 pub mod networking;
 mod pod_template;
 mod policy;
+pub mod rbac;
+mod reviews;
 pub mod scheduling;
 pub mod storage;
 
@@ -138,6 +140,11 @@ pub trait Strategy: Send + Sync {
         None
     }
 
+    /// Whether objects are kept (reviews are answered, not stored).
+    fn is_stored(&self) -> bool {
+        true
+    }
+
     /// Whether deleting the object waits for more than its `metadata.finalizers`.
     fn awaits_finalization(&self, _object: &Value) -> bool {
         false
@@ -190,6 +197,16 @@ impl Registry {
             Typed::<networking::networkpolicies::NetworkPolicies>::shared(),
             Typed::<storage::StorageClasses>::shared(),
             Typed::<scheduling::PriorityClasses>::shared(),
+            Typed::<rbac::ClusterRoles>::shared(),
+            Typed::<rbac::ClusterRoleBindings>::shared(),
+            Typed::<rbac::Roles>::shared(),
+            Typed::<rbac::RoleBindings>::shared(),
+            Typed::<reviews::SelfSubjectReviews>::shared(),
+            Typed::<reviews::TokenReviews>::shared(),
+            Typed::<reviews::SelfSubjectAccessReviews>::shared(),
+            Typed::<reviews::SubjectAccessReviews>::shared(),
+            Typed::<reviews::LocalSubjectAccessReviews>::shared(),
+            Typed::<reviews::SelfSubjectRulesReviews>::shared(),
             Typed::<discovery::EndpointSlices>::shared(),
             Typed::<coordination::Leases>::shared(),
         ];

@@ -75,6 +75,9 @@ pub trait Rules: Send + Sync + 'static {
     fn awaits_finalization(_object: &Self::Object) -> bool {
         false
     }
+
+    /// Whether objects are kept: reviews are answered, not stored.
+    const STORED: bool = true;
 }
 
 /// A [`Rules`] served as a [`Strategy`].
@@ -178,6 +181,10 @@ impl<R: Rules> Strategy for Typed<R> {
 
     fn scale(&self, object: &Value) -> Option<Scale> {
         R::scale(&stored::<R::Object>(object)?)
+    }
+
+    fn is_stored(&self) -> bool {
+        R::STORED
     }
 
     fn awaits_finalization(&self, object: &Value) -> bool {

@@ -1,0 +1,140 @@
+//! Authorization as kube-apiserver's Node and RBAC authorizers decide it, driven by real
+//! kubectl with the tokens of several users: the default roles, role bindings, `kubectl
+//! auth can-i` and `auth whoami`, escalation prevention, and what a node may touch.
+
+use serde_json::json;
+use testkit::apiserver::ApiServer;
+
+const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
+
+const TOKENS: &str = "admin-token,admin,1,\"system:masters\"\n\
+                      jane-token,jane,2\n\
+                      dev-token,dave,3,\"devs\"\n\
+                      node-token,system:node:n1,4,\"system:nodes\"\n";
+
+fn server() -> (ApiServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    (ApiServer::start(PODCTL, &["--token-file", tokens.to_str().unwrap()]), dir)
+}
+
+/// kubectl as the user of `token`: its output, and whether it succeeded.
+fn as_user(api: &ApiServer, token: &str, args: &[&str], stdin: &str) -> (bool, String) {
+    let out = api.kubectl_output(&[&["--token", token], args].concat(), Some(stdin));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn users_get_what_their_roles_allow() {
+    let (api, _dir) = server();
+    let roles = api.kubectl(&["get", "clusterroles", "-o", "name"]);
+    for role in ["cluster-admin", "admin", "edit", "view", "system:discovery", "system:basic-user"] {
+        assert!(roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/{role}\n")), "{role}: {roles}");
+    }
+    api.kubectl(&["create", "namespace", "team"]);
+    api.kubectl(&["create", "rolebinding", "jane-views", "--clusterrole=view", "--user=jane", "-n", "team"]);
+
+    let (ok, out) = as_user(&api, "jane-token", &["get", "pods", "-n", "team"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = as_user(&api, "jane-token", &["create", "deployment", "web", "--image=nginx", "-n", "team"], "");
+    assert!(!ok && out.contains(
+        "deployments.apps is forbidden: User \"jane\" cannot create resource \"deployments\" in API group \"apps\" in the namespace \"team\""
+    ), "{out}");
+    let (ok, out) = as_user(&api, "jane-token", &["get", "pods", "-n", "default"], "");
+    assert!(
+        !ok && out.contains("cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{out}"
+    );
+    let (ok, out) = as_user(&api, "jane-token", &["get", "secrets", "-n", "team"], "");
+    assert!(!ok && out.contains("Forbidden"), "view reads no secrets: {out}");
+
+    assert_eq!(
+        as_user(&api, "jane-token", &["auth", "can-i", "create", "deployments", "-n", "team"], ""),
+        (false, "no\n".into())
+    );
+    assert_eq!(
+        as_user(&api, "jane-token", &["auth", "can-i", "list", "pods", "-n", "team"], ""),
+        (true, "yes\n".into())
+    );
+    assert_eq!(api.kubectl(&["auth", "can-i", "create", "nodes"]), "yes\n");
+    let (ok, rules) = as_user(&api, "jane-token", &["auth", "can-i", "--list", "-n", "team"], "");
+    assert!(
+        ok && rules.contains("deployments.apps") && rules.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{rules}"
+    );
+    let (ok, whoami) = as_user(&api, "dev-token", &["auth", "whoami", "-o", "json"], "");
+    assert!(ok, "{whoami}");
+    let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(
+        whoami["status"]["userInfo"],
+        json!({"username": "dave", "uid": "3", "groups": ["devs", "system:authenticated"]})
+    );
+
+    // A group's binding counts for its members; a wrong token is no one at all.
+    api.kubectl(&["create", "clusterrolebinding", "devs-edit", "--clusterrole=edit", "--group=devs"]);
+    let (ok, out) = as_user(&api, "dev-token", &["create", "configmap", "c", "-n", "team"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = as_user(&api, "wrong-token", &["get", "pods"], "");
+    assert!(!ok && out.contains("Unauthorized"), "{out}");
+}
+
+#[test]
+fn no_one_grants_what_they_do_not_hold() {
+    let (api, _dir) = server();
+    api.kubectl(&["create", "namespace", "team"]);
+    api.kubectl(&["create", "rolebinding", "jane-admin", "--clusterrole=admin", "--user=jane", "-n", "team"]);
+    let role = |name: &str, resource: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {name}, namespace: team}}\n\
+             rules: [{{apiGroups: [''], resources: [{resource}], verbs: [get]}}]\n"
+        )
+    };
+    let (ok, out) = as_user(&api, "jane-token", &["apply", "-f", "-"], &role("pod-reader", "pods"));
+    assert!(ok, "{out}");
+    let (ok, out) = as_user(&api, "jane-token", &["apply", "-f", "-"], &role("node-reader", "nodes"));
+    assert!(!ok && out.contains("is attempting to grant RBAC permissions not currently held"), "{out}");
+    assert!(out.contains("{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"get\"]}"), "{out}");
+    let (ok, out) = as_user(
+        &api,
+        "jane-token",
+        &["create", "rolebinding", "take-all", "--clusterrole=cluster-admin", "--user=jane", "-n", "team"],
+        "",
+    );
+    assert!(!ok && out.contains("not currently held"), "{out}");
+    let (ok, out) = as_user(
+        &api,
+        "jane-token",
+        &["create", "rolebinding", "share", "--role=pod-reader", "--user=dave", "-n", "team"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let err =
+        api.kubectl_fails(&["patch", "rolebinding", "share", "-n", "team", "-p", r#"{"roleRef":{"name":"other"}}"#]);
+    assert!(err.contains("cannot change roleRef"), "{err}");
+}
+
+#[test]
+fn a_node_touches_only_its_own() {
+    let (api, _dir) = server();
+    let node = |name: &str| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n");
+    let (ok, out) = as_user(&api, "node-token", &["apply", "-f", "-"], &node("n1"));
+    assert!(ok, "{out}");
+    let (ok, out) = as_user(&api, "node-token", &["apply", "-f", "-"], &node("n2"));
+    assert!(!ok && out.contains("node \"n1\" is not allowed to modify node \"n2\""), "{out}");
+    for (name, host) in [("mine", "n1"), ("theirs", "n2")] {
+        api.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{nodeName: {host}, containers: [{{name: c, image: busybox}}]}}\n"),
+        );
+    }
+    let (ok, out) = as_user(&api, "node-token", &["get", "pods", "-A"], "");
+    assert!(ok && out.contains("theirs"), "{out}");
+    let (ok, out) = as_user(&api, "node-token", &["delete", "pod", "theirs", "--grace-period=0", "--wait=false"], "");
+    assert!(!ok && out.contains("can only delete pods with spec.nodeName set to itself"), "{out}");
+    let (ok, out) = as_user(&api, "node-token", &["delete", "pod", "mine", "--grace-period=0", "--wait=false"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = as_user(&api, "node-token", &["create", "namespace", "mine"], "");
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+}
