@@ -41,6 +41,11 @@ pub fn prepare_process() -> Result<()> {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    // Buffers of a megabyte or more (a list of thousands of objects) are mapped for each
+    // use and given back when freed: glibc's adaptive threshold would otherwise keep them
+    // in the heap for good after the first one.
+    // SAFETY: mallopt only sets an allocator parameter, before the server's threads start.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     Ok(())
 }
 
