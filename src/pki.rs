@@ -35,6 +35,24 @@ const CA_NAME: &str = "podctl-ca";
 const CA_DAYS: i64 = 10 * 365;
 const LEAF_DAYS: i64 = 365;
 
+/// The key that signs service account tokens (kube-apiserver's
+/// `--service-account-signing-key-file`): an ECDSA P-256 key in `dir/sa.key`, made there at
+/// first start. Its private and public halves, PEM.
+pub fn service_account_key(dir: &Path) -> Result<(String, String)> {
+    let path = dir.join("sa.key");
+    let key = match std::fs::read_to_string(&path) {
+        Ok(pem) => KeyPair::from_pem(&pem).with_context(|| format!("{}: not a private key", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = KeyPair::generate().context("make the service account signing key")?;
+            runtime::state::create_private_dir(dir).with_context(|| format!("create {}", dir.display()))?;
+            crate::files::write_private(&path, key.serialize_pem().as_bytes())?;
+            key
+        }
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    Ok((key.serialize_pem(), key.public_key_pem()))
+}
+
 /// A certificate and its private key, PEM.
 pub struct KeyedCertificate {
     pub cert_pem: String,

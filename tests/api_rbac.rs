@@ -116,6 +116,52 @@ fn no_one_grants_what_they_do_not_hold() {
 }
 
 #[test]
+fn service_accounts_get_tokens_that_authenticate_them() {
+    let (api, _dir) = server();
+    api.kubectl(&["create", "namespace", "team"]);
+    let root_ca =
+        api.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "team", "-o", "jsonpath={.data.ca\\.crt}"]);
+    assert!(root_ca.starts_with("-----BEGIN CERTIFICATE-----"), "{root_ca}");
+    api.kubectl(&["create", "serviceaccount", "robot", "-n", "team"]);
+    let token = api.kubectl(&["create", "token", "robot", "-n", "team"]);
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let (ok, whoami) = as_user(&api, token, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"], "");
+    assert_eq!((ok, whoami.as_str()), (true, "system:serviceaccount:team:robot"));
+    let (ok, out) = as_user(&api, token, &["get", "pods", "-n", "team"], "");
+    assert!(!ok && out.contains("User \"system:serviceaccount:team:robot\" cannot list resource \"pods\""), "{out}");
+    api.kubectl(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=team:robot",
+        "-n",
+        "team",
+    ]);
+    assert!(as_user(&api, token, &["get", "pods", "-n", "team"], "").0);
+    let err = api.kubectl_fails(&["create", "token", "robot", "-n", "team", "--duration=1m"]);
+    assert!(err.contains("may not specify a duration less than 10 minutes"), "{err}");
+    // Gone with its service account (a new one of the same name is another).
+    api.kubectl(&["delete", "serviceaccount", "robot", "-n", "team"]);
+    api.kubectl(&["create", "serviceaccount", "robot", "-n", "team"]);
+    let (ok, out) = as_user(&api, token, &["get", "pods", "-n", "team"], "");
+    assert!(!ok && out.contains("Unauthorized"), "{out}");
+
+    // Pods get their service account's token, the cluster's CA and their namespace.
+    api.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: team}\nspec: {containers: [{name: c, image: busybox}]}\n");
+    let pod: serde_json::Value =
+        serde_json::from_str(&api.kubectl(&["get", "pod", "p", "-n", "team", "-o", "json"])).unwrap();
+    let volume = &pod["spec"]["volumes"][0];
+    assert!(volume["name"].as_str().unwrap().starts_with("kube-api-access-"), "{pod}");
+    assert_eq!(volume["projected"]["sources"][0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"][0],
+        json!({"name": volume["name"], "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true})
+    );
+}
+
+#[test]
 fn a_node_touches_only_its_own() {
     let (api, _dir) = server();
     let node = |name: &str| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n");

@@ -259,12 +259,49 @@ fn service_account(
         .to_string();
     spec["serviceAccountName"] = account.clone().into();
     spec["serviceAccount"] = account.clone().into();
-    if cached_one(server, "", "serviceaccounts", Some(namespace), &account).is_none() {
+    let Some(found) = cached_one(server, "", "serviceaccounts", Some(namespace), &account) else {
         return Err(forbidden(format!(
             "error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
         )));
+    };
+    let automount = spec["automountServiceAccountToken"].as_bool().or(found["automountServiceAccountToken"].as_bool());
+    if automount != Some(false) {
+        mount_api_access(spec);
     }
     Ok(())
+}
+
+/// Where a pod's containers find their service account's token, CA and namespace.
+const API_ACCESS_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The projected `kube-api-access-…` volume kube-apiserver gives a pod (a token of its
+/// service account, bound to it; the cluster's CA; its namespace), mounted read-only in
+/// every container that does not mount something there already.
+fn mount_api_access(spec: &mut Value) {
+    let name = format!("kube-api-access-{}", super::objects::random_suffix());
+    let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}});
+    let mut mounted = false;
+    for list in ["initContainers", "containers"] {
+        for container in spec[list].as_array_mut().into_iter().flatten() {
+            let mounts = container["volumeMounts"].as_array().cloned().unwrap_or_default();
+            if mounts.iter().any(|m| m["mountPath"] == API_ACCESS_PATH) {
+                continue;
+            }
+            let mut mounts = mounts;
+            mounts.push(json!({"name": name, "mountPath": API_ACCESS_PATH, "readOnly": true}));
+            container["volumeMounts"] = mounts.into();
+            mounted = true;
+        }
+    }
+    if mounted {
+        let mut volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+        volumes.push(volume);
+        spec["volumes"] = volumes.into();
+    }
 }
 
 /// Priority: a pod's priority is its class's (the default class's, or 0, when it names

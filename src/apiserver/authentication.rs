@@ -83,12 +83,12 @@ impl Tokens {
         &self.first
     }
 
-    /// The user a request's bearer token names; None for no token, Some(Err) for a token
-    /// that names no one.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Result<User, ()>> {
+    /// The user a request's bearer token names: None for no token, Some(Err(token)) for
+    /// a token not in the file (a service account's, or no one's).
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Result<User, String>> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let token = value.strip_prefix("Bearer ")?.trim();
-        Some(self.user(token).ok_or(()))
+        Some(self.user(token).ok_or_else(|| token.to_string()))
     }
 
     /// The user a token stands for (TokenReview).

@@ -39,6 +39,10 @@ pub struct Server {
     pub cache: Arc<super::cache::Cache>,
     /// The users of the token file; `None`: no authentication, everything allowed.
     pub tokens: Option<Arc<Tokens>>,
+    /// Signs and checks service account tokens.
+    pub issuer: super::serviceaccounts::Issuer,
+    /// The certificate authority pods are given to trust the server by (PEM).
+    pub root_ca: String,
     pub allocator: Allocator,
     /// How the server reaches nodes' endpoints (logs, exec): TLS with its client
     /// certificate.
@@ -138,7 +142,10 @@ pub async fn handle(State(server): State<Shared>, request: Request) -> Response 
     let user = match server.tokens.as_ref().map(|tokens| tokens.authenticate(&parts.headers)) {
         None | Some(None) => User::anonymous(),
         Some(Some(Ok(user))) => user,
-        Some(Some(Err(()))) => return error_response(&ApiError::unauthorized()),
+        Some(Some(Err(token))) => match service_account(&server, &token) {
+            Some(user) => user,
+            None => return error_response(&ApiError::unauthorized()),
+        },
     };
     let user = Arc::new(user);
     let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(body)).await {
@@ -224,6 +231,85 @@ impl Query {
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true" | "1"))
     }
+}
+
+/// The user of a service account token this server signed, while its service account (and
+/// the pod or secret it is bound to) is still the one it was issued for.
+fn service_account(server: &Shared, token: &str) -> Option<User> {
+    let bearer = server.issuer.verify(token)?;
+    let namespace = bearer.namespace.as_str();
+    let account = server.cache.get(&format!("/registry/core/serviceaccounts/{namespace}/{}", bearer.account.name))?;
+    if account["metadata"]["uid"].as_str() != Some(bearer.account.uid.as_str()) {
+        return None;
+    }
+    for (plural, bound) in [("pods", &bearer.pod), ("secrets", &bearer.secret)] {
+        if let Some(bound) = bound {
+            let kv = server.store.get(&format!("/registry/core/{plural}/{namespace}/{}", bound.name)).ok()??;
+            let object: Value = serde_json::from_slice(&kv.value).ok()?;
+            if object["metadata"]["uid"].as_str() != Some(bound.uid.as_str())
+                || object["metadata"].get("deletionTimestamp").is_some()
+            {
+                return None;
+            }
+        }
+    }
+    Some(bearer.user())
+}
+
+/// POST serviceaccounts/NAME/token: a TokenRequest answered with a token, bound to a pod or
+/// secret of the namespace if it names one (which must exist, with its uid if given).
+fn token_request(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Result<Response, ApiError> {
+    let mut request = decode(body, content_type, "authentication.k8s.io/v1", "TokenRequest")?;
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let account = rest::get(server, target, name)?;
+    let reference = |o: &Value| super::serviceaccounts::Reference {
+        name: o["metadata"]["name"].as_str().unwrap_or_default().into(),
+        uid: o["metadata"]["uid"].as_str().unwrap_or_default().into(),
+    };
+    let bound_ref = &request["spec"]["boundObjectRef"];
+    let bound = match bound_ref["kind"].as_str() {
+        None => None,
+        Some(kind @ ("Pod" | "Secret")) => {
+            let plural = if kind == "Pod" { "pods" } else { "secrets" };
+            let strategy = server.registry.find("", "v1", plural).expect("pods and secrets are served");
+            let object = rest::get(
+                server,
+                &Target::collection(strategy, Some(&namespace)),
+                bound_ref["name"].as_str().unwrap_or_default(),
+            )?;
+            if bound_ref["uid"]
+                .as_str()
+                .is_some_and(|uid| !uid.is_empty() && Some(uid) != object["metadata"]["uid"].as_str())
+            {
+                return Err(ApiError::conflict_because(
+                    plural,
+                    bound_ref["name"].as_str().unwrap_or_default(),
+                    "the UID in the bound object reference does not match",
+                ));
+            }
+            Some((kind, reference(&object)))
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "TokenRequest",
+                name,
+                vec![(
+                    "spec.boundObjectRef.kind".into(),
+                    format!("Unsupported value: \"{other}\": supported values: \"Pod\", \"Secret\""),
+                )],
+            ));
+        }
+    };
+    let status = server.issuer.request(&namespace, reference(&account), bound, &request["spec"])?;
+    request["metadata"] = json!({"name": name, "namespace": namespace, "creationTimestamp": super::objects::now()});
+    request["status"] = status;
+    Ok(json_response(201, &request))
 }
 
 /// The authorizer's answer for `user`, as a 403 naming `what` when it is no.
@@ -378,6 +464,7 @@ async fn route(
             encoded(code, &object, encoding, &target)
         }
         (&Method::POST, Some(name), Some("binding")) => bind(server, &target, name, &body, content_type, query).await,
+        (&Method::POST, Some(name), Some("token")) => token_request(server, &target, name, &body, content_type),
         (&Method::GET, Some(name), Some("scale")) => {
             Ok(json_response(200, &rest::scale_of(&target, &rest::get(server, &target, name)?)?))
         }

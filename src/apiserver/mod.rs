@@ -20,6 +20,7 @@ mod registry;
 mod rest;
 mod reviews;
 mod selectors;
+mod serviceaccounts;
 mod services;
 mod store;
 mod table;
@@ -77,6 +78,10 @@ struct Credentials {
     serving: Option<(tokio_rustls::TlsAcceptor, Vec<u8>)>,
     /// TLS to nodes' endpoints with the server's client certificate.
     nodes: tokio_rustls::TlsConnector,
+    /// The service account token signing key (private, public), PEM.
+    service_account_key: (String, String),
+    /// The cluster's certificate authority (PEM), which pods are given to trust.
+    root_ca: String,
 }
 
 impl Credentials {
@@ -105,7 +110,12 @@ impl Credentials {
             (None, true) => None,
         };
         let nodes = pki::connector_to_nodes(&authority.issue_kubelet_client()?)?;
-        Ok(Credentials { tokens, admin_token, serving, nodes })
+        let service_account_key = pki::service_account_key(&dir.join("pki"))?;
+        let root_ca = match &serving {
+            Some((_, trusted)) => String::from_utf8_lossy(trusted).into_owned(),
+            None => authority.cert_pem.clone(),
+        };
+        Ok(Credentials { tokens, admin_token, serving, nodes, service_account_key, root_ca })
     }
 }
 
@@ -170,6 +180,11 @@ pub fn run(config: Config) -> Result<()> {
             registry,
             cache,
             tokens: credentials.tokens.clone(),
+            issuer: serviceaccounts::Issuer::new(
+                &credentials.service_account_key.0,
+                &credentials.service_account_key.1,
+            )?,
+            root_ca: credentials.root_ca.clone(),
             nodes: credentials.nodes.clone(),
             allocator: Allocator { service_cidr: config.service_cidr, node_ports: config.node_ports.clone() },
             writes: tokio::sync::RwLock::new(()),
@@ -220,6 +235,11 @@ async fn ensure_system_objects(server: &Arc<Server>) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("create {plural} {name}: {}", e.message))?;
         }
+    }
+    // Namespaces made before this server knew to fill them.
+    for kv in server.store.list("/registry/core/namespaces/", None, 0)?.items {
+        let name = kv.key.rsplit('/').next().unwrap_or_default();
+        rest::populate_namespace(server, name).map_err(|e| anyhow::anyhow!("fill namespace {name}: {}", e.message))?;
     }
     Ok(())
 }

@@ -278,7 +278,8 @@ fn metadata_mut(object: &mut Value) -> Result<&mut Map<String, Value>, ApiError>
 }
 
 /// 5 characters of [a-z0-9 without vowels], as generateName uses.
-fn random_suffix() -> String {
+/// Five characters as kube-apiserver's generated names end in.
+pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     crate::files::random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }

@@ -239,7 +239,7 @@ pub async fn create(
     let revision = server.store.create(&target.key(&name), &encode(&object)).map_err(store_error(target, &name))?;
     server.cache.observe(&target.key(&name), revision, Some(&object));
     if target.info().kind == "Namespace" && target.info().group.is_empty() {
-        create_default_service_account(server, &name)?;
+        populate_namespace(server, &name)?;
     }
     if let Some(namespace) = target.namespace.as_deref().filter(|_| target.info().namespaced) {
         admission::refresh_quotas(server, namespace)?;
@@ -249,24 +249,32 @@ pub async fn create(
     Ok((201, object))
 }
 
-fn create_default_service_account(server: &Shared, namespace: &str) -> Result<(), ApiError> {
-    let accounts = server.registry.find("", "v1", "serviceaccounts").expect("serviceaccounts are served");
-    let account = objects::prepare_create(
-        &*accounts,
-        Some(namespace),
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
-        &mut Validation::from_query(None),
-        |_| Ok(()),
-    )?;
-    let key = accounts.info().key(Some(namespace), "default");
-    match server.store.create(&key, &encode(&account)) {
-        Ok(revision) => {
-            server.cache.observe(&key, revision, Some(&account));
-            Ok(())
+/// What a new namespace holds from the start: the `default` ServiceAccount and the
+/// `kube-root-ca.crt` ConfigMap (the work of kube-controller-manager's serviceaccount and
+/// root-ca-cert-publisher controllers, done at once).
+pub fn populate_namespace(server: &Shared, namespace: &str) -> Result<(), ApiError> {
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+    let root_ca = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt",
+        "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+        "data": {"ca.crt": server.root_ca}});
+    for (plural, object) in [("serviceaccounts", account), ("configmaps", root_ca)] {
+        let strategy = server.registry.find("", "v1", plural).expect("core kinds are served");
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let object = objects::prepare_create(
+            &*strategy,
+            Some(namespace),
+            object,
+            &mut Validation::from_query(None),
+            |_| Ok(()),
+        )?;
+        let key = strategy.info().key(Some(namespace), &name);
+        match server.store.create(&key, &encode(&object)) {
+            Ok(revision) => server.cache.observe(&key, revision, Some(&object)),
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(ApiError::from_store(e, plural, &name)),
         }
-        Err(StoreError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(ApiError::from_store(e, "serviceaccounts", "default")),
     }
+    Ok(())
 }
 
 /// Reads the object, lets `change` make the new one from it, and writes it if nothing
