@@ -41,6 +41,7 @@ pub fn cache_of(registry: &Registry) -> Cache {
         .filter_map(|(group, plural)| Some(registry.find(group, "v1", plural)?.info().prefix(None)))
         .collect();
     prefixes.extend(super::authorization::PREFIXES.map(String::from));
+    prefixes.push(super::registry::DEFINITIONS.to_string());
     Cache::new(prefixes)
 }
 

@@ -18,16 +18,35 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::store::{EventKind, Store, StoreError};
 
+/// Told every object under a prefix whenever one of them changes.
+pub type Listener = Box<dyn Fn(&[Arc<Value>]) + Send + Sync>;
+
 pub struct Cache {
     prefixes: Vec<String>,
     /// By key: the revision it was last seen at, and its object (None once deleted).
     objects: RwLock<BTreeMap<String, (i64, Option<Arc<Value>>)>>,
+    listeners: RwLock<Vec<(String, Listener)>>,
 }
 
 impl Cache {
     /// A cache of the keys under `prefixes`, empty until loaded.
     pub fn new(prefixes: Vec<String>) -> Cache {
-        Cache { prefixes, objects: RwLock::new(BTreeMap::new()) }
+        Cache { prefixes, objects: RwLock::new(BTreeMap::new()), listeners: RwLock::new(Vec::new()) }
+    }
+
+    /// Calls `listener` with the objects under `prefix` (one of the cache's) now and after
+    /// every change among them.
+    pub fn listen(&self, prefix: &str, listener: Listener) {
+        listener(&self.list(prefix));
+        self.listeners.write().expect("cache lock").push((prefix.to_string(), listener));
+    }
+
+    fn notify(&self, key: Option<&str>) {
+        for (prefix, listener) in self.listeners.read().expect("cache lock").iter() {
+            if key.is_none_or(|k| k.starts_with(prefix.as_str())) {
+                listener(&self.list(prefix));
+            }
+        }
     }
 
     pub fn tracks(&self, key: &str) -> bool {
@@ -61,6 +80,7 @@ impl Cache {
                 }
             }
         }
+        self.notify(None);
         Ok(())
     }
 
@@ -72,6 +92,8 @@ impl Cache {
         let mut objects = self.objects.write().expect("cache lock");
         if objects.get(key).is_none_or(|(seen, _)| *seen < revision) {
             objects.insert(key.to_string(), (revision, object.cloned().map(Arc::new)));
+            drop(objects);
+            self.notify(Some(key));
         }
     }
 
@@ -133,5 +155,19 @@ mod tests {
         assert!(cache.list("/registry/core/").is_empty());
         cache.observe("/registry/core/limitranges/ns/m", 8, Some(&json!({"v": 8})));
         assert_eq!(cache.list("/registry/core/limitranges/ns/"), [Arc::new(json!({"v": 8}))]);
+    }
+
+    #[test]
+    fn listeners_hear_of_every_change_under_their_prefix() {
+        let cache = Cache::new(vec!["/registry/a/".into(), "/registry/b/".into()]);
+        let heard = Arc::new(RwLock::new(Vec::new()));
+        let record = heard.clone();
+        cache.listen("/registry/a/", Box::new(move |objects| record.write().unwrap().push(objects.len())));
+        cache.observe("/registry/a/x", 1, Some(&json!({})));
+        cache.observe("/registry/b/y", 2, Some(&json!({})));
+        cache.observe("/registry/a/z", 3, Some(&json!({})));
+        cache.observe("/registry/a/x", 4, None);
+        cache.observe("/registry/a/x", 3, Some(&json!({})));
+        assert_eq!(*heard.read().unwrap(), [0, 1, 2, 1], "at once, then each change, never a stale one");
     }
 }

@@ -101,17 +101,28 @@ impl ApiError {
     }
 
     /// 422 with one cause per field, as `kubectl` prints them.
-    pub fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> ApiError {
-        let message = causes.iter().map(|(field, reason)| format!("{field}: {reason}")).collect::<Vec<_>>().join(", ");
+    /// 422 for `qualified_kind` (`Deployment.apps`) `name`, as apimachinery's NewInvalid
+    /// makes it: each cause typed by its message, the kind and group apart in details.
+    pub fn invalid(qualified_kind: &str, name: &str, causes: Vec<(String, String)>) -> ApiError {
+        let errors: Vec<String> = causes.iter().map(|(field, reason)| format!("{field}: {reason}")).collect();
+        let message = match errors.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
         let causes: Vec<Value> = causes
             .iter()
-            .map(|(field, reason)| json!({"reason": "FieldValueInvalid", "message": reason, "field": field}))
+            .map(|(field, reason)| json!({"reason": cause_type(reason), "message": reason, "field": field}))
             .collect();
+        let (kind, group) = qualified_kind.split_once('.').unwrap_or((qualified_kind, ""));
+        let mut details = json!({"name": name, "kind": kind, "causes": causes});
+        if !group.is_empty() {
+            details["group"] = group.into();
+        }
         ApiError {
             code: 422,
             reason: "Invalid",
-            message: format!("{kind} \"{name}\" is invalid: {message}"),
-            details: Some(json!({"name": name, "kind": kind, "causes": causes})),
+            message: format!("{qualified_kind} \"{name}\" is invalid: {message}"),
+            details: Some(details),
         }
     }
 
@@ -163,4 +174,19 @@ impl ApiError {
             StoreError::Backend(message) => ApiError::internal(message),
         }
     }
+}
+
+/// A field error's type (metav1.CauseType), from how its message begins.
+fn cause_type(message: &str) -> &'static str {
+    const TYPES: [(&str, &str); 8] = [
+        ("Required value", "FieldValueRequired"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Too long", "FieldValueTooLong"),
+        ("Too many", "FieldValueTooMany"),
+        ("Not found", "FieldValueNotFound"),
+        ("Invalid value", "FieldValueInvalid"),
+    ];
+    TYPES.iter().find(|(prefix, _)| message.starts_with(prefix)).map_or("FieldValueInvalid", |(_, t)| t)
 }

@@ -34,7 +34,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Server {
     pub store: Arc<dyn Store>,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// What admission and authorization read on every request.
     pub cache: Arc<super::cache::Cache>,
     /// The users of the token file; `None`: no authentication, everything allowed.
@@ -53,7 +53,8 @@ pub struct Server {
 
 pub type Shared = Arc<Server>;
 
-/// What an answer is written as, from the request's Accept (the first that we serve).
+/// What an answer is written as, from the request's Accept (the first that we serve;
+/// protobuf only for resources that have it).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Encoding {
     Json,
@@ -65,7 +66,7 @@ enum Encoding {
 }
 
 impl Encoding {
-    fn of(accept: &str) -> Encoding {
+    fn of(accept: &str, protobuf: bool) -> Encoding {
         for media in accept.split(',') {
             let mut parts = media.split(';').map(str::trim);
             let kind = parts.next().unwrap_or("");
@@ -79,7 +80,7 @@ impl Encoding {
                 "application/json" if params.iter().any(|p| p.starts_with("as=")) => continue,
                 "application/json" | "*/*" | "application/*" | "" => return Encoding::Json,
                 "application/yaml" => return Encoding::Yaml,
-                protobuf::MEDIA_TYPE => return Encoding::Protobuf,
+                protobuf::MEDIA_TYPE if protobuf => return Encoding::Protobuf,
                 _ => continue,
             }
         }
@@ -366,7 +367,7 @@ async fn route(
             return Ok(bytes_response(200, "application/octet-stream", discovery::openapi_v2_protobuf(registry)));
         }
         ["openapi", "v2"] => return get_only(Some(discovery::openapi_v2(registry))),
-        ["openapi", "v3"] => return get_only(Some(openapi::documents(registry).index())),
+        ["openapi", "v3"] => return get_only(Some(openapi::documents(registry).index(registry))),
         ["openapi", "v3", "api", version] => return openapi_document(method, registry, "", version),
         ["openapi", "v3", "apis", group, version] => return openapi_document(method, registry, group, version),
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -378,7 +379,7 @@ async fn route(
     }
     let target = resolve(registry, group, version, rest, user).ok_or_else(|| ApiError::no_route(path))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let encoding = Encoding::of(accept);
+    let encoding = Encoding::of(accept, target.strategy.has_protobuf());
     let mut validation = Validation::from_query(query.get("fieldValidation"));
     let validation = &mut validation;
     let info = target.info().clone();
@@ -456,11 +457,7 @@ async fn route(
         }
         (&Method::DELETE, Some(name), None) => {
             let options = delete_options(&body, content_type, query)?;
-            let (code, object) = if info.kind == "Namespace" && info.group.is_empty() {
-                rest::delete_namespace(server, &target, name, &options, query).await?
-            } else {
-                rest::delete(server, &target, name, &options, query).await?
-            };
+            let (code, object) = rest::delete(server, &target, name, &options, query).await?;
             encoded(code, &object, encoding, &target)
         }
         (&Method::POST, Some(name), Some("binding")) => bind(server, &target, name, &body, content_type, query).await,
@@ -492,9 +489,10 @@ async fn route(
             })?;
             // The Scale's resourceVersion, when given, is the object's: a precondition.
             let version = given["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty()).map(String::from);
+            let strategy = target.strategy.clone();
             let rescale = move |current: &Value| {
                 let mut object = current.clone();
-                object["spec"]["replicas"] = replicas.into();
+                strategy.set_replicas(&mut object, replicas);
                 if let Some(version) = version {
                     object["metadata"]["resourceVersion"] = version.into();
                 }
@@ -511,8 +509,11 @@ fn openapi_document(method: &Method, registry: &Registry, group: &str, version: 
     if method != Method::GET {
         return Err(ApiError::method_not_allowed(method.as_str()));
     }
-    let bytes = openapi::documents(registry).get(group, version).ok_or_else(|| ApiError::no_route("openapi/v3"))?;
-    Ok(bytes_response(200, "application/json", bytes.to_vec()))
+    let bytes = match openapi::documents(registry).get(group, version) {
+        Some(bytes) => bytes.to_vec(),
+        None => openapi::custom_document(registry, group, version).ok_or_else(|| ApiError::no_route("openapi/v3"))?,
+    };
+    Ok(bytes_response(200, "application/json", bytes))
 }
 
 /// POST pods/binding: the scheduler's (or a client's) assignment of a pod to a node.
@@ -642,15 +643,19 @@ mod tests {
     #[test]
     fn answers_are_written_as_the_client_accepts() {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(Encoding::of(kubectl), Encoding::Table);
-        assert_eq!(Encoding::of("application/vnd.kubernetes.protobuf,application/json"), Encoding::Protobuf);
-        assert_eq!(Encoding::of("application/yaml"), Encoding::Yaml);
+        assert_eq!(Encoding::of(kubectl, true), Encoding::Table);
+        assert_eq!(Encoding::of("application/vnd.kubernetes.protobuf,application/json", true), Encoding::Protobuf);
+        assert_eq!(Encoding::of("application/vnd.kubernetes.protobuf,application/json", false), Encoding::Json);
+        assert_eq!(Encoding::of("application/yaml", true), Encoding::Yaml);
         assert_eq!(
-            Encoding::of("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"),
+            Encoding::of("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json", true),
             Encoding::PartialMetadata
         );
-        assert_eq!(Encoding::of("application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"), Encoding::Table);
-        assert_eq!(Encoding::of(""), Encoding::Json);
+        assert_eq!(
+            Encoding::of("application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json", true),
+            Encoding::Table
+        );
+        assert_eq!(Encoding::of("", true), Encoding::Json);
     }
 
     #[test]

@@ -171,8 +171,10 @@ pub fn run(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
         let address = listener.local_addr()?;
-        let registry = Registry::builtin();
+        let registry = Arc::new(Registry::builtin());
         let cache = Arc::new(admission::cache_of(&registry));
+        let defined = registry.clone();
+        cache.listen(registry::DEFINITIONS, Box::new(move |definitions| defined.define(definitions)));
         cache.load(&*store)?;
         tokio::spawn(cache.clone().follow(store.clone()));
         let server = Arc::new(Server {

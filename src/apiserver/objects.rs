@@ -190,7 +190,7 @@ pub fn prepare_update(
             strategy.prepare_update(&mut object, current)
         }
     };
-    if strategy.tracks_generation() && subresource.is_none() && object.get("spec") != current.get("spec") {
+    if subresource.is_none() && strategy.changes_generation(&object, current) {
         let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
         object["metadata"]["generation"] = (generation + 1).into();
     }
@@ -340,7 +340,7 @@ mod tests {
         let e = prepare_create(&*pods(), Some("default"), invalid, &mut Validation::from_query(None), |_| Ok(()))
             .unwrap_err();
         assert_eq!(e.code, 422);
-        assert!(e.message.starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value"), "{}", e.message);
+        assert!(e.message.starts_with("Pod \"Bad_Name\" is invalid: [metadata.name: Invalid value"), "{}", e.message);
         assert!(e.message.contains("spec.containers[0].image: Required value"), "{}", e.message);
         let unknown = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}});
         let e = prepare_create(

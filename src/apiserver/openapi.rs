@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value, json};
 
-use super::registry::Registry;
+use super::registry::{Registry, ResourceInfo, Strategy};
 
 static DEFINITIONS: &str = include_str!("openapi/definitions.json");
 const INFO: &str = "v1.33.0-podctl";
@@ -108,14 +108,17 @@ pub struct Documents {
     by_group_version: HashMap<(String, String), (Arc<Vec<u8>>, String)>,
 }
 
-/// The OpenAPI v3 document of each group version `registry` serves (built-in resources:
-/// custom ones are served by their definitions).
+/// The OpenAPI v3 document of each group version of the built-in resources (custom
+/// ones are made from their definitions: [`custom_document`]).
 pub fn documents(registry: &Registry) -> &'static Documents {
     static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
     DOCUMENTS.get_or_init(|| {
         let definitions = parse();
         let mut by_group_version = HashMap::new();
-        for (group, version) in registry.group_versions() {
+        let mut group_versions: Vec<(String, String)> =
+            registry.built_in().iter().map(|s| (s.info().group.clone(), s.info().version.clone())).collect();
+        group_versions.dedup();
+        for (group, version) in group_versions {
             let document = document(registry, &definitions, &group, &version);
             let bytes = serde_json::to_vec(&document).expect("JSON values serialise");
             let hash = hash(&bytes);
@@ -130,17 +133,131 @@ impl Documents {
         self.by_group_version.get(&(group.into(), version.into())).map(|(bytes, _)| bytes.clone())
     }
 
-    /// `/openapi/v3`: where each group version's document is, with its hash.
-    pub fn index(&self) -> Value {
+    /// `/openapi/v3`: where each group version's document is (the built-in ones' and
+    /// those of the custom resources served now), with its hash.
+    pub fn index(&self, registry: &Registry) -> Value {
+        let mut group_versions: Vec<((String, String), String)> =
+            self.by_group_version.iter().map(|(gv, (_, hash))| (gv.clone(), hash.clone())).collect();
+        for resource in registry.custom() {
+            let gv = (resource.info().group.clone(), resource.info().version.clone());
+            if !group_versions.iter().any(|(seen, _)| *seen == gv)
+                && let Some(document) = custom_document(registry, &gv.0, &gv.1)
+            {
+                group_versions.push((gv, hash(&document)));
+            }
+        }
+        group_versions.sort();
         let mut paths = Map::new();
-        let mut group_versions: Vec<_> = self.by_group_version.iter().collect();
-        group_versions.sort_by(|a, b| a.0.cmp(b.0));
-        for ((group, version), (_, hash)) in group_versions {
+        for ((group, version), hash) in group_versions {
             let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
             paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
         }
         json!({"paths": paths})
     }
+}
+
+/// The document of a custom group version: each resource's schema as its definition
+/// gives it (with the ObjectMeta every object has), under the name kube-apiserver gives
+/// it (`com.example.stable.v1.CronTab`).
+pub fn custom_document(registry: &Registry, group: &str, version: &str) -> Option<Vec<u8>> {
+    let resources: Vec<_> =
+        registry.custom().into_iter().filter(|r| r.info().group == group && r.info().version == version).collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    let prefix = format!("{}.{version}", reversed.join("."));
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    for resource in &resources {
+        let info = resource.info();
+        let name = format!("{prefix}.{}", info.kind);
+        let list = format!("{name}List");
+        let gvk = |kind: &str| json!([{"group": group, "version": version, "kind": kind}]);
+        let reference = |to: &str| json!({"allOf": [{"$ref": format!("#/components/schemas/{to}")}]});
+        let mut schema = resource.schema().clone();
+        if !schema.is_object() {
+            schema = json!({"type": "object"});
+        }
+        let properties = schema["properties"].as_object().cloned().unwrap_or_default();
+        let mut all = Map::new();
+        all.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+        all.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+        all.insert("metadata".into(), reference("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+        all.extend(properties.into_iter().filter(|(k, _)| k != "metadata" && k != "apiVersion" && k != "kind"));
+        schema["properties"] = all.into();
+        schema["x-kubernetes-group-version-kind"] = gvk(&info.kind);
+        schemas.insert(name.clone(), schema);
+        schemas.insert(
+            list.clone(),
+            json!({"type": "object", "required": ["items"], "x-kubernetes-group-version-kind": gvk(&format!("{}List", info.kind)),
+                   "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                                  "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}},
+                                  "metadata": reference("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")}}),
+        );
+        let patch_types =
+            ["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json"];
+        resource_paths(&mut paths, info, &name, Some(&list), &patch_types);
+    }
+    schemas.extend(metadata_schemas().clone());
+    let document = json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    });
+    Some(serde_json::to_vec(&document).expect("JSON values serialise"))
+}
+
+/// ObjectMeta and ListMeta, and the definitions they reach: what every custom
+/// resource's document holds besides its own schemas.
+fn metadata_schemas() -> &'static Map<String, Value> {
+    static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let definitions = parse();
+        let wanted = ["ObjectMeta", "ListMeta"].map(|m| format!("io.k8s.apimachinery.pkg.apis.meta.v1.{m}"));
+        reachable(&definitions, wanted.to_vec())
+    })
+}
+
+/// A resource's collection and item paths, with the operations kubectl looks for: the
+/// group-version-kind, the `fieldValidation` parameter and the patch types accepted.
+fn resource_paths(
+    paths: &mut Map<String, Value>,
+    info: &ResourceInfo,
+    definition: &str,
+    list: Option<&str>,
+    patch_types: &[&str],
+) {
+    let field_validation =
+        json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    let gvk = json!({"group": info.group, "version": info.version, "kind": info.kind});
+    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let ok = |name: Option<&str>| {
+        let content = name.map_or(json!({}), |n| json!({"application/json": {"schema": schema(n)}}));
+        json!({"200": {"description": "OK", "content": content}})
+    };
+    let op = |action: &str, responses: Value| {
+        json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
+               "parameters": [field_validation], "responses": responses})
+    };
+    let mut patch = op("patch", ok(Some(definition)));
+    let content: Map<String, Value> =
+        patch_types.iter().map(|t| (t.to_string(), json!({"schema": {"type": "object"}}))).collect();
+    patch["requestBody"] = json!({"content": content});
+    let base = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
+    let namespace = if info.namespaced { "/namespaces/{namespace}" } else { "" };
+    let collection = format!("{base}{namespace}/{}", info.plural);
+    paths.insert(collection.clone(), json!({"get": op("list", ok(list)), "post": op("post", ok(Some(definition)))}));
+    paths.insert(
+        format!("{collection}/{{name}}"),
+        json!({"get": op("get", ok(Some(definition))), "put": op("put", ok(Some(definition))),
+               "patch": patch, "delete": op("delete", ok(None))}),
+    );
 }
 
 /// One group version's document: each resource's paths (with the group-version-kind, the
@@ -150,54 +267,21 @@ fn document(registry: &Registry, definitions: &Map<String, Value>, group: &str, 
     let index = index();
     let mut paths = Map::new();
     let mut wanted: Vec<String> = Vec::new();
-    let field_validation =
-        json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    for strategy in registry.all().iter().filter(|s| s.info().group == group && s.info().version == version) {
+    for strategy in registry.built_in().iter().filter(|s| s.info().group == group && s.info().version == version) {
         let info = strategy.info();
         let Some(definition) = index.kind(group, version, &info.kind) else { continue };
         wanted.push(definition.to_string());
         let list = index.kind(group, version, &format!("{}List", info.kind));
         wanted.extend(list.map(String::from));
-        let gvk = json!({"group": group, "version": version, "kind": info.kind});
-        let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
-        let ok = |name: Option<&str>| {
-            let content = name.map_or(json!({}), |n| json!({"application/json": {"schema": schema(n)}}));
-            json!({"200": {"description": "OK", "content": content}})
-        };
-        let op = |action: &str, responses: Value| {
-            json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
-                   "parameters": [field_validation], "responses": responses})
-        };
-        let mut patch = op("patch", ok(Some(definition)));
         let patch_types = [
             "application/apply-patch+yaml",
             "application/json-patch+json",
             "application/merge-patch+json",
             "application/strategic-merge-patch+json",
         ];
-        let content: Map<String, Value> =
-            patch_types.iter().map(|t| (t.to_string(), json!({"schema": {"type": "object"}}))).collect();
-        patch["requestBody"] = json!({"content": content});
-        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let namespace = if info.namespaced { "/namespaces/{namespace}" } else { "" };
-        let collection = format!("{base}{namespace}/{}", info.plural);
-        paths
-            .insert(collection.clone(), json!({"get": op("list", ok(list)), "post": op("post", ok(Some(definition)))}));
-        paths.insert(
-            format!("{collection}/{{name}}"),
-            json!({"get": op("get", ok(Some(definition))), "put": op("put", ok(Some(definition))),
-                   "patch": patch, "delete": op("delete", ok(None))}),
-        );
+        resource_paths(&mut paths, info, definition, list, &patch_types);
     }
-    let mut schemas = Map::new();
-    while let Some(name) = wanted.pop() {
-        if schemas.contains_key(&name) {
-            continue;
-        }
-        let Some(schema) = definitions.get(&name) else { continue };
-        collect_references(schema, &mut wanted);
-        schemas.insert(name, schema.clone());
-    }
+    let schemas = reachable(definitions, wanted);
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": INFO},
@@ -212,6 +296,20 @@ fn hash(bytes: &[u8]) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut hasher);
     format!("{:016X}", hasher.finish())
+}
+
+/// The definitions named in `wanted` and every definition they refer to.
+fn reachable(definitions: &Map<String, Value>, mut wanted: Vec<String>) -> Map<String, Value> {
+    let mut schemas = Map::new();
+    while let Some(name) = wanted.pop() {
+        if schemas.contains_key(&name) {
+            continue;
+        }
+        let Some(schema) = definitions.get(&name) else { continue };
+        collect_references(schema, &mut wanted);
+        schemas.insert(name, schema.clone());
+    }
+    schemas
 }
 
 fn collect_references(schema: &Value, out: &mut Vec<String>) {
@@ -264,7 +362,7 @@ mod tests {
         }
         let patch = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert!(patch["requestBody"]["content"].get("application/strategic-merge-patch+json").is_some());
-        let index = documents.index();
+        let index = documents.index(&registry);
         assert!(index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().contains("?hash="));
     }
 }

@@ -50,19 +50,29 @@ impl Target {
     }
 }
 
-/// The stored bytes as the object clients see, with its resourceVersion.
-pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
+/// The stored bytes as the object clients of `info` see: with its resourceVersion, in
+/// the version they asked for (a custom resource's versions differ in nothing else).
+fn decode_stored(kv: &KeyValue, info: &ResourceInfo) -> Result<Value, ApiError> {
     let mut object: Value =
         serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object: {e}")))?;
     object["metadata"]["resourceVersion"] = kv.mod_revision.to_string().into();
+    let api_version = info.api_version();
+    if object["apiVersion"] != api_version.as_str() {
+        object["apiVersion"] = api_version.into();
+    }
     Ok(object)
 }
 
-/// An object as it is stored: everything but its resourceVersion (the store's revision).
-fn encode(object: &Value) -> Vec<u8> {
+/// An object as it is stored: everything but its resourceVersion (the store's revision),
+/// in the resource's storage version.
+fn encode(strategy: &dyn Strategy, object: &Value) -> Vec<u8> {
     let mut stored = object.clone();
     if let Some(meta) = stored["metadata"].as_object_mut() {
         meta.remove("resourceVersion");
+    }
+    let api_version = strategy.storage_api_version();
+    if stored["apiVersion"] != api_version.as_str() {
+        stored["apiVersion"] = api_version.into();
     }
     serde_json::to_vec(&stored).expect("JSON values serialise")
 }
@@ -78,7 +88,7 @@ fn read(server: &Shared, target: &Target, name: &str) -> Result<(KeyValue, Value
         .get(&target.key(name))
         .map_err(store_error(target, name))?
         .ok_or_else(|| ApiError::not_found(&qualified_resource(target.info()), name))?;
-    let object = decode_stored(&kv)?;
+    let object = decode_stored(&kv, target.info())?;
     Ok((kv, object))
 }
 
@@ -124,7 +134,7 @@ pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, Ap
     let (page, metadata) = read_page(server, target, query)?;
     let mut items = Vec::with_capacity(page.items.len());
     for kv in &page.items {
-        let object = decode_stored(kv)?;
+        let object = decode_stored(kv, target.info())?;
         if selector.matches(&object) {
             items.push(object);
         }
@@ -142,6 +152,7 @@ pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, Ap
 /// list of many objects is otherwise mostly JSON round trips).
 pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Result<Vec<u8>, ApiError> {
     let (page, metadata) = read_page(server, target, query)?;
+    let api_version = target.info().api_version();
     let size: usize = page.items.iter().map(|kv| kv.value.len() + 32).sum();
     let mut out = Vec::with_capacity(size + 256);
     out.extend_from_slice(
@@ -156,16 +167,27 @@ pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Resul
         if i > 0 {
             out.push(b',');
         }
-        splice_resource_version(&mut out, &kv.value, kv.mod_revision)?;
+        splice_stored(&mut out, &kv.value, kv.mod_revision, &api_version)?;
     }
     out.extend_from_slice(b"]}");
     Ok(out)
 }
 
-/// Appends stored object `value` with `"resourceVersion"` first in its metadata. Objects
-/// are stored with `apiVersion` and `kind` before `metadata`, so the first `"metadata":{`
-/// is the object's own.
-fn splice_resource_version(out: &mut Vec<u8>, value: &[u8], revision: i64) -> Result<(), ApiError> {
+/// Appends stored object `value` as read through `api_version`, with `"resourceVersion"`
+/// first in its metadata. Objects are stored with `apiVersion` first and `kind` before
+/// `metadata`, so the first `"metadata":{` is the object's own.
+fn splice_stored(out: &mut Vec<u8>, value: &[u8], revision: i64, api_version: &str) -> Result<(), ApiError> {
+    const VERSION: &[u8] = b"{\"apiVersion\":\"";
+    let mut value = value;
+    if let Some(rest) = value.strip_prefix(VERSION)
+        && !(rest.starts_with(api_version.as_bytes()) && rest.get(api_version.len()) == Some(&b'"'))
+        && let Some(end) = rest.iter().position(|b| *b == b'"')
+    {
+        out.extend_from_slice(VERSION);
+        out.extend_from_slice(api_version.as_bytes());
+        // From the closing quote of the stored version on.
+        value = &rest[end..];
+    }
     const KEY: &[u8] = b"\"metadata\":{";
     let at = value
         .windows(KEY.len())
@@ -236,7 +258,10 @@ pub async fn create(
     if dry_run(query, &DeleteOptions::default()) {
         return Ok((201, object));
     }
-    let revision = server.store.create(&target.key(&name), &encode(&object)).map_err(store_error(target, &name))?;
+    let revision = server
+        .store
+        .create(&target.key(&name), &encode(&*target.strategy, &object))
+        .map_err(store_error(target, &name))?;
     server.cache.observe(&target.key(&name), revision, Some(&object));
     if target.info().kind == "Namespace" && target.info().group.is_empty() {
         populate_namespace(server, &name)?;
@@ -268,7 +293,7 @@ pub fn populate_namespace(server: &Shared, namespace: &str) -> Result<(), ApiErr
             |_| Ok(()),
         )?;
         let key = strategy.info().key(Some(namespace), &name);
-        match server.store.create(&key, &encode(&object)) {
+        match server.store.create(&key, &encode(&*strategy, &object)) {
             Ok(revision) => server.cache.observe(&key, revision, Some(&object)),
             Err(StoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(ApiError::from_store(e, plural, &name)),
@@ -323,7 +348,7 @@ pub async fn update(
         server.cache.observe(&key, revision, None);
         return Ok(next);
     }
-    let bytes = encode(&next);
+    let bytes = encode(&*target.strategy, &next);
     // An update that changes nothing writes nothing: the object keeps its resourceVersion
     // and watchers see no event (kube-apiserver's GuaranteedUpdate).
     if bytes == current_kv.value {
@@ -406,11 +431,29 @@ impl DeleteOptions {
     }
 }
 
+/// Deletes an object: a namespace with what is in it, a CustomResourceDefinition with
+/// its custom resources, anything else alone.
+pub async fn delete(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    options: &DeleteOptions,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
+    match (target.info().group.as_str(), target.info().kind.as_str()) {
+        ("", "Namespace") => delete_namespace(server, target, name, options, query).await,
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            delete_definition(server, target, name, options, query).await
+        }
+        _ => delete_object(server, target, name, options, query).await,
+    }
+}
+
 /// Removes the object, or marks it for deletion when something must confirm first: its
 /// finalizers (the garbage collector's `foregroundDeletion` or `orphan` among them, as the
 /// propagation policy asks), or, for a pod bound to a node, the node (which stops it, then
 /// deletes it with a grace period of 0).
-pub async fn delete(
+async fn delete_object(
     server: &Shared,
     target: &Target,
     name: &str,
@@ -489,8 +532,10 @@ pub async fn delete(
         if target.info().kind == "Namespace" && target.info().group.is_empty() {
             marked["status"]["phase"] = "Terminating".into();
         }
-        let revision =
-            server.store.update(&kv.key, &encode(&marked), Some(kv.mod_revision)).map_err(store_error(target, name))?;
+        let revision = server
+            .store
+            .update(&kv.key, &encode(&*target.strategy, &marked), Some(kv.mod_revision))
+            .map_err(store_error(target, name))?;
         server.cache.observe(&kv.key, revision, Some(&marked));
         marked["metadata"]["resourceVersion"] = revision.to_string().into();
         return Ok((202, marked));
@@ -514,33 +559,23 @@ fn current_finalizers(object: &Value) -> Vec<String> {
 
 /// A namespace's own deletion: what is in it goes with it (the namespace controller's
 /// work, done at once), then the `kubernetes` finalizer lets the namespace go.
-pub async fn delete_namespace(
+async fn delete_namespace(
     server: &Shared,
     target: &Target,
     name: &str,
     options: &DeleteOptions,
     query: &Query,
 ) -> Result<(u16, Value), ApiError> {
-    let (code, marked) = delete(server, target, name, options, query).await?;
+    let (code, marked) = delete_object(server, target, name, options, query).await?;
     if code != 202 || dry_run(query, options) {
         return Ok((code, marked));
     }
     // No create slips in while the namespace is emptied.
-    let sweep = server.writes.write().await;
+    let alone = server.writes.write().await;
     for strategy in server.registry.all().into_iter().filter(|s| s.info().namespaced) {
-        let page = server
-            .store
-            .list(&strategy.info().prefix(Some(name)), None, 0)
-            .map_err(|e| ApiError::from_store(e, &strategy.info().plural, ""))?;
-        for kv in page.items {
-            match server.store.delete(&kv.key, None) {
-                Ok((_, revision)) => server.cache.observe(&kv.key, revision, None),
-                Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(ApiError::from_store(e, &strategy.info().plural, &kv.key)),
-            }
-        }
+        sweep(server, &strategy.info().prefix(Some(name)), &strategy.info().plural)?;
     }
-    drop(sweep);
+    drop(alone);
     let finalize = |current: &Value| {
         let mut finalized = current.clone();
         let remaining: Vec<Value> = finalized["spec"]["finalizers"]
@@ -557,6 +592,42 @@ pub async fn delete_namespace(
         update(server, target, name, Some("finalize"), finalize, &Query::default(), &mut Validation::from_query(None))
             .await?;
     Ok((200, finalized))
+}
+
+/// Deletes every object under `prefix` (of resource `plural`).
+fn sweep(server: &Shared, prefix: &str, plural: &str) -> Result<(), ApiError> {
+    let page = server.store.list(prefix, None, 0).map_err(|e| ApiError::from_store(e, plural, ""))?;
+    for kv in page.items {
+        match server.store.delete(&kv.key, None) {
+            Ok((_, revision)) => server.cache.observe(&kv.key, revision, None),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(ApiError::from_store(e, plural, &kv.key)),
+        }
+    }
+    Ok(())
+}
+
+/// A CustomResourceDefinition's deletion: the definition goes (so its resources are no
+/// longer served), then every custom resource it defined (the work of
+/// apiextensions-apiserver's finalizer controller, done at once).
+async fn delete_definition(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    options: &DeleteOptions,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
+    let alone = server.writes.write().await;
+    let (code, deleted) = delete_object(server, target, name, options, query).await?;
+    if code == 200 && !dry_run(query, options) {
+        let spec = &deleted["spec"];
+        let (group, plural) = (spec["group"].as_str().unwrap_or(""), spec["names"]["plural"].as_str().unwrap_or(""));
+        if !group.is_empty() && !plural.is_empty() {
+            sweep(server, &format!("/registry/{group}/{plural}/"), plural)?;
+        }
+    }
+    drop(alone);
+    Ok((code, deleted))
 }
 
 pub async fn delete_collection(
@@ -653,16 +724,18 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
         let info = strategy.info().clone();
+        let api_version = info.api_version();
         let send = |kind: &str, payload: Payload| {
             let sender = sender.clone();
             let kind = kind.to_string();
             let strategy = strategy.clone();
+            let api_version = &api_version;
             async move {
                 let object = match (format, payload) {
                     // As stored, its resourceVersion spliced in: not parsed, not written again.
                     (WatchFormat::Json, Payload::Stored(value, revision)) => {
                         let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
-                        if splice_resource_version(&mut line, &value, revision).is_err() {
+                        if splice_stored(&mut line, &value, revision, api_version).is_err() {
                             return false;
                         }
                         line.extend_from_slice(b"}\n");
@@ -671,6 +744,7 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
                     (_, Payload::Stored(value, revision)) => match serde_json::from_slice::<Value>(&value) {
                         Ok(mut object) => {
                             object["metadata"]["resourceVersion"] = revision.to_string().into();
+                            object["apiVersion"] = api_version.as_str().into();
                             object
                         }
                         Err(_) => return false,
@@ -839,15 +913,24 @@ mod tests {
         object.insert("spec".into(), json!({"template": {"metadata": {"labels": {"a": "b"}}}}));
         object.insert("metadata".into(), json!({"name": "d"}));
         object.insert("kind".into(), json!("Deployment"));
-        let stored = encode(&Value::Object(object));
+        let deployments = super::super::registry::Registry::builtin().find("apps", "v1", "deployments").unwrap();
+        let stored = encode(&*deployments, &Value::Object(object));
         let mut out = Vec::new();
-        splice_resource_version(&mut out, &stored, 42).unwrap();
+        splice_stored(&mut out, &stored, 42, "apps/v1").unwrap();
         let spliced: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(spliced["apiVersion"], "apps/v1", "stored in the resource's version");
         assert_eq!(spliced["metadata"], json!({"name": "d", "resourceVersion": "42"}));
         assert_eq!(spliced["spec"]["template"]["metadata"], json!({"labels": {"a": "b"}}));
         let mut out = Vec::new();
-        splice_resource_version(&mut out, br#"{"metadata":{}}"#, 7).unwrap();
+        splice_stored(&mut out, br#"{"metadata":{}}"#, 7, "v1").unwrap();
         assert_eq!(out, br#"{"metadata":{"resourceVersion":"7"}}"#);
+        // Read through another version of a custom resource.
+        let mut out = Vec::new();
+        splice_stored(&mut out, br#"{"apiVersion":"x.io/v1","kind":"K","metadata":{}}"#, 7, "x.io/v1beta1").unwrap();
+        assert_eq!(out, br#"{"apiVersion":"x.io/v1beta1","kind":"K","metadata":{"resourceVersion":"7"}}"#);
+        let mut out = Vec::new();
+        splice_stored(&mut out, br#"{"apiVersion":"x.io/v1","metadata":{}}"#, 7, "x.io/v1").unwrap();
+        assert_eq!(out, br#"{"apiVersion":"x.io/v1","metadata":{"resourceVersion":"7"}}"#);
     }
 
     #[test]

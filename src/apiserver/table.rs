@@ -12,18 +12,11 @@ pub fn render(
     resource_version: &str,
     continue_token: Option<&Value>,
 ) -> Value {
-    let columns = strategy.columns();
-    let definitions: Vec<Value> = columns
-        .iter()
-        .map(|c| {
-            let format = if c.name == "Name" { "name" } else { "" };
-            json!({"name": c.name, "type": c.kind, "format": format, "description": "", "priority": c.priority})
-        })
-        .collect();
+    let definitions = strategy.column_definitions();
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
-            let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(o)).collect();
+            let cells = strategy.cells(o);
             let metadata =
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
             json!({"cells": cells, "object": metadata})

@@ -1,7 +1,7 @@
 //! The columns of `kubectl get` (kube-apiserver's printers): the cells every kind shares
 //! (name, age, labels, containers), and the default table of a kind with none of its own.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// One column of a kind's Table.
 #[derive(Clone, Copy)]
@@ -12,6 +12,14 @@ pub struct Column {
     /// 0: always shown; 1: with `-o wide`.
     pub priority: u8,
     pub cell: fn(&Value) -> Value,
+}
+
+impl Column {
+    /// The column's metav1.TableColumnDefinition.
+    pub fn definition(&self) -> Value {
+        let format = if self.name == "Name" { "name" } else { "" };
+        json!({"name": self.name, "type": self.kind, "format": format, "description": "", "priority": self.priority})
+    }
 }
 
 pub const fn string(name: &'static str, priority: u8, cell: fn(&Value) -> Value) -> Column {

@@ -12,11 +12,13 @@ mod checks;
 pub mod columns;
 mod typed;
 
+mod apiextensions;
 mod apps;
 mod autoscaling;
 mod batch;
 mod coordination;
 pub mod core;
+pub mod custom;
 mod discovery;
 pub mod networking;
 mod pod_template;
@@ -31,6 +33,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 pub use self::columns::Column;
+pub use self::custom::CustomResource;
 pub use self::typed::{Rules, Typed};
 use super::errors::ApiError;
 pub use crate::validation::Cause;
@@ -128,8 +131,11 @@ pub trait Strategy: Send + Sync {
     /// Whether `metadata.generation` counts the changes of the object's spec.
     fn tracks_generation(&self) -> bool;
 
-    /// The columns `kubectl get` prints.
-    fn columns(&self) -> &[Column];
+    /// The Table columns `kubectl get` prints (metav1.TableColumnDefinition).
+    fn column_definitions(&self) -> Vec<Value>;
+
+    /// One object's row of cells, column by column.
+    fn cells(&self, object: &Value) -> Vec<Value>;
 
     /// Field labels beyond `metadata.name` and `metadata.namespace`.
     fn field_labels(&self) -> &[FieldLabel];
@@ -143,6 +149,27 @@ pub trait Strategy: Send + Sync {
     /// Whether objects are kept (reviews are answered, not stored).
     fn is_stored(&self) -> bool {
         true
+    }
+
+    /// Sets the desired replicas a scale subresource writes.
+    fn set_replicas(&self, object: &mut Value, replicas: i64) {
+        object["spec"]["replicas"] = replicas.into();
+    }
+
+    /// Whether an update from `old` to `new` is a new generation: a change of the spec.
+    fn changes_generation(&self, new: &Value, old: &Value) -> bool {
+        self.tracks_generation() && new.get("spec") != old.get("spec")
+    }
+
+    /// Whether objects have a protobuf encoding (custom resources are JSON only).
+    fn has_protobuf(&self) -> bool {
+        true
+    }
+
+    /// The `apiVersion` objects are stored with: the served version's for built-in
+    /// resources, the storage version's for custom ones.
+    fn storage_api_version(&self) -> String {
+        self.info().api_version()
     }
 
     /// Whether deleting the object waits for more than its `metadata.finalizers`.
@@ -161,8 +188,13 @@ pub struct Scale {
 
 /// The resources served, built-in and custom, by group, version and plural.
 pub struct Registry {
-    strategies: RwLock<Vec<Arc<dyn Strategy>>>,
+    builtin: Vec<Arc<dyn Strategy>>,
+    /// What the CustomResourceDefinitions define, remade whenever one changes.
+    custom: RwLock<Vec<Arc<CustomResource>>>,
 }
+
+/// Where CustomResourceDefinitions are stored.
+pub const DEFINITIONS: &str = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
 
 impl Registry {
     /// Every built-in resource.
@@ -209,23 +241,58 @@ impl Registry {
             Typed::<reviews::SelfSubjectRulesReviews>::shared(),
             Typed::<discovery::EndpointSlices>::shared(),
             Typed::<coordination::Leases>::shared(),
+            Typed::<apiextensions::CustomResourceDefinitions>::shared(),
         ];
-        Registry { strategies: RwLock::new(strategies) }
+        Registry { builtin: strategies, custom: RwLock::new(Vec::new()) }
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<dyn Strategy>> {
-        let strategies = self.strategies.read().expect("registry lock");
-        strategies.iter().find(|s| matches(s.info(), group, version) && s.info().plural == plural).cloned()
+        let found = |info: &ResourceInfo| matches(info, group, version) && info.plural == plural;
+        if let Some(builtin) = self.builtin.iter().find(|s| found(s.info())) {
+            return Some(builtin.clone());
+        }
+        let custom = self.custom.read().expect("registry lock");
+        custom.iter().find(|s| found(s.info())).map(|s| s.clone() as Arc<dyn Strategy>)
     }
 
     pub fn all(&self) -> Vec<Arc<dyn Strategy>> {
-        self.strategies.read().expect("registry lock").clone()
+        let custom = self.custom.read().expect("registry lock");
+        self.builtin.iter().cloned().chain(custom.iter().map(|s| s.clone() as Arc<dyn Strategy>)).collect()
+    }
+
+    /// The built-in resources.
+    pub fn built_in(&self) -> &[Arc<dyn Strategy>] {
+        &self.builtin
+    }
+
+    /// The custom resources served.
+    pub fn custom(&self) -> Vec<Arc<CustomResource>> {
+        self.custom.read().expect("registry lock").clone()
+    }
+
+    /// Serves what `definitions` (every CustomResourceDefinition) define, and nothing
+    /// else custom. A definition of a resource already built in is not served.
+    pub fn define(&self, definitions: &[Arc<Value>]) {
+        let mut custom: Vec<Arc<CustomResource>> = definitions
+            .iter()
+            .flat_map(|d| CustomResource::of_definition(d))
+            .filter(|c| {
+                let info = c.info();
+                !self.builtin.iter().any(|b| b.info().group == info.group && b.info().plural == info.plural)
+            })
+            .map(Arc::new)
+            .collect();
+        custom.sort_by(|a, b| {
+            let (a, b) = (a.info(), b.info());
+            a.group.cmp(&b.group).then(custom::version_order(&a.version, &b.version))
+        });
+        *self.custom.write().expect("registry lock") = custom;
     }
 
     /// The group versions served, in discovery order.
     pub fn group_versions(&self) -> Vec<(String, String)> {
         let mut seen: Vec<(String, String)> = Vec::new();
-        for strategy in self.strategies.read().expect("registry lock").iter() {
+        for strategy in self.all().iter() {
             let gv = (strategy.info().group.clone(), strategy.info().version.clone());
             if !seen.contains(&gv) {
                 seen.push(gv);

@@ -171,8 +171,12 @@ impl<R: Rules> Strategy for Typed<R> {
         R::GENERATION
     }
 
-    fn columns(&self) -> &[Column] {
-        &self.columns
+    fn column_definitions(&self) -> Vec<Value> {
+        self.columns.iter().map(Column::definition).collect()
+    }
+
+    fn cells(&self, object: &Value) -> Vec<Value> {
+        self.columns.iter().map(|c| (c.cell)(object)).collect()
     }
 
     fn field_labels(&self) -> &[FieldLabel] {

@@ -1,0 +1,201 @@
+//! CustomResourceDefinitions as operators and Helm charts use them, through kubectl 1.27
+//! and 1.33: a definition makes its resource served at once (discovery, `kubectl get`
+//! with its printer columns, `kubectl explain`), its schema refuses, prunes and defaults,
+//! its status and scale subresources work, its versions share the objects, and deleting
+//! it deletes them.
+
+use serde_json::Value;
+use testkit::apiserver::{ApiServer, KUBECTL_DIR};
+
+const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
+
+const DEFINITION: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: crontabs.stable.example.com}
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names: {plural: crontabs, singular: crontab, kind: CronTab, shortNames: [ct], categories: [all]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [cronSpec]
+            properties:
+              cronSpec: {type: string, pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$', description: When the job runs.}
+              image: {type: string}
+              replicas: {type: integer, minimum: 0, maximum: 10, default: 1}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: string}
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+    additionalPrinterColumns:
+    - {name: Spec, type: string, jsonPath: .spec.cronSpec}
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Image, type: string, jsonPath: .spec.image, priority: 1}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+fn kubectl_of(api: &ApiServer, release: &str, args: &[&str], stdin: &str) -> (bool, String) {
+    let out = api.kubectl_output_of(&format!("{KUBECTL_DIR}/kubectl.{release}"), args, Some(stdin));
+    let text = if out.status.success() { out.stdout } else { out.stderr };
+    (out.status.success(), String::from_utf8_lossy(&text).into_owned())
+}
+
+#[test]
+fn a_definition_serves_its_resource_as_kube_apiserver_does() {
+    let api = ApiServer::start(PODCTL, &[]);
+    api.kubectl_stdin(&["apply", "-f", "-"], DEFINITION);
+    let crd: Value =
+        serde_json::from_str(&api.kubectl(&["get", "crd", "crontabs.stable.example.com", "-o", "json"])).unwrap();
+    let conditions = crd["status"]["conditions"].as_array().unwrap();
+    assert!(conditions.iter().any(|c| c["type"] == "Established" && c["status"] == "True"), "{conditions:?}");
+    assert_eq!(crd["status"]["storedVersions"], serde_json::json!(["v1"]));
+    assert_eq!(crd["spec"]["names"]["listKind"], "CronTabList", "defaulted");
+    api.kubectl(&["wait", "--for=condition=Established", "crd/crontabs.stable.example.com", "--timeout=10s"]);
+    let resources = api.kubectl(&["api-resources", "--api-group=stable.example.com"]);
+    assert!(resources.contains("crontabs") && resources.contains("ct") && resources.contains("CronTab"), "{resources}");
+
+    for release in ["1.33", "1.27"] {
+        let name = format!("tab-{}", release.replace('.', "-"));
+        let manifest = format!(
+            "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {{name: {name}}}\nspec: {{cronSpec: '*/5 * * * *', image: busybox}}\n"
+        );
+        let (ok, out) = kubectl_of(&api, release, &["apply", "-f", "-"], &manifest);
+        assert!(ok && out.contains("created"), "{release}: {out}");
+        let (ok, out) = kubectl_of(&api, release, &["apply", "-f", "-"], &manifest);
+        assert!(ok && out.contains("unchanged"), "{release}: a second apply changes nothing: {out}");
+        let (ok, out) = kubectl_of(&api, release, &["get", "ct", &name], "");
+        let header: Vec<&str> = out.lines().next().unwrap_or("").split_whitespace().collect();
+        assert!(ok && header == ["NAME", "SPEC", "REPLICAS", "AGE"], "{release}: {out}");
+        assert!(
+            out.contains("*/5 * * * *") && out.lines().nth(1).unwrap().split_whitespace().nth(6) == Some("1"),
+            "{out}"
+        );
+        let (ok, out) = kubectl_of(&api, release, &["get", "crontabs", "-o", "wide"], "");
+        assert!(ok && out.contains("IMAGE") && out.contains("busybox"), "{release}: {out}");
+        let (ok, out) = kubectl_of(&api, release, &["describe", "crontab", &name], "");
+        assert!(ok && out.contains("Cron Spec:"), "{release}: {out}");
+    }
+    let tab: Value = serde_json::from_str(&api.kubectl(&["get", "ct", "tab-1-33", "-o", "json"])).unwrap();
+    assert_eq!(tab["spec"]["replicas"], 1, "defaulted");
+    assert_eq!(tab["metadata"]["generation"], 1);
+
+    // Refused by the schema, with kube-apiserver's messages.
+    let bad = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {cronSpec: 'every minute', replicas: 11}\n";
+    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], bad);
+    assert!(err.contains("The CronTab \"bad\" is invalid"), "{err}");
+    assert!(
+        err.contains("spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"),
+        "{err}"
+    );
+    assert!(err.contains("spec.cronSpec in body should match"), "{err}");
+    let missing = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {image: x}\n";
+    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], missing);
+    assert!(err.contains("spec.cronSpec: Required value"), "{err}");
+    let strict = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: strict}\nspec: {cronSpec: '* * * * *', bogus: 1}\nstatus: {replicas: 9}\n";
+    let err = api.kubectl_stdin_fails(&["create", "--validate=strict", "-f", "-"], strict);
+    assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
+    let out = api.kubectl_output(&["create", "--validate=warn", "-f", "-"], Some(strict));
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.bogus\""), "{out:?}");
+    let pruned: Value = serde_json::from_str(&api.kubectl(&["get", "ct", "strict", "-o", "json"])).unwrap();
+    assert!(pruned["spec"].get("bogus").is_none(), "unknown fields are pruned: {pruned}");
+    assert!(pruned.get("status").is_none(), "the status is a subresource: {pruned}");
+
+    // Status and scale.
+    api.kubectl(&[
+        "patch",
+        "ct",
+        "tab-1-33",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"selector":"app=tab"}}"#,
+    ]);
+    api.kubectl(&["scale", "ct", "tab-1-33", "--replicas=3", "--current-replicas=1"]);
+    let tab: Value = serde_json::from_str(&api.kubectl(&["get", "ct", "tab-1-33", "-o", "json"])).unwrap();
+    assert_eq!((tab["spec"]["replicas"].clone(), tab["status"]["replicas"].clone()), (3.into(), 1.into()));
+    assert_eq!(tab["metadata"]["generation"], 2, "the scale changed the spec; the status did not count");
+    let err = api.kubectl_fails(&["scale", "ct", "tab-1-33", "--replicas=20"]);
+    assert!(err.contains("less than or equal to 10"), "{err}");
+
+    // Another version of the same objects.
+    let old: Value =
+        serde_json::from_str(&api.kubectl(&["get", "crontabs.v1beta1.stable.example.com", "tab-1-33", "-o", "json"]))
+            .unwrap();
+    assert_eq!(old["apiVersion"], "stable.example.com/v1beta1");
+    assert_eq!(old["spec"]["replicas"], 3);
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: stable.example.com/v1beta1\nkind: CronTab\nmetadata: {name: beta}\nspec: {cronSpec: '* * * * *'}\n",
+    );
+    let beta: Value =
+        serde_json::from_str(&api.kubectl(&["get", "crontabs.v1.stable.example.com", "beta", "-o", "json"])).unwrap();
+    assert_eq!(beta["apiVersion"], "stable.example.com/v1");
+    let all = api.kubectl(&["get", "all"]);
+    assert!(all.contains("crontab.stable.example.com/beta"), "the `all` category: {all}");
+
+    // kubectl explain reads the published schema.
+    let explained = api.kubectl(&["explain", "crontab.spec.cronSpec"]);
+    assert!(explained.contains("When the job runs."), "{explained}");
+
+    // A bad definition is refused, naming what is wrong.
+    let err = api.kubectl_stdin_fails(
+        &["apply", "-f", "-"],
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kind: Widget}\n  versions:\n  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, properties: {spec: {properties: {size: {type: string}}}}}}}\n",
+    );
+    assert!(err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value"), "{err}");
+    let err = api.kubectl_stdin_fails(
+        &["apply", "-f", "-"],
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: pods.k8s.io}\nspec:\n  group: k8s.io\n  scope: Cluster\n  names: {plural: pods, kind: Pod}\n  versions:\n  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}\n",
+    );
+    assert!(err.contains("protected groups must have approval annotation"), "{err}");
+
+    // Deleting the definition deletes its objects and stops serving them.
+    api.kubectl(&["delete", "crd", "crontabs.stable.example.com"]);
+    let err = api.kubectl_fails(&["get", "crontabs.stable.example.com"]);
+    assert!(err.contains("the server doesn't have a resource type") || err.contains("NotFound"), "{err}");
+    api.kubectl_stdin(&["apply", "-f", "-"], DEFINITION);
+    let listed = api.kubectl(&["get", "ct", "-o", "name"]);
+    assert_eq!(listed.trim(), "", "objects of the deleted definition are gone: {listed}");
+}
+
+#[test]
+fn definitions_are_served_again_after_a_restart() {
+    let mut api = ApiServer::start(PODCTL, &[]);
+    api.kubectl_stdin(&["apply", "-f", "-"], DEFINITION);
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: kept}\nspec: {cronSpec: '* * * * *'}\n",
+    );
+    let addr = api.addr;
+    api.restart_on(addr, &[]);
+    let kept: Value = serde_json::from_str(&api.kubectl(&["get", "ct", "kept", "-o", "json"])).unwrap();
+    assert_eq!(kept["spec"]["replicas"], 1);
+    // A watch from the start sees the object, as informers of operators do.
+    let (status, body) =
+        api.http("GET", "/apis/stable.example.com/v1/namespaces/default/crontabs?watch=1&timeoutSeconds=1", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["type"].as_str(), body["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("kept")),
+        "{body}"
+    );
+}
