@@ -175,8 +175,14 @@ pub fn pod_spec_names(spec: &k8s_openapi::api::core::v1::PodSpec, path: &str) ->
         .enumerate()
         .map(|(i, c)| (format!("{path}.initContainers[{i}]"), &c.name));
     let main = spec.containers.iter().enumerate().map(|(i, c)| (format!("{path}.containers[{i}]"), &c.name));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("{path}.ephemeralContainers[{i}]"), &c.name));
     let volumes = spec.volumes.iter().flatten().enumerate().map(|(i, v)| (format!("{path}.volumes[{i}]"), &v.name));
-    let mut causes = unique_labels(init.chain(main));
+    let mut causes = unique_labels(init.chain(main).chain(ephemeral));
     causes.extend(unique_labels(volumes));
     causes
 }

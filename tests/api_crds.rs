@@ -136,6 +136,19 @@ fn a_definition_serves_its_resource_as_kube_apiserver_does() {
     let err = api.kubectl_fails(&["scale", "ct", "tab-1-33", "--replicas=20"]);
     assert!(err.contains("less than or equal to 10"), "{err}");
 
+    // Server-side apply of a custom resource: its schema's types decide ownership.
+    let ssa = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: ssa}\nspec: {cronSpec: '* * * * *', image: a}\n";
+    api.kubectl_stdin(&["apply", "--server-side", "-f", "-"], ssa);
+    api.kubectl(&["patch", "ct", "ssa", "--type=merge", "-p", r#"{"spec":{"image":"b"}}"#]);
+    let err = api.kubectl_stdin_fails(&["apply", "--server-side", "-f", "-"], ssa);
+    assert!(err.contains("conflict with \"kubectl-patch\" using stable.example.com/v1: .spec.image"), "{err}");
+    api.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: ssa}\nspec: {cronSpec: '* * * * *'}\n",
+    );
+    let applied: Value = serde_json::from_str(&api.kubectl(&["get", "ct", "ssa", "-o", "json"])).unwrap();
+    assert_eq!(applied["spec"]["image"], "b", "kubectl-patch still owns it");
+
     // Another version of the same objects.
     let old: Value =
         serde_json::from_str(&api.kubectl(&["get", "crontabs.v1beta1.stable.example.com", "tab-1-33", "-o", "json"]))

@@ -422,3 +422,124 @@ fn admission_applies_quotas_limit_ranges_and_classes() {
     let classes = api.kubectl(&["get", "storageclass"]);
     assert!(classes.contains("fast (default)"), "{classes}");
 }
+
+/// A running, ready pod `name` bound to node n1, labelled app=web.
+fn running_pod(api: &ApiServer, name: &str) {
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: web}}}}\nspec: {{nodeName: n1, containers: [{{name: c, image: busybox}}]}}\n"),
+    );
+    let status = r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#;
+    api.kubectl(&["patch", "pod", name, "--subresource=status", "--type=merge", "-p", status]);
+}
+
+fn evict(api: &ApiServer, name: &str, dry_run: bool) -> (u16, Value) {
+    let mut eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}});
+    if dry_run {
+        eviction["deleteOptions"] = json!({"dryRun": ["All"]});
+    }
+    let path = format!("/api/v1/namespaces/default/pods/{name}/eviction");
+    api.http("POST", &path, &[("Content-Type", "application/json")], eviction.to_string().as_bytes())
+}
+
+#[test]
+fn evictions_honour_disruption_budgets() {
+    let api = ApiServer::start(PODCTL, &[]);
+    // A pending pod has not started: it goes at once, whatever its budget.
+    api.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata: {name: pending, labels: {app: web}}\nspec: {containers: [{name: c, image: busybox}]}\n");
+    api.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec: {minAvailable: 1, selector: {matchLabels: {app: web}}}\n");
+    let (status, body) = evict(&api, "pending", false);
+    assert_eq!((status, body["status"].as_str()), (201, Some("Success")), "{body}");
+    assert!(api.kubectl_fails(&["get", "pod", "pending"]).contains("NotFound"));
+
+    running_pod(&api, "web-1");
+    // A budget its controller has not counted yet allows nothing.
+    let (status, body) = evict(&api, "web-1", false);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["message"], "Cannot evict pod as it would violate the pod's disruption budget.");
+    assert_eq!(
+        body["details"]["causes"][0]["message"],
+        "The disruption budget web is still being processed by the server."
+    );
+    let counted = |allowed: i64| {
+        let status = json!({"status": {"observedGeneration": 1, "disruptionsAllowed": allowed, "currentHealthy": 1,
+                                       "desiredHealthy": 1, "expectedPods": 1}});
+        api.kubectl(&["patch", "pdb", "web", "--subresource=status", "--type=merge", "-p", &status.to_string()]);
+    };
+    counted(0);
+    let (status, body) = evict(&api, "web-1", false);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        body["details"]["causes"][0]["message"],
+        "The disruption budget web needs 1 healthy pods and has 1 currently"
+    );
+    counted(1);
+    let (status, _) = evict(&api, "web-1", true);
+    assert_eq!(status, 201);
+    let budget: Value = serde_json::from_str(&api.kubectl(&["get", "pdb", "web", "-o", "json"])).unwrap();
+    assert_eq!(budget["status"]["disruptionsAllowed"], 1, "a dry run takes nothing");
+    let (status, body) = evict(&api, "web-1", false);
+    assert_eq!(status, 201, "{body}");
+    let budget: Value = serde_json::from_str(&api.kubectl(&["get", "pdb", "web", "-o", "json"])).unwrap();
+    assert_eq!(budget["status"]["disruptionsAllowed"], 0);
+    assert!(budget["status"]["disruptedPods"].get("web-1").is_some(), "{}", budget["status"]);
+    let pod: Value = serde_json::from_str(&api.kubectl(&["get", "pod", "web-1", "-o", "json"])).unwrap();
+    assert!(pod["metadata"].get("deletionTimestamp").is_some(), "a bound pod is deleted gracefully: {pod}");
+    let conditions = pod["status"]["conditions"].as_array().unwrap();
+    assert!(conditions.iter().any(|c| c["type"] == "DisruptionTarget" && c["reason"] == "EvictionByEvictionAPI"));
+
+    // Two budgets for one pod: the eviction subresource does not choose.
+    running_pod(&api, "web-2");
+    api.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web-too}\nspec: {maxUnavailable: 1, selector: {matchLabels: {app: web}}}\n");
+    let (status, body) = evict(&api, "web-2", false);
+    assert_eq!(status, 500, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("more than one PodDisruptionBudget"));
+}
+
+#[test]
+fn ephemeral_containers_are_only_added_through_their_subresource() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let err = api.kubectl_stdin_fails(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n  ephemeralContainers: [{name: d, image: busybox}]\n",
+    );
+    assert!(err.contains("spec.ephemeralContainers: Forbidden: cannot be set on create"), "{err}");
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    api.kubectl(&["debug", "p", "--image=busybox", "--container=debugger", "--target=c"]);
+    let pod: Value = serde_json::from_str(&api.kubectl(&["get", "pod", "p", "-o", "json"])).unwrap();
+    let ephemeral = &pod["spec"]["ephemeralContainers"][0];
+    assert_eq!((ephemeral["name"].as_str(), ephemeral["targetContainerName"].as_str()), (Some("debugger"), Some("c")));
+
+    let path = "/api/v1/namespaces/default/pods/p/ephemeralcontainers";
+    let merge = [("Content-Type", "application/strategic-merge-patch+json")];
+    let changed = json!({"spec": {"ephemeralContainers": [{"name": "debugger", "image": "other"}]}});
+    let (status, body) = api.http("PATCH", path, &merge, changed.to_string().as_bytes());
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("existing ephemeral containers \"debugger\" may not be changed"),
+        "{body}"
+    );
+    let wrong = json!({"spec": {"ephemeralContainers": [{"name": "x", "image": "busybox", "ports": [{"containerPort": 80}], "targetContainerName": "nope"}]}});
+    let (status, body) = api.http("PATCH", path, &merge, wrong.to_string().as_bytes());
+    assert_eq!(status, 422, "{body}");
+    let message = body["message"].as_str().unwrap();
+    // (Strategic merge patch puts the new item first.)
+    assert!(
+        message.contains("spec.ephemeralContainers[0].ports: Forbidden: cannot be set for an Ephemeral Container"),
+        "{message}"
+    );
+    assert!(message.contains("spec.ephemeralContainers[0].targetContainerName: Not found: \"nope\""), "{message}");
+    // Through the pod itself they may not change at all.
+    let err = api.kubectl_fails(&[
+        "patch",
+        "pod",
+        "p",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/ephemeralContainers"}]"#,
+    ]);
+    assert!(err.contains("pod updates may not change fields"), "{err}");
+}

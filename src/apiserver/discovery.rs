@@ -65,6 +65,7 @@ fn subresource(info: &ResourceInfo, sub: &str) -> ((String, String, String), &'s
         "binding" => (own("Binding"), &["create"]),
         "eviction" => (("policy".into(), "v1".into(), "Eviction".into()), &["create"]),
         "finalize" => (own(&info.kind), &["update"]),
+        "ephemeralcontainers" => (own(&info.kind), &["get", "patch", "update"]),
         "log" => (own(&info.kind), &["get"]),
         "exec" | "attach" | "portforward" => (own("PodExecOptions"), &["create", "get"]),
         "token" => (("authentication.k8s.io".into(), "v1".into(), "TokenRequest".into()), &["create"]),

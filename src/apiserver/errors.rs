@@ -67,6 +67,12 @@ impl ApiError {
             .with_details(name, resource)
     }
 
+    /// A server-side apply's conflicts with other managers (apimachinery's
+    /// NewApplyConflict).
+    pub fn apply_conflict(message: String, causes: Vec<Value>) -> ApiError {
+        ApiError { code: 409, reason: "Conflict", message, details: Some(json!({"causes": causes})) }
+    }
+
     pub fn already_exists(resource: &str, name: &str) -> ApiError {
         ApiError::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
             .with_details(name, resource)
@@ -140,6 +146,13 @@ impl ApiError {
             _ => "InternalError",
         };
         ApiError::new(code, reason, message)
+    }
+
+    /// 429: try again after `retry_after` seconds; `causes` say why.
+    pub fn too_many_requests(message: &str, retry_after: u64, causes: Value) -> ApiError {
+        let mut error = ApiError::new(429, "TooManyRequests", message);
+        error.details = Some(json!({"causes": causes, "retryAfterSeconds": retry_after}));
+        error
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {

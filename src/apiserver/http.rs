@@ -16,6 +16,7 @@ use super::authentication::{Tokens, User};
 use super::authorization::{self, Asked, Attributes};
 use super::discovery;
 use super::errors::ApiError;
+use super::managed::Writer;
 use super::node_proxy;
 use super::objects::Validation;
 use super::openapi;
@@ -377,7 +378,9 @@ async fn route(
     if rest.is_empty() {
         return get_only(discovery::resource_list(registry, group, version));
     }
-    let target = resolve(registry, group, version, rest, user).ok_or_else(|| ApiError::no_route(path))?;
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let writer = Writer::of_request(query.get("fieldManager"), user_agent)?;
+    let target = resolve(registry, (group, version), rest, user, writer).ok_or_else(|| ApiError::no_route(path))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let encoding = Encoding::of(accept, target.strategy.has_protobuf());
     let mut validation = Validation::from_query(query.get("fieldValidation"));
@@ -420,7 +423,12 @@ async fn route(
             rest::watch(server, &target, query, format)
         }
         (&Method::GET, None, None) if encoding == Encoding::Json && !rest::filters(&target, query)? => {
-            Ok(bytes_response(200, "application/json", rest::list_unfiltered(server, &target, query)?))
+            let body = rest::list_unfiltered(server, &target, query)?;
+            Ok(Response::builder()
+                .status(200)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .expect("valid response"))
         }
         (&Method::GET, None, None) => encoded(200, &rest::list(server, &target, query)?, encoding, &target),
         (&Method::POST, None, None) if !target.strategy.is_stored() => {
@@ -438,15 +446,29 @@ async fn route(
             let deleted = rest::delete_collection(server, &target, query, &options).await?;
             encoded(200, &deleted, encoding, &target)
         }
-        (&Method::GET, Some(name), None | Some("status")) => {
+        (&Method::GET, Some(name), None | Some("status" | "ephemeralcontainers")) => {
             encoded(200, &rest::get(server, &target, name)?, encoding, &target)
         }
-        (&Method::PUT, Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
+        (&Method::PUT, Some(name), sub @ (None | Some("status" | "finalize" | "ephemeralcontainers"))) => {
             let object = decode(&body, content_type, &info.api_version(), &info.kind)?;
             let written = rest::update(server, &target, name, sub, |_| Ok(object), query, validation).await?;
             Ok(warned(encoded(200, &written, encoding, &target)?, validation))
         }
-        (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+        (&Method::PATCH, Some(name), sub @ (None | Some("status" | "ephemeralcontainers")))
+            if PatchType::is_apply(content_type) =>
+        {
+            if query.get("fieldManager").is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request("fieldManager: Required value: is required for apply patch"));
+            }
+            let config = decode(&body, "application/yaml", &info.api_version(), &info.kind)?;
+            let force = query.get("force") == Some("true");
+            let (code, written) = rest::apply(server, &target, name, sub, config, force, query, validation).await?;
+            Ok(warned(encoded(code, &written, encoding, &target)?, validation))
+        }
+        (&Method::PATCH, Some(name), sub @ (None | Some("status" | "ephemeralcontainers"))) => {
+            if query.get("force").is_some() {
+                return Err(ApiError::bad_request("force: Forbidden: may not be specified for non-apply patch"));
+            }
             let kind = PatchType::from_content_type(content_type)?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
@@ -461,6 +483,10 @@ async fn route(
             encoded(code, &object, encoding, &target)
         }
         (&Method::POST, Some(name), Some("binding")) => bind(server, &target, name, &body, content_type, query).await,
+        (&Method::POST, Some(name), Some("eviction")) => {
+            let eviction = decode(&body, content_type, "policy/v1", "Eviction")?;
+            Ok(json_response(201, &super::eviction::evict(server, &target, name, &eviction, query).await?))
+        }
         (&Method::POST, Some(name), Some("token")) => token_request(server, &target, name, &body, content_type),
         (&Method::GET, Some(name), Some("scale")) => {
             Ok(json_response(200, &rest::scale_of(&target, &rest::get(server, &target, name)?)?))
@@ -593,7 +619,13 @@ fn delete_options(body: &[u8], content_type: &str, query: &Query) -> Result<Dele
 
 /// Where `rest` (the path after the group version) points: a collection, an object, or an
 /// object's subresource. An unknown resource or subresource is not there (404).
-fn resolve(registry: &Registry, group: &str, version: &str, rest: &[&str], user: &Arc<User>) -> Option<Target> {
+fn resolve(
+    registry: &Registry,
+    (group, version): (&str, &str),
+    rest: &[&str],
+    user: &Arc<User>,
+    writer: Writer,
+) -> Option<Target> {
     let find = |plural: &str| registry.find(group, version, plural);
     let target = |strategy, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
         strategy,
@@ -601,6 +633,7 @@ fn resolve(registry: &Registry, group: &str, version: &str, rest: &[&str], user:
         name: name.map(|n| n.to_string()),
         subresource: sub.map(|s| s.to_string()),
         user: user.clone(),
+        writer,
     };
     let (strategy, namespace, more) = match rest {
         ["namespaces", ns, plural, more @ ..] if find(plural).is_some_and(|s| s.info().namespaced) => {
@@ -662,11 +695,23 @@ mod tests {
     fn unknown_resources_and_subresources_are_not_found() {
         let registry = Registry::builtin();
         let user = Arc::new(User::anonymous());
-        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "widgets"], &user).is_none());
-        assert!(resolve(&registry, "", "v1", &["namespaces", "default", "configmaps", "x", "status"], &user).is_none());
+        assert!(
+            resolve(&registry, ("", "v1"), &["namespaces", "default", "widgets"], &user, Writer::server()).is_none()
+        );
+        assert!(
+            resolve(
+                &registry,
+                ("", "v1"),
+                &["namespaces", "default", "configmaps", "x", "status"],
+                &user,
+                Writer::server()
+            )
+            .is_none()
+        );
         let pod_status =
-            resolve(&registry, "", "v1", &["namespaces", "default", "pods", "p", "status"], &user).unwrap();
+            resolve(&registry, ("", "v1"), &["namespaces", "default", "pods", "p", "status"], &user, Writer::server())
+                .unwrap();
         assert_eq!(pod_status.subresource.as_deref(), Some("status"));
-        assert!(resolve(&registry, "", "v1", &["nodes", "n1"], &user).is_some());
+        assert!(resolve(&registry, ("", "v1"), &["nodes", "n1"], &user, Writer::server()).is_some());
     }
 }

@@ -168,14 +168,12 @@ pub fn prepare_update(
         Some("status") => {
             // Only the status (and what the server tracks in metadata) changes: the rest
             // is the stored object's (ResetObjectMetaForStatus).
-            let status = object.get("status").cloned();
-            let version = object["metadata"].get("resourceVersion").cloned();
-            object = current.clone();
-            set_or_remove(&mut object, "status", status);
-            if let Some(version) = version {
-                object["metadata"]["resourceVersion"] = version;
-            }
+            object = only_changing(current, &object, &["status"]);
             strategy.prepare_status_update(&mut object, current)
+        }
+        Some(sub @ "ephemeralcontainers") => {
+            object = only_changing(current, &object, &["spec", "ephemeralContainers"]);
+            strategy.prepare_subresource_update(sub, &mut object, current)
         }
         Some("finalize") => {
             let finalizers = object["spec"]["finalizers"].clone();
@@ -200,6 +198,20 @@ pub fn prepare_update(
         return Err(ApiError::invalid(&qualified_kind(info), &name, causes));
     }
     Ok(object)
+}
+
+/// `current` with what `given` has at `path` (and its resourceVersion, a precondition):
+/// a subresource's write of one field.
+fn only_changing(current: &Value, given: &Value, path: &[&str]) -> Value {
+    let mut object = current.clone();
+    let (last, parents) = path.split_last().expect("a path");
+    let value = parents.iter().fold(given, |v, p| &v[*p]).get(*last).cloned();
+    let parent = parents.iter().fold(&mut object, |v, p| &mut v[*p]);
+    set_or_remove(parent, last, value);
+    if let Some(version) = given["metadata"].get("resourceVersion") {
+        object["metadata"]["resourceVersion"] = version.clone();
+    }
+    object
 }
 
 fn set_or_remove(object: &mut Value, field: &str, value: Option<Value>) {

@@ -30,11 +30,22 @@ pub struct Field {
     pub is_list: bool,
     /// A map (`additionalProperties`): `definition` is its values'.
     pub is_map: bool,
+    /// A list's `x-kubernetes-list-type` (`atomic`, `set`, `map`) and its
+    /// `x-kubernetes-list-map-keys`.
+    pub list_type: Option<String>,
+    pub list_map_keys: Vec<String>,
+    /// `x-kubernetes-map-type: atomic`: the map is replaced whole, never merged.
+    pub atomic_map: bool,
+    /// Among the definition's `required` fields.
+    pub required: bool,
 }
 
 /// Every definition's fields that are objects, lists or maps, by name.
 pub struct Index {
     definitions: HashMap<String, HashMap<String, Field>>,
+    /// Definitions of objects with fields (not scalars such as Quantity or Time), and
+    /// whether each is atomic (`x-kubernetes-map-type: atomic`).
+    objects: HashMap<String, bool>,
     /// The definition of each kind: (group, version, kind).
     kinds: HashMap<(String, String, String), String>,
 }
@@ -48,6 +59,21 @@ impl Index {
     /// A field of a definition.
     pub fn field(&self, definition: &str, name: &str) -> Option<&Field> {
         self.definitions.get(definition)?.get(name)
+    }
+
+    /// A definition's fields that are objects, lists or maps.
+    pub fn fields(&self, definition: &str) -> impl Iterator<Item = (&String, &Field)> {
+        self.definitions.get(definition).into_iter().flatten()
+    }
+
+    /// The definitions of objects with fields.
+    pub fn object_definitions(&self) -> impl Iterator<Item = &String> {
+        self.objects.keys()
+    }
+
+    /// Whether a definition is an object with fields, and if so whether it is atomic.
+    pub fn object(&self, definition: &str) -> Option<bool> {
+        self.objects.get(definition).copied()
     }
 }
 
@@ -70,8 +96,11 @@ pub fn index() -> &'static Index {
 impl Index {
     /// The index of OpenAPI v3 `definitions` (by name).
     pub fn build(definitions: &Map<String, Value>) -> Index {
-        let mut index = Index { definitions: HashMap::new(), kinds: HashMap::new() };
+        let mut index = Index { definitions: HashMap::new(), objects: HashMap::new(), kinds: HashMap::new() };
         for (name, schema) in definitions {
+            if schema["properties"].is_object() {
+                index.objects.insert(name.clone(), schema["x-kubernetes-map-type"] == "atomic");
+            }
             for gvk in schema["x-kubernetes-group-version-kind"].as_array().into_iter().flatten() {
                 let part = |k: &str| gvk[k].as_str().unwrap_or("").to_string();
                 index.kinds.insert((part("group"), part("version"), part("kind")), name.clone());
@@ -92,6 +121,17 @@ impl Index {
                             merge_key: property["x-kubernetes-patch-merge-key"].as_str().map(String::from),
                             is_list,
                             is_map,
+                            list_type: property["x-kubernetes-list-type"].as_str().map(String::from),
+                            list_map_keys: property["x-kubernetes-list-map-keys"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|k| k.as_str().map(String::from))
+                                .collect(),
+                            atomic_map: property["x-kubernetes-map-type"] == "atomic",
+                            required: schema["required"]
+                                .as_array()
+                                .is_some_and(|r| r.iter().any(|f| f == field.as_str())),
                         },
                     );
                 }
@@ -175,7 +215,7 @@ pub fn custom_document(registry: &Registry, group: &str, version: &str) -> Optio
         let list = format!("{name}List");
         let gvk = |kind: &str| json!([{"group": group, "version": version, "kind": kind}]);
         let reference = |to: &str| json!({"allOf": [{"$ref": format!("#/components/schemas/{to}")}]});
-        let mut schema = resource.schema().clone();
+        let mut schema = resource.open_api_schema().clone();
         if !schema.is_object() {
             schema = json!({"type": "object"});
         }

@@ -18,12 +18,16 @@ pub enum PatchType {
 }
 
 impl PatchType {
+    /// Whether a PATCH is a server-side apply (`managed`), not a patch.
+    pub fn is_apply(content_type: &str) -> bool {
+        content_type.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml"
+    }
+
     pub fn from_content_type(content_type: &str) -> Result<PatchType, ApiError> {
         match content_type.split(';').next().unwrap_or("").trim() {
             "application/merge-patch+json" => Ok(PatchType::Merge),
             "application/json-patch+json" => Ok(PatchType::Json),
             STRATEGIC_MERGE_PATCH => Ok(PatchType::StrategicMerge),
-            // Server-side apply is not served.
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }

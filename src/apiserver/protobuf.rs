@@ -92,6 +92,13 @@ fn malformed(what: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("the protobuf body is malformed: {what}"))
 }
 
+/// Whether field `field` of OpenAPI definition `definition` is a Go pointer (sent only
+/// when set); other struct fields are Go values, always there.
+pub fn is_go_pointer(definition: &str, field: &str) -> bool {
+    let message = definition.strip_prefix("io.k8s.").unwrap_or(definition).replace('-', "_");
+    types().pointers.contains(&format!("k8s.io.{message}.{field}"))
+}
+
 /// A protobuf body as the JSON object it encodes; `kind` is what the URL expects, when the
 /// envelope names none.
 pub fn decode(body: &[u8], api_version: &str, kind: &str) -> Result<Value, ApiError> {

@@ -17,6 +17,7 @@ use super::admission;
 use super::authentication::User;
 use super::errors::ApiError;
 use super::http::{Query, Shared};
+use super::managed::{self, Writer};
 use super::objects::{self, Validation};
 use super::registry::{ResourceInfo, Strategy};
 use super::selectors::Selector;
@@ -31,6 +32,8 @@ pub struct Target {
     pub name: Option<String>,
     pub subresource: Option<String>,
     pub user: Arc<User>,
+    /// Who the write's fields are recorded as managed by.
+    pub writer: Writer,
 }
 
 impl Target {
@@ -42,7 +45,8 @@ impl Target {
     /// own writes.
     pub fn collection(strategy: Arc<dyn Strategy>, namespace: Option<&str>) -> Target {
         let user = Arc::new(User::server());
-        Target { strategy, namespace: namespace.map(String::from), name: None, subresource: None, user }
+        let writer = Writer::server();
+        Target { strategy, namespace: namespace.map(String::from), name: None, subresource: None, user, writer }
     }
 
     fn key(&self, name: &str) -> String {
@@ -149,28 +153,41 @@ pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, Ap
 
 /// A list with no selector, written straight from the stored bytes: each object gets its
 /// resourceVersion spliced in rather than being parsed and written again (the cost of a
-/// list of many objects is otherwise mostly JSON round trips).
-pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Result<Vec<u8>, ApiError> {
+/// list of many objects is otherwise mostly JSON round trips). The body is made a chunk
+/// at a time as it is sent, so a large list never sits in memory twice.
+pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Result<Body, ApiError> {
+    const CHUNK: usize = 128 * 1024;
     let (page, metadata) = read_page(server, target, query)?;
     let api_version = target.info().api_version();
-    let size: usize = page.items.iter().map(|kv| kv.value.len() + 32).sum();
-    let mut out = Vec::with_capacity(size + 256);
-    out.extend_from_slice(
-        format!(
-            r#"{{"kind":"{}List","apiVersion":"{}","metadata":{metadata},"items":["#,
-            target.info().kind,
-            target.info().api_version()
-        )
-        .as_bytes(),
-    );
-    for (i, kv) in page.items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut pending = format!(
+        r#"{{"kind":"{}List","apiVersion":"{api_version}","metadata":{metadata},"items":["#,
+        target.info().kind
+    )
+    .into_bytes();
+    let mut items = page.items.into_iter().enumerate();
+    let mut ended = false;
+    let chunks = std::iter::from_fn(move || {
+        let mut out = std::mem::take(&mut pending);
+        while !ended && out.len() < CHUNK {
+            match items.next() {
+                Some((i, kv)) => {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    if let Err(e) = splice_stored(&mut out, &kv.value, kv.mod_revision, &api_version) {
+                        ended = true;
+                        return Some(Err(std::io::Error::other(e.message)));
+                    }
+                }
+                None => {
+                    out.extend_from_slice(b"]}");
+                    ended = true;
+                }
+            }
         }
-        splice_stored(&mut out, &kv.value, kv.mod_revision, &api_version)?;
-    }
-    out.extend_from_slice(b"]}");
-    Ok(out)
+        (!out.is_empty()).then(|| Ok(Bytes::from(out)))
+    });
+    Ok(Body::from_stream(futures_util::stream::iter(chunks)))
 }
 
 /// Appends stored object `value` as read through `api_version`, with `"resourceVersion"`
@@ -246,7 +263,14 @@ pub async fn create(
     query: &Query,
     validation: &mut Validation,
 ) -> Result<(u16, Value), ApiError> {
-    let admit = |object: &mut Value| admission::mutate_create(server, target, object);
+    // Fields are owned as the client wrote them (defaults included), before admission
+    // adds its own, as kube-apiserver's field manager sees them.
+    let admit = |object: &mut Value| {
+        if !target.writer.applies {
+            managed::record_update(&*target.strategy, None, object, &target.writer, None);
+        }
+        admission::mutate_create(server, target, object)
+    };
     let object = objects::prepare_create(&*target.strategy, target.namespace.as_deref(), object, validation, admit)?;
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let _writes = exclusion(server, target, admission::has_quotas(server, target)).await;
@@ -325,7 +349,11 @@ pub async fn update(
     if expected != current_kv.mod_revision {
         return Err(ApiError::conflict(&qualified_resource(target.info()), name));
     }
-    let next = objects::prepare_update(&*target.strategy, &current, next, subresource, validation)?;
+    let mut next = objects::prepare_update(&*target.strategy, &current, next, subresource, validation)?;
+    if !target.writer.applies {
+        let written = target.subresource.as_deref().or(subresource);
+        managed::record_update(&*target.strategy, Some(&current), &mut next, &target.writer, written);
+    }
     admission::mutate_update(server, target, &next, &current)?;
     let _writes = exclusion(server, target, false).await;
     let next = match target.info().kind.as_str() {
@@ -359,6 +387,48 @@ pub async fn update(
     let mut next = next;
     next["metadata"]["resourceVersion"] = revision.to_string().into();
     Ok(next)
+}
+
+/// A server-side apply of `config` (a PATCH of type application/apply-patch+yaml) by
+/// the target's field manager: merged into the object as `managed` settles it, or made
+/// into the object when there is none yet (201).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    subresource: Option<&str>,
+    config: Value,
+    force: bool,
+    query: &Query,
+    validation: &mut Validation,
+) -> Result<(u16, Value), ApiError> {
+    if config["apiVersion"].as_str().is_none_or(str::is_empty) || config["kind"].as_str().is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request("the applied configuration must set apiVersion and kind"));
+    }
+    let mut target = target.clone();
+    target.writer.applies = true;
+    let manager = target.writer.manager.clone();
+    let applier = managed::Applier { manager: &manager, subresource, force };
+    let strategy = target.strategy.clone();
+    match read(server, &target, name) {
+        Err(e) if e.code == 404 && subresource.is_none() => {
+            let mut object = managed::apply(&*strategy, None, &config, &applier)?;
+            if object["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object does not match the name on the URL ({name})"
+                )));
+            }
+            object["metadata"]["name"] = name.into();
+            create(server, &target, object, query, validation).await
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let merge = |current: &Value| managed::apply(&*strategy, Some(current), &config, &applier);
+            let written = update(server, &target, name, subresource, merge, query, validation).await?;
+            Ok((200, written))
+        }
+    }
 }
 
 /// metav1.DeleteOptions, from a DELETE's body and query (the body wins, as kube-apiserver

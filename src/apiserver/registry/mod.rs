@@ -123,6 +123,12 @@ pub trait Strategy: Send + Sync {
     /// already the stored one).
     fn prepare_status_update(&self, new: &mut Value, old: &Value) -> Vec<Cause>;
 
+    /// The same for a write of another subresource that changes one part of the object
+    /// (a pod's `ephemeralcontainers`); the rest is already the stored object.
+    fn prepare_subresource_update(&self, _subresource: &str, _new: &mut Value, _old: &Value) -> Vec<Cause> {
+        vec![]
+    }
+
     /// What a name must be (an RFC 1123 subdomain for most kinds).
     fn name_rule(&self) -> fn(&str) -> Vec<String> {
         crate::validation::dns_subdomain
@@ -159,6 +165,12 @@ pub trait Strategy: Send + Sync {
     /// Whether an update from `old` to `new` is a new generation: a change of the spec.
     fn changes_generation(&self, new: &Value, old: &Value) -> bool {
         self.tracks_generation() && new.get("spec") != old.get("spec")
+    }
+
+    /// A custom resource's structural schema (built-in kinds are described by the
+    /// OpenAPI definitions).
+    fn schema(&self) -> Option<&Value> {
+        None
     }
 
     /// Whether objects have a protobuf encoding (custom resources are JSON only).

@@ -176,6 +176,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str, allowed_restart: &[&str]) -
             causes.push((format!("{path}.initContainers[{i}].image"), "Required value".into()));
         }
     }
+    causes.extend(validate_ephemeral_containers(spec, path));
     let restart = spec.restart_policy.as_deref().unwrap_or("");
     if !allowed_restart.contains(&restart) {
         let supported: Vec<String> = allowed_restart.iter().map(|p| format!("\"{p}\"")).collect();
@@ -183,6 +184,39 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str, allowed_restart: &[&str]) -
             format!("{path}.restartPolicy"),
             format!("Unsupported value: \"{restart}\": supported values: {}", supported.join(", ")),
         ));
+    }
+    causes
+}
+
+/// validateEphemeralContainers: an image each, a target among the pod's containers, and
+/// none of what only a regular container may have.
+fn validate_ephemeral_containers(spec: &PodSpec, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let names: Vec<&str> =
+        spec.containers.iter().chain(spec.init_containers.iter().flatten()).map(|c| c.name.as_str()).collect();
+    for (i, container) in spec.ephemeral_containers.iter().flatten().enumerate() {
+        let here = format!("{path}.ephemeralContainers[{i}]");
+        if container.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            causes.push((format!("{here}.image"), "Required value".into()));
+        }
+        if let Some(target) = container.target_container_name.as_deref().filter(|t| !names.contains(t)) {
+            causes.push((format!("{here}.targetContainerName"), format!("Not found: \"{target}\"")));
+        }
+        let forbidden = [
+            ("ports", container.ports.is_some()),
+            ("livenessProbe", container.liveness_probe.is_some()),
+            ("readinessProbe", container.readiness_probe.is_some()),
+            ("startupProbe", container.startup_probe.is_some()),
+            ("lifecycle", container.lifecycle.is_some()),
+            ("resources", container.resources.as_ref().is_some_and(|r| r != &Default::default())),
+            ("resizePolicy", container.resize_policy.is_some()),
+            ("restartPolicy", container.restart_policy.is_some()),
+        ];
+        for (field, set) in forbidden {
+            if set {
+                causes.push((format!("{here}.{field}"), "Forbidden: cannot be set for an Ephemeral Container".into()));
+            }
+        }
     }
     causes
 }

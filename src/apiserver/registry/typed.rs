@@ -42,6 +42,11 @@ pub trait Rules: Send + Sync + 'static {
         vec![]
     }
 
+    /// What is wrong with a new object beyond Validate.
+    fn validate_create(_object: &Self::Object) -> Vec<Cause> {
+        vec![]
+    }
+
     /// PrepareForUpdate.
     fn prepare_for_update(_new: &mut Self::Object, _old: &Self::Object) {}
 
@@ -55,6 +60,12 @@ pub trait Rules: Send + Sync + 'static {
     fn prepare_for_status_update(_new: &mut Self::Object, _old: &Self::Object) {}
 
     fn validate_status_update(_new: &Self::Object, _old: &Self::Object) -> Vec<Cause> {
+        vec![]
+    }
+
+    /// What is wrong with a write of another subresource (everything else is the stored
+    /// object's).
+    fn validate_subresource_update(_subresource: &str, _new: &Self::Object, _old: &Self::Object) -> Vec<Cause> {
         vec![]
     }
 
@@ -137,7 +148,8 @@ impl<R: Rules> Strategy for Typed<R> {
     fn prepare_create(&self, object: &mut Value) -> Vec<Cause> {
         let Some(mut decoded) = stored::<R::Object>(object) else { return vec![] };
         R::prepare_for_create(&mut decoded);
-        let causes = R::validate(&decoded);
+        let mut causes = R::validate(&decoded);
+        causes.extend(R::validate_create(&decoded));
         *object = untyped(&decoded);
         causes
     }
@@ -161,6 +173,13 @@ impl<R: Rules> Strategy for Typed<R> {
         let causes = R::validate_status_update(&decoded, &previous);
         *new = untyped(&decoded);
         causes
+    }
+
+    fn prepare_subresource_update(&self, subresource: &str, new: &mut Value, old: &Value) -> Vec<Cause> {
+        let (Some(decoded), Some(previous)) = (stored::<R::Object>(new), stored::<R::Object>(old)) else {
+            return vec![];
+        };
+        R::validate_subresource_update(subresource, &decoded, &previous)
     }
 
     fn name_rule(&self) -> fn(&str) -> Vec<String> {

@@ -56,7 +56,8 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let db = Connection::open(path).map_err(backend)?;
         db.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA page_size = 16384;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS kv (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,

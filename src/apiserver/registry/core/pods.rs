@@ -19,7 +19,8 @@ impl Rules for Pods {
     type Object = Pod;
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const CATEGORIES: &'static [&'static str] = &["all"];
-    const SUBRESOURCES: &'static [&'static str] = &["status", "binding", "log", "exec"];
+    const SUBRESOURCES: &'static [&'static str] =
+        &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec"];
     const GENERATION: bool = true;
 
     fn default(pod: &mut Pod) {
@@ -75,6 +76,33 @@ impl Rules for Pods {
             Some(spec) => validate_pod_spec(spec, "spec", &["Always", "OnFailure", "Never"]),
             None => vec![("spec".into(), "Required value".into())],
         }
+    }
+
+    fn validate_create(pod: &Pod) -> Vec<Cause> {
+        match pod.spec.as_ref().and_then(|s| s.ephemeral_containers.as_ref()).filter(|e| !e.is_empty()) {
+            Some(_) => vec![("spec.ephemeralContainers".into(), "Forbidden: cannot be set on create".into())],
+            None => vec![],
+        }
+    }
+
+    /// ValidatePodEphemeralContainersUpdate: ephemeral containers are only added.
+    fn validate_subresource_update(subresource: &str, new: &Pod, old: &Pod) -> Vec<Cause> {
+        if subresource != "ephemeralcontainers" {
+            return vec![];
+        }
+        let mut causes = Self::validate(new);
+        let (new_ones, old_ones) = (ephemeral(new), ephemeral(old));
+        for previous in old_ones {
+            let message = match new_ones.iter().find(|c| c.name == previous.name) {
+                None => format!("existing ephemeral containers \"{}\" may not be removed", previous.name),
+                Some(now) if *now != previous => {
+                    format!("existing ephemeral containers \"{}\" may not be changed", previous.name)
+                }
+                Some(_) => continue,
+            };
+            causes.push(("spec.ephemeralContainers".into(), format!("Forbidden: {message}")));
+        }
+        causes
     }
 
     fn validate_update(new: &Pod, old: &Pod) -> Vec<Cause> {
@@ -291,4 +319,8 @@ fn status(o: &Value) -> Value {
         }
     }
     reason.into()
+}
+
+fn ephemeral(pod: &Pod) -> Vec<k8s_openapi::api::core::v1::EphemeralContainer> {
+    pod.spec.as_ref().and_then(|s| s.ephemeral_containers.clone()).unwrap_or_default()
 }

@@ -94,7 +94,7 @@ impl CustomResource {
     }
 
     /// The version's `openAPIV3Schema`.
-    pub fn schema(&self) -> &Value {
+    pub fn open_api_schema(&self) -> &Value {
         self.schema.root()
     }
 }
@@ -256,6 +256,10 @@ impl Strategy for CustomResource {
             at = &mut at[field];
         }
         *at = replicas.into();
+    }
+
+    fn schema(&self) -> Option<&Value> {
+        Some(self.schema.root())
     }
 
     fn has_protobuf(&self) -> bool {
