@@ -184,3 +184,39 @@ fn a_node_touches_only_its_own() {
     let (ok, out) = as_user(&api, "node-token", &["create", "namespace", "mine"], "");
     assert!(!ok && out.contains("Forbidden"), "{out}");
 }
+
+#[test]
+fn roles_labelled_to_extend_edit_and_view_are_aggregated_into_them() {
+    let (api, _dir) = server();
+    api.kubectl(&["create", "namespace", "team"]);
+    api.kubectl(&["create", "rolebinding", "dave-edits", "--clusterrole=edit", "--group=devs", "-n", "team"]);
+    let can = |verb: &str| {
+        let out = as_user(&api, "dev-token", &["auth", "can-i", verb, "limitranges", "-n", "team"], "").1;
+        out.lines().next().unwrap_or_default().to_string()
+    };
+    assert_eq!(can("create").trim(), "no");
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: limitrange-editor\n  labels: {rbac.authorization.k8s.io/aggregate-to-edit: \"true\"}\nrules: [{apiGroups: [\"\"], resources: [limitranges], verbs: [create]}]\n",
+    );
+    // The controller runs after the change: wait for it, boundedly.
+    let aggregated = |want: &str| {
+        (0..100).any(|_| {
+            let answer = can("create");
+            std::thread::sleep(std::time::Duration::from_millis(if answer.trim() == want { 0 } else { 50 }));
+            answer.trim() == want
+        })
+    };
+    assert!(aggregated("yes"), "edit gathers the labelled role's rules");
+    let admin = api.kubectl(&["get", "clusterrole", "admin", "-o", "jsonpath={.rules[*].resources}"]);
+    let creates = api.kubectl(&["get", "clusterrole", "admin", "-o", "json"]);
+    let creates: serde_json::Value = serde_json::from_str(&creates).unwrap();
+    let held = creates["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["resources"] == json!(["limitranges"]) && r["verbs"] == json!(["create"]));
+    assert!(held, "admin aggregates edit, which now holds it: {admin}");
+    api.kubectl(&["label", "clusterrole", "limitrange-editor", "rbac.authorization.k8s.io/aggregate-to-edit-"]);
+    assert!(aggregated("no"), "and lets them go when the label goes");
+}

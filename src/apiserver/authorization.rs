@@ -32,7 +32,7 @@ pub enum Asked {
 
 pub const NODES: &str = "system:nodes";
 pub const NODE_PREFIX: &str = "system:node:";
-const CLUSTER_ROLES: &str = "/registry/rbac.authorization.k8s.io/clusterroles/";
+pub const CLUSTER_ROLES: &str = "/registry/rbac.authorization.k8s.io/clusterroles/";
 const CLUSTER_ROLE_BINDINGS: &str = "/registry/rbac.authorization.k8s.io/clusterrolebindings/";
 const ROLES: &str = "/registry/rbac.authorization.k8s.io/roles/";
 const ROLE_BINDINGS: &str = "/registry/rbac.authorization.k8s.io/rolebindings/";

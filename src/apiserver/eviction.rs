@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use super::errors::ApiError;
 use super::http::{Query, Shared};
 use super::objects::{self, Validation};
-use super::registry::columns::selector_string;
 use super::rest::{self, DeleteOptions, Target};
 use super::selectors::Selector;
 
@@ -66,11 +65,8 @@ fn budgets_of(server: &Shared, pod_target: &Target, pod: &Value) -> Result<Vec<V
     let strategy = server.registry.find("policy", "v1", "poddisruptionbudgets").expect("policy/v1 is served");
     let budgets = Target::collection(strategy, pod_target.namespace.as_deref());
     let listed = rest::list(server, &budgets, &Query::default())?;
-    let matches = |budget: &Value| {
-        let selector = selector_string(&budget["spec"]["selector"]);
-        !selector.is_empty()
-            && Selector::parse(Some(&selector), None, &pod_target.strategy).is_ok_and(|s| s.matches(pod))
-    };
+    let matches =
+        |budget: &Value| Selector::of_label_selector(&budget["spec"]["selector"]).is_some_and(|s| s.matches(pod));
     Ok(listed["items"].as_array().into_iter().flatten().filter(|b| matches(b)).cloned().collect())
 }
 

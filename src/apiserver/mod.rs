@@ -4,6 +4,7 @@
 //! watches.
 
 mod admission;
+mod aggregation;
 mod authentication;
 mod authorization;
 mod bootstrap;
@@ -194,6 +195,9 @@ pub fn run(config: Config) -> Result<()> {
             writes: tokio::sync::RwLock::new(()),
         });
         ensure_system_objects(&server).await?;
+        let (wake, woken) = tokio::sync::mpsc::channel(1);
+        server.cache.listen(aggregation::CLUSTER_ROLES, aggregation::notifier(wake));
+        tokio::spawn(aggregation::run(server.clone(), woken));
         let kubeconfig = config.data_dir.join("kubeconfig");
         let ca = credentials.serving.as_ref().map(|(_, ca)| ca.as_slice());
         write_kubeconfig(&kubeconfig, address, credentials.admin_token.clone(), ca)?;

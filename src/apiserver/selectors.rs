@@ -69,6 +69,20 @@ impl Selector {
         Ok(selector)
     }
 
+    /// A metav1.LabelSelector object (matchLabels, matchExpressions); None for one that
+    /// selects nothing (empty, or not understood).
+    pub fn of_label_selector(selector: &Value) -> Option<Selector> {
+        let text = super::registry::columns::selector_string(selector);
+        if text.is_empty() {
+            return None;
+        }
+        let mut parsed = Selector::default();
+        for part in split_top_level(&text) {
+            parsed.labels.push(parse_requirement(part.trim()).ok()?);
+        }
+        Some(parsed)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
     }
