@@ -543,3 +543,51 @@ fn ephemeral_containers_are_only_added_through_their_subresource() {
     ]);
     assert!(err.contains("pod updates may not change fields"), "{err}");
 }
+
+#[test]
+fn events_k8s_io_events_are_core_events_seen_through_the_newer_type() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let event = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: pulled}\neventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: example.com/puller\nreportingInstance: node-1\naction: Pull\nreason: Pulled\ntype: Normal\nnote: image pulled\nregarding: {kind: Pod, name: web, namespace: default}\n";
+    api.kubectl_stdin(&["apply", "-f", "-"], event);
+    let core: Value = serde_json::from_str(&api.kubectl(&["get", "events.v1.", "pulled", "-o", "json"])).unwrap();
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(
+        (core["message"].as_str(), core["involvedObject"]["name"].as_str()),
+        (Some("image pulled"), Some("web"))
+    );
+    assert_eq!(core["reportingComponent"], "example.com/puller");
+    let newer: Value =
+        serde_json::from_str(&api.kubectl(&["get", "events.v1.events.k8s.io", "pulled", "-o", "json"])).unwrap();
+    assert_eq!((newer["note"].as_str(), newer["regarding"]["kind"].as_str()), (Some("image pulled"), Some("Pod")));
+    let listed = api.kubectl(&["get", "events"]);
+    assert!(listed.contains("Pulled") && listed.contains("pod/web") && listed.contains("image pulled"), "{listed}");
+    let table = api.kubectl(&["get", "events.events.k8s.io"]);
+    assert!(table.contains("pod/web"), "{table}");
+
+    // Their series may grow; what they say may not change.
+    api.kubectl(&[
+        "patch",
+        "events.v1.events.k8s.io",
+        "pulled",
+        "--type=merge",
+        "-p",
+        r#"{"series":{"count":2,"lastObservedTime":"2026-01-01T00:01:00.000000Z"}}"#,
+    ]);
+    let err =
+        api.kubectl_fails(&["patch", "events.v1.events.k8s.io", "pulled", "--type=merge", "-p", r#"{"note":"other"}"#]);
+    assert!(err.contains("message: Invalid value: \"other\": field is immutable"), "{err}");
+    // Created through this group, an event says who reported what, when.
+    let err = api.kubectl_stdin_fails(
+        &["apply", "-f", "-"],
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: bare}\ntype: Odd\ndeprecatedCount: 2\n",
+    );
+    for cause in [
+        "eventTime: Required value",
+        "reportingController: Required value",
+        "action: Required value",
+        "type: Invalid value: \"\": has invalid value: Odd",
+        "count: Invalid value: \"\": needs to be unset",
+    ] {
+        assert!(err.contains(cause), "{cause}: {err}");
+    }
+}

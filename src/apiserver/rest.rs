@@ -54,16 +54,13 @@ impl Target {
     }
 }
 
-/// The stored bytes as the object clients of `info` see: with its resourceVersion, in
-/// the version they asked for (a custom resource's versions differ in nothing else).
-fn decode_stored(kv: &KeyValue, info: &ResourceInfo) -> Result<Value, ApiError> {
+/// The stored bytes as the object clients of the resource see: with its resourceVersion,
+/// in the version they asked for.
+fn decode_stored(kv: &KeyValue, strategy: &dyn Strategy) -> Result<Value, ApiError> {
     let mut object: Value =
         serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object: {e}")))?;
+    strategy.from_storage(&mut object);
     object["metadata"]["resourceVersion"] = kv.mod_revision.to_string().into();
-    let api_version = info.api_version();
-    if object["apiVersion"] != api_version.as_str() {
-        object["apiVersion"] = api_version.into();
-    }
     Ok(object)
 }
 
@@ -74,10 +71,7 @@ fn encode(strategy: &dyn Strategy, object: &Value) -> Vec<u8> {
     if let Some(meta) = stored["metadata"].as_object_mut() {
         meta.remove("resourceVersion");
     }
-    let api_version = strategy.storage_api_version();
-    if stored["apiVersion"] != api_version.as_str() {
-        stored["apiVersion"] = api_version.into();
-    }
+    strategy.to_storage(&mut stored);
     serde_json::to_vec(&stored).expect("JSON values serialise")
 }
 
@@ -92,7 +86,7 @@ fn read(server: &Shared, target: &Target, name: &str) -> Result<(KeyValue, Value
         .get(&target.key(name))
         .map_err(store_error(target, name))?
         .ok_or_else(|| ApiError::not_found(&qualified_resource(target.info()), name))?;
-    let object = decode_stored(&kv, target.info())?;
+    let object = decode_stored(&kv, &*target.strategy)?;
     Ok((kv, object))
 }
 
@@ -138,7 +132,7 @@ pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, Ap
     let (page, metadata) = read_page(server, target, query)?;
     let mut items = Vec::with_capacity(page.items.len());
     for kv in &page.items {
-        let object = decode_stored(kv, target.info())?;
+        let object = decode_stored(kv, &*target.strategy)?;
         if selector.matches(&object) {
             items.push(object);
         }
@@ -165,6 +159,7 @@ pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Resul
     )
     .into_bytes();
     let mut items = page.items.into_iter().enumerate();
+    let strategy = target.strategy.clone();
     let mut ended = false;
     let chunks = std::iter::from_fn(move || {
         let mut out = std::mem::take(&mut pending);
@@ -174,7 +169,7 @@ pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Resul
                     if i > 0 {
                         out.push(b',');
                     }
-                    if let Err(e) = splice_stored(&mut out, &kv.value, kv.mod_revision, &api_version) {
+                    if let Err(e) = write_served(&mut out, &kv, &*strategy, &api_version) {
                         ended = true;
                         return Some(Err(std::io::Error::other(e.message)));
                     }
@@ -188,6 +183,16 @@ pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Resul
         (!out.is_empty()).then(|| Ok(Bytes::from(out)))
     });
     Ok(Body::from_stream(futures_util::stream::iter(chunks)))
+}
+
+/// Appends stored `kv` as clients of `strategy`'s resource see it: spliced when the
+/// stored form is the served one, converted otherwise.
+fn write_served(out: &mut Vec<u8>, kv: &KeyValue, strategy: &dyn Strategy, api_version: &str) -> Result<(), ApiError> {
+    if strategy.stored_as_served() {
+        return splice_stored(out, &kv.value, kv.mod_revision, api_version);
+    }
+    serde_json::to_writer(&mut *out, &decode_stored(kv, strategy)?).expect("JSON values serialise");
+    Ok(())
 }
 
 /// Appends stored object `value` as read through `api_version`, with `"resourceVersion"`
@@ -803,7 +808,7 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
             async move {
                 let object = match (format, payload) {
                     // As stored, its resourceVersion spliced in: not parsed, not written again.
-                    (WatchFormat::Json, Payload::Stored(value, revision)) => {
+                    (WatchFormat::Json, Payload::Stored(value, revision)) if strategy.stored_as_served() => {
                         let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
                         if splice_stored(&mut line, &value, revision, api_version).is_err() {
                             return false;
@@ -813,8 +818,8 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
                     }
                     (_, Payload::Stored(value, revision)) => match serde_json::from_slice::<Value>(&value) {
                         Ok(mut object) => {
+                            strategy.from_storage(&mut object);
                             object["metadata"]["resourceVersion"] = revision.to_string().into();
-                            object["apiVersion"] = api_version.as_str().into();
                             object
                         }
                         Err(_) => return false,

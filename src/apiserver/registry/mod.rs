@@ -20,6 +20,7 @@ mod coordination;
 pub mod core;
 pub mod custom;
 mod discovery;
+mod events;
 pub mod networking;
 mod pod_template;
 mod policy;
@@ -55,6 +56,9 @@ pub struct ResourceInfo {
     pub subresources: Vec<String>,
     /// What may be done to the collection and its objects (most resources: everything).
     pub verbs: Vec<String>,
+    /// The group whose objects these are in the store, when another group's resource
+    /// serves them too (events.k8s.io's events are core events).
+    pub storage_group: Option<String>,
 }
 
 impl ResourceInfo {
@@ -66,7 +70,8 @@ impl ResourceInfo {
     /// Where objects of this resource live in the store: the prefix for one namespace (or
     /// all of them with `None`), or for a cluster-scoped resource.
     pub fn prefix(&self, namespace: Option<&str>) -> String {
-        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let group = self.storage_group.as_deref().unwrap_or(&self.group);
+        let group = if group.is_empty() { "core" } else { group };
         match (self.namespaced, namespace) {
             (true, Some(ns)) => format!("/registry/{group}/{}/{ns}/", self.plural),
             _ => format!("/registry/{group}/{}/", self.plural),
@@ -178,15 +183,32 @@ pub trait Strategy: Send + Sync {
         true
     }
 
-    /// The `apiVersion` objects are stored with: the served version's for built-in
-    /// resources, the storage version's for custom ones.
-    fn storage_api_version(&self) -> String {
-        self.info().api_version()
+    /// An object as it is stored: in the storage version (a custom resource's; the
+    /// served one for built-in resources, but for events.k8s.io's, kept as core events).
+    fn to_storage(&self, object: &mut Value) {
+        set_api_version(object, &self.info().api_version());
+    }
+
+    /// A stored object as clients of this resource see it.
+    fn from_storage(&self, object: &mut Value) {
+        set_api_version(object, &self.info().api_version());
+    }
+
+    /// Whether the stored form is the served one but for `apiVersion`: lists and watches
+    /// then send stored bytes without parsing them.
+    fn stored_as_served(&self) -> bool {
+        true
     }
 
     /// Whether deleting the object waits for more than its `metadata.finalizers`.
     fn awaits_finalization(&self, _object: &Value) -> bool {
         false
+    }
+}
+
+pub fn set_api_version(object: &mut Value, api_version: &str) {
+    if object["apiVersion"] != api_version {
+        object["apiVersion"] = api_version.into();
     }
 }
 
@@ -253,6 +275,7 @@ impl Registry {
             Typed::<reviews::SelfSubjectRulesReviews>::shared(),
             Typed::<discovery::EndpointSlices>::shared(),
             Typed::<coordination::Leases>::shared(),
+            Typed::<events::Events>::shared(),
             Typed::<apiextensions::CustomResourceDefinitions>::shared(),
         ];
         Registry { builtin: strategies, custom: RwLock::new(Vec::new()) }

@@ -3,6 +3,7 @@
 //! (`k8s_openapi::Resource`), what the server does to its objects from the rules.
 
 use std::any::TypeId;
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -89,6 +90,22 @@ pub trait Rules: Send + Sync + 'static {
 
     /// Whether objects are kept: reviews are answered, not stored.
     const STORED: bool = true;
+
+    /// Where objects are stored when they are another group's (events.k8s.io's events are
+    /// core events), and the conversion to and from that form.
+    const STORED_AS: Option<StoredAs> = None;
+
+    /// The object as the columns read it (the stored form, for a kind stored as another).
+    fn printable(object: &Value) -> Cow<'_, Value> {
+        Cow::Borrowed(object)
+    }
+}
+
+/// A built-in resource kept as another group's objects.
+pub struct StoredAs {
+    pub group: &'static str,
+    pub to_storage: fn(&mut Value),
+    pub from_storage: fn(&mut Value),
 }
 
 /// A [`Rules`] served as a [`Strategy`].
@@ -114,6 +131,7 @@ impl<R: Rules> Typed<R> {
             categories: strings(R::CATEGORIES),
             subresources: strings(R::SUBRESOURCES),
             verbs: strings(R::VERBS),
+            storage_group: R::STORED_AS.as_ref().map(|s| s.group.to_string()),
         };
         Arc::new(Typed::<R> { info, columns: R::columns(), field_labels: R::field_labels(), rules: PhantomData })
     }
@@ -195,7 +213,26 @@ impl<R: Rules> Strategy for Typed<R> {
     }
 
     fn cells(&self, object: &Value) -> Vec<Value> {
-        self.columns.iter().map(|c| (c.cell)(object)).collect()
+        let printable = R::printable(object);
+        self.columns.iter().map(|c| (c.cell)(&printable)).collect()
+    }
+
+    fn to_storage(&self, object: &mut Value) {
+        match &R::STORED_AS {
+            Some(stored) => (stored.to_storage)(object),
+            None => super::set_api_version(object, &self.info.api_version()),
+        }
+    }
+
+    fn from_storage(&self, object: &mut Value) {
+        match &R::STORED_AS {
+            Some(stored) => (stored.from_storage)(object),
+            None => super::set_api_version(object, &self.info.api_version()),
+        }
+    }
+
+    fn stored_as_served(&self) -> bool {
+        R::STORED_AS.is_none()
     }
 
     fn field_labels(&self) -> &[FieldLabel] {

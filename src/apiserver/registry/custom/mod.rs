@@ -81,6 +81,7 @@ impl CustomResource {
                     categories: strings(&names["categories"]),
                     subresources: served_subresources,
                     verbs: ALL_VERBS.iter().map(|v| v.to_string()).collect(),
+                    storage_group: None,
                 };
                 CustomResource {
                     info,
@@ -266,8 +267,8 @@ impl Strategy for CustomResource {
         false
     }
 
-    fn storage_api_version(&self) -> String {
-        self.storage_api_version.clone()
+    fn to_storage(&self, object: &mut Value) {
+        super::set_api_version(object, &self.storage_api_version);
     }
 }
 
@@ -306,7 +307,9 @@ mod tests {
         let v1 = &resources[0];
         assert_eq!(v1.info().subresources, ["status", "scale"]);
         assert_eq!(v1.info().key(Some("ns"), "a"), "/registry/stable.example.com/crontabs/ns/a");
-        assert_eq!(resources[1].storage_api_version(), "stable.example.com/v1");
+        let mut stored = json!({"apiVersion": "stable.example.com/v1beta1"});
+        resources[1].to_storage(&mut stored);
+        assert_eq!(stored["apiVersion"], "stable.example.com/v1");
         assert_eq!(resources[1].column_definitions().len(), 2, "Name and the default Age");
     }
 
