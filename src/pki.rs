@@ -28,6 +28,7 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use x509_parser::prelude::FromDer;
 
 /// The name in the API server's client certificate for nodes (kubeadm's CN for it).
 pub const KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
@@ -169,22 +170,127 @@ pub fn acceptor(certificate: &KeyedCertificate) -> Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serving with a PEM certificate (chain) and key from files (`--tls-cert-file`).
-pub fn acceptor_from_files(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor> {
+/// The API server's serving: its certificate, and client certificates of the authority
+/// `client_ca_pem` taken as who the client is (kube-apiserver's `--client-ca-file`);
+/// clients without one authenticate otherwise.
+pub fn acceptor_for_clients(certificate: &KeyedCertificate, client_ca_pem: &[u8]) -> Result<TlsAcceptor> {
+    let (chain, key) = chain_and_key(certificate)?;
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots(client_ca_pem)?))
+        .allow_unauthenticated()
+        .build()
+        .context("client certificate authority")?;
+    let config = ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn roots(ca_pem: &[u8]) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.context("the certificate authority is not PEM")?).context("certificate authority")?;
+    }
+    Ok(roots)
+}
+
+/// Who a client certificate names: its common name (the user) and organizations (the
+/// groups), as kube-apiserver's x509 authenticator reads them.
+pub fn client_identity(der: &[u8]) -> Option<(String, Vec<String>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
+    Some((name, groups))
+}
+
+/// What a certificate signing request asks to be named: its common name and
+/// organizations, with the DNS names and IP addresses it asks for.
+pub struct Requested {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    pub names: Vec<String>,
+    /// Whether an attribute of the subject comes more than once (two organizations):
+    /// what the signing here cannot carry over.
+    pub repeats_attributes: bool,
+}
+
+/// Reads a PEM certificate signing request and checks its signature.
+pub fn read_request(pem: &[u8]) -> Result<Requested> {
+    let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem)
+        .map_err(|_| anyhow::anyhow!("PEM block type must be CERTIFICATE REQUEST"))?;
+    let (_, request) = x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+        .map_err(|e| anyhow::anyhow!("not a certificate request: {e}"))?;
+    request.verify_signature().map_err(|_| anyhow::anyhow!("the request's signature does not verify"))?;
+    let subject = &request.certification_request_info.subject;
+    let text_of = |v: &x509_parser::x509::AttributeTypeAndValue| v.as_str().ok().map(String::from);
+    let mut names = Vec::new();
+    for extension in request.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = extension {
+            for name in &san.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => names.push(dns.to_string()),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                        4 => {
+                            names.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).expect("4 bytes")).to_string())
+                        }
+                        16 => names
+                            .push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).expect("16 bytes")).to_string()),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+    let types: Vec<String> = subject.iter_attributes().map(|a| a.attr_type().to_id_string()).collect();
+    let repeats_attributes = types.iter().enumerate().any(|(i, t)| types[..i].contains(t));
+    Ok(Requested {
+        repeats_attributes,
+        common_name: subject.iter_common_name().next().and_then(text_of).unwrap_or_default(),
+        organizations: subject.iter_organization().filter_map(text_of).collect(),
+        names,
+    })
+}
+
+impl Authority {
+    /// Signs a PEM certificate signing request for `usages` (Kubernetes' key usage names)
+    /// and `duration`: the certificate, PEM. What the request names is kept; what the
+    /// certificate may be used for is what was approved, not what the request says.
+    pub fn sign_request(&self, pem: &str, usages: &[String], duration: std::time::Duration) -> Result<String> {
+        let mut request = rcgen::CertificateSigningRequestParams::from_pem(pem).context("read the request")?;
+        let params = &mut request.params;
+        let now = time::OffsetDateTime::now_utc();
+        // As kube-controller-manager's signer: valid from five minutes ago, for clock skew.
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + duration;
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = Vec::new();
+        params.extended_key_usages = Vec::new();
+        for usage in usages {
+            match usage.as_str() {
+                "digital signature" => params.key_usages.push(KeyUsagePurpose::DigitalSignature),
+                "key encipherment" => params.key_usages.push(KeyUsagePurpose::KeyEncipherment),
+                "client auth" => params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth),
+                "server auth" => params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth),
+                _ => {}
+            }
+        }
+        params.use_authority_key_identifier_extension = true;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        Ok(request.signed_by(&issuer).context("sign the request")?.pem())
+    }
+}
+
+/// A PEM certificate (chain) and key from files (`--tls-cert-file`).
+pub fn read_files(cert_file: &Path, key_file: &Path) -> Result<KeyedCertificate> {
     let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()));
-    acceptor(&KeyedCertificate { cert_pem: read(cert_file)?, key_pem: read(key_file)? })
-        .with_context(|| format!("{} and {}", cert_file.display(), key_file.display()))
+    Ok(KeyedCertificate { cert_pem: read(cert_file)?, key_pem: read(key_file)? })
 }
 
 /// Serving a node's endpoint: only the API server's client certificate (signed by the
 /// authority `ca_pem`, naming [`KUBELET_CLIENT`]) gets in.
 pub fn acceptor_for_api_server(certificate: &KeyedCertificate, ca_pem: &[u8]) -> Result<TlsAcceptor> {
     let (chain, key) = chain_and_key(certificate)?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.context("the client certificate authority is not PEM")?).context("certificate authority")?;
-    }
-    let webpki = WebPkiClientVerifier::builder(Arc::new(roots)).build().context("client certificate authority")?;
+    let webpki =
+        WebPkiClientVerifier::builder(Arc::new(roots(ca_pem)?)).build().context("client certificate authority")?;
     let verifier = Arc::new(ApiServerClient { webpki });
     let config = ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))

@@ -49,6 +49,11 @@ pub fn prepare_process() -> Result<()> {
     Ok(())
 }
 
+/// The client certificate a TLS connection's peer presented, verified by the acceptor
+/// (DER), in the extensions of every request on the connection.
+#[derive(Clone)]
+pub struct ClientCertificate(pub Arc<Vec<u8>>);
+
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -84,6 +89,12 @@ pub async fn serve(
             match tls {
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        // A verified client certificate goes with each of the connection's requests.
+                        let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+                        let service = match peer {
+                            Some(der) => service.layer(axum::Extension(ClientCertificate(Arc::new(der)))),
+                            None => service,
+                        };
                         connection(&http, stream, service, stopping).await;
                     }
                 }

@@ -65,6 +65,16 @@ fn stored(server: &Shared, group: &str, plural: &str, namespace: Option<&str>) -
     Ok(page.items.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect())
 }
 
+/// Who asks for a certificate, as the CertificateSigningRequest strategy's
+/// PrepareForCreate records it from the request's user (strategies here do not see users,
+/// so it is done with admission).
+fn requester(target: &Target, object: &mut Value) {
+    let user = &target.user;
+    object["spec"]["username"] = user.name.clone().into();
+    object["spec"]["uid"] = user.uid.clone().into();
+    object["spec"]["groups"] = user.groups.clone().into();
+}
+
 fn is(target: &Target, group: &str, kind: &str) -> bool {
     target.info().group == group && target.info().kind == kind
 }
@@ -90,6 +100,9 @@ pub fn mutate_create(server: &Shared, target: &Target, object: &mut Value) -> Re
     }
     if is(target, "scheduling.k8s.io", "PriorityClass") {
         one_default_priority_class(server, object, &forbidden)?;
+    }
+    if is(target, "certificates.k8s.io", "CertificateSigningRequest") {
+        requester(target, object);
     }
     node_restriction(target, object, None, "create", &forbidden)?;
     no_escalation(server, target, object, &forbidden)

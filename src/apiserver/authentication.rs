@@ -23,6 +23,12 @@ pub const AUTHENTICATED: &str = "system:authenticated";
 pub const UNAUTHENTICATED: &str = "system:unauthenticated";
 
 impl User {
+    /// The user a verified client certificate names.
+    pub fn certified(name: String, mut groups: Vec<String>) -> User {
+        groups.push(AUTHENTICATED.to_string());
+        User { name, uid: String::new(), groups }
+    }
+
     /// Who a request with no credentials is.
     pub fn anonymous() -> User {
         User { name: "system:anonymous".into(), uid: String::new(), groups: vec![UNAUTHENTICATED.into()] }

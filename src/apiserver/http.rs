@@ -27,6 +27,7 @@ use super::rest::{self, DeleteOptions, Target, WatchFormat};
 use super::services::Allocator;
 use super::store::Store;
 use super::table;
+use crate::pki;
 
 /// Bodies larger than this are refused (kube-apiserver's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 << 20;
@@ -44,6 +45,8 @@ pub struct Server {
     pub issuer: super::serviceaccounts::Issuer,
     /// The certificate authority pods are given to trust the server by (PEM).
     pub root_ca: String,
+    /// The cluster's certificate authority, the built-in signers' (`signing`).
+    pub authority: Arc<pki::Authority>,
     pub allocator: Allocator,
     /// How the server reaches nodes' endpoints (logs, exec): TLS with its client
     /// certificate.
@@ -141,7 +144,14 @@ pub async fn handle(State(server): State<Shared>, request: Request) -> Response 
     let (parts, body) = request.into_parts();
     // No token is the anonymous user (kube-apiserver's --anonymous-auth), whom RBAC lets
     // read health and version; a token that names no one is refused outright.
+    let certified = parts.extensions.get::<crate::serve::ClientCertificate>().and_then(|c| pki::client_identity(&c.0));
     let user = match server.tokens.as_ref().map(|tokens| tokens.authenticate(&parts.headers)) {
+        // A client certificate of the cluster's authority names its user (kube-apiserver's
+        // x509 authenticator): common name, organizations as groups.
+        None | Some(None) if certified.is_some() => {
+            let (name, groups) = certified.expect("just checked");
+            User::certified(name, groups)
+        }
         None | Some(None) => User::anonymous(),
         Some(Some(Ok(user))) => user,
         Some(Some(Err(token))) => match service_account(&server, &token) {
@@ -446,12 +456,13 @@ async fn route(
             let deleted = rest::delete_collection(server, &target, query, &options).await?;
             encoded(200, &deleted, encoding, &target)
         }
-        (&Method::GET, Some(name), None | Some("status" | "ephemeralcontainers")) => {
+        (&Method::GET, Some(name), None | Some("status" | "ephemeralcontainers" | "approval")) => {
             encoded(200, &rest::get(server, &target, name)?, encoding, &target)
         }
-        (&Method::PUT, Some(name), sub @ (None | Some("status" | "finalize" | "ephemeralcontainers"))) => {
+        (&Method::PUT, Some(name), sub @ (None | Some("status" | "finalize" | "ephemeralcontainers" | "approval"))) => {
             let object = decode(&body, content_type, &info.api_version(), &info.kind)?;
             let written = rest::update(server, &target, name, sub, |_| Ok(object), query, validation).await?;
+            let written = signed_if_approved(server, &target, name, sub, query, written).await?;
             Ok(warned(encoded(200, &written, encoding, &target)?, validation))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status" | "ephemeralcontainers")))
@@ -465,7 +476,7 @@ async fn route(
             let (code, written) = rest::apply(server, &target, name, sub, config, force, query, validation).await?;
             Ok(warned(encoded(code, &written, encoding, &target)?, validation))
         }
-        (&Method::PATCH, Some(name), sub @ (None | Some("status" | "ephemeralcontainers"))) => {
+        (&Method::PATCH, Some(name), sub @ (None | Some("status" | "ephemeralcontainers" | "approval"))) => {
             if query.get("force").is_some() {
                 return Err(ApiError::bad_request("force: Forbidden: may not be specified for non-apply patch"));
             }
@@ -475,6 +486,7 @@ async fn route(
             let of = (info.group.as_str(), info.version.as_str(), info.kind.as_str());
             let patcher = move |current: &Value| patch::apply(current, &patch, kind, of);
             let written = rest::update(server, &target, name, sub, patcher, query, validation).await?;
+            let written = signed_if_approved(server, &target, name, sub, query, written).await?;
             Ok(warned(encoded(200, &written, encoding, &target)?, validation))
         }
         (&Method::DELETE, Some(name), None) => {
@@ -529,6 +541,23 @@ async fn route(
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
+}
+
+/// After a write of a certificate signing request's `approval`: the request as the
+/// built-in signer leaves it (`signing`), or as written.
+async fn signed_if_approved(
+    server: &Shared,
+    target: &Target,
+    name: &str,
+    subresource: Option<&str>,
+    query: &Query,
+    written: Value,
+) -> Result<Value, ApiError> {
+    if subresource != Some("approval") || rest::is_dry_run(query) {
+        return Ok(written);
+    }
+    super::signing::sign_if_approved(server, name).await?;
+    rest::get(server, target, name)
 }
 
 fn openapi_document(method: &Method, registry: &Registry, group: &str, version: &str) -> Result<Response, ApiError> {

@@ -25,6 +25,7 @@ mod reviews;
 mod selectors;
 mod serviceaccounts;
 mod services;
+mod signing;
 mod store;
 mod table;
 
@@ -85,6 +86,8 @@ struct Credentials {
     service_account_key: (String, String),
     /// The cluster's certificate authority (PEM), which pods are given to trust.
     root_ca: String,
+    /// The authority itself, which signs approved certificate signing requests.
+    authority: Arc<pki::Authority>,
 }
 
 impl Credentials {
@@ -104,11 +107,16 @@ impl Credentials {
             (Some((cert, key)), _) => {
                 let mut trusted = std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
                 trusted.extend_from_slice(authority.cert_pem.as_bytes());
-                Some((pki::acceptor_from_files(cert, key)?, trusted))
+                let serving = pki::read_files(cert, key)?;
+                let acceptor = pki::acceptor_for_clients(&serving, authority.cert_pem.as_bytes())
+                    .with_context(|| format!("{} and {}", cert.display(), key.display()))?;
+                Some((acceptor, trusted))
             }
             (None, false) => {
                 let names = serving_names(config.listen.ip(), config.service_cidr);
-                Some((pki::acceptor(&authority.issue_server(&names)?)?, authority.cert_pem.clone().into_bytes()))
+                let serving = authority.issue_server(&names)?;
+                let ca = authority.cert_pem.clone().into_bytes();
+                Some((pki::acceptor_for_clients(&serving, &ca)?, ca))
             }
             (None, true) => None,
         };
@@ -118,7 +126,15 @@ impl Credentials {
             Some((_, trusted)) => String::from_utf8_lossy(trusted).into_owned(),
             None => authority.cert_pem.clone(),
         };
-        Ok(Credentials { tokens, admin_token, serving, nodes, service_account_key, root_ca })
+        Ok(Credentials {
+            tokens,
+            admin_token,
+            serving,
+            nodes,
+            service_account_key,
+            root_ca,
+            authority: Arc::new(authority),
+        })
     }
 }
 
@@ -190,6 +206,7 @@ pub fn run(config: Config) -> Result<()> {
                 &credentials.service_account_key.1,
             )?,
             root_ca: credentials.root_ca.clone(),
+            authority: credentials.authority.clone(),
             nodes: credentials.nodes.clone(),
             allocator: Allocator { service_cidr: config.service_cidr, node_ports: config.node_ports.clone() },
             writes: tokio::sync::RwLock::new(()),

@@ -171,8 +171,10 @@ pub fn prepare_update(
             object = only_changing(current, &object, &["status"]);
             strategy.prepare_status_update(&mut object, current)
         }
-        Some(sub @ "ephemeralcontainers") => {
-            object = only_changing(current, &object, &["spec", "ephemeralContainers"]);
+        Some(sub @ ("ephemeralcontainers" | "approval")) => {
+            let part: &[&str] =
+                if sub == "approval" { &["status", "conditions"] } else { &["spec", "ephemeralContainers"] };
+            object = only_changing(current, &object, part);
             strategy.prepare_subresource_update(sub, &mut object, current)
         }
         Some("finalize") => {
@@ -206,7 +208,13 @@ fn only_changing(current: &Value, given: &Value, path: &[&str]) -> Value {
     let mut object = current.clone();
     let (last, parents) = path.split_last().expect("a path");
     let value = parents.iter().fold(given, |v, p| &v[*p]).get(*last).cloned();
-    let parent = parents.iter().fold(&mut object, |v, p| &mut v[*p]);
+    let parent = parents.iter().fold(&mut object, |v, p| {
+        let child = &mut v[*p];
+        if child.is_null() {
+            *child = Value::Object(Map::new());
+        }
+        child
+    });
     set_or_remove(parent, last, value);
     if let Some(version) = given["metadata"].get("resourceVersion") {
         object["metadata"]["resourceVersion"] = version.clone();

@@ -240,6 +240,11 @@ fn continue_key(token: &str, prefix: &str) -> Result<String, ApiError> {
     if key.starts_with(prefix) { Ok(key) } else { Err(bad()) }
 }
 
+/// Whether a request only tries (`dryRun=All`).
+pub fn is_dry_run(query: &Query) -> bool {
+    dry_run(query, &DeleteOptions::default())
+}
+
 fn dry_run(query: &Query, options: &DeleteOptions) -> bool {
     query.all("dryRun").any(|d| d == "All") || options.dry_run
 }

@@ -195,7 +195,7 @@ pub fn human_duration_between(start: &str, end: &str) -> String {
 }
 
 /// apimachinery's duration.HumanDuration.
-fn human_duration(secs: i64) -> String {
+pub fn human_duration(secs: i64) -> String {
     match secs.max(0) {
         s if s < 120 => format!("{s}s"),
         s if s < 600 && s % 60 == 0 => format!("{}m", s / 60),

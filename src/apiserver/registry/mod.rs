@@ -16,6 +16,7 @@ mod apiextensions;
 mod apps;
 mod autoscaling;
 mod batch;
+mod certificates;
 mod coordination;
 pub mod core;
 pub mod custom;
@@ -276,6 +277,7 @@ impl Registry {
             Typed::<discovery::EndpointSlices>::shared(),
             Typed::<coordination::Leases>::shared(),
             Typed::<events::Events>::shared(),
+            Typed::<certificates::CertificateSigningRequests>::shared(),
             Typed::<apiextensions::CustomResourceDefinitions>::shared(),
         ];
         Registry { builtin: strategies, custom: RwLock::new(Vec::new()) }

@@ -64,8 +64,11 @@ pub trait Rules: Send + Sync + 'static {
         vec![]
     }
 
-    /// What is wrong with a write of another subresource (everything else is the stored
-    /// object's).
+    /// What the server does on a write of another subresource (everything else is the
+    /// stored object's already).
+    fn prepare_for_subresource_update(_subresource: &str, _new: &mut Self::Object, _old: &Self::Object) {}
+
+    /// What is wrong with a write of another subresource.
     fn validate_subresource_update(_subresource: &str, _new: &Self::Object, _old: &Self::Object) -> Vec<Cause> {
         vec![]
     }
@@ -194,10 +197,13 @@ impl<R: Rules> Strategy for Typed<R> {
     }
 
     fn prepare_subresource_update(&self, subresource: &str, new: &mut Value, old: &Value) -> Vec<Cause> {
-        let (Some(decoded), Some(previous)) = (stored::<R::Object>(new), stored::<R::Object>(old)) else {
+        let (Some(mut decoded), Some(previous)) = (stored::<R::Object>(new), stored::<R::Object>(old)) else {
             return vec![];
         };
-        R::validate_subresource_update(subresource, &decoded, &previous)
+        R::prepare_for_subresource_update(subresource, &mut decoded, &previous);
+        let causes = R::validate_subresource_update(subresource, &decoded, &previous);
+        *new = untyped(&decoded);
+        causes
     }
 
     fn name_rule(&self) -> fn(&str) -> Vec<String> {
