@@ -212,3 +212,57 @@ fn definitions_are_served_again_after_a_restart() {
         "{body}"
     );
 }
+
+#[test]
+fn cel_rules_of_a_schema_are_enforced() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let definition = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: scalers.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: scalers, kind: Scaler}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - {rule: "self.minReplicas <= self.maxReplicas", message: "minReplicas must not exceed maxReplicas"}
+            - {rule: "self.target == oldSelf.target", message: "target is immutable", fieldPath: ".target"}
+            properties:
+              minReplicas: {type: integer}
+              maxReplicas: {type: integer}
+              target: {type: string, x-kubernetes-validations: [{rule: "self.matches('^[a-z]+$')"}]}
+"#;
+    api.kubectl_stdin(&["apply", "-f", "-"], definition);
+    let scaler = |min: i64, target: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Scaler\nmetadata: {{name: s}}\nspec: {{minReplicas: {min}, maxReplicas: 3, target: {target}}}\n"
+        )
+    };
+    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &scaler(5, "Web"));
+    assert!(err.contains("spec: Invalid value: \"object\": minReplicas must not exceed maxReplicas"), "{err}");
+    assert!(err.contains("spec.target: Invalid value: \"string\": failed rule: self.matches('^[a-z]+$')"), "{err}");
+    api.kubectl_stdin(&["apply", "-f", "-"], &scaler(1, "web"));
+    api.kubectl_stdin(&["apply", "-f", "-"], &scaler(2, "web"));
+    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &scaler(2, "api"));
+    assert!(err.contains("spec.target: Invalid value: \"object\": target is immutable"), "a transition rule: {err}");
+    // A rule that does not compile makes the definition invalid.
+    let broken = definition
+        .replace("scalers.example.com", "brokens.example.com")
+        .replace("plural: scalers, kind: Scaler", "plural: brokens, kind: Broken")
+        .replace("self.minReplicas <= self.maxReplicas", "self.minReplicas <=");
+    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &broken);
+    assert!(
+        err.contains("x-kubernetes-validations[0].rule: Invalid value") && err.contains("compilation failed"),
+        "{err}"
+    );
+}

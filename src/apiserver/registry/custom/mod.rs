@@ -7,6 +7,7 @@
 //! differs only in its `apiVersion`.
 
 mod jsonpath;
+mod rules;
 pub mod schema;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -197,15 +198,15 @@ impl Strategy for CustomResource {
         {
             map.remove("status");
         }
-        self.schema.validate(object)
+        self.schema.validate(object, None)
     }
 
-    fn prepare_update(&self, new: &mut Value, _old: &Value) -> Vec<Cause> {
-        self.schema.validate(new)
+    fn prepare_update(&self, new: &mut Value, old: &Value) -> Vec<Cause> {
+        self.schema.validate(new, Some(old))
     }
 
-    fn prepare_status_update(&self, new: &mut Value, _old: &Value) -> Vec<Cause> {
-        self.schema.validate(new)
+    fn prepare_status_update(&self, new: &mut Value, old: &Value) -> Vec<Cause> {
+        self.schema.validate(new, Some(old))
     }
 
     fn tracks_generation(&self) -> bool {

@@ -11,6 +11,8 @@ use super::super::Cause;
 
 pub struct Schema {
     root: Value,
+    /// Whether any node holds CEL rules.
+    has_rules: bool,
 }
 
 fn flag(schema: &Value, name: &str) -> bool {
@@ -26,7 +28,8 @@ const OBJECT_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
 impl Schema {
     pub fn new(root: Value) -> Schema {
-        Schema { root }
+        let has_rules = super::rules::any(&root);
+        Schema { root, has_rules }
     }
 
     pub fn root(&self) -> &Value {
@@ -48,8 +51,9 @@ impl Schema {
         drop_nulls(object, &self.root);
     }
 
-    /// What is wrong with `object`, field by field.
-    pub fn validate(&self, object: &Value) -> Vec<Cause> {
+    /// What is wrong with `object` (an update of `old`, if given), field by field: the
+    /// schema's validations, then its CEL rules.
+    pub fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
         let mut causes = Vec::new();
         let mut root = object.clone();
         // The metadata is validated as ObjectMeta, not by the schema.
@@ -59,6 +63,9 @@ impl Schema {
             }
         }
         validate(&root, &self.root, "", &mut causes);
+        if self.has_rules {
+            super::rules::run(&root, old, &self.root, "", &mut causes);
+        }
         causes
     }
 }
@@ -470,6 +477,7 @@ fn check_node(schema: &Value, path: &str, root: bool, causes: &mut Vec<Cause>) {
     if schema["type"] == "array" && schema.get("items").is_none() {
         causes.push((format!("{path}.items"), "Required value: must be specified".into()));
     }
+    super::rules::check(schema, path, causes);
     if let Some(pattern) = schema["pattern"].as_str()
         && let Err(e) = Regex::new(pattern)
     {
@@ -528,7 +536,7 @@ mod tests {
     fn values_are_checked_with_the_openapi_validators_messages() {
         let object = json!({"spec": {"cronSpec": "* * * *", "replicas": 11, "size": "huge", "image": "",
             "ports": [{"name": "a", "port": 1.5}, {"name": "a", "port": "x"}, {"name": "b"}]}, "status": {"replicas": "two"}});
-        let causes = crontab().validate(&object);
+        let causes = crontab().validate(&object, None);
         let expected = [
             (
                 "spec.cronSpec",
@@ -552,7 +560,7 @@ mod tests {
             assert!(causes.contains(&(path.to_string(), message.to_string())), "{path}: {message}\nin {causes:#?}");
         }
         assert_eq!(causes.len(), expected.len(), "{causes:#?}");
-        let causes = crontab().validate(&json!({"spec": {}}));
+        let causes = crontab().validate(&json!({"spec": {}}), None);
         assert_eq!(causes, [("spec.image".to_string(), "Required value".to_string())]);
     }
 
