@@ -8,6 +8,7 @@ use cel::{Context, Program};
 use serde_json::Value;
 
 use super::super::Cause;
+use super::schema::type_of;
 
 /// Whether a schema holds rules anywhere: most do not, and then nothing is walked.
 pub fn any(schema: &Value) -> bool {
@@ -34,18 +35,6 @@ pub fn check(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
 
 fn json(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_default()
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// Runs the rules of `schema` and below on `value` (`old`: the stored value there).
@@ -124,7 +113,7 @@ fn evaluate(rule: &Value, value: &Value, old: Option<&Value>, path: &str, causes
         "FieldValueRequired" => format!("Required value: {message}"),
         "FieldValueForbidden" => format!("Forbidden: {message}"),
         "FieldValueDuplicate" => format!("Duplicate value: {message}"),
-        _ => format!("Invalid value: \"{}\": {message}", type_name(value)),
+        _ => format!("Invalid value: \"{}\": {message}", type_of(value)),
     };
     causes.push((at, text));
 }

@@ -173,7 +173,7 @@ fn drop_nulls(value: &mut Value, schema: &Value) {
 }
 
 /// The OpenAPI type of a JSON value (an integral number is an integer).
-fn type_of(value: &Value) -> &'static str {
+pub(super) fn type_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
