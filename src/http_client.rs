@@ -1,7 +1,6 @@
 //! One HTTP/1.1 request on a connection of its own, over TCP or TLS, with upgrades kept
-//! possible: the API server's proxy to nodes and the node agent's calls to the API server.
+//! possible: the API server's proxy to nodes' endpoints.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -9,25 +8,13 @@ use axum::body::Body;
 use axum::http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the response head may take (its body may stream for as long as it lasts).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Trusts the certificate authorities of a PEM bundle (a kubeconfig's
-/// `certificate-authority-data`).
-pub fn tls_connector(ca_pem: &[u8]) -> Result<TlsConnector> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.context("the certificate authority is not PEM")?).context("certificate authority")?;
-    }
-    let config = tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
 
 /// Sends `request` (its URI absolute: `http://` or, with `tls`, `https://`) and returns the
 /// response head with its body still streaming; a `101 Switching Protocols` response can

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use self::client::ApiClient;
 use self::registration::NodeIdentity;
 use self::server::NodeServer;
 use crate::pki;
@@ -53,24 +52,24 @@ pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
     };
     // State an older podctl left open to all is put right before anything is served.
     runtime.secure().context("set the modes of the node's state")?;
-    let client = ApiClient::from_kubeconfig(&config.kubeconfig, config.server.as_deref())?;
     let serving = pki::self_signed_server(&[config.node_name.clone(), address.to_string(), "localhost".into()])?;
-    let acceptor = match (&config.client_ca_file, config.allow_unauthenticated) {
-        (_, true) => pki::acceptor(&serving)?,
-        (Some(file), false) => {
-            let ca = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
-            pki::acceptor_for_api_server(&serving, &ca)?
-        }
-        (None, false) => {
-            let ca = client.certificate_authority().context(
-                "the endpoint lets in only the API server's client certificate, and the kubeconfig names no \
-                 certificate authority for it: give --client-ca-file (or --allow-unauthenticated)",
-            )?;
-            pki::acceptor_for_api_server(&serving, ca)?
-        }
-    };
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     tokio.block_on(async move {
+        let (client, authority) = client::connect(&config.kubeconfig, config.server.as_deref()).await?;
+        let acceptor = match (&config.client_ca_file, config.allow_unauthenticated) {
+            (_, true) => pki::acceptor(&serving)?,
+            (Some(file), false) => {
+                let ca = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+                pki::acceptor_for_api_server(&serving, &ca)?
+            }
+            (None, false) => {
+                let ca = authority.context(
+                    "the endpoint lets in only the API server's client certificate, and the kubeconfig names no \
+                     certificate authority for it: give --client-ca-file (or --allow-unauthenticated)",
+                )?;
+                pki::acceptor_for_api_server(&serving, &ca)?
+            }
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;

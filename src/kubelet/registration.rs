@@ -5,16 +5,16 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Result, bail};
-use axum::http::Method;
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-
-use super::client::ApiClient;
 
 /// kubelet's nodeLeaseDurationSeconds; it renews at a quarter of it.
 const LEASE_SECONDS: u64 = 40;
 const RENEW_INTERVAL: Duration = Duration::from_secs(LEASE_SECONDS / 4);
-const MERGE_PATCH: &str = "application/merge-patch+json";
 
 /// What the node says of itself.
 pub struct NodeIdentity {
@@ -96,56 +96,62 @@ pub fn node_object(node: &NodeIdentity) -> Value {
 }
 
 /// Creates the Node, or brings an existing one's status (addresses, port, Ready) up to date.
-pub async fn register(client: &ApiClient, node: &NodeIdentity) -> Result<()> {
+pub async fn register(client: &kube::Client, node: &NodeIdentity) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
     let object = node_object(node);
-    match client.request(Method::POST, "/api/v1/nodes", "application/json", Some(&object)).await? {
-        (201 | 200, _) => Ok(()),
-        (409, _) => {
-            let path = format!("/api/v1/nodes/{}/status", node.name);
-            let patch = json!({"status": object["status"]});
-            match client.request(Method::PATCH, &path, MERGE_PATCH, Some(&patch)).await? {
-                (200, _) => Ok(()),
-                (code, answer) => bail!("update node {}: {code}: {}", node.name, message(&answer)),
-            }
+    let typed: Node = serde_json::from_value(object.clone()).context("the Node object")?;
+    match nodes.create(&PostParams::default(), &typed).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let patch = Patch::Merge(json!({"status": object["status"]}));
+            nodes
+                .patch_status(&node.name, &PatchParams::default(), &patch)
+                .await
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("update node {}: {}", node.name, message(&e)))
         }
-        (code, answer) => bail!("register node {}: {code}: {}", node.name, message(&answer)),
+        Err(e) => bail!("register node {}: {}", node.name, message(&e)),
     }
 }
 
 /// Renews the node's Lease every 10 s, creating it if it is missing. Runs until dropped;
 /// a failed renewal is logged and tried again at the next tick.
-pub async fn renew_lease(client: ApiClient, name: String) {
+pub async fn renew_lease(client: kube::Client, name: String) {
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut tick = tokio::time::interval(RENEW_INTERVAL);
     loop {
         tick.tick().await;
-        if let Err(e) = renew_once(&client, &name).await {
+        if let Err(e) = renew_once(&leases, &name).await {
             tracing::warn!("renew lease of node {name}: {e:#}");
         }
     }
 }
 
-async fn renew_once(client: &ApiClient, name: &str) -> Result<()> {
-    let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}");
+async fn renew_once(leases: &Api<Lease>, name: &str) -> Result<()> {
     let spec = json!({"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now(true)});
-    match client.request(Method::PATCH, &path, MERGE_PATCH, Some(&json!({"spec": spec}))).await? {
-        (200, _) => Ok(()),
-        (404, _) => {
-            let lease = json!({
+    match leases.patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let lease: Lease = serde_json::from_value(json!({
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": name, "namespace": "kube-node-lease"},
                 "spec": spec,
-            });
-            let collection = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
-            match client.request(Method::POST, collection, "application/json", Some(&lease)).await? {
-                (201 | 200 | 409, _) => Ok(()),
-                (code, answer) => bail!("{code}: {}", message(&answer)),
+            }))?;
+            match leases.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) => bail!("{}", message(&e)),
             }
         }
-        (code, answer) => bail!("{code}: {}", message(&answer)),
+        Err(e) => bail!("{}", message(&e)),
     }
 }
 
-fn message(answer: &Value) -> String {
-    answer["message"].as_str().map_or_else(|| answer.to_string(), String::from)
+/// What the API server said, or why it could not be asked.
+fn message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{}: {}", status.code, status.message),
+        other => other.to_string(),
+    }
 }
