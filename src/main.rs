@@ -16,6 +16,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The exit code of podctl's own failures.
+const FAILED: u8 = 125;
+
 fn main() -> ExitCode {
     // The pod init helper (see runtime::init): exec'd as `podctl __pod-init STATE_DIR`,
     // dispatched before anything else so that it stays small.
@@ -28,7 +31,16 @@ fn main() -> ExitCode {
     // (Not before the pod init dispatch above: the pod init keeps SIGPIPE ignored.)
     // SAFETY: restoring a default signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = cli::Cli::parse();
+    // podctl's own failures exit 125, as docker's and podman's do: 1 (and 126, 127) stay
+    // what a container's command exited with.
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(FAILED);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PODCTL_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -37,7 +49,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("podctl: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(FAILED)
         }
     }
 }

@@ -643,15 +643,26 @@ fn tty_gives_the_container_a_terminal_logged_as_stdout() {
     let script = "tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-terminals; echo to-stderr >&2";
     let (code, out, _) = node.sh(&["-t", "--name", "term"], script);
     assert_eq!((code, out.as_str()), (0, "/dev/pts/0\r\nall-terminals\r\nto-stderr\r\n"));
-    // With -i, what we type reaches the terminal (and is echoed, as a terminal does).
+    // With -i, what we type on our terminal reaches the container's (and is echoed, as a
+    // terminal does).
+    let (mut ours, mut theirs) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors it opens; no name, settings or size.
+    let opened =
+        unsafe { libc::openpty(&mut ours, &mut theirs, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(opened, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (mut ours, theirs) = unsafe {
+        use std::os::fd::FromRawFd;
+        (std::fs::File::from_raw_fd(ours), std::os::fd::OwnedFd::from_raw_fd(theirs))
+    };
     let mut child = node
         .command()
         .args(["run", "-i", "-t", "--name", "typed", "busybox", "--", "sh", "-c", "read line; echo got $line; exit 3"])
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(theirs))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
+    std::io::Write::write_all(&mut ours, b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\r\ngot hello\r\n");
@@ -715,4 +726,58 @@ fn a_container_started_again_begins_from_its_image() {
         assert_eq!(status.map(|s| s.exit_code), Some(0), "start {start}");
     }
     node_runtime.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn rm_and_stop_go_on_past_a_missing_pod_and_fail_at_the_end() {
+    let node = node();
+    node.ok(&["run", "-d", "--name", "kept", "busybox", "--", "sleep", "30"]);
+    let out = node.podctl(&["stop", "--time", "1", "nope", "kept"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such pod: nope"), "{out:?}");
+    let out = node.podctl(&["rm", "nope", "kept", "also-nope"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such pod: nope") && stderr.contains("no such pod: also-nope"), "{stderr}");
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "", "kept was removed all the same");
+}
+
+#[test]
+fn podctls_own_failures_exit_125_and_commands_keep_theirs() {
+    let node = node();
+    assert_eq!(node.podctl(&["run", "--rm", "no-such-image"]).status.code(), Some(125));
+    assert_eq!(node.podctl(&["run", "--no-such-flag"]).status.code(), Some(125));
+    assert_eq!(node.sh(&[], "exit 1").0, 1);
+    assert_eq!(node.podctl(&["run", "--rm", "busybox", "--", "/no/such/command"]).status.code(), Some(127));
+    // The command may follow the image without `--`, as with docker run.
+    let (code, out, _) = outcome(node.podctl(&["run", "--rm", "busybox", "echo", "-e", "a\\tb"]));
+    assert_eq!((code, out.as_str()), (0, "a\tb\n"), "the command's own flags reach it");
+}
+
+#[test]
+fn a_terminal_is_not_relayed_from_a_pipe() {
+    let node = node();
+    let mut child = node
+        .command()
+        .args(["run", "--rm", "-it", "busybox", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    // Bounded: it must end by itself at once, not hang.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("podctl run -it from a pipe hangs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the input device is not a TTY"), "{out:?}");
 }

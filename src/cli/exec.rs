@@ -38,6 +38,7 @@ pub struct ExecArgs {
 impl ExecArgs {
     pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
         require_root("podctl exec")?;
+        super::terminal::require_terminal(self.interactive && self.tty)?;
         let runtime = opts.runtime()?;
         let pod = find_pod(&runtime, &self.pod)?;
         let running = pod.running_containers();

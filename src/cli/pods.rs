@@ -150,27 +150,38 @@ pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
 pub fn stop(args: StopArgs, opts: &NodeOptions) -> Result<ExitCode> {
     require_root("podctl stop")?;
     let runtime = opts.runtime()?;
-    for name in &args.pods {
-        let pod = find_pod(&runtime, name)?;
+    Ok(each_pod(&runtime, &args.pods, |pod| {
         let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
-        runtime.stop_pod(&pod, &containers, Duration::from_secs(args.time))?;
-        println!("{}", pod.name());
-    }
-    Ok(ExitCode::SUCCESS)
+        Ok(runtime.stop_pod(pod, &containers, Duration::from_secs(args.time))?)
+    }))
 }
 
 pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
     require_root("podctl rm")?;
     let runtime = opts.runtime()?;
-    for name in &args.pods {
-        let pod = find_pod(&runtime, name)?;
-        if status(&pod) == "Running" && !args.force {
+    Ok(each_pod(&runtime, &args.pods, |pod| {
+        if status(pod) == "Running" && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
-        remove_pod_and_logs(&runtime, &opts.network(), &pod, &opts.log_dir)?;
-        println!("{}", pod.name());
+        remove_pod_and_logs(&runtime, &opts.network(), pod, &opts.log_dir)
+    }))
+}
+
+/// Does `act` to each named pod, printing the name of each it was done to and why it
+/// could not be done to the others, as docker does: all are tried, and the exit code is 1
+/// if any failed.
+fn each_pod(runtime: &Runtime, names: &[String], mut act: impl FnMut(&Pod) -> Result<()>) -> ExitCode {
+    let mut failed = false;
+    for name in names {
+        match find_pod(runtime, name).and_then(|pod| act(&pod).map(|()| pod)) {
+            Ok(pod) => println!("{}", pod.name()),
+            Err(e) => {
+                eprintln!("podctl: {e:#}");
+                failed = true;
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// Removes the pod (killing what still runs), its network and its log directory.

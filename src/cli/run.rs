@@ -92,8 +92,9 @@ pub struct RunArgs {
     /// Image: a name in the local store, or a path `podctl image import` accepts
     #[arg(required_unless_present = "file")]
     image: Option<String>,
-    /// Command and arguments (replace the image's Cmd; its Entrypoint stays)
-    #[arg(last = true)]
+    /// Command and arguments (replace the image's Cmd; its Entrypoint stays), after the
+    /// image (everything after it is the command's) or after `--`
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
@@ -106,6 +107,7 @@ extern "C" fn request_stop(_: libc::c_int) {
 impl RunArgs {
     pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
         require_root("podctl run")?;
+        super::terminal::require_terminal(self.interactive && self.tty)?;
         // From here on SIGINT and SIGTERM stop the pod rather than abandon it half-made.
         for signal in [libc::SIGINT, libc::SIGTERM] {
             // SAFETY: the handler only stores to an atomic.

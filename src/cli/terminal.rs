@@ -42,3 +42,14 @@ impl Drop for RawMode {
         unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
     }
 }
+
+/// `-it` relays our terminal: refused, as docker refuses it, when stdin is not one (a
+/// pipe's input would otherwise be echoed back by the container's terminal, and the
+/// session would never end).
+pub fn require_terminal(wanted: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if wanted && !std::io::stdin().is_terminal() {
+        anyhow::bail!("the input device is not a TTY: use -i without -t to pass it, or run from a terminal");
+    }
+    Ok(())
+}
