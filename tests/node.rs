@@ -86,6 +86,17 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn the_node_registers_and_renews_its_lease() {
     let cluster = Cluster::start();
+    // One agent per node: a second on the same data directory is refused.
+    let second = cluster
+        .node
+        .host_command()
+        .args(["node", "--node-name", "test-node", "--listen", "127.0.0.1:0"])
+        .arg("--kubeconfig")
+        .arg(cluster.api.kubeconfig())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(125));
+    assert!(text(&second.stderr).contains("is in use by another podctl node"), "{}", text(&second.stderr));
     let node = cluster.api.kubectl(&["get", "node", "test-node", "-o", "json"]);
     let node: serde_json::Value = serde_json::from_str(&node).unwrap();
     assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], cluster.endpoint.port());

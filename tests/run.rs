@@ -781,3 +781,24 @@ fn a_terminal_is_not_relayed_from_a_pipe() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the input device is not a TTY"), "{out:?}");
 }
+
+#[test]
+fn a_container_the_pod_does_not_have_is_named_with_those_it_has() {
+    let node = node();
+    let manifest = node.dir.path().join("two.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: two}\nspec:\n  containers:\n  - {name: a, image: busybox, command: [sleep, '30']}\n  - {name: b, image: busybox, command: [sleep, '30']}\n",
+    )
+    .unwrap();
+    node.ok(&["run", "-d", "-f", manifest.to_str().unwrap()]);
+    let err = node.fails(&["logs", "two"]);
+    assert!(err.contains("pod two has 2 containers (a, b): name one with -c"), "{err}");
+    let err = node.fails(&["logs", "two", "-c", "nope"]);
+    assert!(err.contains("pod two has no container nope (its containers: a, b)") && !err.contains("Some("), "{err}");
+    let err = node.fails(&["exec", "-c", "nope", "two", "--", "true"]);
+    assert!(err.contains("pod two has no container nope (its containers: a, b)"), "{err}");
+    let err = node.fails(&["exec", "two", "--", "true"]);
+    assert!(err.contains("2 running containers (a, b)"), "{err}");
+    node.ok(&["rm", "-f", "two"]);
+}

@@ -43,10 +43,22 @@ impl ExecArgs {
         let pod = find_pod(&runtime, &self.pod)?;
         let running = pod.running_containers();
         let container = match &self.container {
+            Some(name) if !running.contains(name) => {
+                let names: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
+                if names.contains(name) {
+                    bail!("container {name} of pod {} is not running", pod.name());
+                }
+                return Err(super::pods::no_container(&pod, name, &names));
+            }
             Some(name) => name.clone(),
             None if running.len() == 1 => running[0].clone(),
             None if running.is_empty() => bail!("pod {} has no running container", pod.name()),
-            None => bail!("pod {} has {} running containers: name one with -c", pod.name(), running.len()),
+            None => bail!(
+                "pod {} has {} running containers ({}): name one with -c",
+                pod.name(),
+                running.len(),
+                running.join(", ")
+            ),
         };
         let status = if self.tty {
             // The terminal gets our size before the command starts.

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{NodeOptions, require_root};
@@ -42,6 +42,12 @@ pub struct NodeArgs {
 impl NodeArgs {
     pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
         require_root("podctl node")?;
+        // One agent per node: a second would start and stop the same pods.
+        runtime::state::create_private_dir(&opts.data_dir)
+            .with_context(|| format!("create {}", opts.data_dir.display()))?;
+        let lock = opts.data_dir.join("node.lock");
+        let _one_agent = crate::files::lock_exclusive(&lock)
+            .with_context(|| format!("{} is in use by another podctl node", opts.data_dir.display()))?;
         let node_name = match self.node_name {
             Some(name) => name,
             None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),

@@ -119,12 +119,12 @@ pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
     let runtime = opts.runtime()?;
     let pod = find_pod(&runtime, &args.pod)?;
     let containers = pod.containers();
+    let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
     let container = match &args.container {
-        Some(name) => containers.iter().find(|c| c.name == *name),
-        None if containers.len() == 1 => containers.first(),
-        None => bail!("pod {} has {} containers: name one with -c", pod.name(), containers.len()),
+        Some(name) => containers.iter().find(|c| c.name == *name).ok_or_else(|| no_container(&pod, name, &names))?,
+        None if containers.len() == 1 => &containers[0],
+        None => bail!("pod {} has {} containers ({}): name one with -c", pod.name(), names.len(), names.join(", ")),
     };
-    let Some(container) = container else { bail!("no container {:?} in pod {}", args.container, pod.name()) };
     let mut logs = LogFollower::new(&container.log_path);
     logs.print_new()?;
     if args.follow {
@@ -145,6 +145,11 @@ pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The error of a container name the pod does not have, naming those it has.
+pub fn no_container(pod: &Pod, name: &str, names: &[String]) -> anyhow::Error {
+    anyhow::anyhow!("pod {} has no container {name} (its containers: {})", pod.name(), names.join(", "))
 }
 
 pub fn stop(args: StopArgs, opts: &NodeOptions) -> Result<ExitCode> {
