@@ -204,6 +204,30 @@ fn unique_labels<'a>(names: impl Iterator<Item = (String, &'a String)>) -> Vec<C
     causes
 }
 
+/// The paths in `given` that the typed round trip `known` dropped. Values the type keeps
+/// as free-form (labels, data) come back whole, so only real unknown fields show.
+pub fn collect_unknown(given: &serde_json::Value, known: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (given, known) {
+        (Value::Object(given), Value::Object(known)) => {
+            for (key, value) in given {
+                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match known.get(key) {
+                    None if !value.is_null() => out.push(here),
+                    None => {}
+                    Some(k) => collect_unknown(value, k, &here, out),
+                }
+            }
+        }
+        (Value::Array(given), Value::Array(known)) => {
+            for (i, (g, k)) in given.iter().zip(known).enumerate() {
+                collect_unknown(g, k, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

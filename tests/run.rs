@@ -802,3 +802,35 @@ fn a_container_the_pod_does_not_have_is_named_with_those_it_has() {
     assert!(err.contains("2 running containers (a, b)"), "{err}");
     node.ok(&["rm", "-f", "two"]);
 }
+
+#[test]
+fn a_pod_file_is_read_strictly_and_what_is_not_done_is_said() {
+    let node = node();
+    let run = |yaml: &str| {
+        let path = node.dir.path().join("pod.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        outcome(node.podctl(&["run", "--rm", "-f", path.to_str().unwrap()]))
+    };
+    let (code, _, err) = run(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox, comand: [echo, hi]}]\n",
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("Pod p: unknown field \"spec.containers[0].comand\""), "{err}");
+    let (code, _, err) = run(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Always\n  containers: [{name: c, image: busybox}]\n",
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("restartPolicy: Always is not honoured by podctl run yet"), "{err}");
+    let (code, _, err) = run(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox, livenessProbe: {exec: {command: [/bin/true]}}}]\n",
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("container c: livenessProbe is not run by podctl run yet"), "{err}");
+    let (code, _, err) = run("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: p}\n");
+    assert_eq!(code, 125);
+    assert!(err.contains("(found apiVersion apps/v1, kind Deployment)") && !err.contains("Some("), "{err}");
+    let (code, out, _) = run(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Never\n  containers: [{name: c, image: busybox, command: [echo, fine]}]\n",
+    );
+    assert_eq!((code, out.as_str()), (0, "fine\n"));
+}

@@ -116,7 +116,7 @@ impl RunArgs {
         let store = Store::open(&opts.data_dir)?;
         let uid = random_uid();
         let mut pod = match &self.file {
-            Some(path) => read_pod(path)?,
+            Some(path) => refuse_unrun(read_pod(path)?, path)?,
             None => self.pod_from_flags(&uid, &store)?,
         };
         if let Some(name) = &self.name {
@@ -381,6 +381,36 @@ fn read_pod(path: &Path) -> Result<Pod> {
         bail!("{}: one Pod expected, found {} objects", path.display(), objects.len());
     }
     super::manifest::typed(objects.remove(0), "v1", "Pod", path)
+}
+
+/// `pod`, unless it asks for what a single-host pod does not do yet: restarts (its
+/// containers run once) and probes or lifecycle hooks (the node agent's lifecycle is not
+/// shared with `podctl run` yet). Said, rather than silently ignored.
+fn refuse_unrun(pod: Pod, path: &Path) -> Result<Pod> {
+    let Some(spec) = pod.spec.as_ref() else { return Ok(pod) };
+    if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Never") {
+        bail!(
+            "{}: restartPolicy: {policy} is not honoured by podctl run yet (its containers run once): use Never or leave it out",
+            path.display()
+        );
+    }
+    let containers = spec.init_containers.iter().flatten().chain(&spec.containers);
+    for container in containers {
+        let asked = [
+            ("livenessProbe", container.liveness_probe.is_some()),
+            ("readinessProbe", container.readiness_probe.is_some()),
+            ("startupProbe", container.startup_probe.is_some()),
+            ("lifecycle", container.lifecycle.is_some()),
+        ];
+        if let Some((field, _)) = asked.iter().find(|(_, set)| *set) {
+            bail!(
+                "{}: container {}: {field} is not run by podctl run yet: leave it out",
+                path.display(),
+                container.name
+            );
+        }
+    }
+    Ok(pod)
 }
 
 /// A name in the store, else a path to import; unpacked.

@@ -161,7 +161,7 @@ impl<R: Rules> Strategy for Typed<R> {
     fn decode(&self, object: Value) -> Result<Decoded, ApiError> {
         let mut decoded: R::Object = typed(&object)?;
         let mut unknown = Vec::new();
-        collect_unknown(&object, &untyped(&decoded), "", &mut unknown);
+        crate::validation::collect_unknown(&object, &untyped(&decoded), "", &mut unknown);
         R::default(&mut decoded);
         Ok(Decoded { object: untyped(&decoded), unknown })
     }
@@ -255,28 +255,5 @@ impl<R: Rules> Strategy for Typed<R> {
 
     fn awaits_finalization(&self, object: &Value) -> bool {
         stored::<R::Object>(object).is_some_and(|o| R::awaits_finalization(&o))
-    }
-}
-
-/// The paths in `given` that the typed round trip `known` dropped. Values the type keeps
-/// as free-form (labels, data) come back whole, so only real unknown fields show.
-pub fn collect_unknown(given: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
-    match (given, known) {
-        (Value::Object(given), Value::Object(known)) => {
-            for (key, value) in given {
-                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                match known.get(key) {
-                    None if !value.is_null() => out.push(here),
-                    None => {}
-                    Some(k) => collect_unknown(value, k, &here, out),
-                }
-            }
-        }
-        (Value::Array(given), Value::Array(known)) => {
-            for (i, (g, k)) in given.iter().zip(known).enumerate() {
-                collect_unknown(g, k, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
     }
 }

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 pub use self::jsonpath::JsonPath;
 use self::schema::Schema;
 use super::columns::human_age;
-use super::typed::collect_unknown;
 use super::{ALL_VERBS, Cause, Decoded, FieldLabel, ResourceInfo, Scale, Strategy};
 use crate::apiserver::errors::ApiError;
 
@@ -185,7 +184,7 @@ impl Strategy for CustomResource {
         let metadata: ObjectMeta = serde_json::from_value(given.clone())
             .map_err(|e| ApiError::bad_request(format!("error decoding metadata: {e}")))?;
         let metadata = serde_json::to_value(&metadata).expect("ObjectMeta serialises");
-        collect_unknown(&given, &metadata, "metadata", &mut unknown);
+        crate::validation::collect_unknown(&given, &metadata, "metadata", &mut unknown);
         object["metadata"] = metadata;
         unknown.extend(self.schema.prune(&mut object));
         self.schema.default(&mut object);
