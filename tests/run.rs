@@ -834,3 +834,21 @@ fn a_pod_file_is_read_strictly_and_what_is_not_done_is_said() {
     );
     assert_eq!((code, out.as_str()), (0, "fine\n"));
 }
+
+#[test]
+fn a_detached_pod_run_with_rm_is_removed_when_it_is_done() {
+    let node = node();
+    let name = node.ok(&["run", "-d", "--rm", "--name", "brief", "busybox", "--", "sleep", "1"]);
+    assert_eq!(name, "brief\n");
+    assert!(node.ok(&["ps", "-a"]).contains("brief"), "there while it runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.ok(&["ps", "-a", "-q"]) != "" {
+        assert!(Instant::now() < deadline, "never removed: {}", node.ok(&["ps", "-a"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(node.mounts().is_empty(), "nothing left mounted: {:?}", node.mounts());
+    // Removed by hand before it is done: the cleanup finds nothing left to do.
+    node.ok(&["run", "-d", "--rm", "--name", "gone", "busybox", "--", "sleep", "30"]);
+    node.ok(&["rm", "-f", "gone"]);
+    assert_eq!(node.ok(&["ps", "-a", "-q"]), "");
+}

@@ -50,6 +50,26 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// These options as flags, for a podctl process of our own to run with.
+    pub fn as_flags(&self) -> Vec<std::ffi::OsString> {
+        let mut flags: Vec<std::ffi::OsString> = Vec::new();
+        for (flag, value) in
+            [("--data-dir", &self.data_dir), ("--run-dir", &self.run_dir), ("--log-dir", &self.log_dir)]
+        {
+            flags.push(flag.into());
+            flags.push(value.into());
+        }
+        for (flag, value) in [("--bridge", self.bridge.clone()), ("--pod-cidr", self.pod_cidr.to_string())] {
+            flags.push(flag.into());
+            flags.push(value.into());
+        }
+        if let Some(root) = &self.cgroup_root {
+            flags.push("--cgroup-root".into());
+            flags.push(root.into());
+        }
+        flags
+    }
+
     /// The runtime on these directories and this machine's cgroups.
     pub fn runtime(&self) -> Result<runtime::Runtime> {
         let cgroups =
@@ -93,6 +113,9 @@ enum Command {
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Removes a pod once its containers have exited (what `run -d --rm` leaves behind it)
+    #[command(name = "__cleanup", hide = true)]
+    Cleanup(pods::CleanupArgs),
 }
 
 impl Cli {
@@ -109,6 +132,7 @@ impl Cli {
             Command::Apiserver(args) => args.run(&self.opts),
             Command::Node(args) => args.run(&self.opts),
             Command::Image(cmd) => cmd.run(&self.opts),
+            Command::Cleanup(args) => pods::cleanup(args, &self.opts),
         }
     }
 }

@@ -147,6 +147,28 @@ pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Args)]
+pub struct CleanupArgs {
+    /// The pod's uid
+    uid: String,
+}
+
+/// Waits for every container of pod `uid` to exit, then removes the pod (podman's
+/// `container cleanup`, run by `run -d --rm` in a process of its own).
+pub fn cleanup(args: CleanupArgs, opts: &NodeOptions) -> Result<ExitCode> {
+    let runtime = opts.runtime()?;
+    let find = || runtime.pods().ok()?.into_iter().find(|p| p.uid() == args.uid);
+    let Some(pod) = find() else { return Ok(ExitCode::SUCCESS) };
+    for container in pod.containers() {
+        runtime.wait_container(&pod, &container.name, None)?;
+    }
+    // Removed meanwhile (`rm -f`): nothing left to do.
+    if let Some(pod) = find() {
+        remove_pod_and_logs(&runtime, &opts.network(), &pod, &opts.log_dir)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The error of a container name the pod does not have, naming those it has.
 pub fn no_container(pod: &Pod, name: &str, names: &[String]) -> anyhow::Error {
     anyhow::anyhow!("pod {} has no container {name} (its containers: {})", pod.name(), names.join(", "))

@@ -151,6 +151,9 @@ impl RunArgs {
         }
         let code = self.run_containers(&runtime, &sandbox, &plan)?;
         if self.detach {
+            if self.rm {
+                remove_when_done(opts, sandbox.uid())?;
+            }
             println!("{name}");
             return Ok(ExitCode::SUCCESS);
         }
@@ -338,6 +341,23 @@ impl RunArgs {
             status: None,
         })
     }
+}
+
+/// Leaves a process behind that removes the pod once its containers have exited
+/// (`podctl __cleanup`), in a session of its own so that the terminal's signals do not
+/// reach it.
+fn remove_when_done(opts: &NodeOptions, uid: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("/proc/self/exe")
+        .args(opts.as_flags())
+        .args(["__cleanup", uid])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("start the process that removes the pod when it is done")?;
+    Ok(())
 }
 
 /// Gives the pod its address on the node's bridge, and names it in the pod's /etc/hosts.
