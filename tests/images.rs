@@ -271,6 +271,10 @@ fn pull_from_a_loopback_registry_matches_skopeo() {
 
     let missing = node.fails(&["image", "pull", "--insecure", &format!("{}/team/nothing:1", registry.addr)]);
     assert!(missing.contains("team/nothing"), "{missing}");
+    // No registry there: the cause is named, not only "error sending request".
+    let port = testkit::free_port();
+    let refused = node.fails(&["image", "pull", "--insecure", &format!("127.0.0.1:{port}/team/app:1")]);
+    assert!(refused.to_lowercase().contains("connection refused"), "{refused}");
 }
 
 #[test]

@@ -62,7 +62,7 @@ impl Store {
         let reference = &name.reference();
         let registry_error = |e: oci_client::errors::OciDistributionError| Error::Registry {
             reference: name.to_string(),
-            reason: e.to_string(),
+            reason: with_causes(&e),
         };
         let client = Client::new(ClientConfig {
             protocol: if options.insecure { ClientProtocol::Http } else { ClientProtocol::Https },
@@ -131,7 +131,7 @@ impl Store {
         let (bytes, _) = client
             .pull_manifest_raw(reference, auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| Error::Registry { reference: name.to_string(), reason: e.to_string() })?;
+            .map_err(|e| Error::Registry { reference: name.to_string(), reason: with_causes(&e) })?;
         if bytes.len() as u64 > MAX_JSON_BLOB {
             return Err(Error::malformed(format!("image {name}: manifest"), "too large"));
         }
@@ -168,9 +168,9 @@ impl Store {
         }
         let what = format!("image {name}: layer {digest}");
         progress.layer_started(&digest, layer.size());
-        let registry_error = |e: &dyn std::fmt::Display| Error::Registry {
+        let registry_error = |e: &dyn std::error::Error| Error::Registry {
             reference: name.to_string(),
-            reason: format!("layer {digest}: {e}"),
+            reason: format!("layer {digest}: {}", with_causes(e)),
         };
         let mut stream = client.pull_blob_stream(reference, digest.as_str()).await.map_err(|e| registry_error(&e))?;
         let mut writer = self.blob_writer(&what)?;
@@ -244,4 +244,21 @@ fn is_index(bytes: &[u8]) -> bool {
         Some(m) => m.contains("index") || m.contains("manifest.list"),
         None => value.get("manifests").is_some() && value.get("layers").is_none(),
     }
+}
+
+/// An error with the chain of what caused it (`error sending request` says little; the
+/// connection refused, the name not resolved or the certificate refused under it say
+/// what to do).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
