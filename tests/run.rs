@@ -852,3 +852,21 @@ fn a_detached_pod_run_with_rm_is_removed_when_it_is_done() {
     node.ok(&["rm", "-f", "gone"]);
     assert_eq!(node.ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn terminal_sessions_get_a_terminal_type() {
+    let node = node().with_env("TERM", "screen-256color");
+    let (code, out, _) = node.sh(&["-t"], "echo $TERM");
+    assert_eq!((code, out.as_str()), (0, "screen-256color\r\n"), "our own terminal's type");
+    let (_, out, _) = node.sh(&["-t", "-e", "TERM=vt100"], "echo $TERM");
+    assert_eq!(out, "vt100\r\n", "what the pod says wins");
+    let (_, out, _) = node.sh(&[], "echo ${TERM:-none}");
+    assert_eq!(out, "none\n", "no terminal, no type");
+    node.ok(&["run", "-d", "--name", "term", "busybox", "--", "sleep", "30"]);
+    let out = node.ok(&["exec", "-t", "term", "--", "sh", "-c", "echo $TERM"]);
+    assert_eq!(out, "screen-256color\r\n");
+    node.ok(&["rm", "-f", "term"]);
+    let bare = node.with_env("TERM", "");
+    let (_, out, _) = bare.sh(&["-t"], "echo $TERM");
+    assert_eq!(out, "xterm\r\n", "xterm when ours is not known");
+}

@@ -62,6 +62,9 @@ pub enum Request {
         /// The terminal's size from the start, so the command never sees it unset.
         #[serde(default)]
         window: Option<WindowSize>,
+        /// The client's terminal type (TERM), when it has one.
+        #[serde(default)]
+        term: Option<String>,
     },
     /// Take the write side of a container's stdin (one client, once).
     Attach {
@@ -308,8 +311,8 @@ impl PodInit {
             Request::Start { container, cgroup } => Some(self.start(*container, cgroup)),
             Request::Wait { container } => self.wait(id, &container),
             Request::Kill { container, signal } => Some(self.kill(&container, signal)),
-            Request::Exec { container, args, tty, window } => {
-                self.exec(id, &container, args, tty.then_some(window), fds)
+            Request::Exec { container, args, tty, window, term } => {
+                self.exec(id, &container, args, tty.then_some((window, term)), fds)
             }
             Request::Attach { container } => {
                 self.attach(id, &container);
@@ -363,7 +366,7 @@ impl PodInit {
         client: u64,
         name: &str,
         args: Vec<String>,
-        terminal: Option<Option<WindowSize>>,
+        terminal: Option<(Option<WindowSize>, Option<String>)>,
         fds: Vec<OwnedFd>,
     ) -> Option<Response> {
         let Some(target) = self.running.iter().find(|c| c.name == name && c.exit.is_none()) else {
@@ -374,10 +377,14 @@ impl PodInit {
             (false, Ok(fds)) => Some(fds),
             _ => return Some(Response::Error { message: "exec takes three descriptors, or none with a tty".into() }),
         };
-        let spec = match read_json::<ContainerSpec>(&self.dirs.container_record(name)) {
+        let mut spec = match read_json::<ContainerSpec>(&self.dirs.container_record(name)) {
             Ok(Some(spec)) => spec,
             _ => return Some(Response::Error { message: format!("container {name}: spec missing") }),
         };
+        let terminal = terminal.map(|(window, term)| {
+            spec.set_terminal_type(term.as_deref());
+            window
+        });
         let (pid, cgroup) = (target.pid, target.cgroup.clone());
         let (status_r, status_w) = match pipe() {
             Ok(p) => p,

@@ -62,8 +62,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Where an exec's stdin, stdout and stderr come from.
 pub enum ExecStdio<'a> {
     Fds([std::os::fd::BorrowedFd<'a>; 3]),
-    /// A terminal, of this size if known: its master goes to the function.
-    Pty(Option<WindowSize>, Box<dyn FnMut(std::os::fd::OwnedFd) + 'a>),
+    /// A terminal, of this size if known, for a client of this terminal type (TERM) if
+    /// known: its master goes to the function.
+    Pty(Option<WindowSize>, Option<String>, Box<dyn FnMut(std::os::fd::OwnedFd) + 'a>),
 }
 
 /// The node's pods, as found under the run and data directories.
@@ -436,12 +437,12 @@ impl Runtime {
     /// to give ([`ExecStdio::Fds`]: stdin, stdout, stderr), or a terminal made in the
     /// container whose master [`ExecStdio::Pty`] receives as soon as it exists.
     pub fn exec(&self, pod: &Pod, container: &str, args: &[String], stdio: ExecStdio) -> Result<ExitStatus> {
-        let (fds, window, mut on_pty) = match stdio {
-            ExecStdio::Fds(fds) => (fds.to_vec(), None, None),
-            ExecStdio::Pty(window, on_pty) => (vec![], window, Some(on_pty)),
+        let (fds, window, term, mut on_pty) = match stdio {
+            ExecStdio::Fds(fds) => (fds.to_vec(), None, None, None),
+            ExecStdio::Pty(window, term, on_pty) => (vec![], window, term, Some(on_pty)),
         };
         let tty = on_pty.is_some();
-        let request = Request::Exec { container: container.to_string(), args: args.to_vec(), tty, window };
+        let request = Request::Exec { container: container.to_string(), args: args.to_vec(), tty, window, term };
         let channel = self.call(pod, &request, &fds, None)?;
         loop {
             match Self::answer(pod, &channel)? {

@@ -88,6 +88,16 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
 }
 
+impl ContainerSpec {
+    /// `TERM` for a process on a terminal: `term` (the client's), else xterm, unless the
+    /// environment already names one (as containerd and docker do).
+    pub fn set_terminal_type(&mut self, term: Option<&str>) {
+        if !self.env.iter().any(|e| e.starts_with("TERM=")) {
+            self.env.push(format!("TERM={}", term.filter(|t| !t.is_empty()).unwrap_or("xterm")));
+        }
+    }
+}
+
 /// A terminal's size in characters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSize {

@@ -63,7 +63,10 @@ impl ExecArgs {
         let status = if self.tty {
             // The terminal gets our size before the command starts.
             let window = runtime::WindowSize::of(io::stdin().as_raw_fd());
-            self.with_pty(|on_master| runtime.exec(&pod, &container, &self.command, ExecStdio::Pty(window, on_master)))?
+            let term = std::env::var("TERM").ok();
+            self.with_pty(|on_master| {
+                runtime.exec(&pod, &container, &self.command, ExecStdio::Pty(window, term, on_master))
+            })?
         } else {
             self.with_pipes(|stdio| runtime.exec(&pod, &container, &self.command, stdio))?
         };

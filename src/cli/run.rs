@@ -307,6 +307,14 @@ impl RunArgs {
                 }
             })
             .collect::<Vec<_>>();
+        // A terminal of the type ours is (the pod's default is xterm).
+        let mut env = env;
+        if self.tty
+            && !env.iter().any(|e| e.name == "TERM")
+            && let Some(term) = std::env::var("TERM").ok().filter(|t| !t.is_empty())
+        {
+            env.push(EnvVar { name: "TERM".into(), value: Some(verbatim(&term)), value_from: None });
+        }
         let container = Container {
             name: name.clone(),
             image: Some(image),

@@ -278,6 +278,8 @@ fn run(
                 &request.command,
                 ExecStdio::Pty(
                     window,
+                    // kubectl does not say what terminal it runs on.
+                    None,
                     Box::new(|master: OwnedFd| {
                         let Ok(reader) = master.try_clone() else { return };
                         if let Some(stdin_data) = stdin_data.take()

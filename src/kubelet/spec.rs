@@ -241,7 +241,7 @@ fn container(
         .or_else(|| config.working_dir().clone())
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
-    Ok(ContainerSpec {
+    let mut spec = ContainerSpec {
         name: c.name.clone(),
         image: reference.to_string(),
         lower_dirs,
@@ -257,7 +257,11 @@ fn container(
         stdin: c.stdin == Some(true),
         tty: c.tty == Some(true),
         log_path: node.log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&c.name).join("0.log"),
-    })
+    };
+    if spec.tty {
+        spec.set_terminal_type(None);
+    }
+    Ok(spec)
 }
 
 /// `$(VAR)` → the value of VAR defined so far; `$$(VAR)` → `$(VAR)`; an unknown
