@@ -870,3 +870,27 @@ fn terminal_sessions_get_a_terminal_type() {
     let (_, out, _) = bare.sh(&["-t"], "echo $TERM");
     assert_eq!(out, "xterm\r\n", "xterm when ours is not known");
 }
+
+#[test]
+fn logs_tail_since_and_timestamps() {
+    let node = node();
+    node.ok(&["run", "-d", "--name", "talk", "busybox", "--", "sh", "-c", "seq 1 5; sleep 2; echo later; sleep 30"]);
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !node.ok(&["logs", "talk"]).contains(text) {
+            assert!(Instant::now() < deadline, "{text} never came");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("5\n");
+    let between = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    wait_for("later");
+    assert_eq!(node.ok(&["logs", "--tail", "2", "talk"]), "5\nlater\n");
+    assert_eq!(node.ok(&["logs", "--since", &between, "talk"]), "later\n");
+    assert_eq!(node.ok(&["logs", "--since", "1h", "--tail", "1", "talk"]), "later\n");
+    let stamped = node.ok(&["logs", "-t", "--tail", "1", "talk"]);
+    let (stamp, line) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(stamp.starts_with("20") && stamp.ends_with('Z') && line == "later", "{stamped}");
+    assert!(node.fails(&["logs", "--since", "soon", "talk"]).contains("a duration (10s, 5m, 2h) or an RFC 3339 time"));
+    node.ok(&["rm", "-f", "talk"]);
+}

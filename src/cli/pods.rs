@@ -27,6 +27,16 @@ pub struct LogsArgs {
     /// Keep printing as the container writes, until it exits
     #[arg(short, long)]
     follow: bool,
+    /// Only the last N lines written so far (then, with -f, what follows)
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Only what was written since: a duration back from now (10s, 5m, 2h) or an RFC 3339
+    /// time
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    since: Option<String>,
+    /// Each line after the time it was written (RFC 3339, nanoseconds)
+    #[arg(short, long)]
+    timestamps: bool,
     /// Container (default: the pod's only one)
     #[arg(short, long)]
     container: Option<String>,
@@ -126,7 +136,9 @@ pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
         None => bail!("pod {} has {} containers ({}): name one with -c", pod.name(), names.len(), names.join(", ")),
     };
     let mut logs = LogFollower::new(&container.log_path);
-    logs.print_new()?;
+    logs.since = args.since.clone();
+    logs.timestamps = args.timestamps;
+    logs.print_last(args.tail)?;
     if args.follow {
         // One wait for the exit, not a new request every tick.
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -224,22 +236,99 @@ pub fn remove_pod_and_logs(runtime: &Runtime, network: &net::PodNetwork, pod: &P
 
 /// Prints a CRI log as the container wrote it: stdout records to stdout, stderr records to
 /// stderr, `P` pieces joined without a newline.
-pub struct LogFollower(LogTail);
+pub struct LogFollower {
+    tail: LogTail,
+    /// Records older than this (RFC 3339, nanoseconds) are left out.
+    pub since: Option<String>,
+    /// Lines begin with the time they were written.
+    pub timestamps: bool,
+    /// Whether the next record begins a line.
+    at_line_start: bool,
+}
 
 impl LogFollower {
     pub fn new(path: &Path) -> LogFollower {
-        LogFollower(LogTail::new(path))
+        LogFollower { tail: LogTail::new(path), since: None, timestamps: false, at_line_start: true }
     }
 
     /// Prints the complete records written since the last call.
     pub fn print_new(&mut self) -> Result<()> {
-        let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
-        self.0.read_new(|record| {
-            let sink: &mut dyn Write = if record.stream == Stream::Stderr { &mut err } else { &mut out };
-            sink.write_all(record.content)?;
-            if record.full { sink.write_all(b"\n") } else { Ok(()) }
+        self.print_last(None)
+    }
+
+    /// The same, only the last `lines` lines of them when given.
+    pub fn print_last(&mut self, lines: Option<usize>) -> Result<()> {
+        let mut records: Vec<(Stream, Vec<u8>, bool)> = Vec::new();
+        let (since, timestamps) = (self.since.clone(), self.timestamps);
+        let mut at_line_start = self.at_line_start;
+        self.tail.read_new(|record| {
+            if since.as_deref().is_some_and(|since| record.time < since) {
+                return Ok(());
+            }
+            let mut text = Vec::with_capacity(record.content.len() + 32);
+            if timestamps && at_line_start {
+                text.extend_from_slice(record.time.as_bytes());
+                text.push(b' ');
+            }
+            text.extend_from_slice(record.content);
+            if record.full {
+                text.push(b'\n');
+            }
+            at_line_start = record.full;
+            records.push((record.stream, text, record.full));
+            Ok(())
         })?;
+        self.at_line_start = at_line_start;
+        if let Some(lines) = lines {
+            // Keep the records of the last `lines` lines (a line's pieces stay together).
+            let mut full_lines = 0;
+            let start = records
+                .iter()
+                .rposition(|(_, _, full)| {
+                    full_lines += usize::from(*full);
+                    full_lines > lines
+                })
+                .map_or(0, |i| i + 1);
+            records.drain(..start);
+        }
+        let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
+        for (stream, text, _) in &records {
+            let sink: &mut dyn Write = if *stream == Stream::Stderr { &mut err } else { &mut out };
+            sink.write_all(text)?;
+        }
         out.flush()?;
         Ok(())
     }
+}
+
+/// `--since`: a duration back from now (`10s`, `5m`, `2h`, `1h30m`) or an RFC 3339 time,
+/// as the fixed-width time log records carry.
+fn parse_since(value: &str) -> Result<String, String> {
+    if let Ok(time) = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339) {
+        let utc = time.to_offset(time::UtcOffset::UTC);
+        let nanos = std::time::UNIX_EPOCH
+            + Duration::from_nanos(u64::try_from(utc.unix_timestamp_nanos()).map_err(|_| "before 1970")?);
+        return Ok(runtime::logs::rfc3339_nano(nanos));
+    }
+    let mut seconds = 0u64;
+    let mut number = String::new();
+    for c in value.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' if !number.is_empty() => {
+                let n: u64 = number.parse().map_err(|_| format!("{value}: not a duration"))?;
+                seconds += n * match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                number.clear();
+            }
+            _ => return Err(format!("{value}: a duration (10s, 5m, 2h) or an RFC 3339 time expected")),
+        }
+    }
+    if !number.is_empty() || seconds == 0 {
+        return Err(format!("{value}: a duration (10s, 5m, 2h) or an RFC 3339 time expected"));
+    }
+    Ok(runtime::logs::rfc3339_nano(std::time::SystemTime::now() - Duration::from_secs(seconds)))
 }
