@@ -617,3 +617,24 @@ fn killed_import_leaves_no_visible_half_state() {
     node.ok(&["image", "rm", "big:1"]);
     node.assert_empty_store();
 }
+
+#[test]
+fn run_pulls_an_image_it_does_not_have_as_its_policy_says() {
+    let node = Node::new();
+    let image = busybox_image();
+    let registry = Registry::start();
+    registry.push(&node.write_layout(&image, "layout"), "team/busybox:1.0");
+    let reference = format!("{}/team/busybox:1.0", registry.addr);
+    let err = node.fails(&["run", "--rm", "--net", "none", "--pull", "never", &reference, "echo", "hi"]);
+    assert!(err.contains("is not in the store and --pull never"), "{err}");
+    // Missing (the default): pulled, then run.
+    let out = node.podctl(&["run", "--rm", "--net", "none", "--insecure", &reference, "echo", "hi"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(node.inspect(&reference)["Id"], image.id());
+    // Present: not pulled again, even with no registry there any more.
+    drop(registry);
+    assert_eq!(node.ok(&["run", "--rm", "--net", "none", &reference, "echo", "again"]), "again\n");
+    let err = node.fails(&["run", "--rm", "--net", "none", "--pull", "always", "--insecure", &reference, "true"]);
+    assert!(err.to_lowercase().contains("connection refused"), "always pulls: {err}");
+}

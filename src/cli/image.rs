@@ -70,15 +70,7 @@ impl ImageCommand {
                 }
             }
             ImageCommand::Pull { reference, insecure, authfile, no_unpack } => {
-                let options = PullOptions {
-                    insecure,
-                    credentials: RegistryCredentials::load(authfile.as_deref())?,
-                    platform: Platform::host(),
-                    unpack: !no_unpack,
-                };
-                let progress = Bars::new();
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                let image = runtime.block_on(store.pull(&reference, &options, &progress))?;
+                let image = pull(&store, &reference, insecure, authfile.as_deref(), !no_unpack)?;
                 println!("pulled {} {}", image.display_name(), image.id);
             }
             ImageCommand::Ls { quiet, no_trunc } => list(&store.images()?, quiet, no_trunc),
@@ -114,6 +106,16 @@ impl ImageCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Pulls `reference` into the store for this machine's platform, showing its progress
+/// on stderr.
+pub fn pull(store: &Store, reference: &str, insecure: bool, authfile: Option<&Path>, unpack: bool) -> Result<Image> {
+    let options =
+        PullOptions { insecure, credentials: RegistryCredentials::load(authfile)?, platform: Platform::host(), unpack };
+    let progress = Bars::new();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(store.pull(reference, &options, &progress))?)
 }
 
 /// The pod whose containers run on the image that removing `reference` would delete

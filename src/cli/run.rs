@@ -89,6 +89,13 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping
     #[arg(long, default_value_t = 30)]
     grace_period: u64,
+    /// When to pull the image from its registry: when it is not in the store (missing),
+    /// before every run (always), or never
+    #[arg(long, value_name = "POLICY", default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    /// Pull over plain HTTP (a registry on loopback without TLS)
+    #[arg(long)]
+    insecure: bool,
     /// Image: a name in the local store, or a path `podctl image import` accepts
     #[arg(required_unless_present = "file")]
     image: Option<String>,
@@ -132,7 +139,9 @@ impl RunArgs {
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             pids_limit: self.pids_limit,
         };
-        let mut plan = spec::plan(&pod, &uid, &node, &mut |reference| resolve_image(&store, reference))?;
+        let mut plan = spec::plan(&pod, &uid, &node, &mut |reference| {
+            resolve_image(&store, reference, &self.pull, self.insecure)
+        })?;
         for container in plan.init_containers.iter_mut().chain(&mut plan.containers) {
             container.devices = self.devices.clone();
         }
@@ -252,7 +261,7 @@ impl RunArgs {
     /// The Pod `kubectl run NAME --image IMAGE -- ARGS` would make, with these flags.
     fn pod_from_flags(&self, uid: &str, store: &Store) -> Result<Pod> {
         let reference = self.image.clone().context("an IMAGE or -f POD.yaml is required")?;
-        let resolved = resolve_image(store, &reference)?;
+        let resolved = resolve_image(store, &reference, &self.pull, self.insecure)?;
         // A path was imported: from now on the image goes by its name (or ID).
         let image = match store.resolve(&reference) {
             Ok(_) => reference,
@@ -441,20 +450,27 @@ fn refuse_unrun(pod: Pod, path: &Path) -> Result<Pod> {
     Ok(pod)
 }
 
-/// A name in the store, else a path to import; unpacked.
-fn resolve_image(store: &Store, reference: &str) -> Result<ResolvedImage> {
-    let image = match store.resolve(reference) {
+/// A path to import, else a name in the store, pulled from its registry as `pull`
+/// (missing, always, never) says; unpacked.
+fn resolve_image(store: &Store, reference: &str, pull: &str, insecure: bool) -> Result<ResolvedImage> {
+    let is_path = Path::new(reference).exists();
+    let found = match (pull, is_path) {
+        ("always", false) => Err(images::Error::NotFound(reference.to_string())),
+        _ => store.resolve(reference),
+    };
+    let image = match found {
         Ok(image) => image,
-        Err(images::Error::NotFound(_)) if Path::new(reference).exists() => {
+        Err(images::Error::NotFound(_)) if is_path => {
             let mut imported = store.import(Path::new(reference), None)?;
             match imported.len() {
                 1 => imported.remove(0),
                 n => bail!("{reference} holds {n} images: import it with podctl image import and name one"),
             }
         }
-        Err(images::Error::NotFound(_)) => {
-            bail!("unknown image {reference}: podctl image pull or podctl image import it first")
+        Err(images::Error::NotFound(_)) if pull == "never" => {
+            bail!("image {reference} is not in the store and --pull never: podctl image pull or import it first")
         }
+        Err(images::Error::NotFound(_)) => super::image::pull(store, reference, insecure, None, true)?,
         Err(e) => return Err(e.into()),
     };
     let lower_dirs = store.lower_dirs(&image)?;
