@@ -894,3 +894,41 @@ fn logs_tail_since_and_timestamps() {
     assert!(node.fails(&["logs", "--since", "soon", "talk"]).contains("a duration (10s, 5m, 2h) or an RFC 3339 time"));
     node.ok(&["rm", "-f", "talk"]);
 }
+
+#[test]
+fn inspect_shows_a_pod_and_its_containers_as_json() {
+    let node = node();
+    let manifest = node.dir.path().join("mixed.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: mixed}\nspec:\n  containers:\n  - {name: long, image: busybox, command: [sleep, '30']}\n  - {name: brief, image: busybox, command: [sh, -c, 'exit 3']}\n",
+    )
+    .unwrap();
+    node.ok(&["run", "-d", "-f", manifest.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let described = loop {
+        let shown: serde_json::Value = serde_json::from_str(&node.ok(&["inspect", "mixed"])).unwrap();
+        if shown[0]["Containers"].as_array().unwrap().iter().any(|c| c["State"] == "exited") {
+            break shown[0].clone();
+        }
+        assert!(Instant::now() < deadline, "brief never exited: {shown}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(described["Name"], "mixed");
+    assert_eq!(described["Status"], "Running");
+    assert_eq!(described["IP"].as_str(), Some(node.pod_ip("mixed").as_str()));
+    let container =
+        |name: &str| described["Containers"].as_array().unwrap().iter().find(|c| c["Name"] == name).unwrap().clone();
+    assert_eq!(container("long")["State"], "running");
+    assert!(container("long")["Pid"].as_i64().is_some_and(|p| p > 0));
+    assert_eq!(
+        (container("brief")["State"].as_str(), container("brief")["Exit"]["exitCode"].as_i64()),
+        (Some("exited"), Some(3))
+    );
+    assert!(described["Cgroup"].as_array().is_some_and(|d| !d.is_empty()), "{described}");
+    let out = node.podctl(&["inspect", "mixed", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(both.as_array().unwrap().len(), 1, "the pods found, as JSON; the others named on stderr");
+    node.ok(&["rm", "-f", "mixed"]);
+}

@@ -96,6 +96,8 @@ enum Command {
     Ps(pods::PsArgs),
     /// Print a container's log
     Logs(pods::LogsArgs),
+    /// Show pods as JSON: spec, each container's state and exit, address, paths
+    Inspect(pods::InspectArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
     /// Stop pods: SIGTERM, then SIGKILL after the grace period
@@ -124,6 +126,7 @@ impl Cli {
             Command::Run(args) => args.run(&self.opts),
             Command::Ps(args) => pods::ps(args, &self.opts),
             Command::Logs(args) => pods::logs(args, &self.opts),
+            Command::Inspect(args) => pods::inspect(args, &self.opts),
             Command::Exec(args) => args.run(&self.opts),
             Command::Stop(args) => pods::stop(args, &self.opts),
             Command::Rm(args) => pods::rm(args, &self.opts),

@@ -160,6 +160,66 @@ pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
 }
 
 #[derive(Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pods: Vec<String>,
+}
+
+/// `podctl inspect`: each pod as JSON, what `ps` summarises and more (its spec, each
+/// container's state and exit, the address, mounts, cgroup and state paths), as `docker
+/// inspect` shows a container.
+pub fn inspect(args: InspectArgs, opts: &NodeOptions) -> Result<ExitCode> {
+    let runtime = opts.runtime()?;
+    let network = opts.network();
+    let mut shown = Vec::new();
+    let code = each_pod(&runtime, &args.pods, |pod| {
+        shown.push(describe(pod, network.address(pod.uid())?.map(|a| a.to_string()))?);
+        Ok(())
+    });
+    println!("{}", serde_json::to_string_pretty(&shown)?);
+    Ok(code)
+}
+
+fn describe(pod: &Pod, address: Option<String>) -> Result<serde_json::Value> {
+    let exits = pod.exits();
+    let running = pod.running_containers();
+    let containers: Vec<serde_json::Value> = pod
+        .containers()
+        .into_iter()
+        .map(|c| {
+            let exit = exits.iter().find(|(name, _)| *name == c.name).map(|(_, status)| status);
+            let started =
+                runtime::state::read_json::<runtime::state::ContainerProcess>(&pod.dirs.process_record(&c.name))
+                    .ok()
+                    .flatten();
+            let state = match (running.contains(&c.name), exit) {
+                (true, _) => "running",
+                (false, Some(_)) => "exited",
+                (false, None) => "created",
+            };
+            serde_json::json!({
+                "Name": c.name, "Image": c.image, "State": state,
+                "Pid": started.as_ref().filter(|_| state == "running").map(|p| p.process.pid),
+                "StartedAt": started.as_ref().map(|p| p.started_at.clone()),
+                "Exit": exit, "Command": c.args, "Env": c.env, "WorkingDir": c.working_dir,
+                "User": c.user, "Privileged": c.privileged, "ReadOnlyRootfs": c.read_only_rootfs,
+                "Mounts": c.mounts, "Resources": c.resources, "Tty": c.tty, "Stdin": c.stdin,
+                "LogPath": c.log_path, "LowerDirs": c.lower_dirs,
+            })
+        })
+        .collect();
+    let spec = &pod.record.spec;
+    Ok(serde_json::json!({
+        "Id": spec.uid, "Name": spec.name, "Namespace": spec.namespace, "Hostname": spec.hostname,
+        "Status": status(pod), "Created": pod.record.created_at,
+        "Network": spec.network, "IP": address, "Qos": spec.qos, "Volumes": spec.volumes,
+        "Init": pod.init.as_ref().map(|p| serde_json::json!({"Pid": p.pid, "Alive": p.is_alive()})),
+        "Cgroup": pod.record.cgroup.dirs, "StateDir": pod.dirs.state, "Netns": pod.dirs.netns,
+        "Containers": containers,
+    }))
+}
+
+#[derive(Args)]
 pub struct CleanupArgs {
     /// The pod's uid
     uid: String,
@@ -191,7 +251,9 @@ pub fn stop(args: StopArgs, opts: &NodeOptions) -> Result<ExitCode> {
     let runtime = opts.runtime()?;
     Ok(each_pod(&runtime, &args.pods, |pod| {
         let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
-        Ok(runtime.stop_pod(pod, &containers, Duration::from_secs(args.time))?)
+        runtime.stop_pod(pod, &containers, Duration::from_secs(args.time))?;
+        println!("{}", pod.name());
+        Ok(())
     }))
 }
 
@@ -202,22 +264,20 @@ pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
         if status(pod) == "Running" && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
-        remove_pod_and_logs(&runtime, &opts.network(), pod, &opts.log_dir)
+        remove_pod_and_logs(&runtime, &opts.network(), pod, &opts.log_dir)?;
+        println!("{}", pod.name());
+        Ok(())
     }))
 }
 
-/// Does `act` to each named pod, printing the name of each it was done to and why it
-/// could not be done to the others, as docker does: all are tried, and the exit code is 1
-/// if any failed.
+/// Does `act` to each named pod, saying why it could not be done to some, as docker
+/// does: all are tried, and the exit code is 1 if any failed.
 fn each_pod(runtime: &Runtime, names: &[String], mut act: impl FnMut(&Pod) -> Result<()>) -> ExitCode {
     let mut failed = false;
     for name in names {
-        match find_pod(runtime, name).and_then(|pod| act(&pod).map(|()| pod)) {
-            Ok(pod) => println!("{}", pod.name()),
-            Err(e) => {
-                eprintln!("podctl: {e:#}");
-                failed = true;
-            }
+        if let Err(e) = find_pod(runtime, name).and_then(|pod| act(&pod)) {
+            eprintln!("podctl: {e:#}");
+            failed = true;
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
