@@ -57,8 +57,8 @@ fn exit_codes_and_signals() {
     let out = node.podctl(&["run", "--rm", "busybox", "--", "/etc/passwd"]);
     assert_eq!(out.status.code(), Some(126));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/etc/passwd: permission denied"));
-    let err = node.fails(&["run", "--rm", "nosuchimage"]);
-    assert!(err.contains("unknown image nosuchimage"), "{err}");
+    let err = node.fails(&["run", "--rm", "--pull", "never", "nosuchimage"]);
+    assert!(err.contains("image nosuchimage is not in the store"), "{err}");
 }
 
 #[test]
@@ -375,7 +375,8 @@ fn recovery_leaves_pods_being_created_alone() {
 fn run_manifest(node: &Node, name: &str, yaml: &str) -> (i32, String, String) {
     let path = node.dir.path().join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
-    outcome(node.podctl(&["run", "--rm", "-f", path.to_str().unwrap()]))
+    // Test images are all in the store: nothing is pulled from anywhere.
+    outcome(node.podctl(&["run", "--rm", "--pull", "never", "-f", path.to_str().unwrap()]))
 }
 
 #[test]
@@ -498,7 +499,7 @@ fn manifest_errors_name_the_field() {
     let err = bad("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
     assert!(err.contains("apiVersion v1, kind Pod expected"), "{err}");
     let err = bad("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a, image: nosuch}]}\n");
-    assert!(err.contains("spec.containers[0] (a)") && err.contains("unknown image nosuch"), "{err}");
+    assert!(err.contains("spec.containers[0] (a)") && err.contains("image nosuch is not in the store"), "{err}");
     let err = bad(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {volumes: [{name: h, hostPath: {path: /nonexistent-dir, type: Directory}}], containers: [{name: a, image: busybox}]}\n",
     );
@@ -746,7 +747,7 @@ fn rm_and_stop_go_on_past_a_missing_pod_and_fail_at_the_end() {
 #[test]
 fn podctls_own_failures_exit_125_and_commands_keep_theirs() {
     let node = node();
-    assert_eq!(node.podctl(&["run", "--rm", "no-such-image"]).status.code(), Some(125));
+    assert_eq!(node.podctl(&["run", "--rm", "--pull", "never", "no-such-image"]).status.code(), Some(125));
     assert_eq!(node.podctl(&["run", "--no-such-flag"]).status.code(), Some(125));
     assert_eq!(node.sh(&[], "exit 1").0, 1);
     assert_eq!(node.podctl(&["run", "--rm", "busybox", "--", "/no/such/command"]).status.code(), Some(127));

@@ -470,7 +470,8 @@ fn resolve_image(store: &Store, reference: &str, pull: &str, insecure: bool) -> 
         Err(images::Error::NotFound(_)) if pull == "never" => {
             bail!("image {reference} is not in the store and --pull never: podctl image pull or import it first")
         }
-        Err(images::Error::NotFound(_)) => super::image::pull(store, reference, insecure, None, true)?,
+        Err(images::Error::NotFound(_)) => super::image::pull(store, reference, insecure, None, true)
+            .with_context(|| format!("image {reference} is not in the store, and pulling it failed"))?,
         Err(e) => return Err(e.into()),
     };
     let lower_dirs = store.lower_dirs(&image)?;
