@@ -933,3 +933,32 @@ fn inspect_shows_a_pod_and_its_containers_as_json() {
     assert_eq!(both.as_array().unwrap().len(), 1, "the pods found, as JSON; the others named on stderr");
     node.ok(&["rm", "-f", "mixed"]);
 }
+
+#[test]
+fn a_second_ctrl_c_kills_a_pod_that_ignores_the_first() {
+    let node = node();
+    // `sleep` as PID 1 has no handler for SIGTERM: it ignores it, for the whole grace.
+    let child = node
+        .command()
+        .args(["run", "--rm", "--name", "stubborn", "--grace-period", "120", "busybox", "--", "sleep", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.ok(&["ps"]).contains("stubborn") {
+        assert!(Instant::now() < deadline, "never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20), "the second Ctrl-C did not kill it");
+    assert_eq!(out.status.code(), Some(137));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stopping stubborn (SIGKILL after 120 s; Ctrl-C again to kill it now)"), "{err}");
+    assert!(err.contains("killing stubborn"), "{err}");
+}

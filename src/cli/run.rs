@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -105,10 +105,11 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// How many times SIGINT or SIGTERM came: once stops the pod gracefully, twice kills it.
+static STOP_REQUESTS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn request_stop(_: libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::SeqCst);
+    STOP_REQUESTS.fetch_add(1, Ordering::SeqCst);
 }
 
 impl RunArgs {
@@ -117,7 +118,7 @@ impl RunArgs {
         super::terminal::require_terminal(self.interactive && self.tty)?;
         // From here on SIGINT and SIGTERM stop the pod rather than abandon it half-made.
         for signal in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic.
+            // SAFETY: the handler only adds to an atomic.
             unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
         }
         let store = Store::open(&opts.data_dir)?;
@@ -235,7 +236,7 @@ impl RunArgs {
             });
         }
         let mut codes: Vec<Option<i32>> = vec![None; containers.len()];
-        let mut stopping = false;
+        let (mut stopping, mut killing) = (false, false);
         while codes.iter().any(Option::is_none) {
             match done.recv_timeout(Duration::from_millis(20)) {
                 Ok((i, status)) => {
@@ -248,11 +249,26 @@ impl RunArgs {
             for log in logs.iter_mut().flat_map(|l| l.iter_mut()) {
                 log.print_new()?;
             }
-            if STOP_REQUESTED.load(Ordering::SeqCst) && !stopping {
+            let requests = STOP_REQUESTS.load(Ordering::SeqCst);
+            if requests >= 1 && !stopping {
                 stopping = true;
+                eprintln!(
+                    "podctl: stopping {} (SIGKILL after {} s; Ctrl-C again to kill it now)",
+                    pod.name(),
+                    self.grace_period
+                );
                 let (runtime, pod, grace) = (runtime.clone(), pod.clone(), Duration::from_secs(self.grace_period));
                 let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
                 std::thread::spawn(move || runtime.stop_pod(&pod, &names, grace));
+            }
+            if requests >= 2 && !killing {
+                killing = true;
+                eprintln!("podctl: killing {}", pod.name());
+                for (container, code) in containers.iter().zip(&codes) {
+                    if code.is_none() {
+                        let _ = runtime.kill_container(pod, &container.name, libc::SIGKILL);
+                    }
+                }
             }
         }
         Ok(codes.into_iter().flatten().find(|c| *c != 0).unwrap_or(0))
