@@ -646,17 +646,8 @@ fn tty_gives_the_container_a_terminal_logged_as_stdout() {
     assert_eq!((code, out.as_str()), (0, "/dev/pts/0\r\nall-terminals\r\nto-stderr\r\n"));
     // With -i, what we type on our terminal reaches the container's (and is echoed, as a
     // terminal does).
-    let (mut ours, mut theirs) = (-1, -1);
-    // SAFETY: openpty writes the two descriptors it opens; no name, settings or size.
-    let opened =
-        unsafe { libc::openpty(&mut ours, &mut theirs, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(opened, 0, "openpty");
-    // SAFETY: both descriptors were just opened and are owned here alone.
-    let (mut ours, theirs) = unsafe {
-        use std::os::fd::FromRawFd;
-        (std::fs::File::from_raw_fd(ours), std::os::fd::OwnedFd::from_raw_fd(theirs))
-    };
-    let mut child = node
+    let (mut ours, theirs) = pty();
+    let child = node
         .command()
         .args(["run", "-i", "-t", "--name", "typed", "busybox", "--", "sh", "-c", "read line; echo got $line; exit 3"])
         .stdin(Stdio::from(theirs))
@@ -719,6 +710,7 @@ fn a_container_started_again_begins_from_its_image() {
         resources: Resources::default(),
         stdin: false,
         tty: false,
+        window: None,
         log_path: node.log_dir().join("restart/writer/0.log"),
     };
     for start in 0..2 {
@@ -768,7 +760,8 @@ fn a_terminal_is_not_relayed_from_a_pipe() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    // (It may have refused already: then the pipe is closed.)
+    let _ = child.stdin.take().unwrap().write_all(b"hi\n");
     // Bounded: it must end by itself at once, not hang.
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
@@ -961,4 +954,78 @@ fn a_second_ctrl_c_kills_a_pod_that_ignores_the_first() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stopping stubborn (SIGKILL after 120 s; Ctrl-C again to kill it now)"), "{err}");
     assert!(err.contains("killing stubborn"), "{err}");
+}
+
+/// A pty pair: (the side a terminal emulator holds, the side a program's stdin is).
+fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    let (mut ours, mut theirs) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors it opens; no name, settings or size.
+    let opened =
+        unsafe { libc::openpty(&mut ours, &mut theirs, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(opened, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        (std::fs::File::from_raw_fd(ours), std::os::fd::OwnedFd::from_raw_fd(theirs))
+    }
+}
+
+fn set_size(terminal: &std::fs::File, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads the winsize given.
+    assert_eq!(unsafe { libc::ioctl(terminal.as_raw_fd(), libc::TIOCSWINSZ, &size) }, 0);
+}
+
+#[test]
+fn a_relayed_terminal_follows_our_resizes() {
+    let node = node();
+    for exec in [false, true] {
+        let (mut ours, theirs) = pty();
+        set_size(&ours, 24, 80);
+        let script = "stty size; read go; stty size";
+        let args: Vec<&str> = if exec {
+            node.ok(&["run", "-d", "--name", "resized", "busybox", "--", "sleep", "60"]);
+            vec!["exec", "-i", "-t", "resized", "--", "sh", "-c", script]
+        } else {
+            vec!["run", "--rm", "-i", "-t", "busybox", "--", "sh", "-c", script]
+        };
+        let mut child = node.command().args(&args).stdin(Stdio::from(theirs)).stdout(Stdio::piped()).spawn().unwrap();
+        // Read on a thread of its own, so that waiting for output is bounded.
+        let mut stdout = child.stdout.take().unwrap();
+        let (chunks, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 || chunks.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let read_until = |text: &str, seen: &mut Vec<u8>| {
+            while !String::from_utf8_lossy(seen).contains(text) {
+                match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(chunk) => seen.extend_from_slice(&chunk),
+                    Err(_) => {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        panic!("{text} never came: {}", String::from_utf8_lossy(seen));
+                    }
+                }
+            }
+        };
+        read_until("24 80", &mut seen);
+        // As a terminal emulator resizes: the new size, then SIGWINCH to the program.
+        set_size(&ours, 50, 132);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        std::io::Write::write_all(&mut ours, b"go\r").unwrap();
+        read_until("50 132", &mut seen);
+        assert!(child.wait().unwrap().success());
+        if exec {
+            node.ok(&["rm", "-f", "resized"]);
+        }
+    }
 }

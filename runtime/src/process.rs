@@ -79,7 +79,7 @@ fn setup(container: &ContainerSpec, paths: &ContainerPaths, send_pty: Option<Sen
     std::fs::create_dir_all(cwd).map_err(|e| StartError::setup(format!("working directory {cwd}: {e}")))?;
     nix::unistd::chdir(cwd).map_err(|e| StartError::setup(format!("chdir {cwd}: {e}")))?;
     if let Some(send) = send_pty {
-        attach_new_pty(send, None).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
+        attach_new_pty(send, container.window).map_err(|e| StartError::setup(format!("terminal: {e}")))?;
     }
     set_rlimits()?;
     let exec = Exec::resolve(container)?;

@@ -440,6 +440,7 @@ mod tests {
             resources: Resources::default(),
             stdin: false,
             tty: false,
+            window: None,
             log_path: "/l/0.log".into(),
         }
     }

@@ -84,6 +84,10 @@ pub struct ContainerSpec {
     /// `tty`); its output is logged as stdout, and an attached client writes to it.
     #[serde(default)]
     pub tty: bool,
+    /// With `tty`, the terminal's size from the start (the client's, when it relays its
+    /// own), so the command never sees it unset.
+    #[serde(default)]
+    pub window: Option<WindowSize>,
     /// Where the CRI log goes (`LOG_DIR/<ns>_<pod>_<uid>/<container>/<restart>.log`).
     pub log_path: PathBuf,
 }

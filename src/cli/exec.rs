@@ -15,7 +15,7 @@ use clap::Args;
 use runtime::ExecStdio;
 
 use super::pods::find_pod;
-use super::terminal::RawMode;
+use super::terminal::Relay;
 use super::{NodeOptions, require_root};
 
 #[derive(Args)]
@@ -117,10 +117,16 @@ impl ExecArgs {
     /// until the command has exited and its output is shown.
     fn with_pty<T>(&self, exec: impl FnOnce(Box<dyn FnMut(OwnedFd) + '_>) -> runtime::Result<T>) -> Result<T> {
         let stdin = io::stdin();
-        let _raw = stdin.is_terminal().then(|| RawMode::enter(stdin.as_raw_fd())).transpose()?;
+        let ours = stdin.is_terminal().then(|| stdin.as_raw_fd());
         let interactive = self.interactive;
         let mut output = None;
+        let mut relay = None;
         let result = exec(Box::new(|master: OwnedFd| {
+            if let Some(ours) = ours
+                && let Ok(theirs) = master.try_clone()
+            {
+                relay = Relay::start(ours, theirs).ok();
+            }
             if interactive && let Ok(to_master) = master.try_clone() {
                 let mut to_master = File::from(to_master);
                 std::thread::spawn(move || {
@@ -142,6 +148,7 @@ impl ExecArgs {
         if let Some(output) = output {
             let _ = output.join();
         }
+        drop(relay);
         Ok(result?)
     }
 }

@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use runtime::{ContainerSpec, NetworkMode, Runtime};
 
 use super::pods::{LogFollower, remove_pod_and_logs};
-use super::terminal::{RawMode, copy_window_size};
+use super::terminal::Relay;
 use super::{NodeOptions, require_root};
 use crate::kubelet::spec::{self, NodeSettings, ResolvedImage};
 
@@ -143,8 +143,13 @@ impl RunArgs {
         let mut plan = spec::plan(&pod, &uid, &node, &mut |reference| {
             resolve_image(&store, reference, &self.pull, self.insecure)
         })?;
+        // A terminal relayed from ours starts with its size.
+        let window = std::io::stdin().is_terminal().then(|| runtime::WindowSize::of(libc::STDIN_FILENO)).flatten();
         for container in plan.init_containers.iter_mut().chain(&mut plan.containers) {
             container.devices = self.devices.clone();
+            if container.tty && container.stdin {
+                container.window = window;
+            }
         }
         match self.net.as_deref() {
             Some("host") => plan.pod.network = NetworkMode::Host,
@@ -402,15 +407,14 @@ fn attach_network(runtime: &Runtime, network: &net::PodNetwork, pod: &runtime::P
 
 /// Gives our stdin to the first of `containers` that takes one, in the background. To a
 /// container's terminal, our own terminal goes in raw mode (keys as typed: ^C reaches the
-/// container) with its window size; the returned guard restores it.
-fn attach_stdin(runtime: &Runtime, pod: &runtime::Pod, containers: &[ContainerSpec]) -> Result<Option<RawMode>> {
-    let mut raw = None;
+/// container) with its window size, followed as it changes; the returned guard ends that.
+fn attach_stdin(runtime: &Runtime, pod: &runtime::Pod, containers: &[ContainerSpec]) -> Result<Option<Relay>> {
+    let mut relay = None;
     if let Some(container) = containers.iter().find(|c| c.stdin) {
         let input = runtime.attach_stdin(pod, &container.name)?;
         let stdin = std::io::stdin();
         if container.tty && stdin.is_terminal() {
-            copy_window_size(stdin.as_raw_fd(), input.as_raw_fd());
-            raw = Some(RawMode::enter(stdin.as_raw_fd())?);
+            relay = Some(Relay::start(stdin.as_raw_fd(), input.try_clone()?)?);
         }
         let mut input = std::fs::File::from(input);
         // Ends at our end-of-file (closing the container's stdin) or when it stops reading.
@@ -418,7 +422,7 @@ fn attach_stdin(runtime: &Runtime, pod: &runtime::Pod, containers: &[ContainerSp
             let _ = std::io::copy(&mut std::io::stdin(), &mut input);
         });
     }
-    Ok(raw)
+    Ok(relay)
 }
 
 fn start_failure(runtime: &Runtime, pod: &runtime::Pod, container: &ContainerSpec, e: runtime::Error) -> i32 {

@@ -256,6 +256,7 @@ fn container(
         resources,
         stdin: c.stdin == Some(true),
         tty: c.tty == Some(true),
+        window: None,
         log_path: node.log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&c.name).join("0.log"),
     };
     if spec.tty {
