@@ -1029,3 +1029,19 @@ fn a_relayed_terminal_follows_our_resizes() {
         }
     }
 }
+
+#[test]
+fn ps_as_json_and_times_for_scripts() {
+    let node = node();
+    node.ok(&["run", "-d", "--name", "listed", "busybox", "--", "sleep", "30"]);
+    let listed: serde_json::Value = serde_json::from_str(&node.ok(&["ps", "--format", "json"])).unwrap();
+    let pod = &listed[0];
+    assert_eq!((pod["Name"].as_str(), pod["Status"].as_str()), (Some("listed"), Some("Running")));
+    assert_eq!(pod["IP"].as_str(), Some(node.pod_ip("listed").as_str()));
+    assert_eq!(pod["Images"], serde_json::json!(["busybox"]));
+    // In a pipe, the table's times are RFC 3339, as in JSON.
+    let table = node.ok(&["ps"]);
+    let created = pod["Created"].as_str().unwrap();
+    assert!(table.contains(created), "{table}");
+    node.ok(&["rm", "-f", "listed"]);
+}

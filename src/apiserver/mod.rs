@@ -42,6 +42,8 @@ use serde_json::json;
 use self::http::Server;
 use self::objects::Validation;
 use self::registry::Registry;
+/// How long ago a time was, as kubectl prints ages (`podctl ps` shows them too).
+pub use self::registry::columns::human_age;
 use self::rest::Target;
 use self::services::Allocator;
 use self::store::{EtcdStore, SqliteStore, Store};

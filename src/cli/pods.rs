@@ -1,6 +1,6 @@
 //! `podctl ps`, `logs`, `stop`, `rm`: the pods `podctl run` made on this host.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +20,9 @@ pub struct PsArgs {
     /// Print pod names only
     #[arg(short, long)]
     quiet: bool,
+    /// `table` (the default), or `json`: an array of the pods, times in RFC 3339
+    #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "json"])]
+    format: String,
 }
 
 #[derive(Args)]
@@ -100,6 +103,9 @@ pub fn ps(args: PsArgs, opts: &NodeOptions) -> Result<ExitCode> {
     }
     let mut rows =
         vec![["POD ID".to_string(), "NAME".into(), "IMAGE".into(), "STATUS".into(), "IP".into(), "CREATED".into()]];
+    let mut listed = Vec::new();
+    // On a terminal, how long ago; in a pipe, the time itself (stable for scripts).
+    let ago = io::stdout().is_terminal();
     for pod in runtime.pods()? {
         let status = status(&pod);
         if !args.all && status != "Running" {
@@ -110,17 +116,28 @@ pub fn ps(args: PsArgs, opts: &NodeOptions) -> Result<ExitCode> {
             continue;
         }
         let images: Vec<String> = pod.containers().iter().map(|c| c.image.clone()).collect();
+        let address = network.address(pod.uid())?.map(|a| a.to_string());
+        listed.push(serde_json::json!({
+            "Id": pod.uid(), "Name": pod.name(), "Images": images, "Status": status,
+            "IP": address, "Created": pod.record.created_at,
+        }));
+        let created = match ago {
+            true => format!("{} ago", crate::apiserver::human_age(&pod.record.created_at)),
+            false => pod.record.created_at.clone(),
+        };
         rows.push([
             pod.uid()[..12].to_string(),
             pod.name().to_string(),
             images.join(","),
             status,
-            network.address(pod.uid())?.map_or("-".into(), |a| a.to_string()),
-            pod.record.created_at.clone(),
+            address.unwrap_or_else(|| "-".into()),
+            created,
         ]);
     }
-    if !args.quiet {
-        super::print_table(&rows);
+    match (args.quiet, args.format.as_str()) {
+        (true, _) => {}
+        (false, "json") => println!("{}", serde_json::to_string_pretty(&listed)?),
+        (false, _) => super::print_table(&rows),
     }
     Ok(ExitCode::SUCCESS)
 }
