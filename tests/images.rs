@@ -140,6 +140,20 @@ fn global_flags_go_before_or_after_the_subcommand() {
         let out = Command::new(env!("CARGO_BIN_EXE_podctl")).args(args).output().unwrap();
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
+    // Each command's help shows its own flags first, then the node's under their heading,
+    // and says what each argument is.
+    for (command, own, argument) in
+        [("apiserver", "--listen", None), ("stop", "--time", Some("<PODS>...  Pods, by name"))]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_podctl")).args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let (before, after) =
+            help.split_once("Node options (for every command):").expect("a heading for the node's options");
+        assert!(before.contains(own) && !before.contains("--bridge") && after.contains("--bridge"), "{help}");
+        if let Some(argument) = argument {
+            assert!(before.contains(argument), "{help}");
+        }
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub struct ExecArgs {
     /// Container (default: the pod's only running one)
     #[arg(short, long)]
     container: Option<String>,
+    /// The pod, by name or the start of its ID
     pod: String,
     /// The command and its arguments
     #[arg(last = true, required = true)]

@@ -17,6 +17,7 @@ use super::{NodeOptions, require_root};
 pub enum ImageCommand {
     /// Import an OCI layout directory, an oci-archive or a docker-archive (format detected)
     Import {
+        /// The layout directory or archive
         path: PathBuf,
         /// Name the imported image NAME[:TAG] (the source must hold exactly one image)
         #[arg(long)]
@@ -47,10 +48,14 @@ pub enum ImageCommand {
         no_trunc: bool,
     },
     /// Show an image's manifest, config and layers as JSON
-    Inspect { reference: String },
+    Inspect {
+        /// A name (busybox, localhost:5000/app:v1) or an ID (or the start of one)
+        reference: String,
+    },
     /// Remove names or images, and the blobs and snapshots no other image uses
     #[command(alias = "remove")]
     Rm {
+        /// Names (the name only goes) or IDs (the image with all its names goes)
         #[arg(required = true)]
         references: Vec<String>,
     },

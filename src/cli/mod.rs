@@ -25,27 +25,30 @@ pub struct Cli {
     command: Command,
 }
 
+/// The heading the node's options are listed under, after each command's own.
+const NODE_OPTIONS: &str = "Node options (for every command)";
+
 /// Where the node keeps its state and how its pod network is laid out; every flag may come
 /// before or after the subcommand.
 #[derive(Args, Clone)]
 pub struct NodeOptions {
     /// Images, pod state and leases
-    #[arg(long, global = true, value_name = "DIR", default_value = "/var/lib/podctl", env = "PODCTL_DATA_DIR")]
+    #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "DIR", default_value = "/var/lib/podctl", env = "PODCTL_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Runtime state that does not survive a reboot (netns bind mounts, sockets)
-    #[arg(long, global = true, value_name = "DIR", default_value = "/run/podctl", env = "PODCTL_RUN_DIR")]
+    #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "DIR", default_value = "/run/podctl", env = "PODCTL_RUN_DIR")]
     pub run_dir: PathBuf,
     /// Container logs, in the CRI layout
-    #[arg(long, global = true, value_name = "DIR", default_value = "/var/log/pods", env = "PODCTL_LOG_DIR")]
+    #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "DIR", default_value = "/var/log/pods", env = "PODCTL_LOG_DIR")]
     pub log_dir: PathBuf,
     /// Parent of the kubepods cgroup: absolute, or relative to podctl's own cgroup (default)
-    #[arg(long, global = true, value_name = "PATH", env = "PODCTL_CGROUP_ROOT")]
+    #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "PATH", env = "PODCTL_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
     /// The bridge pods are attached to
-    #[arg(long, global = true, value_name = "NAME", default_value = "podctl0", env = "PODCTL_BRIDGE")]
+    #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "NAME", default_value = "podctl0", env = "PODCTL_BRIDGE")]
     pub bridge: String,
     /// This node's pod CIDR: pods get addresses from it, its first address is the gateway
-    #[arg(long, global = true, value_name = "CIDR", default_value = "10.88.0.0/16", env = "PODCTL_POD_CIDR")]
+    #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "CIDR", default_value = "10.88.0.0/16", env = "PODCTL_POD_CIDR")]
     pub pod_cidr: net::Ipv4Net,
 }
 

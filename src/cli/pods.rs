@@ -43,6 +43,7 @@ pub struct LogsArgs {
     /// Container (default: the pod's only one)
     #[arg(short, long)]
     container: Option<String>,
+    /// The pod, by name or the start of its ID
     pod: String,
 }
 
@@ -51,6 +52,7 @@ pub struct StopArgs {
     /// Seconds between SIGTERM and SIGKILL
     #[arg(short, long, default_value_t = 30)]
     time: u64,
+    /// Pods, by name or the start of their ID
     #[arg(required = true)]
     pods: Vec<String>,
 }
@@ -60,6 +62,7 @@ pub struct RmArgs {
     /// Stop running pods (SIGKILL) before removing them
     #[arg(short, long)]
     force: bool,
+    /// Pods, by name or the start of their ID
     #[arg(required = true)]
     pods: Vec<String>,
 }
@@ -178,6 +181,7 @@ pub fn logs(args: LogsArgs, opts: &NodeOptions) -> Result<ExitCode> {
 
 #[derive(Args)]
 pub struct InspectArgs {
+    /// Pods, by name or the start of their ID
     #[arg(required = true)]
     pods: Vec<String>,
 }
