@@ -118,6 +118,12 @@ enum Command {
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Print a shell's completion script (bash: `podctl completion bash >
+    /// /etc/bash_completion.d/podctl`)
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// Removes a pod once its containers have exited (what `run -d --rm` leaves behind it)
     #[command(name = "__cleanup", hide = true)]
     Cleanup(pods::CleanupArgs),
@@ -139,6 +145,11 @@ impl Cli {
             Command::Node(args) => args.run(&self.opts),
             Command::Image(cmd) => cmd.run(&self.opts),
             Command::Cleanup(args) => pods::cleanup(args, &self.opts),
+            Command::Completion { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "podctl", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }
