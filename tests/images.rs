@@ -143,7 +143,7 @@ fn global_flags_go_before_or_after_the_subcommand() {
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(env!("CARGO_BIN_EXE_podctl")).args(["completion", shell]).output().unwrap();
         let script = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && script.contains("podctl") && script.contains("--pod-cidr"), "{shell}");
+        assert!(out.status.success() && script.contains("podctl") && script.contains("pod-cidr"), "{shell}");
     }
     // Each command's help shows its own flags first, then the node's under their heading,
     // and says what each argument is.
