@@ -31,6 +31,13 @@ fn main() -> ExitCode {
     // (Not before the pod init dispatch above: the pod init keeps SIGPIPE ignored.)
     // SAFETY: restoring a default signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new("__cleanup")) {
+        return match cli::cleanup(args) {
+            Ok(code) => code,
+            Err(_) => ExitCode::from(FAILED),
+        };
+    }
     // podctl's own failures exit 125, as docker's and podman's do: 1 (and 126, 127) stay
     // what a container's command exited with.
     let cli = match cli::Cli::try_parse() {

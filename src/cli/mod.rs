@@ -124,9 +124,6 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Removes a pod once its containers have exited (what `run -d --rm` leaves behind it)
-    #[command(name = "__cleanup", hide = true)]
-    Cleanup(pods::CleanupArgs),
 }
 
 impl Cli {
@@ -144,7 +141,6 @@ impl Cli {
             Command::Apiserver(args) => args.run(&self.opts),
             Command::Node(args) => args.run(&self.opts),
             Command::Image(cmd) => cmd.run(&self.opts),
-            Command::Cleanup(args) => pods::cleanup(args, &self.opts),
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "podctl", &mut std::io::stdout());
@@ -152,6 +148,21 @@ impl Cli {
             }
         }
     }
+}
+
+/// `podctl __cleanup UID [node options]`: the process `run -d --rm` leaves behind to
+/// remove the pod once its containers have exited. Not a command of the command line
+/// (help and completions do not offer it): `main` dispatches it.
+#[derive(Parser)]
+struct Cleanup {
+    #[command(flatten)]
+    opts: NodeOptions,
+    uid: String,
+}
+
+pub fn cleanup(args: impl Iterator<Item = std::ffi::OsString>) -> Result<ExitCode> {
+    let cleanup = Cleanup::parse_from(std::iter::once("podctl __cleanup".into()).chain(args));
+    pods::cleanup(&cleanup.uid, &cleanup.opts)
 }
 
 /// Prints rows as columns, the first row being the header.

@@ -240,17 +240,11 @@ fn describe(pod: &Pod, address: Option<String>) -> Result<serde_json::Value> {
     }))
 }
 
-#[derive(Args)]
-pub struct CleanupArgs {
-    /// The pod's uid
-    uid: String,
-}
-
 /// Waits for every container of pod `uid` to exit, then removes the pod (podman's
 /// `container cleanup`, run by `run -d --rm` in a process of its own).
-pub fn cleanup(args: CleanupArgs, opts: &NodeOptions) -> Result<ExitCode> {
+pub fn cleanup(uid: &str, opts: &NodeOptions) -> Result<ExitCode> {
     let runtime = opts.runtime()?;
-    let find = || runtime.pods().ok()?.into_iter().find(|p| p.uid() == args.uid);
+    let find = || runtime.pods().ok()?.into_iter().find(|p| p.uid() == uid);
     let Some(pod) = find() else { return Ok(ExitCode::SUCCESS) };
     for container in pod.containers() {
         runtime.wait_container(&pod, &container.name, None)?;

@@ -387,8 +387,8 @@ impl RunArgs {
 fn remove_when_done(opts: &NodeOptions, uid: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
     std::process::Command::new("/proc/self/exe")
-        .args(opts.as_flags())
         .args(["__cleanup", uid])
+        .args(opts.as_flags())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
