@@ -144,6 +144,7 @@ fn global_flags_go_before_or_after_the_subcommand() {
         let out = Command::new(env!("CARGO_BIN_EXE_podctl")).args(["completion", shell]).output().unwrap();
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && script.contains("podctl") && script.contains("pod-cidr"), "{shell}");
+        assert!(!script.contains("__cleanup"), "{shell}: the internal cleanup is no command to offer");
     }
     // Each command's help shows its own flags first, then the node's under their heading,
     // and says what each argument is.
