@@ -131,3 +131,24 @@ fn every_write_records_its_manager() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["metadata"]["managedFields"][0]["operation"], "Apply");
 }
+
+#[test]
+fn kubectl_moves_from_client_side_to_server_side_apply() {
+    let api = ApiServer::start(PODCTL, &[]);
+    api.kubectl_stdin(&["apply", "-f", "-"], &manifest(2, &["a"], "app: web"));
+    // What client-side apply set, and the object still has, is kubectl's to change now.
+    let (ok, out) = kubectl(&api, "1.33", &["apply", "--server-side", "-f", "-"], &manifest(3, &["a"], "app: web"));
+    assert!(ok, "{out}");
+    let live: Value = serde_json::from_str(&api.kubectl(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    assert_eq!(live["spec"]["replicas"], 3);
+    // Client-side apply's record follows, so going back to it changes nothing by itself.
+    let recorded: Value = serde_json::from_str(
+        live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recorded["spec"]["replicas"], 3);
+    // A field another manager changed since is still a conflict.
+    api.kubectl(&["patch", "deployment", "web", "--type=merge", "-p", r#"{"spec":{"replicas":5}}"#]);
+    let (ok, out) = kubectl(&api, "1.33", &["apply", "--server-side", "-f", "-"], &manifest(4, &["a"], "app: web"));
+    assert!(!ok && out.contains("conflict with \"kubectl-patch\""), "{out}");
+}

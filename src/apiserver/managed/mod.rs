@@ -313,11 +313,64 @@ pub fn apply(
     config: &Value,
     applier: &Applier,
 ) -> Result<Value, ApiError> {
+    let kubectl = applier.manager == KUBECTL;
+    let mut merged = match settle_apply(strategy, live, config, applier, applier.force) {
+        Ok(merged) => merged,
+        // kubectl moving from client-side to server-side apply: fields its client-side
+        // applies last set, still as they set them, are its own to change
+        // (kube-apiserver's lastAppliedManager).
+        Err(conflicts)
+            if kubectl
+                && live
+                    .and_then(|live| unchanged_since_last_applied(strategy, live))
+                    .is_some_and(|allowed| conflicts.iter().all(|(_, path)| allowed.contains(path))) =>
+        {
+            settle_apply(strategy, live, config, applier, true).map_err(conflict_error)?
+        }
+        Err(conflicts) => return Err(conflict_error(conflicts)),
+    };
+    // ... and keeps client-side apply's record of what was applied current, so that a
+    // later client-side apply sees the same (lastAppliedUpdater).
+    if kubectl && live.is_some_and(|l| l["metadata"]["annotations"].get(LAST_APPLIED).is_some()) {
+        let mut applied = config.clone();
+        if let Some(annotations) = applied["metadata"]["annotations"].as_object_mut() {
+            annotations.remove(LAST_APPLIED);
+            if annotations.is_empty() {
+                applied["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+            }
+        }
+        merged["metadata"]["annotations"][LAST_APPLIED] = applied.to_string().into();
+    }
+    Ok(merged)
+}
+
+/// The field manager of `kubectl apply --server-side`.
+const KUBECTL: &str = "kubectl";
+/// What `kubectl apply` (client-side) last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The fields client-side apply's annotation names whose values the object still has.
+fn unchanged_since_last_applied(strategy: &dyn Strategy, live: &Value) -> Option<Set> {
+    let text = live["metadata"]["annotations"][LAST_APPLIED].as_str()?;
+    let last: Value = serde_json::from_str(text).ok()?;
+    let typed = typed(strategy);
+    let comparison = typed.compare(live, &last);
+    Some(typed.field_set(&last).difference(&comparison.modified).difference(&comparison.added))
+}
+
+/// One server-side apply, or its conflicts.
+fn settle_apply(
+    strategy: &dyn Strategy,
+    live: Option<&Value>,
+    config: &Value,
+    applier: &Applier,
+    force: bool,
+) -> Result<Value, Vec<(String, Vec<String>)>> {
     let typed = typed(strategy);
     let empty = json!({});
     let live_object = live.unwrap_or(&empty);
     let api_version = config["apiVersion"].as_str().unwrap_or_default().to_string();
-    let (subresource, force) = (applier.subresource, applier.force);
+    let subresource = applier.subresource;
     let mut entries = live.map(entries).unwrap_or_default();
     let me = find_or_add(&mut entries, applier.manager, true, subresource, &api_version);
     let last = entries[me].fields.clone();
@@ -327,7 +380,7 @@ pub fn apply(
         let comparison = typed.compare(live_object, object);
         let changed = owned_part(comparison.added.union(&comparison.modified), strategy, subresource);
         let removed = owned_part(comparison.removed, strategy, subresource);
-        settle_others(entries, me, &changed, &removed, force).map_err(conflict_error)
+        settle_others(entries, me, &changed, &removed, force)
     };
     conflict_check(&mut entries, &merged)?;
     entries[me].fields = applied;

@@ -56,7 +56,6 @@ impl Set {
         }
     }
 
-    #[cfg(test)]
     pub fn contains(&self, path: &[String]) -> bool {
         match path.split_first() {
             None => self.member,
