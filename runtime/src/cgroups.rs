@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
@@ -335,21 +336,21 @@ impl Cgroup {
                 fs::File::open(dir).map_err(|e| io::Error::new(e.kind(), format!("open cgroup {}: {e}", dir.display())))
             })
             .transpose()?;
+        // What the child writes to join the v1 hierarchies, made before the fork: the child
+        // of a process with other threads must not allocate (a lock another thread held at
+        // the fork stays held in the child for good).
+        let tasks = self
+            .dirs
+            .iter()
+            .filter(|(c, _)| *c != Controller::Unified)
+            .map(|(_, dir)| std::ffi::CString::new(dir.join("tasks").into_os_string().into_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a cgroup path holds a NUL byte"))?;
         // SAFETY: as this function's contract.
         Ok(match unsafe { clone(cgroup.as_ref(), new_pid_namespace) }? {
-            Forked::Child(joined) => Forked::Child(
-                joined.and_then(|()| self.enter_v1()).map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}"))),
-            ),
+            Forked::Child(joined) => Forked::Child(joined.and_then(|()| enter_v1(&tasks))),
             parent => parent,
         })
-    }
-
-    /// Moves the calling thread into this cgroup's v1 hierarchies.
-    fn enter_v1(&self) -> io::Result<()> {
-        for (_, dir) in self.dirs.iter().filter(|(c, _)| *c != Controller::Unified) {
-            write(&dir.join("tasks"), "0")?;
-        }
-        Ok(())
     }
 
     /// SIGKILL to every process left in this cgroup (as read from its first hierarchy's
@@ -415,6 +416,27 @@ unsafe fn clone(cgroup: Option<&fs::File>, new_pid_namespace: bool) -> io::Resul
         0 => Ok(Forked::Child(Ok(()))),
         pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
     }
+}
+
+/// Moves the calling thread into the v1 hierarchies whose `tasks` files are given, with
+/// raw system calls only (it runs in a forked child).
+fn enter_v1(tasks: &[std::ffi::CString]) -> io::Result<()> {
+    for path in tasks {
+        // SAFETY: a NUL-terminated path, a static buffer, and the descriptor opened here.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+            let error = (written != 1).then(io::Error::last_os_error);
+            libc::close(fd);
+            if let Some(error) = error {
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
