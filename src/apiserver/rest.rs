@@ -54,13 +54,13 @@ impl Target {
     }
 }
 
-/// The stored bytes as the object clients of the resource see: with its resourceVersion,
-/// in the version they asked for.
-fn decode_stored(kv: &KeyValue, strategy: &dyn Strategy) -> Result<Value, ApiError> {
+/// Stored bytes at `revision` as the object clients of the resource see: with its
+/// resourceVersion, in the version they asked for.
+fn decode_stored(value: &[u8], revision: i64, strategy: &dyn Strategy) -> Result<Value, ApiError> {
     let mut object: Value =
-        serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object: {e}")))?;
+        serde_json::from_slice(value).map_err(|e| ApiError::internal(format!("stored object: {e}")))?;
     strategy.from_storage(&mut object);
-    object["metadata"]["resourceVersion"] = kv.mod_revision.to_string().into();
+    object["metadata"]["resourceVersion"] = revision.to_string().into();
     Ok(object)
 }
 
@@ -86,7 +86,7 @@ fn read(server: &Shared, target: &Target, name: &str) -> Result<(KeyValue, Value
         .get(&target.key(name))
         .map_err(store_error(target, name))?
         .ok_or_else(|| ApiError::not_found(&qualified_resource(target.info()), name))?;
-    let object = decode_stored(&kv, &*target.strategy)?;
+    let object = decode_stored(&kv.value, kv.mod_revision, &*target.strategy)?;
     Ok((kv, object))
 }
 
@@ -132,7 +132,7 @@ pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, Ap
     let (page, metadata) = read_page(server, target, query)?;
     let mut items = Vec::with_capacity(page.items.len());
     for kv in &page.items {
-        let object = decode_stored(kv, &*target.strategy)?;
+        let object = decode_stored(&kv.value, kv.mod_revision, &*target.strategy)?;
         if selector.matches(&object) {
             items.push(object);
         }
@@ -191,7 +191,8 @@ fn write_served(out: &mut Vec<u8>, kv: &KeyValue, strategy: &dyn Strategy, api_v
     if strategy.stored_as_served() {
         return splice_stored(out, &kv.value, kv.mod_revision, api_version);
     }
-    serde_json::to_writer(&mut *out, &decode_stored(kv, strategy)?).expect("JSON values serialise");
+    serde_json::to_writer(&mut *out, &decode_stored(&kv.value, kv.mod_revision, strategy)?)
+        .expect("JSON values serialise");
     Ok(())
 }
 
@@ -289,7 +290,7 @@ pub async fn create(
         "Service" if target.info().group.is_empty() => server.allocator.allocate(&*server.store, object, None)?,
         _ => object,
     };
-    if dry_run(query, &DeleteOptions::default()) {
+    if is_dry_run(query) {
         return Ok((201, object));
     }
     let revision = server
@@ -372,7 +373,7 @@ pub async fn update(
         }
         _ => next,
     };
-    if dry_run(query, &DeleteOptions::default()) {
+    if is_dry_run(query) {
         return Ok(next);
     }
     // Finalizers gone from an object being deleted with no grace period left: it goes
@@ -821,12 +822,8 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
                         line.extend_from_slice(b"}\n");
                         return sender.send(Bytes::from(line)).await.is_ok();
                     }
-                    (_, Payload::Stored(value, revision)) => match serde_json::from_slice::<Value>(&value) {
-                        Ok(mut object) => {
-                            strategy.from_storage(&mut object);
-                            object["metadata"]["resourceVersion"] = revision.to_string().into();
-                            object
-                        }
+                    (_, Payload::Stored(value, revision)) => match decode_stored(&value, revision, &*strategy) {
+                        Ok(object) => object,
                         Err(_) => return false,
                     },
                     (_, Payload::Object(object)) => object,
