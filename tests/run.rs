@@ -693,6 +693,7 @@ fn a_container_started_again_begins_from_its_image() {
             volumes: vec![],
             qos: QosClass::BestEffort,
             share_process_namespace: false,
+            origin: runtime::Origin::Run,
         })
         .unwrap();
     let container = ContainerSpec {

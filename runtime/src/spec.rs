@@ -29,6 +29,19 @@ pub struct PodSpec {
     /// in the pod's, and its first process is its PID 1.
     #[serde(default)]
     pub share_process_namespace: bool,
+    /// Who made the pod, and so who may remove it: the node agent takes no pod of `podctl run`.
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// `podctl run`.
+    #[default]
+    Run,
+    /// The node agent, for a Pod bound to its node.
+    Node,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use runtime::logs::{LogTail, Stream};
-use runtime::{NetworkMode, Pod, Runtime};
+use runtime::{Pod, Runtime};
 
 use super::{NodeOptions, require_root};
+use crate::kubelet::sandbox;
 
 #[derive(Args)]
 pub struct PsArgs {
@@ -251,7 +252,7 @@ pub fn cleanup(uid: &str, opts: &NodeOptions) -> Result<ExitCode> {
     }
     // Removed meanwhile (`rm -f`): nothing left to do.
     if let Some(pod) = find() {
-        remove_pod_and_logs(&runtime, &opts.network(), &pod, &opts.log_dir)?;
+        sandbox::remove(&runtime, &opts.network(), &pod, &opts.log_dir)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -279,7 +280,7 @@ pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
         if status(pod) == "Running" && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
-        remove_pod_and_logs(&runtime, &opts.network(), pod, &opts.log_dir)?;
+        sandbox::remove(&runtime, &opts.network(), pod, &opts.log_dir)?;
         println!("{}", pod.name());
         Ok(())
     }))
@@ -296,17 +297,6 @@ fn each_pod(runtime: &Runtime, names: &[String], mut act: impl FnMut(&Pod) -> Re
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
-}
-
-/// Removes the pod (killing what still runs), its network and its log directory.
-pub fn remove_pod_and_logs(runtime: &Runtime, network: &net::PodNetwork, pod: &Pod, log_dir: &Path) -> Result<()> {
-    runtime.remove_pod(pod)?;
-    if pod.record.spec.network == NetworkMode::Pod {
-        network.teardown(pod.uid(), &pod.dirs.netns)?;
-    }
-    let spec = &pod.record.spec;
-    let dir = log_dir.join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid));
-    Ok(runtime::state::remove_dir_all_if_present(&dir)?)
 }
 
 /// Prints a CRI log as the container wrote it: stdout records to stdout, stderr records to

@@ -24,9 +24,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use runtime::{ContainerSpec, NetworkMode, Runtime};
 
-use super::pods::{LogFollower, remove_pod_and_logs};
+use super::pods::LogFollower;
+use crate::kubelet::sandbox;
 use super::terminal::Relay;
 use super::{NodeOptions, require_root};
+use crate::kubelet::env::{NoApiServer, PodContext};
 use crate::kubelet::spec::{self, NodeSettings, ResolvedImage};
 
 #[derive(Args)]
@@ -140,7 +142,8 @@ impl RunArgs {
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             pids_limit: self.pids_limit,
         };
-        let mut plan = spec::plan(&pod, &uid, &node, &mut |reference| {
+        let context = PodContext::default();
+        let mut plan = spec::plan(&pod, &uid, &node, &NoApiServer, &context, &mut |reference| {
             resolve_image(&store, reference, &self.pull, self.insecure)
         })?;
         // A terminal relayed from ours starts with its size.
@@ -159,9 +162,9 @@ impl RunArgs {
         }
         let sandbox = runtime.create_pod(&plan.pod)?;
         if plan.pod.network == NetworkMode::Pod
-            && let Err(e) = attach_network(&runtime, &opts.network(), &sandbox)
+            && let Err(e) = sandbox::attach_network(&runtime, &opts.network(), &sandbox)
         {
-            remove_pod_and_logs(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
+            sandbox::remove(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
             return Err(e);
         }
         let code = self.run_containers(&runtime, &sandbox, &plan)?;
@@ -173,7 +176,7 @@ impl RunArgs {
             return Ok(ExitCode::SUCCESS);
         }
         if self.rm {
-            remove_pod_and_logs(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
+            sandbox::remove(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
         }
         Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }
@@ -398,13 +401,6 @@ fn remove_when_done(opts: &NodeOptions, uid: &str) -> Result<()> {
     Ok(())
 }
 
-/// Gives the pod its address on the node's bridge, and names it in the pod's /etc/hosts.
-fn attach_network(runtime: &Runtime, network: &net::PodNetwork, pod: &runtime::Pod) -> Result<()> {
-    let address = network.setup(pod.uid(), &pod.dirs.netns).with_context(|| format!("pod {}: network", pod.name()))?;
-    runtime.write_hosts(pod, &spec::hosts_file(&pod.record.spec.hostname, Some(address.address)))?;
-    Ok(())
-}
-
 /// Gives our stdin to the first of `containers` that takes one, in the background. To a
 /// container's terminal, our own terminal goes in raw mode (keys as typed: ^C reaches the
 /// container) with its window size, followed as it changes; the returned guard ends that.
@@ -445,6 +441,13 @@ fn read_pod(path: &Path) -> Result<Pod> {
 /// shared with `podctl run` yet). Said, rather than silently ignored.
 fn refuse_unrun(pod: Pod, path: &Path) -> Result<Pod> {
     let Some(spec) = pod.spec.as_ref() else { return Ok(pod) };
+    if let Some(volume) = spec.volumes.iter().flatten().find(|v| crate::kubelet::volumes::is_api_volume(v)) {
+        bail!(
+            "{}: volume {}: configMap, secret, downwardAPI and projected volumes need an API server (podctl node): use emptyDir or hostPath",
+            path.display(),
+            volume.name
+        );
+    }
     if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Never") {
         bail!(
             "{}: restartPolicy: {policy} is not honoured by podctl run yet (its containers run once): use Never or leave it out",

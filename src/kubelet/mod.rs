@@ -3,12 +3,15 @@
 //! server proxies logs and exec to (`server`).
 
 pub mod client;
+pub mod env;
 mod exec;
 mod logs;
 pub mod registration;
+pub mod sandbox;
 pub mod server;
 mod spdy;
 pub mod spec;
+pub mod volumes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

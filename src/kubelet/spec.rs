@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use super::env::{ApiObjects, PodContext, container_env};
+use super::volumes::{is_api_volume, is_secret_volume};
 use crate::validation;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec as K8sPodSpec, Volume as K8sVolume};
@@ -44,11 +46,14 @@ pub fn hosts_file(hostname: &str, address: Option<Ipv4Addr>) -> String {
     )
 }
 
-/// Plans `pod` (already validated as a v1 Pod) under `uid`; `resolve` finds each image.
+/// Plans `pod` (already validated as a v1 Pod) under `uid`; `resolve` finds each image,
+/// `objects` and `context` give what the environment draws on.
 pub fn plan(
     pod: &Pod,
     uid: &str,
     node: &NodeSettings,
+    objects: &dyn ApiObjects,
+    context: &PodContext,
     resolve: &mut dyn FnMut(&str) -> Result<ResolvedImage>,
 ) -> Result<PodPlan> {
     let name = pod.metadata.name.clone().context("metadata.name: required")?;
@@ -78,9 +83,13 @@ pub fn plan(
         volumes,
         qos: QosClass::BestEffort,
         share_process_namespace: spec.share_process_namespace == Some(true),
+        origin: runtime::Origin::Run,
     };
+    let read_only_volumes: Vec<&str> =
+        spec.volumes.iter().flatten().filter(|v| is_api_volume(v)).map(|v| v.name.as_str()).collect();
     let mut convert = |c: &Container, field: String| -> Result<ContainerSpec> {
-        container(c, spec, &runtime_pod, node, resolve).with_context(|| format!("{field} ({})", c.name))
+        let env = |base: &[(String, String)]| container_env(pod, c, base, objects, context);
+        container(c, spec, &runtime_pod, node, &read_only_volumes, &env, resolve).with_context(|| format!("{field} ({})", c.name))
     };
     let init_containers = spec
         .init_containers
@@ -112,8 +121,11 @@ fn volume(v: &K8sVolume, i: usize) -> Result<Volume> {
         }
     } else if let Some(host) = &v.host_path {
         VolumeSource::HostPath { path: host_path(host, &format!("{field}.hostPath"))? }
+    } else if is_api_volume(v) {
+        // A directory of the pod's that the node agent fills (volumes.rs); secrets in memory only.
+        VolumeSource::EmptyDir { memory: is_secret_volume(v), size_limit: None }
     } else {
-        bail!("{field} ({}): only emptyDir and hostPath volumes can be used without an API server", v.name);
+        bail!("{field} ({}): only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported", v.name);
     };
     Ok(Volume { name: v.name.clone(), source })
 }
@@ -160,26 +172,21 @@ fn container(
     spec: &K8sPodSpec,
     pod: &PodSpec,
     node: &NodeSettings,
+    read_only_volumes: &[&str],
+    env_of: &dyn Fn(&[(String, String)]) -> Result<Vec<(String, String)>>,
     resolve: &mut dyn FnMut(&str) -> Result<ResolvedImage>,
 ) -> Result<ContainerSpec> {
     let reference = c.image.as_deref().filter(|i| !i.is_empty()).context("image: required")?;
     let ResolvedImage { image, lower_dirs } = resolve(reference)?;
     let config = image.config.config().clone().unwrap_or_default();
 
-    let mut env: Vec<(String, String)> = config
+    let image_env: Vec<(String, String)> = config
         .env()
         .iter()
         .flatten()
         .map(|e| e.split_once('=').map_or((e.clone(), String::new()), |(k, v)| (k.into(), v.into())))
         .collect();
-    for (i, var) in c.env.iter().flatten().enumerate() {
-        if var.value_from.is_some() {
-            bail!("env[{i}] ({}): valueFrom needs an API server", var.name);
-        }
-        let value = expand(var.value.as_deref().unwrap_or(""), &env);
-        env.retain(|(k, _)| *k != var.name);
-        env.push((var.name.clone(), value));
-    }
+    let env = env_of(&image_env)?;
     // kubelet's rule: command replaces the Entrypoint and drops the Cmd; args replace the Cmd.
     let (entrypoint, cmd) = match (&c.command, &c.args) {
         (Some(command), args) => (command.clone(), args.clone().unwrap_or_default()),
@@ -221,7 +228,7 @@ fn container(
         mounts.push(Mount {
             volume: m.name.clone(),
             destination: m.mount_path.clone(),
-            read_only: m.read_only == Some(true),
+            read_only: m.read_only == Some(true) || read_only_volumes.contains(&m.name.as_str()),
         });
     }
 
@@ -267,7 +274,7 @@ fn container(
 
 /// `$(VAR)` → the value of VAR defined so far; `$$(VAR)` → `$(VAR)`; an unknown
 /// reference stays as written (Kubernetes' expansion rules).
-fn expand(input: &str, env: &[(String, String)]) -> String {
+pub(super) fn expand(input: &str, env: &[(String, String)]) -> String {
     let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut out = String::new();
     let mut rest = input;
@@ -422,7 +429,7 @@ mod tests {
             manifest,
             config,
         };
-        plan(p, "uid-1", &node, &mut |_| Ok(ResolvedImage { image: image.clone(), lower_dirs: vec![] }))
+        plan(p, "uid-1", &node, &super::super::env::NoApiServer, &PodContext::default(), &mut |_| Ok(ResolvedImage { image: image.clone(), lower_dirs: vec![] }))
     }
 
     #[test]
@@ -468,9 +475,9 @@ spec:
         let e = err("metadata: {name: a/b}\nspec: {containers: [{name: a, image: x}]}");
         assert!(e.contains("metadata.name: Invalid value: \"a/b\""), "{e}");
         let e = err(
-            "metadata: {name: p}\nspec: {volumes: [{name: c, configMap: {name: x}}], containers: [{name: a, image: x}]}",
+            "metadata: {name: p}\nspec: {volumes: [{name: c, nfs: {server: x, path: /}}], containers: [{name: a, image: x}]}",
         );
-        assert!(e.contains("spec.volumes[0] (c): only emptyDir and hostPath"), "{e}");
+        assert!(e.contains("spec.volumes[0] (c): only emptyDir, hostPath, configMap"), "{e}");
         let e =
             err("metadata: {name: p}\nspec: {containers: [{name: a, image: x, resources: {limits: {memory: lots}}}]}");
         assert!(e.contains("resources.limits.memory"), "{e}");
