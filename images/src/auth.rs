@@ -49,8 +49,14 @@ impl RegistryCredentials {
     }
 
     fn read(path: &Path) -> Result<RegistryCredentials> {
-        let bad = |reason: String| Error::Credentials { path: path.to_path_buf(), reason };
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Credentials { path: path.to_path_buf(), reason: e.to_string() })?;
+        RegistryCredentials::parse(&bytes, path)
+    }
+
+    /// A docker config (`{"auths": …}`, a `kubernetes.io/dockerconfigjson` Secret's
+    /// `.dockerconfigjson`); `source` names it in errors.
+    pub fn parse(bytes: &[u8], source: &Path) -> Result<RegistryCredentials> {
+        let bad = |reason: String| Error::Credentials { path: source.to_path_buf(), reason };
         let file: ConfigFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         let mut by_registry = HashMap::new();
         for (key, entry) in file.auths {
@@ -72,6 +78,14 @@ impl RegistryCredentials {
             by_registry.insert(registry_host(&key), pair);
         }
         Ok(RegistryCredentials { by_registry })
+    }
+
+    /// Adds `other`'s registries (the first credentials for a registry win, as kubelet
+    /// takes a pod's imagePullSecrets in order).
+    pub fn merge(&mut self, other: RegistryCredentials) {
+        for (registry, pair) in other.by_registry {
+            self.by_registry.entry(registry).or_insert(pair);
+        }
     }
 
     /// The credentials for `registry` (as in a reference: `docker.io`, `localhost:5000`).

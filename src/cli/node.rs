@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -37,6 +38,22 @@ pub struct NodeArgs {
     /// container)
     #[arg(long)]
     allow_unauthenticated: bool,
+    /// At most this many pods run here; more are refused (OutOfpods)
+    #[arg(long, value_name = "N", default_value_t = 110)]
+    max_pods: usize,
+    /// How often every pod is synced with its object even when nothing changed (seconds)
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    sync_frequency: u64,
+    /// The cluster DNS server that ClusterFirst pods resolve with (default: the host's
+    /// resolv.conf)
+    #[arg(long, value_name = "IP")]
+    cluster_dns: Option<IpAddr>,
+    /// The cluster's DNS domain, searched by ClusterFirst pods
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// A registry (HOST:PORT) to pull from over plain HTTP; may be repeated
+    #[arg(long, value_name = "HOST:PORT")]
+    insecure_registry: Vec<String>,
 }
 
 impl NodeArgs {
@@ -61,8 +78,17 @@ impl NodeArgs {
             pod_cidr: opts.pod_cidr.to_string(),
             client_ca_file: self.client_ca_file,
             allow_unauthenticated: self.allow_unauthenticated,
+            max_pods: self.max_pods,
+            sync_frequency: Duration::from_secs(self.sync_frequency.max(1)),
+            cluster_dns: self.cluster_dns.map(|ip| ip.to_string()),
+            cluster_domain: self.cluster_domain,
+            insecure_registries: self.insecure_registry,
+            log_dir: opts.log_dir.clone(),
+            network: opts.network(),
         };
-        kubelet::run(config, opts.runtime()?)?;
+        let store = images::Store::open(&opts.data_dir)
+            .with_context(|| format!("open the image store in {}", opts.data_dir.display()))?;
+        kubelet::run(config, opts.runtime()?, store)?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -1,16 +1,23 @@
-//! The node agent's kubelet side: turning a Pod into what the runtime runs (`spec`), the
-//! node's own objects in the API server (`registration`), and the HTTP endpoint the API
-//! server proxies logs and exec to (`server`).
+//! The node agent, kubelet's part: the pods bound to this node run and kept as their
+//! objects ask (`pods`: the watch and one `pod_worker` per pod; `status`, `probes`,
+//! `image_manager`, `env`, `volumes`), turned into what the runtime runs (`spec`, `sandbox`);
+//! the node's own objects in the API server (`registration`); and the HTTP endpoint the
+//! API server proxies logs and exec to (`server`).
 
 pub mod client;
 pub mod env;
 mod exec;
+pub mod image_manager;
 mod logs;
+mod pod_worker;
+mod pods;
+mod probes;
 pub mod registration;
 pub mod sandbox;
 pub mod server;
 mod spdy;
 pub mod spec;
+mod status;
 pub mod volumes;
 
 use std::net::SocketAddr;
@@ -41,20 +48,35 @@ pub struct Config {
     pub client_ca_file: Option<PathBuf>,
     /// Let any client in.
     pub allow_unauthenticated: bool,
+    /// At most this many pods (kubelet's --max-pods).
+    pub max_pods: usize,
+    /// How often every pod is synced even when nothing wakes it (--sync-frequency).
+    pub sync_frequency: Duration,
+    /// The cluster's DNS server for ClusterFirst pods, and the cluster's domain.
+    pub cluster_dns: Option<String>,
+    pub cluster_domain: String,
+    /// Registries pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    pub log_dir: PathBuf,
+    pub network: net::PodNetwork,
 }
 
 /// Registers the node, keeps its lease, and serves its endpoint until SIGTERM or SIGINT.
 /// The endpoint serves HTTPS (with a certificate of its own, as kubelet's `kubelet.crt`)
 /// and lets in only the API server's client certificate, unless told to let anyone in.
-pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
+pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> Result<()> {
     crate::serve::prepare_process()?;
     let address = match config.node_ip {
         Some(ip) => ip,
         None if !config.listen.ip().is_unspecified() => config.listen.ip(),
         None => bail!("--listen {} names no address the API server could reach: give --node-ip", config.listen),
     };
-    // State an older podctl left open to all is put right before anything is served.
+    // State an older podctl left open to all is put right before anything is served, and
+    // what an agent killed half-way through left is cleaned.
     runtime.secure().context("set the modes of the node's state")?;
+    runtime.recover().context("recover the node's pods")?;
+    let live = runtime.pods()?.iter().map(|p| p.uid().to_string()).collect();
+    config.network.reconcile(&live).context("recover the pod network")?;
     let serving = pki::self_signed_server(&[config.node_name.clone(), address.to_string(), "localhost".into()])?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     tokio.block_on(async move {
@@ -77,13 +99,47 @@ pub fn run(config: Config, runtime: runtime::Runtime) -> Result<()> {
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let node = NodeIdentity { name: config.node_name.clone(), address, port, pod_cidr: config.pod_cidr };
+        let capacity = registration::Capacity::of_machine(config.max_pods);
+        let node = NodeIdentity {
+            name: config.node_name.clone(),
+            address,
+            port,
+            pod_cidr: config.pod_cidr,
+            capacity: capacity.clone(),
+        };
         registration::register(&client, &node).await?;
-        tokio::spawn(registration::renew_lease(client, config.node_name.clone()));
+        tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
+        let objects = pods::ApiStore::start(client.clone()).await;
+        let context = Arc::new(pod_worker::NodeContext {
+            name: config.node_name.clone(),
+            host_ip: address.to_string(),
+            runtime: runtime.clone(),
+            network: config.network,
+            images: image_manager::ImageManager::new(store, config.insecure_registries),
+            log_dir: config.log_dir,
+            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            cluster_dns: config.cluster_dns,
+            cluster_domain: config.cluster_domain,
+            objects: Box::new(objects),
+            admission: std::sync::Mutex::new(pod_worker::Admission::new(
+                config.max_pods,
+                capacity.cpu_millis,
+                capacity.memory_bytes,
+            )),
+        });
+        let pods = tokio::spawn(pods::run(client, context, config.sync_frequency));
         eprintln!("podctl node: {} registered; serving logs and exec on {address}:{port}", config.node_name);
         let router = server::router(Arc::new(NodeServer { runtime }));
         // No grace: a followed log or an exec session may last as long as its container,
         // and the pods keep running without us.
-        crate::serve::serve(listener, Some(acceptor), router, crate::shutdown::signalled(), Duration::ZERO).await
+        let served = crate::serve::serve(listener, Some(acceptor), router, crate::shutdown::signalled(), Duration::ZERO);
+        tokio::select! {
+            served = served => served,
+            ended = pods => match ended {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("the pod workers failed: {e}")),
+            },
+        }
     })
 }

@@ -22,6 +22,27 @@ pub struct NodeIdentity {
     pub address: IpAddr,
     pub port: u16,
     pub pod_cidr: String,
+    pub capacity: Capacity,
+}
+
+/// What the node offers pods: its CPUs, memory and pod slots.
+#[derive(Clone, Debug)]
+pub struct Capacity {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub pods: usize,
+}
+
+impl Capacity {
+    pub fn of_machine(pods: usize) -> Capacity {
+        let memory_kib = read_trimmed("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        Capacity { cpu_millis: cpus * 1000, memory_bytes: memory_kib * 1024, pods }
+    }
 }
 
 /// `…T12:34:56Z` (metav1.Time) or `…T12:34:56.123456Z` (metav1.MicroTime), now.
@@ -43,13 +64,12 @@ pub fn node_object(node: &NodeIdentity) -> Value {
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
         .map(|v| v.trim_matches('"').to_string())
         .unwrap_or_else(|| "Linux".into());
-    let memory_kib = read_trimmed("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{memory_kib}Ki"), "pods": "110"});
+    let c = &node.capacity;
+    let capacity = json!({
+        "cpu": format!("{}", c.cpu_millis / 1000),
+        "memory": format!("{}Ki", c.memory_bytes / 1024),
+        "pods": c.pods.to_string(),
+    });
     let arch = images::Platform::host().architecture;
     json!({
         "apiVersion": "v1",

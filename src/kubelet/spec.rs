@@ -10,7 +10,7 @@ use super::env::{ApiObjects, PodContext, container_env};
 use super::volumes::{is_api_volume, is_secret_volume};
 use crate::validation;
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec as K8sPodSpec, Volume as K8sVolume};
+use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, Volume as K8sVolume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use runtime::{ContainerSpec, Mount, NetworkMode, PodSpec, QosClass, Resources, User, Volume, VolumeSource};
 
@@ -46,6 +46,66 @@ pub fn hosts_file(hostname: &str, address: Option<Ipv4Addr>) -> String {
     )
 }
 
+/// The pod's /etc/resolv.conf as its dnsPolicy and dnsConfig ask (kubelet's dns
+/// configurer): the cluster's DNS server with the namespace's search path for
+/// ClusterFirst (the host's file when no cluster DNS is given, as kubelet falls back),
+/// the host's for Default, only dnsConfig for None.
+pub fn resolv_conf(pod: &Pod, host: &str, cluster_dns: Option<&str>, cluster_domain: &str) -> String {
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network) == Some(true);
+    let policy = spec.and_then(|s| s.dns_policy.as_deref()).unwrap_or("ClusterFirst");
+    let field = |key: &str| -> Vec<String> {
+        host.lines().filter_map(|l| l.strip_prefix(key)).flat_map(|v| v.split_whitespace().map(String::from)).collect()
+    };
+    let (mut servers, mut searches, mut options) = (field("nameserver "), field("search "), field("options "));
+    let cluster = match policy {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !host_network,
+        _ => false,
+    };
+    if policy == "None" {
+        (servers, searches, options) = (vec![], vec![], vec![]);
+    } else if cluster && let Some(dns) = cluster_dns {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut cluster_searches =
+            vec![format!("{namespace}.svc.{cluster_domain}"), format!("svc.{cluster_domain}"), cluster_domain.to_string()];
+        cluster_searches.append(&mut searches);
+        (servers, searches, options) = (vec![dns.to_string()], cluster_searches, vec!["ndots:5".to_string()]);
+    }
+    if let Some(config) = spec.and_then(|s| s.dns_config.as_ref()) {
+        for server in config.nameservers.iter().flatten() {
+            if !servers.contains(server) {
+                servers.push(server.clone());
+            }
+        }
+        for search in config.searches.iter().flatten() {
+            if !searches.contains(search) {
+                searches.push(search.clone());
+            }
+        }
+        for option in config.options.iter().flatten() {
+            let value = match &option.value {
+                Some(v) => format!("{}:{v}", option.name.as_deref().unwrap_or("")),
+                None => option.name.clone().unwrap_or_default(),
+            };
+            let name = value.split(':').next().unwrap_or("").to_string();
+            options.retain(|o| o.split(':').next() != Some(name.as_str()));
+            options.push(value);
+        }
+    }
+    let mut text = String::new();
+    if !searches.is_empty() {
+        text.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    for server in servers.iter().take(3) {
+        text.push_str(&format!("nameserver {server}\n"));
+    }
+    if !options.is_empty() {
+        text.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    text
+}
+
 /// Plans `pod` (already validated as a v1 Pod) under `uid`; `resolve` finds each image,
 /// `objects` and `context` give what the environment draws on.
 pub fn plan(
@@ -56,40 +116,14 @@ pub fn plan(
     context: &PodContext,
     resolve: &mut dyn FnMut(&str) -> Result<ResolvedImage>,
 ) -> Result<PodPlan> {
-    let name = pod.metadata.name.clone().context("metadata.name: required")?;
-    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let sandbox = sandbox(pod, uid, node)?;
     let spec = pod.spec.as_ref().context("spec: required")?;
-    if spec.containers.is_empty() {
-        bail!("spec.containers: at least one container is required");
-    }
-    // These names become paths, cgroups and log directories.
-    let mut causes = validation::check("metadata.name", &name, validation::dns_subdomain);
-    causes.extend(validation::check("metadata.namespace", &namespace, validation::dns_label));
-    causes.extend(validation::pod_spec_names(spec, "spec"));
-    if !causes.is_empty() {
-        let lines: Vec<String> = causes.iter().map(|(field, why)| format!("{field}: {why}")).collect();
-        bail!("{}", lines.join("\n"));
-    }
-    let volumes = spec.volumes.iter().flatten().enumerate().map(|(i, v)| volume(v, i)).collect::<Result<Vec<_>>>()?;
-    let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
-    let mut runtime_pod = PodSpec {
-        uid: uid.to_string(),
-        name: name.clone(),
-        namespace: namespace.clone(),
-        hostname: hostname.clone(),
-        network: if spec.host_network == Some(true) { NetworkMode::Host } else { NetworkMode::Pod },
-        hosts: hosts_file(&hostname, None),
-        resolv_conf: node.resolv_conf.clone(),
-        volumes,
-        qos: QosClass::BestEffort,
-        share_process_namespace: spec.share_process_namespace == Some(true),
-        origin: runtime::Origin::Run,
-    };
-    let read_only_volumes: Vec<&str> =
-        spec.volumes.iter().flatten().filter(|v| is_api_volume(v)).map(|v| v.name.as_str()).collect();
     let mut convert = |c: &Container, field: String| -> Result<ContainerSpec> {
-        let env = |base: &[(String, String)]| container_env(pod, c, base, objects, context);
-        container(c, spec, &runtime_pod, node, &read_only_volumes, &env, resolve).with_context(|| format!("{field} ({})", c.name))
+        let image = c.image.as_deref().filter(|i| !i.is_empty()).context("image: required");
+        image
+            .and_then(|image| resolve(image))
+            .and_then(|image| container_spec(pod, &sandbox, c, node, objects, context, image))
+            .with_context(|| format!("{field} ({})", c.name))
     };
     let init_containers = spec
         .init_containers
@@ -104,8 +138,42 @@ pub fn plan(
         .enumerate()
         .map(|(i, c)| convert(c, format!("spec.containers[{i}]")))
         .collect::<Result<Vec<_>>>()?;
-    runtime_pod.qos = QosClass::of(containers.iter().chain(&init_containers).map(|c| &c.resources));
-    Ok(PodPlan { pod: runtime_pod, init_containers, containers })
+    Ok(PodPlan { pod: sandbox, init_containers, containers })
+}
+
+/// The pod's sandbox as the runtime takes it: names checked (they become paths, cgroups
+/// and log directories), volumes, hostname, QoS class.
+pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings) -> Result<PodSpec> {
+    let name = pod.metadata.name.clone().context("metadata.name: required")?;
+    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let spec = pod.spec.as_ref().context("spec: required")?;
+    if spec.containers.is_empty() {
+        bail!("spec.containers: at least one container is required");
+    }
+    let mut causes = validation::check("metadata.name", &name, validation::dns_subdomain);
+    causes.extend(validation::check("metadata.namespace", &namespace, validation::dns_label));
+    causes.extend(validation::pod_spec_names(spec, "spec"));
+    if !causes.is_empty() {
+        let lines: Vec<String> = causes.iter().map(|(field, why)| format!("{field}: {why}")).collect();
+        bail!("{}", lines.join("\n"));
+    }
+    let volumes = spec.volumes.iter().flatten().enumerate().map(|(i, v)| volume(v, i)).collect::<Result<Vec<_>>>()?;
+    let all = spec.init_containers.iter().flatten().chain(&spec.containers);
+    let resources = all.map(|c| resources(c, node)).collect::<Result<Vec<_>>>()?;
+    let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
+    Ok(PodSpec {
+        uid: uid.to_string(),
+        name,
+        namespace,
+        hostname: hostname.clone(),
+        network: if spec.host_network == Some(true) { NetworkMode::Host } else { NetworkMode::Pod },
+        hosts: hosts_file(&hostname, None),
+        resolv_conf: node.resolv_conf.clone(),
+        volumes,
+        qos: QosClass::of(resources.iter()),
+        share_process_namespace: spec.share_process_namespace == Some(true),
+        origin: runtime::Origin::Run,
+    })
 }
 
 fn volume(v: &K8sVolume, i: usize) -> Result<Volume> {
@@ -167,17 +235,19 @@ fn host_path(host: &HostPathVolumeSource, field: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn container(
-    c: &Container,
-    spec: &K8sPodSpec,
+/// One container of the pod as the runtime takes it, on its resolved image.
+pub fn container_spec(
+    k8s_pod: &Pod,
     pod: &PodSpec,
+    c: &Container,
     node: &NodeSettings,
-    read_only_volumes: &[&str],
-    env_of: &dyn Fn(&[(String, String)]) -> Result<Vec<(String, String)>>,
-    resolve: &mut dyn FnMut(&str) -> Result<ResolvedImage>,
+    objects: &dyn ApiObjects,
+    context: &PodContext,
+    resolved: ResolvedImage,
 ) -> Result<ContainerSpec> {
-    let reference = c.image.as_deref().filter(|i| !i.is_empty()).context("image: required")?;
-    let ResolvedImage { image, lower_dirs } = resolve(reference)?;
+    let spec = k8s_pod.spec.as_ref().context("spec: required")?;
+    let reference = c.image.as_deref().unwrap_or_default();
+    let ResolvedImage { image, lower_dirs } = resolved;
     let config = image.config.config().clone().unwrap_or_default();
 
     let image_env: Vec<(String, String)> = config
@@ -186,7 +256,7 @@ fn container(
         .flatten()
         .map(|e| e.split_once('=').map_or((e.clone(), String::new()), |(k, v)| (k.into(), v.into())))
         .collect();
-    let env = env_of(&image_env)?;
+    let env = container_env(k8s_pod, c, &image_env, objects, context)?;
     // kubelet's rule: command replaces the Entrypoint and drops the Cmd; args replace the Cmd.
     let (entrypoint, cmd) = match (&c.command, &c.args) {
         (Some(command), args) => (command.clone(), args.clone().unwrap_or_default()),
@@ -214,6 +284,8 @@ fn container(
         user.additional_gids.push(id(*g, "securityContext.supplementalGroups")?);
     }
 
+    let read_only_volumes: Vec<&str> =
+        spec.volumes.iter().flatten().filter(|v| is_api_volume(v)).map(|v| v.name.as_str()).collect();
     let mut mounts = Vec::new();
     for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
         if !pod.volumes.iter().any(|v| v.name == m.name) {
@@ -232,15 +304,7 @@ fn container(
         });
     }
 
-    let resources = c.resources.as_ref();
-    let limit = |k: &str| resources.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(k));
-    let request = |k: &str| resources.and_then(|r| r.requests.as_ref()).and_then(|l| l.get(k));
-    let resources = Resources {
-        cpu_request_millis: request("cpu").map(|q| millicores(q, "resources.requests.cpu")).transpose()?,
-        cpu_limit_millis: limit("cpu").map(|q| millicores(q, "resources.limits.cpu")).transpose()?,
-        memory_limit_bytes: limit("memory").map(|q| bytes(q, "resources.limits.memory")).transpose()?,
-        pids_limit: node.pids_limit,
-    };
+    let resources = resources(c, node)?;
 
     let working_dir = c
         .working_dir
@@ -298,6 +362,18 @@ pub(super) fn expand(input: &str, env: &[(String, String)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+fn resources(c: &Container, node: &NodeSettings) -> Result<Resources> {
+    let resources = c.resources.as_ref();
+    let limit = |k: &str| resources.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(k));
+    let request = |k: &str| resources.and_then(|r| r.requests.as_ref()).and_then(|l| l.get(k));
+    Ok(Resources {
+        cpu_request_millis: request("cpu").map(|q| millicores(q, "resources.requests.cpu")).transpose()?,
+        cpu_limit_millis: limit("cpu").map(|q| millicores(q, "resources.limits.cpu")).transpose()?,
+        memory_limit_bytes: limit("memory").map(|q| bytes(q, "resources.limits.memory")).transpose()?,
+        pids_limit: node.pids_limit,
+    })
 }
 
 fn id(value: i64, field: &str) -> Result<u32> {
@@ -377,6 +453,21 @@ mod tests {
         assert_eq!(expand("$(A)-$(B)", &env), "one-two");
         assert_eq!(expand("$$(A) $(C) $A", &env), "$(A) $(C) $A");
         assert_eq!(expand("x$(A", &env), "x$(A");
+    }
+
+    #[test]
+    fn resolv_conf_follows_the_dns_policy() {
+        let host = "nameserver 192.0.2.1\nsearch example.com\n";
+        let p = pod("metadata: {name: p, namespace: prod}\nspec: {containers: [{name: a, image: x}]}");
+        assert_eq!(
+            resolv_conf(&p, host, Some("10.96.0.10"), "cluster.local"),
+            "search prod.svc.cluster.local svc.cluster.local cluster.local example.com\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+        assert_eq!(resolv_conf(&p, host, None, "cluster.local"), "search example.com\nnameserver 192.0.2.1\n");
+        let none = pod(
+            "metadata: {name: p}\nspec: {dnsPolicy: None, dnsConfig: {nameservers: [1.1.1.1], options: [{name: ndots, value: '2'}]}, containers: [{name: a, image: x}]}",
+        );
+        assert_eq!(resolv_conf(&none, host, Some("10.96.0.10"), "cluster.local"), "nameserver 1.1.1.1\noptions ndots:2\n");
     }
 
     #[test]
