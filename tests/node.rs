@@ -1,31 +1,35 @@
-//! `podctl node` with `podctl apiserver`, driven by the real kubectl: the node registers
-//! itself and keeps its lease, and `kubectl logs` and `kubectl exec` reach a pod on it
-//! through the API server. The pod is started with `podctl run -d` on a scratch node (its
-//! own network namespace); the node agent and the API server talk over loopback.
+//! `podctl node` with `podctl apiserver`, driven by the real kubectl: the node registers,
+//! keeps its lease, runs the pods bound to it (kubelet's sync loop) and serves their logs
+//! and exec through the API server. The API server, the agent and their pods live in a
+//! scratch node's network namespace (its bridge and veths never reach the host), and
+//! kubectl runs there too.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use testkit::apiserver::ApiServer;
 use testkit::node::Node;
 
 const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
+const IMAGE: &str = "busybox:1.36";
 
-const POD: &str = r#"
+const WEB: &str = r#"
 apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: default}
 spec:
   nodeName: test-node
+  restartPolicy: OnFailure
   containers:
   - name: app
-    image: busybox
+    image: busybox:1.36
     command: [sh, -c, "echo hello; echo oops >&2; while true; do sleep 1; done"]
   - name: short
-    image: busybox
+    image: busybox:1.36
     command: [sh, -c, "echo one; sleep 2; echo two"]
 "#;
 
@@ -39,57 +43,119 @@ impl Drop for Process {
     }
 }
 
-/// An API server, a scratch node running the `web` pod, and `podctl node` registered as
-/// `test-node`, which lets in the API server's client certificate only.
+/// An API server and `podctl node` registered as `test-node` on a scratch node, both in
+/// its network namespace. Dropped in this order: the agent first (it would start again
+/// what the node's cleanup removes), then the API server, then the node and its pods.
 struct Cluster {
+    agent: Process,
     api: ApiServer,
     node: Node,
-    agent: Process,
     endpoint: SocketAddr,
+    flags: Vec<String>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let node = Node::new(PODCTL).with_busybox();
-        let api = ApiServer::start(PODCTL, &[]);
-        let manifest = node.dir.path().join("web.yaml");
-        std::fs::write(&manifest, POD).unwrap();
-        node.ok(&["run", "-d", "-f", manifest.to_str().unwrap()]);
-        let endpoint = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
-        let agent = node
-            .host_command()
-            .args(["node", "--node-name", "test-node", "--listen", &endpoint.to_string()])
-            .arg("--kubeconfig")
-            .arg(api.kubeconfig())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let cluster = Cluster { api, node, agent: Process(agent), endpoint };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cluster.api.kubectl_output(&["get", "node", "test-node"], None).status.success() {
-            assert!(Instant::now() < deadline, "the node did not register");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        cluster.api.kubectl_stdin(&["apply", "-f", "-"], POD);
+        Cluster::start_with(&[])
+    }
+
+    /// With more flags for `podctl node`.
+    fn start_with(flags: &[&str]) -> Cluster {
+        let node = Node::new(PODCTL).with_busybox_as(IMAGE);
+        let api = ApiServer::start_in(PODCTL, node.netns.path(), &[]);
+        let endpoint = SocketAddr::from(([127, 0, 0, 1], 10250));
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let agent = start_agent(&node, &api, endpoint, &flags);
+        let cluster = Cluster { agent, api, node, endpoint, flags };
+        cluster.wait("the node registers", 10, || cluster.kubectl(&["get", "node", "test-node"]).status.success());
         cluster
+    }
+
+    /// Kills the agent with SIGKILL, as a crash would.
+    fn kill_agent(&mut self) {
+        let _ = self.agent.0.kill();
+        let _ = self.agent.0.wait();
+    }
+
+    fn start_agent_again(&mut self) {
+        self.agent = start_agent(&self.node, &self.api, self.endpoint, &self.flags);
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
         self.api.kubectl_output(args, None)
     }
+
+    fn apply(&self, yaml: &str) {
+        self.api.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    }
+
+    fn pod(&self, name: &str) -> Value {
+        let out = self.kubectl(&["get", "pod", name, "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Waits up to `seconds` for `check`, saying what it waited for when it gives up.
+    fn wait(&self, what: &str, seconds: u64, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !check() {
+            if Instant::now() > deadline {
+                let pods = text(&self.kubectl(&["get", "pods", "-A", "-o", "wide"]).stdout);
+                let events = text(&self.kubectl(&["get", "events", "-A"]).stdout);
+                let log = std::fs::read_to_string(self.node.dir.path().join("agent.log")).unwrap_or_default();
+                panic!("{what}: not within {seconds}s\n{pods}\n{events}\nagent:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_ready(&self, name: &str) -> Value {
+        self.wait(&format!("pod {name} ready"), 30, || ready(&self.pod(name)));
+        self.pod(name)
+    }
+}
+
+fn start_agent(node: &Node, api: &ApiServer, endpoint: SocketAddr, flags: &[String]) -> Process {
+    let log = std::fs::File::options().create(true).append(true).open(node.dir.path().join("agent.log")).unwrap();
+    let agent = node
+        .command()
+        .args(["node", "--node-name", "test-node", "--listen", &endpoint.to_string()])
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig())
+        .args(flags)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Process(agent)
+}
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    let all = pod["status"]["containerStatuses"].as_array().into_iter().flatten();
+    all.chain(pod["status"]["initContainerStatuses"].as_array().into_iter().flatten())
+        .find(|c| c["name"] == name)
+        .unwrap_or(&Value::Null)
+}
+
+/// The reasons of the events on a pod, oldest first.
+fn events_of(cluster: &Cluster, pod: &str) -> String {
+    let selector = format!("involvedObject.name={pod}");
+    text(&cluster.kubectl(&["get", "events", "--field-selector", &selector, "--sort-by", ".lastTimestamp"]).stdout)
+}
+
 #[test]
 fn the_node_registers_and_renews_its_lease() {
-    let cluster = Cluster::start();
+    let mut cluster = Cluster::start();
     // One agent per node: a second on the same data directory is refused.
     let second = cluster
         .node
-        .host_command()
+        .command()
         .args(["node", "--node-name", "test-node", "--listen", "127.0.0.1:0"])
         .arg("--kubeconfig")
         .arg(cluster.api.kubeconfig())
@@ -97,86 +163,119 @@ fn the_node_registers_and_renews_its_lease() {
         .unwrap();
     assert_eq!(second.status.code(), Some(125));
     assert!(text(&second.stderr).contains("is in use by another podctl node"), "{}", text(&second.stderr));
-    let node = cluster.api.kubectl(&["get", "node", "test-node", "-o", "json"]);
-    let node: serde_json::Value = serde_json::from_str(&node).unwrap();
+    let node: Value = serde_json::from_str(&cluster.api.kubectl(&["get", "node", "test-node", "-o", "json"])).unwrap();
     assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], cluster.endpoint.port());
     assert_eq!(node["status"]["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "127.0.0.1"}));
+    assert_eq!(node["status"]["capacity"]["pods"], "110");
     let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
     assert_eq!(ready["status"], "True");
     let wide = cluster.api.kubectl(&["get", "nodes"]);
     assert!(wide.lines().any(|l| l.starts_with("test-node") && l.contains("Ready")), "{wide}");
     let lease = cluster.api.kubectl(&["get", "lease", "-n", "kube-node-lease", "test-node", "-o", "json"]);
-    let lease: serde_json::Value = serde_json::from_str(&lease).unwrap();
+    let lease: Value = serde_json::from_str(&lease).unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "test-node");
 
     // The endpoint lets in the API server's client certificate only (whoever reaches it
     // could exec into every container): not plain HTTP, not a client without a
     // certificate, not the cluster's admin token.
-    let mut stream = TcpStream::connect(cluster.endpoint).unwrap();
-    std::io::Write::write_all(&mut stream, b"GET /containerLogs/default/web/app HTTP/1.1\r\nHost: node\r\n\r\n")
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    assert!(!text(&answer).contains("hello"), "{}", text(&answer));
     let token = cluster.api.access().token.unwrap();
-    let url = format!("https://{}/containerLogs/default/web/app", cluster.endpoint);
-    for auth in [None, Some(format!("Authorization: Bearer {token}"))] {
+    for (url, auth) in [
+        (format!("http://{}/pods", cluster.endpoint), None),
+        (format!("https://{}/pods", cluster.endpoint), None),
+        (format!("https://{}/pods", cluster.endpoint), Some(format!("Authorization: Bearer {token}"))),
+    ] {
         let mut curl = std::process::Command::new("curl");
+        cluster.node.netns.enter(&mut curl);
         curl.args(["-sS", "-k", "--max-time", "10", &url]);
         if let Some(auth) = &auth {
             curl.args(["-H", auth]);
         }
         let out = curl.output().unwrap();
-        assert!(
-            !out.status.success() && !text(&out.stdout).contains("hello"),
-            "let in with {auth:?}: {}",
-            text(&out.stdout)
-        );
+        assert!(!out.status.success() && !text(&out.stdout).contains("PodList"), "let in at {url} with {auth:?}");
     }
 
     // A node agent started again finds its Node and brings it up to date.
-    let Cluster { api, node, agent, .. } = cluster;
-    drop(agent);
-    let endpoint = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
-    let again = node
-        .host_command()
-        .args(["node", "--node-name", "test-node", "--listen", &endpoint.to_string(), "--allow-unauthenticated"])
-        .arg("--kubeconfig")
-        .arg(api.kubeconfig())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _again = Process(again);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let port =
-            api.kubectl(&["get", "node", "test-node", "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}"]);
-        if port == endpoint.port().to_string() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the node kept port {port}");
-        std::thread::sleep(Duration::from_millis(50));
+    cluster.kill_agent();
+    cluster.endpoint = SocketAddr::from(([127, 0, 0, 1], 10251));
+    cluster.start_agent_again();
+    cluster.wait("the node's new port", 10, || {
+        let path = "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}";
+        text(&cluster.kubectl(&["get", "node", "test-node", "-o", path]).stdout) == "10251"
+    });
+}
+
+#[test]
+fn a_pod_bound_to_the_node_runs_and_says_so() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  nodeName: test-node
+  initContainers:
+  - {name: setup, image: busybox:1.36, command: [sh, -c, "echo prepared > /work/ready-file"], volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: [sh, -c, "cat /work/ready-file; exec sleep 3600"]
+    volumeMounts: [{name: work, mountPath: /work}]
+    readinessProbe: {exec: {command: [test, -f, /work/go]}, periodSeconds: 1}
+  volumes: [{name: work, emptyDir: {}}]
+"#,
+    );
+    cluster.wait("web runs", 30, || cluster.pod("web")["status"]["phase"] == "Running");
+    let pod = cluster.pod("web");
+    assert!(!ready(&pod), "not ready before its probe passes: {pod}");
+    let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    assert!(ip.starts_with("10.88."), "{pod}");
+    assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
+    assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    let setup = container_status(&pod, "setup");
+    assert_eq!(setup["state"]["terminated"]["reason"], "Completed", "{pod}");
+    let app = container_status(&pod, "app");
+    assert!(app["state"]["running"]["startedAt"].is_string(), "{pod}");
+    assert!(app["containerID"].as_str().unwrap().starts_with("podctl://"), "{pod}");
+    assert_eq!(app["ready"], false);
+    assert_eq!(app["started"], true);
+
+    // Readiness gates Ready.
+    cluster.api.kubectl(&["exec", "web", "--", "touch", "/work/go"]);
+    let pod = cluster.wait_ready("web");
+    assert_eq!(container_status(&pod, "app")["ready"], true);
+    assert_eq!(text(&cluster.kubectl(&["logs", "web"]).stdout), "prepared\n");
+    let wide = cluster.api.kubectl(&["get", "pod", "web", "-o", "wide"]);
+    assert!(
+        wide.contains("1/1") && wide.contains("Running") && wide.contains(&ip) && wide.contains("test-node"),
+        "{wide}"
+    );
+    let events = events_of(&cluster, "web");
+    for reason in ["Pulled", "Created", "Started"] {
+        assert!(events.contains(reason), "{events}");
     }
+    // The pod answers on its address from the node.
+    cluster.node.netns.run("busybox", &["ping", "-c", "1", "-W", "2", &ip]);
+
+    // podctl ps shows the agent's pod with its origin, by namespace and name.
+    let ps = cluster.node.ok(&["ps"]);
+    let row = ps.lines().find(|l| l.contains("default/web")).unwrap_or_else(|| panic!("{ps}"));
+    assert!(row.ends_with("node") && row.contains(&ip), "{ps}");
 }
 
 #[test]
 fn kubectl_logs_reads_the_node_through_the_api_server() {
     let cluster = Cluster::start();
+    cluster.apply(WEB);
+    cluster.wait("web runs", 30, || cluster.pod("web")["status"]["phase"] == "Running");
     // Follows the short container until it exits: its whole output, in order.
     let followed = cluster.kubectl(&["logs", "-f", "web", "-c", "short"]);
     assert!(followed.status.success(), "{}", text(&followed.stderr));
     assert_eq!(text(&followed.stdout), "one\ntwo\n");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let logs = loop {
-        let out = cluster.kubectl(&["logs", "web", "-c", "app"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        if text(&out.stdout).contains("oops") || Instant::now() > deadline {
-            break text(&out.stdout);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(logs, "hello\noops\n", "stdout and stderr, merged in order");
+    cluster.wait("app logs its two lines", 10, || {
+        text(&cluster.kubectl(&["logs", "web", "-c", "app"]).stdout) == "hello\noops\n"
+    });
     assert_eq!(text(&cluster.kubectl(&["logs", "web", "-c", "app", "--tail", "1"]).stdout), "oops\n");
     assert_eq!(text(&cluster.kubectl(&["logs", "web", "-c", "app", "--limit-bytes", "3"]).stdout), "hel");
     let stamped = text(&cluster.kubectl(&["logs", "web", "-c", "app", "--timestamps"]).stdout);
@@ -186,18 +285,25 @@ fn kubectl_logs_reads_the_node_through_the_api_server() {
     // kubectl picks the first container when none is named.
     let defaulted = cluster.kubectl(&["logs", "web"]);
     assert_eq!(text(&defaulted.stdout), "hello\noops\n", "{}", text(&defaulted.stderr));
-    // What kubectl says when a request names nothing that exists.
     let missing = text(&cluster.kubectl(&["logs", "nope"]).stderr);
     assert!(missing.contains("pods \"nope\" not found"), "{missing}");
     let previous = text(&cluster.kubectl(&["logs", "web", "-c", "app", "--previous"]).stderr);
     assert!(previous.contains("previous terminated container \"app\""), "{previous}");
     let bad = text(&cluster.kubectl(&["logs", "web", "-c", "nope"]).stderr);
     assert!(bad.contains("container nope is not valid for pod web"), "{bad}");
+
+    // The short container completed, and OnFailure leaves it so.
+    cluster.wait("short completes", 10, || {
+        container_status(&cluster.pod("web"), "short")["state"]["terminated"]["exitCode"] == 0
+    });
+    assert_eq!(container_status(&cluster.pod("web"), "short")["restartCount"], 0);
 }
 
 #[test]
 fn kubectl_exec_runs_in_the_container_over_a_websocket() {
     let cluster = Cluster::start();
+    cluster.apply(WEB);
+    cluster.wait("web runs", 30, || cluster.pod("web")["status"]["phase"] == "Running");
     let out = cluster.kubectl(&["exec", "web", "-c", "app", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "out\n");
@@ -207,7 +313,6 @@ fn kubectl_exec_runs_in_the_container_over_a_websocket() {
     let upper =
         cluster.api.kubectl_stdin(&["exec", "-i", "web", "-c", "app", "--", "tr", "a-z", "A-Z"], "hello\nworld\n");
     assert_eq!(upper, "HELLO\nWORLD\n");
-    // In the pod: its hostname, its processes.
     assert_eq!(cluster.api.kubectl(&["exec", "web", "-c", "app", "--", "hostname"]), "web\n");
 
     let not_found = cluster.kubectl(&["exec", "web", "-c", "app", "--", "/no/such/program"]);
@@ -217,8 +322,7 @@ fn kubectl_exec_runs_in_the_container_over_a_websocket() {
     assert!(bad.contains("container nope is not valid for pod web"), "{bad}");
 
     // A pod no node has is refused by the API server.
-    cluster.api.kubectl_stdin(
-        &["apply", "-f", "-"],
+    cluster.apply(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: nowhere}\nspec: {containers: [{name: c, image: busybox}]}\n",
     );
     let unbound = text(&cluster.kubectl(&["exec", "nowhere", "--", "true"]).stderr);
@@ -229,15 +333,15 @@ fn kubectl_exec_runs_in_the_container_over_a_websocket() {
 #[test]
 fn kubectl_exec_with_a_terminal_gets_one_of_its_size() {
     let cluster = Cluster::start();
+    cluster.apply(WEB);
+    cluster.wait("web runs", 30, || cluster.pod("web")["status"]["phase"] == "Running");
     let spdy = format!("{}/kubectl.1.29", testkit::apiserver::KUBECTL_DIR);
     for kubectl in [testkit::apiserver::KUBECTL, spdy.as_str()] {
         let (master, slave) = open_pty(30, 100);
         let slave_fd = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-        let mut command = std::process::Command::new(kubectl);
-        command
-            .args(["exec", "-it", "web", "-c", "app", "--", "sh", "-c", "tty; stty size"])
-            .env("KUBECONFIG", cluster.api.kubeconfig())
-            .env("HOME", cluster.api.dir.path());
+        let mut command = cluster
+            .api
+            .kubectl_command_of(kubectl, &["exec", "-it", "web", "-c", "app", "--", "sh", "-c", "tty; stty size"]);
         let child = command.stdin(slave_fd(&slave)).stdout(slave_fd(&slave)).stderr(slave_fd(&slave)).spawn().unwrap();
         // Only kubectl may hold the terminal now (the command keeps its copies until dropped).
         drop((command, slave));
@@ -283,11 +387,10 @@ fn open_pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
 #[test]
 fn every_kubectl_reads_logs_and_execs() {
     let cluster = Cluster::start();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while text(&cluster.kubectl(&["logs", "web", "-c", "app"]).stdout) != "hello\noops\n" {
-        assert!(Instant::now() < deadline, "the app container did not write its two lines");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.apply(WEB);
+    cluster.wait("app logs its two lines", 30, || {
+        text(&cluster.kubectl(&["logs", "web", "-c", "app"]).stdout) == "hello\noops\n"
+    });
     let versions: Vec<(u32, String)> = (27..=33)
         .map(|minor| (minor, format!("{}/kubectl.1.{minor}", testkit::apiserver::KUBECTL_DIR)))
         .filter(|(_, path)| std::path::Path::new(path).exists())
@@ -295,19 +398,7 @@ fn every_kubectl_reads_logs_and_execs() {
     assert!(versions.iter().any(|(minor, _)| *minor < 30), "an SPDY-only kubectl expected: {versions:?}");
     assert!(versions.iter().any(|(minor, _)| *minor >= 30), "a WebSocket kubectl expected: {versions:?}");
     for (minor, kubectl) in &versions {
-        let run = |args: &[&str], stdin: &str| -> Output {
-            let mut child = std::process::Command::new(kubectl)
-                .args(args)
-                .env("KUBECONFIG", cluster.api.kubeconfig())
-                .env("HOME", cluster.api.dir.path().join(format!("home-1.{minor}")))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-            child.wait_with_output().unwrap()
-        };
+        let run = |args: &[&str], stdin: &str| -> Output { cluster.api.kubectl_output_of(kubectl, args, Some(stdin)) };
         let logs = run(&["logs", "web", "-c", "app", "--tail", "1"], "");
         assert_eq!(text(&logs.stdout), "oops\n", "kubectl 1.{minor}: {}", text(&logs.stderr));
         let exec = run(&["exec", "-i", "web", "-c", "app", "--", "sh", "-c", "cat; exit 4"], "piped\n");
@@ -324,6 +415,8 @@ fn every_kubectl_reads_logs_and_execs() {
 #[test]
 fn an_exec_whose_client_is_gone_ends() {
     let cluster = Cluster::start();
+    cluster.apply(WEB);
+    cluster.wait("web runs", 30, || cluster.pod("web")["status"]["phase"] == "Running");
     // `[x]yz` matches the command's line in `ps`, not the line of this grep.
     let running = |pattern: &str| {
         let grep = format!("ps -o args | grep '[{}]{}' || true", &pattern[..1], &pattern[1..]);
@@ -357,4 +450,395 @@ fn an_exec_whose_client_is_gone_ends() {
     }
     drop((sleep, master, slave));
     gone_within("sleep 1001");
+}
+
+#[test]
+fn a_crashing_container_backs_off_and_a_failing_liveness_probe_restarts_one() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  nodeName: test-node
+  containers:
+  - {name: app, image: busybox:1.36, command: [sh, -c, "echo run; exit 3"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sick}
+spec:
+  nodeName: test-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: [sh, -c, "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"]
+    livenessProbe: {exec: {command: [test, -f, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
+"#,
+    );
+    // The first restart is at once, the next after 10 s: restartCount 2 in CrashLoopBackOff.
+    cluster.wait("crash backs off", 40, || {
+        let app = container_status(&cluster.pod("crash"), "app").clone();
+        app["restartCount"].as_u64() >= Some(2) && app["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let pod = cluster.pod("crash");
+    let app = container_status(&pod, "app");
+    assert_eq!(app["lastState"]["terminated"]["exitCode"], 3, "{pod}");
+    assert_eq!(app["lastState"]["terminated"]["reason"], "Error", "{pod}");
+    assert!(app["state"]["waiting"]["message"].as_str().unwrap().starts_with("back-off "), "{pod}");
+    assert_eq!(pod["status"]["phase"], "Running");
+    let events = events_of(&cluster, "crash");
+    assert!(events.contains("BackOff") && events.contains("Back-off restarting failed container app"), "{events}");
+    let table = cluster.api.kubectl(&["get", "pod", "crash"]);
+    assert!(table.contains("CrashLoopBackOff") || table.contains("Error"), "{table}");
+    assert_eq!(text(&cluster.kubectl(&["logs", "crash", "--previous"]).stdout), "run\n");
+
+    cluster.wait("sick restarts", 30, || {
+        container_status(&cluster.pod("sick"), "app")["restartCount"].as_u64() >= Some(1)
+    });
+    let events = events_of(&cluster, "sick");
+    assert!(events.contains("Unhealthy") && events.contains("Liveness probe failed"), "{events}");
+    assert!(events.contains("failed liveness probe, will be restarted"), "{events}");
+}
+
+#[test]
+fn an_oom_kill_is_reported() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  nodeName: test-node
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: [sh, -c, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo $x | wc -c"]
+    resources: {limits: {memory: 32Mi}}
+"#,
+    );
+    cluster.wait("hog fails", 30, || cluster.pod("hog")["status"]["phase"] == "Failed");
+    let pod = cluster.pod("hog");
+    assert_eq!(container_status(&pod, "app")["state"]["terminated"]["reason"], "OOMKilled", "{pod}");
+    assert_eq!(container_status(&pod, "app")["state"]["terminated"]["exitCode"], 137, "{pod}");
+}
+
+#[test]
+fn deleting_a_pod_runs_its_prestop_hook_and_leaves_nothing() {
+    let cluster = Cluster::start();
+    let shared = cluster.node.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    cluster.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: leaving}}
+spec:
+  nodeName: test-node
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: [sh, -c, "trap 'echo got TERM >> /shared/trace; exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle: {{preStop: {{exec: {{command: [sh, -c, "echo preStop >> /shared/trace"]}}}}}}
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  volumes: [{{name: shared, hostPath: {{path: {}}}}}]
+"#,
+        shared.display()
+    ));
+    cluster.wait_ready("leaving");
+    let out = cluster.kubectl(&["delete", "pod", "leaving", "--timeout", "30s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(shared.join("trace")).unwrap(), "preStop\ngot TERM\n");
+    assert!(text(&cluster.kubectl(&["get", "pods", "-o", "name"]).stdout).is_empty());
+    // Nothing of the pod is left on the node.
+    assert_eq!(cluster.node.ok(&["ps", "-a", "-q"]), "");
+    assert!(cluster.node.mounts().is_empty(), "{:?}", cluster.node.mounts());
+    let pods = std::fs::read_dir(cluster.node.run_dir().join("pods")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pods, 0);
+    let links = cluster.node.netns.ip(&["-o", "link"]);
+    assert!(!links.contains("veth"), "{links}");
+}
+
+#[test]
+fn environment_and_volumes_come_from_the_api() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {mode: fast, level: "3"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: env, labels: {tier: back}}
+spec:
+  nodeName: test-node
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: [sh, -c, "exec sleep 3600"]
+    envFrom: [{configMapRef: {name: settings}, prefix: CFG_}]
+    env:
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}
+    - {name: MISSING, valueFrom: {secretKeyRef: {name: nope, key: x, optional: true}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: GREETING, value: "$(POD_NAME) on $(NODE)"}
+    volumeMounts:
+    - {name: settings, mountPath: /etc/settings}
+    - {name: info, mountPath: /etc/info}
+    - {name: creds, mountPath: /etc/creds}
+  volumes:
+  - {name: settings, configMap: {name: settings}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+  - {name: creds, secret: {secretName: creds, defaultMode: 0400}}
+"#,
+    );
+    let pod = cluster.wait_ready("env");
+    let exec = |script: &str| cluster.api.kubectl(&["exec", "env", "--", "sh", "-c", script]);
+    let env = exec("env");
+    let ip = pod["status"]["podIP"].as_str().unwrap();
+    for line in [
+        "CFG_mode=fast",
+        "CFG_level=3",
+        "PASSWORD=hunter2",
+        "POD_NAME=env",
+        "NODE=test-node",
+        "GREETING=env on test-node",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} in\n{env}");
+    }
+    assert!(env.lines().any(|l| l == format!("POD_IP={ip}")), "{env}");
+    assert!(!env.contains("MISSING="), "{env}");
+    assert_eq!(exec("cat /etc/settings/mode"), "fast");
+    assert_eq!(exec("cat /etc/info/labels"), "tier=\"back\"");
+    assert_eq!(exec("cat /etc/creds/password; stat -L -c %a /etc/creds/password"), "hunter2400\n");
+    // Volumes from the API are read-only; the service account's token is there.
+    assert!(!cluster.kubectl(&["exec", "env", "--", "touch", "/etc/settings/x"]).status.success());
+    assert_eq!(exec("cat /var/run/secrets/kubernetes.io/serviceaccount/namespace"), "default");
+    assert!(exec("cat /var/run/secrets/kubernetes.io/serviceaccount/token").starts_with("ey"));
+
+    // A change of the ConfigMap reaches the file within a sync period (10 s).
+    cluster.api.kubectl(&["patch", "configmap", "settings", "-p", r#"{"data":{"mode":"slow"}}"#]);
+    cluster.wait("the file follows its ConfigMap", 25, || exec("cat /etc/settings/mode") == "slow");
+}
+
+#[test]
+fn images_are_pulled_as_their_policy_says() {
+    let mut cluster = Cluster::start();
+    let registry = testkit::registry::Registry::start_in(cluster.node.netns.path());
+    let layout = cluster.node.dir.path().join("layout");
+    testkit::busybox_image().write_oci_layout(&layout, Some("1.0"));
+    registry.push(&layout, "team/busybox:1.0");
+    // The agent speaks plain HTTP to this registry only when told to.
+    cluster.kill_agent();
+    cluster.flags = vec!["--insecure-registry".into(), registry.addr.clone()];
+    cluster.start_agent_again();
+    let image = format!("{}/team/busybox:1.0", registry.addr);
+    let missing = format!("{}/team/busybox:nope", registry.addr);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pulled}}\nspec:\n  nodeName: test-node\n  containers: [{{name: app, image: \"{image}\", command: [sleep, \"3600\"]}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: absent}}\nspec:\n  nodeName: test-node\n  containers: [{{name: app, image: \"{missing}\"}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: never}}\nspec:\n  nodeName: test-node\n  containers: [{{name: app, image: \"{}/other:1\", imagePullPolicy: Never}}]\n",
+        registry.addr
+    ));
+    cluster.wait_ready("pulled");
+    let events = events_of(&cluster, "pulled");
+    assert!(events.contains("Pulling") && events.contains("Successfully pulled image"), "{events}");
+    cluster.wait("absent backs off", 30, || {
+        container_status(&cluster.pod("absent"), "app")["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    let events = events_of(&cluster, "absent");
+    assert!(events.contains("ErrImagePull") && events.contains("Failed to pull image"), "{events}");
+    cluster.wait("never is refused", 10, || {
+        container_status(&cluster.pod("never"), "app")["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+}
+
+#[test]
+fn pods_beyond_max_pods_are_refused() {
+    let cluster = Cluster::start_with(&["--max-pods", "1"]);
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: test-node\n  containers: [{{name: app, image: busybox:1.36, command: [sleep, '3600']}}]\n"
+        )
+    };
+    cluster.apply(&pod("first"));
+    cluster.wait_ready("first");
+    cluster.apply(&pod("second"));
+    cluster.wait("second is refused", 20, || cluster.pod("second")["status"]["phase"] == "Failed");
+    let second = cluster.pod("second");
+    assert_eq!(second["status"]["reason"], "OutOfpods", "{second}");
+    assert!(
+        second["status"]["message"].as_str().unwrap().contains("Node didn't have enough resource: pods"),
+        "{second}"
+    );
+    assert_eq!(cluster.node.ok(&["ps", "-q"]).lines().count(), 1);
+}
+
+/// kill -9 of the agent stops no pod; the agent started again adopts every pod, restarts
+/// none that was fine, starts those bound while it was down, removes those deleted.
+#[test]
+fn a_killed_agent_finds_its_pods_again() {
+    let mut cluster = Cluster::start();
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: test-node\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: app, image: busybox:1.36, command: [sleep, '3600']}}]\n---\n"
+        )
+    };
+    let first: String = (0..10).map(|i| pod(&format!("p{i}"))).collect();
+    cluster.apply(&first);
+    cluster.wait("10 pods ready", 60, || (0..10).all(|i| ready(&cluster.pod(&format!("p{i}")))));
+    let ids = |cluster: &Cluster| -> Vec<String> {
+        (0..10).map(|i| container_status(&cluster.pod(&format!("p{i}")), "app")["containerID"].to_string()).collect()
+    };
+    let before = ids(&cluster);
+    let more: String = (10..15).map(|i| pod(&format!("p{i}"))).collect();
+    cluster.apply(&more);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill_agent();
+    // While it is down: every pod keeps running; one is deleted, one is bound.
+    assert!(cluster.node.ok(&["ps", "-q"]).lines().count() >= 10);
+    cluster.api.kubectl(&["delete", "pod", "p0", "--wait=false"]);
+    cluster.apply(&pod("late"));
+    cluster.start_agent_again();
+    cluster.wait("14 pods and late ready, p0 gone", 60, || {
+        (1..15).all(|i| ready(&cluster.pod(&format!("p{i}"))))
+            && ready(&cluster.pod("late"))
+            && cluster.pod("p0").is_null()
+    });
+    let after = ids(&cluster);
+    assert_eq!(before[1..], after[1..], "no container was started again");
+    for i in 1..15 {
+        assert_eq!(container_status(&cluster.pod(&format!("p{i}")), "app")["restartCount"], 0);
+    }
+    let ps = cluster.node.ok(&["ps", "-a", "-q"]);
+    assert_eq!(ps.lines().count(), 15, "{ps}");
+    // No leak: one veth, one address and one network namespace per pod.
+    let veths = cluster.node.netns.ip(&["-o", "link"]).lines().filter(|l| l.contains("veth")).count();
+    assert_eq!(veths, 15);
+    let netns = std::fs::read_dir(cluster.node.run_dir().join("netns")).unwrap().count();
+    assert_eq!(netns, 15);
+    let leases = std::fs::read_dir(cluster.node.data_dir().join("net/leases")).unwrap().count();
+    assert!(leases <= 16, "{leases} leases for 15 pods");
+}
+
+const HTTP_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME, labels: {app: NAME}}
+spec:
+  nodeName: NODE
+  containers:
+  - name: web
+    image: busybox:1.36
+    command: [httpd, -f, -p, "8080", -h, /etc]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+"#;
+
+/// A Service whose endpoints are a hand-made EndpointSlice reaches its pod through its
+/// cluster IP from another pod.
+#[test]
+fn a_service_reaches_its_pod_through_the_cluster_ip() {
+    let cluster = Cluster::start();
+    cluster.apply(&HTTP_POD.replace("NAME", "backend").replace("NODE", "test-node"));
+    cluster.apply(&HTTP_POD.replace("NAME", "client").replace("NODE", "test-node"));
+    let ip = cluster.wait_ready("backend")["status"]["podIP"].as_str().unwrap().to_string();
+    cluster.wait_ready("client");
+    cluster.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec: {{ports: [{{port: 80, targetPort: 8080}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{port: 8080, protocol: TCP, name: ""}}]
+endpoints: [{{addresses: ["{ip}"], conditions: {{ready: true}}}}]
+"#
+    ));
+    let cluster_ip = cluster.api.kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let url = format!("http://{cluster_ip}/hostname");
+    // (busybox wget -T crashes: `timeout` bounds it.)
+    cluster.wait("the client reaches the service", 15, || {
+        let out = cluster.kubectl(&["exec", "client", "--", "timeout", "3", "wget", "-qO-", &url]);
+        text(&out.stdout) == "backend\n"
+    });
+}
+
+/// Two agents on two fake nodes joined by a link: each routes to the other's pod CIDR
+/// from its Node object, so pods reach each other across nodes with no manual route.
+#[test]
+fn pods_on_two_nodes_reach_each_other() {
+    let a = Node::new(PODCTL).with_env("PODCTL_POD_CIDR", "10.88.1.0/24").with_busybox_as(IMAGE);
+    let b = Node::new(PODCTL).with_env("PODCTL_POD_CIDR", "10.88.2.0/24").with_busybox_as(IMAGE);
+    testkit::netns::link(&a.netns, "underlay", "192.168.50.1/24", &b.netns, "underlay", "192.168.50.2/24");
+    let api = ApiServer::start_in_on(PODCTL, a.netns.path(), "192.168.50.1:6443".parse().unwrap(), &[]);
+    let agent = |node: &Node, name: &str, ip: &str| {
+        let log = std::fs::File::create(node.dir.path().join("agent.log")).unwrap();
+        let child = node
+            .command()
+            .args(["node", "--node-name", name, "--listen", &format!("{ip}:10250")])
+            .arg("--kubeconfig")
+            .arg(api.kubeconfig())
+            .args(["--server", "https://192.168.50.1:6443"])
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Process(child)
+    };
+    let _agents = (agent(&a, "node-a", "192.168.50.1"), agent(&b, "node-b", "192.168.50.2"));
+    api.kubectl_stdin(&["apply", "-f", "-"], &HTTP_POD.replace("NAME", "pa").replace("NODE", "node-a"));
+    api.kubectl_stdin(&["apply", "-f", "-"], &HTTP_POD.replace("NAME", "pb").replace("NODE", "node-b"));
+    let pod =
+        |name: &str| -> Value { serde_json::from_str(&api.kubectl(&["get", "pod", name, "-o", "json"])).unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(ready(&pod("pa")) && ready(&pod("pb"))) {
+        let log = |n: &Node| std::fs::read_to_string(n.dir.path().join("agent.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "pods not ready:\n{}\n{}\n{}",
+            api.kubectl(&["get", "pods", "-o", "wide"]),
+            log(&a),
+            log(&b)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ip_a, ip_b) = (pod("pa")["status"]["podIP"].to_string(), pod("pb")["status"]["podIP"].to_string());
+    assert!(ip_a.contains("10.88.1.") && ip_b.contains("10.88.2."), "{ip_a} {ip_b}");
+    let url = |ip: &str| format!("http://{}:8080/hostname", ip.trim_matches('"'));
+    let fetch = |from: &str, ip: &str| {
+        api.kubectl_output(&["exec", from, "--", "timeout", "3", "wget", "-qO-", &url(ip)], None)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ab, ba) = (fetch("pa", &ip_b), fetch("pb", &ip_a));
+        if text(&ab.stdout) == "pb\n" && text(&ba.stdout) == "pa\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a→b: {} {}; b→a: {} {}",
+            text(&ab.stdout),
+            text(&ab.stderr),
+            text(&ba.stdout),
+            text(&ba.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Logs come from each node through the API server.
+    assert!(api.kubectl_output(&["logs", "pb"], None).status.success());
 }

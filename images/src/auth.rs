@@ -49,7 +49,8 @@ impl RegistryCredentials {
     }
 
     fn read(path: &Path) -> Result<RegistryCredentials> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Credentials { path: path.to_path_buf(), reason: e.to_string() })?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::Credentials { path: path.to_path_buf(), reason: e.to_string() })?;
         RegistryCredentials::parse(&bytes, path)
     }
 

@@ -26,7 +26,7 @@ use super::registry::Registry;
 use super::rest::{self, DeleteOptions, Target, WatchFormat};
 use super::services::Allocator;
 use super::store::Store;
-use super::table;
+use super::table::{self, IncludeObject};
 use crate::pki;
 
 /// Bodies larger than this are refused (kube-apiserver's limit is 3 MiB).
@@ -64,20 +64,24 @@ enum Encoding {
     Json,
     Yaml,
     Protobuf,
-    Table,
+    /// metav1.Table, its rows carrying what `includeObject` asks.
+    Table(IncludeObject),
     /// metav1.PartialObjectMetadata (a list of them, for a list).
     PartialMetadata,
 }
 
 impl Encoding {
-    fn of(accept: &str, protobuf: bool) -> Encoding {
+    /// From the Accept header; a Table's rows carry what the `includeObject` parameter asks.
+    fn of(accept: &str, protobuf: bool, include: Option<&str>) -> Encoding {
         for media in accept.split(',') {
             let mut parts = media.split(';').map(str::trim);
             let kind = parts.next().unwrap_or("");
             let params: Vec<&str> = parts.collect();
             let meta = params.contains(&"g=meta.k8s.io");
             match kind {
-                "application/json" if meta && params.iter().any(|p| *p == "as=Table") => return Encoding::Table,
+                "application/json" if meta && params.iter().any(|p| *p == "as=Table") => {
+                    return Encoding::Table(IncludeObject::of(include));
+                }
                 "application/json" if meta && params.iter().any(|p| p.starts_with("as=PartialObjectMetadata")) => {
                     return Encoding::PartialMetadata;
                 }
@@ -118,11 +122,12 @@ fn encoded(code: u16, value: &Value, encoding: Encoding, target: &Target) -> Res
             bytes_response(code, "application/yaml", text.into_bytes())
         }
         Encoding::Protobuf => bytes_response(code, protobuf::MEDIA_TYPE, protobuf::encode(value)?),
-        Encoding::Table => {
+        Encoding::Table(include) => {
             let items: Vec<Value> =
                 if is_list { value["items"].as_array().cloned().unwrap_or_default() } else { vec![value.clone()] };
             let version = value["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-            json_response(code, &table::render(&*target.strategy, &items, &version, value["metadata"].get("continue")))
+            let continue_token = value["metadata"].get("continue");
+            json_response(code, &table::render(&*target.strategy, &items, &version, continue_token, include))
         }
         Encoding::PartialMetadata => {
             let partial = |o: &Value| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
@@ -392,7 +397,7 @@ async fn route(
     let writer = Writer::of_request(query.get("fieldManager"), user_agent)?;
     let target = resolve(registry, (group, version), rest, user, writer).ok_or_else(|| ApiError::no_route(path))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let encoding = Encoding::of(accept, target.strategy.has_protobuf());
+    let encoding = Encoding::of(accept, target.strategy.has_protobuf(), query.get("includeObject"));
     let mut validation = Validation::from_query(query.get("fieldValidation"));
     let validation = &mut validation;
     let info = target.info().clone();
@@ -426,7 +431,7 @@ async fn route(
     match (method, target.name.as_deref(), target.subresource.as_deref()) {
         (&Method::GET, None, None) if query.flag("watch") => {
             let format = match encoding {
-                Encoding::Table => WatchFormat::Table,
+                Encoding::Table(include) => WatchFormat::Table(include),
                 Encoding::Protobuf => WatchFormat::Protobuf,
                 _ => WatchFormat::Json,
             };
@@ -705,19 +710,26 @@ mod tests {
     #[test]
     fn answers_are_written_as_the_client_accepts() {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(Encoding::of(kubectl, true), Encoding::Table);
-        assert_eq!(Encoding::of("application/vnd.kubernetes.protobuf,application/json", true), Encoding::Protobuf);
-        assert_eq!(Encoding::of("application/vnd.kubernetes.protobuf,application/json", false), Encoding::Json);
-        assert_eq!(Encoding::of("application/yaml", true), Encoding::Yaml);
+        assert_eq!(Encoding::of(kubectl, true, None), Encoding::Table(IncludeObject::Metadata));
         assert_eq!(
-            Encoding::of("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json", true),
+            Encoding::of("application/vnd.kubernetes.protobuf,application/json", true, None),
+            Encoding::Protobuf
+        );
+        assert_eq!(Encoding::of("application/vnd.kubernetes.protobuf,application/json", false, None), Encoding::Json);
+        assert_eq!(Encoding::of("application/yaml", true, None), Encoding::Yaml);
+        assert_eq!(
+            Encoding::of(
+                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json",
+                true,
+                None
+            ),
             Encoding::PartialMetadata
         );
         assert_eq!(
-            Encoding::of("application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json", true),
-            Encoding::Table
+            Encoding::of("application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json", true, Some("Object")),
+            Encoding::Table(IncludeObject::Object)
         );
-        assert_eq!(Encoding::of("", true), Encoding::Json);
+        assert_eq!(Encoding::of("", true, None), Encoding::Json);
     }
 
     #[test]

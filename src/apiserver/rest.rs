@@ -755,7 +755,7 @@ pub fn scale_of(target: &Target, object: &Value) -> Result<Value, ApiError> {
 #[derive(Clone, Copy, PartialEq)]
 pub enum WatchFormat {
     Json,
-    Table,
+    Table(table::IncludeObject),
     Protobuf,
 }
 
@@ -835,9 +835,9 @@ pub fn watch(server: &Shared, target: &Target, query: &Query, format: WatchForma
                     },
                     _ => {
                         let object = match format {
-                            WatchFormat::Table => {
+                            WatchFormat::Table(include) => {
                                 let version = object["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-                                table::render(&*strategy, &[object], &version, None)
+                                table::render(&*strategy, &[object], &version, None, include)
                             }
                             _ => object,
                         };

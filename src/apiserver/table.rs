@@ -5,21 +5,46 @@ use serde_json::{Value, json};
 
 use super::registry::Strategy;
 
-/// A Table of `objects` of the strategy's kind, each row carrying its object's metadata.
+/// What each row carries besides its cells (the `includeObject` parameter; kubectl asks
+/// for whole objects to sort by their fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn of(parameter: Option<&str>) -> IncludeObject {
+        match parameter {
+            Some("None") => IncludeObject::None,
+            Some("Object") => IncludeObject::Object,
+            _ => IncludeObject::Metadata,
+        }
+    }
+}
+
+/// A Table of `objects` of the strategy's kind.
 pub fn render(
     strategy: &dyn Strategy,
     objects: &[Value],
     resource_version: &str,
     continue_token: Option<&Value>,
+    include: IncludeObject,
 ) -> Value {
     let definitions = strategy.column_definitions();
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
             let cells = strategy.cells(o);
-            let metadata =
-                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
-            json!({"cells": cells, "object": metadata})
+            match include {
+                IncludeObject::None => json!({"cells": cells}),
+                IncludeObject::Metadata => {
+                    let metadata = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
+                    json!({"cells": cells, "object": metadata})
+                }
+                IncludeObject::Object => json!({"cells": cells, "object": o}),
+            }
         })
         .collect();
     let mut metadata = json!({"resourceVersion": resource_version});
@@ -40,7 +65,12 @@ mod tests {
         let svc = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
                          "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "selector": {"app": "web"},
                                   "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}});
-        let table = render(&*services, &[svc], "7", None);
+        let table = render(&*services, &[svc.clone()], "7", None, IncludeObject::Metadata);
+        // kubectl --sort-by asks for whole objects; without includeObject, metadata only.
+        let whole = render(&*services, &[svc.clone()], "7", None, IncludeObject::Object);
+        assert_eq!(whole["rows"][0]["object"], svc);
+        assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+        assert!(render(&*services, &[svc.clone()], "7", None, IncludeObject::None)["rows"][0].get("object").is_none());
         let cells = table["rows"][0]["cells"].as_array().unwrap();
         assert_eq!(
             cells[..5],

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use runtime::logs::{LogTail, Stream};
-use runtime::{Pod, Runtime};
+use runtime::{Origin, Pod, Runtime};
 
 use super::{NodeOptions, require_root};
 use crate::kubelet::sandbox;
@@ -71,7 +71,7 @@ pub struct RmArgs {
 /// A pod by name or by a prefix of its uid.
 pub fn find_pod(runtime: &Runtime, name: &str) -> Result<Pod> {
     let pods = runtime.pods()?;
-    if let Some(pod) = pods.iter().find(|p| p.name() == name) {
+    if let Some(pod) = pods.iter().find(|p| display_name(p) == name) {
         return Ok(pod.clone());
     }
     let by_uid: Vec<&Pod> = pods.iter().filter(|p| name.len() >= 4 && p.uid().starts_with(name)).collect();
@@ -79,6 +79,23 @@ pub fn find_pod(runtime: &Runtime, name: &str) -> Result<Pod> {
         [pod] => Ok((*pod).clone()),
         [] => bail!("no such pod: {name}"),
         _ => bail!("pod id {name} is ambiguous"),
+    }
+}
+
+/// A pod as podctl's commands name it: `podctl run`'s by name, the node agent's as
+/// NAMESPACE/NAME (names repeat across namespaces).
+pub fn display_name(pod: &Pod) -> String {
+    match pod.record.spec.origin {
+        Origin::Run => pod.name().to_string(),
+        Origin::Node => format!("{}/{}", pod.record.spec.namespace, pod.name()),
+    }
+}
+
+/// Who made the pod, in `ps` words.
+fn origin(pod: &Pod) -> &'static str {
+    match pod.record.spec.origin {
+        Origin::Run => "run",
+        Origin::Node => "node",
     }
 }
 
@@ -105,8 +122,15 @@ pub fn ps(args: PsArgs, opts: &NodeOptions) -> Result<ExitCode> {
         let live = runtime.pods()?.iter().map(|p| p.uid().to_string()).collect();
         network.reconcile(&live)?;
     }
-    let mut rows =
-        vec![["POD ID".to_string(), "NAME".into(), "IMAGE".into(), "STATUS".into(), "IP".into(), "CREATED".into()]];
+    let mut rows = vec![[
+        "POD ID".to_string(),
+        "NAME".into(),
+        "IMAGE".into(),
+        "STATUS".into(),
+        "IP".into(),
+        "CREATED".into(),
+        "ORIGIN".into(),
+    ]];
     let mut listed = Vec::new();
     // On a terminal, how long ago; in a pipe, the time itself (stable for scripts).
     let ago = io::stdout().is_terminal();
@@ -116,14 +140,14 @@ pub fn ps(args: PsArgs, opts: &NodeOptions) -> Result<ExitCode> {
             continue;
         }
         if args.quiet {
-            println!("{}", pod.name());
+            println!("{}", display_name(&pod));
             continue;
         }
         let images: Vec<String> = pod.containers().iter().map(|c| c.image.clone()).collect();
         let address = network.address(pod.uid())?.map(|a| a.to_string());
         listed.push(serde_json::json!({
-            "Id": pod.uid(), "Name": pod.name(), "Images": images, "Status": status,
-            "IP": address, "Created": pod.record.created_at,
+            "Id": pod.uid(), "Name": display_name(&pod), "Images": images, "Status": status,
+            "IP": address, "Created": pod.record.created_at, "Origin": origin(&pod),
         }));
         let created = match ago {
             true => format!("{} ago", crate::apiserver::human_age(&pod.record.created_at)),
@@ -131,11 +155,12 @@ pub fn ps(args: PsArgs, opts: &NodeOptions) -> Result<ExitCode> {
         };
         rows.push([
             pod.uid()[..12].to_string(),
-            pod.name().to_string(),
+            display_name(&pod),
             images.join(","),
             status,
             address.unwrap_or_else(|| "-".into()),
             created,
+            origin(&pod).to_string(),
         ]);
     }
     match (args.quiet, args.format.as_str()) {

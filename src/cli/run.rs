@@ -25,10 +25,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use runtime::{ContainerSpec, NetworkMode, Runtime};
 
 use super::pods::LogFollower;
-use crate::kubelet::sandbox;
 use super::terminal::Relay;
 use super::{NodeOptions, require_root};
 use crate::kubelet::env::{NoApiServer, PodContext};
+use crate::kubelet::sandbox;
 use crate::kubelet::spec::{self, NodeSettings, ResolvedImage};
 
 #[derive(Args)]
@@ -134,7 +134,7 @@ impl RunArgs {
         }
         let name = validate_name(pod.metadata.name.as_deref().unwrap_or_default())?;
         let runtime = opts.runtime()?;
-        if runtime.pods()?.iter().any(|p| p.name() == name) {
+        if runtime.pods()?.iter().any(|p| p.record.spec.origin == runtime::Origin::Run && p.name() == name) {
             bail!("a pod named {name} already exists (podctl rm {name})");
         }
         let node = NodeSettings {

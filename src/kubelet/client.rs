@@ -1,12 +1,37 @@
 //! The node agent's client of the API server: kube-rs, from a kubeconfig (`--server`
 //! overriding its address), and the certificate authority that kubeconfig trusts, which
-//! is also the one of the API server's client certificate towards this node.
+//! is also the one of the API server's client certificate towards this node; and the
+//! watches (reflectors) the agent keeps of the objects it reads.
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use base64::Engine;
+use futures_util::StreamExt;
+use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::Notify;
+
+/// A reflector of every object of a kind, kept by a task of its own; `changed`, when
+/// given, is woken at each change.
+pub fn reflect<K>(client: kube::Client, changed: Option<Arc<Notify>>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client), watcher::Config::default()).default_backoff().reflect(writer);
+    tokio::spawn(stream.for_each(move |_| {
+        if let Some(changed) = &changed {
+            changed.notify_one();
+        }
+        async {}
+    }));
+    reader
+}
 
 /// A client from the kubeconfig at `path`, and its cluster's certificate authority (PEM),
 /// if it names one.

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret,
+};
 
 use crate::quantity::Quantity;
 
@@ -154,7 +156,11 @@ pub fn field_value(pod: &Pod, field: &ObjectFieldSelector, context: &PodContext)
         return Ok(value);
     }
     let joined = |map: &Option<BTreeMap<String, String>>| {
-        map.iter().flatten().map(|(k, v)| format!("{k}={}", serde_json::Value::from(v.as_str()))).collect::<Vec<_>>().join("\n")
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", serde_json::Value::from(v.as_str())))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     Ok(match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
@@ -191,10 +197,17 @@ pub fn resource_value(
     };
     let resources = container.resources.as_ref();
     let get = |list: &str, key: &str| {
-        let map = if list == "limits" { resources.and_then(|r| r.limits.as_ref()) } else { resources.and_then(|r| r.requests.as_ref()) };
+        let map = if list == "limits" {
+            resources.and_then(|r| r.limits.as_ref())
+        } else {
+            resources.and_then(|r| r.requests.as_ref())
+        };
         map.and_then(|m| m.get(key)).and_then(|q| Quantity::parse(&q.0))
     };
-    let (list, key) = selector.resource.split_once('.').with_context(|| format!("resourceFieldRef: unsupported resource {:?}", selector.resource))?;
+    let (list, key) = selector
+        .resource
+        .split_once('.')
+        .with_context(|| format!("resourceFieldRef: unsupported resource {:?}", selector.resource))?;
     let node_default = match key {
         "cpu" => Quantity::parse(&format!("{}m", context.node_cpu_millis)),
         "memory" => Quantity::parse(&context.node_memory_bytes.to_string()),
@@ -208,7 +221,9 @@ pub fn resource_value(
     }
     .unwrap_or_else(|| Quantity::parse("0").expect("zero"));
     let divisor = match selector.divisor.as_ref().map(|d| d.0.as_str()) {
-        Some(d) if !d.is_empty() => Quantity::parse(d).filter(|q| !q.is_zero() && !q.is_negative()).with_context(|| format!("resourceFieldRef.divisor: {d:?} is not a quantity"))?,
+        Some(d) if !d.is_empty() => Quantity::parse(d)
+            .filter(|q| !q.is_zero() && !q.is_negative())
+            .with_context(|| format!("resourceFieldRef.divisor: {d:?} is not a quantity"))?,
         _ => Quantity::parse("1").expect("one"),
     };
     let units = (value.nanos() + divisor.nanos() - 1).div_euclid(divisor.nanos());
@@ -233,7 +248,9 @@ pub fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
 /// C_IDENTIFIER-like names are what shells take; Kubernetes allows any printable name
 /// but `=`, and kubelet skips envFrom keys that are not valid.
 fn valid_env_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 #[cfg(test)]
@@ -244,10 +261,14 @@ mod tests {
 
     impl ApiObjects for Objects {
         fn config_map(&self, _: &str, name: &str) -> Result<Option<ConfigMap>> {
-            Ok((name == "settings").then(|| serde_json::from_value(serde_json::json!({"data": {"mode": "fast", "level": "3", "1bad": "x"}})).unwrap()))
+            Ok((name == "settings").then(|| {
+                serde_json::from_value(serde_json::json!({"data": {"mode": "fast", "level": "3", "1bad": "x"}}))
+                    .unwrap()
+            }))
         }
         fn secret(&self, _: &str, name: &str) -> Result<Option<Secret>> {
-            Ok((name == "creds").then(|| serde_json::from_value(serde_json::json!({"data": {"password": "aHVudGVyMg=="}})).unwrap()))
+            Ok((name == "creds")
+                .then(|| serde_json::from_value(serde_json::json!({"data": {"password": "aHVudGVyMg=="}})).unwrap()))
         }
         fn service_account_token(&self, _: &Pod, _: Option<&str>, _: i64) -> Result<String> {
             bail!("none")
@@ -283,7 +304,12 @@ spec:
     #[test]
     fn values_come_from_objects_the_pod_and_its_resources() {
         let pod = pod();
-        let context = PodContext { pod_ip: Some("10.88.0.5".into()), host_ip: None, node_cpu_millis: 2000, node_memory_bytes: 1 << 30 };
+        let context = PodContext {
+            pod_ip: Some("10.88.0.5".into()),
+            host_ip: None,
+            node_cpu_millis: 2000,
+            node_memory_bytes: 1 << 30,
+        };
         let env = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &Objects, &context).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("CFG_mode"), Some("fast"));
@@ -302,11 +328,14 @@ spec:
     #[test]
     fn a_missing_object_names_itself() {
         let mut pod = pod();
-        pod.spec.as_mut().unwrap().containers[0].env = Some(vec![serde_json::from_value(
-            serde_json::json!({"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}),
-        )
-        .unwrap()]);
-        let err = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &Objects, &PodContext::default()).unwrap_err();
+        pod.spec.as_mut().unwrap().containers[0].env = Some(vec![
+            serde_json::from_value(
+                serde_json::json!({"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}),
+            )
+            .unwrap(),
+        ]);
+        let err = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &Objects, &PodContext::default())
+            .unwrap_err();
         assert_eq!(format!("{err:#}"), "env[0] (X): configmap \"nope\" not found");
     }
 }

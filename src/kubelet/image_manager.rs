@@ -71,14 +71,22 @@ impl ImageManager {
 
     /// The image, from the store or pulled as `policy` says; blocks (run it off the
     /// async threads).
-    pub fn ensure(&self, reference: &str, policy: &str, credentials: &RegistryCredentials) -> Result<Ensured, ImageError> {
-        let name: images::ImageName =
-            reference.parse().map_err(|e: images::Error| ImageError::InvalidName(format!("Failed to apply default image tag {reference:?}: {e}")))?;
+    pub fn ensure(
+        &self,
+        reference: &str,
+        policy: &str,
+        credentials: &RegistryCredentials,
+    ) -> Result<Ensured, ImageError> {
+        let name: images::ImageName = reference.parse().map_err(|e: images::Error| {
+            ImageError::InvalidName(format!("Failed to apply default image tag {reference:?}: {e}"))
+        })?;
         let present = || self.store.resolve(reference).ok();
         match policy {
             "Never" => {
                 return present().map(|image| Ensured { image, pulled: false }).ok_or_else(|| {
-                    ImageError::NeverPull(format!("Container image {reference:?} is not present with pull policy of Never"))
+                    ImageError::NeverPull(format!(
+                        "Container image {reference:?} is not present with pull policy of Never"
+                    ))
                 });
             }
             "IfNotPresent" => {
@@ -102,7 +110,10 @@ impl ImageManager {
             platform: Platform::host(),
             unpack: true,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ImageError::Pull(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ImageError::Pull(e.to_string()))?;
         let pulled = runtime.block_on(self.store.pull(reference, &options, &()));
         self.pulling.lock().expect("pull locks").remove(reference);
         match pulled {

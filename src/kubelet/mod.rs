@@ -15,6 +15,7 @@ mod probes;
 pub mod registration;
 pub mod sandbox;
 pub mod server;
+mod services;
 mod spdy;
 pub mod spec;
 mod status;
@@ -110,11 +111,12 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
         registration::register(&client, &node).await?;
         tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
         let objects = pods::ApiStore::start(client.clone()).await;
+        let services_network = config.network;
         let context = Arc::new(pod_worker::NodeContext {
             name: config.node_name.clone(),
             host_ip: address.to_string(),
             runtime: runtime.clone(),
-            network: config.network,
+            network: net::PodNetwork::new(services_network.config().clone()),
             images: image_manager::ImageManager::new(store, config.insecure_registries),
             log_dir: config.log_dir,
             host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -127,12 +129,14 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
                 capacity.memory_bytes,
             )),
         });
-        let pods = tokio::spawn(pods::run(client, context, config.sync_frequency));
+        let pods = tokio::spawn(pods::run(client.clone(), context, config.sync_frequency));
+        tokio::spawn(services::run(client, config.node_name.clone(), services_network));
         eprintln!("podctl node: {} registered; serving logs and exec on {address}:{port}", config.node_name);
         let router = server::router(Arc::new(NodeServer { runtime }));
         // No grace: a followed log or an exec session may last as long as its container,
         // and the pods keep running without us.
-        let served = crate::serve::serve(listener, Some(acceptor), router, crate::shutdown::signalled(), Duration::ZERO);
+        let served =
+            crate::serve::serve(listener, Some(acceptor), router, crate::shutdown::signalled(), Duration::ZERO);
         tokio::select! {
             served = served => served,
             ended = pods => match ended {

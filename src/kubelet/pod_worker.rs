@@ -126,7 +126,9 @@ pub fn requests(pod: &Pod) -> (u64, u64) {
     let of = |c: &Container| {
         let get = |k: &str| {
             let r = c.resources.as_ref();
-            r.and_then(|r| r.requests.as_ref()).and_then(|m| m.get(k)).or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(k)))
+            r.and_then(|r| r.requests.as_ref())
+                .and_then(|m| m.get(k))
+                .or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(k)))
         };
         let cpu = get("cpu").and_then(|q| spec::parse_millicores(&q.0).ok()).unwrap_or(0);
         let memory = get("memory").and_then(|q| spec::parse_bytes(&q.0).ok()).unwrap_or(0);
@@ -268,7 +270,8 @@ impl PodWorker {
             Some(pod) => {
                 if let Err(e) = self.run(node, pod, actual, &mut outcome) {
                     tracing::warn!("pod {}: {e:#}", self.uid);
-                    outcome.wake_in = Some(outcome.wake_in.map_or(Duration::from_secs(2), |w| w.min(Duration::from_secs(2))));
+                    outcome.wake_in =
+                        Some(outcome.wake_in.map_or(Duration::from_secs(2), |w| w.min(Duration::from_secs(2))));
                 }
                 outcome.status = self.changed_status(pod);
             }
@@ -296,7 +299,13 @@ impl PodWorker {
 
     /// A pod that runs: admitted, its sandbox up, its containers started in order and kept
     /// running as its restart policy says.
-    fn run(&mut self, node: &NodeContext, pod: &Pod, actual: Option<runtime::Pod>, outcome: &mut Outcome) -> Result<()> {
+    fn run(
+        &mut self,
+        node: &NodeContext,
+        pod: &Pod,
+        actual: Option<runtime::Pod>,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
         let spec = pod.spec.as_ref().context("spec: required")?;
         self.known.host_ip = node.host_ip.clone();
         if !self.admitted {
@@ -317,7 +326,8 @@ impl PodWorker {
         if self.known.rejected.is_some() {
             return Ok(());
         }
-        let terminal = matches!(status::pod_status(pod, &self.known)["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+        let terminal =
+            matches!(status::pod_status(pod, &self.known)["phase"].as_str(), Some("Succeeded") | Some("Failed"));
         if terminal && actual.as_ref().is_some_and(|a| a.running_containers().is_empty()) {
             node.admission.lock().expect("admission").release(&self.uid);
             return Ok(());
@@ -349,7 +359,11 @@ impl PodWorker {
             let elapsed = SystemTime::now().duration_since(SystemTime::from(start.0)).unwrap_or_default();
             if elapsed >= Duration::from_secs(deadline.max(0) as u64) {
                 if !self.known.deadline_exceeded {
-                    outcome.events.push(warning("DeadlineExceeded", "Pod was active on the node longer than the specified deadline", None));
+                    outcome.events.push(warning(
+                        "DeadlineExceeded",
+                        "Pod was active on the node longer than the specified deadline",
+                        None,
+                    ));
                 }
                 self.known.deadline_exceeded = true;
                 self.stop(node, Some(pod), &actual, grace_of(pod), outcome);
@@ -381,7 +395,18 @@ impl PodWorker {
                 Some(RunState::Running { .. }) => return Ok(()),
                 Some(RunState::Exited(exit)) => {
                     if policy != "Never" {
-                        self.restart(node, pod, &actual, &sandbox_spec, init, &settings, &context, &exit, &field, outcome);
+                        self.restart(
+                            node,
+                            pod,
+                            &actual,
+                            &sandbox_spec,
+                            init,
+                            &settings,
+                            &context,
+                            &exit,
+                            &field,
+                            outcome,
+                        );
                     }
                     return Ok(());
                 }
@@ -416,7 +441,12 @@ impl PodWorker {
     fn settings<'a>(&self, node: &'a NodeContext, pod: &Pod) -> NodeSettings<'a> {
         NodeSettings {
             log_dir: &node.log_dir,
-            resolv_conf: spec::resolv_conf(pod, &node.host_resolv_conf, node.cluster_dns.as_deref(), &node.cluster_domain),
+            resolv_conf: spec::resolv_conf(
+                pod,
+                &node.host_resolv_conf,
+                node.cluster_dns.as_deref(),
+                &node.cluster_domain,
+            ),
             pids_limit: None,
         }
     }
@@ -437,7 +467,8 @@ impl PodWorker {
         let running = actual.running_containers();
         let mut containers = BTreeMap::new();
         for c in actual.containers() {
-            let restart: u32 = c.log_path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let restart: u32 =
+                c.log_path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
             let state = match exits.get(&c.name) {
                 Some(exit) => RunState::Exited(exit.clone()),
                 None if running.contains(&c.name) => {
@@ -448,10 +479,16 @@ impl PodWorker {
                 // The pod init is gone: its containers with it.
                 None => continue,
             };
-            let image_id = node.images.store.resolve(&c.image).map(|i| i.manifest_digest.to_string()).unwrap_or_default();
+            let image_id =
+                node.images.store.resolve(&c.image).map(|i| i.manifest_digest.to_string()).unwrap_or_default();
             containers.insert(
                 c.name.clone(),
-                ContainerObserved { restart_count: restart, container_id: container_id(&self.uid, &c.name, restart), image_id, state },
+                ContainerObserved {
+                    restart_count: restart,
+                    container_id: container_id(&self.uid, &c.name, restart),
+                    image_id,
+                    state,
+                },
             );
         }
         self.known.containers = containers;
@@ -465,11 +502,13 @@ impl PodWorker {
             if !self.waiters.insert(key) {
                 continue;
             }
-            let (runtime, pod, name, notify) = (node.runtime.clone(), actual.clone(), name.clone(), self.notify.clone());
-            let spawned = std::thread::Builder::new().name("exit-waiter".into()).stack_size(64 * 1024).spawn(move || {
-                let _ = runtime.wait_container(&pod, &name, None);
-                notify.notify_one();
-            });
+            let (runtime, pod, name, notify) =
+                (node.runtime.clone(), actual.clone(), name.clone(), self.notify.clone());
+            let spawned =
+                std::thread::Builder::new().name("exit-waiter".into()).stack_size(64 * 1024).spawn(move || {
+                    let _ = runtime.wait_container(&pod, &name, None);
+                    notify.notify_one();
+                });
             if let Err(e) = spawned {
                 tracing::warn!("pod {}: watch container {}: {e}", self.uid, c.container_id);
             }
@@ -497,13 +536,25 @@ impl PodWorker {
         if let Some(backoff) = entry
             && finished_ago < backoff.delay
         {
-            let name = format!("{}_{}({})", pod.metadata.name.as_deref().unwrap_or(""), pod.metadata.namespace.as_deref().unwrap_or("default"), self.uid);
-            let message = format!("back-off {}s restarting failed container={} pod={name}", backoff.delay.as_secs(), c.name);
+            let name = format!(
+                "{}_{}({})",
+                pod.metadata.name.as_deref().unwrap_or(""),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+                self.uid
+            );
+            let message =
+                format!("back-off {}s restarting failed container={} pod={name}", backoff.delay.as_secs(), c.name);
             if self.known.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
-                outcome.events.push(warning("BackOff", &format!("Back-off restarting failed container {} in pod {name}", c.name), Some(field)));
+                outcome.events.push(warning(
+                    "BackOff",
+                    &format!("Back-off restarting failed container {} in pod {name}", c.name),
+                    Some(field),
+                ));
             }
             self.known.waiting.insert(c.name.clone(), ("CrashLoopBackOff".into(), message));
-            self.known.last_state.insert(c.name.clone(), terminated_value(exit, &self.uid, &c.name, self.restart_count(&c.name)));
+            self.known
+                .last_state
+                .insert(c.name.clone(), terminated_value(exit, &self.uid, &c.name, self.restart_count(&c.name)));
             wake(outcome, backoff.delay - finished_ago);
             return;
         }
@@ -534,16 +585,17 @@ impl PodWorker {
         outcome: &mut Outcome,
     ) {
         let Some(image) = self.image(node, pod, c, field, outcome) else { return };
-        let mut container = match spec::container_spec(pod, sandbox_spec, c, settings, node.objects.as_ref(), context, image) {
-            Ok(container) => container,
-            Err(e) => {
-                let message = format!("{e:#}");
-                outcome.events.push(warning("Failed", &format!("Error: {message}"), Some(field)));
-                self.known.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), message));
-                wake(outcome, Duration::from_secs(2));
-                return;
-            }
-        };
+        let mut container =
+            match spec::container_spec(pod, sandbox_spec, c, settings, node.objects.as_ref(), context, image) {
+                Ok(container) => container,
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    outcome.events.push(warning("Failed", &format!("Error: {message}"), Some(field)));
+                    self.known.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), message));
+                    wake(outcome, Duration::from_secs(2));
+                    return;
+                }
+            };
         container.log_path.set_file_name(format!("{restart}.log"));
         match node.runtime.start_container(actual, &container) {
             Ok(_) => {
@@ -555,7 +607,11 @@ impl PodWorker {
                 {
                     let target = Target { runtime: &node.runtime, pod: actual, container: c, pod_ip: self.pod_ip() };
                     if let Err(message) = probes::run(&action, &target, grace_of(pod)) {
-                        outcome.events.push(warning("FailedPostStartHook", &format!("PostStartHook failed: {message}"), Some(field)));
+                        outcome.events.push(warning(
+                            "FailedPostStartHook",
+                            &format!("PostStartHook failed: {message}"),
+                            Some(field),
+                        ));
                         let _ = stop_container(&node.runtime, actual, &c.name, grace_of(pod));
                     }
                 }
@@ -571,7 +627,14 @@ impl PodWorker {
     }
 
     /// The container's image, ready; `None` with the container waiting when it is not.
-    fn image(&mut self, node: &NodeContext, pod: &Pod, c: &Container, field: &str, outcome: &mut Outcome) -> Option<ResolvedImage> {
+    fn image(
+        &mut self,
+        node: &NodeContext,
+        pod: &Pod,
+        c: &Container,
+        field: &str,
+        outcome: &mut Outcome,
+    ) -> Option<ResolvedImage> {
         let reference = c.image.clone().unwrap_or_default();
         let policy = pull_policy(&reference, c.image_pull_policy.as_deref());
         if let Some((_, until)) = self.image_backoff.get(&reference)
@@ -611,7 +674,11 @@ impl PodWorker {
                 }
             }
             Err(e) => {
-                outcome.events.push(warning("Failed", &format!("Failed to pull image {reference:?}: {}", e.message()), Some(field)));
+                outcome.events.push(warning(
+                    "Failed",
+                    &format!("Failed to pull image {reference:?}: {}", e.message()),
+                    Some(field),
+                ));
                 outcome.events.push(warning("Failed", &format!("Error: {}", e.reason()), Some(field)));
                 self.known.waiting.insert(c.name.clone(), (e.reason().into(), e.message().into()));
                 if let ImageError::Pull(_) = e {
@@ -650,7 +717,15 @@ impl PodWorker {
     }
 
     /// Runs the running container's due probes and acts on their results.
-    fn probe(&mut self, node: &NodeContext, pod: &Pod, actual: &runtime::Pod, c: &Container, run: &str, outcome: &mut Outcome) {
+    fn probe(
+        &mut self,
+        node: &NodeContext,
+        pod: &Pod,
+        actual: &runtime::Pod,
+        c: &Container,
+        run: &str,
+        outcome: &mut Outcome,
+    ) {
         let field = format!("spec.containers{{{}}}", c.name);
         let started = match &c.startup_probe {
             None => true,
@@ -727,7 +802,11 @@ impl PodWorker {
                 state.successes = 0;
                 state.failures += 1;
                 let field = format!("spec.containers{{{}}}", c.name);
-                outcome.events.push(warning("Unhealthy", &format!("{} probe failed: {message}", kind.name()), Some(&field)));
+                outcome.events.push(warning(
+                    "Unhealthy",
+                    &format!("{} probe failed: {message}", kind.name()),
+                    Some(&field),
+                ));
                 (state.failures >= probe.failure_threshold.unwrap_or(3).max(1)).then_some(false)
             }
         }
@@ -773,7 +852,14 @@ impl PodWorker {
 
     /// Stops the running containers: preStop hooks, then SIGTERM, then SIGKILL at the end
     /// of the grace period (kubelet's killContainer, for all containers at once).
-    fn stop(&mut self, node: &NodeContext, pod: Option<&Pod>, actual: &runtime::Pod, grace: Duration, outcome: &mut Outcome) {
+    fn stop(
+        &mut self,
+        node: &NodeContext,
+        pod: Option<&Pod>,
+        actual: &runtime::Pod,
+        grace: Duration,
+        outcome: &mut Outcome,
+    ) {
         let running = actual.running_containers();
         if running.is_empty() {
             return;
@@ -783,7 +869,11 @@ impl PodWorker {
             let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(&spec.containers).collect();
             std::thread::scope(|scope| {
                 for c in all.iter().filter(|c| running.contains(&c.name)) {
-                    outcome.events.push(normal("Killing", &format!("Stopping container {}", c.name), Some(&format!("spec.containers{{{}}}", c.name))));
+                    outcome.events.push(normal(
+                        "Killing",
+                        &format!("Stopping container {}", c.name),
+                        Some(&format!("spec.containers{{{}}}", c.name)),
+                    ));
                     scope.spawn(|| self.pre_stop(node, actual, c, grace));
                 }
             });

@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::client::reflect;
 use super::env::ApiObjects;
 use super::pod_worker::{Event, NodeContext, PodWorker};
 use super::status;
@@ -36,23 +37,18 @@ pub struct ApiStore {
 impl ApiStore {
     /// Starts the watches; ready once both have listed.
     pub async fn start(client: Client) -> ApiStore {
-        let config_maps = reflect::<ConfigMap>(client.clone());
-        let secrets = reflect::<Secret>(client.clone());
+        let config_maps = reflect::<ConfigMap>(client.clone(), None);
+        let secrets = reflect::<Secret>(client.clone(), None);
         let _ = config_maps.wait_until_ready().await;
         let _ = secrets.wait_until_ready().await;
-        ApiStore { client, handle: tokio::runtime::Handle::current(), config_maps, secrets, tokens: Mutex::new(HashMap::new()) }
+        ApiStore {
+            client,
+            handle: tokio::runtime::Handle::current(),
+            config_maps,
+            secrets,
+            tokens: Mutex::new(HashMap::new()),
+        }
     }
-}
-
-/// A reflector of every object of a kind, kept by a task of its own.
-fn reflect<K>(client: Client) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client), watcher::Config::default()).default_backoff().reflect(writer);
-    tokio::spawn(stream.for_each(|_| async {}));
-    reader
 }
 
 impl ApiObjects for ApiStore {
@@ -75,7 +71,8 @@ impl ApiObjects for ApiStore {
             return Ok(token.clone());
         }
         let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+        let account =
+            pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
         let request: TokenRequest = serde_json::from_value(json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
@@ -243,14 +240,16 @@ impl Workers {
         }
         // The patch applies to the object this status was computed for, or fails.
         patch = json!({"metadata": {"uid": pod.metadata.uid}, "status": patch});
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop).map_err(|e| message(&e))
     }
 
     /// Deletes the pod's object, now that nothing of it runs (grace 0, this uid only).
     async fn delete(&self, pod: &Pod) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
@@ -280,7 +279,10 @@ impl Workers {
             }
         }
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let name = format!("{pod_name}.{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        let name = format!(
+            "{pod_name}.{:x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+        );
         let object = json!({
             "apiVersion": "v1",
             "kind": "Event",

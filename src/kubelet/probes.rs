@@ -52,7 +52,8 @@ fn run_exec(command: &[String], target: &Target, timeout: Duration) -> Result<()
     let (out_r, out_w) = nix::unistd::pipe().map_err(|e| e.to_string())?;
     let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let (runtime, pod, name, args) = (target.runtime.clone(), target.pod.clone(), target.container.name.clone(), command.to_vec());
+    let (runtime, pod, name, args) =
+        (target.runtime.clone(), target.pod.clone(), target.container.name.clone(), command.to_vec());
     // The command may outlive its timeout (kubelet cannot end it either): its thread goes on
     // alone and its answer is dropped.
     std::thread::spawn(move || {
@@ -87,7 +88,8 @@ fn run_http(http: &HTTPGetAction, target: &Target, timeout: Duration) -> Result<
     let addr = address(http.host.as_deref(), &http.port, target)?;
     let path = http.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
     let url = format!("http://{addr}{path}");
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("Get {url:?}: dial tcp {addr}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("Get {url:?}: dial tcp {addr}: {e}"))?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
     let mut headers = String::new();
@@ -99,7 +101,9 @@ fn run_http(http: &HTTPGetAction, target: &Target, timeout: Duration) -> Result<
     if !has_host {
         headers.push_str(&format!("Host: {addr}\r\n"));
     }
-    let request = format!("GET {path} HTTP/1.1\r\n{headers}User-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\n{headers}User-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).map_err(|e| format!("Get {url:?}: {e}"))?;
     let mut head = [0u8; 64];
     let mut read = 0;
@@ -111,7 +115,11 @@ fn run_http(http: &HTTPGetAction, target: &Target, timeout: Duration) -> Result<
         }
     }
     let line = String::from_utf8_lossy(&head[..read]);
-    let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("Get {url:?}: not an HTTP answer"))?;
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("Get {url:?}: not an HTTP answer"))?;
     if (200..400).contains(&code) { Ok(()) } else { Err(format!("HTTP probe failed with statuscode: {code}")) }
 }
 

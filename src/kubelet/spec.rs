@@ -67,8 +67,11 @@ pub fn resolv_conf(pod: &Pod, host: &str, cluster_dns: Option<&str>, cluster_dom
         (servers, searches, options) = (vec![], vec![], vec![]);
     } else if cluster && let Some(dns) = cluster_dns {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let mut cluster_searches =
-            vec![format!("{namespace}.svc.{cluster_domain}"), format!("svc.{cluster_domain}"), cluster_domain.to_string()];
+        let mut cluster_searches = vec![
+            format!("{namespace}.svc.{cluster_domain}"),
+            format!("svc.{cluster_domain}"),
+            cluster_domain.to_string(),
+        ];
         cluster_searches.append(&mut searches);
         (servers, searches, options) = (vec![dns.to_string()], cluster_searches, vec!["ndots:5".to_string()]);
     }
@@ -193,7 +196,10 @@ fn volume(v: &K8sVolume, i: usize) -> Result<Volume> {
         // A directory of the pod's that the node agent fills (volumes.rs); secrets in memory only.
         VolumeSource::EmptyDir { memory: is_secret_volume(v), size_limit: None }
     } else {
-        bail!("{field} ({}): only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported", v.name);
+        bail!(
+            "{field} ({}): only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported",
+            v.name
+        );
     };
     Ok(Volume { name: v.name.clone(), source })
 }
@@ -467,7 +473,10 @@ mod tests {
         let none = pod(
             "metadata: {name: p}\nspec: {dnsPolicy: None, dnsConfig: {nameservers: [1.1.1.1], options: [{name: ndots, value: '2'}]}, containers: [{name: a, image: x}]}",
         );
-        assert_eq!(resolv_conf(&none, host, Some("10.96.0.10"), "cluster.local"), "nameserver 1.1.1.1\noptions ndots:2\n");
+        assert_eq!(
+            resolv_conf(&none, host, Some("10.96.0.10"), "cluster.local"),
+            "nameserver 1.1.1.1\noptions ndots:2\n"
+        );
     }
 
     #[test]
@@ -520,7 +529,9 @@ mod tests {
             manifest,
             config,
         };
-        plan(p, "uid-1", &node, &super::super::env::NoApiServer, &PodContext::default(), &mut |_| Ok(ResolvedImage { image: image.clone(), lower_dirs: vec![] }))
+        plan(p, "uid-1", &node, &super::super::env::NoApiServer, &PodContext::default(), &mut |_| {
+            Ok(ResolvedImage { image: image.clone(), lower_dirs: vec![] })
+        })
     }
 
     #[test]

@@ -192,22 +192,32 @@ fn condition(previous: &[Value], kind: &str, status: bool, reason: Option<&str>,
 pub fn pod_status(pod: &Pod, observed: &Observed) -> Value {
     let spec = pod.spec.as_ref().expect("pods have a spec");
     let current = pod.status.as_ref();
-    let previous: Vec<Value> =
-        current.and_then(|s| s.conditions.as_ref()).map(|c| c.iter().filter_map(|c| serde_json::to_value(c).ok()).collect()).unwrap_or_default();
+    let previous: Vec<Value> = current
+        .and_then(|s| s.conditions.as_ref())
+        .map(|c| c.iter().filter_map(|c| serde_json::to_value(c).ok()).collect())
+        .unwrap_or_default();
     let phase = phase(pod, observed);
     let init_names: Vec<&str> = spec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
     let incomplete: Vec<&str> = init_names.iter().copied().filter(|n| exit_of(observed, n) != Some(0)).collect();
     let initializing = !incomplete.is_empty();
-    let init_statuses: Vec<Value> = spec.init_containers.iter().flatten().map(|c| container_status(c, observed, false)).collect();
+    let init_statuses: Vec<Value> =
+        spec.init_containers.iter().flatten().map(|c| container_status(c, observed, false)).collect();
     let statuses: Vec<Value> = spec.containers.iter().map(|c| container_status(c, observed, initializing)).collect();
-    let unready: Vec<&str> =
-        spec.containers.iter().zip(&statuses).filter(|(_, s)| s["ready"] != true).map(|(c, _)| c.name.as_str()).collect();
+    let unready: Vec<&str> = spec
+        .containers
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, s)| s["ready"] != true)
+        .map(|(c, _)| c.name.as_str())
+        .collect();
     let done = phase == "Succeeded" || phase == "Failed";
     let list = |names: &[&str]| format!("[{}]", names.join(" "));
     let (ready_reason, ready_message) = match (done, unready.is_empty()) {
         (true, _) => (Some("PodCompleted"), None),
         (false, true) => (None, None),
-        (false, false) => (Some("ContainersNotReady"), Some(format!("containers with unready status: {}", list(&unready)))),
+        (false, false) => {
+            (Some("ContainersNotReady"), Some(format!("containers with unready status: {}", list(&unready))))
+        }
     };
     let ready = !done && unready.is_empty();
     let initialized = incomplete.is_empty() || (done && phase == "Succeeded");
@@ -227,7 +237,10 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> Value {
     if observed.rejected.is_some() {
         conditions.clear();
     }
-    let start_time = current.and_then(|s| s.start_time.as_ref()).and_then(|t| serde_json::to_value(t).ok()).unwrap_or_else(|| json!(now()));
+    let start_time = current
+        .and_then(|s| s.start_time.as_ref())
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or_else(|| json!(now()));
     let mut status = json!({
         "phase": phase,
         "conditions": conditions,

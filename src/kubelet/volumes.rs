@@ -29,7 +29,10 @@ const TOKEN_SECONDS: i64 = 3600;
 
 /// Whether kubelet fills this volume from the API (and mounts it read-only).
 pub fn is_api_volume(volume: &Volume) -> bool {
-    volume.config_map.is_some() || volume.secret.is_some() || volume.downward_api.is_some() || volume.projected.is_some()
+    volume.config_map.is_some()
+        || volume.secret.is_some()
+        || volume.downward_api.is_some()
+        || volume.projected.is_some()
 }
 
 /// Whether the volume holds secrets, and so lives in memory (tmpfs) only.
@@ -44,7 +47,9 @@ pub fn payload(pod: &Pod, volume: &Volume, objects: &dyn ApiObjects, context: &P
     if let Some(source) = &volume.config_map {
         let mode = source.default_mode.unwrap_or(DEFAULT_MODE);
         match objects.config_map(namespace, &source.name)? {
-            Some(map) => keys(&mut payload, &bytes_of(config_map_data(&map)), source.items.as_deref(), mode, source.optional)?,
+            Some(map) => {
+                keys(&mut payload, &bytes_of(config_map_data(&map)), source.items.as_deref(), mode, source.optional)?
+            }
             None if source.optional == Some(true) => {}
             None => bail!("configmap {:?} not found", source.name),
         }
@@ -52,7 +57,9 @@ pub fn payload(pod: &Pod, volume: &Volume, objects: &dyn ApiObjects, context: &P
         let name = source.secret_name.clone().unwrap_or_default();
         let mode = source.default_mode.unwrap_or(DEFAULT_MODE);
         match objects.secret(namespace, &name)? {
-            Some(secret) => keys(&mut payload, &bytes_of(secret_data(&secret)), source.items.as_deref(), mode, source.optional)?,
+            Some(secret) => {
+                keys(&mut payload, &bytes_of(secret_data(&secret)), source.items.as_deref(), mode, source.optional)?
+            }
             None if source.optional == Some(true) => {}
             None => bail!("secret {name:?} not found"),
         }
@@ -71,14 +78,18 @@ pub fn payload(pod: &Pod, volume: &Volume, objects: &dyn ApiObjects, context: &P
         for source in projected.sources.iter().flatten() {
             if let Some(s) = &source.config_map {
                 match objects.config_map(namespace, &s.name)? {
-                    Some(map) => keys(&mut payload, &bytes_of(config_map_data(&map)), s.items.as_deref(), mode, s.optional)?,
+                    Some(map) => {
+                        keys(&mut payload, &bytes_of(config_map_data(&map)), s.items.as_deref(), mode, s.optional)?
+                    }
                     None if s.optional == Some(true) => {}
                     None => bail!("configmap {:?} not found", s.name),
                 }
             }
             if let Some(s) = &source.secret {
                 match objects.secret(namespace, &s.name)? {
-                    Some(secret) => keys(&mut payload, &bytes_of(secret_data(&secret)), s.items.as_deref(), mode, s.optional)?,
+                    Some(secret) => {
+                        keys(&mut payload, &bytes_of(secret_data(&secret)), s.items.as_deref(), mode, s.optional)?
+                    }
                     None if s.optional == Some(true) => {}
                     None => bail!("secret {:?} not found", s.name),
                 }
@@ -88,7 +99,9 @@ pub fn payload(pod: &Pod, volume: &Volume, objects: &dyn ApiObjects, context: &P
                     let value = match (&item.field_ref, &item.resource_field_ref) {
                         (Some(field), _) => field_value(pod, field, context)?,
                         (None, Some(resource)) => resource_value(pod, None, resource, context)?,
-                        (None, None) => bail!("downwardAPI item {:?}: fieldRef or resourceFieldRef required", item.path),
+                        (None, None) => {
+                            bail!("downwardAPI item {:?}: fieldRef or resourceFieldRef required", item.path)
+                        }
                     };
                     insert(&mut payload, &item.path, value.into_bytes(), item.mode.unwrap_or(mode))?;
                 }
@@ -146,9 +159,7 @@ fn insert(payload: &mut Payload, path: &str, data: Vec<u8>, mode: i32) -> Result
 /// A relative path that stays in the volume and does not begin with `..` (kubelet's rule).
 fn check_path(path: &str) -> Result<()> {
     let p = Path::new(path);
-    let ok = !path.is_empty()
-        && !path.starts_with("..")
-        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = !path.is_empty() && !path.starts_with("..") && p.components().all(|c| matches!(c, Component::Normal(_)));
     if !ok {
         bail!("{path:?}: a volume's file path must be relative, without '..'");
     }
@@ -256,8 +267,10 @@ mod tests {
         assert!(write_atomically(dir.path(), &payload).unwrap());
         assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "three");
         assert!(std::fs::symlink_metadata(dir.path().join("conf")).is_err());
-        let entries: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let entries: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(entries.len(), 3, "a, ..data and one version: {entries:?}");
         let mode = std::fs::metadata(dir.path().join("a")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

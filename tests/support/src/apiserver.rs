@@ -23,8 +23,17 @@ pub fn start(podctl: &Path, data_dir: &Path, extra: &[&str]) -> (Child, SocketAd
 
 /// The same on `addr`: a server restarted where its clients know to find it.
 pub fn start_on(podctl: &Path, data_dir: &Path, addr: SocketAddr, extra: &[&str]) -> Child {
+    launch(podctl, data_dir, addr, None, extra)
+}
+
+/// The same inside the network namespace bound at `netns`, when given.
+fn launch(podctl: &Path, data_dir: &Path, addr: SocketAddr, netns: Option<&Path>, extra: &[&str]) -> Child {
     let _ = std::fs::remove_file(data_dir.join("kubeconfig"));
-    let child = Command::new(podctl)
+    let mut command = Command::new(podctl);
+    if let Some(netns) = netns {
+        crate::netns::enter_path(netns, &mut command);
+    }
+    let child = command
         .arg("--data-dir")
         .arg(data_dir)
         .args(["apiserver", "--listen", &addr.to_string()])
@@ -34,7 +43,7 @@ pub fn start_on(podctl: &Path, data_dir: &Path, addr: SocketAddr, extra: &[&str]
         .spawn()
         .expect("podctl apiserver starts");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(data_dir.join("kubeconfig").exists() && TcpStream::connect(addr).is_ok()) {
+    while !(data_dir.join("kubeconfig").exists() && crate::netns::connects(netns, addr)) {
         assert!(Instant::now() < deadline, "apiserver did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -53,20 +62,35 @@ pub struct ApiServer {
     pub child: Child,
     pub addr: SocketAddr,
     podctl: PathBuf,
+    /// The network namespace it serves in (a scratch node's), and its kubectl runs in.
+    netns: Option<PathBuf>,
 }
 
 impl ApiServer {
     pub fn start(podctl: &str, extra: &[&str]) -> ApiServer {
         let dir = tempfile::tempdir().unwrap();
         let (child, addr) = start(podctl.as_ref(), dir.path(), extra);
-        ApiServer { dir, child, addr, podctl: podctl.into() }
+        ApiServer { dir, child, addr, podctl: podctl.into(), netns: None }
+    }
+
+    /// A server on the loopback of the network namespace bound at `netns` (a scratch
+    /// node's: its agent reaches it there, and so does kubectl).
+    pub fn start_in(podctl: &str, netns: &Path, extra: &[&str]) -> ApiServer {
+        ApiServer::start_in_on(podctl, netns, SocketAddr::from(([127, 0, 0, 1], 6443)), extra)
+    }
+
+    /// The same listening on `addr` (an address of that namespace's, for other nodes).
+    pub fn start_in_on(podctl: &str, netns: &Path, addr: SocketAddr, extra: &[&str]) -> ApiServer {
+        let dir = tempfile::tempdir().unwrap();
+        let child = launch(podctl.as_ref(), dir.path(), addr, Some(netns), extra);
+        ApiServer { dir, child, addr, podctl: podctl.into(), netns: Some(netns.to_path_buf()) }
     }
 
     /// Kills the server (SIGKILL) and starts another on what it stored, at `addr`.
     pub fn restart_on(&mut self, addr: SocketAddr, extra: &[&str]) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = start_on(&self.podctl, self.dir.path(), addr, extra);
+        self.child = launch(&self.podctl, self.dir.path(), addr, self.netns.as_deref(), extra);
         self.addr = addr;
     }
 
@@ -81,6 +105,9 @@ impl ApiServer {
     /// A command of the kubectl at `binary` (one of KUBECTL_DIR's releases).
     pub fn kubectl_command_of(&self, binary: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary);
+        if let Some(netns) = &self.netns {
+            crate::netns::enter_path(netns, &mut cmd);
+        }
         // HOME holds kubectl's discovery cache: one per server and release.
         let home = self.dir.path().join(binary.rsplit('/').next().unwrap_or("kubectl"));
         cmd.args(args).env("KUBECONFIG", self.kubeconfig()).env("HOME", home);

@@ -46,16 +46,7 @@ impl Netns {
 
     /// Makes `cmd` start inside this namespace.
     pub fn enter(&self, cmd: &mut Command) {
-        let file = std::fs::File::open(&self.path).expect("open netns");
-        // SAFETY: setns is async-signal-safe; `file` is moved into the closure and stays open.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        enter_path(&self.path, cmd);
     }
 
     /// Runs a command inside this namespace, expecting success; returns stdout.
@@ -93,6 +84,43 @@ fn umount_detach(path: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Makes `cmd` start inside the namespace bound at `path`.
+pub fn enter_path(path: &Path, cmd: &mut Command) {
+    let file = std::fs::File::open(path).expect("open netns");
+    // SAFETY: setns is async-signal-safe; `file` is moved into the closure and stays open.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs `f` inside the namespace bound at `netns` (the test's own when `None`), on a
+/// thread that enters it for this call only.
+pub fn within<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> T {
+    let Some(netns) = netns else { return f() };
+    let file = std::fs::File::open(netns).expect("open netns");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // SAFETY: setns on this short-lived thread only.
+                let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("the thread in the namespace")
+    })
+}
+
+/// Whether something listens at `addr` inside the namespace bound at `netns`.
+pub fn connects(netns: Option<&Path>, addr: std::net::SocketAddr) -> bool {
+    within(netns, || std::net::TcpStream::connect(addr).is_ok())
 }
 
 /// Joins two namespaces with a veth pair (`a_name` in `a`, `b_name` in `b`), each end with

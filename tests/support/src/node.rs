@@ -122,8 +122,13 @@ impl Node {
 
     /// Imports the busybox test image as `busybox:latest`.
     pub fn with_busybox(self) -> Node {
+        self.with_busybox_as("busybox:latest")
+    }
+
+    /// Imports the busybox test image under `name`.
+    pub fn with_busybox_as(self, name: &str) -> Node {
         let archive = self.dir.path().join("busybox.tar");
-        crate::busybox_image().write_docker_archive(&archive, Some("busybox:latest"));
+        crate::busybox_image().write_docker_archive(&archive, Some(name));
         self.ok(&["image", "import", archive.to_str().unwrap()]);
         self
     }

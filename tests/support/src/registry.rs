@@ -21,6 +21,8 @@ pub struct Registry {
     /// `127.0.0.1:PORT`
     pub addr: String,
     pub credentials: Option<(String, String)>,
+    /// The network namespace it serves in, when not the test's.
+    netns: Option<std::path::PathBuf>,
     child: Child,
     _token_server: Option<TokenServer>,
     _dir: tempfile::TempDir,
@@ -29,21 +31,27 @@ pub struct Registry {
 impl Registry {
     /// An open registry.
     pub fn start() -> Registry {
-        Registry::start_with(None, false)
+        Registry::start_with(None, false, None)
+    }
+
+    /// An open registry on the loopback of the network namespace bound at `netns` (a
+    /// scratch node's, whose agent pulls from it).
+    pub fn start_in(netns: &Path) -> Registry {
+        Registry::start_with(None, false, Some(netns))
     }
 
     /// A registry that wants HTTP basic auth with this user and password.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user.to_string(), password.to_string())), false)
+        Registry::start_with(Some((user.to_string(), password.to_string())), false, None)
     }
 
     /// A registry that wants bearer tokens (`WWW-Authenticate: Bearer realm=…`) from a token
     /// server of ours, which gives them only for this user and password.
     pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user.to_string(), password.to_string())), true)
+        Registry::start_with(Some((user.to_string(), password.to_string())), true, None)
     }
 
-    fn start_with(credentials: Option<(String, String)>, tokens: bool) -> Registry {
+    fn start_with(credentials: Option<(String, String)>, tokens: bool, netns: Option<&Path>) -> Registry {
         let dir = crate::temp_dir();
         let mut token_server = None;
         let auth = match &credentials {
@@ -78,15 +86,20 @@ impl Registry {
             );
             let config_path = dir.path().join("config.yml");
             std::fs::write(&config_path, config).unwrap();
-            let mut child = Command::new("docker-registry")
+            let mut command = Command::new("docker-registry");
+            if let Some(netns) = netns {
+                crate::netns::enter_path(netns, &mut command);
+            }
+            let mut child = command
                 .arg("serve")
                 .arg(&config_path)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("docker-registry runs (apt-get install docker-registry)");
-            if wait_ready(&mut child, &addr) {
-                return Registry { addr, credentials, child, _token_server: token_server, _dir: dir };
+            if crate::netns::within(netns, || wait_ready(&mut child, &addr)) {
+                let netns = netns.map(Path::to_path_buf);
+                return Registry { addr, credentials, netns, child, _token_server: token_server, _dir: dir };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -97,6 +110,9 @@ impl Registry {
     /// Pushes an OCI layout directory as `REPO:TAG` with skopeo.
     pub fn push(&self, layout: &Path, repo_tag: &str) {
         let mut cmd = Command::new("skopeo");
+        if let Some(netns) = &self.netns {
+            crate::netns::enter_path(netns, &mut cmd);
+        }
         cmd.args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]);
         if let Some((user, password)) = &self.credentials {
             cmd.arg(format!("--dest-creds={user}:{password}"));

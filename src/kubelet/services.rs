@@ -1,0 +1,96 @@
+//! The node's service proxy and routes, kept from the API: kube-proxy's loop (Services and
+//! EndpointSlices watched, the whole rule set derived from them and applied when they
+//! change — at most once a second — and in full every hour), and routes to the other
+//! nodes' pod CIDRs through their InternalIPs, from their Node objects.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use net::proxy::{Proxier, ProxyConfig, service_ports};
+use net::{Ipv4Net, PodNetwork};
+use tokio::sync::Notify;
+
+use super::client::reflect;
+
+/// kube-proxy's minSyncPeriod and syncPeriod for iptables.
+const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
+const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Keeps the proxy rules and the routes to other nodes until the process ends.
+pub async fn run(client: Client, node_name: String, network: PodNetwork) {
+    let changed = Arc::new(Notify::new());
+    let services = reflect::<Service>(client.clone(), Some(changed.clone()));
+    let slices = reflect::<EndpointSlice>(client.clone(), Some(changed.clone()));
+    let nodes = reflect::<Node>(client, Some(changed.clone()));
+    for ready in [services.wait_until_ready().await, slices.wait_until_ready().await, nodes.wait_until_ready().await] {
+        if ready.is_err() {
+            return;
+        }
+    }
+    let config = ProxyConfig { cluster_cidr: Some(network.config().pod_cidr), random_fully: true };
+    let proxier = Arc::new(Mutex::new(Proxier::new(net::Iptables::detect(), config, FULL_SYNC_PERIOD)));
+    let network = Arc::new(network);
+    loop {
+        let services = services.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
+        let slices = slices.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
+        let routes = node_routes(&nodes.state(), &node_name);
+        let (proxier, network) = (proxier.clone(), network.clone());
+        let synced = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let ports = service_ports(&services, &[], &slices)?;
+            proxier.lock().expect("proxier").sync(&ports)?;
+            network.sync_node_routes(&routes)?;
+            Ok(())
+        })
+        .await;
+        match synced {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("sync the service proxy: {e:#}"),
+            Err(e) => tracing::error!("sync the service proxy: {e}"),
+        }
+        tokio::time::sleep(MIN_SYNC_PERIOD).await;
+        let _ = tokio::time::timeout(FULL_SYNC_PERIOD, changed.notified()).await;
+    }
+}
+
+/// (InternalIP, pod CIDR) of every other node that has both.
+fn node_routes(nodes: &[Arc<Node>], own: &str) -> Vec<(Ipv4Addr, Ipv4Net)> {
+    nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(own))
+        .filter_map(|n| {
+            let cidr: Ipv4Net = n.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()?;
+            let addresses = n.status.as_ref()?.addresses.as_ref()?;
+            let ip: Ipv4Addr = addresses.iter().find(|a| a.type_ == "InternalIP")?.address.parse().ok()?;
+            Some((ip, cidr))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_go_to_the_other_nodes_with_a_cidr() {
+        let node = |name: &str, cidr: Option<&str>, ip: &str| -> Arc<Node> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name},
+                    "spec": {"podCIDR": cidr},
+                    "status": {"addresses": [{"type": "Hostname", "address": name}, {"type": "InternalIP", "address": ip}]},
+                }))
+                .unwrap(),
+            )
+        };
+        let nodes = [
+            node("a", Some("10.88.1.0/24"), "192.0.2.1"),
+            node("b", Some("10.88.2.0/24"), "192.0.2.2"),
+            node("c", None, "192.0.2.3"),
+        ];
+        assert_eq!(node_routes(&nodes, "a"), vec![("192.0.2.2".parse().unwrap(), "10.88.2.0/24".parse().unwrap())]);
+    }
+}
