@@ -151,7 +151,8 @@ fn events_of(cluster: &Cluster, pod: &str) -> String {
 
 #[test]
 fn the_node_registers_and_renews_its_lease() {
-    let mut cluster = Cluster::start();
+    let mut cluster =
+        Cluster::start_with(&["--node-labels", "tier=edge", "--register-with-taints", "dedicated=infra:NoSchedule"]);
     // One agent per node: a second on the same data directory is refused.
     let second = cluster
         .node
@@ -167,8 +168,21 @@ fn the_node_registers_and_renews_its_lease() {
     assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], cluster.endpoint.port());
     assert_eq!(node["status"]["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "127.0.0.1"}));
     assert_eq!(node["status"]["capacity"]["pods"], "110");
-    let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
-    assert_eq!(ready["status"], "True");
+    assert!(node["status"]["capacity"]["ephemeral-storage"].as_str().unwrap().ends_with("Ki"), "{node}");
+    assert_eq!(node["metadata"]["labels"]["tier"], "edge");
+    assert_eq!(node["spec"]["taints"], serde_json::json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]));
+    let condition = |node: &Value, kind: &str| {
+        node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).cloned().unwrap_or_default()
+    };
+    assert_eq!(condition(&node, "Ready")["status"], "True");
+    assert_eq!(condition(&node, "MemoryPressure")["reason"], "KubeletHasSufficientMemory");
+    assert_eq!(condition(&node, "DiskPressure")["status"], "False");
+    assert_eq!(condition(&node, "PIDPressure")["status"], "False");
+    // The status loop adds the node's images.
+    cluster.wait("the node lists its images", 15, || {
+        let node: Value = serde_json::from_slice(&cluster.kubectl(&["get", "node", "test-node", "-o", "json"]).stdout).unwrap();
+        node["status"]["images"].as_array().into_iter().flatten().any(|i| i["names"][0] == "docker.io/library/busybox:1.36")
+    });
     let wide = cluster.api.kubectl(&["get", "nodes"]);
     assert!(wide.lines().any(|l| l.starts_with("test-node") && l.contains("Ready")), "{wide}");
     let lease = cluster.api.kubectl(&["get", "lease", "-n", "kube-node-lease", "test-node", "-o", "json"]);
@@ -193,6 +207,10 @@ fn the_node_registers_and_renews_its_lease() {
         let out = curl.output().unwrap();
         assert!(!out.status.success() && !text(&out.stdout).contains("PodList"), "let in at {url} with {auth:?}");
     }
+
+    // A bad label or taint is refused, named.
+    let bad = cluster.node.podctl(&["node", "--node-labels", "a b=c", "--register-with-taints", "x:Sometimes"]);
+    assert!(text(&bad.stderr).contains("a b=c"), "{}", text(&bad.stderr));
 
     // A node agent started again finds its Node and brings it up to date.
     cluster.kill_agent();

@@ -21,6 +21,7 @@ pub(crate) const MAX_JSON_BLOB: u64 = 8 << 20;
 const NAME_ANNOTATION: &str = "io.containerd.image.name";
 const TAG_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
 }

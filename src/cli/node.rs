@@ -54,6 +54,39 @@ pub struct NodeArgs {
     /// A registry (HOST:PORT) to pull from over plain HTTP; may be repeated
     #[arg(long, value_name = "HOST:PORT")]
     insecure_registry: Vec<String>,
+    /// Labels the Node is registered with
+    #[arg(long, value_name = "KEY=VALUE,...", value_delimiter = ',', value_parser = parse_label)]
+    node_labels: Vec<(String, String)>,
+    /// Taints the Node is registered with
+    #[arg(long, value_name = "KEY[=VALUE]:EFFECT,...", value_delimiter = ',', value_parser = parse_taint)]
+    register_with_taints: Vec<serde_json::Value>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?}: KEY=VALUE expected"))?;
+    let causes: Vec<String> = crate::validation::check("label key", key, crate::validation::qualified_name)
+        .into_iter()
+        .chain(crate::validation::check("label value", value, crate::validation::label_value))
+        .map(|(field, why)| format!("{field}: {why}"))
+        .collect();
+    if causes.is_empty() { Ok((key.to_string(), value.to_string())) } else { Err(causes.join("; ")) }
+}
+
+/// `key=value:Effect` or `key:Effect`, as kubelet reads --register-with-taints.
+fn parse_taint(text: &str) -> Result<serde_json::Value, String> {
+    let (kv, effect) = text.rsplit_once(':').ok_or_else(|| format!("{text:?}: KEY[=VALUE]:EFFECT expected"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!("{text:?}: the effect must be NoSchedule, PreferNoSchedule or NoExecute"));
+    }
+    let (key, value) = kv.split_once('=').map_or((kv, None), |(k, v)| (k, Some(v)));
+    if key.is_empty() {
+        return Err(format!("{text:?}: a taint needs a key"));
+    }
+    let mut taint = serde_json::json!({"key": key, "effect": effect});
+    if let Some(value) = value {
+        taint["value"] = value.into();
+    }
+    Ok(taint)
 }
 
 impl NodeArgs {
@@ -85,6 +118,9 @@ impl NodeArgs {
             insecure_registries: self.insecure_registry,
             log_dir: opts.log_dir.clone(),
             network: opts.network(),
+            node_labels: self.node_labels,
+            taints: self.register_with_taints,
+            data_dir: opts.data_dir.clone(),
         };
         let store = images::Store::open(&opts.data_dir)
             .with_context(|| format!("open the image store in {}", opts.data_dir.display()))?;

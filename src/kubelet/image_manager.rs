@@ -55,6 +55,8 @@ pub struct ImageManager {
     insecure: Vec<String>,
     /// One lock per image being pulled: a second pod waits for the first's pull.
     pulling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Each reference's image ID (`repo@digest`), as last resolved.
+    ids: Mutex<HashMap<String, String>>,
 }
 
 /// What `ensure` did.
@@ -66,7 +68,24 @@ pub struct Ensured {
 
 impl ImageManager {
     pub fn new(store: Store, insecure: Vec<String>) -> ImageManager {
-        ImageManager { store, insecure, pulling: Mutex::new(HashMap::new()) }
+        ImageManager { store, insecure, pulling: Mutex::new(HashMap::new()), ids: Mutex::new(HashMap::new()) }
+    }
+
+    /// The image ID a container status shows for `reference` (kubelet's imageID: the
+    /// repository at the manifest digest), from what `ensure` last found.
+    pub fn image_id(&self, reference: &str) -> String {
+        self.ids.lock().expect("image ids").get(reference).cloned().unwrap_or_default()
+    }
+
+    fn found(&self, reference: &str, image: Image, pulled: bool) -> Ensured {
+        let repository = reference.split('@').next().unwrap_or(reference);
+        let repository = match repository.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => repository,
+        };
+        let id = format!("{repository}@{}", image.manifest_digest);
+        self.ids.lock().expect("image ids").insert(reference.to_string(), id);
+        Ensured { image, pulled }
     }
 
     /// The image, from the store or pulled as `policy` says; blocks (run it off the
@@ -83,7 +102,7 @@ impl ImageManager {
         let present = || self.store.resolve(reference).ok();
         match policy {
             "Never" => {
-                return present().map(|image| Ensured { image, pulled: false }).ok_or_else(|| {
+                return present().map(|image| self.found(reference, image, false)).ok_or_else(|| {
                     ImageError::NeverPull(format!(
                         "Container image {reference:?} is not present with pull policy of Never"
                     ))
@@ -91,7 +110,7 @@ impl ImageManager {
             }
             "IfNotPresent" => {
                 if let Some(image) = present() {
-                    return Ok(Ensured { image, pulled: false });
+                    return Ok(self.found(reference, image, false));
                 }
             }
             _ => {}
@@ -102,7 +121,7 @@ impl ImageManager {
         if policy == "IfNotPresent"
             && let Some(image) = present()
         {
-            return Ok(Ensured { image, pulled: false });
+            return Ok(self.found(reference, image, false));
         }
         let options = PullOptions {
             insecure: self.insecure.iter().any(|r| r == name.domain()),
@@ -117,7 +136,7 @@ impl ImageManager {
         let pulled = runtime.block_on(self.store.pull(reference, &options, &()));
         self.pulling.lock().expect("pull locks").remove(reference);
         match pulled {
-            Ok(image) => Ok(Ensured { image, pulled: true }),
+            Ok(image) => Ok(self.found(reference, image, true)),
             Err(e) => Err(ImageError::Pull(format!("failed to pull and unpack image {reference:?}: {e}"))),
         }
     }

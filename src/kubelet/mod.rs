@@ -60,6 +60,9 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub log_dir: PathBuf,
     pub network: net::PodNetwork,
+    pub node_labels: Vec<(String, String)>,
+    pub taints: Vec<serde_json::Value>,
+    pub data_dir: PathBuf,
 }
 
 /// Registers the node, keeps its lease, and serves its endpoint until SIGTERM or SIGINT.
@@ -107,9 +110,13 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
             port,
             pod_cidr: config.pod_cidr,
             capacity: capacity.clone(),
+            labels: config.node_labels,
+            taints: config.taints,
+            data_dir: config.data_dir,
         };
         registration::register(&client, &node).await?;
         tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
+        tokio::spawn(registration::keep_status(client.clone(), node, store.clone()));
         let objects = pods::ApiStore::start(client.clone()).await;
         let services_network = config.network;
         let context = Arc::new(pod_worker::NodeContext {

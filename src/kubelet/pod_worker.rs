@@ -479,8 +479,7 @@ impl PodWorker {
                 // The pod init is gone: its containers with it.
                 None => continue,
             };
-            let image_id =
-                node.images.store.resolve(&c.image).map(|i| i.manifest_digest.to_string()).unwrap_or_default();
+            let image_id = node.images.image_id(&c.image);
             containers.insert(
                 c.name.clone(),
                 ContainerObserved {
