@@ -170,7 +170,10 @@ fn the_node_registers_and_renews_its_lease() {
     assert_eq!(node["status"]["capacity"]["pods"], "110");
     assert!(node["status"]["capacity"]["ephemeral-storage"].as_str().unwrap().ends_with("Ki"), "{node}");
     assert_eq!(node["metadata"]["labels"]["tier"], "edge");
-    assert_eq!(node["spec"]["taints"], serde_json::json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]));
+    assert_eq!(
+        node["spec"]["taints"],
+        serde_json::json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}])
+    );
     let condition = |node: &Value, kind: &str| {
         node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).cloned().unwrap_or_default()
     };
@@ -180,8 +183,13 @@ fn the_node_registers_and_renews_its_lease() {
     assert_eq!(condition(&node, "PIDPressure")["status"], "False");
     // The status loop adds the node's images.
     cluster.wait("the node lists its images", 15, || {
-        let node: Value = serde_json::from_slice(&cluster.kubectl(&["get", "node", "test-node", "-o", "json"]).stdout).unwrap();
-        node["status"]["images"].as_array().into_iter().flatten().any(|i| i["names"][0] == "docker.io/library/busybox:1.36")
+        let node: Value =
+            serde_json::from_slice(&cluster.kubectl(&["get", "node", "test-node", "-o", "json"]).stdout).unwrap();
+        node["status"]["images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["names"][0] == "docker.io/library/busybox:1.36")
     });
     let wide = cluster.api.kubectl(&["get", "nodes"]);
     assert!(wide.lines().any(|l| l.starts_with("test-node") && l.contains("Ready")), "{wide}");
@@ -274,6 +282,22 @@ spec:
     }
     // The pod answers on its address from the node.
     cluster.node.netns.run("busybox", &["ping", "-c", "1", "-W", "2", &ip]);
+
+    // The node's endpoint, through the API server's node proxy: its pods, its health, its
+    // metrics.
+    let raw = |path: &str| cluster.api.kubectl(&["get", "--raw", &format!("/api/v1/nodes/test-node/proxy/{path}")]);
+    let pods: Value = serde_json::from_str(&raw("pods")).unwrap();
+    assert_eq!(pods["kind"], "PodList");
+    assert_eq!(pods["items"][0]["metadata"]["name"], "web");
+    assert_eq!(raw("healthz"), "ok");
+    let metrics = raw("metrics");
+    for line in [
+        "kubelet_running_pods 1",
+        "kubelet_pod_start_duration_seconds_count 1",
+        "prober_probe_total{probe_type=\"Readiness\",result=\"successful\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 
     // podctl ps shows the agent's pod with its origin, by namespace and name.
     let ps = cluster.node.ok(&["ps"]);

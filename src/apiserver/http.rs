@@ -175,12 +175,12 @@ pub async fn handle(State(server): State<Shared>, request: Request) -> Response 
         let verb = if parts.method == Method::GET { "get" } else { "create" };
         let asked = Asked::Resource {
             group: String::new(),
-            resource: "pods".into(),
+            resource: stream.resource().into(),
             subresource: stream.subresource().into(),
             namespace: stream.namespace.clone(),
             name: stream.pod.clone(),
         };
-        if let Err(e) = authorize(&server, &user, verb, asked, &format!("pods \"{}\"", stream.pod)) {
+        if let Err(e) = authorize(&server, &user, verb, asked, &format!("{} \"{}\"", stream.resource(), stream.pod)) {
             return error_response(&e);
         }
         return node_proxy::proxy(&server, stream, &query, parts).await.unwrap_or_else(|e| error_response(&e));

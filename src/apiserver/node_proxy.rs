@@ -36,24 +36,43 @@ pub struct NodeStream {
     kind: StreamKind,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum StreamKind {
     Log,
     Exec,
+    /// `nodes/{name}/proxy/{path}`: any path of the node's endpoint.
+    NodeProxy(String),
 }
 
 impl NodeStream {
-    /// The pods subresource it is (`log`, `exec`), as authorization names it.
+    /// The resource it is a subresource of (`pods`, `nodes`), as authorization names it.
+    pub fn resource(&self) -> &'static str {
+        match self.kind {
+            StreamKind::NodeProxy(_) => "nodes",
+            _ => "pods",
+        }
+    }
+
+    /// The subresource it is (`log`, `exec`, `proxy`), as authorization names it.
     pub fn subresource(&self) -> &'static str {
         match self.kind {
             StreamKind::Log => "log",
             StreamKind::Exec => "exec",
+            StreamKind::NodeProxy(_) => "proxy",
         }
     }
 
-    /// `/api/v1/namespaces/{ns}/pods/{name}/log|exec`.
+    /// `/api/v1/namespaces/{ns}/pods/{name}/log|exec`, `/api/v1/nodes/{name}/proxy/…`.
     pub fn of(path: &str) -> Option<NodeStream> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let ["api", "v1", "nodes", node, "proxy", rest @ ..] = segments.as_slice() {
+            let path = format!("/{}", rest.join("/"));
+            return Some(NodeStream {
+                namespace: String::new(),
+                pod: node.to_string(),
+                kind: StreamKind::NodeProxy(path),
+            });
+        }
         let ["api", "v1", "namespaces", namespace, "pods", pod, sub] = segments.as_slice() else { return None };
         let kind = match *sub {
             "log" => StreamKind::Log,
@@ -70,6 +89,13 @@ pub async fn proxy(
     query: &Query,
     mut parts: Parts,
 ) -> Result<Response<Body>, ApiError> {
+    if let StreamKind::NodeProxy(path) = &stream.kind {
+        let path = match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.clone(),
+        };
+        return forward(server, &stream.pod, &path, false, &mut parts).await;
+    }
     let pods = server.registry.find("", "v1", "pods").expect("pods are served");
     let pod = rest::get(server, &Target::collection(pods, Some(&stream.namespace)), &stream.pod)?;
     let name = &stream.pod;
@@ -77,7 +103,7 @@ pub async fn proxy(
     let node_name = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
     let node_name =
         node_name.ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
-    let (path, is_upgrade) = match stream.kind {
+    let (path, is_upgrade) = match &stream.kind {
         StreamKind::Log => {
             let options = ["follow", "previous", "timestamps", "tailLines", "limitBytes", "sinceSeconds", "sinceTime"];
             let pairs = options.iter().filter_map(|key| query.get(key).map(|value| (*key, value)));
@@ -98,7 +124,20 @@ pub async fn proxy(
             let pairs = query.all("command").map(|c| ("command", c)).chain(flags);
             (format!("/exec/{}?{}", segments(&[&stream.namespace, name, &container]), encode(pairs)), true)
         }
+        StreamKind::NodeProxy(_) => unreachable!("proxied above"),
     };
+    forward(server, node_name, &path, is_upgrade, &mut parts).await
+}
+
+/// Sends the request on to `path` of the node's endpoint and relays the answer (an upgraded
+/// connection, spliced byte for byte).
+async fn forward(
+    server: &Shared,
+    node_name: &str,
+    path: &str,
+    is_upgrade: bool,
+    parts: &mut Parts,
+) -> Result<Response<Body>, ApiError> {
     let nodes = server.registry.find("", "v1", "nodes").expect("nodes are served");
     let node = rest::get(server, &Target::collection(nodes, None), node_name)?;
     let endpoint = endpoint(&node)?;

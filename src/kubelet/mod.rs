@@ -9,6 +9,7 @@ pub mod env;
 mod exec;
 pub mod image_manager;
 mod logs;
+mod metrics;
 mod pod_worker;
 mod pods;
 mod probes;
@@ -118,6 +119,7 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
         tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
         tokio::spawn(registration::keep_status(client.clone(), node, store.clone()));
         let objects = pods::ApiStore::start(client.clone()).await;
+        let metrics = Arc::new(metrics::Metrics::default());
         let services_network = config.network;
         let context = Arc::new(pod_worker::NodeContext {
             name: config.node_name.clone(),
@@ -135,11 +137,14 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
                 capacity.cpu_millis,
                 capacity.memory_bytes,
             )),
+            metrics: metrics.clone(),
         });
-        let pods = tokio::spawn(pods::run(client.clone(), context, config.sync_frequency));
+        let (pod_store, pod_writer) = kube::runtime::reflector::store();
+        let pods =
+            tokio::spawn(pods::run(client.clone(), context, config.sync_frequency, (pod_store.clone(), pod_writer)));
         tokio::spawn(services::run(client, config.node_name.clone(), services_network));
         eprintln!("podctl node: {} registered; serving logs and exec on {address}:{port}", config.node_name);
-        let router = server::router(Arc::new(NodeServer { runtime }));
+        let router = server::router(Arc::new(NodeServer { runtime, pods: pod_store, metrics }));
         // No grace: a followed log or an exec session may last as long as its container,
         // and the pods keep running without us.
         let served =

@@ -45,6 +45,7 @@ pub struct NodeContext {
     pub cluster_domain: String,
     pub objects: Box<dyn ApiObjects + Send + Sync>,
     pub admission: Mutex<Admission>,
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 /// An event the worker reports (core/v1 Event on the pod).
@@ -195,6 +196,8 @@ pub struct PodWorker {
     /// The status written last (or found in the API at the first sync).
     reported: Option<Value>,
     admitted: bool,
+    /// Its start was counted in the metrics (or it was running before this agent).
+    start_counted: bool,
 }
 
 /// The container's runtime id: the pod, the container and its run.
@@ -223,6 +226,7 @@ impl PodWorker {
             waiters: HashSet::new(),
             reported: None,
             admitted: false,
+            start_counted: false,
         }
     }
 
@@ -269,14 +273,32 @@ impl PodWorker {
             }
             Some(pod) => {
                 if let Err(e) = self.run(node, pod, actual, &mut outcome) {
+                    node.metrics.sync_failed();
                     tracing::warn!("pod {}: {e:#}", self.uid);
                     outcome.wake_in =
                         Some(outcome.wake_in.map_or(Duration::from_secs(2), |w| w.min(Duration::from_secs(2))));
                 }
                 outcome.status = self.changed_status(pod);
+                self.count_start(node, pod);
             }
         }
         outcome
+    }
+
+    /// Counts the pod's start once all its containers run, from its creation.
+    fn count_start(&mut self, node: &NodeContext, pod: &Pod) {
+        let containers = pod.spec.as_ref().map_or(&[][..], |s| &s.containers[..]);
+        let running = |c: &Container| {
+            matches!(self.known.containers.get(&c.name).map(|c| &c.state), Some(RunState::Running { .. }))
+        };
+        if self.start_counted || !containers.iter().all(running) {
+            return;
+        }
+        self.start_counted = true;
+        if let Some(created) = &pod.metadata.creation_timestamp {
+            let took = SystemTime::now().duration_since(SystemTime::from(created.0)).unwrap_or_default();
+            node.metrics.pod_started(took);
+        }
     }
 
     /// The status written last did not reach the API: the next sync writes it again.
@@ -288,6 +310,8 @@ impl PodWorker {
     fn changed_status(&mut self, pod: &Pod) -> Option<Value> {
         if self.reported.is_none() {
             self.reported = pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+            // Running before this agent started: not a start of ours to count.
+            self.start_counted |= self.reported.as_ref().is_some_and(|s| s["phase"] == "Running");
         }
         let status = status::pod_status(pod, &self.known);
         if self.reported.as_ref() == Some(&status) {
@@ -788,6 +812,7 @@ impl PodWorker {
         let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
         let target = Target { runtime: &node.runtime, pod: actual, container: c, pod_ip: self.pod_ip() };
         let result = probes::run(&action, &target, timeout);
+        node.metrics.probed(kind.name(), result.is_ok());
         let state = self.probes.get_mut(&key).expect("probe state");
         state.next = Instant::now() + period;
         wake(outcome, period);

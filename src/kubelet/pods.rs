@@ -112,9 +112,13 @@ pub struct Workers {
 }
 
 /// Runs the pod workers of this node until the process ends.
-pub async fn run(client: Client, node: Arc<NodeContext>, sync_frequency: Duration) -> Result<()> {
+pub async fn run(
+    client: Client,
+    node: Arc<NodeContext>,
+    sync_frequency: Duration,
+    (pods, writer): (Store<Pod>, reflector::store::Writer<Pod>),
+) -> Result<()> {
     let api: Api<Pod> = Api::all(client.clone());
-    let (pods, writer) = reflector::store();
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", node.name));
     let mut stream = watcher(api, config).default_backoff().reflect(writer).boxed();
     let workers = Arc::new(Workers {

@@ -72,18 +72,42 @@ fn read_trimmed(path: &str) -> String {
 fn pressures(data_dir: &std::path::Path) -> [(&'static str, bool, &'static str, &'static str); 3] {
     let meminfo = read_trimmed("/proc/meminfo");
     let kib = |key: &str| {
-        meminfo.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
     };
     let memory = kib("MemAvailable:").is_some_and(|available| available < 100 * 1024);
     let disk = nix::sys::statvfs::statvfs(data_dir)
         .is_ok_and(|fs| fs.blocks() > 0 && (fs.blocks_available() as f64) < 0.1 * fs.blocks() as f64);
     let pid_max: u64 = read_trimmed("/proc/sys/kernel/pid_max").parse().unwrap_or(u64::MAX);
-    let processes = std::fs::read_dir("/proc").map_or(0, |d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).count()) as u64;
+    let processes = std::fs::read_dir("/proc").map_or(0, |d| {
+        d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).count()
+    }) as u64;
     let pids = processes * 10 > pid_max * 9;
     [
-        ("MemoryPressure", memory, if memory { "KubeletHasInsufficientMemory" } else { "KubeletHasSufficientMemory" }, if memory { "kubelet has insufficient memory available" } else { "kubelet has sufficient memory available" }),
-        ("DiskPressure", disk, if disk { "KubeletHasDiskPressure" } else { "KubeletHasNoDiskPressure" }, if disk { "kubelet has disk pressure" } else { "kubelet has no disk pressure" }),
-        ("PIDPressure", pids, if pids { "KubeletHasInsufficientPID" } else { "KubeletHasSufficientPID" }, if pids { "kubelet has insufficient PID available" } else { "kubelet has sufficient PID available" }),
+        (
+            "MemoryPressure",
+            memory,
+            if memory { "KubeletHasInsufficientMemory" } else { "KubeletHasSufficientMemory" },
+            if memory {
+                "kubelet has insufficient memory available"
+            } else {
+                "kubelet has sufficient memory available"
+            },
+        ),
+        (
+            "DiskPressure",
+            disk,
+            if disk { "KubeletHasDiskPressure" } else { "KubeletHasNoDiskPressure" },
+            if disk { "kubelet has disk pressure" } else { "kubelet has no disk pressure" },
+        ),
+        (
+            "PIDPressure",
+            pids,
+            if pids { "KubeletHasInsufficientPID" } else { "KubeletHasSufficientPID" },
+            if pids { "kubelet has insufficient PID available" } else { "kubelet has sufficient PID available" },
+        ),
     ]
 }
 
@@ -112,7 +136,8 @@ fn image_list(store: &images::Store) -> Value {
     let mut listed: Vec<Value> = images
         .iter()
         .map(|image| {
-            let size: i64 = image.manifest.layers().iter().map(|l| l.size() as i64).sum::<i64>() + image.manifest.config().size() as i64;
+            let size: i64 = image.manifest.layers().iter().map(|l| l.size() as i64).sum::<i64>()
+                + image.manifest.config().size() as i64;
             let mut names = image.names.clone();
             if let Some(name) = image.names.first().and_then(|n| n.rsplit_once(':')).map(|(repo, _)| repo) {
                 names.push(format!("{name}@{}", image.manifest_digest));
@@ -214,7 +239,8 @@ pub async fn keep_status(client: kube::Client, node: NodeIdentity, store: images
     let mut reported: Option<(Value, std::time::Instant)> = None;
     loop {
         tick.tick().await;
-        let previous = reported.as_ref().map(|(s, _)| s["conditions"].as_array().cloned().unwrap_or_default()).unwrap_or_default();
+        let previous =
+            reported.as_ref().map(|(s, _)| s["conditions"].as_array().cloned().unwrap_or_default()).unwrap_or_default();
         let mut status = node_object(&node)["status"].take();
         status["conditions"] = json!(conditions(&node, &previous));
         status["images"] = image_list(&store);
@@ -226,7 +252,9 @@ pub async fn keep_status(client: kube::Client, node: NodeIdentity, store: images
             s
         };
         let due = match &reported {
-            Some((last, at)) => without_heartbeats(last) != without_heartbeats(&status) || at.elapsed() >= REPORT_INTERVAL,
+            Some((last, at)) => {
+                without_heartbeats(last) != without_heartbeats(&status) || at.elapsed() >= REPORT_INTERVAL
+            }
             None => true,
         };
         if !due {

@@ -1,6 +1,7 @@
 //! The node's HTTP endpoint, on kubelet's paths, for the API server to proxy `kubectl
 //! logs` and `kubectl exec` to: `/containerLogs/{namespace}/{pod}/{container}` and
-//! `/exec/{namespace}/{pod}/{container}` (WebSocket), plus `/healthz`. Pods are found by
+//! `/exec/{namespace}/{pod}/{container}` (WebSocket or SPDY), plus `/healthz`, `/pods`
+//! and `/metrics`. Pods are found by
 //! namespace and name among those the runtime has on this node.
 
 use std::sync::Arc;
@@ -13,7 +14,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod as ApiPod;
+use kube::runtime::reflector::Store;
 use runtime::{Pod, Runtime};
+
+use super::metrics::Metrics;
 use tokio::sync::mpsc;
 
 use super::exec::{self, ExecRequest};
@@ -23,6 +28,9 @@ use super::spdy;
 /// Who reaches it is the API server: the TLS handshake checked its client certificate.
 pub struct NodeServer {
     pub runtime: Runtime,
+    /// The pods bound to this node, as the API has them.
+    pub pods: Store<ApiPod>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A refusal, as kubelet gives it: a status and a line of text.
@@ -37,9 +45,27 @@ impl IntoResponse for Refusal {
 pub fn router(server: Arc<NodeServer>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods))
+        .route("/metrics", get(metrics))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec_spdy))
         .with_state(server)
+}
+
+/// kubelet's `/pods`: a PodList of the pods bound to this node.
+async fn pods(State(server): State<Arc<NodeServer>>) -> Response {
+    let mut items: Vec<ApiPod> = server.pods.state().iter().map(|p| (**p).clone()).collect();
+    items.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+    let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], list.to_string()).into_response()
+}
+
+async fn metrics(State(server): State<Arc<NodeServer>>) -> Response {
+    let pods = server.runtime.pods().unwrap_or_default();
+    let running: Vec<&Pod> = pods.iter().filter(|p| p.is_running()).collect();
+    let containers = running.iter().map(|p| p.running_containers().len()).sum();
+    let text = server.metrics.render(running.len(), containers);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
 }
 
 fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
