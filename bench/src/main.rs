@@ -9,6 +9,7 @@
 mod api;
 mod images;
 mod net;
+mod node;
 mod pod;
 
 use std::fs;
@@ -30,7 +31,7 @@ fn main() {
         }
     }
     if groups.is_empty() {
-        groups = vec!["images".into(), "pod".into(), "net".into(), "api".into()];
+        groups = vec!["images".into(), "pod".into(), "net".into(), "api".into(), "node".into()];
     }
     let podctl = fs::canonicalize(&podctl).expect("podctl binary");
     enter_own_network_namespace();
@@ -45,13 +46,14 @@ fn main() {
                 pod::pod_init_rss(&podctl);
             }
             "api" => api::api(&podctl),
+            "node" => node::node(&podctl),
             "net" => {
                 net::proxy_sync();
                 net::pod_net_setup_teardown();
                 net::clusterip_overhead(&podctl);
             }
             other => {
-                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api)");
+                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api, node)");
                 std::process::exit(2);
             }
         }
