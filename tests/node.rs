@@ -884,3 +884,58 @@ fn pods_on_two_nodes_reach_each_other() {
     // Logs come from each node through the API server.
     assert!(api.kubectl_output(&["logs", "pb"], None).status.success());
 }
+
+/// `kubectl attach -i` joins the container's own process: our input to its stdin, its
+/// output from then on back, until it exits (over a WebSocket, and over SPDY for 1.29).
+#[test]
+fn kubectl_attach_joins_a_running_container() {
+    let cluster = Cluster::start();
+    let talker = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: test-node\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: busybox:1.36\n    stdin: true\n    stdinOnce: true\n    command: [sh, -c, 'echo ready; while read l; do echo \"got $l\"; done; echo bye >&2']\n"
+        )
+    };
+    let spdy = format!("{}/kubectl.1.29", testkit::apiserver::KUBECTL_DIR);
+    for (name, kubectl) in [("talk", testkit::apiserver::KUBECTL), ("talk-spdy", spdy.as_str())] {
+        cluster.apply(&talker(name));
+        cluster.wait_ready(name);
+        let out = cluster.api.kubectl_output_of(kubectl, &["attach", "-i", name, "-c", "app"], Some("hello\nworld\n"));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("got hello\ngot world\n"), "{kubectl}: {stdout} {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("bye"), "{kubectl}: {}", text(&out.stderr));
+        cluster.wait("the talker completes", 15, || cluster.pod(name)["status"]["phase"] == "Succeeded");
+    }
+    let done = text(&cluster.kubectl(&["attach", "talk"]).stderr);
+    assert!(done.contains("cannot attach to a container in a completed pod"), "{done}");
+}
+
+/// `kubectl port-forward` reaches a port on the pod's loopback through the API server and
+/// the node (kubectl 1.33 tries a WebSocket first; 1.29 speaks SPDY).
+#[test]
+fn kubectl_port_forward_reaches_the_pod() {
+    let cluster = Cluster::start();
+    cluster.apply(&HTTP_POD.replace("NAME", "pf").replace("NODE", "test-node"));
+    cluster.wait_ready("pf");
+    let spdy = format!("{}/kubectl.1.29", testkit::apiserver::KUBECTL_DIR);
+    for (kubectl, port) in [(testkit::apiserver::KUBECTL, "18080"), (spdy.as_str(), "18081")] {
+        let mut forward = cluster.api.kubectl_command_of(kubectl, &["port-forward", "pod/pf", &format!("{port}:8080")]);
+        let mut forward = Process(forward.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+        let stdout = forward.0.stdout.take().unwrap();
+        let (lines, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let first = listening.recv_timeout(Duration::from_secs(20));
+        assert!(first.as_deref().is_ok_and(|l| l.contains("Forwarding from")), "{kubectl}: {first:?}");
+        let url = format!("http://127.0.0.1:{port}/hostname");
+        for _ in 0..2 {
+            let mut wget = std::process::Command::new("timeout");
+            cluster.node.netns.enter(&mut wget);
+            let out = wget.args(["10", testkit::BUSYBOX, "wget", "-qO-", &url]).output().unwrap();
+            assert_eq!(text(&out.stdout), "pf\n", "{kubectl}: {}", text(&out.stderr));
+        }
+        drop(forward);
+    }
+}

@@ -156,6 +156,11 @@ impl LogTail {
         LogTail { path: path.to_path_buf(), offset: 0 }
     }
 
+    /// From what is written after now (what `kubectl attach` sees).
+    pub fn from_end(path: &Path) -> LogTail {
+        LogTail { path: path.to_path_buf(), offset: std::fs::metadata(path).map_or(0, |m| m.len()) }
+    }
+
     pub fn read_new(&mut self, mut each: impl FnMut(Record) -> io::Result<()>) -> io::Result<()> {
         let mut file = match File::open(&self.path) {
             Ok(f) => f,

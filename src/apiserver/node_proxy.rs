@@ -40,6 +40,8 @@ pub struct NodeStream {
 enum StreamKind {
     Log,
     Exec,
+    Attach,
+    PortForward,
     /// `nodes/{name}/proxy/{path}`: any path of the node's endpoint.
     NodeProxy(String),
 }
@@ -58,6 +60,8 @@ impl NodeStream {
         match self.kind {
             StreamKind::Log => "log",
             StreamKind::Exec => "exec",
+            StreamKind::Attach => "attach",
+            StreamKind::PortForward => "portforward",
             StreamKind::NodeProxy(_) => "proxy",
         }
     }
@@ -77,6 +81,8 @@ impl NodeStream {
         let kind = match *sub {
             "log" => StreamKind::Log,
             "exec" => StreamKind::Exec,
+            "attach" => StreamKind::Attach,
+            "portforward" => StreamKind::PortForward,
             _ => return None,
         };
         Some(NodeStream { namespace: namespace.to_string(), pod: pod.to_string(), kind })
@@ -99,21 +105,29 @@ pub async fn proxy(
     let pods = server.registry.find("", "v1", "pods").expect("pods are served");
     let pod = rest::get(server, &Target::collection(pods, Some(&stream.namespace)), &stream.pod)?;
     let name = &stream.pod;
-    let container = container(&pod, query.get("container"))?;
     let node_name = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
     let node_name =
         node_name.ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
     let (path, is_upgrade) = match &stream.kind {
+        StreamKind::PortForward => {
+            if !parts.headers.contains_key(header::UPGRADE) {
+                return Err(ApiError::bad_request("Upgrade request required"));
+            }
+            (format!("/portForward/{}", segments(&[&stream.namespace, name])), true)
+        }
         StreamKind::Log => {
+            let container = container(&pod, query.get("container"))?;
             let options = ["follow", "previous", "timestamps", "tailLines", "limitBytes", "sinceSeconds", "sinceTime"];
             let pairs = options.iter().filter_map(|key| query.get(key).map(|value| (*key, value)));
             (format!("/containerLogs/{}?{}", segments(&[&stream.namespace, name, &container]), encode(pairs)), false)
         }
-        StreamKind::Exec => {
+        StreamKind::Exec | StreamKind::Attach => {
+            let container = container(&pod, query.get("container"))?;
             let phase = pod["status"]["phase"].as_str().unwrap_or("");
             if phase == "Succeeded" || phase == "Failed" {
+                let verb = if stream.kind == StreamKind::Exec { "exec into" } else { "attach to" };
                 return Err(ApiError::bad_request(format!(
-                    "cannot exec into a container in a completed pod; current phase is {phase}"
+                    "cannot {verb} a container in a completed pod; current phase is {phase}"
                 )));
             }
             if !parts.headers.contains_key(header::UPGRADE) {
@@ -122,7 +136,8 @@ pub async fn proxy(
             let streams = [("stdin", "input"), ("stdout", "output"), ("stderr", "error"), ("tty", "tty")];
             let flags = streams.into_iter().filter(|(ours, _)| query.flag(ours)).map(|(_, node)| (node, "1"));
             let pairs = query.all("command").map(|c| ("command", c)).chain(flags);
-            (format!("/exec/{}?{}", segments(&[&stream.namespace, name, &container]), encode(pairs)), true)
+            let kind = if stream.kind == StreamKind::Exec { "exec" } else { "attach" };
+            (format!("/{kind}/{}?{}", segments(&[&stream.namespace, name, &container]), encode(pairs)), true)
         }
         StreamKind::NodeProxy(_) => unreachable!("proxied above"),
     };

@@ -24,11 +24,15 @@ pub const ERROR: u8 = 3;
 pub const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
+/// How often an attach looks for what the container wrote.
+const ATTACH_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How long the client gets to answer our Close.
 const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the client asked for (kubelet's `/exec` query: `command` repeated, `input`,
-/// `output`, `error`, `tty`).
+/// `output`, `error`, `tty`; `/attach` has no command: it joins the container's own
+/// process).
 #[derive(Debug, Default, PartialEq)]
 pub struct ExecRequest {
     pub command: Vec<String>,
@@ -40,6 +44,21 @@ pub struct ExecRequest {
 
 impl ExecRequest {
     pub fn parse<'a>(query: impl Iterator<Item = (&'a str, &'a str)>) -> Result<ExecRequest, String> {
+        let request = ExecRequest::parse_streams(query)?;
+        if request.command.is_empty() {
+            return Err("you must specify at least 1 command".into());
+        }
+        Ok(request)
+    }
+
+    /// The streams of an attach (a command, if given, is ignored).
+    pub fn parse_attach<'a>(query: impl Iterator<Item = (&'a str, &'a str)>) -> Result<ExecRequest, String> {
+        let mut request = ExecRequest::parse_streams(query)?;
+        request.command.clear();
+        Ok(request)
+    }
+
+    fn parse_streams<'a>(query: impl Iterator<Item = (&'a str, &'a str)>) -> Result<ExecRequest, String> {
         let mut request = ExecRequest::default();
         for (key, value) in query {
             let flag = matches!(value, "1" | "true");
@@ -51,9 +70,6 @@ impl ExecRequest {
                 "tty" => request.tty = flag,
                 _ => {}
             }
-        }
-        if request.command.is_empty() {
-            return Err("you must specify at least 1 command".into());
         }
         if !(request.stdin || request.stdout || request.stderr) {
             return Err("you must specify at least one of stdin, stdout, stderr".into());
@@ -261,6 +277,14 @@ fn run(
     terminal: &SharedTerminal,
     outgoing: mpsc::Sender<Vec<u8>>,
 ) {
+    if request.command.is_empty() {
+        let outcome = match attach(runtime, pod, container, request, (stdin_data, stdin_queue), &outgoing) {
+            Ok(()) => json!({"metadata": {}, "status": "Success"}),
+            Err(e) => failure("InternalError", &format!("error attaching to container: {e}")),
+        };
+        let _ = outgoing.blocking_send(frame(ERROR, outcome.to_string().as_bytes()));
+        return;
+    }
     let outcome = (|| -> Result<ExitStatus, String> {
         let io = |e: std::io::Error| e.to_string();
         let null = File::options().read(true).write(true).open("/dev/null").map_err(io)?;
@@ -322,6 +346,46 @@ fn run(
         Err(e) => failure("InternalError", &format!("error executing command in container: {e}")),
     };
     let _ = outgoing.blocking_send(frame(ERROR, status.to_string().as_bytes()));
+}
+
+/// Joins the container's own process: the client's input to its stdin (if it keeps one),
+/// what it writes from now on to the client, until it exits or the client leaves.
+fn attach(
+    runtime: &Runtime,
+    pod: &Pod,
+    container: &str,
+    request: &ExecRequest,
+    (stdin_data, stdin_queue): (mpsc::UnboundedReceiver<Vec<u8>>, Arc<StdinQueue>),
+    outgoing: &mpsc::Sender<Vec<u8>>,
+) -> Result<(), String> {
+    let spec = pod.containers().into_iter().find(|c| c.name == container).ok_or("the container has not started")?;
+    if request.stdin && spec.stdin {
+        let input = runtime.attach_stdin(pod, container).map_err(|e| e.to_string())?;
+        pump_stdin(stdin_data, stdin_queue, File::from(input));
+    }
+    let mut tail = runtime::logs::LogTail::from_end(&spec.log_path);
+    loop {
+        let exited = !pod.running_containers().iter().any(|c| c == container);
+        let sent = tail.read_new(|record| {
+            let channel = match record.stream {
+                runtime::logs::Stream::Stderr if !spec.tty => STDERR,
+                _ => STDOUT,
+            };
+            let wanted = if channel == STDERR { request.stderr } else { request.stdout };
+            if wanted {
+                let mut data = record.content.to_vec();
+                if record.full {
+                    data.push(b'\n');
+                }
+                outgoing.blocking_send(frame(channel, &data)).map_err(|_| std::io::Error::other("client gone"))?;
+            }
+            Ok(())
+        });
+        if exited || sent.is_err() || outgoing.is_closed() {
+            return Ok(());
+        }
+        std::thread::sleep(ATTACH_POLL);
+    }
 }
 
 /// kubelet's answer on the error channel: Success, or the exit code as a cause kubectl

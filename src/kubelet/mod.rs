@@ -12,6 +12,7 @@ mod logs;
 mod metrics;
 mod pod_worker;
 mod pods;
+mod portforward;
 mod probes;
 pub mod registration;
 pub mod sandbox;

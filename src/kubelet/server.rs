@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::exec::{self, ExecRequest};
 use super::logs::{self, LogOptions};
-use super::spdy;
+use super::{portforward, spdy};
 
 /// Who reaches it is the API server: the TLS handshake checked its client certificate.
 pub struct NodeServer {
@@ -49,6 +49,8 @@ pub fn router(server: Arc<NodeServer>) -> Router {
         .route("/metrics", get(metrics))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec_spdy))
+        .route("/attach/{namespace}/{pod}/{container}", get(attach).post(attach_spdy))
+        .route("/portForward/{namespace}/{pod}", get(port_forward).post(port_forward))
         .with_state(server)
 }
 
@@ -122,9 +124,11 @@ fn exec_target(
     server: &NodeServer,
     (namespace, name, container): &(String, String, String),
     query: &Option<String>,
+    attach: bool,
 ) -> Result<(Pod, ExecRequest), Refusal> {
     let pairs = query_pairs(query);
-    let request = ExecRequest::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let pairs = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let request = if attach { ExecRequest::parse_attach(pairs) } else { ExecRequest::parse(pairs) }
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
     let pod = find_pod(&server.runtime, namespace, name)?;
     if !pod.running_containers().contains(container) {
@@ -138,27 +142,103 @@ fn exec_target(
 
 /// kubectl 1.30 and newer: a WebSocket.
 async fn exec(
+    state: State<Arc<NodeServer>>,
+    target: Path<(String, String, String)>,
+    query: RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Refusal> {
+    over_websocket(state, target, query, upgrade, false).await
+}
+
+async fn attach(
+    state: State<Arc<NodeServer>>,
+    target: Path<(String, String, String)>,
+    query: RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Refusal> {
+    over_websocket(state, target, query, upgrade, true).await
+}
+
+async fn exec_spdy(
+    state: State<Arc<NodeServer>>,
+    target: Path<(String, String, String)>,
+    query: RawQuery,
+    request: Request,
+) -> Result<Response, Refusal> {
+    over_spdy(state, target, query, request, false).await
+}
+
+async fn attach_spdy(
+    state: State<Arc<NodeServer>>,
+    target: Path<(String, String, String)>,
+    query: RawQuery,
+    request: Request,
+) -> Result<Response, Refusal> {
+    over_spdy(state, target, query, request, true).await
+}
+
+/// An exec or attach session over a WebSocket.
+async fn over_websocket(
     State(server): State<Arc<NodeServer>>,
     Path(target): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     upgrade: WebSocketUpgrade,
+    attach: bool,
 ) -> Result<Response, Refusal> {
     let upgrade = upgrade.protocols(exec::PROTOCOLS);
     if upgrade.selected_protocol().is_none() {
         let wanted = exec::PROTOCOLS.join(", ");
         return Err(Refusal(StatusCode::BAD_REQUEST, format!("no subprotocol the node speaks was offered: {wanted}")));
     }
-    let (pod, request) = exec_target(&server, &target, &query)?;
+    let (pod, request) = exec_target(&server, &target, &query, attach)?;
     let runtime = server.runtime.clone();
     Ok(upgrade.on_upgrade(move |socket| exec::serve(socket, runtime, pod, target.2, request)))
 }
 
+/// `kubectl port-forward`: SPDY/3.1 in `portforward.k8s.io` (the API server carries a
+/// WebSocket client's SPDY frames here as they are).
+async fn port_forward(
+    State(server): State<Arc<NodeServer>>,
+    Path((namespace, name)): Path<(String, String)>,
+    mut request: Request,
+) -> Result<Response, Refusal> {
+    let headers = request.headers();
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let offered = headers
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == portforward::PROTOCOL));
+    if !upgrade.eq_ignore_ascii_case("SPDY/3.1") || !offered {
+        return Err(Refusal(StatusCode::BAD_REQUEST, format!("port forwarding needs SPDY/3.1 with {}", portforward::PROTOCOL)));
+    }
+    let pod = find_pod(&server.runtime, &namespace, &name)?;
+    if !pod.is_running() {
+        return Err(Refusal(StatusCode::BAD_REQUEST, format!("pod {namespace}/{name} is not running")));
+    }
+    let network = portforward::network_of(&pod);
+    let upgraded = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        if let Ok(io) = upgraded.await {
+            portforward::serve(TokioIo::new(io), format!("{namespace}/{name}"), network).await;
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", portforward::PROTOCOL)
+        .body(Body::empty())
+        .expect("valid response"))
+}
+
 /// kubectl before 1.30 (and `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`): SPDY/3.1.
-async fn exec_spdy(
+async fn over_spdy(
     State(server): State<Arc<NodeServer>>,
     Path(target): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     mut request: Request,
+    attach: bool,
 ) -> Result<Response, Refusal> {
     let headers = request.headers();
     let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -173,7 +253,7 @@ async fn exec_spdy(
             format!("exec needs a WebSocket ({}) or SPDY/3.1 with {}", exec::PROTOCOLS.join(", "), spdy::PROTOCOL),
         ));
     }
-    let (pod, exec_request) = exec_target(&server, &target, &query)?;
+    let (pod, exec_request) = exec_target(&server, &target, &query, attach)?;
     let runtime = server.runtime.clone();
     let upgraded = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {

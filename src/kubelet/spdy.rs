@@ -21,24 +21,24 @@ const DICTIONARY: &[u8] = include_bytes!("spdy3.dict");
 
 pub const PROTOCOL: &str = "v4.channel.k8s.io";
 
-const SYN_STREAM: u16 = 1;
-const SYN_REPLY: u16 = 2;
-const RST_STREAM: u16 = 3;
-const PING: u16 = 6;
-const GOAWAY: u16 = 7;
-const FLAG_FIN: u8 = 1;
+pub(super) const SYN_STREAM: u16 = 1;
+pub(super) const SYN_REPLY: u16 = 2;
+pub(super) const RST_STREAM: u16 = 3;
+pub(super) const PING: u16 = 6;
+pub(super) const GOAWAY: u16 = 7;
+pub(super) const FLAG_FIN: u8 = 1;
 /// Largest frame we accept (spdystream sends data in frames of at most 16 MiB − 1).
 const MAX_FRAME: usize = 1 << 24;
 /// kubelet's streamCreationTimeout.
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, PartialEq)]
-enum Frame {
+pub(super) enum Frame {
     Control { kind: u16, flags: u8, payload: Vec<u8> },
     Data { stream: u32, flags: u8, data: Vec<u8> },
 }
 
-async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Frame> {
+pub(super) async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Frame> {
     let mut head = [0u8; 8];
     reader.read_exact(&mut head).await?;
     let length = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
@@ -55,7 +55,7 @@ async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Fr
     }
 }
 
-fn control_frame(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn control_frame(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![0x80, 3];
     frame.extend_from_slice(&kind.to_be_bytes());
     frame.push(flags);
@@ -64,7 +64,7 @@ fn control_frame(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn data_frame(stream: u32, flags: u8, data: &[u8]) -> Vec<u8> {
+pub(super) fn data_frame(stream: u32, flags: u8, data: &[u8]) -> Vec<u8> {
     let mut frame = (stream & 0x7fff_ffff).to_be_bytes().to_vec();
     frame.push(flags);
     frame.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
@@ -72,19 +72,19 @@ fn data_frame(stream: u32, flags: u8, data: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn stream_id(payload: &[u8]) -> Option<u32> {
+pub(super) fn stream_id(payload: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) & 0x7fff_ffff)
 }
 
 /// Reads the header blocks of one direction.
-struct HeaderDecoder(Decompress);
+pub(super) struct HeaderDecoder(Decompress);
 
 impl HeaderDecoder {
-    fn new() -> HeaderDecoder {
+    pub(super) fn new() -> HeaderDecoder {
         HeaderDecoder(Decompress::new(true))
     }
 
-    fn decode(&mut self, mut block: &[u8]) -> Option<Vec<(String, String)>> {
+    pub(super) fn decode(&mut self, mut block: &[u8]) -> Option<Vec<(String, String)>> {
         let mut plain = Vec::with_capacity(block.len() * 4 + 64);
         while !block.is_empty() {
             if plain.capacity() == plain.len() {
@@ -124,16 +124,16 @@ fn parse_headers(mut plain: &[u8]) -> Option<Vec<(String, String)>> {
 }
 
 /// Writes the header blocks of the other direction.
-struct HeaderEncoder(Compress);
+pub(super) struct HeaderEncoder(Compress);
 
 impl HeaderEncoder {
-    fn new() -> HeaderEncoder {
+    pub(super) fn new() -> HeaderEncoder {
         let mut compress = Compress::new(Compression::best(), true);
         compress.set_dictionary(DICTIONARY).expect("a zlib stream takes a dictionary before any data");
         HeaderEncoder(compress)
     }
 
-    fn encode(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
+    pub(super) fn encode(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
         let mut plain = (headers.len() as u32).to_be_bytes().to_vec();
         for (name, value) in headers {
             for field in [name, value] {
@@ -261,7 +261,7 @@ where
 }
 
 /// The client's PINGs come back as they were.
-async fn answer_ping(frame: &Frame, writer: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
+pub(super) async fn answer_ping(frame: &Frame, writer: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
     match frame {
         Frame::Control { kind: PING, payload, .. } => writer.write_all(&control_frame(PING, 0, payload)).await,
         _ => Ok(()),

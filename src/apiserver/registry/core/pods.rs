@@ -20,7 +20,7 @@ impl Rules for Pods {
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const SUBRESOURCES: &'static [&'static str] =
-        &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec"];
+        &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward"];
     const GENERATION: bool = true;
 
     fn default(pod: &mut Pod) {
