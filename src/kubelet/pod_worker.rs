@@ -195,6 +195,8 @@ pub struct PodWorker {
     waiters: HashSet<(String, String)>,
     /// The status written last (or found in the API at the first sync).
     reported: Option<Value>,
+    /// The files last written to each API volume.
+    volumes: HashMap<String, volumes::Payload>,
     admitted: bool,
     /// Its start was counted in the metrics (or it was running before this agent).
     start_counted: bool,
@@ -225,6 +227,7 @@ impl PodWorker {
             probes: HashMap::new(),
             waiters: HashSet::new(),
             reported: None,
+            volumes: HashMap::new(),
             admitted: false,
             start_counted: false,
         }
@@ -398,8 +401,14 @@ impl PodWorker {
         }
         for volume in spec.volumes.iter().flatten().filter(|v| volumes::is_api_volume(v)) {
             let dir = actual.dirs.data.join("volumes").join(&volume.name);
-            let written = volumes::payload(pod, volume, node.objects.as_ref(), &context)
-                .and_then(|payload| volumes::write_atomically(&dir, &payload));
+            let written = volumes::payload(pod, volume, node.objects.as_ref(), &context).and_then(|payload| {
+                // What this worker wrote last needs no look at the disk.
+                if self.volumes.get(&volume.name) != Some(&payload) {
+                    volumes::write_atomically(&dir, &payload)?;
+                    self.volumes.insert(volume.name.clone(), payload);
+                }
+                Ok(())
+            });
             if let Err(e) = written {
                 let message = format!("MountVolume.SetUp failed for volume {:?} : {e:#}", volume.name);
                 outcome.events.push(warning("FailedMount", &message, None));
@@ -410,13 +419,19 @@ impl PodWorker {
         }
         self.observe(node, &actual);
         self.watch_exits(node, &actual);
+        let acted = outcome.events.len();
 
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        // Init containers one after another, each to a zero exit; the app containers after.
+        let mut initialized = true;
         for init in spec.init_containers.iter().flatten() {
             let field = format!("spec.initContainers{{{}}}", init.name);
             match self.known.containers.get(&init.name).map(|c| c.state.clone()) {
                 Some(RunState::Exited(exit)) if exit.exit_code == 0 => continue,
-                Some(RunState::Running { .. }) => return Ok(()),
+                Some(RunState::Running { .. }) => {
+                    initialized = false;
+                    break;
+                }
                 Some(RunState::Exited(exit)) => {
                     if policy != "Never" {
                         self.restart(
@@ -432,15 +447,17 @@ impl PodWorker {
                             outcome,
                         );
                     }
-                    return Ok(());
+                    initialized = false;
+                    break;
                 }
                 None => {
                     self.start(node, pod, &actual, &sandbox_spec, init, &settings, &context, 0, &field, outcome);
-                    return Ok(());
+                    initialized = false;
+                    break;
                 }
             }
         }
-        for c in &spec.containers {
+        for c in spec.containers.iter().filter(|_| initialized) {
             let field = format!("spec.containers{{{}}}", c.name);
             match self.known.containers.get(&c.name).map(|c| c.state.clone()) {
                 Some(RunState::Running { started_at }) => self.probe(node, pod, &actual, c, &started_at, outcome),
@@ -457,8 +474,11 @@ impl PodWorker {
                 None => self.start(node, pod, &actual, &sandbox_spec, c, &settings, &context, 0, &field, outcome),
             }
         }
-        self.observe(node, &actual);
-        self.watch_exits(node, &actual);
+        // Every action says so in an event: without one, nothing changed since the look above.
+        if outcome.events.len() > acted {
+            self.observe(node, &actual);
+            self.watch_exits(node, &actual);
+        }
         Ok(())
     }
 
@@ -488,14 +508,14 @@ impl PodWorker {
     /// Reads the containers' states from the runtime.
     fn observe(&mut self, node: &NodeContext, actual: &runtime::Pod) {
         let exits: BTreeMap<String, ExitStatus> = actual.exits().into_iter().collect();
-        let running = actual.running_containers();
+        let alive = actual.is_running();
         let mut containers = BTreeMap::new();
         for c in actual.containers() {
             let restart: u32 =
                 c.log_path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
             let state = match exits.get(&c.name) {
                 Some(exit) => RunState::Exited(exit.clone()),
-                None if running.contains(&c.name) => {
+                None if alive => {
                     let process: Option<runtime::state::ContainerProcess> =
                         runtime::state::read_json(&actual.dirs.process_record(&c.name)).ok().flatten();
                     RunState::Running { started_at: process.map(|p| p.started_at).unwrap_or_default() }

@@ -87,7 +87,8 @@ where
                         connections.insert(stream, to_connection);
                         let port = header("port").and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
                         let error_stream = error_streams.get(&request).copied();
-                        let forward = Forward { stream, error_stream, port, pod: pod.clone(), frames: frames_out.clone() };
+                        let forward =
+                            Forward { stream, error_stream, port, pod: pod.clone(), frames: frames_out.clone() };
                         tokio::spawn(forward.run(network.clone(), from_client));
                     }
                     _ => {}
@@ -111,7 +112,9 @@ where
             Frame::Control { kind: GOAWAY, .. } => break,
             ref other => {
                 let mut ping = Vec::new();
-                if answer_ping(other, &mut ping).await.is_ok() && !ping.is_empty() && frames_out.send(ping).await.is_err()
+                if answer_ping(other, &mut ping).await.is_ok()
+                    && !ping.is_empty()
+                    && frames_out.send(ping).await.is_err()
                 {
                     break;
                 }

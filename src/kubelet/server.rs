@@ -210,7 +210,10 @@ async fn port_forward(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|p| p.trim() == portforward::PROTOCOL));
     if !upgrade.eq_ignore_ascii_case("SPDY/3.1") || !offered {
-        return Err(Refusal(StatusCode::BAD_REQUEST, format!("port forwarding needs SPDY/3.1 with {}", portforward::PROTOCOL)));
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("port forwarding needs SPDY/3.1 with {}", portforward::PROTOCOL),
+        ));
     }
     let pod = find_pod(&server.runtime, &namespace, &name)?;
     if !pod.is_running() {
