@@ -939,3 +939,31 @@ fn kubectl_port_forward_reaches_the_pod() {
         drop(forward);
     }
 }
+
+/// A container's termination message: what it wrote to terminationMessagePath, else with
+/// FallbackToLogsOnError the end of its log after a failure.
+#[test]
+fn termination_messages_are_reported() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: notes}
+spec:
+  nodeName: test-node
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000}
+  containers:
+  - {name: file, image: busybox:1.36, command: [sh, -c, "echo -n 'bad config' > /dev/termination-log; exit 1"]}
+  - {name: custom, image: busybox:1.36, command: [sh, -c, "echo done > /tmp/why"], terminationMessagePath: /tmp/why}
+  - {name: logs, image: busybox:1.36, command: [sh, -c, "echo first; echo last words; exit 2"], terminationMessagePolicy: FallbackToLogsOnError}
+"#,
+    );
+    cluster.wait("notes fails", 30, || cluster.pod("notes")["status"]["phase"] == "Failed");
+    let pod = cluster.pod("notes");
+    let message = |name: &str| container_status(&pod, name)["state"]["terminated"]["message"].clone();
+    assert_eq!(message("file"), "bad config", "{pod}");
+    assert_eq!(message("custom"), "done\n", "{pod}");
+    assert_eq!(message("logs"), "first\nlast words\n", "{pod}");
+}

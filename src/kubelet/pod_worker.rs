@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use runtime::{ExitStatus, NetworkMode, Runtime};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::env::{ApiObjects, PodContext};
@@ -197,6 +197,8 @@ pub struct PodWorker {
     reported: Option<Value>,
     /// The files last written to each API volume.
     volumes: HashMap<String, volumes::Payload>,
+    /// The sandbox's address, by the sandbox's creation time.
+    address: Option<(String, std::net::Ipv4Addr)>,
     admitted: bool,
     /// Its start was counted in the metrics (or it was running before this agent).
     start_counted: bool,
@@ -228,6 +230,7 @@ impl PodWorker {
             waiters: HashSet::new(),
             reported: None,
             volumes: HashMap::new(),
+            address: None,
             admitted: false,
             start_counted: false,
         }
@@ -260,7 +263,7 @@ impl PodWorker {
                 if let Some(actual) = &actual {
                     let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(DEFAULT_GRACE).max(0);
                     self.stop(node, Some(pod), actual, Duration::from_secs(grace as u64), &mut outcome);
-                    self.observe(node, actual);
+                    self.observe(node, pod, actual);
                     if let Err(e) = sandbox::remove(&node.runtime, &node.network, actual, &node.log_dir) {
                         tracing::warn!("pod {}: remove: {e:#}", self.uid);
                         return Outcome { wake_in: Some(Duration::from_secs(1)), ..outcome };
@@ -366,14 +369,25 @@ impl PodWorker {
             None => {
                 let mut sandbox_spec = sandbox_spec.clone();
                 sandbox_spec.origin = runtime::Origin::Node;
+                let all = spec.init_containers.iter().flatten().chain(&spec.containers);
+                sandbox_spec.volumes.extend(all.map(|c| runtime::Volume {
+                    name: termination_volume(&c.name),
+                    source: runtime::VolumeSource::HostPath { path: termination_file(node, &self.uid, &c.name) },
+                }));
                 node.runtime.create_pod(&sandbox_spec).context("create the pod's sandbox")?
             }
         };
         if actual.record.spec.network == NetworkMode::Pod {
-            let address = match node.network.address(&self.uid)? {
-                Some(address) => address,
-                None => sandbox::attach_network(&node.runtime, &node.network, &actual)?,
+            // A sandbox keeps its address: looked up once (the leases are files to read).
+            let known = self.address.as_ref().filter(|(sandbox, _)| *sandbox == actual.record.created_at);
+            let address = match known {
+                Some((_, address)) => *address,
+                None => match node.network.address(&self.uid)? {
+                    Some(address) => address,
+                    None => sandbox::attach_network(&node.runtime, &node.network, &actual)?,
+                },
             };
+            self.address = Some((actual.record.created_at.clone(), address));
             self.known.pod_ip = Some(address.to_string());
         } else {
             self.known.pod_ip = Some(node.host_ip.clone());
@@ -394,7 +408,7 @@ impl PodWorker {
                 }
                 self.known.deadline_exceeded = true;
                 self.stop(node, Some(pod), &actual, grace_of(pod), outcome);
-                self.observe(node, &actual);
+                self.observe(node, pod, &actual);
                 return Ok(());
             }
             outcome.wake_in = Some(Duration::from_secs(deadline.max(0) as u64) - elapsed);
@@ -412,12 +426,12 @@ impl PodWorker {
             if let Err(e) = written {
                 let message = format!("MountVolume.SetUp failed for volume {:?} : {e:#}", volume.name);
                 outcome.events.push(warning("FailedMount", &message, None));
-                self.observe(node, &actual);
+                self.observe(node, pod, &actual);
                 outcome.wake_in = Some(Duration::from_secs(2));
                 return Ok(());
             }
         }
-        self.observe(node, &actual);
+        self.observe(node, pod, &actual);
         self.watch_exits(node, &actual);
         let acted = outcome.events.len();
 
@@ -476,7 +490,7 @@ impl PodWorker {
         }
         // Every action says so in an event: without one, nothing changed since the look above.
         if outcome.events.len() > acted {
-            self.observe(node, &actual);
+            self.observe(node, pod, &actual);
             self.watch_exits(node, &actual);
         }
         Ok(())
@@ -506,7 +520,9 @@ impl PodWorker {
     }
 
     /// Reads the containers' states from the runtime.
-    fn observe(&mut self, node: &NodeContext, actual: &runtime::Pod) {
+    fn observe(&mut self, node: &NodeContext, pod: &Pod, actual: &runtime::Pod) {
+        let all: Vec<&Container> =
+            pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers)).collect();
         let exits: BTreeMap<String, ExitStatus> = actual.exits().into_iter().collect();
         let alive = actual.is_running();
         let mut containers = BTreeMap::new();
@@ -514,7 +530,16 @@ impl PodWorker {
             let restart: u32 =
                 c.log_path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
             let state = match exits.get(&c.name) {
-                Some(exit) => RunState::Exited(exit.clone()),
+                Some(exit) => {
+                    let mut exit = exit.clone();
+                    if let Some(spec) = all.iter().find(|s| s.name == c.name) {
+                        let message = termination_message(node, &self.uid, spec, &c.log_path, exit.exit_code);
+                        if !message.is_empty() {
+                            exit.message = Some(message);
+                        }
+                    }
+                    RunState::Exited(exit)
+                }
                 None if alive => {
                     let process: Option<runtime::state::ContainerProcess> =
                         runtime::state::read_json(&actual.dirs.process_record(&c.name)).ok().flatten();
@@ -595,15 +620,18 @@ impl PodWorker {
                 ));
             }
             self.known.waiting.insert(c.name.clone(), ("CrashLoopBackOff".into(), message));
-            self.known
-                .last_state
-                .insert(c.name.clone(), terminated_value(exit, &self.uid, &c.name, self.restart_count(&c.name)));
+            self.known.last_state.insert(
+                c.name.clone(),
+                status::terminated(exit, &container_id(&self.uid, &c.name, self.restart_count(&c.name))),
+            );
             wake(outcome, backoff.delay - finished_ago);
             return;
         }
         self.backoff.insert(c.name.clone(), Backoff::next(entry, now));
         let restart = self.restart_count(&c.name) + 1;
-        self.known.last_state.insert(c.name.clone(), terminated_value(exit, &self.uid, &c.name, restart - 1));
+        self.known
+            .last_state
+            .insert(c.name.clone(), status::terminated(exit, &container_id(&self.uid, &c.name, restart - 1)));
         self.start(node, pod, actual, sandbox_spec, c, settings, context, restart, field, outcome);
     }
 
@@ -640,6 +668,24 @@ impl PodWorker {
                 }
             };
         container.log_path.set_file_name(format!("{restart}.log"));
+        // The termination message file, empty for this run, bind-mounted where the
+        // container writes it (kubelet's terminationMessagePath; 0666: any user may).
+        let message_path = c.termination_message_path.as_deref().unwrap_or("/dev/termination-log");
+        if !message_path.is_empty() {
+            let file = termination_file(node, &self.uid, &c.name);
+            let made = file.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                std::fs::File::create(&file)?;
+                std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            });
+            match made {
+                Ok(()) => container.mounts.push(runtime::Mount {
+                    volume: termination_volume(&c.name),
+                    destination: message_path.to_string(),
+                    read_only: false,
+                }),
+                Err(e) => tracing::warn!("pod {}: termination message file of {}: {e}", self.uid, c.name),
+            }
+        }
         match node.runtime.start_container(actual, &container) {
             Ok(_) => {
                 self.known.waiting.remove(&c.name);
@@ -929,6 +975,56 @@ impl PodWorker {
     }
 }
 
+/// kubelet's limits: a termination message file is read up to 4 KiB; a message from the
+/// log (FallbackToLogsOnError) is its last 80 lines, at most 2 KiB.
+const MAX_MESSAGE: usize = 4096;
+const FALLBACK_LINES: usize = 80;
+const FALLBACK_BYTES: usize = 2048;
+
+/// The pod volume holding a container's termination message file (a name no pod volume
+/// can have: they are DNS labels).
+fn termination_volume(container: &str) -> String {
+    format!("..termination/{container}")
+}
+
+fn termination_file(node: &NodeContext, uid: &str, container: &str) -> PathBuf {
+    runtime::PodDirs::new(&node.runtime.run_dir, &node.runtime.data_dir, uid).data.join("termination").join(container)
+}
+
+/// What an exited container left as its message: its termination message file, else (with
+/// FallbackToLogsOnError, after a failure) the end of its log.
+fn termination_message(node: &NodeContext, uid: &str, c: &Container, log: &std::path::Path, exit_code: i32) -> String {
+    use std::io::Read;
+    let mut message = Vec::new();
+    if let Ok(file) = std::fs::File::open(termination_file(node, uid, &c.name)) {
+        let _ = file.take(MAX_MESSAGE as u64).read_to_end(&mut message);
+    }
+    if message.is_empty() && exit_code != 0 && c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+    {
+        let mut lines: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+        let mut current = Vec::new();
+        let _ = runtime::logs::LogTail::new(log).read_new(|record| {
+            current.extend_from_slice(record.content);
+            if record.full {
+                lines.push_back(std::mem::take(&mut current));
+                if lines.len() > FALLBACK_LINES {
+                    lines.pop_front();
+                }
+            }
+            Ok(())
+        });
+        let text: Vec<u8> = lines
+            .into_iter()
+            .flat_map(|mut l| {
+                l.push(b'\n');
+                l
+            })
+            .collect();
+        message = text[text.len().saturating_sub(FALLBACK_BYTES)..].to_vec();
+    }
+    String::from_utf8_lossy(&message).into_owned()
+}
+
 fn stop_container(runtime: &Runtime, pod: &runtime::Pod, name: &str, grace: Duration) -> runtime::Result<()> {
     runtime.stop_pod(pod, &[name.to_string()], grace)
 }
@@ -940,22 +1036,6 @@ fn grace_of(pod: &Pod) -> Duration {
 
 fn wake(outcome: &mut Outcome, after: Duration) {
     outcome.wake_in = Some(outcome.wake_in.map_or(after, |w| w.min(after)));
-}
-
-fn terminated_value(exit: &ExitStatus, uid: &str, name: &str, restart: u32) -> Value {
-    let mut t = json!({
-        "exitCode": exit.exit_code,
-        "reason": exit.reason,
-        "finishedAt": status::seconds(&exit.finished_at),
-        "containerID": container_id(uid, name, restart),
-    });
-    if let Some(started) = &exit.started_at {
-        t["startedAt"] = json!(status::seconds(started));
-    }
-    if let Some(signal) = exit.signal {
-        t["signal"] = json!(signal);
-    }
-    t
 }
 
 fn probe_action(probe: &Probe) -> Option<Action<'_>> {

@@ -54,7 +54,8 @@ pub fn now() -> String {
     seconds(&runtime::logs::rfc3339_nano(std::time::SystemTime::now()))
 }
 
-fn terminated(exit: &ExitStatus, container_id: &str) -> Value {
+/// A container's `terminated` state.
+pub fn terminated(exit: &ExitStatus, container_id: &str) -> Value {
     let mut t = json!({
         "exitCode": exit.exit_code,
         "reason": exit.reason,
