@@ -967,3 +967,58 @@ spec:
     assert_eq!(message("custom"), "done\n", "{pod}");
     assert_eq!(message("logs"), "first\nlast words\n", "{pod}");
 }
+
+/// securityContext: capabilities added and dropped, runAsNonRoot checked against the
+/// user the container would run as, fsGroup owning the pod's volumes.
+#[test]
+fn security_contexts_are_honoured() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: secure}
+spec:
+  nodeName: test-node
+  securityContext: {runAsUser: 1000, fsGroup: 2000, runAsNonRoot: true}
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: [sleep, "3600"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  - name: caps
+    image: busybox:1.36
+    command: [sleep, "3600"]
+    securityContext: {runAsUser: 0, runAsNonRoot: false, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE, chown]}}
+  volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rooted}
+spec:
+  nodeName: test-node
+  securityContext: {runAsNonRoot: true}
+  containers: [{name: app, image: busybox:1.36, command: [sleep, "3600"]}]
+"#,
+    );
+    cluster.wait_ready("secure");
+    let exec = |container: &str, script: &str| {
+        cluster.api.kubectl(&["exec", "secure", "-c", container, "--", "sh", "-c", script])
+    };
+    assert_eq!(
+        exec(
+            "app",
+            "id -u; id -G | tr ' ' '\\n' | grep -x 2000; stat -c %g /data; touch /data/x && stat -c %g /data/x"
+        ),
+        "1000\n2000\n2000\n2000\n"
+    );
+    // CAP_CHOWN is bit 0, CAP_NET_BIND_SERVICE bit 10.
+    assert_eq!(exec("caps", "grep CapEff /proc/self/status"), "CapEff:\t0000000000000401\n");
+    cluster.wait("rooted is refused", 20, || {
+        let app = container_status(&cluster.pod("rooted"), "app").clone();
+        app["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+            && app["state"]["waiting"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("runAsNonRoot and image will run as root"))
+    });
+}

@@ -708,6 +708,7 @@ fn a_container_started_again_begins_from_its_image() {
         read_only_rootfs: false,
         mounts: vec![],
         devices: vec![],
+        capabilities: None,
         resources: Resources::default(),
         stdin: false,
         tty: false,

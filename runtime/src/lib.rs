@@ -30,7 +30,7 @@ use std::os::unix::process::CommandExt;
 pub use cgroups::{Cgroup, Cgroups, QosClass};
 
 pub use init::{Request, Response};
-pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
+pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH, capabilities};
 pub use spec::{
     ContainerSpec, Device, DeviceKind, Mount, NetworkMode, Origin, PodSpec, Resources, User, Volume, VolumeSource,
     WindowSize,

@@ -38,6 +38,39 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::CAP_AUDIT_WRITE,
 ];
 
+/// The capability set of Kubernetes' securityContext.capabilities: the default set, less
+/// `drop`, plus `add` (names with or without `CAP_`, any case; `ALL` in either).
+pub fn capabilities(add: &[String], drop: &[String]) -> Result<Vec<String>, String> {
+    let parse = |name: &String| -> Result<Option<Capability>, String> {
+        let upper = name.to_uppercase();
+        if upper == "ALL" {
+            return Ok(None);
+        }
+        let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+        full.parse::<Capability>().map(Some).map_err(|_| format!("unknown capability {name:?}"))
+    };
+    let mut set: HashSet<Capability> = DEFAULT_CAPABILITIES.iter().copied().collect();
+    for name in drop {
+        match parse(name)? {
+            None => set.clear(),
+            Some(cap) => {
+                set.remove(&cap);
+            }
+        }
+    }
+    for name in add {
+        match parse(name)? {
+            None => set.extend(caps::all()),
+            Some(cap) => {
+                set.insert(cap);
+            }
+        }
+    }
+    let mut names: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+    names.sort();
+    Ok(names)
+}
+
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why a container did not start, with the exit code it is reported with (127: command not
@@ -201,9 +234,16 @@ fn set_user_and_capabilities(container: &ContainerSpec) -> Result<(), StartError
     let err = |what: &str, e: &dyn std::fmt::Display| StartError::setup(format!("{what}: {e}"));
     // What this kernel and this process have: a privileged container gets all of it.
     let have = caps::read(None, CapSet::Permitted).map_err(|e| err("read capabilities", &e))?;
+    let wanted: HashSet<Capability> = match &container.capabilities {
+        Some(names) => names
+            .iter()
+            .map(|n| n.parse::<Capability>().map_err(|_| StartError::setup(format!("unknown capability {n:?}"))))
+            .collect::<Result<_, _>>()?,
+        None => DEFAULT_CAPABILITIES.iter().copied().collect(),
+    };
     let keep: HashSet<Capability> = match container.privileged {
         true => have,
-        false => DEFAULT_CAPABILITIES.iter().copied().filter(|c| have.contains(c)).collect(),
+        false => wanted.into_iter().filter(|c| have.contains(c)).collect(),
     };
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
@@ -293,5 +333,21 @@ fn check_executable(path: &Path, program: &str) -> Result<(), StartError> {
             Err(StartError { exit_code: 126, message: format!("exec: {}: permission denied", path.display()) })
         }
         Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_from_add_and_drop() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(capabilities(&names(&["net_admin"]), &names(&["ALL"])).unwrap(), ["CAP_NET_ADMIN"]);
+        let default = capabilities(&[], &names(&["CAP_KILL", "MKNOD"])).unwrap();
+        assert_eq!(default.len(), DEFAULT_CAPABILITIES.len() - 2);
+        assert!(!default.contains(&"CAP_KILL".to_string()) && default.contains(&"CAP_CHOWN".to_string()));
+        assert_eq!(capabilities(&names(&["ALL"]), &[]).unwrap().len(), caps::all().len());
+        assert!(capabilities(&names(&["FLY"]), &[]).unwrap_err().contains("\"FLY\""));
     }
 }

@@ -437,6 +437,7 @@ mod tests {
             read_only_rootfs: false,
             mounts: vec![Mount { volume: "data".into(), destination: "/data".into(), read_only: true }],
             devices: vec![],
+            capabilities: None,
             resources: Resources::default(),
             stdin: false,
             tty: false,

@@ -89,6 +89,10 @@ pub struct ContainerSpec {
     /// Device nodes the container is given besides the default ones.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// The capabilities it runs with (`CAP_…` names, from [`crate::capabilities`]) instead
+    /// of the default set; ignored when privileged.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
     pub resources: Resources,
     /// Keep a stdin for one client to attach to (Kubernetes `stdin` with `stdinOnce`).
     #[serde(default)]

@@ -374,7 +374,13 @@ impl PodWorker {
                     name: termination_volume(&c.name),
                     source: runtime::VolumeSource::HostPath { path: termination_file(node, &self.uid, &c.name) },
                 }));
-                node.runtime.create_pod(&sandbox_spec).context("create the pod's sandbox")?
+                let created = node.runtime.create_pod(&sandbox_spec).context("create the pod's sandbox")?;
+                if let Some(group) = fs_group(pod) {
+                    for volume in spec.volumes.iter().flatten().filter(|v| v.empty_dir.is_some()) {
+                        volumes::give_to_group(&created.dirs.data.join("volumes").join(&volume.name), group, true)?;
+                    }
+                }
+                created
             }
         };
         if actual.record.spec.network == NetworkMode::Pod {
@@ -419,6 +425,9 @@ impl PodWorker {
                 // What this worker wrote last needs no look at the disk.
                 if self.volumes.get(&volume.name) != Some(&payload) {
                     volumes::write_atomically(&dir, &payload)?;
+                    if let Some(group) = fs_group(pod) {
+                        volumes::give_to_group(&dir, group, false)?;
+                    }
                     self.volumes.insert(volume.name.clone(), payload);
                 }
                 Ok(())
@@ -973,6 +982,11 @@ impl PodWorker {
             tracing::warn!("pod {}: stop: {e}", self.uid);
         }
     }
+}
+
+/// The pod's fsGroup, which owns its volumes.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec.as_ref()?.security_context.as_ref()?.fs_group.and_then(|g| u32::try_from(g).ok())
 }
 
 /// kubelet's limits: a termination message file is read up to 4 KiB; a message from the

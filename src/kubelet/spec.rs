@@ -289,6 +289,27 @@ pub fn container_spec(
     for g in pod_security.and_then(|s| s.supplemental_groups.as_ref()).into_iter().flatten() {
         user.additional_gids.push(id(*g, "securityContext.supplementalGroups")?);
     }
+    // The pod's fsGroup owns its volumes (the node agent chowns them): every container
+    // is in it.
+    if let Some(group) = pod_security.and_then(|s| s.fs_group) {
+        user.additional_gids.push(id(group, "securityContext.fsGroup")?);
+    }
+    // kubelet's check: a container that must not run as root does not start as root, and
+    // an image user that is a name cannot be checked.
+    let non_root = security.and_then(|s| s.run_as_non_root).or(pod_security.and_then(|s| s.run_as_non_root));
+    let explicit_uid = security.and_then(|s| s.run_as_user).or(pod_security.and_then(|s| s.run_as_user));
+    if non_root == Some(true) {
+        let image_user = config.user().clone().unwrap_or_default();
+        let image_uid = image_user.split(':').next().unwrap_or("");
+        if explicit_uid.is_none() && !image_uid.is_empty() && image_uid.parse::<u32>().is_err() {
+            bail!(
+                "container has runAsNonRoot and image has non-numeric user ({image_uid}), cannot verify user is non-root"
+            );
+        }
+        if user.uid == 0 {
+            bail!("container has runAsNonRoot and image will run as root");
+        }
+    }
 
     let read_only_volumes: Vec<&str> =
         spec.volumes.iter().flatten().filter(|v| is_api_volume(v)).map(|v| v.name.as_str()).collect();
@@ -330,6 +351,16 @@ pub fn container_spec(
         read_only_rootfs: security.and_then(|s| s.read_only_root_filesystem) == Some(true),
         mounts,
         devices: vec![],
+        capabilities: match security.and_then(|s| s.capabilities.as_ref()) {
+            Some(caps) => Some(
+                runtime::capabilities(
+                    caps.add.as_deref().unwrap_or_default(),
+                    caps.drop.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| anyhow::anyhow!("securityContext.capabilities: {e}"))?,
+            ),
+            None => None,
+        },
         resources,
         stdin: c.stdin == Some(true),
         tty: c.tty == Some(true),

@@ -213,6 +213,31 @@ pub fn write_atomically(dir: &Path, payload: &Payload) -> Result<bool> {
     Ok(true)
 }
 
+/// Gives a volume to the pod's fsGroup, as kubelet's SetVolumeOwnership does: every file
+/// group-owned by it and group-readable (group-writable too in a `writable` volume),
+/// directories set-group-ID so what is made in them stays the group's.
+pub fn give_to_group(dir: &Path, group: u32, writable: bool) -> Result<()> {
+    let gid = Some(nix::unistd::Gid::from_raw(group));
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).with_context(|| format!("{}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        nix::unistd::chown(&path, None, gid).with_context(|| format!("chown {}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let mut wanted = mode | 0o040 | if writable { 0o020 } else { 0 };
+        if meta.is_dir() {
+            wanted |= 0o2010;
+            stack.extend(std::fs::read_dir(&path)?.filter_map(|e| e.ok()).map(|e| e.path()));
+        }
+        if wanted != mode {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_any(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
