@@ -1022,3 +1022,30 @@ spec:
                 .is_some_and(|m| m.contains("runAsNonRoot and image will run as root"))
     });
 }
+
+/// A Node given a pod CIDR (by the control plane) before its agent starts: the pods get
+/// their addresses from it, not from --pod-cidr.
+#[test]
+fn the_nodes_pod_cidr_wins_over_the_flag() {
+    let node = Node::new(PODCTL).with_busybox_as(IMAGE);
+    let api = ApiServer::start_in(PODCTL, node.netns.path(), &[]);
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Node\nmetadata: {name: test-node}\nspec: {podCIDR: 10.77.3.0/24}\n",
+    );
+    let _agent = start_agent(&node, &api, SocketAddr::from(([127, 0, 0, 1], 10250)), &[]);
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  nodeName: test-node\n  containers: [{name: c, image: busybox:1.36, command: [sleep, '3600']}]\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ip = api.kubectl(&["get", "pod", "p", "-o", "jsonpath={.status.podIP}"]);
+        if !ip.is_empty() {
+            assert!(ip.starts_with("10.77.3."), "{ip}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no address");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -116,17 +116,28 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
             taints: config.taints,
             data_dir: config.data_dir,
         };
-        registration::register(&client, &node).await?;
+        let assigned = registration::register(&client, &node).await?;
+        // spec.podCIDR, once set (by the control plane), is the node's: it wins over --pod-cidr.
+        let mut network_config = config.network.config().clone();
+        if let Some(cidr) =
+            assigned.and_then(|c| c.parse::<net::Ipv4Net>().ok()).filter(|c| *c != network_config.pod_cidr)
+        {
+            eprintln!(
+                "podctl node: the Node's pod CIDR is {cidr}: pods get addresses from it, not from {}",
+                network_config.pod_cidr
+            );
+            network_config.pod_cidr = cidr;
+        }
         tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
         tokio::spawn(registration::keep_status(client.clone(), node, store.clone()));
         let objects = pods::ApiStore::start(client.clone()).await;
         let metrics = Arc::new(metrics::Metrics::default());
-        let services_network = config.network;
+        let services_network = net::PodNetwork::new(network_config.clone());
         let context = Arc::new(pod_worker::NodeContext {
             name: config.node_name.clone(),
             host_ip: address.to_string(),
             runtime: runtime.clone(),
-            network: net::PodNetwork::new(services_network.config().clone()),
+            network: net::PodNetwork::new(network_config),
             images: image_manager::ImageManager::new(store, config.insecure_registries),
             log_dir: config.log_dir,
             host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),

@@ -213,22 +213,23 @@ pub fn node_object(node: &NodeIdentity) -> Value {
 }
 
 /// Creates the Node, or brings an existing one's status (addresses, port, Ready) up to date.
-pub async fn register(client: &kube::Client, node: &NodeIdentity) -> Result<()> {
+/// Returns the pod CIDR the Node has: the control plane's, when it gave an existing Node one.
+pub async fn register(client: &kube::Client, node: &NodeIdentity) -> Result<Option<String>> {
     let nodes: Api<Node> = Api::all(client.clone());
     let object = node_object(node);
     let typed: Node = serde_json::from_value(object.clone()).context("the Node object")?;
-    match nodes.create(&PostParams::default(), &typed).await {
-        Ok(_) => Ok(()),
+    let registered = match nodes.create(&PostParams::default(), &typed).await {
+        Ok(registered) => registered,
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let patch = Patch::Merge(json!({"status": object["status"]}));
             nodes
                 .patch_status(&node.name, &PatchParams::default(), &patch)
                 .await
-                .map(drop)
-                .map_err(|e| anyhow::anyhow!("update node {}: {}", node.name, message(&e)))
+                .map_err(|e| anyhow::anyhow!("update node {}: {}", node.name, message(&e)))?
         }
         Err(e) => bail!("register node {}: {}", node.name, message(&e)),
-    }
+    };
+    Ok(registered.spec.and_then(|s| s.pod_cidr))
 }
 
 /// Looks at the node's status every 10 s and writes it when it changed (heartbeat times
