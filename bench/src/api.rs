@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use testkit::apiserver::Access;
 
-use crate::{median, report, rss_mib};
+use crate::{create_pods, median, report, rss_mib};
 
 const CLIENTS: usize = 8;
 const PODS: usize = 10_000;
@@ -64,20 +64,7 @@ fn api_on(podctl: &Path, extra: &[&str], suffix: &str) {
 
     // Creates: CLIENTS connections, PODS pods in all.
     let start = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let access = access.clone();
-            std::thread::spawn(move || {
-                let mut connection = access.connect();
-                for i in (c..PODS).step_by(CLIENTS) {
-                    let (status, body) =
-                        connection.request("POST", "/api/v1/namespaces/default/pods", &pod(&format!("pod-{i}"), ""));
-                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-                }
-            })
-        })
-        .collect();
-    for client in clients {
+    for client in create_pods(&access, CLIENTS, PODS, |i| pod(&format!("pod-{i}"), "")) {
         client.join().unwrap();
     }
     report(&format!("api_creates_per_s{suffix}"), PODS as f64 / start.elapsed().as_secs_f64(), "objects/s");

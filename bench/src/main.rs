@@ -90,6 +90,28 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// Creates `count` pods in `default` (pod `i` is `body(i)`) from `clients` connections at
+/// once; the threads doing it, to join.
+fn create_pods(
+    access: &testkit::apiserver::Access,
+    clients: usize,
+    count: usize,
+    body: fn(usize) -> Vec<u8>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..clients)
+        .map(|c| {
+            let access = access.clone();
+            std::thread::spawn(move || {
+                let mut connection = access.connect();
+                for i in (c..count).step_by(clients) {
+                    let (status, answer) = connection.request("POST", "/api/v1/namespaces/default/pods", &body(i));
+                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+                }
+            })
+        })
+        .collect()
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use testkit::apiserver::{Access, Connection};
 
-use crate::{BenchNode, median, report, rss_mib};
+use crate::{BenchNode, create_pods, median, report, rss_mib};
 
 const SEQUENTIAL: usize = 30;
 const AT_ONCE: usize = 100;
@@ -124,19 +124,7 @@ pub fn node(podctl: &Path) {
     // 100 at once, from CLIENTS connections: until every one is Ready.
     let mut watch = watch(&access, &revision(&mut connection));
     let start = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let access = access.clone();
-            std::thread::spawn(move || {
-                let mut connection = access.connect();
-                for i in (c..AT_ONCE).step_by(CLIENTS) {
-                    let (status, body) =
-                        connection.request("POST", "/api/v1/namespaces/default/pods", &pod(&format!("many-{i}")));
-                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-                }
-            })
-        })
-        .collect();
+    let clients = create_pods(&access, CLIENTS, AT_ONCE, |i| pod(&format!("many-{i}")));
     let mut ready = std::collections::HashSet::new();
     while ready.len() < AT_ONCE {
         let object = next_pod(&mut watch);

@@ -107,29 +107,23 @@ fn value_from(
     context: &PodContext,
 ) -> Result<Option<String>> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    // A key of a ConfigMap or Secret, as kubelet words what is missing.
+    let key = |data: Option<BTreeMap<String, String>>, kind: &str, name: &str, key: &str, optional: Option<bool>| {
+        let optional = optional == Some(true);
+        match data.map(|mut data| data.remove(key)) {
+            Some(Some(value)) => Ok(Some(value)),
+            Some(None) | None if optional => Ok(None),
+            Some(None) => bail!("couldn't find key {key} in {kind} {namespace}/{name}"),
+            None => bail!("{} {name:?} not found", kind.to_lowercase()),
+        }
+    };
     if let Some(r) = &source.config_map_key_ref {
-        let optional = r.optional == Some(true);
-        return match objects.config_map(namespace, &r.name)? {
-            Some(map) => match config_map_data(&map).remove(&r.key) {
-                Some(value) => Ok(Some(value)),
-                None if optional => Ok(None),
-                None => bail!("couldn't find key {} in ConfigMap {namespace}/{}", r.key, r.name),
-            },
-            None if optional => Ok(None),
-            None => bail!("configmap {:?} not found", r.name),
-        };
+        let data = objects.config_map(namespace, &r.name)?.map(|m| config_map_data(&m));
+        return key(data, "ConfigMap", &r.name, &r.key, r.optional);
     }
     if let Some(r) = &source.secret_key_ref {
-        let optional = r.optional == Some(true);
-        return match objects.secret(namespace, &r.name)? {
-            Some(secret) => match secret_data(&secret).remove(&r.key) {
-                Some(value) => Ok(Some(value)),
-                None if optional => Ok(None),
-                None => bail!("couldn't find key {} in Secret {namespace}/{}", r.key, r.name),
-            },
-            None if optional => Ok(None),
-            None => bail!("secret {:?} not found", r.name),
-        };
+        let data = objects.secret(namespace, &r.name)?.map(|s| secret_data(&s));
+        return key(data, "Secret", &r.name, &r.key, r.optional);
     }
     if let Some(field) = &source.field_ref {
         return field_value(pod, field, context).map(Some);

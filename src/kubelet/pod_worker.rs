@@ -183,6 +183,17 @@ struct ProbeState {
     failures: i32,
 }
 
+/// What a sync of a pod that runs works with.
+#[derive(Clone, Copy)]
+struct Running<'a> {
+    node: &'a NodeContext,
+    pod: &'a Pod,
+    actual: &'a runtime::Pod,
+    sandbox_spec: &'a runtime::PodSpec,
+    settings: &'a NodeSettings<'a>,
+    context: &'a PodContext,
+}
+
 /// One pod's worker state: what the runtime does not keep.
 pub struct PodWorker {
     pub uid: String,
@@ -444,6 +455,8 @@ impl PodWorker {
         self.watch_exits(node, &actual);
         let acted = outcome.events.len();
 
+        let running =
+            Running { node, pod, actual: &actual, sandbox_spec: &sandbox_spec, settings: &settings, context: &context };
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
         // Init containers one after another, each to a zero exit; the app containers after.
         let mut initialized = true;
@@ -457,24 +470,13 @@ impl PodWorker {
                 }
                 Some(RunState::Exited(exit)) => {
                     if policy != "Never" {
-                        self.restart(
-                            node,
-                            pod,
-                            &actual,
-                            &sandbox_spec,
-                            init,
-                            &settings,
-                            &context,
-                            &exit,
-                            &field,
-                            outcome,
-                        );
+                        self.restart(&running, init, &exit, &field, outcome);
                     }
                     initialized = false;
                     break;
                 }
                 None => {
-                    self.start(node, pod, &actual, &sandbox_spec, init, &settings, &context, 0, &field, outcome);
+                    self.start(&running, init, 0, &field, outcome);
                     initialized = false;
                     break;
                 }
@@ -483,7 +485,7 @@ impl PodWorker {
         for c in spec.containers.iter().filter(|_| initialized) {
             let field = format!("spec.containers{{{}}}", c.name);
             match self.known.containers.get(&c.name).map(|c| c.state.clone()) {
-                Some(RunState::Running { started_at }) => self.probe(node, pod, &actual, c, &started_at, outcome),
+                Some(RunState::Running { started_at }) => self.probe(&running, c, &started_at, outcome),
                 Some(RunState::Exited(exit)) => {
                     let again = match policy {
                         "Never" => false,
@@ -491,10 +493,10 @@ impl PodWorker {
                         _ => true,
                     };
                     if again {
-                        self.restart(node, pod, &actual, &sandbox_spec, c, &settings, &context, &exit, &field, outcome);
+                        self.restart(&running, c, &exit, &field, outcome);
                     }
                 }
-                None => self.start(node, pod, &actual, &sandbox_spec, c, &settings, &context, 0, &field, outcome),
+                None => self.start(&running, c, 0, &field, outcome),
             }
         }
         // Every action says so in an event: without one, nothing changed since the look above.
@@ -593,20 +595,8 @@ impl PodWorker {
     }
 
     /// Restarts an exited container unless it is in back-off (kubelet's doBackOff).
-    #[allow(clippy::too_many_arguments)]
-    fn restart(
-        &mut self,
-        node: &NodeContext,
-        pod: &Pod,
-        actual: &runtime::Pod,
-        sandbox_spec: &runtime::PodSpec,
-        c: &Container,
-        settings: &NodeSettings,
-        context: &PodContext,
-        exit: &ExitStatus,
-        field: &str,
-        outcome: &mut Outcome,
-    ) {
+    fn restart(&mut self, running: &Running, c: &Container, exit: &ExitStatus, field: &str, outcome: &mut Outcome) {
+        let pod = running.pod;
         let now = Instant::now();
         let finished_ago = since(&exit.finished_at);
         let entry = self.backoff.get(&c.name).copied();
@@ -641,7 +631,7 @@ impl PodWorker {
         self.known
             .last_state
             .insert(c.name.clone(), status::terminated(exit, &container_id(&self.uid, &c.name, restart - 1)));
-        self.start(node, pod, actual, sandbox_spec, c, settings, context, restart, field, outcome);
+        self.start(running, c, restart, field, outcome);
     }
 
     fn restart_count(&self, name: &str) -> u32 {
@@ -650,20 +640,8 @@ impl PodWorker {
 
     /// Pulls the image as its policy says, plans and starts the container, runs its
     /// postStart hook.
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &mut self,
-        node: &NodeContext,
-        pod: &Pod,
-        actual: &runtime::Pod,
-        sandbox_spec: &runtime::PodSpec,
-        c: &Container,
-        settings: &NodeSettings,
-        context: &PodContext,
-        restart: u32,
-        field: &str,
-        outcome: &mut Outcome,
-    ) {
+    fn start(&mut self, running: &Running, c: &Container, restart: u32, field: &str, outcome: &mut Outcome) {
+        let Running { node, pod, actual, sandbox_spec, settings, context } = *running;
         let Some(image) = self.image(node, pod, c, field, outcome) else { return };
         let mut container =
             match spec::container_spec(pod, sandbox_spec, c, settings, node.objects.as_ref(), context, image) {
@@ -815,27 +793,19 @@ impl PodWorker {
     }
 
     /// Runs the running container's due probes and acts on their results.
-    fn probe(
-        &mut self,
-        node: &NodeContext,
-        pod: &Pod,
-        actual: &runtime::Pod,
-        c: &Container,
-        run: &str,
-        outcome: &mut Outcome,
-    ) {
+    fn probe(&mut self, running: &Running, c: &Container, run: &str, outcome: &mut Outcome) {
         let field = format!("spec.containers{{{}}}", c.name);
         let started = match &c.startup_probe {
             None => true,
             Some(_) => self.known.started.get(&c.name).copied().unwrap_or(false),
         };
         if !started && let Some(probe) = &c.startup_probe {
-            match self.run_probe(node, actual, c, run, ProbeKind::Startup, probe, outcome) {
+            match self.run_probe(running, c, run, ProbeKind::Startup, probe, outcome) {
                 Some(true) => {
                     self.known.started.insert(c.name.clone(), true);
                 }
                 Some(false) => {
-                    self.kill_unhealthy(node, pod, actual, c, "failed startup probe", &field, outcome);
+                    self.kill_unhealthy(running, c, "failed startup probe", &field, outcome);
                     return;
                 }
                 None => return,
@@ -844,30 +814,29 @@ impl PodWorker {
             self.known.started.insert(c.name.clone(), true);
         }
         if let Some(probe) = &c.liveness_probe
-            && self.run_probe(node, actual, c, run, ProbeKind::Liveness, probe, outcome) == Some(false)
+            && self.run_probe(running, c, run, ProbeKind::Liveness, probe, outcome) == Some(false)
         {
-            self.kill_unhealthy(node, pod, actual, c, "failed liveness probe", &field, outcome);
+            self.kill_unhealthy(running, c, "failed liveness probe", &field, outcome);
             return;
         }
         if let Some(probe) = &c.readiness_probe
-            && let Some(ready) = self.run_probe(node, actual, c, run, ProbeKind::Readiness, probe, outcome)
+            && let Some(ready) = self.run_probe(running, c, run, ProbeKind::Readiness, probe, outcome)
         {
             self.known.ready.insert(c.name.clone(), ready);
         }
     }
 
     /// Runs a probe if it is due; `Some` once its thresholds decide (true: success).
-    #[allow(clippy::too_many_arguments)]
     fn run_probe(
         &mut self,
-        node: &NodeContext,
-        actual: &runtime::Pod,
+        running: &Running,
         c: &Container,
         run: &str,
         kind: ProbeKind,
         probe: &Probe,
         outcome: &mut Outcome,
     ) -> Option<bool> {
+        let (node, actual) = (running.node, running.actual);
         let key = (c.name.clone(), kind);
         let now = Instant::now();
         let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
@@ -911,17 +880,8 @@ impl PodWorker {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn kill_unhealthy(
-        &mut self,
-        node: &NodeContext,
-        pod: &Pod,
-        actual: &runtime::Pod,
-        c: &Container,
-        why: &str,
-        field: &str,
-        outcome: &mut Outcome,
-    ) {
+    fn kill_unhealthy(&mut self, running: &Running, c: &Container, why: &str, field: &str, outcome: &mut Outcome) {
+        let Running { node, pod, actual, .. } = *running;
         outcome.events.push(normal("Killing", &format!("Container {} {why}, will be restarted", c.name), Some(field)));
         self.probes.retain(|(name, _), _| *name != c.name);
         self.known.ready.remove(&c.name);

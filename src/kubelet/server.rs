@@ -48,8 +48,16 @@ pub fn router(server: Arc<NodeServer>) -> Router {
         .route("/pods", get(pods))
         .route("/metrics", get(metrics))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec_spdy))
-        .route("/attach/{namespace}/{pod}/{container}", get(attach).post(attach_spdy))
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(|s, t, q, u| over_websocket(s, t, q, u, Session::Exec))
+                .post(|s, t, q, r| over_spdy(s, t, q, r, Session::Exec)),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(|s, t, q, u| over_websocket(s, t, q, u, Session::Attach))
+                .post(|s, t, q, r| over_spdy(s, t, q, r, Session::Attach)),
+        )
         .route("/portForward/{namespace}/{pod}", get(port_forward).post(port_forward))
         .with_state(server)
 }
@@ -124,12 +132,15 @@ fn exec_target(
     server: &NodeServer,
     (namespace, name, container): &(String, String, String),
     query: &Option<String>,
-    attach: bool,
+    session: Session,
 ) -> Result<(Pod, ExecRequest), Refusal> {
     let pairs = query_pairs(query);
     let pairs = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let request = if attach { ExecRequest::parse_attach(pairs) } else { ExecRequest::parse(pairs) }
-        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
+    let request = match session {
+        Session::Exec => ExecRequest::parse(pairs),
+        Session::Attach => ExecRequest::parse_attach(pairs),
+    }
+    .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
     let pod = find_pod(&server.runtime, namespace, name)?;
     if !pod.running_containers().contains(container) {
         return Err(Refusal(
@@ -140,76 +151,40 @@ fn exec_target(
     Ok((pod, request))
 }
 
-/// kubectl 1.30 and newer: a WebSocket.
-async fn exec(
-    state: State<Arc<NodeServer>>,
-    target: Path<(String, String, String)>,
-    query: RawQuery,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, Refusal> {
-    over_websocket(state, target, query, upgrade, false).await
+/// What a streaming request runs: a command in the container, or the container's own
+/// process joined.
+#[derive(Clone, Copy, PartialEq)]
+enum Session {
+    Exec,
+    Attach,
 }
 
-async fn attach(
-    state: State<Arc<NodeServer>>,
-    target: Path<(String, String, String)>,
-    query: RawQuery,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, Refusal> {
-    over_websocket(state, target, query, upgrade, true).await
-}
-
-async fn exec_spdy(
-    state: State<Arc<NodeServer>>,
-    target: Path<(String, String, String)>,
-    query: RawQuery,
-    request: Request,
-) -> Result<Response, Refusal> {
-    over_spdy(state, target, query, request, false).await
-}
-
-async fn attach_spdy(
-    state: State<Arc<NodeServer>>,
-    target: Path<(String, String, String)>,
-    query: RawQuery,
-    request: Request,
-) -> Result<Response, Refusal> {
-    over_spdy(state, target, query, request, true).await
-}
-
-/// An exec or attach session over a WebSocket.
+/// An exec or attach session over a WebSocket (kubectl 1.30 and newer).
 async fn over_websocket(
     State(server): State<Arc<NodeServer>>,
     Path(target): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     upgrade: WebSocketUpgrade,
-    attach: bool,
+    session: Session,
 ) -> Result<Response, Refusal> {
     let upgrade = upgrade.protocols(exec::PROTOCOLS);
     if upgrade.selected_protocol().is_none() {
         let wanted = exec::PROTOCOLS.join(", ");
         return Err(Refusal(StatusCode::BAD_REQUEST, format!("no subprotocol the node speaks was offered: {wanted}")));
     }
-    let (pod, request) = exec_target(&server, &target, &query, attach)?;
+    let (pod, request) = exec_target(&server, &target, &query, session)?;
     let runtime = server.runtime.clone();
     Ok(upgrade.on_upgrade(move |socket| exec::serve(socket, runtime, pod, target.2, request)))
 }
 
-/// `kubectl port-forward`: SPDY/3.1 in `portforward.k8s.io` (the API server carries a
-/// WebSocket client's SPDY frames here as they are).
+/// `kubectl port-forward`: SPDY/3.1 in `portforward.k8s.io` (a kubectl that asks for a
+/// WebSocket first is refused and falls back to SPDY).
 async fn port_forward(
     State(server): State<Arc<NodeServer>>,
     Path((namespace, name)): Path<(String, String)>,
     mut request: Request,
 ) -> Result<Response, Refusal> {
-    let headers = request.headers();
-    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let offered = headers
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim() == portforward::PROTOCOL));
-    if !upgrade.eq_ignore_ascii_case("SPDY/3.1") || !offered {
+    if !offers_spdy(request.headers(), portforward::PROTOCOL) {
         return Err(Refusal(
             StatusCode::BAD_REQUEST,
             format!("port forwarding needs SPDY/3.1 with {}", portforward::PROTOCOL),
@@ -226,37 +201,45 @@ async fn port_forward(
             portforward::serve(TokioIo::new(io), format!("{namespace}/{name}"), network).await;
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", portforward::PROTOCOL)
-        .body(Body::empty())
-        .expect("valid response"))
+    Ok(switched_to_spdy(portforward::PROTOCOL))
 }
 
-/// kubectl before 1.30 (and `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`): SPDY/3.1.
-async fn over_spdy(
-    State(server): State<Arc<NodeServer>>,
-    Path(target): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    mut request: Request,
-    attach: bool,
-) -> Result<Response, Refusal> {
-    let headers = request.headers();
+/// Whether the request asks to upgrade to SPDY/3.1 and offers `protocol` in it.
+fn offers_spdy(headers: &axum::http::HeaderMap, protocol: &str) -> bool {
     let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let offered = headers
         .get_all("x-stream-protocol-version")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim() == spdy::PROTOCOL));
-    if !upgrade.eq_ignore_ascii_case("SPDY/3.1") || !offered {
+        .any(|v| v.split(',').any(|p| p.trim() == protocol));
+    upgrade.eq_ignore_ascii_case("SPDY/3.1") && offered
+}
+
+fn switched_to_spdy(protocol: &'static str) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", protocol)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+/// The same over SPDY/3.1 (kubectl before 1.30, or `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`).
+async fn over_spdy(
+    State(server): State<Arc<NodeServer>>,
+    Path(target): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    mut request: Request,
+    session: Session,
+) -> Result<Response, Refusal> {
+    if !offers_spdy(request.headers(), spdy::PROTOCOL) {
         return Err(Refusal(
             StatusCode::BAD_REQUEST,
             format!("exec needs a WebSocket ({}) or SPDY/3.1 with {}", exec::PROTOCOLS.join(", "), spdy::PROTOCOL),
         ));
     }
-    let (pod, exec_request) = exec_target(&server, &target, &query, attach)?;
+    let (pod, exec_request) = exec_target(&server, &target, &query, session)?;
     let runtime = server.runtime.clone();
     let upgraded = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
@@ -264,11 +247,5 @@ async fn over_spdy(
             spdy::serve(TokioIo::new(io), runtime, pod, target.2, exec_request).await;
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", spdy::PROTOCOL)
-        .body(Body::empty())
-        .expect("valid response"))
+    Ok(switched_to_spdy(spdy::PROTOCOL))
 }

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use super::env::{ApiObjects, PodContext, config_map_data, field_value, resource_value, secret_data};
 
@@ -42,71 +42,40 @@ pub fn is_secret_volume(volume: &Volume) -> bool {
 
 /// The files of an API-backed volume (an optional source that is missing adds none).
 pub fn payload(pod: &Pod, volume: &Volume, objects: &dyn ApiObjects, context: &PodContext) -> Result<Payload> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let source = Sources { pod, objects, context };
     let mut payload = Payload::new();
-    if let Some(source) = &volume.config_map {
-        let mode = source.default_mode.unwrap_or(DEFAULT_MODE);
-        match objects.config_map(namespace, &source.name)? {
-            Some(map) => {
-                keys(&mut payload, &bytes_of(config_map_data(&map)), source.items.as_deref(), mode, source.optional)?
-            }
-            None if source.optional == Some(true) => {}
-            None => bail!("configmap {:?} not found", source.name),
-        }
-    } else if let Some(source) = &volume.secret {
-        let name = source.secret_name.clone().unwrap_or_default();
-        let mode = source.default_mode.unwrap_or(DEFAULT_MODE);
-        match objects.secret(namespace, &name)? {
-            Some(secret) => {
-                keys(&mut payload, &bytes_of(secret_data(&secret)), source.items.as_deref(), mode, source.optional)?
-            }
-            None if source.optional == Some(true) => {}
-            None => bail!("secret {name:?} not found"),
-        }
-    } else if let Some(source) = &volume.downward_api {
-        let mode = source.default_mode.unwrap_or(DEFAULT_MODE);
-        for item in source.items.iter().flatten() {
-            let value = match (&item.field_ref, &item.resource_field_ref) {
-                (Some(field), _) => field_value(pod, field, context)?,
-                (None, Some(resource)) => resource_value(pod, None, resource, context)?,
-                (None, None) => bail!("downwardAPI item {:?}: fieldRef or resourceFieldRef required", item.path),
-            };
-            insert(&mut payload, &item.path, value.into_bytes(), item.mode.unwrap_or(mode))?;
-        }
+    if let Some(s) = &volume.config_map {
+        let mode = s.default_mode.unwrap_or(DEFAULT_MODE);
+        source.keys_of(&mut payload, Keyed::ConfigMap, &s.name, s.items.as_deref(), mode, s.optional)?;
+    } else if let Some(s) = &volume.secret {
+        let mode = s.default_mode.unwrap_or(DEFAULT_MODE);
+        source.keys_of(
+            &mut payload,
+            Keyed::Secret,
+            s.secret_name.as_deref().unwrap_or_default(),
+            s.items.as_deref(),
+            mode,
+            s.optional,
+        )?;
+    } else if let Some(s) = &volume.downward_api {
+        source.downward_api(
+            &mut payload,
+            s.items.as_deref().unwrap_or_default(),
+            s.default_mode.unwrap_or(DEFAULT_MODE),
+        )?;
     } else if let Some(projected) = &volume.projected {
         let mode = projected.default_mode.unwrap_or(DEFAULT_MODE);
-        for source in projected.sources.iter().flatten() {
-            if let Some(s) = &source.config_map {
-                match objects.config_map(namespace, &s.name)? {
-                    Some(map) => {
-                        keys(&mut payload, &bytes_of(config_map_data(&map)), s.items.as_deref(), mode, s.optional)?
-                    }
-                    None if s.optional == Some(true) => {}
-                    None => bail!("configmap {:?} not found", s.name),
-                }
+        for p in projected.sources.iter().flatten() {
+            if let Some(s) = &p.config_map {
+                source.keys_of(&mut payload, Keyed::ConfigMap, &s.name, s.items.as_deref(), mode, s.optional)?;
             }
-            if let Some(s) = &source.secret {
-                match objects.secret(namespace, &s.name)? {
-                    Some(secret) => {
-                        keys(&mut payload, &bytes_of(secret_data(&secret)), s.items.as_deref(), mode, s.optional)?
-                    }
-                    None if s.optional == Some(true) => {}
-                    None => bail!("secret {:?} not found", s.name),
-                }
+            if let Some(s) = &p.secret {
+                source.keys_of(&mut payload, Keyed::Secret, &s.name, s.items.as_deref(), mode, s.optional)?;
             }
-            if let Some(s) = &source.downward_api {
-                for item in s.items.iter().flatten() {
-                    let value = match (&item.field_ref, &item.resource_field_ref) {
-                        (Some(field), _) => field_value(pod, field, context)?,
-                        (None, Some(resource)) => resource_value(pod, None, resource, context)?,
-                        (None, None) => {
-                            bail!("downwardAPI item {:?}: fieldRef or resourceFieldRef required", item.path)
-                        }
-                    };
-                    insert(&mut payload, &item.path, value.into_bytes(), item.mode.unwrap_or(mode))?;
-                }
+            if let Some(s) = &p.downward_api {
+                source.downward_api(&mut payload, s.items.as_deref().unwrap_or_default(), mode)?;
             }
-            if let Some(s) = &source.service_account_token {
+            if let Some(s) = &p.service_account_token {
                 let seconds = s.expiration_seconds.unwrap_or(TOKEN_SECONDS);
                 let token = objects.service_account_token(pod, s.audience.as_deref(), seconds)?;
                 // kubelet writes tokens 0600 unless a mode is asked for.
@@ -116,6 +85,68 @@ pub fn payload(pod: &Pod, volume: &Volume, objects: &dyn ApiObjects, context: &P
         }
     }
     Ok(payload)
+}
+
+/// The API objects whose keys become files.
+#[derive(Clone, Copy)]
+enum Keyed {
+    ConfigMap,
+    Secret,
+}
+
+impl Keyed {
+    fn name(self) -> &'static str {
+        match self {
+            Keyed::ConfigMap => "configmap",
+            Keyed::Secret => "secret",
+        }
+    }
+}
+
+/// Where a volume's files come from: the API's objects and the pod itself.
+struct Sources<'a> {
+    pod: &'a Pod,
+    objects: &'a dyn ApiObjects,
+    context: &'a PodContext,
+}
+
+impl Sources<'_> {
+    fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The keys of a ConfigMap or a Secret, as files.
+    fn keys_of(
+        &self,
+        payload: &mut Payload,
+        kind: Keyed,
+        name: &str,
+        items: Option<&[KeyToPath]>,
+        mode: i32,
+        optional: Option<bool>,
+    ) -> Result<()> {
+        let data = match kind {
+            Keyed::ConfigMap => self.objects.config_map(self.namespace(), name)?.map(|m| config_map_data(&m)),
+            Keyed::Secret => self.objects.secret(self.namespace(), name)?.map(|s| secret_data(&s)),
+        };
+        match data {
+            Some(data) => keys(payload, &bytes_of(data), items, mode, optional),
+            None if optional == Some(true) => Ok(()),
+            None => bail!("{} {name:?} not found", kind.name()),
+        }
+    }
+
+    fn downward_api(&self, payload: &mut Payload, items: &[DownwardAPIVolumeFile], mode: i32) -> Result<()> {
+        for item in items {
+            let value = match (&item.field_ref, &item.resource_field_ref) {
+                (Some(field), _) => field_value(self.pod, field, self.context)?,
+                (None, Some(resource)) => resource_value(self.pod, None, resource, self.context)?,
+                (None, None) => bail!("downwardAPI item {:?}: fieldRef or resourceFieldRef required", item.path),
+            };
+            insert(payload, &item.path, value.into_bytes(), item.mode.unwrap_or(mode))?;
+        }
+        Ok(())
+    }
 }
 
 fn bytes_of(data: BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
