@@ -567,6 +567,7 @@ spec:
     let pod = cluster.pod("hog");
     assert_eq!(container_status(&pod, "app")["state"]["terminated"]["reason"], "OOMKilled", "{pod}");
     assert_eq!(container_status(&pod, "app")["state"]["terminated"]["exitCode"], 137, "{pod}");
+    cluster.wait("an OOMKilling event", 10, || events_of(&cluster, "hog").contains("OOMKilling"));
 }
 
 #[test]
@@ -626,6 +627,8 @@ kind: Pod
 metadata: {name: env, labels: {tier: back}}
 spec:
   nodeName: test-node
+  subdomain: backends
+  hostAliases: [{ip: 192.0.2.10, hostnames: [db.example]}]
   containers:
   - name: app
     image: busybox:1.36
@@ -664,6 +667,9 @@ spec:
     }
     assert!(env.lines().any(|l| l == format!("POD_IP={ip}")), "{env}");
     assert!(!env.contains("MISSING="), "{env}");
+    let hosts = exec("cat /etc/hosts");
+    assert!(hosts.contains(&format!("{ip}\tenv.backends.default.svc.cluster.local\tenv\n")), "{hosts}");
+    assert!(hosts.contains("192.0.2.10\tdb.example\n"), "{hosts}");
     assert_eq!(exec("cat /etc/settings/mode"), "fast");
     assert_eq!(exec("cat /etc/info/labels"), "tier=\"back\"");
     assert_eq!(exec("cat /etc/creds/password; stat -L -c %a /etc/creds/password"), "hunter2400\n");

@@ -141,6 +141,7 @@ impl RunArgs {
             log_dir: &opts.log_dir,
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             pids_limit: self.pids_limit,
+            cluster_domain: "cluster.local",
         };
         let context = PodContext::default();
         let mut plan = spec::plan(&pod, &uid, &node, &NoApiServer, &context, &mut |reference| {
@@ -162,7 +163,9 @@ impl RunArgs {
         }
         let sandbox = runtime.create_pod(&plan.pod)?;
         if plan.pod.network == NetworkMode::Pod
-            && let Err(e) = sandbox::attach_network(&runtime, &opts.network(), &sandbox)
+            && let Err(e) = sandbox::attach_network(&runtime, &opts.network(), &sandbox, &|ip| {
+                spec::hosts_file(&pod, &node, Some(ip))
+            })
         {
             sandbox::remove(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
             return Err(e);

@@ -210,6 +210,8 @@ pub struct PodWorker {
     volumes: HashMap<String, volumes::Payload>,
     /// The sandbox's address, by the sandbox's creation time.
     address: Option<(String, std::net::Ipv4Addr)>,
+    /// The OOM kills reported, by container and time.
+    oom_reported: HashSet<(String, String)>,
     admitted: bool,
     /// Its start was counted in the metrics (or it was running before this agent).
     start_counted: bool,
@@ -242,6 +244,7 @@ impl PodWorker {
             reported: None,
             volumes: HashMap::new(),
             address: None,
+            oom_reported: HashSet::new(),
             admitted: false,
             start_counted: false,
         }
@@ -401,7 +404,10 @@ impl PodWorker {
                 Some((_, address)) => *address,
                 None => match node.network.address(&self.uid)? {
                     Some(address) => address,
-                    None => sandbox::attach_network(&node.runtime, &node.network, &actual)?,
+                    None => {
+                        let hosts = |ip| spec::hosts_file(pod, &settings, Some(ip));
+                        sandbox::attach_network(&node.runtime, &node.network, &actual, &hosts)?
+                    }
                 },
             };
             self.address = Some((actual.record.created_at.clone(), address));
@@ -453,6 +459,7 @@ impl PodWorker {
         }
         self.observe(node, pod, &actual);
         self.watch_exits(node, &actual);
+        self.report_oom_kills(outcome);
         let acted = outcome.events.len();
 
         let running =
@@ -517,6 +524,7 @@ impl PodWorker {
                 &node.cluster_domain,
             ),
             pids_limit: None,
+            cluster_domain: &node.cluster_domain,
         }
     }
 
@@ -571,6 +579,17 @@ impl PodWorker {
             );
         }
         self.known.containers = containers;
+    }
+
+    /// An event for each run of a container the kernel's OOM killer ended.
+    fn report_oom_kills(&mut self, outcome: &mut Outcome) {
+        for (name, c) in &self.known.containers {
+            let RunState::Exited(exit) = &c.state else { continue };
+            if exit.reason == "OOMKilled" && self.oom_reported.insert((name.clone(), exit.finished_at.clone())) {
+                let message = format!("Memory cgroup out of memory: the kernel killed container {name}");
+                outcome.events.push(warning("OOMKilling", &message, Some(&format!("spec.containers{{{name}}}"))));
+            }
+        }
     }
 
     /// A thread per running container waits for its exit and wakes the worker.

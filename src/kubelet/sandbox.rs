@@ -8,12 +8,16 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use runtime::{NetworkMode, Pod, Runtime};
 
-use super::spec;
-
-/// Gives the pod its address on the node's bridge, and names it in the pod's /etc/hosts.
-pub fn attach_network(runtime: &Runtime, network: &net::PodNetwork, pod: &Pod) -> Result<Ipv4Addr> {
+/// Gives the pod its address on the node's bridge, and names it in the pod's /etc/hosts
+/// (`hosts` of the address).
+pub fn attach_network(
+    runtime: &Runtime,
+    network: &net::PodNetwork,
+    pod: &Pod,
+    hosts: &dyn Fn(Ipv4Addr) -> String,
+) -> Result<Ipv4Addr> {
     let address = network.setup(pod.uid(), &pod.dirs.netns).with_context(|| format!("pod {}: network", pod.name()))?;
-    runtime.write_hosts(pod, &spec::hosts_file(&pod.record.spec.hostname, Some(address.address)))?;
+    runtime.write_hosts(pod, &hosts(address.address))?;
     Ok(address.address)
 }
 

@@ -33,17 +33,38 @@ pub struct NodeSettings<'a> {
     pub resolv_conf: String,
     /// kubelet's podPidsLimit, per container here.
     pub pids_limit: Option<u64>,
+    /// The cluster's DNS domain (a pod with a subdomain is named under it).
+    pub cluster_domain: &'a str,
 }
 
-/// The pod's /etc/hosts, as kubelet writes it: the pod's hostname on its address (on
-/// 127.0.1.1 until it has one).
-pub fn hosts_file(hostname: &str, address: Option<Ipv4Addr>) -> String {
+/// The pod's /etc/hosts, as kubelet writes it: the pod's hostname (after its fully
+/// qualified name when it has a subdomain) on its address (127.0.1.1 until it has one),
+/// then its hostAliases.
+pub fn hosts_file(pod: &Pod, node: &NodeSettings, address: Option<Ipv4Addr>) -> String {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let hostname = spec.and_then(|s| s.hostname.as_deref()).unwrap_or(name);
     let address = address.map_or("127.0.1.1".to_string(), |a| a.to_string());
-    format!(
+    let names = match spec.and_then(|s| s.subdomain.as_deref()).filter(|s| !s.is_empty()) {
+        Some(subdomain) => {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            format!("{hostname}.{subdomain}.{namespace}.svc.{}\t{hostname}", node.cluster_domain)
+        }
+        None => hostname.to_string(),
+    };
+    let mut hosts = format!(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n\
-         {address}\t{hostname}\n"
-    )
+         {address}\t{names}\n"
+    );
+    let aliases = spec.and_then(|s| s.host_aliases.as_ref()).filter(|a| !a.is_empty());
+    if let Some(aliases) = aliases {
+        hosts.push_str("\n# Entries added by HostAliases.\n");
+        for alias in aliases {
+            hosts.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.as_deref().unwrap_or_default().join("\t")));
+        }
+    }
+    hosts
 }
 
 /// The pod's /etc/resolv.conf as its dnsPolicy and dnsConfig ask (kubelet's dns
@@ -170,7 +191,7 @@ pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings) -> Result<PodSpec> {
         namespace,
         hostname: hostname.clone(),
         network: if spec.host_network == Some(true) { NetworkMode::Host } else { NetworkMode::Pod },
-        hosts: hosts_file(&hostname, None),
+        hosts: hosts_file(pod, node, None),
         resolv_conf: node.resolv_conf.clone(),
         volumes,
         qos: QosClass::of(resources.iter()),
@@ -493,6 +514,22 @@ mod tests {
     }
 
     #[test]
+    fn hosts_name_the_pod_and_its_aliases() {
+        let p = pod(
+            "metadata: {name: web-0, namespace: shop}\nspec: {subdomain: web, hostAliases: [{ip: 192.0.2.9, hostnames: [a.example, b.example]}], containers: [{name: a, image: x}]}",
+        );
+        let node = NodeSettings {
+            log_dir: Path::new("/l"),
+            resolv_conf: String::new(),
+            pids_limit: None,
+            cluster_domain: "cluster.local",
+        };
+        let hosts = hosts_file(&p, &node, Some(Ipv4Addr::new(10, 88, 0, 4)));
+        assert!(hosts.contains("\n10.88.0.4\tweb-0.web.shop.svc.cluster.local\tweb-0\n"), "{hosts}");
+        assert!(hosts.ends_with("# Entries added by HostAliases.\n192.0.2.9\ta.example\tb.example\n"), "{hosts}");
+    }
+
+    #[test]
     fn resolv_conf_follows_the_dns_policy() {
         let host = "nameserver 192.0.2.1\nsearch example.com\n";
         let p = pod("metadata: {name: p, namespace: prod}\nspec: {containers: [{name: a, image: x}]}");
@@ -542,7 +579,12 @@ mod tests {
     }
 
     fn plan_of(p: &Pod) -> Result<PodPlan> {
-        let node = NodeSettings { log_dir: Path::new("/logs"), resolv_conf: String::new(), pids_limit: None };
+        let node = NodeSettings {
+            log_dir: Path::new("/logs"),
+            resolv_conf: String::new(),
+            pids_limit: None,
+            cluster_domain: "cluster.local",
+        };
         let config: oci_spec::image::ImageConfiguration = serde_json::from_str(
             r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},
                 "config":{"Entrypoint":["/entry"],"Cmd":["default"],"Env":["PATH=/bin","HOME=/root"],"WorkingDir":"/srv"}}"#,

@@ -53,9 +53,14 @@ pub fn service_ports(
             let service_port = u16::try_from(port.port)
                 .map_err(|_| Error::Invalid(format!("service {namespace}/{name}: port {} out of range", port.port)))?;
             let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0);
-            let mut found = BTreeSet::new();
+            let (mut found, mut terminating) = (BTreeSet::new(), BTreeSet::new());
             collect_endpoints(endpoints, namespace, name, &port_name, protocol, &mut found);
-            collect_slices(slices, namespace, name, &port_name, protocol, &mut found);
+            collect_slices(slices, namespace, name, &port_name, protocol, (&mut found, &mut terminating));
+            // kube-proxy's fallback (KEP-1669): with no ready endpoint, the terminating ones
+            // that still serve take the traffic rather than none.
+            if found.is_empty() {
+                found = terminating;
+            }
             ports.push(ServicePort {
                 namespace: namespace.into(),
                 name: name.into(),
@@ -118,7 +123,7 @@ fn collect_slices(
     name: &str,
     port_name: &str,
     protocol: Protocol,
-    found: &mut BTreeSet<SocketAddrV4>,
+    (found, terminating): (&mut BTreeSet<SocketAddrV4>, &mut BTreeSet<SocketAddrV4>),
 ) {
     let of_service = slices.iter().filter(|s| {
         s.address_type == "IPv4"
@@ -134,10 +139,20 @@ fn collect_slices(
             continue;
         };
         let Some(Ok(port)) = port.port.map(u16::try_from) else { continue };
-        // kube-proxy treats a missing `ready` as ready.
-        let ready = slice.endpoints.iter().filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
-        for ip in ready.flat_map(|e| e.addresses.iter()).filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
-            found.insert(SocketAddrV4::new(ip, port));
+        for endpoint in &slice.endpoints {
+            let conditions = endpoint.conditions.as_ref();
+            // kube-proxy treats a missing `ready` as ready, a missing `serving` as `ready`.
+            let ready = conditions.and_then(|c| c.ready) != Some(false);
+            let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+            let is_terminating = conditions.and_then(|c| c.terminating) == Some(true);
+            let set = match (ready, serving && is_terminating) {
+                (true, _) => &mut *found,
+                (false, true) => &mut *terminating,
+                (false, false) => continue,
+            };
+            for ip in endpoint.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+                set.insert(SocketAddrV4::new(ip, port));
+            }
         }
     }
 }
@@ -199,6 +214,28 @@ mod tests {
         let dns = &ports[1];
         assert_eq!(dns.protocol, Protocol::Udp);
         assert_eq!(dns.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_only_when_none_is_ready() {
+        let service: Service = parse(serde_json::json!({
+            "metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.21", "ports": [{"port": 80}]}
+        }));
+        let slice = |endpoints: serde_json::Value| -> EndpointSlice {
+            parse(serde_json::json!({
+                "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "endpoints": endpoints, "ports": [{"port": 8080}]
+            }))
+        };
+        let going = serde_json::json!({"addresses": ["10.1.0.7"], "conditions": {"ready": false, "serving": true, "terminating": true}});
+        let gone = serde_json::json!({"addresses": ["10.1.0.8"], "conditions": {"ready": false, "serving": false, "terminating": true}});
+        let up = serde_json::json!({"addresses": ["10.1.0.6"], "conditions": {"ready": true}});
+        let endpoints = |endpoints: serde_json::Value| -> Vec<String> {
+            let ports = service_ports(std::slice::from_ref(&service), &[], &[slice(endpoints)]).unwrap();
+            ports[0].endpoints.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(endpoints(serde_json::json!([up, going, gone])), ["10.1.0.6:8080"]);
+        assert_eq!(endpoints(serde_json::json!([going, gone])), ["10.1.0.7:8080"]);
     }
 
     #[test]
