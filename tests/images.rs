@@ -146,6 +146,18 @@ fn global_flags_go_before_or_after_the_subcommand() {
         assert!(out.status.success() && script.contains("podctl") && script.contains("pod-cidr"), "{shell}");
         assert!(!script.contains("__cleanup"), "{shell}: the internal cleanup is no command to offer");
     }
+    // A manual page per command, as man finds them.
+    let pages = node.dir.path().join("man1");
+    std::fs::create_dir(&pages).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_podctl")).arg("manpage").arg(&pages).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(pages.join("podctl.1")).unwrap();
+    assert!(page.contains(".TH podctl 1") && page.contains("podctl\\-run(1)") && !page.contains("cleanup"), "{page}");
+    let run = std::fs::read_to_string(pages.join("podctl-run.1")).unwrap();
+    assert!(run.contains("\\-\\-pull"), "{run}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_podctl")).args(["manpage", "/nonexistent/dir"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("write the manual pages into /nonexistent/dir"));
     // Each command's help shows its own flags first, then the node's under their heading,
     // and says what each argument is.
     for (command, own, argument) in

@@ -690,9 +690,12 @@ fn images_are_pulled_as_their_policy_says() {
     let layout = cluster.node.dir.path().join("layout");
     testkit::busybox_image().write_oci_layout(&layout, Some("1.0"));
     registry.push(&layout, "team/busybox:1.0");
-    // The agent speaks plain HTTP to this registry only when told to.
+    let private = testkit::registry::Registry::start_in_with_basic_auth(cluster.node.netns.path(), "puller", "s3cret");
+    private.push(&layout, "private/busybox:1.0");
+    // The agent speaks plain HTTP to these registries only when told to.
     cluster.kill_agent();
-    cluster.flags = vec!["--insecure-registry".into(), registry.addr.clone()];
+    cluster.flags =
+        ["--insecure-registry", &registry.addr, "--insecure-registry", &private.addr].map(String::from).to_vec();
     cluster.start_agent_again();
     let image = format!("{}/team/busybox:1.0", registry.addr);
     let missing = format!("{}/team/busybox:nope", registry.addr);
@@ -710,6 +713,21 @@ fn images_are_pulled_as_their_policy_says() {
     assert!(events.contains("ErrImagePull") && events.contains("Failed to pull image"), "{events}");
     cluster.wait("never is refused", 10, || {
         container_status(&cluster.pod("never"), "app")["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+
+    // A registry that wants credentials: the pod's imagePullSecrets give them.
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret");
+    let config = serde_json::json!({"auths": {private.addr.clone(): {"auth": auth}}}).to_string();
+    let config = base64::engine::general_purpose::STANDARD.encode(config);
+    let private_image = format!("{}/private/busybox:1.0", private.addr);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred}}\ntype: kubernetes.io/dockerconfigjson\ndata: {{.dockerconfigjson: {config}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: with-secret}}\nspec:\n  nodeName: test-node\n  imagePullSecrets: [{{name: regcred}}]\n  containers: [{{name: app, image: \"{private_image}\", command: [sleep, \"3600\"]}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: without-secret}}\nspec:\n  nodeName: test-node\n  containers: [{{name: app, image: \"{private_image}\", imagePullPolicy: Always, command: [sleep, \"3600\"]}}]\n"
+    ));
+    cluster.wait_ready("with-secret");
+    cluster.wait("without-secret is refused", 30, || {
+        let reason = container_status(&cluster.pod("without-secret"), "app")["state"]["waiting"]["reason"].clone();
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
     });
 }
 
@@ -744,6 +762,8 @@ fn a_killed_agent_finds_its_pods_again() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: test-node\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: app, image: busybox:1.36, command: [sleep, '3600']}}]\n---\n"
         )
     };
+    // A pod of podctl run's is not the agent's: it is neither adopted nor removed.
+    cluster.node.ok(&["run", "-d", "--name", "solo", "--net", "none", "--pull", "never", IMAGE, "--", "sleep", "600"]);
     let first: String = (0..10).map(|i| pod(&format!("p{i}"))).collect();
     cluster.apply(&first);
     cluster.wait("10 pods ready", 60, || (0..10).all(|i| ready(&cluster.pod(&format!("p{i}")))));
@@ -771,12 +791,14 @@ fn a_killed_agent_finds_its_pods_again() {
         assert_eq!(container_status(&cluster.pod(&format!("p{i}")), "app")["restartCount"], 0);
     }
     let ps = cluster.node.ok(&["ps", "-a", "-q"]);
-    assert_eq!(ps.lines().count(), 15, "{ps}");
+    assert_eq!(ps.lines().count(), 16, "{ps}");
+    let solo = cluster.node.ok(&["ps"]);
+    assert!(solo.lines().any(|l| l.contains(" solo ") && l.contains("Running") && l.ends_with("run")), "{solo}");
     // No leak: one veth, one address and one network namespace per pod.
     let veths = cluster.node.netns.ip(&["-o", "link"]).lines().filter(|l| l.contains("veth")).count();
     assert_eq!(veths, 15);
     let netns = std::fs::read_dir(cluster.node.run_dir().join("netns")).unwrap().count();
-    assert_eq!(netns, 15);
+    assert_eq!(netns, 16, "15 pods and solo");
     let leases = std::fs::read_dir(cluster.node.data_dir().join("net/leases")).unwrap().count();
     assert!(leases <= 16, "{leases} leases for 15 pods");
 }
@@ -1054,4 +1076,17 @@ fn the_nodes_pod_cidr_wins_over_the_flag() {
         assert!(Instant::now() < deadline, "no address");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// activeDeadlineSeconds: a pod that runs past it is stopped and fails, DeadlineExceeded.
+#[test]
+fn a_pod_past_its_deadline_fails() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: brief}\nspec:\n  nodeName: test-node\n  activeDeadlineSeconds: 2\n  terminationGracePeriodSeconds: 1\n  containers: [{name: app, image: busybox:1.36, command: [sleep, '3600']}]\n",
+    );
+    cluster.wait("brief fails", 30, || cluster.pod("brief")["status"]["phase"] == "Failed");
+    let pod = cluster.pod("brief");
+    assert_eq!(pod["status"]["reason"], "DeadlineExceeded", "{pod}");
+    assert!(container_status(&pod, "app")["state"]["terminated"].is_object(), "{pod}");
 }

@@ -124,6 +124,11 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+    /// Write podctl's manual pages, one per command (`podctl manpage /usr/local/share/man/man1`)
+    Manpage {
+        /// The directory to write podctl.1, podctl-run.1, … into
+        dir: PathBuf,
+    },
 }
 
 impl Cli {
@@ -144,6 +149,12 @@ impl Cli {
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "podctl", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Manpage { dir } => {
+                use clap::CommandFactory;
+                clap_mangen::generate_to(Cli::command(), &dir)
+                    .map_err(|e| anyhow::anyhow!("write the manual pages into {}: {e}", dir.display()))?;
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -45,6 +45,11 @@ impl Registry {
         Registry::start_with(Some((user.to_string(), password.to_string())), false, None)
     }
 
+    /// The same on the loopback of the network namespace bound at `netns`.
+    pub fn start_in_with_basic_auth(netns: &Path, user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user.to_string(), password.to_string())), false, Some(netns))
+    }
+
     /// A registry that wants bearer tokens (`WWW-Authenticate: Bearer realm=…`) from a token
     /// server of ours, which gives them only for this user and password.
     pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
