@@ -1047,3 +1047,29 @@ fn ps_as_json_and_times_for_scripts() {
     assert!(table.contains(created), "{table}");
     node.ok(&["rm", "-f", "listed"]);
 }
+
+/// `podctl stats`: a pod's CPU, memory against its limit, network bytes and processes.
+#[test]
+fn stats_show_what_a_pod_uses() {
+    let node = node();
+    let script = "ping -c 2 -W 1 10.88.0.1 >/dev/null; echo pinged; exec sleep 600";
+    node.ok(&[
+        "run", "-d", "--name", "busy", "--memory", "64Mi", "--pull", "never", "busybox", "--", "sh", "-c", script,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.ok(&["logs", "busy"]).contains("pinged") {
+        assert!(Instant::now() < deadline, "the pod did not ping");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = node.ok(&["stats", "--no-stream", "busy"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("CPU %") && header.contains("MEM USAGE / LIMIT") && header.contains("NET I/O"), "{table}");
+    let row = table.lines().find(|l| l.contains(" busy ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("/ 64MiB") && row.contains('%'), "{table}");
+    let cells: Vec<&str> = row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert!(cells[2].ends_with('%'), "CPU measured: {table}");
+    let network = row.split("   ").map(str::trim).find(|c| c.ends_with('B') && c.contains(" / ") && !c.contains("MiB"));
+    assert!(network.is_some_and(|n| n != "0B / 0B"), "traffic counted: {table}");
+    let missing = node.fails(&["stats", "--no-stream", "nope"]);
+    assert!(missing.contains("no such pod: nope"), "{missing}");
+}

@@ -365,6 +365,68 @@ impl Cgroup {
         }
     }
 
+    /// What the processes of this cgroup use, from whichever hierarchies hold each figure.
+    pub fn usage(&self) -> Usage {
+        let read = |controller: Controller, file: &str| {
+            let (_, dir) = self.dirs.iter().find(|(c, _)| *c == controller)?;
+            fs::read_to_string(dir.join(file)).ok()
+        };
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+        let stat = |text: Option<String>, key: &str| {
+            text.and_then(|t| {
+                t.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+            })
+        };
+        let v2 = self.dirs.iter().any(|(c, _)| *c == Controller::Unified);
+        if v2 {
+            let memory = number(read(Controller::Unified, "memory.current"));
+            let inactive = stat(read(Controller::Unified, "memory.stat"), "inactive_file").unwrap_or(0);
+            Usage {
+                cpu_ns: stat(read(Controller::Unified, "cpu.stat"), "usage_usec").map(|us| us * 1000),
+                memory_bytes: memory.map(|m| m.saturating_sub(inactive)),
+                memory_limit: number(read(Controller::Unified, "memory.max")),
+                pids: number(read(Controller::Unified, "pids.current")),
+            }
+        } else {
+            let memory = number(read(Controller::Memory, "memory.usage_in_bytes"));
+            let inactive = stat(read(Controller::Memory, "memory.stat"), "total_inactive_file").unwrap_or(0);
+            // v1's "no limit" is the largest page-aligned value.
+            let limit = number(read(Controller::Memory, "memory.limit_in_bytes")).filter(|l| *l < 1 << 62);
+            Usage {
+                // cpuacct may be a hierarchy of its own, which podctl does not use: then
+                // the CPU time of the processes there now.
+                cpu_ns: number(read(Controller::Cpu, "cpuacct.usage")).or_else(|| self.processes_cpu_ns()),
+                memory_bytes: memory.map(|m| m.saturating_sub(inactive)),
+                memory_limit: limit,
+                pids: number(read(Controller::Pids, "pids.current")),
+            }
+        }
+    }
+
+    /// The CPU time of the processes in this cgroup and below (user and system,
+    /// /proc/PID/stat fields 14 and 15), in nanoseconds.
+    fn processes_cpu_ns(&self) -> Option<u64> {
+        let (_, dir) = self.dirs.first()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let mut ticks = 0;
+        let mut dirs = vec![dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+                let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+                ticks += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            }
+            let children =
+                fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+            dirs.extend(children.map(|e| e.path()));
+        }
+        Some(ticks * 1_000_000_000 / ticks_per_second)
+    }
+
     /// Whether the kernel's OOM killer has killed a process of this cgroup
     /// (v2 `memory.events`, v1 `memory.oom_control`: `oom_kill N`).
     pub fn oom_killed(&self) -> bool {
@@ -381,6 +443,18 @@ impl Cgroup {
             })
         })
     }
+}
+
+/// What a cgroup's processes use (`None`: this machine's hierarchies do not say).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time, in nanoseconds, since the cgroup was made.
+    pub cpu_ns: Option<u64>,
+    /// Memory, less the page cache that can be dropped (inactive files), as docker counts.
+    pub memory_bytes: Option<u64>,
+    /// The memory limit, if there is one.
+    pub memory_limit: Option<u64>,
+    pub pids: Option<u64>,
 }
 
 /// The two sides of [`Cgroup::fork_into`].
@@ -480,6 +554,49 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn usage_from_either_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = dir.path().join("v2");
+        fs::create_dir_all(&v2).unwrap();
+        fs::write(v2.join("cpu.stat"), "usage_usec 2500\nuser_usec 2000\n").unwrap();
+        fs::write(v2.join("memory.current"), "10485760\n").unwrap();
+        fs::write(v2.join("memory.stat"), "anon 1\ninactive_file 2097152\n").unwrap();
+        fs::write(v2.join("memory.max"), "max\n").unwrap();
+        fs::write(v2.join("pids.current"), "3\n").unwrap();
+        let usage = Cgroup { dirs: vec![(Controller::Unified, v2)] }.usage();
+        assert_eq!(
+            usage,
+            Usage { cpu_ns: Some(2_500_000), memory_bytes: Some(8 << 20), memory_limit: None, pids: Some(3) }
+        );
+
+        let (cpu, memory, pids) = (dir.path().join("cpu"), dir.path().join("memory"), dir.path().join("pids"));
+        for d in [&cpu, &memory, &pids] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(cpu.join("cpuacct.usage"), "123456789\n").unwrap();
+        fs::write(memory.join("memory.usage_in_bytes"), "4194304\n").unwrap();
+        fs::write(memory.join("memory.stat"), "inactive_file 5\ntotal_inactive_file 1048576\n").unwrap();
+        fs::write(memory.join("memory.limit_in_bytes"), "67108864\n").unwrap();
+        fs::write(pids.join("pids.current"), "7\n").unwrap();
+        let cgroup = Cgroup {
+            dirs: vec![(Controller::Cpu, cpu), (Controller::Memory, memory.clone()), (Controller::Pids, pids)],
+        };
+        let usage = cgroup.usage();
+        assert_eq!(
+            usage,
+            Usage {
+                cpu_ns: Some(123_456_789),
+                memory_bytes: Some(3 << 20),
+                memory_limit: Some(64 << 20),
+                pids: Some(7)
+            }
+        );
+        fs::write(memory.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        assert_eq!(cgroup.usage().memory_limit, None, "v1's largest value is no limit");
+    }
+
     use super::*;
 
     const HYBRID_MOUNTS: &str = "\

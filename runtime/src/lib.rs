@@ -27,7 +27,7 @@ use nix::mount::{MntFlags, MsFlags};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 
-pub use cgroups::{Cgroup, Cgroups, QosClass};
+pub use cgroups::{Cgroup, Cgroups, QosClass, Usage};
 
 pub use init::{Request, Response};
 pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH, capabilities};

@@ -8,6 +8,7 @@ mod network;
 mod node;
 mod pods;
 mod run;
+mod stats;
 mod terminal;
 
 use std::path::PathBuf;
@@ -101,6 +102,8 @@ enum Command {
     Logs(pods::LogsArgs),
     /// Show pods as JSON: spec, each container's state and exit, address, paths
     Inspect(pods::InspectArgs),
+    /// Show what pods use: CPU, memory, network, processes
+    Stats(stats::StatsArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
     /// Stop pods: SIGTERM, then SIGKILL after the grace period
@@ -138,6 +141,7 @@ impl Cli {
             Command::Ps(args) => pods::ps(args, &self.opts),
             Command::Logs(args) => pods::logs(args, &self.opts),
             Command::Inspect(args) => pods::inspect(args, &self.opts),
+            Command::Stats(args) => stats::stats(args, &self.opts),
             Command::Exec(args) => args.run(&self.opts),
             Command::Stop(args) => pods::stop(args, &self.opts),
             Command::Rm(args) => pods::rm(args, &self.opts),
