@@ -698,6 +698,7 @@ fn a_container_started_again_begins_from_its_image() {
         .unwrap();
     let container = ContainerSpec {
         name: "writer".into(),
+        init: false,
         image: "busybox".into(),
         lower_dirs,
         args: ["sh", "-c", "test ! -e /written && touch /written"].map(String::from).to_vec(),
@@ -1072,4 +1073,28 @@ fn stats_show_what_a_pod_uses() {
     assert!(network.is_some_and(|n| n != "0B / 0B"), "traffic counted: {table}");
     let missing = node.fails(&["stats", "--no-stream", "nope"]);
     assert!(missing.contains("no such pod: nope"), "{missing}");
+}
+
+/// `ps` names a container that failed beside running ones, and lists the images of the
+/// app containers, not the init containers'.
+#[test]
+fn ps_names_a_failed_container_and_leaves_init_containers_out() {
+    let node = node().with_busybox_as("tools:1");
+    let manifest = node.dir.path().join("mixed.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: mixed}\nspec:\n  restartPolicy: Never\n  initContainers: [{name: setup, image: 'tools:1', command: ['true']}]\n  containers:\n  - {name: good, image: busybox, command: [sleep, '600']}\n  - {name: bad, image: busybox, command: [sh, -c, 'exit 3']}\n",
+    )
+    .unwrap();
+    node.ok(&["run", "-d", "--pull", "never", "-f", manifest.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let ps = node.ok(&["ps"]);
+        if let Some(row) = ps.lines().find(|l| l.contains("Running (bad exited 3)")) {
+            break row.to_string();
+        }
+        assert!(Instant::now() < deadline, "{ps}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!row.contains("tools"), "{row}");
 }

@@ -427,6 +427,7 @@ mod tests {
     fn container() -> ContainerSpec {
         ContainerSpec {
             name: "c".into(),
+            init: false,
             image: "busybox".into(),
             lower_dirs: vec!["/s/top".into(), "/s/base".into()],
             args: vec!["sh".into()],

@@ -73,6 +73,9 @@ pub enum VolumeSource {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerSpec {
     pub name: String,
+    /// An init container: it runs to completion before the others start.
+    #[serde(default)]
+    pub init: bool,
     /// The image as the user named it (for display; the runtime uses `lower_dirs`).
     pub image: String,
     /// Image layer snapshots, topmost first (overlayfs `lowerdir=` order).

@@ -99,12 +99,20 @@ fn origin(pod: &Pod) -> &'static str {
     }
 }
 
-/// What a pod is doing, in `ps` words.
+/// What a pod is doing, in `ps` words: a container that failed beside running ones is
+/// named; an exited pod shows its (first) app container's exit.
 fn status(pod: &Pod) -> String {
+    let apps: Vec<String> = pod.containers().into_iter().filter(|c| !c.init).map(|c| c.name).collect();
+    let exits = pod.exits();
     if !pod.running_containers().is_empty() {
-        return "Running".into();
+        let failed: Vec<String> = exits
+            .iter()
+            .filter(|(name, exit)| exit.exit_code != 0 && apps.contains(name))
+            .map(|(name, exit)| format!("{name} exited {}", exit.exit_code))
+            .collect();
+        return if failed.is_empty() { "Running".into() } else { format!("Running ({})", failed.join(", ")) };
     }
-    match pod.exits().first() {
+    match exits.iter().find(|(name, _)| apps.contains(name)).or(exits.first()) {
         Some((_, status)) if status.reason == "Completed" || status.reason == "Error" => {
             format!("Exited ({})", status.exit_code)
         }
@@ -136,14 +144,14 @@ pub fn ps(args: PsArgs, opts: &NodeOptions) -> Result<ExitCode> {
     let ago = io::stdout().is_terminal();
     for pod in runtime.pods()? {
         let status = status(&pod);
-        if !args.all && status != "Running" {
+        if !args.all && pod.running_containers().is_empty() {
             continue;
         }
         if args.quiet {
             println!("{}", display_name(&pod));
             continue;
         }
-        let images: Vec<String> = pod.containers().iter().map(|c| c.image.clone()).collect();
+        let images: Vec<String> = pod.containers().into_iter().filter(|c| !c.init).map(|c| c.image).collect();
         let address = network.address(pod.uid())?.map(|a| a.to_string());
         listed.push(serde_json::json!({
             "Id": pod.uid(), "Name": display_name(&pod), "Images": images, "Status": status,
@@ -302,7 +310,7 @@ pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
     require_root("podctl rm")?;
     let runtime = opts.runtime()?;
     Ok(each_pod(&runtime, &args.pods, |pod| {
-        if status(pod) == "Running" && !args.force {
+        if !pod.running_containers().is_empty() && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
         sandbox::remove(&runtime, &opts.network(), pod, &opts.log_dir)?;

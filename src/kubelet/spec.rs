@@ -362,6 +362,7 @@ pub fn container_spec(
         .unwrap_or_else(|| "/".into());
     let mut spec = ContainerSpec {
         name: c.name.clone(),
+        init: spec.init_containers.iter().flatten().any(|i| i.name == c.name),
         image: reference.to_string(),
         lower_dirs,
         args,
