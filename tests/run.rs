@@ -912,7 +912,7 @@ fn inspect_shows_a_pod_and_its_containers_as_json() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(described["Name"], "mixed");
-    assert_eq!(described["Status"], "Running");
+    assert_eq!(described["Status"], "Running (brief exited 3)");
     assert_eq!(described["IP"].as_str(), Some(node.pod_ip("mixed").as_str()));
     let container =
         |name: &str| described["Containers"].as_array().unwrap().iter().find(|c| c["Name"] == name).unwrap().clone();

@@ -89,9 +89,12 @@ impl Node {
 
     /// The address of a running pod, as `podctl ps` shows it.
     pub fn pod_ip(&self, name: &str) -> String {
-        let ps = self.ok(&["ps"]);
-        let row = ps.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|cols| cols[1] == name);
-        row.unwrap_or_else(|| panic!("pod {name} not running:\n{ps}"))[4].to_string()
+        let ps = self.ok(&["ps", "--format", "json"]);
+        let pods: Vec<serde_json::Value> = serde_json::from_str(&ps).expect("ps --format json");
+        let pod = pods.iter().find(|p| p["Name"] == name);
+        pod.and_then(|p| p["IP"].as_str())
+            .unwrap_or_else(|| panic!("pod {name} not running with an address:\n{ps}"))
+            .to_string()
     }
 
     pub fn podctl(&self, args: &[&str]) -> Output {
