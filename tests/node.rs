@@ -1090,3 +1090,17 @@ fn a_pod_past_its_deadline_fails() {
     assert_eq!(pod["status"]["reason"], "DeadlineExceeded", "{pod}");
     assert!(container_status(&pod, "app")["state"]["terminated"].is_object(), "{pod}");
 }
+
+/// A pod whose sandbox cannot be made says why in an event, and stays Pending.
+#[test]
+fn a_pod_that_cannot_start_says_why() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: stuck}\nspec:\n  nodeName: test-node\n  volumes: [{name: v, hostPath: {path: /nonexistent/podctl-test, type: Directory}}]\n  containers: [{name: app, image: busybox:1.36, command: [sleep, '3600'], volumeMounts: [{name: v, mountPath: /v}]}]\n",
+    );
+    cluster.wait("stuck says why", 20, || {
+        let events = events_of(&cluster, "stuck");
+        events.contains("FailedSync") && events.contains("/nonexistent/podctl-test is not a Directory")
+    });
+    assert_eq!(cluster.pod("stuck")["status"]["phase"], "Pending");
+}

@@ -295,6 +295,8 @@ impl PodWorker {
                 if let Err(e) = self.run(node, pod, actual, &mut outcome) {
                     node.metrics.sync_failed();
                     tracing::warn!("pod {}: {e:#}", self.uid);
+                    // Said where kubectl describe shows it; a repeat counts up on the first.
+                    outcome.events.push(warning("FailedSync", &format!("{e:#}"), None));
                     outcome.wake_in =
                         Some(outcome.wake_in.map_or(Duration::from_secs(2), |w| w.min(Duration::from_secs(2))));
                 }
