@@ -847,6 +847,12 @@ endpoints: [{{addresses: ["{ip}"], conditions: {{ready: true}}}}]
         let out = cluster.kubectl(&["exec", "client", "--", "timeout", "3", "wget", "-qO-", &url]);
         text(&out.stdout) == "backend\n"
     });
+    // A pod started after the Service finds it in its environment, as kubelet's service links.
+    cluster.apply(&HTTP_POD.replace("NAME", "late").replace("NODE", "test-node"));
+    cluster.wait_ready("late");
+    let env = cluster.api.kubectl(&["exec", "late", "--", "env"]);
+    assert!(env.lines().any(|l| l == format!("WEB_SERVICE_HOST={cluster_ip}")), "{env}");
+    assert!(env.lines().any(|l| l == "WEB_SERVICE_PORT=80"), "{env}");
 }
 
 /// Two agents on two fake nodes joined by a link: each routes to the other's pod CIDR

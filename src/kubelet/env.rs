@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret,
+    ConfigMap, Container, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret, Service,
 };
 
 use crate::quantity::Quantity;
@@ -18,6 +18,8 @@ pub trait ApiObjects {
     fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>>;
     /// A service account token for the pod (TokenRequest), valid `seconds`, for `audience`.
     fn service_account_token(&self, pod: &Pod, audience: Option<&str>, seconds: i64) -> Result<String>;
+    /// The Services of a namespace.
+    fn services(&self, namespace: &str) -> Vec<Service>;
 }
 
 /// Without an API server: every reference to an API object is refused, named.
@@ -32,6 +34,9 @@ impl ApiObjects for NoApiServer {
     }
     fn service_account_token(&self, _: &Pod, _: Option<&str>, _: i64) -> Result<String> {
         bail!("service account tokens need an API server")
+    }
+    fn services(&self, _: &str) -> Vec<Service> {
+        vec![]
     }
 }
 
@@ -60,6 +65,9 @@ pub fn container_env(
         env.retain(|(k, _)| *k != name);
         env.push((name, value));
     };
+    for (name, value) in service_env(pod, objects) {
+        set(&mut env, name, value);
+    }
     for (i, from) in container.env_from.iter().flatten().enumerate() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data: BTreeMap<String, String> = if let Some(r) = &from.config_map_ref {
@@ -96,6 +104,51 @@ pub fn container_env(
         }
     }
     Ok(env)
+}
+
+/// The Services' variables kubelet gives every container (pkg/kubelet/envvars): those of
+/// the pod's namespace unless `enableServiceLinks: false`, and the API server's own
+/// `default/kubernetes` always; `NAME_SERVICE_HOST`, `NAME_SERVICE_PORT[_PORTNAME]`, and
+/// docker's link variables `NAME_PORT…`. Headless Services have none.
+fn service_env(pod: &Pod, objects: &dyn ApiObjects) -> Vec<(String, String)> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+    let mut services: Vec<Service> = if links { objects.services(namespace) } else { vec![] };
+    if !(links && namespace == "default") {
+        services.extend(
+            objects.services("default").into_iter().filter(|s| s.metadata.name.as_deref() == Some("kubernetes")),
+        );
+    }
+    services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut env = Vec::new();
+    for service in &services {
+        let Some(spec) = &service.spec else { continue };
+        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else { continue };
+        let prefix = service.metadata.name.as_deref().unwrap_or_default().to_uppercase().replace('-', "_");
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        env.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for port in ports {
+            if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                env.push((
+                    format!("{prefix}_SERVICE_PORT_{}", name.to_uppercase().replace('-', "_")),
+                    port.port.to_string(),
+                ));
+            }
+        }
+        let protocol = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        env.push((format!("{prefix}_PORT"), format!("{}://{ip}:{}", protocol(first).to_lowercase(), first.port)));
+        for port in ports {
+            let proto = protocol(port);
+            let link = format!("{prefix}_PORT_{}_{proto}", port.port);
+            env.push((link.clone(), format!("{}://{ip}:{}", proto.to_lowercase(), port.port)));
+            env.push((format!("{link}_PROTO"), proto.to_lowercase()));
+            env.push((format!("{link}_PORT"), port.port.to_string()));
+            env.push((format!("{link}_ADDR"), ip.to_string()));
+        }
+    }
+    env
 }
 
 /// A `valueFrom`'s value; `None` for an optional reference to what does not exist.
@@ -267,6 +320,53 @@ mod tests {
         fn service_account_token(&self, _: &Pod, _: Option<&str>, _: i64) -> Result<String> {
             bail!("none")
         }
+        fn services(&self, namespace: &str) -> Vec<Service> {
+            let service = |name: &str, ip: &str, ports: serde_json::Value| -> Service {
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": namespace}, "spec": {"clusterIP": ip, "ports": ports}})).unwrap()
+            };
+            match namespace {
+                "default" => {
+                    vec![service("kubernetes", "10.96.0.1", serde_json::json!([{"name": "https", "port": 443}]))]
+                }
+                _ => vec![
+                    service(
+                        "web-front",
+                        "10.96.0.20",
+                        serde_json::json!([{"name": "http", "port": 80}, {"port": 53, "protocol": "UDP"}]),
+                    ),
+                    service("headless", "None", serde_json::json!([{"port": 80}])),
+                ],
+            }
+        }
+    }
+
+    #[test]
+    fn services_give_kubelets_variables() {
+        let pod = pod();
+        let env = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &Objects, &PodContext::default())
+            .unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("WEB_FRONT_SERVICE_HOST"), Some("10.96.0.20"));
+        assert_eq!(get("WEB_FRONT_SERVICE_PORT_HTTP"), Some("80"));
+        assert_eq!(get("WEB_FRONT_PORT"), Some("tcp://10.96.0.20:80"));
+        assert_eq!(get("WEB_FRONT_PORT_53_UDP_ADDR"), Some("10.96.0.20"));
+        assert_eq!(get("WEB_FRONT_PORT_53_UDP_PROTO"), Some("udp"));
+        assert!(get("HEADLESS_SERVICE_HOST").is_none());
+        let mut unlinked = pod.clone();
+        unlinked.spec.as_mut().unwrap().enable_service_links = Some(false);
+        let env = container_env(
+            &unlinked,
+            &unlinked.spec.as_ref().unwrap().containers[0],
+            &[],
+            &Objects,
+            &PodContext::default(),
+        )
+        .unwrap();
+        assert!(env.iter().any(|(n, _)| n == "KUBERNETES_SERVICE_HOST"), "the API server's own always");
+        assert!(!env.iter().any(|(n, _)| n == "WEB_FRONT_SERVICE_HOST"));
     }
 
     fn pod() -> Pod {

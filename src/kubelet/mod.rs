@@ -130,7 +130,11 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
         }
         tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
         tokio::spawn(registration::keep_status(client.clone(), node, store.clone()));
-        let objects = pods::ApiStore::start(client.clone()).await;
+        // One watch of the Services: for the containers' environment and the proxy.
+        let services_changed = Arc::new(tokio::sync::Notify::new());
+        let services =
+            client::reflect::<k8s_openapi::api::core::v1::Service>(client.clone(), Some(services_changed.clone()));
+        let objects = pods::ApiStore::start(client.clone(), services.clone()).await;
         let metrics = Arc::new(metrics::Metrics::default());
         let services_network = net::PodNetwork::new(network_config.clone());
         let context = Arc::new(pod_worker::NodeContext {
@@ -154,7 +158,7 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
         let (pod_store, pod_writer) = kube::runtime::reflector::store();
         let pods =
             tokio::spawn(pods::run(client.clone(), context, config.sync_frequency, (pod_store.clone(), pod_writer)));
-        tokio::spawn(services::run(client, config.node_name.clone(), services_network));
+        tokio::spawn(services::run(client, config.node_name.clone(), services_network, services, services_changed));
         eprintln!("podctl node: {} registered; serving logs and exec on {address}:{port}", config.node_name);
         let router = server::router(Arc::new(NodeServer { runtime, pods: pod_store, metrics }));
         // No grace: a followed log or an exec session may last as long as its container,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -30,22 +30,26 @@ pub struct ApiStore {
     handle: tokio::runtime::Handle,
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
+    services: Store<Service>,
     /// Tokens by (pod uid, audience, lifetime), with when they were issued.
     tokens: Mutex<HashMap<(String, String, i64), (String, Instant)>>,
 }
 
 impl ApiStore {
-    /// Starts the watches; ready once both have listed.
-    pub async fn start(client: Client) -> ApiStore {
+    /// Starts the watches of ConfigMaps and Secrets (the agent's of Services is given);
+    /// ready once all have listed.
+    pub async fn start(client: Client, services: Store<Service>) -> ApiStore {
         let config_maps = reflect::<ConfigMap>(client.clone(), None);
         let secrets = reflect::<Secret>(client.clone(), None);
         let _ = config_maps.wait_until_ready().await;
         let _ = secrets.wait_until_ready().await;
+        let _ = services.wait_until_ready().await;
         ApiStore {
             client,
             handle: tokio::runtime::Handle::current(),
             config_maps,
             secrets,
+            services,
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -58,6 +62,11 @@ impl ApiObjects for ApiStore {
 
     fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
         Ok(self.secrets.get(&ObjectRef::new(name).within(namespace)).map(|s| (*s).clone()))
+    }
+
+    fn services(&self, namespace: &str) -> Vec<Service> {
+        let of_namespace = |s: &Service| s.metadata.namespace.as_deref() == Some(namespace);
+        self.services.state().iter().filter(|s| of_namespace(s)).map(|s| (**s).clone()).collect()
     }
 
     /// A token bound to the pod (TokenRequest), issued again after 80 % of its life, as

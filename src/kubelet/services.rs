@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
+use kube::runtime::reflector::Store;
 use net::proxy::{Proxier, ProxyConfig, service_ports};
 use net::{Ipv4Net, PodNetwork};
 use tokio::sync::Notify;
@@ -20,10 +21,15 @@ use super::client::reflect;
 const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
-/// Keeps the proxy rules and the routes to other nodes until the process ends.
-pub async fn run(client: Client, node_name: String, network: PodNetwork) {
-    let changed = Arc::new(Notify::new());
-    let services = reflect::<Service>(client.clone(), Some(changed.clone()));
+/// Keeps the proxy rules and the routes to other nodes until the process ends; `services`
+/// is the agent's watch of them, which wakes `changed`.
+pub async fn run(
+    client: Client,
+    node_name: String,
+    network: PodNetwork,
+    services: Store<Service>,
+    changed: Arc<Notify>,
+) {
     let slices = reflect::<EndpointSlice>(client.clone(), Some(changed.clone()));
     let nodes = reflect::<Node>(client, Some(changed.clone()));
     for ready in [services.wait_until_ready().await, slices.wait_until_ready().await, nodes.wait_until_ready().await] {
