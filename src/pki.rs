@@ -302,7 +302,7 @@ pub fn connector_to_nodes(client: &KeyedCertificate) -> Result<TlsConnector> {
     let (chain, key) = chain_and_key(client)?;
     let config = ClientConfig::builder()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyNode))
+        .with_custom_certificate_verifier(Arc::new(AnyServer))
         .with_client_auth_cert(chain, key)
         .context("client certificate")?;
     Ok(TlsConnector::from(Arc::new(config)))
@@ -357,11 +357,20 @@ impl ClientCertVerifier for ApiServerClient {
     }
 }
 
-/// Any node's serving certificate (its signatures still checked).
-#[derive(Debug)]
-struct AnyNode;
+/// A client that takes any server's certificate (kubelet's HTTPS probes: the pod's is not
+/// checked).
+pub fn any_server() -> Arc<ClientConfig> {
+    Arc::new(
+        ClientConfig::builder().dangerous().with_custom_certificate_verifier(Arc::new(AnyServer)).with_no_client_auth(),
+    )
+}
 
-impl ServerCertVerifier for AnyNode {
+/// Any server's certificate (its signatures still checked): nodes' (see the module's
+/// note) and pods' (HTTPS probes).
+#[derive(Debug)]
+struct AnyServer;
+
+impl ServerCertVerifier for AnyServer {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,

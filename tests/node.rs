@@ -1110,3 +1110,22 @@ fn a_pod_that_cannot_start_says_why() {
     });
     assert_eq!(cluster.pod("stuck")["status"]["phase"], "Pending");
 }
+
+/// An HTTPS probe takes the pod's certificate unchecked, as kubelet's: a host-network pod
+/// probed on the node's own TLS endpoint (open to all here) becomes Ready; probed in plain
+/// HTTP there, it does not.
+#[test]
+fn https_probes_do_not_check_the_certificate() {
+    let cluster = Cluster::start_with(&["--allow-unauthenticated"]);
+    let pod = |name: &str, scheme: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: test-node\n  hostNetwork: true\n  containers:\n  - name: app\n    image: busybox:1.36\n    command: [sleep, '3600']\n    readinessProbe: {{httpGet: {{scheme: {scheme}, port: 10250, path: /healthz}}, periodSeconds: 1}}\n"
+        )
+    };
+    cluster.apply(&pod("secure", "HTTPS"));
+    cluster.apply(&pod("plain", "HTTP"));
+    let secure = cluster.wait_ready("secure");
+    assert_eq!(secure["status"]["podIP"], "127.0.0.1");
+    cluster.wait("plain's probe fails", 20, || events_of(&cluster, "plain").contains("Readiness probe failed"));
+    assert!(!ready(&cluster.pod("plain")));
+}

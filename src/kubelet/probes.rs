@@ -81,17 +81,23 @@ fn run_exec(command: &[String], target: &Target, timeout: Duration) -> Result<()
     }
 }
 
+/// An HTTP GET; HTTPS as kubelet's prober does it, without checking the pod's certificate.
 fn run_http(http: &HTTPGetAction, target: &Target, timeout: Duration) -> Result<(), String> {
-    if http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
-        return Err("HTTPS probes are not supported by podctl yet".into());
-    }
+    let tls = http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
     let addr = address(http.host.as_deref(), &http.port, target)?;
     let path = http.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-    let url = format!("http://{addr}{path}");
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("Get {url:?}: dial tcp {addr}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
+    let url = format!("{}://{addr}{path}", if tls { "https" } else { "http" });
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("Get {url:?}: dial tcp {addr}: {e}"))?;
+    let _ = tcp.set_read_timeout(Some(timeout));
+    let _ = tcp.set_write_timeout(Some(timeout));
+    let mut stream: Box<dyn ReadWrite> = if tls {
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let connection = tokio_rustls::rustls::ClientConnection::new(crate::pki::any_server(), name)
+            .map_err(|e| format!("Get {url:?}: {e}"))?;
+        Box::new(tokio_rustls::rustls::StreamOwned::new(connection, tcp))
+    } else {
+        Box::new(tcp)
+    };
     let mut headers = String::new();
     let mut has_host = false;
     for h in http.http_headers.iter().flatten() {
@@ -122,6 +128,9 @@ fn run_http(http: &HTTPGetAction, target: &Target, timeout: Duration) -> Result<
         .ok_or_else(|| format!("Get {url:?}: not an HTTP answer"))?;
     if (200..400).contains(&code) { Ok(()) } else { Err(format!("HTTP probe failed with statuscode: {code}")) }
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// The probe's address: its host or the pod's, and its port by number or by the name of
 /// one of the container's ports.
