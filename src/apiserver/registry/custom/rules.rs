@@ -8,7 +8,7 @@ use cel::{Context, Program};
 use serde_json::Value;
 
 use super::super::Cause;
-use super::schema::type_of;
+use super::schema::{Compiled, type_of};
 
 /// Whether a schema holds rules anywhere: most do not, and then nothing is walked.
 pub fn any(schema: &Value) -> bool {
@@ -37,10 +37,18 @@ fn json(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_default()
 }
 
-/// Runs the rules of `schema` and below on `value` (`old`: the stored value there).
-pub fn run(value: &Value, old: Option<&Value>, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+/// Runs the rules of `schema` and below on `value` (`old`: the stored value there), as
+/// `compiled` holds them.
+pub fn run(
+    value: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    path: &str,
+    compiled: &Compiled,
+    causes: &mut Vec<Cause>,
+) {
     for rule in schema["x-kubernetes-validations"].as_array().into_iter().flatten() {
-        evaluate(rule, value, old, path, causes);
+        evaluate(rule, value, old, path, compiled, causes);
     }
     match value {
         Value::Object(map) => {
@@ -51,13 +59,13 @@ pub fn run(value: &Value, old: Option<&Value>, schema: &Value, path: &str, cause
                     None => continue,
                 };
                 let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                run(child, old.and_then(|o| o.get(key)), child_schema, &here, causes);
+                run(child, old.and_then(|o| o.get(key)), child_schema, &here, compiled, causes);
             }
         }
         Value::Array(items) => {
             let Some(item_schema) = schema.get("items").filter(|s| s.is_object()) else { return };
             for (i, item) in items.iter().enumerate() {
-                run(item, old_item(item, old, schema), item_schema, &format!("{path}[{i}]"), causes);
+                run(item, old_item(item, old, schema), item_schema, &format!("{path}[{i}]"), compiled, causes);
             }
         }
         _ => {}
@@ -79,9 +87,16 @@ fn old_item<'a>(item: &Value, old: Option<&'a Value>, schema: &Value) -> Option<
     }
 }
 
-fn evaluate(rule: &Value, value: &Value, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+fn evaluate(
+    rule: &Value,
+    value: &Value,
+    old: Option<&Value>,
+    path: &str,
+    compiled: &Compiled,
+    causes: &mut Vec<Cause>,
+) {
     let text = rule["rule"].as_str().unwrap_or_default();
-    let Ok(program) = Program::compile(text) else { return };
+    let Some(Some(program)) = compiled.programs.get(text) else { return };
     let transition = program.references().has_variable("oldSelf");
     let optional_old = rule["optionalOldSelf"] == true;
     // A transition rule judges a change: without a stored value there is none.
@@ -138,8 +153,9 @@ mod tests {
         let schema = schema();
         assert!(any(&schema));
         let object = json!({"spec": {"minReplicas": 3, "maxReplicas": 2, "name": "a", "tags": ["t-x", "y"]}});
+        let compiled = Compiled::of(&schema);
         let mut causes = Vec::new();
-        run(&object, None, &schema, "", &mut causes);
+        run(&object, None, &schema, "", &compiled, &mut causes);
         assert_eq!(
             causes,
             [
@@ -152,7 +168,14 @@ mod tests {
         );
         let old = json!({"spec": {"minReplicas": 1, "maxReplicas": 2, "name": "b"}});
         let mut causes = Vec::new();
-        run(&json!({"spec": {"minReplicas": 1, "maxReplicas": 2, "name": "a"}}), Some(&old), &schema, "", &mut causes);
+        run(
+            &json!({"spec": {"minReplicas": 1, "maxReplicas": 2, "name": "a"}}),
+            Some(&old),
+            &schema,
+            "",
+            &compiled,
+            &mut causes,
+        );
         assert_eq!(causes, [("spec.name".to_string(), "Invalid value: \"object\": name is immutable".to_string())]);
     }
 

@@ -4,6 +4,8 @@
 //! validator's messages. [`check_definition`] is what a definition's schema must be to
 //! be structural.
 
+use std::collections::HashMap;
+
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -13,6 +15,43 @@ pub struct Schema {
     root: Value,
     /// Whether any node holds CEL rules.
     has_rules: bool,
+    compiled: Compiled,
+}
+
+/// The schema's patterns and CEL rules, compiled once when the definition is read rather
+/// than at every write (`None`: it does not compile; the definition's validation said so).
+#[derive(Default)]
+pub struct Compiled {
+    patterns: HashMap<String, Option<Regex>>,
+    pub(super) programs: HashMap<String, Option<cel::Program>>,
+}
+
+impl Compiled {
+    pub fn of(schema: &Value) -> Compiled {
+        let mut compiled = Compiled::default();
+        let mut stack = vec![schema];
+        while let Some(node) = stack.pop() {
+            match node {
+                Value::Object(map) => {
+                    if let Some(pattern) = map.get("pattern").and_then(Value::as_str) {
+                        compiled.patterns.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok());
+                    }
+                    for rule in map.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
+                        if let Some(text) = rule["rule"].as_str() {
+                            compiled
+                                .programs
+                                .entry(text.to_string())
+                                .or_insert_with(|| cel::Program::compile(text).ok());
+                        }
+                    }
+                    stack.extend(map.values());
+                }
+                Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+        }
+        compiled
+    }
 }
 
 fn flag(schema: &Value, name: &str) -> bool {
@@ -29,7 +68,8 @@ const OBJECT_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 impl Schema {
     pub fn new(root: Value) -> Schema {
         let has_rules = super::rules::any(&root);
-        Schema { root, has_rules }
+        let compiled = Compiled::of(&root);
+        Schema { root, has_rules, compiled }
     }
 
     pub fn root(&self) -> &Value {
@@ -62,9 +102,9 @@ impl Schema {
                 map.remove(field);
             }
         }
-        validate(&root, &self.root, "", &mut causes);
+        validate(&root, &self.root, "", &self.compiled, &mut causes);
         if self.has_rules {
-            super::rules::run(&root, old, &self.root, "", &mut causes);
+            super::rules::run(&root, old, &self.root, "", &self.compiled, &mut causes);
         }
         causes
     }
@@ -206,7 +246,7 @@ fn invalid(causes: &mut Vec<Cause>, path: &str, value: &Value, message: String) 
     causes.push((path.to_string(), format!("Invalid value: {}: {message}", shown(value))));
 }
 
-fn validate(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+fn validate(value: &Value, schema: &Value, path: &str, compiled: &Compiled, causes: &mut Vec<Cause>) {
     let body = if path.is_empty() { "body".to_string() } else { format!("{path} in body") };
     if value.is_null() {
         if !flag(schema, "nullable")
@@ -244,12 +284,12 @@ fn validate(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) 
     }
     match value {
         Value::Number(_) => validate_number(value, schema, path, &body, causes),
-        Value::String(text) => validate_string(value, text, schema, path, &body, causes),
-        Value::Array(items) => validate_array(items, schema, path, &body, causes),
-        Value::Object(map) => validate_object(map, schema, path, &body, causes),
+        Value::String(text) => validate_string(value, text, schema, path, &body, compiled, causes),
+        Value::Array(items) => validate_array(items, schema, path, &body, compiled, causes),
+        Value::Object(map) => validate_object(map, schema, path, &body, compiled, causes),
         _ => {}
     }
-    validate_combinations(value, schema, path, causes);
+    validate_combinations(value, schema, path, compiled, causes);
 }
 
 fn validate_number(value: &Value, schema: &Value, path: &str, body: &str, causes: &mut Vec<Cause>) {
@@ -275,7 +315,15 @@ fn validate_number(value: &Value, schema: &Value, path: &str, body: &str, causes
     }
 }
 
-fn validate_string(value: &Value, text: &str, schema: &Value, path: &str, body: &str, causes: &mut Vec<Cause>) {
+fn validate_string(
+    value: &Value,
+    text: &str,
+    schema: &Value,
+    path: &str,
+    body: &str,
+    compiled: &Compiled,
+    causes: &mut Vec<Cause>,
+) {
     let length = text.chars().count() as u64;
     if let Some(max) = schema["maxLength"].as_u64()
         && length > max
@@ -289,17 +337,24 @@ fn validate_string(value: &Value, text: &str, schema: &Value, path: &str, body: 
         invalid(causes, path, value, format!("{body} should be at least {min} chars long"));
     }
     if let Some(pattern) = schema["pattern"].as_str() {
-        match Regex::new(pattern) {
-            Ok(regex) if !regex.is_match(text) => {
+        match compiled.patterns.get(pattern) {
+            Some(Some(regex)) if !regex.is_match(text) => {
                 invalid(causes, path, value, format!("{body} should match '{pattern}'"));
             }
-            Ok(_) => {}
-            Err(_) => invalid(causes, path, value, format!("{body} has an unusable pattern '{pattern}'")),
+            Some(Some(_)) => {}
+            _ => invalid(causes, path, value, format!("{body} has an unusable pattern '{pattern}'")),
         }
     }
 }
 
-fn validate_array(items: &[Value], schema: &Value, path: &str, body: &str, causes: &mut Vec<Cause>) {
+fn validate_array(
+    items: &[Value],
+    schema: &Value,
+    path: &str,
+    body: &str,
+    compiled: &Compiled,
+    causes: &mut Vec<Cause>,
+) {
     let count = items.len() as u64;
     if let Some(max) = schema["maxItems"].as_u64()
         && count > max
@@ -336,12 +391,19 @@ fn validate_array(items: &[Value], schema: &Value, path: &str, body: &str, cause
     }
     if let Some(item_schema) = schema.get("items").filter(|s| s.is_object()) {
         for (i, item) in items.iter().enumerate() {
-            validate(item, item_schema, &format!("{path}[{i}]"), causes);
+            validate(item, item_schema, &format!("{path}[{i}]"), compiled, causes);
         }
     }
 }
 
-fn validate_object(map: &Map<String, Value>, schema: &Value, path: &str, body: &str, causes: &mut Vec<Cause>) {
+fn validate_object(
+    map: &Map<String, Value>,
+    schema: &Value,
+    path: &str,
+    body: &str,
+    compiled: &Compiled,
+    causes: &mut Vec<Cause>,
+) {
     for required in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
         if !map.contains_key(required) {
             causes.push((join(path, required), "Required value".into()));
@@ -360,22 +422,22 @@ fn validate_object(map: &Map<String, Value>, schema: &Value, path: &str, body: &
     }
     for (key, child) in map {
         if let Some(property) = schema["properties"].get(key) {
-            validate(child, property, &join(path, key), causes);
+            validate(child, property, &join(path, key), compiled, causes);
         } else if schema["additionalProperties"].is_object() {
-            validate(child, &schema["additionalProperties"], &join(path, key), causes);
+            validate(child, &schema["additionalProperties"], &join(path, key), compiled, causes);
         }
     }
 }
 
 /// allOf, anyOf, oneOf and not: value validations only, in a structural schema.
-fn validate_combinations(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+fn validate_combinations(value: &Value, schema: &Value, path: &str, compiled: &Compiled, causes: &mut Vec<Cause>) {
     let passes = |s: &Value| {
         let mut found = Vec::new();
-        validate(value, s, path, &mut found);
+        validate(value, s, path, compiled, &mut found);
         found.is_empty()
     };
     for each in schema["allOf"].as_array().into_iter().flatten() {
-        validate(value, each, path, causes);
+        validate(value, each, path, compiled, causes);
     }
     if let Some(any) = schema["anyOf"].as_array()
         && !any.iter().any(passes)
@@ -430,7 +492,7 @@ fn check_node(schema: &Value, path: &str, root: bool, causes: &mut Vec<Cause>) {
     }
     if let Some(default) = schema.get("default") {
         let mut found = Vec::new();
-        validate(default, schema, "", &mut found);
+        validate(default, schema, "", &Compiled::of(schema), &mut found);
         for (at, message) in found {
             let at = if at.is_empty() { format!("{path}.default") } else { format!("{path}.default.{at}") };
             causes.push((at, message));
