@@ -373,10 +373,20 @@ fn recovery_leaves_pods_being_created_alone() {
 
 /// Writes a pod manifest into the node's directory and runs it in the foreground.
 fn run_manifest(node: &Node, name: &str, yaml: &str) -> (i32, String, String) {
+    outcome(node.podctl(&["run", "--rm", "--pull", "never", "-f", &manifest(node, name, yaml)]))
+}
+
+/// The same, detached (`run -d`), expecting it to start.
+fn run_manifest_detached(node: &Node, name: &str, yaml: &str) {
+    node.ok(&["run", "-d", "--pull", "never", "-f", &manifest(node, name, yaml)]);
+}
+
+/// A pod manifest written into the node's directory; its path. (Test images are all in
+/// the store: nothing is pulled from anywhere.)
+fn manifest(node: &Node, name: &str, yaml: &str) -> String {
     let path = node.dir.path().join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
-    // Test images are all in the store: nothing is pulled from anywhere.
-    outcome(node.podctl(&["run", "--rm", "--pull", "never", "-f", path.to_str().unwrap()]))
+    path.to_string_lossy().into_owned()
 }
 
 #[test]
@@ -782,13 +792,11 @@ fn a_terminal_is_not_relayed_from_a_pipe() {
 #[test]
 fn a_container_the_pod_does_not_have_is_named_with_those_it_has() {
     let node = node();
-    let manifest = node.dir.path().join("two.yaml");
-    std::fs::write(
-        &manifest,
+    run_manifest_detached(
+        &node,
+        "two",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: two}\nspec:\n  containers:\n  - {name: a, image: busybox, command: [sleep, '30']}\n  - {name: b, image: busybox, command: [sleep, '30']}\n",
-    )
-    .unwrap();
-    node.ok(&["run", "-d", "-f", manifest.to_str().unwrap()]);
+    );
     let err = node.fails(&["logs", "two"]);
     assert!(err.contains("pod two has 2 containers (a, b): name one with -c"), "{err}");
     let err = node.fails(&["logs", "two", "-c", "nope"]);
@@ -895,13 +903,11 @@ fn logs_tail_since_and_timestamps() {
 #[test]
 fn inspect_shows_a_pod_and_its_containers_as_json() {
     let node = node();
-    let manifest = node.dir.path().join("mixed.yaml");
-    std::fs::write(
-        &manifest,
+    run_manifest_detached(
+        &node,
+        "mixed",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: mixed}\nspec:\n  containers:\n  - {name: long, image: busybox, command: [sleep, '30']}\n  - {name: brief, image: busybox, command: [sh, -c, 'exit 3']}\n",
-    )
-    .unwrap();
-    node.ok(&["run", "-d", "-f", manifest.to_str().unwrap()]);
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let described = loop {
         let shown: serde_json::Value = serde_json::from_str(&node.ok(&["inspect", "mixed"])).unwrap();
@@ -1080,13 +1086,11 @@ fn stats_show_what_a_pod_uses() {
 #[test]
 fn ps_names_a_failed_container_and_leaves_init_containers_out() {
     let node = node().with_busybox_as("tools:1");
-    let manifest = node.dir.path().join("mixed.yaml");
-    std::fs::write(
-        &manifest,
+    run_manifest_detached(
+        &node,
+        "mixed",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: mixed}\nspec:\n  restartPolicy: Never\n  initContainers: [{name: setup, image: 'tools:1', command: ['true']}]\n  containers:\n  - {name: good, image: busybox, command: [sleep, '600']}\n  - {name: bad, image: busybox, command: [sh, -c, 'exit 3']}\n",
-    )
-    .unwrap();
-    node.ok(&["run", "-d", "--pull", "never", "-f", manifest.to_str().unwrap()]);
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let row = loop {
         let ps = node.ok(&["ps"]);

@@ -37,7 +37,7 @@ struct Sample {
 
 pub fn stats(args: StatsArgs, opts: &NodeOptions) -> Result<ExitCode> {
     let runtime = opts.runtime()?;
-    let memory_total = machine_memory();
+    let memory_total = crate::kubelet::registration::meminfo_kib("MemTotal:").unwrap_or(0) * 1024;
     let clear = !args.no_stream && std::io::stdout().is_terminal();
     let mut previous: HashMap<String, Sample> = HashMap::new();
     let mut first = true;
@@ -137,16 +137,6 @@ fn parse_net_dev(table: &str) -> (u64, u64) {
             (fields.first().copied().unwrap_or(0), fields.get(8).copied().unwrap_or(0))
         })
         .fold((0, 0), |(rx, tx), (r, t)| (rx + r, tx + t))
-}
-
-fn machine_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:")?.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 /// `1.5MiB`, as docker shows memory.

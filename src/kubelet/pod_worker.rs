@@ -372,8 +372,7 @@ impl PodWorker {
         if self.known.rejected.is_some() {
             return Ok(());
         }
-        let terminal =
-            matches!(status::pod_status(pod, &self.known)["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+        let terminal = matches!(status::phase(pod, &self.known), "Succeeded" | "Failed");
         if terminal && actual.as_ref().is_some_and(|a| a.running_containers().is_empty()) {
             node.admission.lock().expect("admission").release(&self.uid);
             return Ok(());
@@ -596,6 +595,11 @@ impl PodWorker {
 
     /// A thread per running container waits for its exit and wakes the worker.
     fn watch_exits(&mut self, node: &NodeContext, actual: &runtime::Pod) {
+        // Runs that ended have no waiter left: only the current ones are kept.
+        let containers = &self.known.containers;
+        self.waiters.retain(|(name, run)| {
+            matches!(containers.get(name).map(|c| &c.state), Some(RunState::Running { started_at }) if started_at == run)
+        });
         for (name, c) in &self.known.containers {
             let RunState::Running { started_at } = &c.state else { continue };
             let key = (name.clone(), started_at.clone());

@@ -46,11 +46,7 @@ pub struct Capacity {
 
 impl Capacity {
     pub fn of_machine(pods: usize) -> Capacity {
-        let memory_kib = read_trimmed("/proc/meminfo")
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let memory_kib = meminfo_kib("MemTotal:").unwrap_or(0);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         Capacity { cpu_millis: cpus * 1000, memory_bytes: memory_kib * 1024, pods }
     }
@@ -62,6 +58,12 @@ fn now(micro: bool) -> String {
     format!("{}Z", &nanos[..if micro { 26 } else { 19 }])
 }
 
+/// A figure of /proc/meminfo (`MemTotal:`, `MemAvailable:`…), in KiB.
+pub fn meminfo_kib(key: &str) -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo.lines().find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
 }
@@ -70,14 +72,7 @@ fn read_trimmed(path: &str) -> String {
 /// manager reads its default thresholds: memory.available < 100Mi, nodefs.available < 10%,
 /// and processes over 90 % of pid_max.
 fn pressures(data_dir: &std::path::Path) -> [(&'static str, bool, &'static str, &'static str); 3] {
-    let meminfo = read_trimmed("/proc/meminfo");
-    let kib = |key: &str| {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    let memory = kib("MemAvailable:").is_some_and(|available| available < 100 * 1024);
+    let memory = meminfo_kib("MemAvailable:").is_some_and(|available| available < 100 * 1024);
     let disk = nix::sys::statvfs::statvfs(data_dir)
         .is_ok_and(|fs| fs.blocks() > 0 && (fs.blocks_available() as f64) < 0.1 * fs.blocks() as f64);
     let pid_max: u64 = read_trimmed("/proc/sys/kernel/pid_max").parse().unwrap_or(u64::MAX);

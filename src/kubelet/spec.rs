@@ -387,7 +387,7 @@ pub fn container_spec(
         stdin: c.stdin == Some(true),
         tty: c.tty == Some(true),
         window: None,
-        log_path: node.log_dir.join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)).join(&c.name).join("0.log"),
+        log_path: super::sandbox::log_dir(node.log_dir, pod).join(&c.name).join("0.log"),
     };
     if spec.tty {
         spec.set_terminal_type(None);

@@ -116,7 +116,7 @@ fn exit_of(observed: &Observed, name: &str) -> Option<i32> {
 }
 
 /// The pod's phase (kubelet's getPhase).
-fn phase(pod: &Pod, observed: &Observed) -> &'static str {
+pub fn phase(pod: &Pod, observed: &Observed) -> &'static str {
     let spec = pod.spec.as_ref().expect("pods have a spec");
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     if observed.rejected.is_some() || observed.deadline_exceeded {
