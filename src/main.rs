@@ -2,10 +2,14 @@
 
 mod apiserver;
 mod cli;
+mod client;
+mod controllers;
 mod cron;
+mod events;
 mod files;
 mod http_client;
 mod kubelet;
+mod labels;
 mod pki;
 mod quantity;
 mod serve;

@@ -21,6 +21,8 @@ fn kubectl(api: &ApiServer, release: &str, args: &[&str], stdin: &str) -> (bool,
     (out.status.success(), String::from_utf8_lossy(&text).into_owned())
 }
 
+/// The managers of the Deployment's fields that are kubectl (the deployment controller
+/// writes its status and revision too).
 fn managers(api: &ApiServer) -> Vec<(String, String)> {
     let object: Value =
         serde_json::from_str(&api.kubectl(&["get", "deployment", "web", "-o", "json", "--show-managed-fields"]))
@@ -30,6 +32,7 @@ fn managers(api: &ApiServer) -> Vec<(String, String)> {
         .unwrap()
         .iter()
         .map(|e| (e["manager"].as_str().unwrap().to_string(), e["operation"].as_str().unwrap().to_string()))
+        .filter(|(manager, _)| manager.starts_with("kubectl"))
         .collect()
 }
 

@@ -621,7 +621,8 @@ async fn bind(
         }
         Ok(pod)
     };
-    let bound = rest::update(server, target, name, None, bind, query, &mut Validation::from_query(None)).await?;
+    let bound =
+        rest::update(server, target, name, Some("binding"), bind, query, &mut Validation::from_query(None)).await?;
     // The PodScheduled condition, as the binding storage sets it.
     let scheduled = |current: &Value| {
         let mut pod = current.clone();

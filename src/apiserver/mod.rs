@@ -68,6 +68,8 @@ pub struct Config {
     /// How often history is compacted; a watch can resume from anything newer than one
     /// interval.
     pub compaction_interval: Duration,
+    /// The controllers and scheduler run in this process.
+    pub controllers: crate::controllers::Config,
 }
 
 /// How long requests in flight at SIGTERM may go on.
@@ -80,6 +82,8 @@ struct Credentials {
     tokens: Option<Arc<authentication::Tokens>>,
     /// The token the admin kubeconfig carries.
     admin_token: Option<String>,
+    /// The token the controllers call the API with.
+    controllers_token: Option<String>,
     /// HTTPS, and the certificate authority clients trust for it.
     serving: Option<(tokio_rustls::TlsAcceptor, Vec<u8>)>,
     /// TLS to nodes' endpoints with the server's client certificate.
@@ -99,8 +103,10 @@ impl Credentials {
             (None, false) => Some(authentication::ensure_admin_file(&dir.join("tokens.csv"))?),
             (None, true) => None,
         };
-        let tokens = token_file.as_deref().map(authentication::Tokens::read).transpose()?.map(Arc::new);
+        let mut tokens = token_file.as_deref().map(authentication::Tokens::read).transpose()?;
         let admin_token = tokens.as_ref().map(|t| t.first().to_string());
+        let controllers_token = tokens.as_mut().map(|t| t.add_internal("system:kube-controller-manager"));
+        let tokens = tokens.map(Arc::new);
         let authority = pki::Authority::open_or_create(&dir.join("pki"))?;
         let serving = match (&config.tls, config.allow_unauthenticated) {
             // The kubeconfig trusts the given certificate for the server, and the
@@ -131,6 +137,7 @@ impl Credentials {
         Ok(Credentials {
             tokens,
             admin_token,
+            controllers_token,
             serving,
             nodes,
             service_account_key,
@@ -157,17 +164,41 @@ fn serving_names(listen: IpAddr, service_cidr: net::Ipv4Net) -> Vec<String> {
     for name in ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"] {
         names.push(name.to_string());
     }
-    names.push(std::net::Ipv4Addr::from(u32::from(service_cidr.network()) + 1).to_string());
+    names.push(services::first_address(service_cidr).to_string());
     names.dedup();
     names
 }
 
+/// A server ready to serve: its data directory locked, its credentials and store open.
+pub struct Prepared {
+    config: Config,
+    credentials: Credentials,
+    store: Arc<dyn Store>,
+    _one_server: std::fs::File,
+}
+
+/// Serves until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<()> {
+    let prepared = prepare(config)?;
+    // Store writes block their thread until their commit is on disk: more workers than
+    // cores let writes that arrive together share one commit (see the SQLite store).
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build()?;
+    runtime.block_on(prepared.serve(None))
+}
+
+/// How many threads the server's runtime has.
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
+}
+
+/// Locks the data directory and opens the credentials and the store (outside any async
+/// runtime: the etcd client makes its own).
+pub fn prepare(config: Config) -> Result<Prepared> {
     crate::serve::prepare_process()?;
     let dir = config.data_dir.join("apiserver");
     runtime::state::create_private_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     runtime::state::set_mode(&dir, 0o700)?;
-    let _one_server = crate::files::lock_exclusive(&dir.join("lock"))
+    let one_server = crate::files::lock_exclusive(&dir.join("lock"))
         .with_context(|| format!("{} is in use by another podctl apiserver", config.data_dir.display()))?;
     let credentials = Credentials::load(&config, &dir)?;
     let store: Arc<dyn Store> = if config.etcd_endpoints.is_empty() {
@@ -183,11 +214,14 @@ pub fn run(config: Config) -> Result<()> {
     } else {
         Arc::new(EtcdStore::connect(&config.etcd_endpoints)?)
     };
-    // Store writes block their thread until their commit is on disk: more workers than
-    // cores let writes that arrive together share one commit (see the SQLite store).
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
-    runtime.block_on(async move {
+    Ok(Prepared { config, credentials, store, _one_server: one_server })
+}
+
+impl Prepared {
+    /// Serves until SIGTERM or SIGINT; `ready` is told once the kubeconfig is written and
+    /// requests are answered.
+    pub async fn serve(self, ready: Option<tokio::sync::oneshot::Sender<()>>) -> Result<()> {
+        let Prepared { config, credentials, store, _one_server } = self;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
@@ -214,12 +248,21 @@ pub fn run(config: Config) -> Result<()> {
             writes: tokio::sync::RwLock::new(()),
         });
         ensure_system_objects(&server).await?;
+        // Like the kubeconfig, not worth refusing to serve reads for (a full disk).
+        if let Err(e) = ensure_kubernetes_service(&server, address, config.service_cidr).await {
+            eprintln!("podctl apiserver: {e:#}; serving anyway");
+        }
         let (wake, woken) = tokio::sync::mpsc::channel(1);
         server.cache.listen(aggregation::CLUSTER_ROLES, aggregation::notifier(wake));
         tokio::spawn(aggregation::run(server.clone(), woken));
         let kubeconfig = config.data_dir.join("kubeconfig");
         let ca = credentials.serving.as_ref().map(|(_, ca)| ca.as_slice());
-        write_kubeconfig(&kubeconfig, address, credentials.admin_token.clone(), ca)?;
+        write_kubeconfig(&kubeconfig, &kubeconfig_for(address, credentials.admin_token.clone(), ca))?;
+        if !config.controllers.enabled.is_empty() {
+            let own = kubeconfig_for(address, credentials.controllers_token.clone(), ca);
+            let client = crate::client::config_of(serde_json::from_value(own)?).await?;
+            crate::controllers::start(&client, &config.controllers)?;
+        }
         let scheme = if credentials.serving.is_some() { "https" } else { "http" };
         eprintln!("podctl apiserver: serving on {scheme}://{address}; kubeconfig at {}", kubeconfig.display());
         tokio::spawn(compact_periodically(store, config.compaction_interval));
@@ -230,8 +273,11 @@ pub fn run(config: Config) -> Result<()> {
         });
         let router = axum::Router::new().fallback(http::handle).with_state(server);
         let tls = credentials.serving.map(|(acceptor, _)| acceptor);
+        if let Some(ready) = ready {
+            let _ = ready.send(());
+        }
         crate::serve::serve(listener, tls, router, crate::shutdown::signalled(), SHUTDOWN_GRACE).await
-    })
+    }
 }
 
 /// Every interval, forgets history older than the previous interval's revision, so a
@@ -271,10 +317,81 @@ async fn ensure_system_objects(server: &Arc<Server>) -> Result<()> {
     Ok(())
 }
 
-/// An admin kubeconfig for this server, replaced atomically when it says something new;
-/// with TLS, the authority kubectl trusts. When it cannot be written (a full disk), the
-/// server still serves: it says so, and the kubeconfig there is left as it was.
-fn write_kubeconfig(path: &Path, address: SocketAddr, token: Option<String>, ca: Option<&[u8]>) -> Result<()> {
+/// The `default/kubernetes` Service, the API server's own (cluster IP: the first of the
+/// range, which is kept for it), and its Endpoints and EndpointSlice: where this server
+/// is reached, rewritten when that changed since the last start.
+async fn ensure_kubernetes_service(
+    server: &Arc<Server>,
+    address: SocketAddr,
+    service_cidr: net::Ipv4Net,
+) -> Result<()> {
+    let host = advertised(address.ip());
+    let port = address.port();
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": services::first_address(service_cidr).to_string(), "sessionAffinity": "None",
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
+    let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+    for (group, plural, object) in
+        [("", "services", service), ("", "endpoints", endpoints), ("discovery.k8s.io", "endpointslices", slice)]
+    {
+        let strategy = server.registry.find(group, "v1", plural).expect("core kinds are served");
+        let target = Target::collection(strategy, Some("default"));
+        let current = server.store.get(&target.info().key(Some("default"), "kubernetes"))?;
+        let outcome = match current {
+            None => rest::create(server, &target, object, &Default::default(), &mut Validation::from_query(None))
+                .await
+                .map(drop),
+            // The Service stays as it is (its cluster IP was given once); where the server
+            // is may have changed.
+            Some(_) if plural == "services" => Ok(()),
+            Some(_) => {
+                let replace = |current: &serde_json::Value| {
+                    let mut next = object.clone();
+                    next["metadata"] = current["metadata"].clone();
+                    Ok(next)
+                };
+                let target = Target::collection(target.strategy.clone(), Some("default"));
+                rest::update(
+                    server,
+                    &target,
+                    "kubernetes",
+                    None,
+                    replace,
+                    &Default::default(),
+                    &mut Validation::from_query(None),
+                )
+                .await
+                .map(drop)
+            }
+        };
+        outcome.map_err(|e| anyhow::anyhow!("the kubernetes {plural}: {}", e.message))?;
+    }
+    Ok(())
+}
+
+/// The address other hosts and pods reach this server at: the one it listens on, or, on
+/// every address, the machine's first non-loopback IPv4 address.
+fn advertised(listen: IpAddr) -> String {
+    if !listen.is_unspecified() {
+        return listen.to_string();
+    }
+    let addresses = nix::ifaddrs::getifaddrs().into_iter().flatten();
+    addresses
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback())
+        .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string())
+}
+
+/// A kubeconfig for this server with `token`; with TLS, the authority it trusts.
+fn kubeconfig_for(address: SocketAddr, token: Option<String>, ca: Option<&[u8]>) -> serde_json::Value {
     let user = match token {
         Some(token) => json!({"token": token}),
         None => json!({}),
@@ -290,15 +407,21 @@ fn write_kubeconfig(path: &Path, address: SocketAddr, token: Option<String>, ca:
         }
         None => json!({"server": format!("http://{host}")}),
     };
-    let config = json!({
+    json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "podctl", "cluster": cluster}],
         "users": [{"name": "admin", "user": user}],
         "contexts": [{"name": "podctl", "context": {"cluster": "podctl", "user": "admin", "namespace": "default"}}],
         "current-context": "podctl",
-    });
-    let content = serde_json::to_vec_pretty(&config)?;
+    })
+}
+
+/// The admin kubeconfig, replaced atomically when it says something new. When it cannot
+/// be written (a full disk), the server still serves: it says so, and the kubeconfig
+/// there is left as it was.
+fn write_kubeconfig(path: &Path, config: &serde_json::Value) -> Result<()> {
+    let content = serde_json::to_vec_pretty(config)?;
     crate::files::make_private(path)?;
     if std::fs::read(path).is_ok_and(|existing| existing == content) {
         return Ok(());

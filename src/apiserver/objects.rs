@@ -105,8 +105,8 @@ pub fn prepare_create(
     Ok(object)
 }
 
-/// Checks an update of `current` to `object` (of its `subresource`: `status`, `finalize`
-/// or none): same identity, the server's metadata kept, the status (or everything but
+/// Checks an update of `current` to `object` (of its `subresource`: `status`, `finalize`,
+/// `binding` or none): same identity, the server's metadata kept, the status (or everything but
 /// it) kept apart, generation counted, then the kind's strategy.
 pub fn prepare_update(
     strategy: &dyn Strategy,
@@ -176,6 +176,16 @@ pub fn prepare_update(
                 if sub == "approval" { &["status", "conditions"] } else { &["spec", "ephemeralContainers"] };
             object = only_changing(current, &object, part);
             strategy.prepare_subresource_update(sub, &mut object, current)
+        }
+        Some("binding") => {
+            // The binding storage assigns the node (and the binding's annotations) to the
+            // pod as stored: no other change, and no check of the pod's update rules,
+            // which keep spec.nodeName otherwise.
+            let (node, annotations) = (object["spec"]["nodeName"].clone(), object["metadata"]["annotations"].clone());
+            object = current.clone();
+            object["spec"]["nodeName"] = node;
+            set_or_remove(&mut object["metadata"], "annotations", Some(annotations).filter(|a| !a.is_null()));
+            vec![]
         }
         Some("finalize") => {
             let finalizers = object["spec"]["finalizers"].clone();

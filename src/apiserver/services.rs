@@ -17,6 +17,11 @@ use super::store::Store;
 /// Where Services are stored (registry::ResourceInfo::prefix of core/v1 services).
 const SERVICES: &str = "/registry/core/services/";
 
+/// The first address of the Service range: the `kubernetes` Service's.
+pub fn first_address(service_cidr: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(service_cidr.network()) + 1)
+}
+
 pub struct Allocator {
     pub service_cidr: Ipv4Net,
     pub node_ports: RangeInclusive<u16>,
@@ -75,9 +80,11 @@ impl Allocator {
                 }
             }
             None => {
+                // The first address is the `kubernetes` Service's.
                 let ip = self
                     .service_cidr
                     .hosts()
+                    .skip(1)
                     .find(|ip| !used_ips.contains(ip))
                     .ok_or_else(|| ApiError::internal(format!("no cluster IP left in {}", self.service_cidr)))?;
                 spec["clusterIP"] = ip.to_string().into();

@@ -44,11 +44,24 @@ pub struct ApiserverArgs {
     /// Seconds between compactions of the store's history (kube-apiserver's etcd default)
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     compaction_interval: u64,
+    /// The controllers to run in this process: `*` all, `NAME` one more, `-NAME` one
+    /// fewer (scheduler, replicaset, deployment, endpoint, endpointslice, garbagecollector,
+    /// nodeipam)
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    /// Where nodes' pod CIDRs come from: a /24 each, for nodes that have none
+    #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
+    cluster_cidr: net::Ipv4Net,
 }
 
 impl ApiserverArgs {
     pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
-        apiserver::run(apiserver::Config {
+        apiserver::run(self.config(opts)?)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub fn config(self, opts: &NodeOptions) -> Result<apiserver::Config> {
+        Ok(apiserver::Config {
             listen: self.listen,
             data_dir: opts.data_dir.clone(),
             etcd_endpoints: self.etcd_endpoints,
@@ -58,8 +71,16 @@ impl ApiserverArgs {
             service_cidr: self.service_cluster_ip_range,
             node_ports: self.service_node_port_range,
             compaction_interval: std::time::Duration::from_secs(self.compaction_interval),
-        })?;
-        Ok(ExitCode::SUCCESS)
+            controllers: crate::controllers::Config {
+                enabled: crate::controllers::parse_enabled(&self.controllers)?,
+                cluster_cidr: self.cluster_cidr,
+            },
+        })
+    }
+
+    /// Whether the server lets anyone in.
+    pub fn unauthenticated(&self) -> bool {
+        self.allow_unauthenticated
     }
 }
 

@@ -10,6 +10,7 @@ mod pods;
 mod run;
 mod stats;
 mod terminal;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,6 +119,9 @@ enum Command {
     Apiserver(apiserver::ApiserverArgs),
     /// The node agent: register this node and serve its pods' logs and exec to the API server
     Node(node::NodeArgs),
+    /// A whole cluster on this host in one process: API server, controllers, scheduler and
+    /// node agent; writes DATA_DIR/kubeconfig
+    Up(Box<up::UpArgs>),
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -149,6 +153,7 @@ impl Cli {
             Command::Routes(args) => args.run(&self.opts),
             Command::Apiserver(args) => args.run(&self.opts),
             Command::Node(args) => args.run(&self.opts),
+            Command::Up(args) => args.run(&self.opts),
             Command::Image(cmd) => cmd.run(&self.opts),
             Command::Completion { shell } => {
                 use clap::CommandFactory;

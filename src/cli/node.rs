@@ -20,16 +20,10 @@ pub struct NodeArgs {
     /// The API server's URL, instead of the kubeconfig's
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// This node's name (default: the host name)
-    #[arg(long, value_name = "NAME")]
-    node_name: Option<String>,
     /// Address and port of the node's endpoint, which serves logs and exec to the API server
     /// (HTTPS, to the API server's client certificate only)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250")]
     listen: SocketAddr,
-    /// The address the API server reaches the endpoint at (default: --listen's)
-    #[arg(long, value_name = "IP")]
-    node_ip: Option<IpAddr>,
     /// The certificate authority (PEM) of the API server's client certificate (default: the
     /// kubeconfig's certificate-authority-data)
     #[arg(long, value_name = "FILE")]
@@ -38,6 +32,20 @@ pub struct NodeArgs {
     /// container)
     #[arg(long)]
     allow_unauthenticated: bool,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// The node agent's flags that `podctl node` and `podctl up` share.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// This node's name (default: the host name)
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// The address the API server reaches the node's endpoint at (default: the endpoint's
+    /// listening address)
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<IpAddr>,
     /// At most this many pods run here; more are refused (OutOfpods)
     #[arg(long, value_name = "N", default_value_t = 110)]
     max_pods: usize,
@@ -91,26 +99,56 @@ fn parse_taint(text: &str) -> Result<serde_json::Value, String> {
 
 impl NodeArgs {
     pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
-        require_root("podctl node")?;
-        // One agent per node: a second would start and stop the same pods.
-        runtime::state::create_private_dir(&opts.data_dir)
-            .with_context(|| format!("create {}", opts.data_dir.display()))?;
-        let lock = opts.data_dir.join("node.lock");
-        let _one_agent = crate::files::lock_exclusive(&lock)
-            .with_context(|| format!("{} is in use by another podctl node", opts.data_dir.display()))?;
+        let _one_agent = lock_node(opts)?;
+        let connection = Connection {
+            kubeconfig: self.kubeconfig.unwrap_or_else(|| opts.data_dir.join("kubeconfig")),
+            server: self.server,
+            listen: self.listen,
+            client_ca_file: self.client_ca_file,
+            allow_unauthenticated: self.allow_unauthenticated,
+        };
+        let (config, store) = self.agent.config(connection, opts)?;
+        kubelet::run(config, opts.runtime()?, store)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// How an agent reaches the API server, and how the API server reaches it.
+pub struct Connection {
+    pub kubeconfig: PathBuf,
+    pub server: Option<String>,
+    pub listen: SocketAddr,
+    pub client_ca_file: Option<PathBuf>,
+    pub allow_unauthenticated: bool,
+}
+
+/// One agent per node: a second would start and stop the same pods. The lock is held as
+/// long as the file is open.
+pub fn lock_node(opts: &NodeOptions) -> Result<std::fs::File> {
+    require_root("podctl node")?;
+    runtime::state::create_private_dir(&opts.data_dir)
+        .with_context(|| format!("create {}", opts.data_dir.display()))?;
+    let lock = opts.data_dir.join("node.lock");
+    crate::files::lock_exclusive(&lock)
+        .with_context(|| format!("{} is in use by another podctl node", opts.data_dir.display()))
+}
+
+impl AgentArgs {
+    /// The agent's configuration, and the node's image store.
+    pub fn config(self, connection: Connection, opts: &NodeOptions) -> Result<(kubelet::Config, images::Store)> {
         let node_name = match self.node_name {
             Some(name) => name,
             None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
         };
         let config = kubelet::Config {
-            kubeconfig: self.kubeconfig.unwrap_or_else(|| opts.data_dir.join("kubeconfig")),
-            server: self.server,
+            kubeconfig: connection.kubeconfig,
+            server: connection.server,
             node_name,
-            listen: self.listen,
+            listen: connection.listen,
             node_ip: self.node_ip,
             pod_cidr: opts.pod_cidr.to_string(),
-            client_ca_file: self.client_ca_file,
-            allow_unauthenticated: self.allow_unauthenticated,
+            client_ca_file: connection.client_ca_file,
+            allow_unauthenticated: connection.allow_unauthenticated,
             max_pods: self.max_pods,
             sync_frequency: Duration::from_secs(self.sync_frequency.max(1)),
             cluster_dns: self.cluster_dns.map(|ip| ip.to_string()),
@@ -124,7 +162,6 @@ impl NodeArgs {
         };
         let store = images::Store::open(&opts.data_dir)
             .with_context(|| format!("open the image store in {}", opts.data_dir.display()))?;
-        kubelet::run(config, opts.runtime()?, store)?;
-        Ok(ExitCode::SUCCESS)
+        Ok((config, store))
     }
 }

@@ -4,7 +4,6 @@
 //! the node's own objects in the API server (`registration`); and the HTTP endpoint the
 //! API server proxies logs and exec to (`server`).
 
-pub mod client;
 pub mod env;
 mod exec;
 pub mod image_manager;
@@ -72,6 +71,13 @@ pub struct Config {
 /// and lets in only the API server's client certificate, unless told to let anyone in.
 pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> Result<()> {
     crate::serve::prepare_process()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    tokio.block_on(serve(config, runtime, store))
+}
+
+/// The node agent's work, in a runtime of the caller's (`podctl up` shares one with the
+/// API server).
+pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Store) -> Result<()> {
     let address = match config.node_ip {
         Some(ip) => ip,
         None if !config.listen.ip().is_unspecified() => config.listen.ip(),
@@ -84,9 +90,8 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
     let live = runtime.pods()?.iter().map(|p| p.uid().to_string()).collect();
     config.network.reconcile(&live).context("recover the pod network")?;
     let serving = pki::self_signed_server(&[config.node_name.clone(), address.to_string(), "localhost".into()])?;
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    tokio.block_on(async move {
-        let (client, authority) = client::connect(&config.kubeconfig, config.server.as_deref()).await?;
+    {
+        let (client, authority) = crate::client::connect(&config.kubeconfig, config.server.as_deref()).await?;
         let acceptor = match (&config.client_ca_file, config.allow_unauthenticated) {
             (_, true) => pki::acceptor(&serving)?,
             (Some(file), false) => {
@@ -132,8 +137,10 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
         tokio::spawn(registration::keep_status(client.clone(), node, store.clone()));
         // One watch of the Services: for the containers' environment and the proxy.
         let services_changed = Arc::new(tokio::sync::Notify::new());
-        let services =
-            client::reflect::<k8s_openapi::api::core::v1::Service>(client.clone(), Some(services_changed.clone()));
+        let services = crate::client::reflect::<k8s_openapi::api::core::v1::Service>(
+            client.clone(),
+            Some(services_changed.clone()),
+        );
         let objects = pods::ApiStore::start(client.clone(), services.clone()).await;
         let metrics = Arc::new(metrics::Metrics::default());
         let services_network = net::PodNetwork::new(network_config.clone());
@@ -173,5 +180,5 @@ pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> R
                 Err(e) => Err(anyhow::anyhow!("the pod workers failed: {e}")),
             },
         }
-    })
+    }
 }

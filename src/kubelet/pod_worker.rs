@@ -23,6 +23,7 @@ use super::probes::{self, Action, Target};
 use super::spec::{self, NodeSettings, ResolvedImage};
 use super::status::{self, ContainerObserved, Observed, RunState};
 use super::{sandbox, volumes};
+use crate::events::Event;
 
 /// kubelet's container restart back-off: 10 s doubling to 5 min, forgotten after 10 min.
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -46,15 +47,6 @@ pub struct NodeContext {
     pub objects: Box<dyn ApiObjects + Send + Sync>,
     pub admission: Mutex<Admission>,
     pub metrics: Arc<super::metrics::Metrics>,
-}
-
-/// An event the worker reports (core/v1 Event on the pod).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Event {
-    pub warning: bool,
-    pub reason: String,
-    pub message: String,
-    pub field_path: Option<String>,
 }
 
 /// What a sync asks of the API.

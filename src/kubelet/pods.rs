@@ -19,10 +19,10 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::client::reflect;
 use super::env::ApiObjects;
-use super::pod_worker::{Event, NodeContext, PodWorker};
-use super::status;
+use super::pod_worker::{NodeContext, PodWorker};
+use crate::client::{merge_patch, message, reflect};
+use crate::events::{Involved, Recorder};
 
 /// ConfigMaps, Secrets and service account tokens, from watches the agent keeps.
 pub struct ApiStore {
@@ -102,21 +102,13 @@ impl ApiObjects for ApiStore {
     }
 }
 
-/// What the error says, or why the API could not be asked.
-pub fn message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => format!("{}: {}", status.code, status.message),
-        other => other.to_string(),
-    }
-}
-
 /// The pod workers and what they share.
 pub struct Workers {
     client: Client,
     node: Arc<NodeContext>,
     pods: Store<Pod>,
     running: Mutex<HashMap<String, Arc<Notify>>>,
-    events: Mutex<HashMap<(String, Event), (String, i32)>>,
+    events: Recorder,
     sync_frequency: Duration,
 }
 
@@ -131,11 +123,11 @@ pub async fn run(
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", node.name));
     let mut stream = watcher(api, config).default_backoff().reflect(writer).boxed();
     let workers = Arc::new(Workers {
+        events: Recorder::new(client.clone(), "kubelet", Some(&node.name)),
         client,
         node,
         pods,
         running: Mutex::new(HashMap::new()),
-        events: Mutex::new(HashMap::new()),
         sync_frequency,
     });
     let mut resync = tokio::time::interval(sync_frequency);
@@ -220,7 +212,7 @@ impl Workers {
             };
             if let Some(pod) = &desired {
                 for event in &outcome.events {
-                    self.record(pod, event).await;
+                    self.events.record(&Involved::of(&**pod), event).await;
                 }
                 if let Some(status) = &outcome.status
                     && let Err(e) = self.write_status(pod, status).await
@@ -273,98 +265,5 @@ impl Workers {
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => tracing::warn!("delete pod {:?}: {}", pod.metadata.name, message(&e)),
         }
-    }
-
-    /// Records an event on the pod, as kubelet's recorder does: a repeat of one already
-    /// recorded counts up on it.
-    async fn record(&self, pod: &Pod, event: &Event) {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &namespace);
-        let key = (uid.clone(), event.clone());
-        let now = status::now();
-        let seen = self.events.lock().expect("events").get(&key).cloned();
-        if let Some((name, count)) = seen {
-            let patch = json!({"count": count + 1, "lastTimestamp": now});
-            if api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
-                self.events.lock().expect("events").insert(key, (name, count + 1));
-                return;
-            }
-        }
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let name = format!(
-            "{pod_name}.{:x}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
-        );
-        let object = json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": pod_name, "uid": uid,
-                "fieldPath": event.field_path,
-            },
-            "reason": event.reason,
-            "message": event.message,
-            "type": if event.warning { "Warning" } else { "Normal" },
-            "source": {"component": "kubelet", "host": self.node.name},
-            "reportingComponent": "kubelet",
-            "reportingInstance": self.node.name,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        });
-        let Ok(typed) = serde_json::from_value(object) else { return };
-        match api.create(&PostParams::default(), &typed).await {
-            Ok(_) => {
-                let mut events = self.events.lock().expect("events");
-                // Forgotten with the pod's other events when it is gone; bounded meanwhile.
-                if events.len() > 4096 {
-                    events.clear();
-                }
-                events.insert(key, (name, 1));
-            }
-            Err(e) => tracing::debug!("event {} on pod {pod_name}: {}", event.reason, message(&e)),
-        }
-    }
-}
-
-/// The JSON merge patch (RFC 7386) that turns `from` into `to`.
-pub fn merge_patch(from: &Value, to: &Value) -> Value {
-    match (from, to) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut patch = serde_json::Map::new();
-            for (key, value) in b {
-                match a.get(key) {
-                    Some(old) if old == value => {}
-                    Some(old) if old.is_object() && value.is_object() => {
-                        patch.insert(key.clone(), merge_patch(old, value));
-                    }
-                    _ => {
-                        patch.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-            for key in a.keys().filter(|k| !b.contains_key(*k)) {
-                patch.insert(key.clone(), Value::Null);
-            }
-            Value::Object(patch)
-        }
-        _ => to.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patches_remove_what_is_gone() {
-        let from = json!({"phase": "Pending", "state": {"waiting": {"reason": "x"}}, "podIP": "1"});
-        let to = json!({"phase": "Running", "state": {"running": {"startedAt": "t"}}, "podIP": "1"});
-        assert_eq!(
-            merge_patch(&from, &to),
-            json!({"phase": "Running", "state": {"running": {"startedAt": "t"}, "waiting": null}})
-        );
     }
 }

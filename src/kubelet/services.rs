@@ -15,7 +15,7 @@ use net::proxy::{Proxier, ProxyConfig, service_ports};
 use net::{Ipv4Net, PodNetwork};
 use tokio::sync::Notify;
 
-use super::client::reflect;
+use crate::client::reflect;
 
 /// kube-proxy's minSyncPeriod and syncPeriod for iptables.
 const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);

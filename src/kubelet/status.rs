@@ -50,9 +50,7 @@ pub fn seconds(time: &str) -> String {
     if time.len() >= 19 { format!("{}Z", &time[..19]) } else { time.to_string() }
 }
 
-pub fn now() -> String {
-    seconds(&runtime::logs::rfc3339_nano(std::time::SystemTime::now()))
-}
+pub use crate::client::now;
 
 /// A container's `terminated` state.
 pub fn terminated(exit: &ExitStatus, container_id: &str) -> Value {

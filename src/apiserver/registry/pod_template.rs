@@ -281,29 +281,13 @@ pub fn validate_selector(selector: &LabelSelector, template: &PodTemplateSpec, p
             format!("Invalid value: {{}}: empty selector is invalid for {kind}"),
         )];
     }
-    if !selects(selector, &labels) {
+    if !crate::labels::selector_matches(selector, Some(&labels)) {
         return vec![(
             format!("{path}.template.metadata.labels"),
             format!("Invalid value: {labels:?}: `selector` does not match template `labels`"),
         )];
     }
     vec![]
-}
-
-/// Whether a LabelSelector selects `labels` (metav1.LabelSelectorAsSelector).
-pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    by_labels && by_expressions
 }
 
 #[cfg(test)]

@@ -1,0 +1,460 @@
+//! The Endpoints and EndpointSlice controllers (kube-controller-manager's endpoint and
+//! endpointslice): for every Service with a selector, the pods it selects, with their
+//! readiness, grouped by the ports they resolve the Service's target ports to (a named
+//! target port can be a different number in each pod).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::informers::{Informer, Informers};
+use super::objects::{controller_ref, is_ready, is_terminal};
+use crate::labels::map_matches;
+
+pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+pub const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+pub const SLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
+/// The annotation the endpoints controller marks its Endpoints with; the ones without it
+/// (written by hand for a Service without selector) are never touched.
+const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+/// At most this many endpoints in one slice (kube-controller-manager's default).
+const SLICE_SIZE: usize = 100;
+
+/// One of a Service's ports, as a pod resolves it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResolvedPort {
+    pub name: Option<String>,
+    pub port: i32,
+    pub protocol: String,
+    pub app_protocol: Option<String>,
+}
+
+/// A selected pod as an endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint<'a> {
+    pub pod: &'a Pod,
+    pub ip: String,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+/// The Service's ports as `pod` resolves them; None when a named target port is one the
+/// pod does not have (the pod is left out for that port set, as kube does).
+fn resolve_ports(service: &Service, pod: &Pod) -> Vec<ResolvedPort> {
+    let spec = service.spec.clone().unwrap_or_default();
+    let mut ports = Vec::new();
+    for port in spec.ports.iter().flatten() {
+        let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let number = match &port.target_port {
+            None => Some(port.port),
+            Some(IntOrString::Int(n)) => Some(*n),
+            Some(IntOrString::String(name)) => pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+                .map(|p| p.container_port),
+        };
+        if let Some(number) = number {
+            ports.push(ResolvedPort {
+                name: port.name.clone(),
+                port: number,
+                protocol,
+                app_protocol: port.app_protocol.clone(),
+            });
+        }
+    }
+    ports
+}
+
+/// The Service's selected pods that have an address, grouped by resolved ports; the
+/// groups in a stable order.
+pub fn endpoints_of<'a>(service: &Service, pods: &[&'a Pod]) -> BTreeMap<Vec<ResolvedPort>, Vec<Endpoint<'a>>> {
+    let spec = service.spec.clone().unwrap_or_default();
+    let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else { return BTreeMap::new() };
+    let publish_unready = spec.publish_not_ready_addresses == Some(true);
+    let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<Endpoint>> = BTreeMap::new();
+    for pod in pods {
+        if !map_matches(selector, pod.metadata.labels.as_ref()) || is_terminal(pod) {
+            continue;
+        }
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) else { continue };
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let serving = publish_unready || is_ready(pod);
+        let endpoint = Endpoint { pod, ip, ready: serving && (!terminating || publish_unready), serving, terminating };
+        groups.entry(resolve_ports(service, pod)).or_default().push(endpoint);
+    }
+    for endpoints in groups.values_mut() {
+        endpoints.sort_by(|a, b| a.ip.cmp(&b.ip).then(a.pod.metadata.name.cmp(&b.pod.metadata.name)));
+    }
+    groups
+}
+
+fn target_ref(pod: &Pod) -> Value {
+    json!({"kind": "Pod", "namespace": pod.metadata.namespace, "name": pod.metadata.name, "uid": pod.metadata.uid})
+}
+
+/// The hostname a pod has in its Service's DNS, when it names the Service as its subdomain.
+fn hostname(service: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    (spec.subdomain.as_deref() == service.metadata.name.as_deref()).then(|| spec.hostname.clone()).flatten()
+}
+
+/// The Endpoints object of a Service with a selector (its subsets; not-ready pods in
+/// `notReadyAddresses`; terminating ones left out).
+pub fn desired_endpoints(service: &Service, pods: &[&Pod]) -> Value {
+    let mut subsets = Vec::new();
+    for (ports, endpoints) in endpoints_of(service, pods) {
+        let address = |e: &Endpoint| {
+            let mut address = json!({"ip": e.ip, "targetRef": target_ref(e.pod)});
+            if let Some(node) = e.pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                address["nodeName"] = node.into();
+            }
+            if let Some(hostname) = hostname(service, e.pod) {
+                address["hostname"] = hostname.into();
+            }
+            address
+        };
+        let live: Vec<&Endpoint> = endpoints.iter().filter(|e| !e.terminating || e.ready).collect();
+        let ready: Vec<Value> = live.iter().filter(|e| e.ready).map(|e| address(e)).collect();
+        let unready: Vec<Value> = live.iter().filter(|e| !e.ready).map(|e| address(e)).collect();
+        if ready.is_empty() && unready.is_empty() {
+            continue;
+        }
+        let ports: Vec<Value> = ports.iter().map(port_json).collect();
+        let mut subset = json!({"ports": ports});
+        if !ready.is_empty() {
+            subset["addresses"] = ready.into();
+        }
+        if !unready.is_empty() {
+            subset["notReadyAddresses"] = unready.into();
+        }
+        subsets.push(subset);
+    }
+    let mut labels = service.metadata.labels.clone().unwrap_or_default();
+    if service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None") {
+        labels.insert("service.kubernetes.io/headless".into(), String::new());
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": service.metadata.name, "namespace": service.metadata.namespace, "labels": labels},
+        "subsets": subsets,
+    })
+}
+
+fn port_json(port: &ResolvedPort) -> Value {
+    let mut value = json!({"port": port.port, "protocol": port.protocol});
+    if let Some(name) = &port.name {
+        value["name"] = name.clone().into();
+    }
+    if let Some(app) = &port.app_protocol {
+        value["appProtocol"] = app.clone().into();
+    }
+    value
+}
+
+/// What a sync of the Services' endpoints does.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    Create(Value),
+    /// Replace an object's contents (labels, and subsets or endpoints and ports).
+    Patch {
+        namespace: String,
+        name: String,
+        patch: Value,
+    },
+    Delete {
+        namespace: String,
+        name: String,
+    },
+}
+
+/// The Services whose endpoints the controllers keep (with a selector, not
+/// ExternalName), each with the pods of its namespace.
+fn with_selector<'a, 'p>(services: &[&'a Service], pods: &[&'p Pod]) -> Vec<(&'a Service, Vec<&'p Pod>)> {
+    services
+        .iter()
+        .filter(|service| {
+            let spec = service.spec.as_ref();
+            spec.and_then(|s| s.selector.as_ref()).is_some_and(|s| !s.is_empty())
+                && spec.and_then(|s| s.type_.as_deref()) != Some("ExternalName")
+        })
+        .map(|service| {
+            let namespace = service.metadata.namespace.as_deref();
+            (*service, pods.iter().copied().filter(|p| p.metadata.namespace.as_deref() == namespace).collect())
+        })
+        .collect()
+}
+
+/// The Endpoints to write: one per Service with a selector, and none left of ours for a
+/// Service that is gone or has lost its selector.
+pub fn sync_endpoints(services: &[&Service], pods: &[&Pod], existing: &[&Endpoints]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut wanted = HashSet::new();
+    for (service, in_namespace) in with_selector(services, pods) {
+        let namespace = service.metadata.namespace.clone().unwrap_or_default();
+        let name = service.metadata.name.clone().unwrap_or_default();
+        wanted.insert((namespace.clone(), name.clone()));
+        let mut desired = desired_endpoints(service, &in_namespace);
+        let current = existing
+            .iter()
+            .find(|e| e.metadata.namespace.as_deref() == Some(&namespace) && e.metadata.name.as_deref() == Some(&name));
+        match current {
+            None => {
+                desired["metadata"]["annotations"] = json!({TRIGGER_TIME: crate::client::now()});
+                actions.push(Action::Create(desired));
+            }
+            Some(current) => {
+                let subsets = serde_json::to_value(current.subsets.clone().unwrap_or_default()).unwrap_or_default();
+                let labels = json!(current.metadata.labels.clone().unwrap_or_default());
+                if subsets != desired["subsets"] || labels != desired["metadata"]["labels"] {
+                    let patch = json!({
+                        "metadata": {"labels": desired["metadata"]["labels"], "annotations": {TRIGGER_TIME: crate::client::now()}},
+                        "subsets": desired["subsets"],
+                    });
+                    actions.push(Action::Patch { namespace, name, patch });
+                }
+            }
+        }
+    }
+    for endpoints in existing {
+        let key = (
+            endpoints.metadata.namespace.clone().unwrap_or_default(),
+            endpoints.metadata.name.clone().unwrap_or_default(),
+        );
+        let ours = endpoints.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(TRIGGER_TIME));
+        if ours && !wanted.contains(&key) {
+            actions.push(Action::Delete { namespace: key.0, name: key.1 });
+        }
+    }
+    actions
+}
+
+/// A slice's endpoints and ports, as it is written.
+fn slice_content(service: &Service, ports: &[ResolvedPort], endpoints: &[Endpoint]) -> (Value, Value) {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|e| {
+            let mut endpoint = json!({
+                "addresses": [e.ip],
+                "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
+                "targetRef": target_ref(e.pod),
+            });
+            if let Some(node) = e.pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                endpoint["nodeName"] = node.into();
+            }
+            if let Some(hostname) = hostname(service, e.pod) {
+                endpoint["hostname"] = hostname.into();
+            }
+            endpoint
+        })
+        .collect();
+    (endpoints.into(), ports.iter().map(port_json).collect::<Vec<_>>().into())
+}
+
+fn slice_labels(service: &Service) -> Value {
+    let mut labels = service.metadata.labels.clone().unwrap_or_default();
+    labels.insert(SERVICE_NAME.into(), service.metadata.name.clone().unwrap_or_default());
+    labels.insert(MANAGED_BY.into(), SLICE_CONTROLLER.into());
+    if service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None") {
+        labels.insert("service.kubernetes.io/headless".into(), String::new());
+    }
+    json!(labels)
+}
+
+/// The EndpointSlices to write for every Service with a selector: one slice per port set
+/// (split every 100 endpoints), existing slices reused in place, the extra ones deleted.
+/// A Service that is gone takes its slices with it (they are owned by it).
+pub fn sync_slices(services: &[&Service], pods: &[&Pod], existing: &[&EndpointSlice]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (service, in_namespace) in with_selector(services, pods) {
+        let namespace = service.metadata.namespace.clone().unwrap_or_default();
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let mut desired: Vec<(Value, Value)> = Vec::new();
+        for (ports, endpoints) in endpoints_of(service, &in_namespace) {
+            for chunk in endpoints.chunks(SLICE_SIZE) {
+                desired.push(slice_content(service, &ports, chunk));
+            }
+        }
+        if desired.is_empty() {
+            // A Service with no endpoints still has one slice, empty: a placeholder, as
+            // kube-controller-manager keeps.
+            desired.push(slice_content(service, &[], &[]));
+        }
+        let labels = slice_labels(service);
+        let mut mine: Vec<&EndpointSlice> = existing
+            .iter()
+            .copied()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(&namespace))
+            .filter(|s| {
+                let labels = s.metadata.labels.as_ref();
+                labels.and_then(|l| l.get(SERVICE_NAME)) == Some(&name)
+                    && labels.and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some(SLICE_CONTROLLER)
+            })
+            .collect();
+        mine.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let content = |s: &EndpointSlice| {
+            (
+                serde_json::to_value(&s.endpoints).unwrap_or_default(),
+                serde_json::to_value(s.ports.clone().unwrap_or_default()).unwrap_or_default(),
+            )
+        };
+        // Slices that already say what one desired slice says are kept as they are.
+        let mut unmatched: Vec<(Value, Value)> = Vec::new();
+        for wanted in desired {
+            match mine.iter().position(|s| content(s) == wanted) {
+                Some(i) => {
+                    let slice = mine.remove(i);
+                    if json!(slice.metadata.labels.clone().unwrap_or_default()) != labels {
+                        let patch = json!({"metadata": {"labels": labels}});
+                        actions.push(Action::Patch {
+                            namespace: namespace.clone(),
+                            name: slice.metadata.name.clone().unwrap_or_default(),
+                            patch,
+                        });
+                    }
+                }
+                None => unmatched.push(wanted),
+            }
+        }
+        for (endpoints, ports) in unmatched {
+            match mine.pop() {
+                Some(slice) => {
+                    let patch = json!({"metadata": {"labels": labels}, "endpoints": endpoints, "ports": ports});
+                    actions.push(Action::Patch {
+                        namespace: namespace.clone(),
+                        name: slice.metadata.name.clone().unwrap_or_default(),
+                        patch,
+                    });
+                }
+                None => actions.push(Action::Create(json!({
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "generateName": format!("{name}-"),
+                        "namespace": namespace,
+                        "labels": labels,
+                        "ownerReferences": [controller_ref("v1", "Service", &service.metadata)],
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": endpoints,
+                    "ports": ports,
+                }))),
+            }
+        }
+        for extra in mine {
+            actions.push(Action::Delete {
+                namespace: namespace.clone(),
+                name: extra.metadata.name.clone().unwrap_or_default(),
+            });
+        }
+    }
+    actions
+}
+
+/// Keeps the Services' Endpoints until the process ends.
+pub fn start_endpoints(client: Client, informers: &Arc<Informers>) {
+    start(client, informers, Informers::endpoints, sync_endpoints);
+}
+
+/// Keeps the Services' EndpointSlices until the process ends.
+pub fn start_slices(client: Client, informers: &Arc<Informers>) {
+    start(client, informers, Informers::slices, sync_slices);
+}
+
+/// Keeps the objects of kind `K` that `sync` derives from Services and pods.
+fn start<K>(
+    client: Client,
+    informers: &Arc<Informers>,
+    existing: fn(&Informers) -> &Informer<K>,
+    sync: fn(&[&Service], &[&Pod], &[&K]) -> Vec<Action>,
+) where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let wake = Arc::new(Notify::new());
+    informers.services().subscribe(&wake);
+    informers.pods().subscribe(&wake);
+    existing(informers).subscribe(&wake);
+    let informers = informers.clone();
+    super::level_triggered(wake, move || {
+        let (client, informers) = (client.clone(), informers.clone());
+        async move {
+            if !(informers.services().ready().await
+                && informers.pods().ready().await
+                && existing(&informers).ready().await)
+            {
+                return None;
+            }
+            let (services, pods, current) =
+                (informers.services().all(), informers.pods().all(), existing(&informers).all());
+            let actions = sync(&refs(&services), &refs(&pods), &refs(&current));
+            apply::<K>(&client, actions).await
+        }
+    });
+}
+
+fn refs<K>(objects: &[Arc<K>]) -> Vec<&K> {
+    objects.iter().map(|o| &**o).collect()
+}
+
+/// Writes the actions; asks to look again soon when one failed.
+async fn apply<K>(client: &Client, actions: Vec<Action>) -> Option<std::time::Duration>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let writes = actions.into_iter().map(|action| {
+        let client = client.clone();
+        async move {
+            match action {
+                Action::Create(object) => {
+                    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+                    let name = object["metadata"]["name"]
+                        .as_str()
+                        .or(object["metadata"]["generateName"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    let Ok(typed) = serde_json::from_value::<K>(object) else { return false };
+                    let api: Api<K> = Api::namespaced(client, &namespace);
+                    super::report(api.create(&PostParams::default(), &typed).await, &K::kind(&()), &name)
+                }
+                Action::Patch { namespace, name, patch } => {
+                    let api: Api<K> = Api::namespaced(client, &namespace);
+                    super::report(
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await,
+                        &K::kind(&()),
+                        &name,
+                    )
+                }
+                Action::Delete { namespace, name } => {
+                    let api: Api<K> = Api::namespaced(client, &namespace);
+                    match api.delete(&name, &DeleteParams::default()).await {
+                        Err(kube::Error::Api(e)) if e.code == 404 => true,
+                        result => super::report(result, &K::kind(&()), &name),
+                    }
+                }
+            }
+        }
+    });
+    (!super::run_all(writes).await).then_some(std::time::Duration::from_secs(1))
+}

@@ -1,0 +1,119 @@
+//! The reflectors the controllers share: one watch per kind, made when a controller first
+//! asks for it, waking every controller that subscribed.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::Notify;
+
+/// One kind's cache, and who is woken when it changes.
+pub struct Informer<K: kube::Resource<DynamicType = ()> + 'static> {
+    pub store: Store<K>,
+    subscribers: Arc<Mutex<Vec<Arc<Notify>>>>,
+    /// Whether the first full list is in. (Not `Store::wait_until_ready`: its one-shot
+    /// channel wakes only the last of several tasks waiting at once.)
+    listed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<K> Informer<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn start(client: kube::Client) -> Informer<K> {
+        let (store, writer) = reflector::store();
+        let subscribers: Arc<Mutex<Vec<Arc<Notify>>>> = Arc::default();
+        let woken = subscribers.clone();
+        let (list_done, listed) = tokio::sync::watch::channel(false);
+        let stream = watcher(Api::<K>::all(client), watcher::Config::default()).default_backoff().reflect(writer);
+        tokio::spawn(stream.for_each(move |event| {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    list_done.send_replace(true);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("the watch of {}: {e}", K::plural(&())),
+            }
+            for subscriber in woken.lock().expect("subscribers").iter() {
+                subscriber.notify_one();
+            }
+            async {}
+        }));
+        Informer { store, subscribers, listed }
+    }
+
+    /// Wakes `wake` at each change from now on.
+    pub fn subscribe(&self, wake: &Arc<Notify>) -> &Informer<K> {
+        self.subscribers.lock().expect("subscribers").push(wake.clone());
+        self
+    }
+
+    /// Waits for the first full list; false if the watch ended before it.
+    pub async fn ready(&self) -> bool {
+        self.listed.clone().wait_for(|listed| *listed).await.is_ok()
+    }
+
+    pub fn all(&self) -> Vec<Arc<K>> {
+        self.store.state()
+    }
+}
+
+/// Every kind a controller watches, each watched once.
+pub struct Informers {
+    client: kube::Client,
+    pods: OnceLock<Informer<Pod>>,
+    nodes: OnceLock<Informer<Node>>,
+    services: OnceLock<Informer<Service>>,
+    endpoints: OnceLock<Informer<Endpoints>>,
+    slices: OnceLock<Informer<EndpointSlice>>,
+    replica_sets: OnceLock<Informer<ReplicaSet>>,
+    deployments: OnceLock<Informer<Deployment>>,
+}
+
+impl Informers {
+    pub fn new(client: kube::Client) -> Informers {
+        Informers {
+            client,
+            pods: OnceLock::new(),
+            nodes: OnceLock::new(),
+            services: OnceLock::new(),
+            endpoints: OnceLock::new(),
+            slices: OnceLock::new(),
+            replica_sets: OnceLock::new(),
+            deployments: OnceLock::new(),
+        }
+    }
+
+    pub fn pods(&self) -> &Informer<Pod> {
+        self.pods.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn nodes(&self) -> &Informer<Node> {
+        self.nodes.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn services(&self) -> &Informer<Service> {
+        self.services.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn endpoints(&self) -> &Informer<Endpoints> {
+        self.endpoints.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn slices(&self) -> &Informer<EndpointSlice> {
+        self.slices.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn replica_sets(&self) -> &Informer<ReplicaSet> {
+        self.replica_sets.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn deployments(&self) -> &Informer<Deployment> {
+        self.deployments.get_or_init(|| Informer::start(self.client.clone()))
+    }
+}

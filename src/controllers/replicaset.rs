@@ -1,0 +1,293 @@
+//! The ReplicaSet controller (kube-controller-manager's replicaset): as many active pods
+//! as `spec.replicas` asks, made from the template; pods adopted and released by the
+//! selector; the status counted from the pods. Expectations (pods made or deleted that
+//! the cache has not shown yet) stop a burst from being doubled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::informers::Informers;
+use super::objects::{Claim, availability, claim, controller_ref, is_active, is_ready, now};
+use crate::client::message;
+
+/// At most this many pods are made or deleted in one pass (kube-controller-manager's
+/// burstReplicas).
+const BURST: usize = 500;
+
+/// How long expectations wait for the cache before they are given up on.
+const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the controller does to one ReplicaSet's pods and status.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    Claim(Claim),
+    /// Make `count` pods like this one.
+    Create {
+        count: usize,
+        pod: Value,
+    },
+    Delete {
+        pod: String,
+        uid: String,
+    },
+    Status(Value),
+}
+
+/// Pods made and deleted that the cache has yet to show.
+#[derive(Default, Debug)]
+pub struct Expectations {
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    since: Option<Instant>,
+}
+
+impl Expectations {
+    /// Whether the cache shows everything expected (or it waited too long for it).
+    fn satisfied(&self, pods: &[&Pod]) -> bool {
+        if self.created.is_empty() && self.deleted.is_empty() {
+            return true;
+        }
+        if self.since.is_some_and(|since| since.elapsed() > EXPECTATIONS_TIMEOUT) {
+            return true;
+        }
+        let names: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+        let live: HashSet<&str> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.created.iter().all(|n| names.contains(n.as_str()))
+            && self.deleted.iter().all(|u| !live.contains(u.as_str()))
+    }
+}
+
+/// What one ReplicaSet needs done, from it, the pods of its namespace, and whether its
+/// expectations are met. Also returns when to look again (a pod becoming available).
+pub fn sync(rs: &ReplicaSet, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Vec<Action>, Option<Duration>) {
+    let mut actions = Vec::new();
+    let spec = rs.spec.as_ref().cloned().unwrap_or_default();
+    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone());
+
+    let reference = controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    let (owned, claims) = claim(&rs.metadata, &reference, &spec.selector, pods, is_active);
+    actions.extend(claims.into_iter().map(Action::Claim));
+    let active: Vec<&Pod> = owned.iter().copied().filter(|p| is_active(p)).collect();
+    let wanted = spec.replicas.unwrap_or(1).max(0) as usize;
+    if expectations_met && !deleting {
+        if active.len() < wanted {
+            let count = (wanted - active.len()).min(BURST);
+            actions.push(Action::Create { count, pod: pod_from_template(rs) });
+        } else if active.len() > wanted {
+            let mut doomed = active.clone();
+            doomed.sort_by_key(|p| deletion_rank(p, now));
+            for pod in doomed.into_iter().take((active.len() - wanted).min(BURST)) {
+                actions.push(Action::Delete {
+                    pod: pod.metadata.name.clone().unwrap_or_default(),
+                    uid: pod.metadata.uid.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    let min_ready = Duration::from_secs(spec.min_ready_seconds.unwrap_or(0).max(0) as u64);
+    let mut requeue: Option<Duration> = None;
+    let mut available = 0;
+    for pod in &active {
+        let (is_available, wait) = availability(pod, min_ready, now);
+        available += is_available as i32;
+        requeue = super::sooner(requeue, wait);
+    }
+    let fully_labeled = active
+        .iter()
+        .filter(|p| {
+            template_labels.iter().flatten().all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+        })
+        .count();
+    let status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": active.iter().filter(|p| is_ready(p)).count(),
+        "availableReplicas": available,
+        "observedGeneration": rs.metadata.generation,
+    });
+    let current = serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
+    let differs = status
+        .as_object()
+        .expect("object")
+        .iter()
+        .any(|(k, v)| current[k].as_i64().unwrap_or(0) != v.as_i64().unwrap_or(0));
+    if differs {
+        actions.push(Action::Status(status));
+    }
+    (actions, requeue)
+}
+
+/// Which pods go first when there are too many (kube-controller-manager's ActivePods
+/// order): unscheduled, then pending, then not ready, then the newest.
+fn deletion_rank(pod: &Pod, now: &Time) -> (bool, u8, bool, std::cmp::Reverse<i64>) {
+    let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") | None => 0,
+        Some("Unknown") => 1,
+        _ => 2,
+    };
+    let created = pod.metadata.creation_timestamp.as_ref().unwrap_or(now).0.as_second();
+    (scheduled, phase, is_ready(pod), std::cmp::Reverse(created))
+}
+
+/// A pod as the ReplicaSet's template describes it, owned by the ReplicaSet.
+fn pod_from_template(rs: &ReplicaSet) -> Value {
+    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let meta = template.metadata.unwrap_or_default();
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": format!("{name}-"),
+            "namespace": rs.metadata.namespace,
+            "labels": meta.labels,
+            "annotations": meta.annotations,
+            "finalizers": meta.finalizers,
+            "ownerReferences": [controller_ref("apps/v1", "ReplicaSet", &rs.metadata)],
+        },
+        "spec": template.spec,
+    })
+}
+
+/// Keeps every ReplicaSet's pods until the process ends.
+pub fn start(client: Client, informers: &Arc<Informers>) {
+    let wake = Arc::new(Notify::new());
+    informers.replica_sets().subscribe(&wake);
+    informers.pods().subscribe(&wake);
+    let informers = informers.clone();
+    let expectations: Arc<Mutex<HashMap<String, Expectations>>> = Arc::default();
+    super::level_triggered(wake, move || {
+        let (client, informers, expectations) = (client.clone(), informers.clone(), expectations.clone());
+        async move {
+            if !informers.replica_sets().ready().await || !informers.pods().ready().await {
+                return None;
+            }
+            let pods = informers.pods().all();
+            let now = now();
+            let mut requeue = None;
+            for rs in informers.replica_sets().all() {
+                let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+                let in_namespace: Vec<&Pod> =
+                    pods.iter().map(|p| &**p).filter(|p| p.metadata.namespace.as_deref() == Some(&namespace)).collect();
+                let key = rs.metadata.uid.clone().unwrap_or_default();
+                let met =
+                    expectations.lock().expect("expectations").get(&key).is_none_or(|e| e.satisfied(&in_namespace));
+                let (actions, wait) = sync(&rs, &in_namespace, met, &now);
+                requeue = super::sooner(requeue, wait);
+                if met {
+                    expectations.lock().expect("expectations").remove(&key);
+                }
+                if !apply(&client, &rs, actions, &expectations).await {
+                    requeue = super::sooner(requeue, Some(Duration::from_secs(1)));
+                }
+            }
+            let live: HashSet<String> =
+                informers.replica_sets().all().iter().filter_map(|rs| rs.metadata.uid.clone()).collect();
+            expectations.lock().expect("expectations").retain(|uid, _| live.contains(uid));
+            requeue
+        }
+    });
+}
+
+/// Does what `sync` decided; false when something failed (it is tried again).
+async fn apply(
+    client: &Client,
+    rs: &ReplicaSet,
+    actions: Vec<Action>,
+    expectations: &Mutex<HashMap<String, Expectations>>,
+) -> bool {
+    let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+    let name = rs.metadata.name.as_deref().unwrap_or_default();
+    let key = rs.metadata.uid.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut ok = true;
+    for action in actions {
+        ok &= match action {
+            Action::Claim(Claim::Adopt { name: pod, patch } | Claim::Release { name: pod, patch }) => {
+                super::report(pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)).await, "pod", &pod)
+            }
+            Action::Create { count, pod } => {
+                let pod = match serde_json::from_value::<Pod>(pod) {
+                    Ok(pod) => pod,
+                    Err(e) => {
+                        tracing::warn!("replicaset {namespace}/{name}: its template is no pod: {e}");
+                        return false;
+                    }
+                };
+                // Slow start, as kube-controller-manager's: 1, 2, 4… at once, stopping at
+                // the first failure (a quota, an invalid template) rather than failing
+                // `count` times.
+                let mut made = 0;
+                let mut batch = 1;
+                let mut all_made = true;
+                while made < count && all_made {
+                    let n = batch.min(count - made);
+                    let writes = (0..n).map(|_| {
+                        let (pods, pod, key) = (pods.clone(), pod.clone(), key.clone());
+                        async move {
+                            match pods.create(&PostParams::default(), &pod).await {
+                                Ok(created) => {
+                                    let mut all = expectations.lock().expect("expectations");
+                                    let pending = all.entry(key.clone()).or_default();
+                                    pending.since.get_or_insert_with(Instant::now);
+                                    pending.created.insert(created.metadata.name.unwrap_or_default());
+                                    true
+                                }
+                                Err(e) => {
+                                    tracing::warn!("replicaset {namespace}/{name}: create pod: {}", message(&e));
+                                    false
+                                }
+                            }
+                        }
+                    });
+                    all_made = super::run_all(writes).await;
+                    made += n;
+                    batch *= 2;
+                }
+                all_made
+            }
+            Action::Delete { pod, uid } => {
+                {
+                    let mut all = expectations.lock().expect("expectations");
+                    let pending = all.entry(key.clone()).or_default();
+                    pending.since.get_or_insert_with(Instant::now);
+                    pending.deleted.insert(uid);
+                }
+                match pods.delete(&pod, &DeleteParams::default()).await {
+                    Ok(_) => true,
+                    Err(kube::Error::Api(e)) if e.code == 404 => true,
+                    Err(e) => {
+                        tracing::warn!("replicaset {namespace}/{name}: delete pod {pod}: {}", message(&e));
+                        false
+                    }
+                }
+            }
+            Action::Status(status) => {
+                let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+                let patch = json!({"status": status});
+                super::report(
+                    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await,
+                    "replicaset",
+                    name,
+                )
+            }
+        };
+    }
+    ok
+}

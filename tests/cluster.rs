@@ -1,0 +1,282 @@
+//! `podctl up` — API server, controllers, scheduler and node agent in one process — driven
+//! by the real kubectl as a user drives a cluster: Deployments scaled, rolled out and back,
+//! self-healing, Services reaching their pods, cascading deletion, and a restart that
+//! leaves the pods running. Everything lives in a scratch node's network namespace.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::node::Node;
+
+const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl";
+
+/// A web server that answers with its pod's name, ready once it listens.
+fn web_deployment(name: &str, replicas: u32, image: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: {image}
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe:
+          tcpSocket: {{port: http}}
+          periodSeconds: 1
+"#
+    )
+}
+
+/// `podctl up` on a scratch node, killed when dropped (before the node removes its pods).
+struct Up {
+    process: Option<Child>,
+    node: Node,
+}
+
+impl Up {
+    fn start() -> Up {
+        let node = Node::new(PODCTL).with_busybox_as("busybox:1.36").with_busybox_as("busybox:1.37");
+        let mut up = Up { process: None, node };
+        up.launch(&[]);
+        up
+    }
+
+    fn launch(&mut self, flags: &[&str]) {
+        let log = std::fs::File::options().create(true).append(true).open(self.node.dir.path().join("up.log")).unwrap();
+        let child = self
+            .node
+            .command()
+            .args(["up", "--node-name", "test-node", "--service-cluster-ip-range", "10.96.0.0/24"])
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.process = Some(child);
+        self.wait("the node is Ready", 30, || {
+            let node = self.json(&["get", "node", "test-node"]);
+            conditions(&node).get("Ready").is_some_and(|s| s == "True")
+        });
+    }
+
+    /// Stops `podctl up` as systemd would (SIGTERM) and waits for it.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.process.take().unwrap();
+        // SAFETY: a signal to our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "podctl up did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(KUBECTL);
+        testkit::netns::enter_path(self.node.netns.path(), &mut cmd);
+        cmd.args(args)
+            .env("KUBECONFIG", self.node.data_dir().join("kubeconfig"))
+            .env("HOME", self.node.dir.path().join("kubectl-home"));
+        cmd
+    }
+
+    fn kubectl_output(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_stdin(args, "")
+    }
+
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_output(args, stdin);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let out = self.kubectl_output(&args, "");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The pods of a label selector: name → object.
+    fn pods(&self, selector: &str) -> HashMap<String, Value> {
+        let list = self.json(&["get", "pods", "-l", selector]);
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p.clone()))
+            .collect()
+    }
+
+    /// The ready, not terminating pods of a selector.
+    fn ready_pods(&self, selector: &str) -> HashMap<String, Value> {
+        self.pods(selector)
+            .into_iter()
+            .filter(|(_, p)| ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+            .collect()
+    }
+
+    fn wait(&self, what: &str, seconds: u64, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !check() {
+            if Instant::now() > deadline {
+                let out = self.kubectl_output(&["get", "deploy,rs,pods,svc,endpointslices", "-o", "wide"], "");
+                let state = text(&out.stdout) + &text(&out.stderr);
+                let events = text(&self.kubectl_output(&["get", "events", "-A"], "").stdout);
+                let log = std::fs::read_to_string(self.node.dir.path().join("up.log")).unwrap_or_default();
+                panic!("{what}: not within {seconds}s\n{state}\n{events}\nup:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// An HTTP GET of `ip:port` from inside the node's network namespace (its "host"): the
+    /// body.
+    fn fetch_from_node(&self, ip: &str, port: i64) -> String {
+        let mut cmd = Command::new("busybox");
+        testkit::netns::enter_path(self.node.netns.path(), &mut cmd);
+        let out = cmd.args(["sh", "-c", &http_get(ip, port)]).output().unwrap();
+        body(&text(&out.stdout))
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A shell command that GETs `/` from `ip:port` over plain TCP (busybox's static wget
+/// cannot resolve even an address without the C library's name service modules).
+fn http_get(ip: &str, port: i64) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} {port}")
+}
+
+/// The body of an HTTP response.
+fn body(response: &str) -> String {
+    response.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn conditions(object: &Value) -> HashMap<String, String> {
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (c["type"].as_str().unwrap_or("").to_string(), c["status"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn ready(pod: &Value) -> bool {
+    conditions(pod).get("Ready").is_some_and(|s| s == "True")
+}
+
+fn image_of(pod: &Value) -> String {
+    pod["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_deployment_runs_heals_scales_and_is_served_by_its_service() {
+    let up = Up::start();
+    up.kubectl_stdin(&["apply", "-f", "-"], &web_deployment("web", 3, "busybox:1.36"));
+    up.wait("3 ready pods", 60, || up.ready_pods("app=web").len() == 3);
+    let pods = up.ready_pods("app=web");
+    let ips: std::collections::HashSet<&str> = pods.values().map(|p| p["status"]["podIP"].as_str().unwrap()).collect();
+    assert_eq!(ips.len(), 3, "distinct pod IPs: {ips:?}");
+    for pod in pods.values() {
+        assert_eq!(pod["spec"]["nodeName"], "test-node");
+        assert!(pod["metadata"]["labels"]["pod-template-hash"].is_string());
+    }
+    up.wait("the deployment available", 30, || {
+        let d = up.json(&["get", "deployment", "web"]);
+        d["status"]["availableReplicas"] == 3 && conditions(&d).get("Available").is_some_and(|s| s == "True")
+    });
+    let status = up.kubectl(&["rollout", "status", "deployment/web", "--timeout=30s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+
+    // The Service reaches every pod: by its cluster IP from a pod, by its node port from
+    // the node.
+    up.kubectl(&["expose", "deployment", "web", "--port=80", "--target-port=http", "--type=NodePort"]);
+    let service = up.json(&["get", "service", "web"]);
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    up.wait("the service's endpoints", 30, || {
+        let slices = up.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+        let ready = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        let endpoints = up.json(&["get", "endpoints", "web"]);
+        let addresses = endpoints["subsets"][0]["addresses"].as_array().map_or(0, |a| a.len());
+        ready == 3 && addresses == 3 && endpoints["subsets"][0]["ports"][0]["port"] == 8080
+    });
+    let client = pods.keys().next().unwrap().clone();
+    let names: std::collections::HashSet<String> = pods.keys().cloned().collect();
+    up.wait("answers from all 3 pods through the cluster IP", 30, || {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..30 {
+            let out = up.kubectl_output(&["exec", &client, "--", "sh", "-c", &http_get(&cluster_ip, 80)], "");
+            seen.insert(body(&text(&out.stdout)));
+        }
+        names.iter().all(|n| seen.contains(n))
+    });
+    // On the node's own address (kube-proxy leaves loopback out of node ports).
+    let from_node = up.fetch_from_node("10.88.0.1", node_port);
+    assert!(names.contains(&from_node), "node port: {from_node:?}");
+
+    // A deleted pod is replaced.
+    let victim = pods.keys().next().unwrap().clone();
+    up.kubectl(&["delete", "pod", &victim, "--wait=false"]);
+    up.wait("a replacement pod", 60, || {
+        let ready = up.ready_pods("app=web");
+        ready.len() == 3 && !ready.contains_key(&victim)
+    });
+
+    // Scaled up and down.
+    up.kubectl(&["scale", "deployment", "web", "--replicas=5"]);
+    up.wait("5 ready pods", 60, || up.ready_pods("app=web").len() == 5);
+    up.kubectl(&["scale", "deployment", "web", "--replicas=1"]);
+    up.wait("1 pod left", 60, || up.pods("app=web").len() == 1);
+
+    // The ClusterIP of the range's first address is the API server's own Service.
+    let kubernetes = up.json(&["get", "service", "kubernetes"]);
+    assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");
+    assert_eq!(up.json(&["get", "endpoints", "kubernetes"])["subsets"][0]["ports"][0]["name"], "https");
+}
