@@ -280,3 +280,251 @@ fn a_deployment_runs_heals_scales_and_is_served_by_its_service() {
     assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");
     assert_eq!(up.json(&["get", "endpoints", "kubernetes"])["subsets"][0]["ports"][0]["name"], "https");
 }
+
+/// Follows the pods of a selector through a watch (kubectl get -w), keeping the fewest
+/// ready and the most live pods seen at any moment.
+struct PodWatch {
+    child: Child,
+    seen: std::sync::Arc<std::sync::Mutex<(usize, usize)>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PodWatch {
+    /// Counts from when the watch has listed the `initial` pods there are.
+    fn start(up: &Up, selector: &str, initial: usize) -> PodWatch {
+        let mut child = up
+            .kubectl_command(&["get", "pods", "-l", selector, "-w", "--output-watch-events", "-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new((usize::MAX, 0)));
+        let shared = seen.clone();
+        let reader = std::thread::spawn(move || {
+            let mut pods: HashMap<String, (bool, bool)> = HashMap::new();
+            let mut listed = false;
+            for event in serde_json::Deserializer::from_reader(std::io::BufReader::new(stdout)).into_iter::<Value>() {
+                let Ok(event) = event else { break };
+                let pod = &event["object"];
+                let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                if event["type"] == "DELETED" {
+                    pods.remove(&name);
+                } else {
+                    pods.insert(name, (ready(pod), !pod["metadata"]["deletionTimestamp"].is_null()));
+                }
+                let live = pods.values().filter(|(_, deleting)| !deleting).count();
+                let ready = pods.values().filter(|(ready, deleting)| *ready && !deleting).count();
+                listed |= pods.len() >= initial;
+                if !listed {
+                    continue;
+                }
+                let mut seen = shared.lock().unwrap();
+                seen.0 = seen.0.min(ready);
+                seen.1 = seen.1.max(live);
+            }
+        });
+        PodWatch { child, seen, reader: Some(reader) }
+    }
+
+    /// (fewest ready, most live) seen so far.
+    fn extremes(&self) -> (usize, usize) {
+        *self.seen.lock().unwrap()
+    }
+}
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+fn rollout_deployment() -> String {
+    web_deployment("roll", 4, "busybox:1.36").replace(
+        "  replicas: 4\n",
+        "  replicas: 4\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n",
+    )
+}
+
+#[test]
+fn a_rollout_keeps_within_surge_and_unavailability_and_is_undone() {
+    let up = Up::start();
+    up.kubectl_stdin(&["apply", "-f", "-"], &rollout_deployment());
+    up.kubectl(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
+    assert_eq!(up.ready_pods("app=roll").len(), 4);
+
+    let watch = PodWatch::start(&up, "app=roll", 4);
+    up.wait("the watch lists the pods", 10, || watch.extremes().1 == 4);
+    up.kubectl(&["set", "image", "deployment/roll", "web=busybox:1.37"]);
+    let status = up.kubectl(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    up.wait("only new pods", 30, || {
+        let pods = up.pods("app=roll");
+        pods.len() == 4 && pods.values().all(|p| image_of(p) == "busybox:1.37" && ready(p))
+    });
+    let (fewest_ready, most_live) = watch.extremes();
+    drop(watch);
+    assert!(fewest_ready >= 3, "ready pods fell to {fewest_ready}, below replicas - maxUnavailable");
+    assert!(most_live <= 5, "{most_live} pods at once, above replicas + maxSurge");
+
+    // Revision 3 changes the environment; undo goes back to revision 2's template, and
+    // --to-revision=1 to the first.
+    up.kubectl(&["set", "env", "deployment/roll", "FOO=bar"]);
+    up.kubectl(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
+    let history = up.kubectl(&["rollout", "history", "deployment/roll"]);
+    for revision in ["1", "2", "3"] {
+        assert!(history.lines().any(|l| l.split_whitespace().next() == Some(revision)), "{history}");
+    }
+    up.kubectl(&["rollout", "undo", "deployment/roll"]);
+    up.kubectl(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
+    let template = &up.json(&["get", "deployment", "roll"])["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(template["image"], "busybox:1.37");
+    assert!(template["env"].is_null(), "{template}");
+    up.kubectl(&["rollout", "undo", "deployment/roll", "--to-revision=1"]);
+    up.kubectl(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
+    let deployment = up.json(&["get", "deployment", "roll"]);
+    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1.36");
+    assert_eq!(deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "5");
+    up.wait("the first template's pods", 30, || {
+        let pods = up.pods("app=roll");
+        pods.len() == 4 && pods.values().all(|p| image_of(p) == "busybox:1.36")
+    });
+    // Old ReplicaSets stay, scaled to 0, for later undos.
+    let sets = up.json(&["get", "replicasets", "-l", "app=roll"]);
+    let sizes: Vec<i64> =
+        sets["items"].as_array().unwrap().iter().map(|rs| rs["spec"]["replicas"].as_i64().unwrap()).collect();
+    assert_eq!(sizes.iter().sum::<i64>(), 4, "{sizes:?}");
+    let templates: Vec<String> = sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rs| format!("{} {}\n", rs["metadata"]["name"], rs["spec"]["template"]))
+        .collect();
+    assert_eq!(
+        sizes.len(),
+        3,
+        "one ReplicaSet per template: {sizes:?} {templates:?} {}",
+        up.json(&["get", "deployment", "roll"])["spec"]["template"]
+    );
+}
+
+#[test]
+fn deleting_a_deployment_cascades_in_the_background_in_the_foreground_or_orphans() {
+    let up = Up::start();
+    for name in ["back", "fore", "orphan"] {
+        up.kubectl_stdin(&["apply", "-f", "-"], &web_deployment(name, 2, "busybox:1.36"));
+    }
+    for name in ["back", "fore", "orphan"] {
+        up.wait(&format!("{name} ready"), 60, || up.ready_pods(&format!("app={name}")).len() == 2);
+    }
+
+    up.kubectl(&["delete", "deployment", "back"]);
+    up.wait("the background cascade", 60, || {
+        up.pods("app=back").is_empty()
+            && up.json(&["get", "replicasets", "-l", "app=back"])["items"] == serde_json::json!([])
+    });
+
+    up.kubectl(&["delete", "deployment", "fore", "--cascade=foreground", "--wait=false"]);
+    let deleting = up.json(&["get", "deployment", "fore"]);
+    assert!(
+        deleting["metadata"]["finalizers"].as_array().unwrap().iter().any(|f| f == "foregroundDeletion"),
+        "{deleting}"
+    );
+    // The owner goes last: while it is there, so are its dependents' objects or it waits.
+    up.wait("the foreground cascade", 60, || {
+        let gone = !up.kubectl_output(&["get", "deployment", "fore"], "").status.success();
+        let sets = up.json(&["get", "replicasets", "-l", "app=fore"]);
+        if gone {
+            assert_eq!(sets["items"], serde_json::json!([]), "the deployment went before its ReplicaSet");
+        }
+        gone && up.pods("app=fore").is_empty()
+    });
+
+    up.kubectl(&["delete", "deployment", "orphan", "--cascade=orphan"]);
+    up.wait("the orphaned ReplicaSet freed", 30, || {
+        let sets = up.json(&["get", "replicasets", "-l", "app=orphan"]);
+        sets["items"]
+            .as_array()
+            .is_some_and(|s| s.len() == 1 && s[0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty))
+    });
+    assert_eq!(up.ready_pods("app=orphan").len(), 2, "the orphaned pods keep running");
+}
+
+#[test]
+fn an_unschedulable_pod_says_why_and_is_placed_once_a_node_fits() {
+    let up = Up::start();
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: picky}
+spec:
+  nodeSelector: {disktype: ssd}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: app, image: "busybox:1.36", command: [sleep, "3600"]}
+"#;
+    up.kubectl_stdin(&["apply", "-f", "-"], pod);
+    let message = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.";
+    up.wait("the pod marked unschedulable", 30, || {
+        let pod = up.json(&["get", "pod", "picky"]);
+        pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["type"] == "PodScheduled"
+                && c["status"] == "False"
+                && c["reason"] == "Unschedulable"
+                && c["message"] == message
+        })
+    });
+    let events = up.kubectl(&["get", "events", "--field-selector", "involvedObject.name=picky"]);
+    assert!(events.contains("FailedScheduling") && events.contains(message), "{events}");
+
+    let hungry = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hungry}
+spec:
+  containers:
+  - {name: app, image: "busybox:1.36", command: [sleep, "3600"], resources: {requests: {cpu: "1000"}}}
+"#;
+    up.kubectl_stdin(&["apply", "-f", "-"], hungry);
+    up.wait("the greedy pod marked unschedulable", 30, || {
+        let pod = up.json(&["get", "pod", "hungry"]);
+        pod["status"]["conditions"][0]["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+    });
+
+    // A node that fits (the same one, labelled) takes the pod.
+    up.kubectl(&["label", "node", "test-node", "disktype=ssd"]);
+    up.wait("the pod placed and running", 60, || {
+        let pod = up.json(&["get", "pod", "picky"]);
+        pod["spec"]["nodeName"] == "test-node" && ready(&pod)
+    });
+}
+
+#[test]
+fn podctl_up_stopped_and_started_again_keeps_its_pods_running() {
+    let mut up = Up::start();
+    up.kubectl_stdin(&["apply", "-f", "-"], &web_deployment("web", 2, "busybox:1.36"));
+    up.wait("2 ready pods", 60, || up.ready_pods("app=web").len() == 2);
+    let before = up.ready_pods("app=web");
+    let status = up.stop();
+    assert!(status.success(), "podctl up on SIGTERM: {status}");
+    // The pods kept running while it was down.
+    for pod in before.values() {
+        let ip = pod["status"]["podIP"].as_str().unwrap();
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        assert_eq!(up.fetch_from_node(ip, 8080), name);
+    }
+    up.launch(&[]);
+    up.wait("the same pods ready", 60, || {
+        let after = up.ready_pods("app=web");
+        after.len() == 2 && after.keys().all(|k| before.contains_key(k))
+    });
+    for pod in up.ready_pods("app=web").values() {
+        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0, "{pod}");
+        let uid = pod["metadata"]["uid"].clone();
+        assert_eq!(before[pod["metadata"]["name"].as_str().unwrap()]["metadata"]["uid"], uid);
+    }
+}

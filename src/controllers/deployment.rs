@@ -126,9 +126,11 @@ pub fn template_hash(template: &Value, collisions: i32) -> String {
     hash.to_string().bytes().map(|b| ALPHABET[b as usize % ALPHABET.len()] as char).collect()
 }
 
-/// A pod template without its `pod-template-hash` label, as templates are compared.
+/// A pod template without its `pod-template-hash` label, as templates are compared: and
+/// without empty objects and lists, which Go's clients write for struct fields that are
+/// not set (kubectl rollout undo sends `resources: {}`) and which mean the same as none.
 fn without_hash(template: &Value) -> Value {
-    let mut template = template.clone();
+    let mut template = without_empty(template.clone());
     if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
         labels.remove(TEMPLATE_HASH);
         if labels.is_empty() {
@@ -139,6 +141,23 @@ fn without_hash(template: &Value) -> Value {
         template.as_object_mut().map(|t| t.remove("metadata"));
     }
     template
+}
+
+fn without_empty(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, without_empty(v)))
+                .filter(|(_, v)| {
+                    !(v.is_null()
+                        || v.as_object().is_some_and(|o| o.is_empty())
+                        || v.as_array().is_some_and(|a| a.is_empty()))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_empty).collect()),
+        other => other,
+    }
 }
 
 fn template_of_rs(rs: &ReplicaSet) -> Value {
@@ -832,6 +851,19 @@ mod tests {
     }
 
     #[test]
+    fn templates_that_differ_only_by_empty_fields_are_one_template() {
+        let stored = json!({"metadata": {"labels": {"app": "web", TEMPLATE_HASH: "abc"}},
+            "spec": {"containers": [{"name": "web", "image": "x"}]}});
+        let undone = json!({"metadata": {"labels": {"app": "web"}, "creationTimestamp": null},
+            "spec": {"containers": [{"name": "web", "image": "x", "resources": {}}]}});
+        assert_eq!(without_hash(&stored), without_hash(&undone));
+        assert_ne!(
+            without_hash(&stored),
+            without_hash(&json!({"spec": {"containers": [{"name": "web", "image": "y"}]}}))
+        );
+    }
+
+    #[test]
     fn a_new_deployment_gets_a_replica_set_of_its_template_at_revision_1() {
         let d = deployment(3, "busybox:1.36");
         let (actions, _) = sync(&d, &[], &[], &now());
@@ -844,5 +876,105 @@ mod tests {
         assert_eq!(rs.metadata.annotations.as_ref().unwrap()[REVISION], "1");
         assert!(controlled_by(&rs.metadata, "d-uid"));
         assert!(actions.contains(&Action::PatchDeployment(json!({"metadata": {"annotations": {REVISION: "1"}}}))));
+    }
+
+    fn set(name: &str, replicas: i32, available: i32, created: i64) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "uid": name, "creationTimestamp": time(created), "resourceVersion": "1"},
+            "spec": {"replicas": replicas, "selector": {}},
+            "status": {"replicas": replicas, "availableReplicas": available, "readyReplicas": available},
+        }))
+        .unwrap()
+    }
+
+    fn time(seconds: i64) -> String {
+        format!("2026-01-01T00:00:{seconds:02}Z")
+    }
+
+    fn sizes(sets: &[ReplicaSet], f: impl Fn(&mut Vec<Set>)) -> Vec<i32> {
+        let mut model: Vec<Set> = sets
+            .iter()
+            .map(|rs| Set { rs, replicas: rs.spec.as_ref().unwrap().replicas.unwrap(), annotations: BTreeMap::new() })
+            .collect();
+        f(&mut model);
+        model.iter().map(|s| s.replicas).collect()
+    }
+
+    #[test]
+    fn surge_rounds_up_unavailability_down_and_both_cannot_be_zero() {
+        let spec = |surge: IntOrString, unavailable: IntOrString| DeploymentSpec {
+            replicas: Some(10),
+            strategy: Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateDeployment {
+                    max_surge: Some(surge),
+                    max_unavailable: Some(unavailable),
+                }),
+                type_: None,
+            }),
+            ..Default::default()
+        };
+        let pct = |s: &str| IntOrString::String(s.into());
+        assert_eq!(fenceposts(&spec(pct("25%"), pct("25%"))), (3, 2));
+        assert_eq!(fenceposts(&spec(IntOrString::Int(0), IntOrString::Int(0))), (0, 1));
+        assert_eq!(fenceposts(&spec(pct("0%"), pct("5%"))), (0, 1));
+    }
+
+    #[test]
+    fn a_rolling_update_steps_within_surge_and_unavailability() {
+        let mut spec = deployment(4, "x").spec.unwrap();
+        spec.strategy = serde_json::from_value(
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}),
+        )
+        .unwrap();
+        // Old at 4 (all available), new at 1 (not ready yet): one old pod may go.
+        let sets = [set("old", 4, 4, 1), set("new", 1, 0, 2)];
+        assert_eq!(sizes(&sets, |m| rollout_rolling(&spec, 1, m)), [3, 1]);
+        // Once the new pod is available the new set grows to the surge.
+        let sets = [set("old", 3, 3, 1), set("new", 1, 1, 2)];
+        assert_eq!(sizes(&sets, |m| rollout_rolling(&spec, 1, m)), [3, 2]);
+        // Unavailable old pods go first: they take nothing from availability.
+        let sets = [set("old", 4, 2, 1), set("new", 1, 1, 2)];
+        assert_eq!(sizes(&sets, |m| rollout_rolling(&spec, 1, m)), [2, 1]);
+        // Never below replicas - maxUnavailable available.
+        let sets = [set("old", 3, 3, 1), set("new", 2, 0, 2)];
+        assert_eq!(sizes(&sets, |m| rollout_rolling(&spec, 1, m)), [3, 2]);
+    }
+
+    #[test]
+    fn scaling_mid_rollout_shares_the_change_in_proportion() {
+        let mut spec = deployment(20, "x").spec.unwrap();
+        spec.strategy = serde_json::from_value(
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}),
+        )
+        .unwrap();
+        let mut old = set("old", 8, 8, 1);
+        let mut new = set("new", 5, 5, 2);
+        for rs in [&mut old, &mut new] {
+            rs.metadata.annotations = Some(BTreeMap::from([(MAX_REPLICAS.to_string(), "13".to_string())]));
+        }
+        let sets = [old, new];
+        let result = sizes(&sets, |m| {
+            for s in m.iter_mut() {
+                s.annotations = s.rs.metadata.annotations.clone().unwrap();
+            }
+            scale(&spec, Some(1), m)
+        });
+        assert_eq!(result.iter().sum::<i32>(), 23, "{result:?}");
+        assert!(result[0] > 8 && result[1] > 5, "both grow: {result:?}");
+    }
+
+    #[test]
+    fn recreate_stops_every_old_pod_before_the_new_set_grows() {
+        let mut spec = deployment(3, "x").spec.unwrap();
+        spec.strategy = serde_json::from_value(json!({"type": "Recreate"})).unwrap();
+        let sets = [set("old", 3, 3, 1), set("new", 0, 0, 2)];
+        assert_eq!(sizes(&sets, |m| rollout_recreate(&spec, Some(1), m)), [0, 0]);
+        // Scaled to 0 but its pods not gone yet: the new set waits.
+        let mut going = set("old", 0, 0, 1);
+        going.status.as_mut().unwrap().replicas = 2;
+        let sets = [going, set("new", 0, 0, 2)];
+        assert_eq!(sizes(&sets, |m| rollout_recreate(&spec, Some(1), m)), [0, 0]);
+        let sets = [set("old", 0, 0, 1), set("new", 0, 0, 2)];
+        assert_eq!(sizes(&sets, |m| rollout_recreate(&spec, Some(1), m)), [0, 3]);
     }
 }

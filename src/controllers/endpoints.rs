@@ -372,13 +372,13 @@ pub fn start_slices(client: Client, informers: &Arc<Informers>) {
     start(client, informers, Informers::slices, sync_slices);
 }
 
+/// What a controller of endpoints derives from the Services and pods, and the objects of
+/// its kind there are.
+type Derive<K> = fn(&[&Service], &[&Pod], &[&K]) -> Vec<Action>;
+
 /// Keeps the objects of kind `K` that `sync` derives from Services and pods.
-fn start<K>(
-    client: Client,
-    informers: &Arc<Informers>,
-    existing: fn(&Informers) -> &Informer<K>,
-    sync: fn(&[&Service], &[&Pod], &[&K]) -> Vec<Action>,
-) where
+fn start<K>(client: Client, informers: &Arc<Informers>, existing: fn(&Informers) -> &Informer<K>, sync: Derive<K>)
+where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
@@ -457,4 +457,65 @@ where
         }
     });
     (!super::run_all(writes).await).then_some(std::time::Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(target_port: Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "svc-uid"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": target_port}]},
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, ip: &str, port: i32, ready: bool, deleting: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "labels": {"app": "web"},
+                "deletionTimestamp": if deleting { Some("2026-01-01T00:00:00Z") } else { None }},
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "x", "ports": [{"name": "web", "containerPort": port}]}]},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn named_target_ports_resolve_per_pod_and_readiness_splits_addresses() {
+        let svc = service(json!("web"));
+        let (a, b, c) = (
+            pod("a", "10.0.0.1", 8080, true, false),
+            pod("b", "10.0.0.2", 9090, true, false),
+            pod("c", "10.0.0.3", 8080, false, false),
+        );
+        let endpoints = desired_endpoints(&svc, &[&a, &b, &c]);
+        let subsets = endpoints["subsets"].as_array().unwrap();
+        assert_eq!(subsets.len(), 2, "{endpoints}");
+        assert_eq!(subsets[0]["ports"][0]["port"], 8080);
+        assert_eq!(subsets[0]["addresses"][0]["ip"], "10.0.0.1");
+        assert_eq!(subsets[0]["notReadyAddresses"][0]["ip"], "10.0.0.3");
+        assert_eq!(subsets[1]["ports"][0]["port"], 9090);
+    }
+
+    #[test]
+    fn slices_say_ready_serving_and_terminating_and_are_reused_in_place() {
+        let svc = service(json!(8080));
+        let (up, going) = (pod("a", "10.0.0.1", 8080, true, false), pod("b", "10.0.0.2", 8080, true, true));
+        let actions = sync_slices(&[&svc], &[&up, &going], &[]);
+        let [Action::Create(slice)] = actions.as_slice() else { panic!("{actions:?}") };
+        assert_eq!(slice["metadata"]["labels"][SERVICE_NAME], "web");
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["uid"], "svc-uid");
+        let conditions: Vec<&Value> = slice["endpoints"].as_array().unwrap().iter().map(|e| &e["conditions"]).collect();
+        assert_eq!(conditions[0], &json!({"ready": true, "serving": true, "terminating": false}));
+        assert_eq!(conditions[1], &json!({"ready": false, "serving": true, "terminating": true}));
+
+        let mut existing: EndpointSlice = serde_json::from_value(slice.clone()).unwrap();
+        existing.metadata.name = Some("web-abcde".into());
+        assert_eq!(sync_slices(&[&svc], &[&up, &going], &[&existing]), vec![]);
+        let actions = sync_slices(&[&svc], &[&up], &[&existing]);
+        let [Action::Patch { name, patch, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+        assert_eq!(name, "web-abcde");
+        assert_eq!(patch["endpoints"].as_array().unwrap().len(), 1);
+    }
 }

@@ -291,3 +291,77 @@ async fn apply(
     }
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica_set(replicas: i32) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "rs-uid", "generation": 2},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, owner: Option<&str>, node: Option<&str>, ready: bool, created: u32) -> Pod {
+        let owners = owner.map(|uid| json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": uid, "controller": true}]));
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "labels": {"app": "web"},
+                "ownerReferences": owners, "creationTimestamp": format!("2026-01-01T00:00:{created:02}Z")},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": if node.is_some() { "Running" } else { "Pending" },
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn missing_pods_are_made_from_the_template_and_orphans_adopted() {
+        let orphan = pod("orphan", None, Some("n"), true, 1);
+        let (actions, _) = sync(&replica_set(3), &[&orphan], true, &now());
+        assert!(matches!(&actions[0], Action::Claim(Claim::Adopt { name, .. }) if name == "orphan"));
+        let Action::Create { count, pod } = &actions[1] else { panic!("{actions:?}") };
+        assert_eq!(*count, 2);
+        assert_eq!(pod["metadata"]["generateName"], "web-");
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "rs-uid");
+        // While earlier creates are unseen, nothing more is made.
+        let (actions, _) = sync(&replica_set(3), &[&orphan], false, &now());
+        assert!(!actions.iter().any(|a| matches!(a, Action::Create { .. })), "{actions:?}");
+    }
+
+    #[test]
+    fn extra_pods_go_unscheduled_then_not_ready_then_newest_first() {
+        let pods = [
+            pod("old-ready", Some("rs-uid"), Some("n"), true, 1),
+            pod("new-ready", Some("rs-uid"), Some("n"), true, 5),
+            pod("not-ready", Some("rs-uid"), Some("n"), false, 2),
+            pod("unscheduled", Some("rs-uid"), None, false, 3),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let (actions, _) = sync(&replica_set(1), &refs, true, &now());
+        let deleted: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete { pod, .. } => Some(pod.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["unscheduled", "not-ready", "new-ready"]);
+        let Some(Action::Status(status)) = actions.last() else { panic!("{actions:?}") };
+        assert_eq!(status["replicas"], 4);
+        assert_eq!(status["readyReplicas"], 2);
+        assert_eq!(status["observedGeneration"], 2);
+    }
+
+    #[test]
+    fn a_pod_whose_labels_no_longer_match_is_released() {
+        let mut strayed = pod("strayed", Some("rs-uid"), Some("n"), true, 1);
+        strayed.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+        let (actions, _) = sync(&replica_set(0), &[&strayed], true, &now());
+        let Action::Claim(Claim::Release { name, patch }) = &actions[0] else { panic!("{actions:?}") };
+        assert_eq!(name, "strayed");
+        assert_eq!(patch["metadata"]["ownerReferences"], json!([]));
+    }
+}

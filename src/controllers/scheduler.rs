@@ -486,3 +486,103 @@ async fn carry_out(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpu: &str, labels: serde_json::Value, taints: serde_json::Value) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"taints": taints},
+            "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, cpu: Option<&str>, extra: serde_json::Value) -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "x",
+            "resources": {"requests": cpu.map(|c| json!({"cpu": c}))}}]});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": name}, "spec": spec}))
+            .unwrap()
+    }
+
+    #[test]
+    fn no_fitting_node_is_said_node_by_node_as_kube_scheduler_does() {
+        let small = node("small", "1", json!({}), json!([]));
+        let tainted =
+            node("tainted", "8", json!({}), json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]));
+        let greedy = pod("greedy", Some("2"), json!({}));
+        let decisions = schedule(&[&greedy], &[&small, &tainted], &HashMap::new());
+        assert_eq!(
+            decisions,
+            [Decision::Unschedulable {
+                namespace: "default".into(),
+                pod: "greedy".into(),
+                message:
+                    "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}."
+                        .into()
+            }]
+        );
+        let tolerant = pod("tolerant", Some("2"), json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]}));
+        let decisions = schedule(&[&tolerant], &[&small, &tainted], &HashMap::new());
+        assert!(matches!(&decisions[0], Decision::Bind { node, .. } if node == "tainted"), "{decisions:?}");
+    }
+
+    #[test]
+    fn selectors_affinity_and_readiness_filter_nodes() {
+        let ssd = node("ssd", "4", json!({"disk": "ssd", "zone": "a"}), json!([]));
+        let hdd = node("hdd", "4", json!({"disk": "hdd", "zone": "b"}), json!([]));
+        let selected = pod("p", None, json!({"nodeSelector": {"disk": "ssd"}}));
+        assert!(
+            matches!(&schedule(&[&selected], &[&ssd, &hdd], &HashMap::new())[0], Decision::Bind { node, .. } if node == "ssd")
+        );
+        let affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}}});
+        let anti = pod("q", None, affinity);
+        assert!(
+            matches!(&schedule(&[&anti], &[&ssd, &hdd], &HashMap::new())[0], Decision::Bind { node, .. } if node == "hdd")
+        );
+        let mut down = hdd.clone();
+        down.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
+        let Decision::Unschedulable { message, .. } = &schedule(&[&anti], &[&ssd, &down], &HashMap::new())[0] else {
+            panic!()
+        };
+        assert_eq!(
+            message,
+            "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+        );
+    }
+
+    #[test]
+    fn pods_placed_in_one_pass_count_on_their_node_and_spread() {
+        let a = node("a", "2", json!({}), json!([]));
+        let b = node("b", "2", json!({}), json!([]));
+        let owner =
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs", "controller": true}]);
+        let mut pods: Vec<Pod> = (0..4).map(|i| pod(&format!("p{i}"), Some("500m"), json!({}))).collect();
+        for p in &mut pods {
+            p.metadata.owner_references = serde_json::from_value(owner.clone()).unwrap();
+        }
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let decisions = schedule(&refs, &[&a, &b], &HashMap::new());
+        let on_a = decisions.iter().filter(|d| matches!(d, Decision::Bind { node, .. } if node == "a")).count();
+        assert_eq!(on_a, 2, "{decisions:?}");
+        // Bound as decided, they leave no room for a pod of 2 CPUs.
+        for (pod, decision) in pods.iter_mut().zip(&decisions) {
+            let Decision::Bind { node, .. } = decision else { panic!("{decision:?}") };
+            pod.spec.as_mut().unwrap().node_name = Some(node.clone());
+        }
+        let big = pod("big", Some("2"), json!({}));
+        let refs: Vec<&Pod> = pods.iter().chain([&big]).collect();
+        let last = schedule(&refs, &[&a, &b], &HashMap::new()).pop().unwrap();
+        assert!(
+            matches!(last, Decision::Unschedulable { ref message, .. } if message == "0/2 nodes are available: 2 Insufficient cpu."),
+            "{last:?}"
+        );
+    }
+}
