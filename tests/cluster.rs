@@ -47,10 +47,15 @@ struct Up {
 
 impl Up {
     fn start() -> Up {
-        let node = Node::new(PODCTL).with_busybox_as("busybox:1.36").with_busybox_as("busybox:1.37");
-        let mut up = Up { process: None, node };
+        let mut up = Up::new();
         up.launch(&[]);
         up
+    }
+
+    /// Not started yet.
+    fn new() -> Up {
+        let node = Node::new(PODCTL).with_busybox_as("busybox:1.36").with_busybox_as("busybox:1.37");
+        Up { process: None, node }
     }
 
     fn launch(&mut self, flags: &[&str]) {
@@ -526,5 +531,97 @@ fn podctl_up_stopped_and_started_again_keeps_its_pods_running() {
         assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0, "{pod}");
         let uid = pod["metadata"]["uid"].clone();
         assert_eq!(before[pod["metadata"]["name"].as_str().unwrap()]["metadata"]["uid"], uid);
+    }
+}
+
+/// Runs `ip ARGS` in a network namespace.
+fn ip_in(netns: &std::path::Path, args: &[&str]) {
+    let mut cmd = Command::new("ip");
+    testkit::netns::enter_path(netns, &mut cmd);
+    let out = cmd.args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+}
+
+#[test]
+fn a_node_that_stops_is_marked_unreachable_and_its_pods_come_back_on_the_other() {
+    // Two nodes, each in a network namespace of its own, joined by a veth pair: the
+    // first runs `podctl up`, the second `podctl node` joined to it.
+    let mut up = Up::new();
+    let other = Node::new(PODCTL).with_busybox_as("busybox:1.36");
+    ip_in(up.node.netns.path(), &["link", "add", "vA", "type", "veth", "peer", "name", "vB"]);
+    ip_in(up.node.netns.path(), &["link", "set", "vB", "netns", other.netns.path().to_str().unwrap()]);
+    ip_in(up.node.netns.path(), &["addr", "add", "192.168.77.1/24", "dev", "vA"]);
+    ip_in(up.node.netns.path(), &["link", "set", "vA", "up"]);
+    ip_in(other.netns.path(), &["addr", "add", "192.168.77.2/24", "dev", "vB"]);
+    ip_in(other.netns.path(), &["link", "set", "vB", "up"]);
+    up.launch(&[
+        "--listen",
+        "0.0.0.0:6443",
+        "--node-ip",
+        "192.168.77.1",
+        "--node-listen",
+        "192.168.77.1:10250",
+        "--node-monitor-grace-period",
+        "15",
+        "--default-unreachable-toleration-seconds",
+        "2",
+    ]);
+    let log = std::fs::File::create(other.dir.path().join("agent.log")).unwrap();
+    let mut agent = other
+        .command()
+        .args(["node", "--node-name", "node-b", "--listen", "192.168.77.2:10250", "--pod-cidr", "10.89.0.0/16"])
+        .arg("--kubeconfig")
+        .arg(up.node.data_dir().join("kubeconfig"))
+        .args(["--server", "https://192.168.77.1:6443"])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        up.wait("node-b Ready", 30, || {
+            conditions(&up.json(&["get", "node", "node-b"])).get("Ready").is_some_and(|s| s == "True")
+        });
+        up.kubectl_stdin(&["apply", "-f", "-"], &web_deployment("spread", 2, "busybox:1.36"));
+        up.wait("one pod on each node", 60, || {
+            let pods = up.ready_pods("app=spread");
+            let nodes: std::collections::HashSet<&str> =
+                pods.values().map(|p| p["spec"]["nodeName"].as_str().unwrap()).collect();
+            pods.len() == 2 && nodes.len() == 2
+        });
+        // Pods on one node reach pods on the other.
+        let pods = up.ready_pods("app=spread");
+        let local = pods.values().find(|p| p["spec"]["nodeName"] == "test-node").unwrap();
+        let remote = pods.values().find(|p| p["spec"]["nodeName"] == "node-b").unwrap();
+        let remote_ip = remote["status"]["podIP"].as_str().unwrap();
+        assert!(remote_ip.starts_with("10.89."), "{remote_ip}");
+        let local_name = local["metadata"]["name"].as_str().unwrap();
+        up.wait("a pod reaches the other node's pod", 20, || {
+            let out = up.kubectl_output(&["exec", local_name, "--", "sh", "-c", &http_get(remote_ip, 8080)], "");
+            body(&text(&out.stdout)) == remote["metadata"]["name"].as_str().unwrap()
+        });
+
+        let _ = agent.kill();
+        let _ = agent.wait();
+        up.wait("node-b unreachable", 60, || {
+            let node = up.json(&["get", "node", "node-b"]);
+            let tainted = node["spec"]["taints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute");
+            conditions(&node).get("Ready").is_some_and(|s| s == "Unknown") && tainted
+        });
+        up.wait("the evicted pod replaced on test-node", 60, || {
+            let pods = up.ready_pods("app=spread");
+            pods.len() == 2 && pods.values().all(|p| p["spec"]["nodeName"] == "test-node")
+        });
+        let events = up.kubectl(&["get", "events", "-A"]);
+        assert!(events.contains("TaintManagerEviction"), "{events}");
+    }));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    drop(up);
+    drop(other);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
     }
 }

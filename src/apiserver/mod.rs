@@ -70,6 +70,8 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// The controllers and scheduler run in this process.
     pub controllers: crate::controllers::Config,
+    /// How long pods tolerate a not-ready and an unreachable node by default (seconds).
+    pub default_toleration_seconds: (i64, i64),
 }
 
 /// How long requests in flight at SIGTERM may go on.
@@ -195,6 +197,7 @@ pub fn worker_threads() -> usize {
 /// runtime: the etcd client makes its own).
 pub fn prepare(config: Config) -> Result<Prepared> {
     crate::serve::prepare_process()?;
+    let _ = registry::core::pods::DEFAULT_TOLERATION_SECONDS.set(config.default_toleration_seconds);
     let dir = config.data_dir.join("apiserver");
     runtime::state::create_private_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     runtime::state::set_mode(&dir, 0o700)?;

@@ -46,12 +46,22 @@ pub struct ApiserverArgs {
     compaction_interval: u64,
     /// The controllers to run in this process: `*` all, `NAME` one more, `-NAME` one
     /// fewer (scheduler, replicaset, deployment, endpoint, endpointslice, garbagecollector,
-    /// nodeipam)
+    /// nodeipam, nodelifecycle)
     #[arg(long, value_name = "NAME,...", value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// Where nodes' pod CIDRs come from: a /24 each, for nodes that have none
     #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
     cluster_cidr: net::Ipv4Net,
+    /// Seconds a node may go without renewing its Lease before it is marked Ready=Unknown
+    /// and tainted unreachable
+    #[arg(long, value_name = "SECONDS", default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    node_monitor_grace_period: u64,
+    /// Seconds pods tolerate a not-ready node before they are evicted, unless they say
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// Seconds pods tolerate an unreachable node before they are evicted, unless they say
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
 }
 
 impl ApiserverArgs {
@@ -74,7 +84,12 @@ impl ApiserverArgs {
             controllers: crate::controllers::Config {
                 enabled: crate::controllers::parse_enabled(&self.controllers)?,
                 cluster_cidr: self.cluster_cidr,
+                node_monitor_grace_period: std::time::Duration::from_secs(self.node_monitor_grace_period),
             },
+            default_toleration_seconds: (
+                self.default_not_ready_toleration_seconds,
+                self.default_unreachable_toleration_seconds,
+            ),
         })
     }
 

@@ -404,14 +404,10 @@ where
             }
             let (services, pods, current) =
                 (informers.services().all(), informers.pods().all(), existing(&informers).all());
-            let actions = sync(&refs(&services), &refs(&pods), &refs(&current));
+            let actions = sync(&super::refs(&services), &super::refs(&pods), &super::refs(&current));
             apply::<K>(&client, actions).await
         }
     });
-}
-
-fn refs<K>(objects: &[Arc<K>]) -> Vec<&K> {
-    objects.iter().map(|o| &**o).collect()
 }
 
 /// Writes the actions; asks to look again soon when one failed.

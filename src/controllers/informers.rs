@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -73,6 +74,7 @@ pub struct Informers {
     slices: OnceLock<Informer<EndpointSlice>>,
     replica_sets: OnceLock<Informer<ReplicaSet>>,
     deployments: OnceLock<Informer<Deployment>>,
+    leases: OnceLock<Informer<Lease>>,
 }
 
 impl Informers {
@@ -86,6 +88,7 @@ impl Informers {
             slices: OnceLock::new(),
             replica_sets: OnceLock::new(),
             deployments: OnceLock::new(),
+            leases: OnceLock::new(),
         }
     }
 
@@ -115,5 +118,9 @@ impl Informers {
 
     pub fn deployments(&self) -> &Informer<Deployment> {
         self.deployments.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn leases(&self) -> &Informer<Lease> {
+        self.leases.get_or_init(|| Informer::start(self.client.clone()))
     }
 }

@@ -12,6 +12,7 @@ mod endpoints;
 mod garbagecollector;
 mod informers;
 mod nodeipam;
+mod nodelifecycle;
 mod objects;
 mod replicaset;
 mod scheduler;
@@ -28,8 +29,16 @@ pub use self::informers::Informers;
 
 /// The controllers `--controllers` can name (kube-controller-manager's names, and the
 /// scheduler's).
-pub const ALL: &[&str] =
-    &["scheduler", "replicaset", "deployment", "endpoint", "endpointslice", "garbagecollector", "nodeipam"];
+pub const ALL: &[&str] = &[
+    "scheduler",
+    "replicaset",
+    "deployment",
+    "endpoint",
+    "endpointslice",
+    "garbagecollector",
+    "nodeipam",
+    "nodelifecycle",
+];
 
 /// How the control plane is set up.
 #[derive(Clone, Debug)]
@@ -37,6 +46,8 @@ pub struct Config {
     pub enabled: BTreeSet<&'static str>,
     /// Where nodes' pod CIDRs (a /24 each) come from.
     pub cluster_cidr: net::Ipv4Net,
+    /// How long a node may go without renewing its Lease before it is `Ready=Unknown`.
+    pub node_monitor_grace_period: Duration,
 }
 
 /// The controllers a `--controllers` list turns on, as kube-controller-manager reads it:
@@ -78,6 +89,7 @@ pub fn start(api: &kube::Config, config: &Config) -> Result<()> {
             "endpointslice" => endpoints::start_slices(client.clone(), &informers),
             "garbagecollector" => garbagecollector::start(client.clone(), &informers),
             "nodeipam" => nodeipam::start(client.clone(), &informers, config.cluster_cidr),
+            "nodelifecycle" => nodelifecycle::start(client.clone(), &informers, config.node_monitor_grace_period),
             _ => unreachable!("every controller of ALL is started"),
         }
     }
@@ -103,6 +115,11 @@ where
             }
         }
     });
+}
+
+/// The objects of a cache's snapshot, borrowed.
+fn refs<K>(objects: &[Arc<K>]) -> Vec<&K> {
+    objects.iter().map(|o| &**o).collect()
 }
 
 /// The earlier of two requeue delays.

@@ -57,7 +57,7 @@ pub fn start(client: Client, informers: &Arc<Informers>, cluster_cidr: Ipv4Net) 
                 return None;
             }
             let nodes = informers.nodes().all();
-            let refs: Vec<&Node> = nodes.iter().map(|n| &**n).collect();
+            let refs = super::refs(&nodes);
             let api: Api<Node> = Api::all(client);
             let mut all_done = true;
             for (name, cidr) in allocate(cluster_cidr, &refs) {

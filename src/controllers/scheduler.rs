@@ -209,7 +209,7 @@ impl<'a> NodeInfo<'a> {
 }
 
 /// Whether a toleration tolerates a taint.
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     let effect = toleration.effect.as_deref().unwrap_or_default();
     if !effect.is_empty() && effect != taint.effect {
         return false;
@@ -395,8 +395,8 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                 assumed.retain(|uid, _| pending.contains(uid.as_str()));
             }
             let snapshot = assumed.lock().expect("assumed").clone();
-            let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
-            let node_refs: Vec<&Node> = nodes.iter().map(|n| &**n).collect();
+            let pod_refs = super::refs(&pods);
+            let node_refs = super::refs(&nodes);
             let decisions = schedule(&pod_refs, &node_refs, &snapshot);
             let by_name: HashMap<(&str, &str), &Pod> = pod_refs
                 .iter()

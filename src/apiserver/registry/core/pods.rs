@@ -11,9 +11,10 @@ use super::super::{Cause, Column, FieldLabel, Rules};
 
 pub struct Pods;
 
-/// kube-apiserver's default: how long a pod stays bound to a node that is not ready or
-/// unreachable before it is evicted.
-const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+/// How long pods tolerate a not-ready and an unreachable node unless they say
+/// (kube-apiserver's --default-not-ready-toleration-seconds and
+/// --default-unreachable-toleration-seconds, 300 each): set once, at the server's start.
+pub static DEFAULT_TOLERATION_SECONDS: std::sync::OnceLock<(i64, i64)> = std::sync::OnceLock::new();
 
 impl Rules for Pods {
     type Object = Pod;
@@ -55,7 +56,10 @@ impl Rules for Pods {
         // DefaultTolerationSeconds admission: tolerate a node that is not ready or
         // unreachable for 5 minutes, unless the pod says otherwise.
         let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let (not_ready, unreachable) = *DEFAULT_TOLERATION_SECONDS.get_or_init(|| (300, 300));
+        for (key, seconds) in
+            [("node.kubernetes.io/not-ready", not_ready), ("node.kubernetes.io/unreachable", unreachable)]
+        {
             if !tolerations
                 .iter()
                 .any(|t| t.key.as_deref() == Some(key) && t.effect.as_deref().is_none_or(|e| e == "NoExecute"))
@@ -64,7 +68,7 @@ impl Rules for Pods {
                     key: Some(key.into()),
                     operator: Some("Exists".into()),
                     effect: Some("NoExecute".into()),
-                    toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                    toleration_seconds: Some(seconds),
                     ..Default::default()
                 });
             }
