@@ -59,7 +59,8 @@ pub fn api(podctl: &Path) {
 }
 
 fn api_on(podctl: &Path, extra: &[&str], suffix: &str) {
-    let server = Server::start(podctl, extra);
+    // The API server alone: no scheduler to mark 10,000 node-less pods unschedulable.
+    let server = Server::start(podctl, &[extra, &["--controllers="]].concat());
     let access = server.access.clone();
 
     // Creates: CLIENTS connections, PODS pods in all.

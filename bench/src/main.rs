@@ -7,6 +7,7 @@
 //! live there and go with it.
 
 mod api;
+mod cluster;
 mod images;
 mod net;
 mod node;
@@ -31,7 +32,7 @@ fn main() {
         }
     }
     if groups.is_empty() {
-        groups = vec!["images".into(), "pod".into(), "net".into(), "api".into(), "node".into()];
+        groups = vec!["images".into(), "pod".into(), "net".into(), "api".into(), "node".into(), "cluster".into()];
     }
     let podctl = fs::canonicalize(&podctl).expect("podctl binary");
     enter_own_network_namespace();
@@ -47,13 +48,14 @@ fn main() {
             }
             "api" => api::api(&podctl),
             "node" => node::node(&podctl),
+            "cluster" => cluster::cluster(&podctl),
             "net" => {
                 net::proxy_sync();
                 net::pod_net_setup_teardown();
                 net::clusterip_overhead(&podctl);
             }
             other => {
-                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api, node)");
+                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api, node, cluster)");
                 std::process::exit(2);
             }
         }
@@ -220,4 +222,13 @@ fn remove_tree(dir: &Path) {
         }
     }
     let _ = fs::remove_dir(dir);
+}
+
+/// User and system CPU time of `pid`, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }

@@ -66,15 +66,6 @@ fn revision(connection: &mut Connection) -> String {
     list["metadata"]["resourceVersion"].as_str().unwrap().to_string()
 }
 
-/// User and system CPU time of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 pub fn node(podctl: &Path) {
     let node = BenchNode::new(podctl);
     let api_dir = testkit::temp_dir();
@@ -139,10 +130,10 @@ pub fn node(podctl: &Path) {
     }
     std::thread::sleep(Duration::from_secs(5));
     report("agent_rss_100_pods_mib", rss_mib(agent.0.id()), "MiB");
-    let before = cpu_seconds(agent.0.id());
+    let before = crate::cpu_seconds(agent.0.id());
     let window = Duration::from_secs(60);
     std::thread::sleep(window);
-    let used = cpu_seconds(agent.0.id()) - before;
+    let used = crate::cpu_seconds(agent.0.id()) - before;
     report("agent_cpu_idle_pct", used / window.as_secs_f64() * 100.0, "%");
 
     // The pods go with the agent gone: removed here, as `podctl rm -f` does.

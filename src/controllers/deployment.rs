@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use super::informers::Informers;
 use super::objects::{Claim, claim, controlled_by, controller_ref, now};
+use crate::events::{Event, Involved, Recorder};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
@@ -45,10 +46,12 @@ pub enum Action {
     Claim(Claim),
     CreateReplicaSet(Value),
     /// A merge patch of an existing ReplicaSet (replicas, annotations, minReadySeconds),
-    /// guarded by the resourceVersion it was computed from.
+    /// guarded by the resourceVersion it was computed from; `scaled`: its replicas from
+    /// and to, when they change.
     PatchReplicaSet {
         name: String,
         patch: Value,
+        scaled: Option<(i32, i32)>,
     },
     DeleteReplicaSet {
         name: String,
@@ -267,7 +270,8 @@ pub fn sync(
                 patch["metadata"]["annotations"] = json!(set.annotations);
                 changed = true;
             }
-            if set.replicas != original_replicas {
+            let scaled = (set.replicas != original_replicas).then_some((original_replicas, set.replicas));
+            if scaled.is_some() {
                 patch["spec"]["replicas"] = set.replicas.into();
                 changed = true;
             }
@@ -277,7 +281,7 @@ pub fn sync(
                 changed = true;
             }
             if changed {
-                actions.push(Action::PatchReplicaSet { name: set.name().to_string(), patch });
+                actions.push(Action::PatchReplicaSet { name: set.name().to_string(), patch, scaled });
             }
         }
         // The Deployment carries its new ReplicaSet's revision.
@@ -752,8 +756,9 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.replica_sets().subscribe(&wake);
     informers.pods().subscribe(&wake);
     let informers = informers.clone();
+    let recorder = Arc::new(Recorder::new(client.clone(), "deployment-controller", None));
     super::level_triggered(wake, move || {
-        let (client, informers) = (client.clone(), informers.clone());
+        let (client, informers, recorder) = (client.clone(), informers.clone(), recorder.clone());
         async move {
             if !informers.deployments().ready().await
                 || !informers.replica_sets().ready().await
@@ -776,7 +781,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                     pods.iter().map(|p| &**p).filter(|p| p.metadata.namespace.as_deref() == namespace).collect();
                 let (actions, wait) = sync(&d, &sets, &in_namespace, &now);
                 requeue = super::sooner(requeue, wait);
-                if !apply(&client, &d, actions).await {
+                if !apply(&client, &recorder, &d, actions).await {
                     requeue = super::sooner(requeue, Some(Duration::from_secs(1)));
                 }
             }
@@ -785,8 +790,15 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     });
 }
 
+/// kube-controller-manager's event for a ReplicaSet scaled.
+fn scaling(name: &str, from: i32, to: i32) -> Event {
+    let direction = if to > from { "up" } else { "down" };
+    Event::normal("ScalingReplicaSet", format!("Scaled {direction} replica set {name} from {from} to {to}"))
+}
+
 /// Does what `sync` decided; false when something failed.
-async fn apply(client: &Client, d: &Deployment, actions: Vec<Action>) -> bool {
+async fn apply(client: &Client, recorder: &Recorder, d: &Deployment, actions: Vec<Action>) -> bool {
+    let involved = Involved::of(d);
     let namespace = d.metadata.namespace.as_deref().unwrap_or_default();
     let name = d.metadata.name.as_deref().unwrap_or_default();
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
@@ -795,12 +807,28 @@ async fn apply(client: &Client, d: &Deployment, actions: Vec<Action>) -> bool {
     let mut ok = true;
     for action in actions {
         ok &= match action {
-            Action::Claim(Claim::Adopt { name, patch } | Claim::Release { name, patch })
-            | Action::PatchReplicaSet { name, patch } => {
+            Action::Claim(Claim::Adopt { name, patch } | Claim::Release { name, patch }) => {
                 super::report(sets.patch(&name, &merge, &Patch::Merge(&patch)).await, "replicaset", &name)
             }
+            Action::PatchReplicaSet { name, patch, scaled } => {
+                let done = super::report(sets.patch(&name, &merge, &Patch::Merge(&patch)).await, "replicaset", &name);
+                if let (true, Some((from, to))) = (done, scaled) {
+                    recorder.record(&involved, &scaling(&name, from, to)).await;
+                }
+                done
+            }
             Action::CreateReplicaSet(rs) => match serde_json::from_value::<ReplicaSet>(rs) {
-                Ok(rs) => super::report(sets.create(&PostParams::default(), &rs).await, "replicaset", name),
+                Ok(rs) => {
+                    let (set, to) = (
+                        rs.metadata.name.clone().unwrap_or_default(),
+                        rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+                    );
+                    let done = super::report(sets.create(&PostParams::default(), &rs).await, "replicaset", name);
+                    if done {
+                        recorder.record(&involved, &scaling(&set, 0, to)).await;
+                    }
+                    done
+                }
                 Err(_) => false,
             },
             Action::DeleteReplicaSet { name, uid } => {
@@ -976,5 +1004,39 @@ mod tests {
         assert_eq!(sizes(&sets, |m| rollout_recreate(&spec, Some(1), m)), [0, 0]);
         let sets = [set("old", 0, 0, 1), set("new", 0, 0, 2)];
         assert_eq!(sizes(&sets, |m| rollout_recreate(&spec, Some(1), m)), [0, 3]);
+    }
+
+    #[test]
+    fn a_rollout_that_stops_progressing_exceeds_its_deadline() {
+        let mut d = deployment(3, "x");
+        d.spec.as_mut().unwrap().progress_deadline_seconds = Some(10);
+        d.status = serde_json::from_value(json!({
+            "observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 1, "availableReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                "lastUpdateTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        }))
+        .unwrap();
+        let template = serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap();
+        let mut rs = set("web-abc", 3, 1, 0);
+        rs.spec.as_mut().unwrap().template = serde_json::from_value(template).unwrap();
+        rs.metadata.owner_references = serde_json::from_value(json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+            "name": "web", "uid": "d-uid", "controller": true}]))
+        .unwrap();
+        rs.spec.as_mut().unwrap().selector = serde_json::from_value(json!({"matchLabels": {"app": "web"}})).unwrap();
+        rs.metadata.labels = Some(BTreeMap::from([("app".to_string(), "web".to_string())]));
+        let soon: Time = serde_json::from_value(json!("2026-01-01T00:00:05Z")).unwrap();
+        let (_, requeue) = sync(&d, &[&rs], &[], &soon);
+        assert_eq!(requeue, Some(Duration::from_secs(6)));
+        let late: Time = serde_json::from_value(json!("2026-01-01T00:00:11Z")).unwrap();
+        let (actions, _) = sync(&d, &[&rs], &[], &late);
+        let status = actions.iter().find_map(|a| match a {
+            Action::Status(s) => Some(s.clone()),
+            _ => None,
+        });
+        let conditions = status.expect("a status")["conditions"].clone();
+        let progressing = conditions.as_array().unwrap().iter().find(|c| c["type"] == "Progressing").unwrap().clone();
+        assert_eq!(progressing["status"], "False");
+        assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
+        assert_eq!(progressing["message"], "ReplicaSet \"web-abc\" has timed out progressing.");
     }
 }

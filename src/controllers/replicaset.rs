@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use super::informers::Informers;
 use super::objects::{Claim, availability, claim, controller_ref, is_active, is_ready, now};
 use crate::client::message;
+use crate::events::{Event, Involved, Recorder};
 
 /// At most this many pods are made or deleted in one pass (kube-controller-manager's
 /// burstReplicas).
@@ -171,10 +172,15 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.replica_sets().subscribe(&wake);
     informers.pods().subscribe(&wake);
     let informers = informers.clone();
-    let expectations: Arc<Mutex<HashMap<String, Expectations>>> = Arc::default();
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), "replicaset-controller", None),
+        client,
+        expectations: Mutex::new(HashMap::new()),
+    });
     super::level_triggered(wake, move || {
-        let (client, informers, expectations) = (client.clone(), informers.clone(), expectations.clone());
+        let (context, informers) = (context.clone(), informers.clone());
         async move {
+            let expectations = &context.expectations;
             if !informers.replica_sets().ready().await || !informers.pods().ready().await {
                 return None;
             }
@@ -193,7 +199,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                 if met {
                     expectations.lock().expect("expectations").remove(&key);
                 }
-                if !apply(&client, &rs, actions, &expectations).await {
+                if !apply(&context, &rs, actions).await {
                     requeue = super::sooner(requeue, Some(Duration::from_secs(1)));
                 }
             }
@@ -205,13 +211,30 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     });
 }
 
-/// Does what `sync` decided; false when something failed (it is tried again).
-async fn apply(
-    client: &Client,
-    rs: &ReplicaSet,
-    actions: Vec<Action>,
+/// What the controller's passes share.
+struct Context {
+    client: Client,
+    recorder: Recorder,
+    /// By ReplicaSet uid.
+    expectations: Mutex<HashMap<String, Expectations>>,
+}
+
+/// Notes something done to a ReplicaSet's pods that the cache is to show.
+fn expect(
     expectations: &Mutex<HashMap<String, Expectations>>,
-) -> bool {
+    key: &str,
+    note: impl FnOnce(&mut Expectations) -> bool,
+) {
+    let mut all = expectations.lock().expect("expectations");
+    let pending = all.entry(key.to_string()).or_default();
+    pending.since.get_or_insert_with(Instant::now);
+    note(pending);
+}
+
+/// Does what `sync` decided; false when something failed (it is tried again).
+async fn apply(context: &Context, rs: &ReplicaSet, actions: Vec<Action>) -> bool {
+    let Context { client, recorder, expectations } = context;
+    let involved = Involved::of(rs);
     let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
     let name = rs.metadata.name.as_deref().unwrap_or_default();
     let key = rs.metadata.uid.clone().unwrap_or_default();
@@ -239,18 +262,28 @@ async fn apply(
                 while made < count && all_made {
                     let n = batch.min(count - made);
                     let writes = (0..n).map(|_| {
-                        let (pods, pod, key) = (pods.clone(), pod.clone(), key.clone());
+                        let (pods, pod, key, involved) = (pods.clone(), pod.clone(), key.clone(), &involved);
                         async move {
                             match pods.create(&PostParams::default(), &pod).await {
                                 Ok(created) => {
-                                    let mut all = expectations.lock().expect("expectations");
-                                    let pending = all.entry(key.clone()).or_default();
-                                    pending.since.get_or_insert_with(Instant::now);
-                                    pending.created.insert(created.metadata.name.unwrap_or_default());
+                                    let pod = created.metadata.name.unwrap_or_default();
+                                    expect(expectations, &key, |pending| pending.created.insert(pod.clone()));
+                                    recorder
+                                        .record(
+                                            involved,
+                                            &Event::normal("SuccessfulCreate", format!("Created pod: {pod}")),
+                                        )
+                                        .await;
                                     true
                                 }
                                 Err(e) => {
                                     tracing::warn!("replicaset {namespace}/{name}: create pod: {}", message(&e));
+                                    recorder
+                                        .record(
+                                            involved,
+                                            &Event::warning("FailedCreate", format!("Error creating: {}", message(&e))),
+                                        )
+                                        .await;
                                     false
                                 }
                             }
@@ -263,14 +296,14 @@ async fn apply(
                 all_made
             }
             Action::Delete { pod, uid } => {
-                {
-                    let mut all = expectations.lock().expect("expectations");
-                    let pending = all.entry(key.clone()).or_default();
-                    pending.since.get_or_insert_with(Instant::now);
-                    pending.deleted.insert(uid);
-                }
+                expect(expectations, &key, |pending| pending.deleted.insert(uid));
                 match pods.delete(&pod, &DeleteParams::default()).await {
-                    Ok(_) => true,
+                    Ok(_) => {
+                        recorder
+                            .record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted pod: {pod}")))
+                            .await;
+                        true
+                    }
                     Err(kube::Error::Api(e)) if e.code == 404 => true,
                     Err(e) => {
                         tracing::warn!("replicaset {namespace}/{name}: delete pod {pod}: {}", message(&e));
