@@ -280,6 +280,25 @@ fn a_deployment_runs_heals_scales_and_is_served_by_its_service() {
     up.kubectl(&["scale", "deployment", "web", "--replicas=1"]);
     up.wait("1 pod left", 60, || up.pods("app=web").len() == 1);
 
+    // A Service without a selector, with Endpoints written by hand: mirrored into a slice
+    // the proxy follows.
+    up.wait("1 ready pod", 30, || up.ready_pods("app=web").len() == 1);
+    let (last, pod) = up.ready_pods("app=web").into_iter().next().unwrap();
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let manual = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: manual}}\nspec: {{ports: [{{port: 80, targetPort: 8080}}]}}\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {{name: manual}}\nsubsets: [{{addresses: [{{ip: \"{ip}\"}}], ports: [{{port: 8080}}]}}]\n"
+    );
+    up.kubectl_stdin(&["apply", "-f", "-"], &manual);
+    let manual_ip = up.json(&["get", "service", "manual"])["spec"]["clusterIP"].as_str().unwrap().to_string();
+    up.wait("the manual Endpoints mirrored and served", 30, || {
+        let slices = up.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=manual"]);
+        let mirrored = slices["items"][0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
+            == "endpointslicemirroring-controller.k8s.io";
+        let out = up.kubectl_output(&["exec", &last, "--", "sh", "-c", &http_get(&manual_ip, 80)], "");
+        mirrored && body(&text(&out.stdout)) == last
+    });
+
     // The ClusterIP of the range's first address is the API server's own Service.
     let kubernetes = up.json(&["get", "service", "kubernetes"]);
     assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");

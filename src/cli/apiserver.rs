@@ -45,8 +45,8 @@ pub struct ApiserverArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     compaction_interval: u64,
     /// The controllers to run in this process: `*` all, `NAME` one more, `-NAME` one
-    /// fewer (scheduler, replicaset, deployment, endpoint, endpointslice, garbagecollector,
-    /// nodeipam, nodelifecycle)
+    /// fewer (scheduler, replicaset, deployment, endpoint, endpointslice,
+    /// endpointslicemirroring, garbagecollector, nodeipam, nodelifecycle)
     #[arg(long, value_name = "NAME,...", value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// Where nodes' pod CIDRs come from: a /24 each, for nodes that have none

@@ -1,7 +1,9 @@
-//! The Endpoints and EndpointSlice controllers (kube-controller-manager's endpoint and
-//! endpointslice): for every Service with a selector, the pods it selects, with their
-//! readiness, grouped by the ports they resolve the Service's target ports to (a named
-//! target port can be a different number in each pod).
+//! The Endpoints, EndpointSlice and EndpointSlice mirroring controllers
+//! (kube-controller-manager's endpoint, endpointslice and endpointslicemirroring): for
+//! every Service with a selector, the pods it selects, with their readiness, grouped by
+//! the ports they resolve the Service's target ports to (a named target port can be a
+//! different number in each pod); for a Service without one, the Endpoints written by
+//! hand, mirrored into slices.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::labels::map_matches;
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 pub const SLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
+pub const MIRRORING_CONTROLLER: &str = "endpointslicemirroring-controller.k8s.io";
 /// The annotation the endpoints controller marks its Endpoints with; the ones without it
 /// (written by hand for a Service without selector) are never touched.
 const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -291,72 +294,179 @@ pub fn sync_slices(services: &[&Service], pods: &[&Pod], existing: &[&EndpointSl
             // kube-controller-manager keeps.
             desired.push(slice_content(service, &[], &[]));
         }
-        let labels = slice_labels(service);
-        let mut mine: Vec<&EndpointSlice> = existing
+        let reference = controller_ref("v1", "Service", &service.metadata);
+        actions.extend(reconcile_slices(
+            &namespace,
+            &name,
+            SLICE_CONTROLLER,
+            &slice_labels(service),
+            &reference,
+            desired,
+            existing,
+        ));
+    }
+    actions
+}
+
+/// The writes that make a Service's slices of one manager (`managed_by`) say `desired`
+/// (endpoints and ports of each): slices that already say one are kept, others rewritten
+/// in place, the rest made or deleted.
+fn reconcile_slices(
+    namespace: &str,
+    service: &str,
+    managed_by: &str,
+    labels: &Value,
+    owner: &Value,
+    desired: Vec<(Value, Value)>,
+    existing: &[&EndpointSlice],
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut mine: Vec<&EndpointSlice> = existing
+        .iter()
+        .copied()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|s| {
+            let labels = s.metadata.labels.as_ref();
+            labels.and_then(|l| l.get(SERVICE_NAME)).map(String::as_str) == Some(service)
+                && labels.and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some(managed_by)
+        })
+        .collect();
+    mine.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let content = |s: &EndpointSlice| {
+        (
+            serde_json::to_value(&s.endpoints).unwrap_or_default(),
+            serde_json::to_value(s.ports.clone().unwrap_or_default()).unwrap_or_default(),
+        )
+    };
+    let patch_of = |slice: &EndpointSlice, patch: Value| Action::Patch {
+        namespace: namespace.to_string(),
+        name: slice.metadata.name.clone().unwrap_or_default(),
+        patch,
+    };
+    let mut unmatched: Vec<(Value, Value)> = Vec::new();
+    for wanted in desired {
+        match mine.iter().position(|s| content(s) == wanted) {
+            Some(i) => {
+                let slice = mine.remove(i);
+                if json!(slice.metadata.labels.clone().unwrap_or_default()) != *labels {
+                    actions.push(patch_of(slice, json!({"metadata": {"labels": labels}})));
+                }
+            }
+            None => unmatched.push(wanted),
+        }
+    }
+    for (endpoints, ports) in unmatched {
+        match mine.pop() {
+            Some(slice) => {
+                actions.push(patch_of(
+                    slice,
+                    json!({"metadata": {"labels": labels}, "endpoints": endpoints, "ports": ports}),
+                ));
+            }
+            None => actions.push(Action::Create(json!({
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "generateName": format!("{service}-"),
+                    "namespace": namespace,
+                    "labels": labels,
+                    "ownerReferences": [owner],
+                },
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+                "ports": ports,
+            }))),
+        }
+    }
+    for extra in mine {
+        actions.push(Action::Delete {
+            namespace: namespace.to_string(),
+            name: extra.metadata.name.clone().unwrap_or_default(),
+        });
+    }
+    actions
+}
+
+/// The EndpointSlices of Services without a selector whose Endpoints someone else
+/// writes (kube-controller-manager's endpointslicemirroring): each subset a slice, its
+/// addresses ready, its notReadyAddresses not; none for Endpoints labelled
+/// `endpointslice.kubernetes.io/skip-mirror` (the API server's own). Slices it made for
+/// what no longer qualifies are deleted.
+pub fn sync_mirrored(services: &[&Service], endpoints: &[&Endpoints], existing: &[&EndpointSlice]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut mirrored = HashSet::new();
+    for service in services {
+        let spec = service.spec.as_ref();
+        if spec.and_then(|s| s.selector.as_ref()).is_some_and(|s| !s.is_empty())
+            || spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName")
+        {
+            continue;
+        }
+        let namespace = service.metadata.namespace.clone().unwrap_or_default();
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let Some(source) = endpoints
             .iter()
-            .copied()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(&namespace))
-            .filter(|s| {
-                let labels = s.metadata.labels.as_ref();
-                labels.and_then(|l| l.get(SERVICE_NAME)) == Some(&name)
-                    && labels.and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some(SLICE_CONTROLLER)
+            .find(|e| e.metadata.namespace.as_deref() == Some(&namespace) && e.metadata.name.as_deref() == Some(&name))
+        else {
+            continue;
+        };
+        let annotations = source.metadata.annotations.as_ref();
+        let labels = source.metadata.labels.clone().unwrap_or_default();
+        if labels.get("endpointslice.kubernetes.io/skip-mirror").map(String::as_str) == Some("true")
+            || annotations.is_some_and(|a| a.contains_key(TRIGGER_TIME))
+        {
+            continue;
+        }
+        mirrored.insert((namespace.clone(), name.clone()));
+        let desired: Vec<(Value, Value)> = source
+            .subsets
+            .iter()
+            .flatten()
+            .map(|subset| {
+                let endpoint = |a: &k8s_openapi::api::core::v1::EndpointAddress, ready: bool| {
+                    let mut endpoint = json!({"addresses": [a.ip], "conditions": {"ready": ready}});
+                    for (field, value) in [("nodeName", &a.node_name), ("hostname", &a.hostname)] {
+                        if let Some(value) = value {
+                            endpoint[field] = value.clone().into();
+                        }
+                    }
+                    if let Some(target) = &a.target_ref {
+                        endpoint["targetRef"] = serde_json::to_value(target).unwrap_or_default();
+                    }
+                    endpoint
+                };
+                let ready = subset.addresses.iter().flatten().map(|a| endpoint(a, true));
+                let unready = subset.not_ready_addresses.iter().flatten().map(|a| endpoint(a, false));
+                let ports: Vec<Value> =
+                    subset.ports.iter().flatten().filter_map(|p| serde_json::to_value(p).ok()).collect();
+                (Value::Array(ready.chain(unready).collect()), Value::Array(ports))
             })
             .collect();
-        mine.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let content = |s: &EndpointSlice| {
-            (
-                serde_json::to_value(&s.endpoints).unwrap_or_default(),
-                serde_json::to_value(s.ports.clone().unwrap_or_default()).unwrap_or_default(),
-            )
-        };
-        // Slices that already say what one desired slice says are kept as they are.
-        let mut unmatched: Vec<(Value, Value)> = Vec::new();
-        for wanted in desired {
-            match mine.iter().position(|s| content(s) == wanted) {
-                Some(i) => {
-                    let slice = mine.remove(i);
-                    if json!(slice.metadata.labels.clone().unwrap_or_default()) != labels {
-                        let patch = json!({"metadata": {"labels": labels}});
-                        actions.push(Action::Patch {
-                            namespace: namespace.clone(),
-                            name: slice.metadata.name.clone().unwrap_or_default(),
-                            patch,
-                        });
-                    }
-                }
-                None => unmatched.push(wanted),
-            }
+        let mut slice_labels = labels;
+        slice_labels.insert(SERVICE_NAME.into(), name.clone());
+        slice_labels.insert(MANAGED_BY.into(), MIRRORING_CONTROLLER.into());
+        let reference = controller_ref("v1", "Endpoints", &source.metadata);
+        actions.extend(reconcile_slices(
+            &namespace,
+            &name,
+            MIRRORING_CONTROLLER,
+            &json!(slice_labels),
+            &reference,
+            desired,
+            existing,
+        ));
+    }
+    for slice in existing {
+        let labels = slice.metadata.labels.as_ref();
+        if labels.and_then(|l| l.get(MANAGED_BY)).map(String::as_str) != Some(MIRRORING_CONTROLLER) {
+            continue;
         }
-        for (endpoints, ports) in unmatched {
-            match mine.pop() {
-                Some(slice) => {
-                    let patch = json!({"metadata": {"labels": labels}, "endpoints": endpoints, "ports": ports});
-                    actions.push(Action::Patch {
-                        namespace: namespace.clone(),
-                        name: slice.metadata.name.clone().unwrap_or_default(),
-                        patch,
-                    });
-                }
-                None => actions.push(Action::Create(json!({
-                    "apiVersion": "discovery.k8s.io/v1",
-                    "kind": "EndpointSlice",
-                    "metadata": {
-                        "generateName": format!("{name}-"),
-                        "namespace": namespace,
-                        "labels": labels,
-                        "ownerReferences": [controller_ref("v1", "Service", &service.metadata)],
-                    },
-                    "addressType": "IPv4",
-                    "endpoints": endpoints,
-                    "ports": ports,
-                }))),
-            }
-        }
-        for extra in mine {
-            actions.push(Action::Delete {
-                namespace: namespace.clone(),
-                name: extra.metadata.name.clone().unwrap_or_default(),
-            });
+        let key = (
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            labels.and_then(|l| l.get(SERVICE_NAME)).cloned().unwrap_or_default(),
+        );
+        if !mirrored.contains(&key) {
+            actions.push(Action::Delete { namespace: key.0, name: slice.metadata.name.clone().unwrap_or_default() });
         }
     }
     actions
@@ -364,21 +474,33 @@ pub fn sync_slices(services: &[&Service], pods: &[&Pod], existing: &[&EndpointSl
 
 /// Keeps the Services' Endpoints until the process ends.
 pub fn start_endpoints(client: Client, informers: &Arc<Informers>) {
-    start(client, informers, Informers::endpoints, sync_endpoints);
+    start(client, informers, Informers::pods, Informers::endpoints, sync_endpoints);
 }
 
 /// Keeps the Services' EndpointSlices until the process ends.
 pub fn start_slices(client: Client, informers: &Arc<Informers>) {
-    start(client, informers, Informers::slices, sync_slices);
+    start(client, informers, Informers::pods, Informers::slices, sync_slices);
 }
 
-/// What a controller of endpoints derives from the Services and pods, and the objects of
-/// its kind there are.
-type Derive<K> = fn(&[&Service], &[&Pod], &[&K]) -> Vec<Action>;
+/// Mirrors the Endpoints of Services without a selector into EndpointSlices until the
+/// process ends.
+pub fn start_mirroring(client: Client, informers: &Arc<Informers>) {
+    start(client, informers, Informers::endpoints, Informers::slices, sync_mirrored);
+}
 
-/// Keeps the objects of kind `K` that `sync` derives from Services and pods.
-fn start<K>(client: Client, informers: &Arc<Informers>, existing: fn(&Informers) -> &Informer<K>, sync: Derive<K>)
-where
+/// What a controller of endpoints derives from the Services and its sources (pods, or
+/// Endpoints), and the objects of its kind there are.
+type Derive<S, K> = fn(&[&Service], &[&S], &[&K]) -> Vec<Action>;
+
+/// Keeps the objects of kind `K` that `derive` makes of Services and sources `S`.
+fn start<S, K>(
+    client: Client,
+    informers: &Arc<Informers>,
+    sources: fn(&Informers) -> &Informer<S>,
+    existing: fn(&Informers) -> &Informer<K>,
+    derive: Derive<S, K>,
+) where
+    S: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
@@ -390,21 +512,21 @@ where
 {
     let wake = Arc::new(Notify::new());
     informers.services().subscribe(&wake);
-    informers.pods().subscribe(&wake);
+    sources(informers).subscribe(&wake);
     existing(informers).subscribe(&wake);
     let informers = informers.clone();
     super::level_triggered(wake, move || {
         let (client, informers) = (client.clone(), informers.clone());
         async move {
             if !(informers.services().ready().await
-                && informers.pods().ready().await
+                && sources(&informers).ready().await
                 && existing(&informers).ready().await)
             {
                 return None;
             }
-            let (services, pods, current) =
-                (informers.services().all(), informers.pods().all(), existing(&informers).all());
-            let actions = sync(&super::refs(&services), &super::refs(&pods), &super::refs(&current));
+            let (services, from, current) =
+                (informers.services().all(), sources(&informers).all(), existing(&informers).all());
+            let actions = derive(&super::refs(&services), &super::refs(&from), &super::refs(&current));
             apply::<K>(&client, actions).await
         }
     });
@@ -513,5 +635,34 @@ mod tests {
         let [Action::Patch { name, patch, .. }] = actions.as_slice() else { panic!("{actions:?}") };
         assert_eq!(name, "web-abcde");
         assert_eq!(patch["endpoints"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn endpoints_written_by_hand_are_mirrored_into_slices() {
+        let selectorless: Service = serde_json::from_value(json!({
+            "metadata": {"name": "db", "namespace": "default"}, "spec": {"ports": [{"port": 5432}]}}))
+        .unwrap();
+        let by_hand: Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": "db", "namespace": "default", "uid": "ep-uid"},
+            "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "notReadyAddresses": [{"ip": "192.0.2.11"}],
+                "ports": [{"port": 5432, "protocol": "TCP"}]}]}))
+        .unwrap();
+        let actions = sync_mirrored(&[&selectorless], &[&by_hand], &[]);
+        let [Action::Create(slice)] = actions.as_slice() else { panic!("{actions:?}") };
+        assert_eq!(slice["metadata"]["labels"][MANAGED_BY], MIRRORING_CONTROLLER);
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Endpoints");
+        assert_eq!(slice["endpoints"][0], json!({"addresses": ["192.0.2.10"], "conditions": {"ready": true}}));
+        assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
+        assert_eq!(slice["ports"], json!([{"port": 5432, "protocol": "TCP"}]));
+
+        // Once the Service has a selector, the mirror goes.
+        let mut mirrored: EndpointSlice = serde_json::from_value(slice.clone()).unwrap();
+        mirrored.metadata.name = Some("db-x".into());
+        let mut selected = selectorless.clone();
+        selected.spec.as_mut().unwrap().selector = Some([("app".to_string(), "db".to_string())].into());
+        assert_eq!(
+            sync_mirrored(&[&selected], &[&by_hand], &[&mirrored]),
+            vec![Action::Delete { namespace: "default".into(), name: "db-x".into() }]
+        );
     }
 }

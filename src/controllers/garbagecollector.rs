@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PropagationPolicy};
@@ -132,6 +132,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.deployments().subscribe(&wake);
     informers.services().subscribe(&wake);
     informers.slices().subscribe(&wake);
+    informers.endpoints().subscribe(&wake);
     let informers = informers.clone();
     let resources: Arc<Mutex<HashMap<(String, String), ApiResource>>> = Arc::default();
     super::level_triggered(wake, move || {
@@ -142,7 +143,8 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                 && i.replica_sets().ready().await
                 && i.deployments().ready().await
                 && i.services().ready().await
-                && i.slices().ready().await)
+                && i.slices().ready().await
+                && i.endpoints().ready().await)
             {
                 return None;
             }
@@ -152,6 +154,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
             nodes.extend(i.deployments().all().iter().map(|o| Node::of::<Deployment>(o)));
             nodes.extend(i.services().all().iter().map(|o| Node::of::<Service>(o)));
             nodes.extend(i.slices().all().iter().map(|o| Node::of::<EndpointSlice>(o)));
+            nodes.extend(i.endpoints().all().iter().map(|o| Node::of::<Endpoints>(o)));
             let mut ok = true;
             for action in plan(&nodes) {
                 ok &= carry_out(&client, &resources, &nodes, action).await;
