@@ -49,6 +49,15 @@ pub fn prepare_process() -> Result<()> {
     Ok(())
 }
 
+/// For the processes that keep a node's many small objects (the agent, `podctl up`): two
+/// malloc arenas instead of glibc's eight per core. Their threads allocate little at a
+/// time, and the arenas each would keep cost a tenth of the resident memory (measured
+/// with `bench/run cluster`).
+pub fn few_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter, before the process's threads start.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+}
+
 /// The client certificate a TLS connection's peer presented, verified by the acceptor
 /// (DER), in the extensions of every request on the connection.
 #[derive(Clone)]

@@ -55,7 +55,8 @@ spec:
 
 #[test]
 fn kubectl_creates_applies_gets_patches_scales_and_deletes() {
-    let api = ApiServer::start(PODCTL, &[]);
+    // The API alone: no controllers to make the Deployment's pods (tests/cluster.rs has them).
+    let api = ApiServer::start(PODCTL, &["--controllers="]);
     assert!(api.kubectl(&["version"]).contains("Server Version: v1.33.0-podctl"));
     assert_eq!(api.kubectl(&["create", "namespace", "team"]), "namespace/team created\n");
     api.kubectl(&["create", "configmap", "cfg", "-n", "team", "--from-literal=a=b"]);
@@ -232,7 +233,7 @@ fn assert_unchanged_but_the_secret(output: &str) {
 #[test]
 fn kubectl_works_the_same_on_the_etcd_backend() {
     let etcd = testkit::etcd::Etcd::start();
-    let api = ApiServer::start(PODCTL, &["--etcd-endpoints", &etcd.endpoint]);
+    let api = ApiServer::start(PODCTL, &["--etcd-endpoints", &etcd.endpoint, "--controllers="]);
     let first = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);
     assert!(first.contains("deployment.apps/web created"), "{first}");
     let second = api.kubectl_stdin(&["apply", "-f", "-"], MANIFEST);

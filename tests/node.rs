@@ -363,9 +363,10 @@ fn kubectl_exec_runs_in_the_container_over_a_websocket() {
     let bad = text(&cluster.kubectl(&["exec", "web", "-c", "nope", "--", "true"]).stderr);
     assert!(bad.contains("container nope is not valid for pod web"), "{bad}");
 
-    // A pod no node has is refused by the API server.
+    // A pod no node has (none matches its selector) is refused by the API server.
     cluster.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: nowhere}\nspec: {containers: [{name: c, image: busybox}]}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: nowhere}\n\
+         spec: {nodeSelector: {disk: none}, containers: [{name: c, image: busybox}]}\n",
     );
     let unbound = text(&cluster.kubectl(&["exec", "nowhere", "--", "true"]).stderr);
     assert!(unbound.contains("pod nowhere does not have a host assigned"), "{unbound}");

@@ -36,6 +36,7 @@ impl UpArgs {
             // certificate with.
             allow_unauthenticated: self.apiserver.unauthenticated(),
         };
+        crate::serve::few_malloc_arenas();
         let server = apiserver::prepare(self.apiserver.config(opts)?)?;
         let (node, store) = self.agent.config(connection, opts)?;
         let runtime = opts.runtime()?;

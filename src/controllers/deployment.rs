@@ -212,7 +212,7 @@ pub fn sync(
         let new = new_index;
         // The new ReplicaSet's revision and copied annotations, and the Deployment's.
         if let Some(i) = new {
-            annotate_new(d, &mut sets[i], max_old_revision + 1, true);
+            annotate_new(d, &mut sets[i].annotations, max_old_revision + 1, true);
         }
         let scaling = sets.iter().any(|s| {
             s.replicas > 0
@@ -316,22 +316,22 @@ struct Status {
 
 /// The new ReplicaSet's revision (one past the old ones', unless it has that already),
 /// the history of the revisions it had, and the Deployment's annotations.
-fn annotate_new(d: &Deployment, set: &mut Set, revision: i64, exists: bool) {
+fn annotate_new(d: &Deployment, annotations: &mut BTreeMap<String, String>, revision: i64, exists: bool) {
     for (key, value) in d.metadata.annotations.iter().flatten() {
         if !NOT_COPIED.contains(&key.as_str()) {
-            set.annotations.insert(key.clone(), value.clone());
+            annotations.insert(key.clone(), value.clone());
         }
     }
-    let old = set.annotations.get(REVISION).and_then(|r| r.parse::<i64>().ok());
+    let old = annotations.get(REVISION).and_then(|r| r.parse::<i64>().ok());
     if old.is_none_or(|old| old < revision) {
         if exists && let Some(old) = old {
-            let history = match set.annotations.get(REVISION_HISTORY) {
+            let history = match annotations.get(REVISION_HISTORY) {
                 Some(h) if !h.is_empty() => format!("{h},{old}"),
                 _ => old.to_string(),
             };
-            set.annotations.insert(REVISION_HISTORY.into(), history);
+            annotations.insert(REVISION_HISTORY.into(), history);
         }
-        set.annotations.insert(REVISION.into(), revision.to_string());
+        annotations.insert(REVISION.into(), revision.to_string());
     }
 }
 
@@ -368,12 +368,11 @@ fn new_replica_set(
     template["metadata"]["labels"][TEMPLATE_HASH] = hash.clone().into();
     let mut selector = serde_json::to_value(&spec.selector).unwrap_or_default();
     selector["matchLabels"][TEMPLATE_HASH] = hash.clone().into();
-    let probe = ReplicaSet::default();
-    let mut set = Set { rs: &probe, replicas, annotations: BTreeMap::new() };
-    annotate_new(d, &mut set, revision, false);
+    let mut annotations = BTreeMap::new();
+    annotate_new(d, &mut annotations, revision, false);
     let (surge, _) = fenceposts(&spec);
-    set.annotations.insert(DESIRED_REPLICAS.into(), spec.replicas.unwrap_or(1).to_string());
-    set.annotations.insert(MAX_REPLICAS.into(), (spec.replicas.unwrap_or(1) + surge).to_string());
+    annotations.insert(DESIRED_REPLICAS.into(), spec.replicas.unwrap_or(1).to_string());
+    annotations.insert(MAX_REPLICAS.into(), (spec.replicas.unwrap_or(1) + surge).to_string());
     let rs = json!({
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
@@ -381,7 +380,7 @@ fn new_replica_set(
             "name": format!("{name}-{hash}"),
             "namespace": d.metadata.namespace,
             "labels": template["metadata"]["labels"],
-            "annotations": set.annotations,
+            "annotations": annotations,
             "ownerReferences": [controller_ref("apps/v1", "Deployment", &d.metadata)],
         },
         "spec": {

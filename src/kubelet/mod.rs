@@ -71,6 +71,7 @@ pub struct Config {
 /// and lets in only the API server's client certificate, unless told to let anyone in.
 pub fn run(config: Config, runtime: runtime::Runtime, store: images::Store) -> Result<()> {
     crate::serve::prepare_process()?;
+    crate::serve::few_malloc_arenas();
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     tokio.block_on(serve(config, runtime, store))
 }
