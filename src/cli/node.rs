@@ -99,7 +99,7 @@ fn parse_taint(text: &str) -> Result<serde_json::Value, String> {
 
 impl NodeArgs {
     pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
-        let _one_agent = lock_node(opts)?;
+        let _one_agent = lock_node(opts, "podctl node")?;
         let connection = Connection {
             kubeconfig: self.kubeconfig.unwrap_or_else(|| opts.data_dir.join("kubeconfig")),
             server: self.server,
@@ -124,8 +124,8 @@ pub struct Connection {
 
 /// One agent per node: a second would start and stop the same pods. The lock is held as
 /// long as the file is open.
-pub fn lock_node(opts: &NodeOptions) -> Result<std::fs::File> {
-    require_root("podctl node")?;
+pub fn lock_node(opts: &NodeOptions, command: &str) -> Result<std::fs::File> {
+    require_root(command)?;
     runtime::state::create_private_dir(&opts.data_dir)
         .with_context(|| format!("create {}", opts.data_dir.display()))?;
     let lock = opts.data_dir.join("node.lock");

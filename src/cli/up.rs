@@ -25,7 +25,7 @@ pub struct UpArgs {
 
 impl UpArgs {
     pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
-        let _one_agent = lock_node(opts)?;
+        let _one_agent = lock_node(opts, "podctl up")?;
         let kubeconfig = opts.data_dir.join("kubeconfig");
         let connection = Connection {
             kubeconfig: kubeconfig.clone(),
