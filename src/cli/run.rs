@@ -557,30 +557,6 @@ fn parse_volume(spec: &str) -> Result<(String, String, bool)> {
     Ok((host.into(), target.into(), read_only))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(image_base_name("docker.io/library/busybox:latest"), "busybox");
-        assert_eq!(image_base_name("/tmp/my_image.tar"), "myimage");
-        assert!(validate_name("web-1").is_ok());
-        assert!(validate_name("Web").is_err());
-        assert!(validate_name("-x").is_err());
-        let uid = random_uid();
-        assert_eq!(uid.len(), 36);
-        assert_ne!(uid, random_uid());
-    }
-
-    #[test]
-    fn volumes() {
-        assert_eq!(parse_volume("/tmp:/data:ro").unwrap(), ("/tmp".into(), "/data".into(), true));
-        assert!(parse_volume("tmp:/data").is_err());
-        assert!(parse_volume("/no/such/dir:/data").is_err());
-    }
-}
-
 /// `--device HOSTPATH[:CTRPATH][:rwm]`, as docker reads it: the node's device at HOSTPATH
 /// (its kind and number), made at CTRPATH (HOSTPATH by default) in the container.
 fn parse_device(value: &str) -> Result<runtime::Device, String> {
@@ -615,4 +591,28 @@ fn parse_device(value: &str) -> Result<runtime::Device, String> {
         minor: libc::minor(rdev),
         access,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(image_base_name("docker.io/library/busybox:latest"), "busybox");
+        assert_eq!(image_base_name("/tmp/my_image.tar"), "myimage");
+        assert!(validate_name("web-1").is_ok());
+        assert!(validate_name("Web").is_err());
+        assert!(validate_name("-x").is_err());
+        let uid = random_uid();
+        assert_eq!(uid.len(), 36);
+        assert_ne!(uid, random_uid());
+    }
+
+    #[test]
+    fn volumes() {
+        assert_eq!(parse_volume("/tmp:/data:ro").unwrap(), ("/tmp".into(), "/data".into(), true));
+        assert!(parse_volume("tmp:/data").is_err());
+        assert!(parse_volume("/no/such/dir:/data").is_err());
+    }
 }
