@@ -306,7 +306,7 @@ fn a_deployment_runs_heals_scales_and_is_served_by_its_service() {
 }
 
 /// Follows the pods of a selector through a watch (kubectl get -w), keeping the fewest
-/// ready and the most live pods seen at any moment.
+/// ready and the most live (neither finished nor being deleted) pods seen at any moment.
 struct PodWatch {
     child: Child,
     seen: std::sync::Arc<std::sync::Mutex<(usize, usize)>>,
@@ -335,7 +335,9 @@ impl PodWatch {
                 if event["type"] == "DELETED" {
                     pods.remove(&name);
                 } else {
-                    pods.insert(name, (ready(pod), !pod["metadata"]["deletionTimestamp"].is_null()));
+                    // A pod that has finished counts as gone.
+                    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+                    pods.insert(name, (ready(pod), finished || !pod["metadata"]["deletionTimestamp"].is_null()));
                 }
                 let live = pods.values().filter(|(_, deleting)| !deleting).count();
                 let ready = pods.values().filter(|(ready, deleting)| *ready && !deleting).count();
@@ -660,4 +662,72 @@ fn a_node_that_stops_is_marked_unreachable_and_its_pods_come_back_on_the_other()
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn jobs_complete_fail_at_their_backoff_limit_and_tell_indexed_pods_their_index() {
+    let up = Up::start();
+    let jobs = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: five}
+spec:
+  completions: 5
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: "busybox:1.36", command: [sh, -c, "sleep 0.2"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: "busybox:1.36", command: [sh, -c, "exit 3"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: "busybox:1.36", command: [sh, -c, "echo index $JOB_COMPLETION_INDEX on $(hostname)"]}]
+"#;
+    up.kubectl_stdin(&["apply", "-f", "-"], jobs);
+    // A watch of the first Job's pods: never more than parallelism running at once.
+    let watch = PodWatch::start(&up, "job-name=five", 0);
+    let waited = up.kubectl(&["wait", "--for=condition=complete", "job/five", "job/indexed", "--timeout=60s"]);
+    assert!(waited.contains("job.batch/five condition met"), "{waited}");
+    let five = up.json(&["get", "job", "five"]);
+    assert_eq!(five["status"]["succeeded"], 5, "{}", five["status"]);
+    assert_eq!(up.pods("job-name=five").values().filter(|p| p["status"]["phase"] == "Succeeded").count(), 5);
+    let (_, most_live) = watch.extremes();
+    drop(watch);
+    assert!(most_live <= 2, "{most_live} pods of a Job with parallelism 2 at once");
+
+    let indexed = up.json(&["get", "job", "indexed"]);
+    assert_eq!(indexed["status"]["completedIndexes"], "0-2");
+    let mut said: Vec<String> =
+        up.pods("job-name=indexed").keys().map(|pod| up.kubectl(&["logs", pod]).trim().to_string()).collect();
+    said.sort();
+    assert_eq!(said, ["index 0 on indexed-0", "index 1 on indexed-1", "index 2 on indexed-2"]);
+
+    // Two failures (the second after a 10 s back-off) are more than backoffLimit 1.
+    let failed = up.kubectl(&["wait", "--for=condition=failed", "job/failing", "--timeout=60s"]);
+    assert!(failed.contains("condition met"), "{failed}");
+    let failing = up.json(&["get", "job", "failing"]);
+    assert_eq!(failing["status"]["failed"], 2, "{}", failing["status"]);
+    let reason =
+        failing["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").unwrap()["reason"]
+            .clone();
+    assert_eq!(reason, "BackoffLimitExceeded");
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -75,6 +76,7 @@ pub struct Informers {
     replica_sets: OnceLock<Informer<ReplicaSet>>,
     deployments: OnceLock<Informer<Deployment>>,
     leases: OnceLock<Informer<Lease>>,
+    jobs: OnceLock<Informer<Job>>,
 }
 
 impl Informers {
@@ -89,6 +91,7 @@ impl Informers {
             replica_sets: OnceLock::new(),
             deployments: OnceLock::new(),
             leases: OnceLock::new(),
+            jobs: OnceLock::new(),
         }
     }
 
@@ -122,5 +125,9 @@ impl Informers {
 
     pub fn leases(&self) -> &Informer<Lease> {
         self.leases.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn jobs(&self) -> &Informer<Job> {
+        self.jobs.get_or_init(|| Informer::start(self.client.clone()))
     }
 }

@@ -9,8 +9,10 @@
 
 mod deployment;
 mod endpoints;
+mod expectations;
 mod garbagecollector;
 mod informers;
+mod job;
 mod nodeipam;
 mod nodelifecycle;
 mod objects;
@@ -37,6 +39,7 @@ pub const ALL: &[&str] = &[
     "endpointslice",
     "endpointslicemirroring",
     "garbagecollector",
+    "job",
     "nodeipam",
     "nodelifecycle",
 ];
@@ -90,6 +93,7 @@ pub fn start(api: &kube::Config, config: &Config) -> Result<()> {
             "endpointslice" => endpoints::start_slices(client.clone(), &informers),
             "endpointslicemirroring" => endpoints::start_mirroring(client.clone(), &informers),
             "garbagecollector" => garbagecollector::start(client.clone(), &informers),
+            "job" => job::start(client.clone(), &informers),
             "nodeipam" => nodeipam::start(client.clone(), &informers, config.cluster_cidr),
             "nodelifecycle" => nodelifecycle::start(client.clone(), &informers, config.node_monitor_grace_period),
             _ => unreachable!("every controller of ALL is started"),

@@ -3,9 +3,9 @@
 //! selector; the status counted from the pods. Expectations (pods made or deleted that
 //! the cache has not shown yet) stop a burst from being doubled.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -15,6 +15,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::expectations::Expectations;
 use super::informers::Informers;
 use super::objects::{Claim, availability, claim, controller_ref, is_active, is_ready, now};
 use crate::client::message;
@@ -23,9 +24,6 @@ use crate::events::{Event, Involved, Recorder};
 /// At most this many pods are made or deleted in one pass (kube-controller-manager's
 /// burstReplicas).
 const BURST: usize = 500;
-
-/// How long expectations wait for the cache before they are given up on.
-const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the controller does to one ReplicaSet's pods and status.
 #[derive(Debug, PartialEq)]
@@ -41,34 +39,6 @@ pub enum Action {
         uid: String,
     },
     Status(Value),
-}
-
-/// Pods made and deleted that the cache has yet to show.
-#[derive(Default, Debug)]
-pub struct Expectations {
-    created: HashSet<String>,
-    deleted: HashSet<String>,
-    since: Option<Instant>,
-}
-
-impl Expectations {
-    /// Whether the cache shows everything expected (or it waited too long for it).
-    fn satisfied(&self, pods: &[&Pod]) -> bool {
-        if self.created.is_empty() && self.deleted.is_empty() {
-            return true;
-        }
-        if self.since.is_some_and(|since| since.elapsed() > EXPECTATIONS_TIMEOUT) {
-            return true;
-        }
-        let names: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
-        let live: HashSet<&str> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        self.created.iter().all(|n| names.contains(n.as_str()))
-            && self.deleted.iter().all(|u| !live.contains(u.as_str()))
-    }
 }
 
 /// What one ReplicaSet needs done, from it, the pods of its namespace, and whether its
@@ -175,7 +145,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), "replicaset-controller", None),
         client,
-        expectations: Mutex::new(HashMap::new()),
+        expectations: Expectations::default(),
     });
     super::level_triggered(wake, move || {
         let (context, informers) = (context.clone(), informers.clone());
@@ -192,20 +162,16 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                 let in_namespace: Vec<&Pod> =
                     pods.iter().map(|p| &**p).filter(|p| p.metadata.namespace.as_deref() == Some(&namespace)).collect();
                 let key = rs.metadata.uid.clone().unwrap_or_default();
-                let met =
-                    expectations.lock().expect("expectations").get(&key).is_none_or(|e| e.satisfied(&in_namespace));
+                let met = expectations.met(&key, &in_namespace);
                 let (actions, wait) = sync(&rs, &in_namespace, met, &now);
                 requeue = super::sooner(requeue, wait);
-                if met {
-                    expectations.lock().expect("expectations").remove(&key);
-                }
                 if !apply(&context, &rs, actions).await {
                     requeue = super::sooner(requeue, Some(Duration::from_secs(1)));
                 }
             }
             let live: HashSet<String> =
                 informers.replica_sets().all().iter().filter_map(|rs| rs.metadata.uid.clone()).collect();
-            expectations.lock().expect("expectations").retain(|uid, _| live.contains(uid));
+            expectations.keep(&live);
             requeue
         }
     });
@@ -215,20 +181,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
 struct Context {
     client: Client,
     recorder: Recorder,
-    /// By ReplicaSet uid.
-    expectations: Mutex<HashMap<String, Expectations>>,
-}
-
-/// Notes something done to a ReplicaSet's pods that the cache is to show.
-fn expect(
-    expectations: &Mutex<HashMap<String, Expectations>>,
-    key: &str,
-    note: impl FnOnce(&mut Expectations) -> bool,
-) {
-    let mut all = expectations.lock().expect("expectations");
-    let pending = all.entry(key.to_string()).or_default();
-    pending.since.get_or_insert_with(Instant::now);
-    note(pending);
+    expectations: Expectations,
 }
 
 /// Does what `sync` decided; false when something failed (it is tried again).
@@ -267,7 +220,7 @@ async fn apply(context: &Context, rs: &ReplicaSet, actions: Vec<Action>) -> bool
                             match pods.create(&PostParams::default(), &pod).await {
                                 Ok(created) => {
                                     let pod = created.metadata.name.unwrap_or_default();
-                                    expect(expectations, &key, |pending| pending.created.insert(pod.clone()));
+                                    expectations.created(&key, pod.clone());
                                     recorder
                                         .record(
                                             involved,
@@ -296,7 +249,7 @@ async fn apply(context: &Context, rs: &ReplicaSet, actions: Vec<Action>) -> bool
                 all_made
             }
             Action::Delete { pod, uid } => {
-                expect(expectations, &key, |pending| pending.deleted.insert(uid));
+                expectations.deleted(&key, uid);
                 match pods.delete(&pod, &DeleteParams::default()).await {
                     Ok(_) => {
                         recorder
