@@ -1,5 +1,6 @@
 //! Cron schedules as CronJobs write them (the standard five fields, or a descriptor such
-//! as `@hourly`), parsed as robfig/cron's ParseStandard parses them, errors worded alike.
+//! as `@hourly`), parsed as robfig/cron's ParseStandard parses them, errors worded alike;
+//! and the minutes they fire at, in a time zone.
 
 /// The minutes, hours, days of the month, months and days of the week a schedule fires
 /// on, one bit each.
@@ -52,6 +53,53 @@ impl Schedule {
             days_of_month: bits(fields[2], &DAYS_OF_MONTH)?,
             months: bits(fields[3], &MONTHS)?,
             days_of_week: bits(fields[4], &DAYS_OF_WEEK)?,
+        })
+    }
+}
+
+impl Schedule {
+    /// Whether it fires at this minute. As robfig/cron: when both the day of the month and
+    /// the day of the week are restricted, either one matching is enough.
+    pub fn matches(&self, time: &jiff::Zoned) -> bool {
+        let bit = |bits: u64, v: i8| bits & (1 << v) != 0;
+        let all_days_of_month = (1..=31).all(|d| bit(self.days_of_month, d));
+        let all_days_of_week = (0..=6).all(|d| bit(self.days_of_week, d));
+        let day_of_month = bit(self.days_of_month, time.day());
+        let day_of_week = bit(self.days_of_week, time.weekday().to_sunday_zero_offset());
+        let day = if all_days_of_month || all_days_of_week {
+            day_of_month && day_of_week
+        } else {
+            day_of_month || day_of_week
+        };
+        bit(self.minutes, time.minute()) && bit(self.hours, time.hour()) && bit(self.months, time.month()) && day
+    }
+
+    /// The latest minute it fired at in (`after`, `until`], if any (looking back a year at
+    /// most).
+    pub fn last(
+        &self,
+        after: jiff::Timestamp,
+        until: jiff::Timestamp,
+        zone: &jiff::tz::TimeZone,
+    ) -> Option<jiff::Timestamp> {
+        let mut minute = until.as_second() / 60 * 60;
+        let oldest = after.as_second().max(until.as_second() - 366 * 24 * 3600);
+        while minute > oldest {
+            let time = jiff::Timestamp::from_second(minute).ok()?;
+            if self.matches(&time.to_zoned(zone.clone())) {
+                return Some(time);
+            }
+            minute -= 60;
+        }
+        None
+    }
+
+    /// The first minute it fires at after `after` (looking ahead five years at most).
+    pub fn next(&self, after: jiff::Timestamp, zone: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
+        let start = after.as_second() / 60 * 60 + 60;
+        (0..5 * 366 * 24 * 60).map(|i| start + i * 60).find_map(|second| {
+            let time = jiff::Timestamp::from_second(second).ok()?;
+            self.matches(&time.to_zoned(zone.clone())).then_some(time)
         })
     }
 }
@@ -120,5 +168,29 @@ mod tests {
         assert_eq!(Schedule::parse("60 * * * *").unwrap_err(), "end of range (60) above maximum (59): 60");
         assert!(Schedule::parse("* * 0 * *").is_err());
         assert!(Schedule::parse("@sometimes").is_err());
+    }
+
+    #[test]
+    fn times_match_as_cron_fires_in_the_schedule_zone() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+        // 2026-01-05 is a Monday.
+        let mondays = Schedule::parse("0 9 * * mon").unwrap();
+        assert!(mondays.matches(&at("2026-01-05T09:00:00Z").to_zoned(utc.clone())));
+        assert!(!mondays.matches(&at("2026-01-06T09:00:00Z").to_zoned(utc.clone())));
+        // Both days restricted: either one matching fires.
+        let either = Schedule::parse("0 0 1 * mon").unwrap();
+        assert!(either.matches(&at("2026-01-05T00:00:00Z").to_zoned(utc.clone())));
+        assert!(either.matches(&at("2026-02-01T00:00:00Z").to_zoned(utc.clone())));
+        assert_eq!(mondays.next(at("2026-01-05T09:00:00Z"), &utc), Some(at("2026-01-12T09:00:00Z")));
+        assert_eq!(
+            mondays.last(at("2026-01-01T00:00:00Z"), at("2026-01-07T00:00:00Z"), &utc),
+            Some(at("2026-01-05T09:00:00Z"))
+        );
+        assert_eq!(mondays.last(at("2026-01-06T00:00:00Z"), at("2026-01-07T00:00:00Z"), &utc), None);
+        if let Ok(paris) = jiff::tz::TimeZone::get("Europe/Paris") {
+            // 09:00 in Paris in winter is 08:00 UTC.
+            assert_eq!(mondays.next(at("2026-01-05T00:00:00Z"), &paris), Some(at("2026-01-05T08:00:00Z")));
+        }
     }
 }

@@ -731,3 +731,39 @@ spec:
             .clone();
     assert_eq!(reason, "BackoffLimitExceeded");
 }
+
+#[test]
+fn a_cronjob_makes_jobs_on_its_schedule_and_by_hand() {
+    let up = Up::start();
+    let cronjob = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "*/1 * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: "busybox:1.36", command: [echo, tick]}]
+"#;
+    up.kubectl_stdin(&["apply", "-f", "-"], cronjob);
+    // kubectl's own Job from the CronJob's template, at once.
+    up.kubectl(&["create", "job", "--from=cronjob/tick", "by-hand"]);
+    up.kubectl(&["wait", "--for=condition=complete", "job/by-hand", "--timeout=60s"]);
+    // The next minute's Job, made by the controller.
+    up.wait("a scheduled Job complete", 90, || {
+        let jobs = up.json(&["get", "jobs"]);
+        jobs["items"].as_array().into_iter().flatten().any(|j| {
+            j["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+                && j["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].is_string()
+                && j["status"]["succeeded"] == 1
+        })
+    });
+    up.wait("the CronJob's status", 30, || {
+        let status = &up.json(&["get", "cronjob", "tick"])["status"];
+        status["lastScheduleTime"].is_string() && status["lastSuccessfulTime"].is_string()
+    });
+}

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -831,10 +831,7 @@ async fn apply(client: &Client, recorder: &Recorder, d: &Deployment, actions: Ve
                 Err(_) => false,
             },
             Action::DeleteReplicaSet { name, uid } => {
-                let params = DeleteParams {
-                    preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }),
-                    ..Default::default()
-                };
+                let params = super::delete_params(uid, None);
                 super::report(sets.delete(&name, &params).await, "replicaset", &name)
             }
             Action::PatchDeployment(patch) => {

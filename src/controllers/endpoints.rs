@@ -566,10 +566,7 @@ where
                 }
                 Action::Delete { namespace, name } => {
                     let api: Api<K> = Api::namespaced(client, &namespace);
-                    match api.delete(&name, &DeleteParams::default()).await {
-                        Err(kube::Error::Api(e)) if e.code == 404 => true,
-                        result => super::report(result, &K::kind(&()), &name),
-                    }
+                    super::report_delete(api.delete(&name, &DeleteParams::default()).await, &K::kind(&()), &name)
                 }
             }
         }

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PropagationPolicy};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -230,21 +230,21 @@ async fn carry_out(
                     Err(()) => return false,
                 }
             }
-            let params = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Background),
-                preconditions: Some(kube::api::Preconditions { uid: Some(node.uid.clone()), resource_version: None }),
-                ..Default::default()
-            };
-            deleted(api_of(client, node).delete(&node.name, &params).await, node)
+            let params = super::delete_params(node.uid.clone(), Some(PropagationPolicy::Background));
+            super::report_delete(
+                api_of(client, node).delete(&node.name, &params).await,
+                &node.resource.kind,
+                &node.name,
+            )
         }
         Action::DeleteForeground { dependent } => {
             let node = &nodes[dependent];
-            let params = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Foreground),
-                preconditions: Some(kube::api::Preconditions { uid: Some(node.uid.clone()), resource_version: None }),
-                ..Default::default()
-            };
-            deleted(api_of(client, node).delete(&node.name, &params).await, node)
+            let params = super::delete_params(node.uid.clone(), Some(PropagationPolicy::Foreground));
+            super::report_delete(
+                api_of(client, node).delete(&node.name, &params).await,
+                &node.resource.kind,
+                &node.name,
+            )
         }
         Action::DropOwners { dependent, uids } => {
             let node = &nodes[dependent];
@@ -267,13 +267,6 @@ async fn carry_out(
                 &node.name,
             )
         }
-    }
-}
-
-fn deleted<T>(result: kube::Result<T>, node: &Node) -> bool {
-    match result {
-        Err(kube::Error::Api(e)) if e.code == 404 => true,
-        result => super::report(result, &node.resource.kind, &node.name),
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -77,6 +77,7 @@ pub struct Informers {
     deployments: OnceLock<Informer<Deployment>>,
     leases: OnceLock<Informer<Lease>>,
     jobs: OnceLock<Informer<Job>>,
+    cronjobs: OnceLock<Informer<CronJob>>,
 }
 
 impl Informers {
@@ -92,6 +93,7 @@ impl Informers {
             deployments: OnceLock::new(),
             leases: OnceLock::new(),
             jobs: OnceLock::new(),
+            cronjobs: OnceLock::new(),
         }
     }
 
@@ -129,5 +131,9 @@ impl Informers {
 
     pub fn jobs(&self) -> &Informer<Job> {
         self.jobs.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn cronjobs(&self) -> &Informer<CronJob> {
+        self.cronjobs.get_or_init(|| Informer::start(self.client.clone()))
     }
 }

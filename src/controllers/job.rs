@@ -413,15 +413,8 @@ async fn apply(
                 super::report(jobs.patch_status(name, &merge, &Patch::Merge(&patch)).await, "job", name)
             }
             Action::DeleteJob => {
-                let params = DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    preconditions: Some(kube::api::Preconditions { uid: Some(key.clone()), resource_version: None }),
-                    ..Default::default()
-                };
-                match jobs.delete(name, &params).await {
-                    Err(kube::Error::Api(e)) if e.code == 404 => true,
-                    result => super::report(result, "job", name),
-                }
+                let params = super::delete_params(key.clone(), Some(PropagationPolicy::Background));
+                super::report_delete(jobs.delete(name, &params).await, "job", name)
             }
         };
     }

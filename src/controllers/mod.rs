@@ -7,6 +7,7 @@
 //! objects it observed (desired state → actions; the unit tests live there), does it, and
 //! sleeps again.
 
+mod cronjob;
 mod deployment;
 mod endpoints;
 mod expectations;
@@ -40,6 +41,7 @@ pub const ALL: &[&str] = &[
     "endpointslicemirroring",
     "garbagecollector",
     "job",
+    "cronjob",
     "nodeipam",
     "nodelifecycle",
 ];
@@ -94,6 +96,7 @@ pub fn start(api: &kube::Config, config: &Config) -> Result<()> {
             "endpointslicemirroring" => endpoints::start_mirroring(client.clone(), &informers),
             "garbagecollector" => garbagecollector::start(client.clone(), &informers),
             "job" => job::start(client.clone(), &informers),
+            "cronjob" => cronjob::start(client.clone(), &informers),
             "nodeipam" => nodeipam::start(client.clone(), &informers, config.cluster_cidr),
             "nodelifecycle" => nodelifecycle::start(client.clone(), &informers, config.node_monitor_grace_period),
             _ => unreachable!("every controller of ALL is started"),
@@ -150,6 +153,23 @@ where
         .buffer_unordered(CONCURRENT_WRITES)
         .fold(true, |all, ok| async move { all && ok })
         .await
+}
+
+/// Delete options for an object that must still be the one seen (its uid).
+fn delete_params(uid: String, propagation: Option<kube::api::PropagationPolicy>) -> kube::api::DeleteParams {
+    kube::api::DeleteParams {
+        propagation_policy: propagation,
+        preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }),
+        ..Default::default()
+    }
+}
+
+/// Whether a delete succeeded; an object already gone counts as deleted.
+fn report_delete<T>(result: kube::Result<T>, kind: &str, name: &str) -> bool {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        result => report(result, kind, name),
+    }
 }
 
 /// Whether a write succeeded; a failure is logged. A 404 or 409 is the cache being behind:

@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -275,14 +275,8 @@ async fn carry_out(client: &Client, recorder: &Recorder, nodes: &[&Node], pods: 
                     )
                     .await;
             }
-            let params = DeleteParams {
-                preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }),
-                ..Default::default()
-            };
-            match api.delete(&pod, &params).await {
-                Err(kube::Error::Api(e)) if e.code == 404 => true,
-                result => super::report(result, "pod", &pod),
-            }
+            let params = super::delete_params(uid, None);
+            super::report_delete(api.delete(&pod, &params).await, "pod", &pod)
         }
     }
 }
