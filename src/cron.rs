@@ -55,9 +55,7 @@ impl Schedule {
             days_of_week: bits(fields[4], &DAYS_OF_WEEK)?,
         })
     }
-}
 
-impl Schedule {
     /// Whether it fires at this minute. As robfig/cron: when both the day of the month and
     /// the day of the week are restricted, either one matching is enough.
     pub fn matches(&self, time: &jiff::Zoned) -> bool {

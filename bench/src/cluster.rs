@@ -4,26 +4,16 @@
 //! process's memory and CPU with those 100 pods idle.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::apiserver::Access;
 
-use crate::{BenchNode, report, rss_mib};
+use crate::{BenchNode, Process, report, rss_mib};
 
 const REPLICAS: usize = 100;
 const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl";
-
-/// `podctl up`, killed when dropped (its pods are removed with the node).
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn deployment(image: &str) -> String {
     format!(
@@ -85,7 +75,7 @@ pub fn cluster(podctl: &Path) {
         .stderr(Stdio::null())
         .spawn()
         .expect("podctl up starts");
-    let up = Up(up);
+    let up = Process(up);
     let kubeconfig = node.dir.path().join("data").join("kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !kubeconfig.exists() {
@@ -121,8 +111,5 @@ pub fn cluster(podctl: &Path) {
     report("up_cpu_idle_pct", used / window.as_secs_f64() * 100.0, "%");
 
     drop(up);
-    let out = node.command().args(["ps", "-a", "-q"]).output().unwrap();
-    for name in String::from_utf8_lossy(&out.stdout).lines() {
-        let _ = node.command().args(["rm", "-f", name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
+    node.remove_pods();
 }

@@ -150,6 +150,16 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A process of the benchmark, killed when dropped.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A node for the pod and network benchmarks: scratch directories, the busybox image imported, and
 /// cgroups below our own.
 struct BenchNode {
@@ -175,6 +185,14 @@ impl BenchNode {
 
     fn cgroup_root(&self) -> String {
         self.dir.path().file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// Removes every pod of the node (an agent's pods outlive it), as `podctl rm -f` does.
+    fn remove_pods(&self) {
+        let out = self.command().args(["ps", "-a", "-q"]).output().unwrap();
+        for name in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.command().args(["rm", "-f", name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
     }
 
     fn command(&self) -> Command {

@@ -5,27 +5,17 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::apiserver::{Access, Connection};
 
-use crate::{BenchNode, create_pods, median, report, rss_mib};
+use crate::{BenchNode, Process, create_pods, median, report, rss_mib};
 
 const SEQUENTIAL: usize = 30;
 const AT_ONCE: usize = 100;
 const CLIENTS: usize = 8;
-
-/// A process of the benchmark, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pod(name: &str) -> Vec<u8> {
     format!(
@@ -138,8 +128,5 @@ pub fn node(podctl: &Path) {
 
     // The pods go with the agent gone: removed here, as `podctl rm -f` does.
     drop(agent);
-    let out = node.command().args(["ps", "-a", "-q"]).output().unwrap();
-    for name in String::from_utf8_lossy(&out.stdout).lines() {
-        let _ = node.command().args(["rm", "-f", name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
+    node.remove_pods();
 }

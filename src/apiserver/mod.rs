@@ -361,7 +361,6 @@ async fn ensure_kubernetes_service(
                     next["metadata"] = current["metadata"].clone();
                     Ok(next)
                 };
-                let target = Target::collection(target.strategy.clone(), Some("default"));
                 rest::update(
                     server,
                     &target,

@@ -244,18 +244,11 @@ async fn apply(client: &Client, recorder: &Recorder, cronjob: &CronJob, actions:
             },
             Action::DeleteJob { name: job, uid } => {
                 let params = super::delete_params(uid, Some(PropagationPolicy::Background));
-                match jobs.delete(&job, &params).await {
-                    Err(kube::Error::Api(e)) if e.code == 404 => true,
-                    result => {
-                        let done = super::report(result, "job", &job);
-                        if done {
-                            recorder
-                                .record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted job {job}")))
-                                .await;
-                        }
-                        done
-                    }
+                let outcome = super::deleted(jobs.delete(&job, &params).await, "job", &job);
+                if outcome == Some(true) {
+                    recorder.record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted job {job}"))).await;
                 }
+                outcome.is_some()
             }
             Action::Skipped(why) => {
                 recorder.record(&involved, &Event::normal("JobAlreadyActive", why)).await;

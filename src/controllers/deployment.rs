@@ -687,8 +687,7 @@ fn status(d: &Deployment, sets: &[Set], new: Option<usize>, learnt: &Status, now
             && c["reason"] != "ProgressDeadlineExceeded"
         {
             let last: Option<Time> = serde_json::from_value(c["lastUpdateTime"].clone()).ok();
-            let elapsed =
-                last.map_or(Duration::ZERO, |l| Duration::try_from(now.0.duration_since(l.0)).unwrap_or_default());
+            let elapsed = last.map_or(Duration::ZERO, |l| super::objects::elapsed(&l, now));
             let limit = Duration::from_secs(deadline.max(0) as u64);
             if elapsed >= limit {
                 set(

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use super::expectations::Expectations;
 use super::informers::Informers;
-use super::objects::{Claim, claim, controller_ref, is_active, is_ready, now};
+use super::objects::{Claim, claim, controller_ref, elapsed, is_active, is_ready, now, pod_from_template};
 use crate::events::{Event, Involved, Recorder};
 
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -39,10 +39,6 @@ pub enum Action {
     Status(Value),
     /// Its time after finishing is up.
     DeleteJob,
-}
-
-fn seconds_between(earlier: &Time, later: &Time) -> Duration {
-    Duration::try_from(earlier.0.duration_until(later.0)).unwrap_or_default()
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -120,7 +116,7 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
         // Finished: only its time to live is left.
         let (Some(ttl), Some(at)) = (spec.ttl_seconds_after_finished, ended) else { return (vec![], None) };
         let ttl = Duration::from_secs(ttl.max(0) as u64);
-        let waited = seconds_between(&at, now);
+        let waited = elapsed(&at, now);
         return if waited >= ttl { (vec![Action::DeleteJob], None) } else { (vec![], Some(ttl - waited)) };
     }
 
@@ -166,7 +162,7 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
     };
     let deadline = spec.active_deadline_seconds.zip(start_time.as_ref()).map(|(seconds, start)| {
         let limit = Duration::from_secs(seconds.max(0) as u64);
-        limit.saturating_sub(seconds_between(start, now))
+        limit.saturating_sub(elapsed(start, now))
     });
     if complete {
         let message = "Reached expected number of succeeded pods";
@@ -200,7 +196,7 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
         let last_failure = failed_pods.iter().filter_map(|p| finished_at(p)).max_by_key(|t| t.0);
         let backoff = (failed > 0).then(|| BACKOFF_BASE.saturating_mul(1 << (failed - 1).min(16)).min(BACKOFF_MAX));
         let wait = match (backoff, last_failure) {
-            (Some(backoff), Some(at)) => backoff.saturating_sub(seconds_between(&at, now)),
+            (Some(backoff), Some(at)) => backoff.saturating_sub(elapsed(&at, now)),
             _ => Duration::ZERO,
         };
         if expectations_met {
@@ -213,7 +209,7 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
                 if room > 0 && !pending.is_empty() {
                     if wait.is_zero() {
                         for index in pending.into_iter().take(room) {
-                            actions.push(Action::Create(pod_from_template(job, Some(index))));
+                            actions.push(Action::Create(pod_of(job, Some(index))));
                         }
                     } else {
                         requeue = super::sooner(requeue, Some(wait));
@@ -236,7 +232,7 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
                 } else if active.len() < wanted {
                     if wait.is_zero() {
                         for _ in active.len()..wanted {
-                            actions.push(Action::Create(pod_from_template(job, None)));
+                            actions.push(Action::Create(pod_of(job, None)));
                         }
                     } else {
                         requeue = super::sooner(requeue, Some(wait));
@@ -273,25 +269,16 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
 
 /// A pod of the Job's template, owned by it; an Indexed Job's pod is told its index
 /// (annotation, label, `JOB_COMPLETION_INDEX`, hostname `<job>-<index>`).
-fn pod_from_template(job: &Job, index: Option<i32>) -> Value {
+fn pod_of(job: &Job, index: Option<i32>) -> Value {
     let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    let name = job.metadata.name.clone().unwrap_or_default();
-    let mut pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{name}-"),
-            "namespace": job.metadata.namespace,
-            "labels": meta.labels.unwrap_or_default(),
-            "annotations": meta.annotations.unwrap_or_default(),
-            "finalizers": meta.finalizers,
-            "ownerReferences": [controller_ref("batch/v1", "Job", &job.metadata)],
-        },
-        "spec": template.spec,
-    });
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    let owner = controller_ref("batch/v1", "Job", &job.metadata);
+    let generate_name = match index {
+        Some(index) => format!("{name}-{index}-"),
+        None => format!("{name}-"),
+    };
+    let mut pod = pod_from_template(&template, &owner, job.metadata.namespace.as_deref(), generate_name);
     if let Some(index) = index {
-        pod["metadata"]["generateName"] = format!("{name}-{index}-").into();
         pod["metadata"]["annotations"][COMPLETION_INDEX] = index.to_string().into();
         pod["metadata"]["labels"][COMPLETION_INDEX] = index.to_string().into();
         if pod["spec"]["hostname"].is_null() {
@@ -392,18 +379,11 @@ async fn apply(
             },
             Action::Delete { pod, uid } => {
                 expectations.deleted(&key, uid);
-                match pods.delete(&pod, &DeleteParams::default()).await {
-                    Err(kube::Error::Api(e)) if e.code == 404 => true,
-                    result => {
-                        let done = super::report(result, "pod", &pod);
-                        if done {
-                            recorder
-                                .record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted pod: {pod}")))
-                                .await;
-                        }
-                        done
-                    }
+                let outcome = super::deleted(pods.delete(&pod, &DeleteParams::default()).await, "pod", &pod);
+                if outcome == Some(true) {
+                    recorder.record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted pod: {pod}"))).await;
                 }
+                outcome.is_some()
             }
             Action::Status(status) => {
                 if status["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Complete")) {

@@ -164,12 +164,18 @@ fn delete_params(uid: String, propagation: Option<kube::api::PropagationPolicy>)
     }
 }
 
+/// A delete's outcome: `Some(true)` deleted by this call, `Some(false)` gone already,
+/// `None` failed (logged as `report` logs).
+fn deleted<T>(result: kube::Result<T>, kind: &str, name: &str) -> Option<bool> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 404 => Some(false),
+        result => report(result, kind, name).then_some(true),
+    }
+}
+
 /// Whether a delete succeeded; an object already gone counts as deleted.
 fn report_delete<T>(result: kube::Result<T>, kind: &str, name: &str) -> bool {
-    match result {
-        Err(kube::Error::Api(e)) if e.code == 404 => true,
-        result => report(result, kind, name),
-    }
+    deleted(result, kind, name).is_some()
 }
 
 /// Whether a write succeeded; a failure is logged. A 404 or 409 is the cache being behind:

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::informers::Informers;
-use super::objects::{is_ready, is_terminal, now};
+use super::objects::{elapsed, is_ready, is_terminal, now};
 use super::scheduler::tolerates;
 use crate::events::{Event, Involved, Recorder};
 
@@ -52,10 +52,6 @@ pub enum Action {
     },
 }
 
-fn seconds_between(earlier: &Time, later: &Time) -> Duration {
-    Duration::try_from(earlier.0.duration_until(later.0)).unwrap_or_default()
-}
-
 fn later(a: Option<Time>, b: Option<Time>) -> Option<Time> {
     match (a, b) {
         (Some(a), Some(b)) => Some(if a.0 > b.0 { a } else { b }),
@@ -87,7 +83,7 @@ pub fn sync(
             node.metadata.creation_timestamp.clone(),
         );
         let mut ready = ready_condition.map_or("Unknown", |c| c.status.as_str()).to_string();
-        let silent_for = heartbeat.as_ref().map_or(grace, |h| seconds_between(h, now));
+        let silent_for = heartbeat.as_ref().map_or(grace, |h| elapsed(h, now));
         if silent_for >= grace {
             if ready != "Unknown"
                 || conditions.iter().any(|c| CONDITIONS.contains(&c.type_.as_str()) && c.status != "Unknown")
@@ -203,7 +199,7 @@ fn eviction_in(pod: &Pod, taints: &[Taint], now: &Time) -> Option<Duration> {
         let Some(seconds) = matching.iter().filter_map(|t| t.toleration_seconds).min() else { continue };
         let added = taint.time_added.clone().unwrap_or_else(|| now.clone());
         let deadline = Duration::from_secs(seconds.max(0) as u64);
-        let elapsed = seconds_between(&added, now);
+        let elapsed = elapsed(&added, now);
         let left = deadline.saturating_sub(elapsed);
         soonest = Some(soonest.map_or(left, |s| s.min(left)));
     }

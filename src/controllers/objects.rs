@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
 use serde_json::{Value, json};
 
@@ -111,10 +111,39 @@ pub fn availability(pod: &Pod, min_ready: Duration, now: &Time) -> (bool, Option
         Some(_) if min_ready.is_zero() => (true, None),
         Some(None) => (false, Some(min_ready)),
         Some(Some(since)) => {
-            let ready_for = Duration::try_from(since.0.duration_until(now.0)).unwrap_or_default();
+            let ready_for = elapsed(since, now);
             if ready_for >= min_ready { (true, None) } else { (false, Some(min_ready - ready_for)) }
         }
     }
+}
+
+/// How long from `from` to `to` (zero if `to` is earlier).
+pub fn elapsed(from: &Time, to: &Time) -> Duration {
+    Duration::try_from(from.0.duration_until(to.0)).unwrap_or_default()
+}
+
+/// A pod as `template` describes it, owned by (the controller reference) `owner`, named
+/// `generate_name` and a random suffix.
+pub fn pod_from_template(
+    template: &PodTemplateSpec,
+    owner: &Value,
+    namespace: Option<&str>,
+    generate_name: String,
+) -> Value {
+    let meta = template.metadata.clone().unwrap_or_default();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": generate_name,
+            "namespace": namespace,
+            "labels": meta.labels,
+            "annotations": meta.annotations,
+            "finalizers": meta.finalizers,
+            "ownerReferences": [owner],
+        },
+        "spec": template.spec,
+    })
 }
 
 /// Now, as the API's times are.

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::expectations::Expectations;
 use super::informers::Informers;
-use super::objects::{Claim, availability, claim, controller_ref, is_active, is_ready, now};
+use super::objects::{Claim, availability, claim, controller_ref, is_active, is_ready, now, pod_from_template};
 use crate::client::message;
 use crate::events::{Event, Involved, Recorder};
 
@@ -57,7 +57,7 @@ pub fn sync(rs: &ReplicaSet, pods: &[&Pod], expectations_met: bool, now: &Time) 
     if expectations_met && !deleting {
         if active.len() < wanted {
             let count = (wanted - active.len()).min(BURST);
-            actions.push(Action::Create { count, pod: pod_from_template(rs) });
+            actions.push(Action::Create { count, pod: pod_of(rs) });
         } else if active.len() > wanted {
             let mut doomed = active.clone();
             doomed.sort_by_key(|p| deletion_rank(p, now));
@@ -117,23 +117,11 @@ fn deletion_rank(pod: &Pod, now: &Time) -> (bool, u8, bool, std::cmp::Reverse<i6
 }
 
 /// A pod as the ReplicaSet's template describes it, owned by the ReplicaSet.
-fn pod_from_template(rs: &ReplicaSet) -> Value {
+fn pod_of(rs: &ReplicaSet) -> Value {
     let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{name}-"),
-            "namespace": rs.metadata.namespace,
-            "labels": meta.labels,
-            "annotations": meta.annotations,
-            "finalizers": meta.finalizers,
-            "ownerReferences": [controller_ref("apps/v1", "ReplicaSet", &rs.metadata)],
-        },
-        "spec": template.spec,
-    })
+    let name = rs.metadata.name.as_deref().unwrap_or_default();
+    let owner = controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    pod_from_template(&template, &owner, rs.metadata.namespace.as_deref(), format!("{name}-"))
 }
 
 /// Keeps every ReplicaSet's pods until the process ends.
@@ -250,19 +238,11 @@ async fn apply(context: &Context, rs: &ReplicaSet, actions: Vec<Action>) -> bool
             }
             Action::Delete { pod, uid } => {
                 expectations.deleted(&key, uid);
-                match pods.delete(&pod, &DeleteParams::default()).await {
-                    Ok(_) => {
-                        recorder
-                            .record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted pod: {pod}")))
-                            .await;
-                        true
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => true,
-                    Err(e) => {
-                        tracing::warn!("replicaset {namespace}/{name}: delete pod {pod}: {}", message(&e));
-                        false
-                    }
+                let outcome = super::deleted(pods.delete(&pod, &DeleteParams::default()).await, "pod", &pod);
+                if outcome == Some(true) {
+                    recorder.record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted pod: {pod}"))).await;
                 }
+                outcome.is_some()
             }
             Action::Status(status) => {
                 let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);

@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::informers::Informers;
+use super::nodelifecycle::{NOT_READY, UNREACHABLE};
 use super::objects::{controller_of, is_terminal};
 use crate::events::{Event, Involved, Recorder};
 use crate::quantity::Quantity;
@@ -128,8 +129,8 @@ impl<'a> NodeInfo<'a> {
             .map(|c| c.status.as_str());
         let implied = match ready {
             Some("True") => None,
-            Some("Unknown") => Some("node.kubernetes.io/unreachable"),
-            _ => Some("node.kubernetes.io/not-ready"),
+            Some("Unknown") => Some(UNREACHABLE),
+            _ => Some(NOT_READY),
         };
         if let Some(key) = implied
             && !taints.iter().any(|t| t.key == key)

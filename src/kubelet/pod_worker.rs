@@ -1052,9 +1052,9 @@ fn handler_action(handler: &k8s_openapi::api::core::v1::LifecycleHandler) -> Opt
 }
 
 fn normal(reason: &str, message: &str, field_path: Option<&str>) -> Event {
-    Event { warning: false, reason: reason.into(), message: message.into(), field_path: field_path.map(String::from) }
+    Event { field_path: field_path.map(String::from), ..Event::normal(reason, message) }
 }
 
 fn warning(reason: &str, message: &str, field_path: Option<&str>) -> Event {
-    Event { warning: true, reason: reason.into(), message: message.into(), field_path: field_path.map(String::from) }
+    Event { field_path: field_path.map(String::from), ..Event::warning(reason, message) }
 }
