@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod controllers;
 mod cron;
+mod dns;
 mod events;
 mod files;
 mod http_client;

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testkit::dnsmasq::Dnsmasq;
 use testkit::node::Node;
 
 const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
@@ -55,6 +56,9 @@ impl Up {
     /// Not started yet.
     fn new() -> Up {
         let node = Node::new(PODCTL).with_busybox_as("busybox:1.36").with_busybox_as("busybox:1.37");
+        // The node's resolver, for names outside the cluster: a dnsmasq of the test's, when
+        // there is one.
+        std::fs::write(node.dir.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
         Up { process: None, node }
     }
 
@@ -64,6 +68,7 @@ impl Up {
             .node
             .command()
             .args(["up", "--node-name", "test-node", "--service-cluster-ip-range", "10.96.0.0/24"])
+            .args(["--resolv-conf", self.node.dir.path().join("resolv.conf").to_str().unwrap()])
             .args(flags)
             .stdout(Stdio::null())
             .stderr(log)
@@ -265,6 +270,22 @@ fn a_deployment_runs_heals_scales_and_is_served_by_its_service() {
     // On the node's own address (kube-proxy leaves loopback out of node ports).
     let from_node = up.fetch_from_node("10.88.0.1", node_port);
     assert!(names.contains(&from_node), "node port: {from_node:?}");
+
+    // The cluster DNS, through the kube-dns Service: the Service by its name (also through
+    // the pod's search path), an outside name forwarded to the node's resolver.
+    assert_eq!(up.json(&["get", "service", "kube-dns", "-n", "kube-system"])["spec"]["clusterIP"], "10.96.0.10");
+    let _upstream = Dnsmasq::start(up.node.netns.path(), &[("outside.example", "192.0.2.7")]);
+    let resolv_conf = up.kubectl(&["exec", &client, "--", "cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        resolv_conf,
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    for name in ["web.default.svc.cluster.local", "web", "www.outside.example"] {
+        let expected = if name.contains("outside") { "192.0.2.7".to_string() } else { cluster_ip.clone() };
+        let out = up.kubectl_output(&["exec", &client, "--", "nslookup", name], "");
+        let out = text(&out.stdout) + &text(&out.stderr);
+        assert!(out.contains(&format!("Address: {expected}")), "nslookup {name}:\n{out}");
+    }
 
     // A deleted pod is replaced.
     let victim = pods.keys().next().unwrap().clone();

@@ -85,6 +85,21 @@ impl PodNetwork {
         Ok(PodAddress { address, gateway, prefix_len })
     }
 
+    /// The bridge with the gateway address, made now rather than with the first pod: for a
+    /// service of the node's own that pods reach at the gateway (the cluster DNS).
+    pub fn ensure_bridge(&self) -> Result<Ipv4Addr, Error> {
+        let gateway = self.ipam.gateway();
+        let bridge_net = Ipv4Net::new(gateway, self.config.pod_cidr.prefix_len()).expect("prefix of a parsed CIDR");
+        let (bridge, mtu) = (self.config.bridge.clone(), self.config.mtu);
+        let created = link::in_netns(None, move |handle| async move {
+            Ok(link::ensure_bridge(&handle, &bridge, bridge_net, mtu).await?.1)
+        })?;
+        if created {
+            self.ensure_node()?;
+        }
+        Ok(gateway)
+    }
+
     /// Frees the pod's address, and deletes its veth while its network namespace is still
     /// bound at `netns`. Once the namespace is gone the kernel destroys the veth pair with
     /// it, in the background: deleting a link ourselves waits for RCU grace periods (~20 ms,

@@ -97,6 +97,13 @@ impl ApiserverArgs {
     pub fn unauthenticated(&self) -> bool {
         self.allow_unauthenticated
     }
+
+    /// The tenth address of the Services' range: the cluster DNS's, by kubeadm's and k3s's
+    /// convention.
+    pub fn cluster_dns_ip(&self) -> std::net::Ipv4Addr {
+        let network = u32::from(self.service_cluster_ip_range.network());
+        std::net::Ipv4Addr::from(network + 10)
+    }
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>> {

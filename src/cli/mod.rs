@@ -1,6 +1,7 @@
 //! The command line: one subcommand per role of the binary.
 
 mod apiserver;
+mod dns;
 mod exec;
 mod image;
 mod manifest;
@@ -122,6 +123,8 @@ enum Command {
     /// A whole cluster on this host in one process: API server, controllers, scheduler and
     /// node agent; writes DATA_DIR/kubeconfig
     Up(Box<up::UpArgs>),
+    /// Serve the cluster DNS alone, from an API server's Services and EndpointSlices
+    Dns(dns::DnsArgs),
     /// Manage the local image store
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -154,6 +157,7 @@ impl Cli {
             Command::Apiserver(args) => args.run(&self.opts),
             Command::Node(args) => args.run(&self.opts),
             Command::Up(args) => args.run(&self.opts),
+            Command::Dns(args) => args.run(&self.opts),
             Command::Image(cmd) => cmd.run(&self.opts),
             Command::Completion { shell } => {
                 use clap::CommandFactory;

@@ -55,10 +55,19 @@ pub struct AgentArgs {
     /// The cluster DNS server that ClusterFirst pods resolve with (default: the host's
     /// resolv.conf)
     #[arg(long, value_name = "IP")]
-    cluster_dns: Option<IpAddr>,
+    pub cluster_dns: Option<IpAddr>,
     /// The cluster's DNS domain, searched by ClusterFirst pods
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Serve the cluster DNS here, on the pod network's gateway (port 53), behind the
+    /// kube-system/kube-dns Service at --cluster-dns [default: false for `podctl node`,
+    /// true for `podctl up`]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub serve_cluster_dns: Option<bool>,
+    /// The resolver configuration that pods with dnsPolicy Default get, and that the
+    /// cluster DNS forwards other names to
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// A registry (HOST:PORT) to pull from over plain HTTP; may be repeated
     #[arg(long, value_name = "HOST:PORT")]
     insecure_registry: Vec<String>,
@@ -151,8 +160,10 @@ impl AgentArgs {
             allow_unauthenticated: connection.allow_unauthenticated,
             max_pods: self.max_pods,
             sync_frequency: Duration::from_secs(self.sync_frequency.max(1)),
-            cluster_dns: self.cluster_dns.map(|ip| ip.to_string()),
+            cluster_dns: self.cluster_dns,
             cluster_domain: self.cluster_domain,
+            serve_cluster_dns: self.serve_cluster_dns.unwrap_or(false),
+            resolv_conf: self.resolv_conf,
             insecure_registries: self.insecure_registry,
             log_dir: opts.log_dir.clone(),
             network: opts.network(),

@@ -1,5 +1,6 @@
 //! `podctl up`: a whole cluster in one process, as `k3s server` is: the API server on the
-//! embedded store, the controllers and scheduler, and this host's node agent.
+//! embedded store, the controllers and scheduler, this host's node agent, and the cluster
+//! DNS (at the tenth address of the Services' range unless told otherwise).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -24,8 +25,12 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
-    pub fn run(self, opts: &NodeOptions) -> Result<ExitCode> {
+    pub fn run(mut self, opts: &NodeOptions) -> Result<ExitCode> {
         let _one_agent = lock_node(opts, "podctl up")?;
+        if self.agent.serve_cluster_dns != Some(false) {
+            self.agent.serve_cluster_dns = Some(true);
+            self.agent.cluster_dns.get_or_insert(self.apiserver.cluster_dns_ip().into());
+        }
         let kubeconfig = opts.data_dir.join("kubeconfig");
         let connection = Connection {
             kubeconfig: kubeconfig.clone(),

@@ -55,8 +55,12 @@ pub struct Config {
     /// How often every pod is synced even when nothing wakes it (--sync-frequency).
     pub sync_frequency: Duration,
     /// The cluster's DNS server for ClusterFirst pods, and the cluster's domain.
-    pub cluster_dns: Option<String>,
+    pub cluster_dns: Option<std::net::IpAddr>,
     pub cluster_domain: String,
+    /// Serve the cluster DNS on the pod network's gateway, behind `cluster_dns`.
+    pub serve_cluster_dns: bool,
+    /// The host's resolver configuration (kubelet's --resolv-conf).
+    pub resolv_conf: PathBuf,
     /// Registries pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
     pub log_dir: PathBuf,
@@ -145,6 +149,13 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
         let objects = pods::ApiStore::start(client.clone(), services.clone()).await;
         let metrics = Arc::new(metrics::Metrics::default());
         let services_network = net::PodNetwork::new(network_config.clone());
+        let host_resolv_conf = std::fs::read_to_string(&config.resolv_conf)
+            .with_context(|| format!("read {}", config.resolv_conf.display()))?;
+        if config.serve_cluster_dns {
+            let (cluster_ip, domain) = (config.cluster_dns, config.cluster_domain.as_str());
+            serve_cluster_dns(&client, &config.node_name, &services_network, cluster_ip, domain, &host_resolv_conf)
+                .await?;
+        }
         let context = Arc::new(pod_worker::NodeContext {
             name: config.node_name.clone(),
             host_ip: address.to_string(),
@@ -152,8 +163,8 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
             network: net::PodNetwork::new(network_config),
             images: image_manager::ImageManager::new(store, config.insecure_registries),
             log_dir: config.log_dir,
-            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            cluster_dns: config.cluster_dns,
+            host_resolv_conf,
+            cluster_dns: config.cluster_dns.map(|ip| ip.to_string()),
             cluster_domain: config.cluster_domain,
             objects: Box::new(objects),
             admission: std::sync::Mutex::new(pod_worker::Admission::new(
@@ -182,4 +193,31 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
             },
         }
     }
+}
+
+/// Starts the cluster DNS on the pod network's gateway (made now, so that the address is
+/// there to listen on) and puts it behind the kube-system/kube-dns Service.
+async fn serve_cluster_dns(
+    client: &kube::Client,
+    node_name: &str,
+    network: &net::PodNetwork,
+    cluster_ip: Option<std::net::IpAddr>,
+    domain: &str,
+    resolv_conf: &str,
+) -> Result<()> {
+    let cluster_ip = cluster_ip.context(
+        "--serve-cluster-dns needs --cluster-dns: the address of the kube-system/kube-dns Service pods are told",
+    )?;
+    let gateway = std::net::IpAddr::V4(network.ensure_bridge().context("make the pod network's bridge")?);
+    let listen = vec![std::net::SocketAddr::new(gateway, crate::dns::PORT)];
+    let upstreams = crate::dns::upstreams(resolv_conf, &listen);
+    let dns = crate::dns::Config { domain: domain.to_string(), listen, upstreams };
+    let listening = crate::dns::bind(dns).await.context("the cluster DNS")?;
+    let serving = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = listening.serve(serving).await {
+            tracing::error!("the cluster DNS stopped: {e:#}");
+        }
+    });
+    crate::dns::register(client.clone(), node_name, cluster_ip, gateway).await
 }

@@ -3,6 +3,7 @@
 //! `docker-archive`; hand-made (also hostile) layers; a `docker-registry` on loopback.
 
 pub mod apiserver;
+pub mod dnsmasq;
 pub mod etcd;
 pub mod netns;
 pub mod node;
