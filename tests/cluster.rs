@@ -390,6 +390,68 @@ impl Drop for PodWatch {
     }
 }
 
+/// A DaemonSet whose pods sleep, ready once they run.
+fn daemon_set(image: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: agent
+        image: {image}
+        command: [sleep, "3600"]
+"#
+    )
+}
+
+#[test]
+fn a_daemonset_rolls_out_keeps_its_history_and_is_undone() {
+    let up = Up::start();
+    up.kubectl_stdin(&["apply", "-f", "-"], &daemon_set("busybox:1.36"));
+    let status = up.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let image = || -> Vec<String> { up.ready_pods("app=agent").values().map(|p| image_of(p)).collect() };
+    assert_eq!(image(), ["busybox:1.36"]);
+
+    up.kubectl(&["set", "image", "daemonset/agent", "agent=busybox:1.37"]);
+    let status = up.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    up.wait("the pod of the new template", 30, || image() == ["busybox:1.37"] && up.pods("app=agent").len() == 1);
+    let history = up.kubectl(&["rollout", "history", "daemonset/agent"]);
+    let revisions: Vec<&str> = history.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, ["daemonset.apps/agent", "REVISION", "1", "2"], "{history}");
+    let second = up.kubectl(&["rollout", "history", "daemonset/agent", "--revision=2"]);
+    assert!(second.contains("busybox:1.37"), "{second}");
+
+    let undone = up.kubectl(&["rollout", "undo", "daemonset/agent"]);
+    assert!(undone.contains("rolled back"), "{undone}");
+    let status = up.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    up.wait("the pod of the first template again", 30, || {
+        image() == ["busybox:1.36"] && up.pods("app=agent").len() == 1
+    });
+    let history = up.kubectl(&["rollout", "history", "daemonset/agent"]);
+    let revisions: Vec<&str> = history.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(
+        revisions,
+        ["daemonset.apps/agent", "REVISION", "2", "3"],
+        "the first template is the newest: {history}"
+    );
+
+    up.kubectl(&["delete", "daemonset", "agent"]);
+    up.wait("the pods and revisions collected", 30, || {
+        up.pods("app=agent").is_empty()
+            && up.json(&["get", "controllerrevisions"])["items"].as_array().is_some_and(|i| i.is_empty())
+    });
+}
+
 fn rollout_deployment() -> String {
     web_deployment("roll", 4, "busybox:1.36").replace(
         "  replicas: 4\n",
@@ -604,7 +666,7 @@ fn ip_in(netns: &std::path::Path, args: &[&str]) {
 #[test]
 fn a_node_that_stops_is_marked_unreachable_and_its_pods_come_back_on_the_other() {
     // Two nodes, each in a network namespace of its own, joined by a veth pair: the
-    // first runs `podctl up`, the second `podctl node` joined to it.
+    // first runs `podctl up`, the second `podctl node` joined to it; a third joins later.
     let mut up = Up::new();
     let other = Node::new(PODCTL).with_busybox_as("busybox:1.36");
     ip_in(up.node.netns.path(), &["link", "add", "vA", "type", "veth", "peer", "name", "vB"]);
@@ -613,6 +675,15 @@ fn a_node_that_stops_is_marked_unreachable_and_its_pods_come_back_on_the_other()
     ip_in(up.node.netns.path(), &["link", "set", "vA", "up"]);
     ip_in(other.netns.path(), &["addr", "add", "192.168.77.2/24", "dev", "vB"]);
     ip_in(other.netns.path(), &["link", "set", "vB", "up"]);
+    // A third node, joining later, on a link of its own to the first.
+    let third = Node::new(PODCTL).with_busybox_as("busybox:1.36");
+    ip_in(up.node.netns.path(), &["link", "add", "vA2", "type", "veth", "peer", "name", "vC"]);
+    ip_in(up.node.netns.path(), &["link", "set", "vC", "netns", third.netns.path().to_str().unwrap()]);
+    ip_in(up.node.netns.path(), &["addr", "add", "192.168.78.1/24", "dev", "vA2"]);
+    ip_in(up.node.netns.path(), &["link", "set", "vA2", "up"]);
+    ip_in(third.netns.path(), &["addr", "add", "192.168.78.2/24", "dev", "vC"]);
+    ip_in(third.netns.path(), &["link", "set", "vC", "up"]);
+    let mut third_agent: Option<Child> = None;
     up.launch(&[
         "--listen",
         "0.0.0.0:6443",
@@ -658,6 +729,28 @@ fn a_node_that_stops_is_marked_unreachable_and_its_pods_come_back_on_the_other()
             body(&text(&out.stdout)) == remote["metadata"]["name"].as_str().unwrap()
         });
 
+        // A DaemonSet: a pod on each node, and on a third node once it joins.
+        up.kubectl_stdin(&["apply", "-f", "-"], &daemon_set("busybox:1.36"));
+        let daemon_nodes = || -> std::collections::BTreeSet<String> {
+            up.ready_pods("app=agent").values().map(|p| p["spec"]["nodeName"].as_str().unwrap().to_string()).collect()
+        };
+        up.wait("a daemon pod on each node", 60, || daemon_nodes().len() == 2 && up.pods("app=agent").len() == 2);
+        let log = std::fs::File::create(third.dir.path().join("agent.log")).unwrap();
+        third_agent = Some(
+            third
+                .command()
+                .args(["node", "--node-name", "node-c", "--listen", "192.168.78.2:10250", "--pod-cidr", "10.90.0.0/16"])
+                .arg("--kubeconfig")
+                .arg(up.node.data_dir().join("kubeconfig"))
+                .args(["--server", "https://192.168.78.1:6443"])
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        up.wait("a daemon pod on the node that joined", 60, || {
+            daemon_nodes() == ["node-b", "node-c", "test-node"].map(String::from).into()
+        });
+
         let _ = agent.kill();
         let _ = agent.wait();
         up.wait("node-b unreachable", 60, || {
@@ -669,17 +762,25 @@ fn a_node_that_stops_is_marked_unreachable_and_its_pods_come_back_on_the_other()
                 .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute");
             conditions(&node).get("Ready").is_some_and(|s| s == "Unknown") && tainted
         });
-        up.wait("the evicted pod replaced on test-node", 60, || {
+        up.wait("the evicted pod replaced on another node", 60, || {
             let pods = up.ready_pods("app=spread");
-            pods.len() == 2 && pods.values().all(|p| p["spec"]["nodeName"] == "test-node")
+            pods.len() == 2 && pods.values().all(|p| p["spec"]["nodeName"] != "node-b")
         });
         let events = up.kubectl(&["get", "events", "-A"]);
         assert!(events.contains("TaintManagerEviction"), "{events}");
+        // The daemon pod tolerates the unreachable node: it is not evicted.
+        let daemon_pods = up.pods("app=agent");
+        assert!(daemon_pods.values().any(|p| p["spec"]["nodeName"] == "node-b"), "{daemon_pods:?}");
     }));
     let _ = agent.kill();
     let _ = agent.wait();
+    if let Some(mut third_agent) = third_agent {
+        let _ = third_agent.kill();
+        let _ = third_agent.wait();
+    }
     drop(up);
     drop(other);
+    drop(third);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }

@@ -16,19 +16,25 @@ const CLIENTS: usize = 8;
 const PODS: usize = 10_000;
 const WATCHERS: usize = 100;
 
-struct Server {
+/// An API server of the benchmark's, on a scratch data directory, ended when dropped.
+pub struct Server {
     child: Child,
     /// Its admin kubeconfig's way in: TLS and a token, as every client's.
-    access: Access,
-    _dir: testkit::TempDir,
+    pub access: Access,
+    dir: testkit::TempDir,
 }
 
 impl Server {
-    fn start(podctl: &Path, extra: &[&str]) -> Server {
+    pub fn start(podctl: &Path, extra: &[&str]) -> Server {
         let dir = testkit::temp_dir();
         let (child, _) = testkit::apiserver::start(podctl, dir.path(), extra);
         let access = Access::from_kubeconfig(&dir.path().join("kubeconfig"));
-        Server { child, access, _dir: dir }
+        Server { child, access, dir }
+    }
+
+    /// Its data directory (with the admin kubeconfig).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 mod cluster;
+mod dns;
 mod images;
 mod net;
 mod node;
@@ -32,7 +33,15 @@ fn main() {
         }
     }
     if groups.is_empty() {
-        groups = vec!["images".into(), "pod".into(), "net".into(), "api".into(), "node".into(), "cluster".into()];
+        groups = vec![
+            "images".into(),
+            "pod".into(),
+            "net".into(),
+            "api".into(),
+            "node".into(),
+            "cluster".into(),
+            "dns".into(),
+        ];
     }
     let podctl = fs::canonicalize(&podctl).expect("podctl binary");
     enter_own_network_namespace();
@@ -49,13 +58,14 @@ fn main() {
             "api" => api::api(&podctl),
             "node" => node::node(&podctl),
             "cluster" => cluster::cluster(&podctl),
+            "dns" => dns::dns(&podctl),
             "net" => {
                 net::proxy_sync();
                 net::pod_net_setup_teardown();
                 net::clusterip_overhead(&podctl);
             }
             other => {
-                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api, node, cluster)");
+                eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api, node, cluster, dns)");
                 std::process::exit(2);
             }
         }

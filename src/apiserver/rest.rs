@@ -197,11 +197,11 @@ fn write_served(out: &mut Vec<u8>, kv: &KeyValue, strategy: &dyn Strategy, api_v
 }
 
 /// Appends stored object `value` as read through `api_version`, with `"resourceVersion"`
-/// first in its metadata. Objects are stored with `apiVersion` first and `kind` before
-/// `metadata`, so the first `"metadata":{` is the object's own.
+/// first in its metadata.
 fn splice_stored(out: &mut Vec<u8>, value: &[u8], revision: i64, api_version: &str) -> Result<(), ApiError> {
     const VERSION: &[u8] = b"{\"apiVersion\":\"";
-    let mut value = value;
+    let at = own_metadata(value).ok_or_else(|| ApiError::internal("stored object without metadata"))?;
+    let mut from = 0;
     if let Some(rest) = value.strip_prefix(VERSION)
         && !(rest.starts_with(api_version.as_bytes()) && rest.get(api_version.len()) == Some(&b'"'))
         && let Some(end) = rest.iter().position(|b| *b == b'"')
@@ -209,21 +209,42 @@ fn splice_stored(out: &mut Vec<u8>, value: &[u8], revision: i64, api_version: &s
         out.extend_from_slice(VERSION);
         out.extend_from_slice(api_version.as_bytes());
         // From the closing quote of the stored version on.
-        value = &rest[end..];
+        from = VERSION.len() + end;
     }
-    const KEY: &[u8] = b"\"metadata\":{";
-    let at = value
-        .windows(KEY.len())
-        .position(|w| w == KEY)
-        .ok_or_else(|| ApiError::internal("stored object without metadata"))?
-        + KEY.len();
-    out.extend_from_slice(&value[..at]);
+    out.extend_from_slice(&value[from..at]);
     out.extend_from_slice(format!("\"resourceVersion\":\"{revision}\"").as_bytes());
     if value.get(at) != Some(&b'}') {
         out.push(b',');
     }
     out.extend_from_slice(&value[at..]);
     Ok(())
+}
+
+/// Where the object's own metadata's members start in compact JSON `value`: just after
+/// the `{` of the top-level `"metadata"` key (not one nested in a field that sorts before
+/// it, nor one spelled inside a string).
+fn own_metadata(value: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &byte) in value.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' if depth == 1 && value[i..].starts_with(KEY) => return Some(i + KEY.len()),
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1008,6 +1029,14 @@ mod tests {
         let mut out = Vec::new();
         splice_stored(&mut out, br#"{"apiVersion":"x.io/v1","metadata":{}}"#, 7, "x.io/v1").unwrap();
         assert_eq!(out, br#"{"apiVersion":"x.io/v1","metadata":{"resourceVersion":"7"}}"#);
+        // A field that sorts before `metadata` (a ControllerRevision's `data`, a custom
+        // resource's anything) may hold a metadata of its own, and strings may spell one.
+        let revision = br#"{"apiVersion":"apps/v1","data":{"note":"\"metadata\":{","spec":{"template":{"metadata":{"labels":{}}}}},"kind":"ControllerRevision","metadata":{"name":"r"},"revision":1}"#;
+        let mut out = Vec::new();
+        splice_stored(&mut out, revision, 9, "apps/v1").unwrap();
+        let spliced: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(spliced["metadata"], json!({"name": "r", "resourceVersion": "9"}));
+        assert_eq!(spliced["data"]["spec"]["template"]["metadata"], json!({"labels": {}}));
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub fn template_hash(template: &Value, collisions: i32) -> String {
 /// A pod template without its `pod-template-hash` label, as templates are compared: and
 /// without empty objects and lists, which Go's clients write for struct fields that are
 /// not set (kubectl rollout undo sends `resources: {}`) and which mean the same as none.
-fn without_hash(template: &Value) -> Value {
+pub fn without_hash(template: &Value) -> Value {
     let mut template = without_empty(template.clone());
     if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
         labels.remove(TEMPLATE_HASH);

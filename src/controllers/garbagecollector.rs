@@ -8,7 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -133,6 +134,10 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.services().subscribe(&wake);
     informers.slices().subscribe(&wake);
     informers.endpoints().subscribe(&wake);
+    informers.jobs().subscribe(&wake);
+    informers.cronjobs().subscribe(&wake);
+    informers.daemon_sets().subscribe(&wake);
+    informers.revisions().subscribe(&wake);
     let informers = informers.clone();
     let resources: Arc<Mutex<HashMap<(String, String), ApiResource>>> = Arc::default();
     super::level_triggered(wake, move || {
@@ -144,7 +149,11 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                 && i.deployments().ready().await
                 && i.services().ready().await
                 && i.slices().ready().await
-                && i.endpoints().ready().await)
+                && i.endpoints().ready().await
+                && i.jobs().ready().await
+                && i.cronjobs().ready().await
+                && i.daemon_sets().ready().await
+                && i.revisions().ready().await)
             {
                 return None;
             }
@@ -155,6 +164,10 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
             nodes.extend(i.services().all().iter().map(|o| Node::of::<Service>(o)));
             nodes.extend(i.slices().all().iter().map(|o| Node::of::<EndpointSlice>(o)));
             nodes.extend(i.endpoints().all().iter().map(|o| Node::of::<Endpoints>(o)));
+            nodes.extend(i.jobs().all().iter().map(|o| Node::of::<Job>(o)));
+            nodes.extend(i.cronjobs().all().iter().map(|o| Node::of::<CronJob>(o)));
+            nodes.extend(i.daemon_sets().all().iter().map(|o| Node::of::<DaemonSet>(o)));
+            nodes.extend(i.revisions().all().iter().map(|o| Node::of::<ControllerRevision>(o)));
             let mut ok = true;
             for action in plan(&nodes) {
                 ok &= carry_out(&client, &resources, &nodes, action).await;

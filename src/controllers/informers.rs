@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
@@ -78,6 +78,8 @@ pub struct Informers {
     leases: OnceLock<Informer<Lease>>,
     jobs: OnceLock<Informer<Job>>,
     cronjobs: OnceLock<Informer<CronJob>>,
+    daemon_sets: OnceLock<Informer<DaemonSet>>,
+    revisions: OnceLock<Informer<ControllerRevision>>,
 }
 
 impl Informers {
@@ -94,6 +96,8 @@ impl Informers {
             leases: OnceLock::new(),
             jobs: OnceLock::new(),
             cronjobs: OnceLock::new(),
+            daemon_sets: OnceLock::new(),
+            revisions: OnceLock::new(),
         }
     }
 
@@ -135,5 +139,13 @@ impl Informers {
 
     pub fn cronjobs(&self) -> &Informer<CronJob> {
         self.cronjobs.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn daemon_sets(&self) -> &Informer<DaemonSet> {
+        self.daemon_sets.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn revisions(&self) -> &Informer<ControllerRevision> {
+        self.revisions.get_or_init(|| Informer::start(self.client.clone()))
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 use super::expectations::Expectations;
 use super::informers::Informers;
 use super::objects::{Claim, claim, controller_ref, elapsed, is_active, is_ready, now, pod_from_template};
-use crate::events::{Event, Involved, Recorder};
+use super::pod_control::PodControl;
+use crate::events::{Event, Recorder};
 
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
@@ -343,57 +344,28 @@ async fn apply(
 ) -> bool {
     let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
     let name = job.metadata.name.as_deref().unwrap_or_default();
-    let key = job.metadata.uid.clone().unwrap_or_default();
-    let involved = Involved::of(job);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let control = PodControl::new(client, recorder, expectations, job);
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let merge = PatchParams::default();
     let mut ok = true;
     for action in actions {
         ok &= match action {
-            Action::Claim(Claim::Adopt { name, patch } | Claim::Release { name, patch }) => {
-                super::report(pods.patch(&name, &merge, &Patch::Merge(&patch)).await, "pod", &name)
-            }
-            Action::Create(pod) => match serde_json::from_value::<Pod>(pod) {
-                Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
-                    Ok(created) => {
-                        let pod = created.metadata.name.unwrap_or_default();
-                        expectations.created(&key, pod.clone());
-                        recorder
-                            .record(&involved, &Event::normal("SuccessfulCreate", format!("Created pod: {pod}")))
-                            .await;
-                        true
-                    }
-                    Err(e) => {
-                        let message = crate::client::message(&e);
-                        recorder
-                            .record(&involved, &Event::warning("FailedCreate", format!("Error creating: {message}")))
-                            .await;
-                        false
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!("job {namespace}/{name}: its template is no pod: {e}");
-                    false
-                }
-            },
-            Action::Delete { pod, uid } => {
-                expectations.deleted(&key, uid);
-                let outcome = super::deleted(pods.delete(&pod, &DeleteParams::default()).await, "pod", &pod);
-                if outcome == Some(true) {
-                    recorder.record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted pod: {pod}"))).await;
-                }
-                outcome.is_some()
-            }
+            Action::Claim(claim) => control.claim(claim).await,
+            Action::Create(pod) => control.create(pod).await,
+            Action::Delete { pod, uid } => control.delete(&pod, uid).await,
             Action::Status(status) => {
                 if status["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Complete")) {
-                    recorder.record(&involved, &Event::normal("Completed", "Job completed")).await;
+                    control.record(Event::normal("Completed", "Job completed")).await;
                 }
                 let patch = json!({"status": status});
-                super::report(jobs.patch_status(name, &merge, &Patch::Merge(&patch)).await, "job", name)
+                super::report(
+                    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await,
+                    "job",
+                    name,
+                )
             }
             Action::DeleteJob => {
-                let params = super::delete_params(key.clone(), Some(PropagationPolicy::Background));
+                let uid = job.metadata.uid.clone().unwrap_or_default();
+                let params = super::delete_params(uid, Some(PropagationPolicy::Background));
                 super::report_delete(jobs.delete(name, &params).await, "job", name)
             }
         };

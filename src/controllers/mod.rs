@@ -8,15 +8,18 @@
 //! sleeps again.
 
 mod cronjob;
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod expectations;
 mod garbagecollector;
+mod history;
 mod informers;
 mod job;
 mod nodeipam;
 mod nodelifecycle;
 mod objects;
+mod pod_control;
 mod replicaset;
 mod scheduler;
 
@@ -42,6 +45,7 @@ pub const ALL: &[&str] = &[
     "garbagecollector",
     "job",
     "cronjob",
+    "daemonset",
     "nodeipam",
     "nodelifecycle",
 ];
@@ -97,6 +101,7 @@ pub fn start(api: &kube::Config, config: &Config) -> Result<()> {
             "garbagecollector" => garbagecollector::start(client.clone(), &informers),
             "job" => job::start(client.clone(), &informers),
             "cronjob" => cronjob::start(client.clone(), &informers),
+            "daemonset" => daemonset::start(client.clone(), &informers),
             "nodeipam" => nodeipam::start(client.clone(), &informers, config.cluster_cidr),
             "nodelifecycle" => nodelifecycle::start(client.clone(), &informers, config.node_monitor_grace_period),
             _ => unreachable!("every controller of ALL is started"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use super::expectations::Expectations;
 use super::informers::Informers;
 use super::objects::{Claim, availability, claim, controller_ref, is_active, is_ready, now, pod_from_template};
-use crate::client::message;
-use crate::events::{Event, Involved, Recorder};
+use super::pod_control::PodControl;
+use crate::events::Recorder;
 
 /// At most this many pods are made or deleted in one pass (kube-controller-manager's
 /// burstReplicas).
@@ -174,78 +174,29 @@ struct Context {
 
 /// Does what `sync` decided; false when something failed (it is tried again).
 async fn apply(context: &Context, rs: &ReplicaSet, actions: Vec<Action>) -> bool {
-    let Context { client, recorder, expectations } = context;
-    let involved = Involved::of(rs);
-    let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
-    let name = rs.metadata.name.as_deref().unwrap_or_default();
-    let key = rs.metadata.uid.clone().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let control = PodControl::new(&context.client, &context.recorder, &context.expectations, rs);
     let mut ok = true;
     for action in actions {
         ok &= match action {
-            Action::Claim(Claim::Adopt { name: pod, patch } | Claim::Release { name: pod, patch }) => {
-                super::report(pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)).await, "pod", &pod)
-            }
+            Action::Claim(claim) => control.claim(claim).await,
             Action::Create { count, pod } => {
-                let pod = match serde_json::from_value::<Pod>(pod) {
-                    Ok(pod) => pod,
-                    Err(e) => {
-                        tracing::warn!("replicaset {namespace}/{name}: its template is no pod: {e}");
-                        return false;
-                    }
-                };
                 // Slow start, as kube-controller-manager's: 1, 2, 4… at once, stopping at
                 // the first failure (a quota, an invalid template) rather than failing
                 // `count` times.
-                let mut made = 0;
-                let mut batch = 1;
-                let mut all_made = true;
+                let (mut made, mut batch, mut all_made) = (0, 1, true);
                 while made < count && all_made {
                     let n = batch.min(count - made);
-                    let writes = (0..n).map(|_| {
-                        let (pods, pod, key, involved) = (pods.clone(), pod.clone(), key.clone(), &involved);
-                        async move {
-                            match pods.create(&PostParams::default(), &pod).await {
-                                Ok(created) => {
-                                    let pod = created.metadata.name.unwrap_or_default();
-                                    expectations.created(&key, pod.clone());
-                                    recorder
-                                        .record(
-                                            involved,
-                                            &Event::normal("SuccessfulCreate", format!("Created pod: {pod}")),
-                                        )
-                                        .await;
-                                    true
-                                }
-                                Err(e) => {
-                                    tracing::warn!("replicaset {namespace}/{name}: create pod: {}", message(&e));
-                                    recorder
-                                        .record(
-                                            involved,
-                                            &Event::warning("FailedCreate", format!("Error creating: {}", message(&e))),
-                                        )
-                                        .await;
-                                    false
-                                }
-                            }
-                        }
-                    });
-                    all_made = super::run_all(writes).await;
+                    all_made = super::run_all((0..n).map(|_| control.create(pod.clone()))).await;
                     made += n;
                     batch *= 2;
                 }
                 all_made
             }
-            Action::Delete { pod, uid } => {
-                expectations.deleted(&key, uid);
-                let outcome = super::deleted(pods.delete(&pod, &DeleteParams::default()).await, "pod", &pod);
-                if outcome == Some(true) {
-                    recorder.record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted pod: {pod}"))).await;
-                }
-                outcome.is_some()
-            }
+            Action::Delete { pod, uid } => control.delete(&pod, uid).await,
             Action::Status(status) => {
-                let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+                let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+                let name = rs.metadata.name.as_deref().unwrap_or_default();
+                let api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), namespace);
                 let patch = json!({"status": status});
                 super::report(
                     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await,

@@ -226,7 +226,7 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
 }
 
 /// nodeSelector, and the required terms of node affinity (any term; every expression of it).
-fn matches_node_selection(pod: &Pod, node: &Node) -> bool {
+pub fn matches_node_selection(pod: &Pod, node: &Node) -> bool {
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     let Some(spec) = &pod.spec else { return true };

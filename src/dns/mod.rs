@@ -9,10 +9,8 @@ pub mod zone;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hickory_server::Server;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -20,7 +18,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use self::server::Handler;
+use self::server::Responder;
 use self::zone::Zone;
 use crate::client::reflect;
 
@@ -32,9 +30,6 @@ pub const PORT: u16 = 53;
 /// Who writes this node's EndpointSlice of the DNS Service (its field manager and
 /// `endpointslice.kubernetes.io/managed-by`).
 const MANAGER: &str = "podctl-dns";
-
-/// How long a TCP client may stay silent before its connection is closed.
-const TCP_IDLE: Duration = Duration::from_secs(10);
 
 pub struct Config {
     /// The cluster's domain (`cluster.local`).
@@ -64,18 +59,35 @@ pub fn upstreams(resolv_conf: &str, ours: &[SocketAddr]) -> Vec<SocketAddr> {
 /// The DNS server's sockets, bound.
 pub struct Listening {
     config: Config,
-    sockets: Vec<(tokio::net::UdpSocket, tokio::net::TcpListener)>,
+    udp: Vec<tokio::net::UdpSocket>,
+    tcp: Vec<tokio::net::TcpListener>,
 }
 
-/// Binds `config.listen` (UDP and TCP), so that an address in use fails at once.
+/// Binds `config.listen` (UDP and TCP), so that an address in use fails at once: over
+/// UDP one socket per CPU on each address, sharing it (SO_REUSEPORT).
 pub async fn bind(config: Config) -> Result<Listening> {
-    let mut sockets = Vec::new();
+    let sockets = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut udp, mut tcp) = (Vec::new(), Vec::new());
     for address in &config.listen {
-        let udp = tokio::net::UdpSocket::bind(address).await.with_context(|| format!("listen on {address}/udp"))?;
-        let tcp = tokio::net::TcpListener::bind(address).await.with_context(|| format!("listen on {address}/tcp"))?;
-        sockets.push((udp, tcp));
+        for _ in 0..sockets {
+            let socket = udp_sharing(*address).with_context(|| format!("listen on {address}/udp"))?;
+            udp.push(tokio::net::UdpSocket::from_std(socket)?);
+        }
+        tcp.push(tokio::net::TcpListener::bind(address).await.with_context(|| format!("listen on {address}/tcp"))?);
     }
-    Ok(Listening { config, sockets })
+    Ok(Listening { config, udp, tcp })
+}
+
+/// A non-blocking UDP socket bound to `address` with SO_REUSEPORT (socket(7)): the
+/// kernel spreads clients over the sockets that share the address.
+fn udp_sharing(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, setsockopt, socket, sockopt};
+    let family = if address.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Datagram, flags, None)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(address))?;
+    Ok(std::net::UdpSocket::from(fd))
 }
 
 impl Listening {
@@ -94,10 +106,13 @@ impl Listening {
             Zone::build(&domain, &services, &slices).map_err(anyhow::Error::msg)
         };
         let zone = Arc::new(RwLock::new(Arc::new(build()?)));
-        let mut server = Server::new(Handler { zone: zone.clone(), upstreams: self.config.upstreams });
-        for (udp, tcp) in self.sockets {
-            server.register_socket(udp);
-            server.register_listener(tcp, TCP_IDLE, 64);
+        let responder = Arc::new(Responder { zone: zone.clone(), upstreams: self.config.upstreams });
+        let mut servers = tokio::task::JoinSet::new();
+        for socket in self.udp {
+            servers.spawn(server::serve_udp(responder.clone(), Arc::new(socket)));
+        }
+        for listener in self.tcp {
+            servers.spawn(server::serve_tcp(responder.clone(), listener));
         }
         let rebuild = async {
             loop {
@@ -110,7 +125,10 @@ impl Listening {
         };
         tokio::select! {
             () = rebuild => Ok(()),
-            served = server.block_until_done() => served.context("serve DNS"),
+            Some(ended) = servers.join_next() => match ended {
+                Ok(served) => served.context("serve DNS"),
+                Err(e) => Err(anyhow::anyhow!("serve DNS: {e}")),
+            },
         }
     }
 }

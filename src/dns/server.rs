@@ -1,17 +1,19 @@
-//! The DNS server: hickory-server serves UDP and TCP; the zone answers the cluster's names
-//! and every other query is forwarded to the node's resolvers, as CoreDNS's `forward .
-//! /etc/resolv.conf` does.
+//! The DNS server: messages read and written with hickory-proto; the zone answers the
+//! cluster's names and every other query is forwarded to the node's resolvers, as CoreDNS's
+//! `forward . /etc/resolv.conf` does.
+//!
+//! UDP is served by one loop per socket (the sockets share the address with SO_REUSEPORT,
+//! so the kernel spreads clients over the threads), answering the zone's names inline:
+//! no task or channel per query. Forwarded queries, and TCP connections, get a task.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::zone::{Answer, Zone};
 
@@ -19,104 +21,118 @@ use super::zone::{Answer, Zone};
 /// `timeout:`, shortened: the client itself retries).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The largest UDP answer taken from an upstream (EDNS's common buffer size).
-const UPSTREAM_BUFFER: usize = 4096;
+/// The largest UDP message read, from clients and upstreams.
+const BUFFER: usize = 4096;
+
+/// The UDP payload we offer in our own EDNS (the DNS flag day 2020 value).
+const EDNS_PAYLOAD: u16 = 1232;
+
+/// How long a TCP client may stay silent before its connection is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The zone as last built from the watches, swapped whole.
 pub type SharedZone = Arc<RwLock<Arc<Zone>>>;
 
-pub struct Handler {
+pub struct Responder {
     pub zone: SharedZone,
     /// The node's resolvers, tried in order.
     pub upstreams: Vec<SocketAddr>,
 }
 
-/// A response's sections.
-#[derive(Default)]
-struct Sections {
-    answers: Vec<Record>,
-    authorities: Vec<Record>,
-    additionals: Vec<Record>,
+/// What answering a request takes.
+enum Reply {
+    /// The response, complete.
+    Ready(Message),
+    /// The upstream's answer, relayed.
+    Forward,
+    /// The response (a CNAME out of the cluster), with the target's records to add.
+    Chase(Message, Name, RecordType),
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        let edns = request.edns.as_ref().map(|asked| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(asked.max_payload().max(512));
-            edns
-        });
-        let mut metadata = Metadata::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
-        metadata.recursion_desired = request.metadata.recursion_desired;
-        metadata.recursion_available = true;
-        let (code, sections) =
-            if request.metadata.message_type != MessageType::Query || request.metadata.op_code != OpCode::Query {
-                (ResponseCode::NotImp, Sections::default())
-            } else if let [query] = request.queries.queries() {
-                let name = Name::from(query.name().clone());
-                let zone = self.zone.read().expect("zone lock").clone();
-                match zone.answer(&name, query.query_type()) {
-                    Answer::Records { mut answers, additional } => {
-                        metadata.authoritative = true;
-                        if let Some(target) = external_target(&answers, query.query_type()) {
-                            answers.extend(self.resolve(target, query.query_type()).await);
-                        }
-                        (ResponseCode::NoError, Sections { answers, additionals: additional, ..Sections::default() })
-                    }
-                    negative @ (Answer::NoData | Answer::NxDomain) => {
-                        metadata.authoritative = true;
-                        let code =
-                            if negative == Answer::NxDomain { ResponseCode::NXDomain } else { ResponseCode::NoError };
-                        (code, Sections { authorities: vec![zone.soa()], ..Sections::default() })
-                    }
-                    Answer::NotOurs => match self.forward(request.as_slice()).await {
-                        Some(upstream) => {
-                            metadata.recursion_available = upstream.metadata.recursion_available;
-                            metadata.truncation = upstream.metadata.truncation;
-                            let sections = Sections {
-                                answers: upstream.answers,
-                                authorities: upstream.authorities,
-                                additionals: upstream.additionals,
-                            };
-                            (upstream.metadata.response_code, sections)
-                        }
-                        None => (ResponseCode::ServFail, Sections::default()),
-                    },
+impl Responder {
+    /// The answer to `request`, as far as the zone gives it; None for a message that gets
+    /// no answer (a response: answering it could loop between servers).
+    fn reply(&self, request: &Message) -> Option<Reply> {
+        if request.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let mut response = response_to(request);
+        if request.metadata.op_code != OpCode::Query {
+            response.metadata.response_code = ResponseCode::NotImp;
+            return Some(Reply::Ready(response));
+        }
+        let [query] = request.queries.as_slice() else {
+            response.metadata.response_code = ResponseCode::FormErr;
+            return Some(Reply::Ready(response));
+        };
+        let zone = self.zone.read().expect("zone lock").clone();
+        let reply = match zone.answer(query.name(), query.query_type()) {
+            Answer::Records { answers, additional } => {
+                response.metadata.authoritative = true;
+                let target = external_target(&answers, query.query_type());
+                response.answers = answers;
+                response.additionals = additional;
+                match target {
+                    Some(target) => Reply::Chase(response, target, query.query_type()),
+                    None => Reply::Ready(response),
                 }
-            } else {
-                (ResponseCode::FormErr, Sections::default())
-            };
-        metadata.response_code = code;
-        let message = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-            metadata,
-            sections.answers.iter(),
-            sections.authorities.iter(),
-            std::iter::empty(),
-            sections.additionals.iter(),
-        );
-        match response.send_response(message).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!("send a DNS answer to {}: {e}", request.src());
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+            }
+            negative @ (Answer::NoData | Answer::NxDomain) => {
+                response.metadata.authoritative = true;
+                if negative == Answer::NxDomain {
+                    response.metadata.response_code = ResponseCode::NXDomain;
+                }
+                response.authorities = vec![zone.soa()];
+                Reply::Ready(response)
+            }
+            Answer::NotOurs => Reply::Forward,
+        };
+        Some(reply)
+    }
+
+    /// Completes what `reply` left to the upstreams.
+    async fn complete(&self, request: &Message, raw: &[u8], reply: Reply) -> Message {
+        match reply {
+            Reply::Ready(response) => response,
+            Reply::Chase(mut response, target, kind) => {
+                let mut query = Message::query();
+                query.metadata.recursion_desired = true;
+                query.add_query(Query::query(target, kind));
+                if let Ok(bytes) = query.to_vec()
+                    && let Some(upstream) = self.forward(&bytes).await
+                {
+                    response.answers.extend(upstream.answers);
+                }
+                response
+            }
+            Reply::Forward => {
+                let mut response = response_to(request);
+                match self.forward(raw).await {
+                    Some(upstream) => {
+                        response.metadata.response_code = upstream.metadata.response_code;
+                        response.metadata.recursion_available = upstream.metadata.recursion_available;
+                        response.metadata.authentic_data = upstream.metadata.authentic_data;
+                        response.answers = upstream.answers;
+                        response.authorities = upstream.authorities;
+                        response.additionals = upstream.additionals;
+                    }
+                    None => response.metadata.response_code = ResponseCode::ServFail,
+                }
+                response
             }
         }
     }
-}
 
-impl Handler {
     /// The upstream's answer to the raw `query`, from the first upstream that gives one;
     /// over TCP when the UDP answer was truncated.
     async fn forward(&self, query: &[u8]) -> Option<Message> {
         for upstream in &self.upstreams {
             match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange_udp(*upstream, query)).await {
                 Ok(Ok(answer)) if answer.metadata.truncation => {
-                    match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange_tcp(*upstream, query)).await {
-                        Ok(Ok(answer)) => return Some(answer),
-                        _ => return Some(answer),
-                    }
+                    return match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange_tcp(*upstream, query)).await {
+                        Ok(Ok(whole)) => Some(whole),
+                        _ => Some(answer),
+                    };
                 }
                 Ok(Ok(answer)) => return Some(answer),
                 Ok(Err(e)) => tracing::debug!("forward to {upstream}: {e}"),
@@ -125,16 +141,20 @@ impl Handler {
         }
         None
     }
+}
 
-    /// The upstream's records for `name` (an ExternalName Service's target), so that stub
-    /// resolvers that do not follow CNAMEs get the address in one answer.
-    async fn resolve(&self, name: Name, kind: RecordType) -> Vec<Record> {
-        let mut query = Message::query();
-        query.metadata.recursion_desired = true;
-        query.add_query(hickory_server::proto::op::Query::query(name, kind));
-        let Ok(bytes) = query.to_vec() else { return vec![] };
-        self.forward(&bytes).await.map(|answer| answer.answers).unwrap_or_default()
+/// An empty response to `request`: its id, question and EDNS presence.
+fn response_to(request: &Message) -> Message {
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.queries = request.queries.clone();
+    if request.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD);
+        response.edns = Some(edns);
     }
+    response
 }
 
 /// The target of a lone CNAME answer to a query for another type.
@@ -148,13 +168,84 @@ fn external_target(answers: &[Record], kind: RecordType) -> Option<Name> {
     }
 }
 
+/// `response` as bytes that fit in `limit`: when the records do not, none of them, with
+/// the truncation bit set, so the client asks again over TCP (RFC 1035 section 4.2.1).
+fn encode_within(mut response: Message, limit: usize) -> Option<Vec<u8>> {
+    let bytes = response.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    response.metadata.truncation = true;
+    response.answers.clear();
+    response.authorities.clear();
+    response.additionals.clear();
+    response.to_vec().ok()
+}
+
+/// Answers queries on `socket` until it fails.
+pub async fn serve_udp(responder: Arc<Responder>, socket: Arc<UdpSocket>) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; BUFFER];
+    loop {
+        let (length, client) = socket.recv_from(&mut buffer).await?;
+        let raw = &buffer[..length];
+        let Ok(request) = Message::from_vec(raw) else { continue };
+        // A client without EDNS takes 512 bytes over UDP; one with it, what it says (RFC 6891).
+        let limit = request.max_payload().max(512) as usize;
+        match responder.reply(&request) {
+            None => {}
+            Some(Reply::Ready(response)) => {
+                if let Some(bytes) = encode_within(response, limit) {
+                    let _ = socket.send_to(&bytes, client).await;
+                }
+            }
+            Some(pending) => {
+                let (responder, socket, raw) = (responder.clone(), socket.clone(), raw.to_vec());
+                tokio::spawn(async move {
+                    let response = responder.complete(&request, &raw, pending).await;
+                    if let Some(bytes) = encode_within(response, limit) {
+                        let _ = socket.send_to(&bytes, client).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Serves TCP clients (two-byte length before each message, RFC 1035 section 4.2.2)
+/// until the listener fails.
+pub async fn serve_tcp(responder: Arc<Responder>, listener: TcpListener) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(serve_connection(responder.clone(), stream));
+    }
+}
+
+async fn serve_connection(responder: Arc<Responder>, mut stream: TcpStream) {
+    loop {
+        let Ok(Ok(length)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else { return };
+        let mut raw = vec![0; length as usize];
+        if stream.read_exact(&mut raw).await.is_err() {
+            return;
+        }
+        let Ok(request) = Message::from_vec(&raw) else { return };
+        let Some(reply) = responder.reply(&request) else { continue };
+        let response = responder.complete(&request, &raw, reply).await;
+        let Some(bytes) = encode_within(response, u16::MAX as usize) else { return };
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend(bytes);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn exchange_udp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Message> {
     let local: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let socket = tokio::net::UdpSocket::bind(local).await?;
+    let socket = UdpSocket::bind(local).await?;
     socket.connect(upstream).await?;
     socket.send(query).await?;
     let id = u16::from_be_bytes([query[0], query[1]]);
-    let mut buffer = vec![0; UPSTREAM_BUFFER];
+    let mut buffer = vec![0; BUFFER];
     loop {
         let received = socket.recv(&mut buffer).await?;
         // A stray datagram with another id is not the answer (RFC 5452 section 9.1).
@@ -166,7 +257,7 @@ async fn exchange_udp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Mes
 }
 
 async fn exchange_tcp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Message> {
-    let mut stream = tokio::net::TcpStream::connect(upstream).await?;
+    let mut stream = TcpStream::connect(upstream).await?;
     let length = u16::try_from(query.len()).map_err(std::io::Error::other)?;
     stream.write_all(&length.to_be_bytes()).await?;
     stream.write_all(query).await?;
@@ -174,4 +265,27 @@ async fn exchange_tcp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Mes
     let mut answer = vec![0; length as usize];
     stream.read_exact(&mut answer).await?;
     Message::from_vec(&answer).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_too_long_for_udp_is_truncated_to_none() {
+        let mut response = Message::response(7, OpCode::Query);
+        let name = Name::from_ascii("many.default.svc.cluster.local.").unwrap();
+        for i in 0..100u8 {
+            response.answers.push(Record::from_rdata(
+                name.clone(),
+                5,
+                RData::A(std::net::Ipv4Addr::new(10, 0, 0, i).into()),
+            ));
+        }
+        let bytes = encode_within(response.clone(), 512).unwrap();
+        let truncated = Message::from_vec(&bytes).unwrap();
+        assert!(truncated.metadata.truncation && truncated.answers.is_empty());
+        let whole = Message::from_vec(&encode_within(response, 65535).unwrap()).unwrap();
+        assert_eq!((whole.metadata.truncation, whole.answers.len()), (false, 100));
+    }
 }
