@@ -452,6 +452,135 @@ fn a_daemonset_rolls_out_keeps_its_history_and_is_undone() {
     });
 }
 
+const STATEFUL_SET: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: None
+  selector: {app: stateful}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  replicas: 3
+  serviceName: web
+  selector: {matchLabels: {app: stateful}}
+  template:
+    metadata: {labels: {app: stateful}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: busybox:1.36
+        command: [sh, -c, "test -f /data/first || date +%s%N > /data/first; exec httpd -f -p 8080 -h /data"]
+        volumeMounts: [{name: data, mountPath: /data}]
+        readinessProbe:
+          tcpSocket: {port: 8080}
+          periodSeconds: 1
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 16Mi}}
+"#;
+
+/// The addresses an nslookup from inside `pod` answers for `name`.
+fn resolve_from(up: &Up, pod: &str, name: &str) -> std::collections::BTreeSet<String> {
+    let out = up.kubectl_output(&["exec", pod, "--", "nslookup", name], "");
+    let text = text(&out.stdout);
+    // The answer follows the `Name:` line (the lines before are the server's address).
+    let answer = text.split_once("Name:").map_or("", |(_, answer)| answer);
+    answer.lines().filter_map(|l| l.strip_prefix("Address: ")).map(|a| a.trim().to_string()).collect()
+}
+
+#[test]
+fn a_statefulset_starts_in_order_keeps_names_and_volumes_and_is_found_by_name() {
+    let up = Up::start();
+    // Every pod event, in order: (name, ready).
+    let mut watch = up
+        .kubectl_command(&["get", "pods", "-l", "app=stateful", "-w", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let events = std::thread::spawn(move || {
+        let mut events = Vec::new();
+        for pod in serde_json::Deserializer::from_reader(std::io::BufReader::new(stdout)).into_iter::<Value>() {
+            let Ok(pod) = pod else { break };
+            events.push((pod["metadata"]["name"].as_str().unwrap_or_default().to_string(), ready(&pod)));
+        }
+        events
+    });
+    up.kubectl_stdin(&["apply", "-f", "-"], STATEFUL_SET);
+    up.wait("3 ready pods", 90, || up.ready_pods("app=stateful").len() == 3);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let events = events.join().unwrap();
+    // OrderedReady: web-1 appears only once web-0 is ready, web-2 once web-1 is.
+    for (before, after) in [("web-0", "web-1"), ("web-1", "web-2")] {
+        let first = events.iter().position(|(name, _)| name == after).unwrap();
+        assert!(
+            events[..first].iter().any(|(name, ready)| name == before && *ready),
+            "{after} before {before} was ready: {events:?}"
+        );
+    }
+    let pods = up.ready_pods("app=stateful");
+    let names: std::collections::BTreeSet<&str> = pods.keys().map(String::as_str).collect();
+    assert_eq!(names, ["web-0", "web-1", "web-2"].into());
+    for (name, pod) in &pods {
+        assert_eq!(pod["spec"]["hostname"], name.as_str());
+        assert_eq!(pod["spec"]["subdomain"], "web");
+    }
+    // Each pod has its own claim, provisioned on the node from the default class.
+    let claims = up.json(&["get", "pvc"]);
+    let bound: Vec<(&str, &str)> = claims["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["metadata"]["name"].as_str().unwrap(), c["status"]["phase"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(bound, [("data-web-0", "Bound"), ("data-web-1", "Bound"), ("data-web-2", "Bound")]);
+    assert_eq!(claims["items"][0]["spec"]["storageClassName"], "local-path");
+
+    // Found by name: the headless Service answers every pod, a pod's own name one.
+    let ips: std::collections::BTreeSet<String> =
+        pods.values().map(|p| p["status"]["podIP"].as_str().unwrap().to_string()).collect();
+    up.wait("the headless Service resolves to the 3 pods", 30, || {
+        resolve_from(&up, "web-0", "web.default.svc.cluster.local") == ips
+    });
+    let web_1 = pods["web-1"]["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(resolve_from(&up, "web-0", "web-1.web.default.svc.cluster.local"), [web_1].into());
+
+    // A pod deleted comes back with its name and its volume's data.
+    let first = up.kubectl(&["exec", "web-1", "--", "cat", "/data/first"]);
+    let uid = pods["web-1"]["metadata"]["uid"].clone();
+    up.kubectl(&["delete", "pod", "web-1", "--wait=false"]);
+    up.wait("web-1 back", 60, || {
+        up.ready_pods("app=stateful").get("web-1").is_some_and(|p| p["metadata"]["uid"] != uid)
+    });
+    assert_eq!(up.kubectl(&["exec", "web-1", "--", "cat", "/data/first"]), first, "the same volume");
+
+    // Scaled down from the highest ordinal; the claims stay.
+    up.kubectl(&["scale", "statefulset", "web", "--replicas=1"]);
+    up.wait("only web-0 left", 60, || up.pods("app=stateful").keys().eq(["web-0"].iter()));
+    assert_eq!(up.json(&["get", "pvc"])["items"].as_array().unwrap().len(), 3);
+
+    // A claim deleted releases its volume, which (reclaim Delete) goes with its directory.
+    up.kubectl(&["delete", "statefulset", "web"]);
+    up.wait("the pods gone", 60, || up.pods("app=stateful").is_empty());
+    let volume = up.json(&["get", "pvc", "data-web-2"])["spec"]["volumeName"].as_str().unwrap().to_string();
+    let path = up.json(&["get", "pv", &volume])["spec"]["hostPath"]["path"].as_str().unwrap().to_string();
+    assert!(std::path::Path::new(&path).join("first").exists(), "{path}");
+    up.kubectl(&["delete", "pvc", "data-web-2"]);
+    up.wait("the volume and its directory gone", 30, || {
+        !up.kubectl_output(&["get", "pv", &volume], "").status.success() && !std::path::Path::new(&path).exists()
+    });
+}
+
 fn rollout_deployment() -> String {
     web_deployment("roll", 4, "busybox:1.36").replace(
         "  replicas: 4\n",

@@ -17,13 +17,12 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::expectations::Expectations;
 use super::history::{self, Change, REVISION_HASH};
 use super::informers::Informers;
 use super::objects::{Claim, availability, claim, controller_ref, is_ready, now, pod_from_template};
-use super::pod_control::PodControl;
+use super::pod_control::PodOwners;
 use super::scheduler::{matches_node_selection, tolerates};
-use crate::events::{Event, Recorder};
+use crate::events::Event;
 
 /// The template generation a pod was made from (kube's `pod-template-generation` label).
 const TEMPLATE_GENERATION: &str = "pod-template-generation";
@@ -358,11 +357,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.nodes().subscribe(&wake);
     informers.revisions().subscribe(&wake);
     let informers = informers.clone();
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), "daemonset-controller", None),
-        client,
-        expectations: Expectations::default(),
-    });
+    let context = Arc::new(PodOwners::new(client, "daemonset-controller"));
     super::level_triggered(wake, move || {
         let (context, informers) = (context.clone(), informers.clone());
         async move {
@@ -376,41 +371,25 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                     return None;
                 }
             }
-            let (pods, nodes, revisions) =
-                (informers.pods().all(), informers.nodes().all(), informers.revisions().all());
-            let nodes = super::refs(&nodes);
-            let now = now();
-            let mut requeue = None;
-            for ds in informers.daemon_sets().all() {
-                let namespace = ds.metadata.namespace.clone().unwrap_or_default();
-                let in_namespace: Vec<&Pod> =
-                    pods.iter().map(|p| &**p).filter(|p| p.metadata.namespace.as_deref() == Some(&namespace)).collect();
-                let key = ds.metadata.uid.clone().unwrap_or_default();
-                let owned = history::owned_by(&revisions, &key);
-                let met = context.expectations.met(&key, &in_namespace);
-                let (actions, wait) = sync(&ds, &in_namespace, &nodes, &owned, met, &now);
-                requeue = super::sooner(requeue, wait);
-                if !apply(&context, &ds, actions).await {
+            let (sets, pods, nodes) = (informers.daemon_sets().all(), informers.pods().all(), informers.nodes().all());
+            let (revisions, nodes, now) = (informers.revisions().all(), super::refs(&nodes), now());
+            let (plans, mut requeue) = context.plan_each(&sets, &pods, |ds, pods, met| {
+                let owned = history::owned_by(&revisions, ds.metadata.uid.as_deref().unwrap_or_default());
+                sync(ds, pods, &nodes, &owned, met, &now)
+            });
+            for (ds, actions) in plans {
+                if !apply(&context, ds, actions).await {
                     requeue = super::sooner(requeue, Some(Duration::from_secs(1)));
                 }
             }
-            let live: HashSet<String> =
-                informers.daemon_sets().all().iter().filter_map(|ds| ds.metadata.uid.clone()).collect();
-            context.expectations.keep(&live);
             requeue
         }
     });
 }
 
-struct Context {
-    client: Client,
-    recorder: Recorder,
-    expectations: Expectations,
-}
-
 /// Does what `sync` decided; false when something failed (it is tried again).
-async fn apply(context: &Context, ds: &DaemonSet, actions: Vec<Action>) -> bool {
-    let control = PodControl::new(&context.client, &context.recorder, &context.expectations, ds);
+async fn apply(context: &PodOwners, ds: &DaemonSet, actions: Vec<Action>) -> bool {
+    let control = context.control(ds);
     let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
     let name = ds.metadata.name.as_deref().unwrap_or_default();
     let revisions: Api<ControllerRevision> = Api::namespaced(context.client.clone(), namespace);

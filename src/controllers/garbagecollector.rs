@@ -8,9 +8,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PropagationPolicy};
@@ -138,6 +138,8 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.cronjobs().subscribe(&wake);
     informers.daemon_sets().subscribe(&wake);
     informers.revisions().subscribe(&wake);
+    informers.stateful_sets().subscribe(&wake);
+    informers.claims().subscribe(&wake);
     let informers = informers.clone();
     let resources: Arc<Mutex<HashMap<(String, String), ApiResource>>> = Arc::default();
     super::level_triggered(wake, move || {
@@ -153,7 +155,9 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                 && i.jobs().ready().await
                 && i.cronjobs().ready().await
                 && i.daemon_sets().ready().await
-                && i.revisions().ready().await)
+                && i.revisions().ready().await
+                && i.stateful_sets().ready().await
+                && i.claims().ready().await)
             {
                 return None;
             }
@@ -168,6 +172,8 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
             nodes.extend(i.cronjobs().all().iter().map(|o| Node::of::<CronJob>(o)));
             nodes.extend(i.daemon_sets().all().iter().map(|o| Node::of::<DaemonSet>(o)));
             nodes.extend(i.revisions().all().iter().map(|o| Node::of::<ControllerRevision>(o)));
+            nodes.extend(i.stateful_sets().all().iter().map(|o| Node::of::<StatefulSet>(o)));
+            nodes.extend(i.claims().all().iter().map(|o| Node::of::<PersistentVolumeClaim>(o)));
             let mut ok = true;
             for action in plan(&nodes) {
                 ok &= carry_out(&client, &resources, &nodes, action).await;

@@ -4,11 +4,12 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -80,6 +81,10 @@ pub struct Informers {
     cronjobs: OnceLock<Informer<CronJob>>,
     daemon_sets: OnceLock<Informer<DaemonSet>>,
     revisions: OnceLock<Informer<ControllerRevision>>,
+    stateful_sets: OnceLock<Informer<StatefulSet>>,
+    claims: OnceLock<Informer<PersistentVolumeClaim>>,
+    volumes: OnceLock<Informer<PersistentVolume>>,
+    storage_classes: OnceLock<Informer<StorageClass>>,
 }
 
 impl Informers {
@@ -98,6 +103,10 @@ impl Informers {
             cronjobs: OnceLock::new(),
             daemon_sets: OnceLock::new(),
             revisions: OnceLock::new(),
+            stateful_sets: OnceLock::new(),
+            claims: OnceLock::new(),
+            volumes: OnceLock::new(),
+            storage_classes: OnceLock::new(),
         }
     }
 
@@ -147,5 +156,21 @@ impl Informers {
 
     pub fn revisions(&self) -> &Informer<ControllerRevision> {
         self.revisions.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn stateful_sets(&self) -> &Informer<StatefulSet> {
+        self.stateful_sets.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn claims(&self) -> &Informer<PersistentVolumeClaim> {
+        self.claims.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn volumes(&self) -> &Informer<PersistentVolume> {
+        self.volumes.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn storage_classes(&self) -> &Informer<StorageClass> {
+        self.storage_classes.get_or_init(|| Informer::start(self.client.clone()))
     }
 }

@@ -18,11 +18,10 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::expectations::Expectations;
 use super::informers::Informers;
 use super::objects::{Claim, claim, controller_ref, elapsed, is_active, is_ready, now, pod_from_template};
-use super::pod_control::PodControl;
-use crate::events::{Event, Recorder};
+use super::pod_control::PodOwners;
+use crate::events::Event;
 
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
@@ -305,47 +304,30 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.jobs().subscribe(&wake);
     informers.pods().subscribe(&wake);
     let informers = informers.clone();
-    let recorder = Arc::new(Recorder::new(client.clone(), "job-controller", None));
-    let expectations = Arc::new(Expectations::default());
+    let context = Arc::new(PodOwners::new(client, "job-controller"));
     super::level_triggered(wake, move || {
-        let (client, informers, recorder, expectations) =
-            (client.clone(), informers.clone(), recorder.clone(), expectations.clone());
+        let (context, informers) = (context.clone(), informers.clone());
         async move {
             if !(informers.jobs().ready().await && informers.pods().ready().await) {
                 return None;
             }
-            let (jobs, pods) = (informers.jobs().all(), informers.pods().all());
-            let now = now();
-            let mut requeue = None;
-            for job in &jobs {
-                let namespace = job.metadata.namespace.as_deref();
-                let in_namespace: Vec<&Pod> =
-                    pods.iter().map(|p| &**p).filter(|p| p.metadata.namespace.as_deref() == namespace).collect();
-                let key = job.metadata.uid.clone().unwrap_or_default();
-                let met = expectations.met(&key, &in_namespace);
-                let (actions, wait) = sync(job, &in_namespace, met, &now);
-                requeue = super::sooner(requeue, wait);
-                if !apply(&client, &recorder, &expectations, job, actions).await {
+            let (jobs, pods, now) = (informers.jobs().all(), informers.pods().all(), now());
+            let (plans, mut requeue) = context.plan_each(&jobs, &pods, |job, pods, met| sync(job, pods, met, &now));
+            for (job, actions) in plans {
+                if !apply(&context, job, actions).await {
                     requeue = super::sooner(requeue, Some(Duration::from_secs(1)));
                 }
             }
-            expectations.keep(&jobs.iter().filter_map(|j| j.metadata.uid.clone()).collect());
             requeue
         }
     });
 }
 
-async fn apply(
-    client: &Client,
-    recorder: &Recorder,
-    expectations: &Expectations,
-    job: &Job,
-    actions: Vec<Action>,
-) -> bool {
+async fn apply(context: &PodOwners, job: &Job, actions: Vec<Action>) -> bool {
     let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
     let name = job.metadata.name.as_deref().unwrap_or_default();
-    let control = PodControl::new(client, recorder, expectations, job);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let control = context.control(job);
+    let jobs: Api<Job> = Api::namespaced(context.client.clone(), namespace);
     let mut ok = true;
     for action in actions {
         ok &= match action {

@@ -16,12 +16,16 @@ mod garbagecollector;
 mod history;
 mod informers;
 mod job;
+mod localpath;
 mod nodeipam;
 mod nodelifecycle;
 mod objects;
 mod pod_control;
 mod replicaset;
 mod scheduler;
+mod statefulset;
+mod storageprotection;
+mod volume_binding;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -32,6 +36,7 @@ use anyhow::{Result, bail};
 use tokio::sync::Notify;
 
 pub use self::informers::Informers;
+pub use self::localpath::{LOCAL_STORAGE, PROVISIONER as LOCAL_PATH_PROVISIONER};
 
 /// The controllers `--controllers` can name (kube-controller-manager's names, and the
 /// scheduler's).
@@ -46,6 +51,10 @@ pub const ALL: &[&str] = &[
     "job",
     "cronjob",
     "daemonset",
+    "statefulset",
+    "local-path-provisioner",
+    "persistentvolumeclaim-protection",
+    "persistentvolume-protection",
     "nodeipam",
     "nodelifecycle",
 ];
@@ -102,6 +111,10 @@ pub fn start(api: &kube::Config, config: &Config) -> Result<()> {
             "job" => job::start(client.clone(), &informers),
             "cronjob" => cronjob::start(client.clone(), &informers),
             "daemonset" => daemonset::start(client.clone(), &informers),
+            "statefulset" => statefulset::start(client.clone(), &informers),
+            "local-path-provisioner" => localpath::start(client.clone(), &informers),
+            "persistentvolumeclaim-protection" => storageprotection::start(client.clone(), &informers, true),
+            "persistentvolume-protection" => storageprotection::start(client.clone(), &informers, false),
             "nodeipam" => nodeipam::start(client.clone(), &informers, config.cluster_cidr),
             "nodelifecycle" => nodelifecycle::start(client.clone(), &informers, config.node_monitor_grace_period),
             _ => unreachable!("every controller of ALL is started"),

@@ -2,6 +2,9 @@
 //! each write told to the owner's expectations and recorded as an event on the owner, as
 //! the ReplicaSet, Job and DaemonSet controllers all do it.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -11,6 +14,57 @@ use super::expectations::Expectations;
 use super::objects::Claim;
 use crate::client::message;
 use crate::events::{Event, Involved, Recorder};
+
+/// What a controller of pods keeps between its passes: its client, its event recorder
+/// and its owners' expectations.
+pub struct PodOwners {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub expectations: Expectations,
+}
+
+impl PodOwners {
+    /// `component` names the controller in its events.
+    pub fn new(client: Client, component: &str) -> PodOwners {
+        PodOwners {
+            recorder: Recorder::new(client.clone(), component, None),
+            client,
+            expectations: Expectations::default(),
+        }
+    }
+
+    /// What every one of `owners` needs done: each synced against the pods of its
+    /// namespace (`sync` is told whether its expectations are met); and the soonest time
+    /// to look again. Expectations of owners that are gone are dropped.
+    pub fn plan_each<'o, K, A>(
+        &self,
+        owners: &'o [Arc<K>],
+        pods: &[Arc<Pod>],
+        sync: impl Fn(&K, &[&Pod], bool) -> (Vec<A>, Option<Duration>),
+    ) -> (Vec<(&'o K, Vec<A>)>, Option<Duration>)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let mut requeue = None;
+        let mut plans = Vec::new();
+        for owner in owners {
+            let meta = owner.meta();
+            let in_namespace: Vec<&Pod> =
+                pods.iter().map(|p| &**p).filter(|p| p.metadata.namespace == meta.namespace).collect();
+            let met = self.expectations.met(meta.uid.as_deref().unwrap_or_default(), &in_namespace);
+            let (actions, wait) = sync(owner, &in_namespace, met);
+            requeue = super::sooner(requeue, wait);
+            plans.push((&**owner, actions));
+        }
+        self.expectations.keep(&owners.iter().filter_map(|o| o.meta().uid.clone()).collect());
+        (plans, requeue)
+    }
+
+    /// The pods of `owner`, written on its behalf.
+    pub fn control<K: kube::Resource<DynamicType = ()>>(&self, owner: &K) -> PodControl<'_> {
+        PodControl::new(&self.client, &self.recorder, &self.expectations, owner)
+    }
+}
 
 pub struct PodControl<'a> {
     pods: Api<Pod>,

@@ -3,7 +3,6 @@
 //! selector; the status counted from the pods. Expectations (pods made or deleted that
 //! the cache has not shown yet) stop a burst from being doubled.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +14,9 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::expectations::Expectations;
 use super::informers::Informers;
 use super::objects::{Claim, availability, claim, controller_ref, is_active, is_ready, now, pod_from_template};
-use super::pod_control::PodControl;
-use crate::events::Recorder;
+use super::pod_control::PodOwners;
 
 /// At most this many pods are made or deleted in one pass (kube-controller-manager's
 /// burstReplicas).
@@ -130,51 +127,28 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     informers.replica_sets().subscribe(&wake);
     informers.pods().subscribe(&wake);
     let informers = informers.clone();
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), "replicaset-controller", None),
-        client,
-        expectations: Expectations::default(),
-    });
+    let context = Arc::new(PodOwners::new(client, "replicaset-controller"));
     super::level_triggered(wake, move || {
         let (context, informers) = (context.clone(), informers.clone());
         async move {
-            let expectations = &context.expectations;
             if !informers.replica_sets().ready().await || !informers.pods().ready().await {
                 return None;
             }
-            let pods = informers.pods().all();
-            let now = now();
-            let mut requeue = None;
-            for rs in informers.replica_sets().all() {
-                let namespace = rs.metadata.namespace.clone().unwrap_or_default();
-                let in_namespace: Vec<&Pod> =
-                    pods.iter().map(|p| &**p).filter(|p| p.metadata.namespace.as_deref() == Some(&namespace)).collect();
-                let key = rs.metadata.uid.clone().unwrap_or_default();
-                let met = expectations.met(&key, &in_namespace);
-                let (actions, wait) = sync(&rs, &in_namespace, met, &now);
-                requeue = super::sooner(requeue, wait);
-                if !apply(&context, &rs, actions).await {
+            let (sets, pods, now) = (informers.replica_sets().all(), informers.pods().all(), now());
+            let (plans, mut requeue) = context.plan_each(&sets, &pods, |rs, pods, met| sync(rs, pods, met, &now));
+            for (rs, actions) in plans {
+                if !apply(&context, rs, actions).await {
                     requeue = super::sooner(requeue, Some(Duration::from_secs(1)));
                 }
             }
-            let live: HashSet<String> =
-                informers.replica_sets().all().iter().filter_map(|rs| rs.metadata.uid.clone()).collect();
-            expectations.keep(&live);
             requeue
         }
     });
 }
 
-/// What the controller's passes share.
-struct Context {
-    client: Client,
-    recorder: Recorder,
-    expectations: Expectations,
-}
-
 /// Does what `sync` decided; false when something failed (it is tried again).
-async fn apply(context: &Context, rs: &ReplicaSet, actions: Vec<Action>) -> bool {
-    let control = PodControl::new(&context.client, &context.recorder, &context.expectations, rs);
+async fn apply(context: &PodOwners, rs: &ReplicaSet, actions: Vec<Action>) -> bool {
+    let control = context.control(rs);
     let mut ok = true;
     for action in actions {
         ok &= match action {

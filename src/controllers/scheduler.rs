@@ -1,17 +1,17 @@
 //! The scheduler (kube-scheduler's default profile, in small): every pod waiting for a
 //! node is bound (`pods/binding`) to one that passes the filters — node name, node
 //! selector and required node affinity, taints and tolerations, unschedulable nodes,
-//! resource requests against what is allocatable and already bound, host ports — and
-//! scores best: least allocated, and fewest pods of the same owner (spreading a
-//! ReplicaSet's pods). A pod no node takes gets `PodScheduled=False` (`Unschedulable`)
-//! and a FailedScheduling event that says why, node by node, as kube-scheduler does; it
-//! is tried again whenever pods or nodes change.
+//! resource requests against what is allocatable and already bound, host ports, its
+//! volumes' node affinity (`volume_binding`) — and scores best: least allocated, and
+//! fewest pods of the same owner (spreading a ReplicaSet's pods). A pod no node takes gets
+//! `PodScheduled=False` (`Unschedulable`) and a FailedScheduling event that says why, node
+//! by node, as kube-scheduler does; it is tried again whenever pods or nodes change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, NodeSelector, NodeSelectorRequirement, Pod, Taint, Toleration};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use super::informers::Informers;
 use super::nodelifecycle::{NOT_READY, UNREACHABLE};
 use super::objects::{controller_of, is_terminal};
+use super::volume_binding::{Claims, SELECTED_NODE, Storage};
 use crate::events::{Event, Involved, Recorder};
 use crate::quantity::Quantity;
 
@@ -147,8 +148,9 @@ impl<'a> NodeInfo<'a> {
         taints
     }
 
-    /// Why the pod cannot go here (kube-scheduler's reasons), if it cannot.
-    fn unfit(&self, pod: &Pod, request: &Request) -> Vec<String> {
+    /// Why the pod cannot go here (kube-scheduler's reasons), if it cannot; `volumes` are
+    /// the node affinities of the persistent volumes it uses.
+    fn unfit(&self, pod: &Pod, request: &Request, volumes: &[&NodeSelector]) -> Vec<String> {
         let spec = pod.spec.clone().unwrap_or_default();
         let tolerations = spec.tolerations.clone().unwrap_or_default();
         let untolerated = self
@@ -168,6 +170,9 @@ impl<'a> NodeInfo<'a> {
         }
         if !matches_node_selection(pod, self.node) {
             return vec!["node(s) didn't match Pod's node affinity/selector".into()];
+        }
+        if !volumes.iter().all(|affinity| selector_matches(affinity, self.node)) {
+            return vec!["node(s) had volume node affinity conflict".into()];
         }
         let mut reasons = Vec::new();
         if self.pods + 1 > self.allocatable("pods") as usize {
@@ -238,9 +243,15 @@ pub fn matches_node_selection(pod: &Pod, node: &Node) -> bool {
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
         .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
-    let Some(required) = required else { return true };
+    required.is_none_or(|required| selector_matches(required, node))
+}
+
+/// Whether a node selector (its terms ORed) takes the node.
+pub fn selector_matches(selector: &NodeSelector, node: &Node) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     let name = node.metadata.name.clone().unwrap_or_default();
-    required.node_selector_terms.iter().any(|term| {
+    selector.node_selector_terms.iter().any(|term| {
         let by_labels = term.match_expressions.iter().flatten().all(|e| requirement_holds(e, labels.get(&e.key)));
         let by_fields =
             term.match_fields.iter().flatten().all(|e| e.key == "metadata.name" && requirement_holds(e, Some(&name)));
@@ -269,7 +280,7 @@ fn requirement_holds(requirement: &NodeSelectorRequirement, value: Option<&Strin
 }
 
 /// The node the pod goes to, or kube-scheduler's message saying why none takes it.
-pub fn place(pod: &Pod, nodes: &[NodeInfo]) -> Result<usize, String> {
+pub fn place(pod: &Pod, nodes: &[NodeInfo], volumes: &[&NodeSelector]) -> Result<usize, String> {
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
     }
@@ -277,7 +288,7 @@ pub fn place(pod: &Pod, nodes: &[NodeInfo]) -> Result<usize, String> {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut fit = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let unfit = node.unfit(pod, &request);
+        let unfit = node.unfit(pod, &request, volumes);
         if unfit.is_empty() {
             fit.push(i);
         }
@@ -320,14 +331,30 @@ fn waiting(pod: &Pod) -> bool {
 /// What a pass decided for one waiting pod.
 #[derive(Debug, PartialEq)]
 pub enum Decision {
-    Bind { namespace: String, pod: String, node: String },
-    Unschedulable { namespace: String, pod: String, message: String },
+    Bind {
+        namespace: String,
+        pod: String,
+        node: String,
+    },
+    /// Its claims are to be provisioned on the node first (WaitForFirstConsumer): they
+    /// are annotated with it, and the pod is bound once they are.
+    SelectNode {
+        namespace: String,
+        pod: String,
+        node: String,
+        claims: Vec<String>,
+    },
+    Unschedulable {
+        namespace: String,
+        pod: String,
+        message: String,
+    },
 }
 
 /// The decisions for every waiting pod, in priority order then oldest first; each placed
 /// pod counts on its node for the ones after it. `assumed` are pods bound earlier that
 /// the cache does not show bound yet (uid → node).
-pub fn schedule(pods: &[&Pod], nodes: &[&Node], assumed: &HashMap<String, String>) -> Vec<Decision> {
+pub fn schedule(pods: &[&Pod], nodes: &[&Node], storage: &Storage, assumed: &HashMap<String, String>) -> Vec<Decision> {
     let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new(n)).collect();
     let index: HashMap<String, usize> = infos.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
     let mut queue = Vec::new();
@@ -357,10 +384,23 @@ pub fn schedule(pods: &[&Pod], nodes: &[&Node], assumed: &HashMap<String, String
     for pod in queue {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
-        match place(pod, &infos) {
+        let volumes = match storage.claims_of(pod) {
+            Claims::Wait => continue,
+            Claims::Unusable(message) => {
+                decisions.push(Decision::Unschedulable { namespace, pod: name, message });
+                continue;
+            }
+            Claims::Usable { affinities, unbound } => (affinities, unbound),
+        };
+        match place(pod, &infos, &volumes.0) {
             Ok(i) => {
                 infos[i].add(pod);
-                decisions.push(Decision::Bind { namespace, pod: name, node: infos[i].name().to_string() });
+                let node = infos[i].name().to_string();
+                decisions.push(if volumes.1.is_empty() {
+                    Decision::Bind { namespace, pod: name, node }
+                } else {
+                    Decision::SelectNode { namespace, pod: name, node, claims: volumes.1 }
+                });
             }
             Err(message) => decisions.push(Decision::Unschedulable { namespace, pod: name, message }),
         }
@@ -373,6 +413,9 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
     let wake = Arc::new(Notify::new());
     informers.pods().subscribe(&wake);
     informers.nodes().subscribe(&wake);
+    informers.claims().subscribe(&wake);
+    informers.volumes().subscribe(&wake);
+    informers.storage_classes().subscribe(&wake);
     let informers = informers.clone();
     let recorder = Arc::new(Recorder::new(client.clone(), NAME, None));
     let assumed: Arc<Mutex<HashMap<String, String>>> = Arc::default();
@@ -380,9 +423,20 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
         let (client, informers, recorder, assumed) =
             (client.clone(), informers.clone(), recorder.clone(), assumed.clone());
         async move {
-            if !informers.pods().ready().await || !informers.nodes().ready().await {
-                return None;
+            for ready in [
+                informers.pods().ready().await,
+                informers.nodes().ready().await,
+                informers.claims().ready().await,
+                informers.volumes().ready().await,
+                informers.storage_classes().ready().await,
+            ] {
+                if !ready {
+                    return None;
+                }
             }
+            let (claims, volumes, classes) =
+                (informers.claims().all(), informers.volumes().all(), informers.storage_classes().all());
+            let storage = Storage::new(&claims, &volumes, &classes);
             let pods = informers.pods().all();
             let nodes = informers.nodes().all();
             // Assumptions the cache has caught up with (or whose pod is gone) are dropped.
@@ -398,7 +452,7 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
             let snapshot = assumed.lock().expect("assumed").clone();
             let pod_refs = super::refs(&pods);
             let node_refs = super::refs(&nodes);
-            let decisions = schedule(&pod_refs, &node_refs, &snapshot);
+            let decisions = schedule(&pod_refs, &node_refs, &storage, &snapshot);
             let by_name: HashMap<(&str, &str), &Pod> = pod_refs
                 .iter()
                 .map(|p| {
@@ -413,9 +467,9 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                 .collect();
             let writes = decisions.into_iter().filter_map(|decision| {
                 let (namespace, name) = match &decision {
-                    Decision::Bind { namespace, pod, .. } | Decision::Unschedulable { namespace, pod, .. } => {
-                        (namespace.clone(), pod.clone())
-                    }
+                    Decision::Bind { namespace, pod, .. }
+                    | Decision::SelectNode { namespace, pod, .. }
+                    | Decision::Unschedulable { namespace, pod, .. } => (namespace.clone(), pod.clone()),
                 };
                 let pod = (*by_name.get(&(namespace.as_str(), name.as_str()))?).clone();
                 let (client, recorder, assumed) = (client.clone(), recorder.clone(), assumed.clone());
@@ -458,6 +512,20 @@ async fn carry_out(
                 )
                 .await;
             true
+        }
+        Decision::SelectNode { node, claims, .. } => {
+            let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+                Api::namespaced(client.clone(), &namespace);
+            let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+            let mut all = true;
+            for claim in claims {
+                all &= super::report(
+                    api.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch)).await,
+                    "persistentvolumeclaim",
+                    &claim,
+                );
+            }
+            all
         }
         Decision::Unschedulable { message, .. } => {
             let current = pod
@@ -518,7 +586,7 @@ mod tests {
         let tainted =
             node("tainted", "8", json!({}), json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]));
         let greedy = pod("greedy", Some("2"), json!({}));
-        let decisions = schedule(&[&greedy], &[&small, &tainted], &HashMap::new());
+        let decisions = schedule(&[&greedy], &[&small, &tainted], &Storage::default(), &HashMap::new());
         assert_eq!(
             decisions,
             [Decision::Unschedulable {
@@ -530,7 +598,7 @@ mod tests {
             }]
         );
         let tolerant = pod("tolerant", Some("2"), json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]}));
-        let decisions = schedule(&[&tolerant], &[&small, &tainted], &HashMap::new());
+        let decisions = schedule(&[&tolerant], &[&small, &tainted], &Storage::default(), &HashMap::new());
         assert!(matches!(&decisions[0], Decision::Bind { node, .. } if node == "tainted"), "{decisions:?}");
     }
 
@@ -540,17 +608,19 @@ mod tests {
         let hdd = node("hdd", "4", json!({"disk": "hdd", "zone": "b"}), json!([]));
         let selected = pod("p", None, json!({"nodeSelector": {"disk": "ssd"}}));
         assert!(
-            matches!(&schedule(&[&selected], &[&ssd, &hdd], &HashMap::new())[0], Decision::Bind { node, .. } if node == "ssd")
+            matches!(&schedule(&[&selected], &[&ssd, &hdd], &Storage::default(), &HashMap::new())[0], Decision::Bind { node, .. } if node == "ssd")
         );
         let affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}}});
         let anti = pod("q", None, affinity);
         assert!(
-            matches!(&schedule(&[&anti], &[&ssd, &hdd], &HashMap::new())[0], Decision::Bind { node, .. } if node == "hdd")
+            matches!(&schedule(&[&anti], &[&ssd, &hdd], &Storage::default(), &HashMap::new())[0], Decision::Bind { node, .. } if node == "hdd")
         );
         let mut down = hdd.clone();
         down.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
-        let Decision::Unschedulable { message, .. } = &schedule(&[&anti], &[&ssd, &down], &HashMap::new())[0] else {
+        let Decision::Unschedulable { message, .. } =
+            &schedule(&[&anti], &[&ssd, &down], &Storage::default(), &HashMap::new())[0]
+        else {
             panic!()
         };
         assert_eq!(
@@ -570,7 +640,7 @@ mod tests {
             p.metadata.owner_references = serde_json::from_value(owner.clone()).unwrap();
         }
         let refs: Vec<&Pod> = pods.iter().collect();
-        let decisions = schedule(&refs, &[&a, &b], &HashMap::new());
+        let decisions = schedule(&refs, &[&a, &b], &Storage::default(), &HashMap::new());
         let on_a = decisions.iter().filter(|d| matches!(d, Decision::Bind { node, .. } if node == "a")).count();
         assert_eq!(on_a, 2, "{decisions:?}");
         // Bound as decided, they leave no room for a pod of 2 CPUs.
@@ -580,7 +650,7 @@ mod tests {
         }
         let big = pod("big", Some("2"), json!({}));
         let refs: Vec<&Pod> = pods.iter().chain([&big]).collect();
-        let last = schedule(&refs, &[&a, &b], &HashMap::new()).pop().unwrap();
+        let last = schedule(&refs, &[&a, &b], &Storage::default(), &HashMap::new()).pop().unwrap();
         assert!(
             matches!(last, Decision::Unschedulable { ref message, .. } if message == "0/2 nodes are available: 2 Insufficient cpu."),
             "{last:?}"

@@ -59,31 +59,32 @@ pub fn upstreams(resolv_conf: &str, ours: &[SocketAddr]) -> Vec<SocketAddr> {
 /// The DNS server's sockets, bound.
 pub struct Listening {
     config: Config,
-    udp: Vec<tokio::net::UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<tokio::net::TcpListener>,
 }
 
 /// Binds `config.listen` (UDP and TCP), so that an address in use fails at once: over
-/// UDP one socket per CPU on each address, sharing it (SO_REUSEPORT).
+/// UDP one socket per CPU on each address, sharing it (SO_REUSEPORT), each served by a
+/// thread of its own.
 pub async fn bind(config: Config) -> Result<Listening> {
     let sockets = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut udp, mut tcp) = (Vec::new(), Vec::new());
     for address in &config.listen {
         for _ in 0..sockets {
             let socket = udp_sharing(*address).with_context(|| format!("listen on {address}/udp"))?;
-            udp.push(tokio::net::UdpSocket::from_std(socket)?);
+            udp.push(socket);
         }
         tcp.push(tokio::net::TcpListener::bind(address).await.with_context(|| format!("listen on {address}/tcp"))?);
     }
     Ok(Listening { config, udp, tcp })
 }
 
-/// A non-blocking UDP socket bound to `address` with SO_REUSEPORT (socket(7)): the
-/// kernel spreads clients over the sockets that share the address.
+/// A UDP socket bound to `address` with SO_REUSEPORT (socket(7)): the kernel spreads
+/// clients over the sockets that share the address.
 fn udp_sharing(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, setsockopt, socket, sockopt};
     let family = if address.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let flags = SockFlag::SOCK_CLOEXEC;
     let fd = socket(family, SockType::Datagram, flags, None)?;
     setsockopt(&fd, sockopt::ReusePort, &true)?;
     nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(address))?;
@@ -108,8 +109,13 @@ impl Listening {
         let zone = Arc::new(RwLock::new(Arc::new(build()?)));
         let responder = Arc::new(Responder { zone: zone.clone(), upstreams: self.config.upstreams });
         let mut servers = tokio::task::JoinSet::new();
-        for socket in self.udp {
-            servers.spawn(server::serve_udp(responder.clone(), Arc::new(socket)));
+        let (failed, mut udp_failed) = tokio::sync::mpsc::channel(1);
+        for (i, socket) in self.udp.into_iter().enumerate() {
+            let (responder, runtime, failed) = (responder.clone(), tokio::runtime::Handle::current(), failed.clone());
+            std::thread::Builder::new().name(format!("dns-udp-{i}")).spawn(move || {
+                let error = server::serve_udp(responder, socket, runtime).unwrap_err();
+                let _ = failed.blocking_send(error);
+            })?;
         }
         for listener in self.tcp {
             servers.spawn(server::serve_tcp(responder.clone(), listener));
@@ -125,6 +131,7 @@ impl Listening {
         };
         tokio::select! {
             () = rebuild => Ok(()),
+            Some(error) = udp_failed.recv() => Err(anyhow::Error::from(error).context("serve DNS over UDP")),
             Some(ended) = servers.join_next() => match ended {
                 Ok(served) => served.context("serve DNS"),
                 Err(e) => Err(anyhow::anyhow!("serve DNS: {e}")),

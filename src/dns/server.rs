@@ -2,9 +2,10 @@
 //! cluster's names and every other query is forwarded to the node's resolvers, as CoreDNS's
 //! `forward . /etc/resolv.conf` does.
 //!
-//! UDP is served by one loop per socket (the sockets share the address with SO_REUSEPORT,
-//! so the kernel spreads clients over the threads), answering the zone's names inline:
-//! no task or channel per query. Forwarded queries, and TCP connections, get a task.
+//! UDP is served by one thread per socket (the sockets share the address with
+//! SO_REUSEPORT, so the kernel spreads clients over them), answering the zone's names
+//! inline: no task, channel or runtime wake-up per query. Forwarded queries, and TCP
+//! connections, get a task.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -182,11 +183,17 @@ fn encode_within(mut response: Message, limit: usize) -> Option<Vec<u8>> {
     response.to_vec().ok()
 }
 
-/// Answers queries on `socket` until it fails.
-pub async fn serve_udp(responder: Arc<Responder>, socket: Arc<UdpSocket>) -> std::io::Result<()> {
+/// Answers queries on `socket` until it fails, on the calling thread: blocking reads, no
+/// async runtime between the packet and its answer (a wake-up of a runtime's worker per
+/// query costs more than the answer). Forwarded queries go to `runtime`.
+pub fn serve_udp(
+    responder: Arc<Responder>,
+    socket: std::net::UdpSocket,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<()> {
     let mut buffer = vec![0u8; BUFFER];
     loop {
-        let (length, client) = socket.recv_from(&mut buffer).await?;
+        let (length, client) = socket.recv_from(&mut buffer)?;
         let raw = &buffer[..length];
         let Ok(request) = Message::from_vec(raw) else { continue };
         // A client without EDNS takes 512 bytes over UDP; one with it, what it says (RFC 6891).
@@ -195,15 +202,16 @@ pub async fn serve_udp(responder: Arc<Responder>, socket: Arc<UdpSocket>) -> std
             None => {}
             Some(Reply::Ready(response)) => {
                 if let Some(bytes) = encode_within(response, limit) {
-                    let _ = socket.send_to(&bytes, client).await;
+                    let _ = socket.send_to(&bytes, client);
                 }
             }
             Some(pending) => {
-                let (responder, socket, raw) = (responder.clone(), socket.clone(), raw.to_vec());
-                tokio::spawn(async move {
+                let (responder, socket, raw) = (responder.clone(), socket.try_clone()?, raw.to_vec());
+                runtime.spawn(async move {
                     let response = responder.complete(&request, &raw, pending).await;
                     if let Some(bytes) = encode_within(response, limit) {
-                        let _ = socket.send_to(&bytes, client).await;
+                        // A UDP send does not wait for the peer.
+                        let _ = socket.send_to(&bytes, client);
                     }
                 });
             }

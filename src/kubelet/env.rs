@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret, Service,
+    ConfigMap, Container, EnvVarSource, ObjectFieldSelector, PersistentVolume, Pod, ResourceFieldSelector, Secret,
+    Service,
 };
 
 use crate::quantity::Quantity;
@@ -20,6 +21,8 @@ pub trait ApiObjects {
     fn service_account_token(&self, pod: &Pod, audience: Option<&str>, seconds: i64) -> Result<String>;
     /// The Services of a namespace.
     fn services(&self, namespace: &str) -> Vec<Service>;
+    /// The volume a claim is bound to; an error says why there is none.
+    fn claimed_volume(&self, namespace: &str, claim: &str) -> Result<PersistentVolume>;
 }
 
 /// Without an API server: every reference to an API object is refused, named.
@@ -37,6 +40,9 @@ impl ApiObjects for NoApiServer {
     }
     fn services(&self, _: &str) -> Vec<Service> {
         vec![]
+    }
+    fn claimed_volume(&self, _: &str, claim: &str) -> Result<PersistentVolume> {
+        bail!("PersistentVolumeClaim {claim:?}: claims need an API server")
     }
 }
 
@@ -318,6 +324,9 @@ mod tests {
                 .then(|| serde_json::from_value(serde_json::json!({"data": {"password": "aHVudGVyMg=="}})).unwrap()))
         }
         fn service_account_token(&self, _: &Pod, _: Option<&str>, _: i64) -> Result<String> {
+            bail!("none")
+        }
+        fn claimed_volume(&self, _: &str, _: &str) -> Result<PersistentVolume> {
             bail!("none")
         }
         fn services(&self, namespace: &str) -> Vec<Service> {

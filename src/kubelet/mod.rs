@@ -7,6 +7,7 @@
 pub mod env;
 mod exec;
 pub mod image_manager;
+mod local_storage;
 mod logs;
 mod metrics;
 mod pod_worker;
@@ -139,6 +140,7 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
             network_config.pod_cidr = cidr;
         }
         tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
+        tokio::spawn(local_storage::run(client.clone(), config.node_name.clone(), node.data_dir.join("storage")));
         tokio::spawn(registration::keep_status(client.clone(), node, store.clone()));
         // One watch of the Services: for the containers' environment and the proxy.
         let services_changed = Arc::new(tokio::sync::Notify::new());

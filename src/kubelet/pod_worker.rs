@@ -370,7 +370,7 @@ impl PodWorker {
             return Ok(());
         }
         let settings = self.settings(node, pod);
-        let sandbox_spec = spec::sandbox(pod, &self.uid, &settings)?;
+        let sandbox_spec = spec::sandbox(pod, &self.uid, &settings, &*node.objects)?;
         let actual = match actual {
             Some(actual) => actual,
             None => {

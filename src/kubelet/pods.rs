@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -31,6 +33,8 @@ pub struct ApiStore {
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
     services: Store<Service>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
     /// Tokens by (pod uid, audience, lifetime), with when they were issued.
     tokens: Mutex<HashMap<(String, String, i64), (String, Instant)>>,
 }
@@ -43,13 +47,19 @@ impl ApiStore {
         let secrets = reflect::<Secret>(client.clone(), None);
         let _ = config_maps.wait_until_ready().await;
         let _ = secrets.wait_until_ready().await;
+        let claims = reflect::<PersistentVolumeClaim>(client.clone(), None);
+        let volumes = reflect::<PersistentVolume>(client.clone(), None);
         let _ = services.wait_until_ready().await;
+        let _ = claims.wait_until_ready().await;
+        let _ = volumes.wait_until_ready().await;
         ApiStore {
             client,
             handle: tokio::runtime::Handle::current(),
             config_maps,
             secrets,
             services,
+            claims,
+            volumes,
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -62,6 +72,16 @@ impl ApiObjects for ApiStore {
 
     fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
         Ok(self.secrets.get(&ObjectRef::new(name).within(namespace)).map(|s| (*s).clone()))
+    }
+
+    fn claimed_volume(&self, namespace: &str, claim: &str) -> Result<PersistentVolume> {
+        let found = self.claims.get(&ObjectRef::new(claim).within(namespace));
+        let found = found.with_context(|| format!("PersistentVolumeClaim {namespace}/{claim} not found"))?;
+        let volume = found.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty());
+        let volume = volume.with_context(|| format!("PersistentVolumeClaim {namespace}/{claim} is not bound"))?;
+        let bound = self.volumes.get(&ObjectRef::new(&volume));
+        Ok((*bound.with_context(|| format!("PersistentVolume {volume} (of claim {namespace}/{claim}) not found"))?)
+            .clone())
     }
 
     fn services(&self, namespace: &str) -> Vec<Service> {

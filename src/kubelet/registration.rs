@@ -180,7 +180,10 @@ pub fn node_object(node: &NodeIdentity) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": node.name, "labels": labels},
+        "metadata": {"name": node.name, "labels": labels, "annotations": {
+            // Where the local-path provisioner's volumes of this node go.
+            crate::controllers::LOCAL_STORAGE: node.data_dir.join("storage"),
+        }},
         "spec": spec,
         "status": {
             "addresses": [
@@ -216,6 +219,11 @@ pub async fn register(client: &kube::Client, node: &NodeIdentity) -> Result<Opti
     let registered = match nodes.create(&PostParams::default(), &typed).await {
         Ok(registered) => registered,
         Err(kube::Error::Api(e)) if e.code == 409 => {
+            let annotations = Patch::Merge(json!({"metadata": {"annotations": object["metadata"]["annotations"]}}));
+            nodes
+                .patch(&node.name, &PatchParams::default(), &annotations)
+                .await
+                .map_err(|e| anyhow::anyhow!("update node {}: {}", node.name, message(&e)))?;
             let patch = Patch::Merge(json!({"status": object["status"]}));
             nodes
                 .patch_status(&node.name, &PatchParams::default(), &patch)

@@ -140,7 +140,7 @@ pub fn plan(
     context: &PodContext,
     resolve: &mut dyn FnMut(&str) -> Result<ResolvedImage>,
 ) -> Result<PodPlan> {
-    let sandbox = sandbox(pod, uid, node)?;
+    let sandbox = sandbox(pod, uid, node, objects)?;
     let spec = pod.spec.as_ref().context("spec: required")?;
     let mut convert = |c: &Container, field: String| -> Result<ContainerSpec> {
         let image = c.image.as_deref().filter(|i| !i.is_empty()).context("image: required");
@@ -167,7 +167,7 @@ pub fn plan(
 
 /// The pod's sandbox as the runtime takes it: names checked (they become paths, cgroups
 /// and log directories), volumes, hostname, QoS class.
-pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings) -> Result<PodSpec> {
+pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings, objects: &dyn ApiObjects) -> Result<PodSpec> {
     let name = pod.metadata.name.clone().context("metadata.name: required")?;
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let spec = pod.spec.as_ref().context("spec: required")?;
@@ -181,7 +181,13 @@ pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings) -> Result<PodSpec> {
         let lines: Vec<String> = causes.iter().map(|(field, why)| format!("{field}: {why}")).collect();
         bail!("{}", lines.join("\n"));
     }
-    let volumes = spec.volumes.iter().flatten().enumerate().map(|(i, v)| volume(v, i)).collect::<Result<Vec<_>>>()?;
+    let volumes = spec
+        .volumes
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, v)| volume(v, i, &namespace, objects))
+        .collect::<Result<Vec<_>>>()?;
     let all = spec.init_containers.iter().flatten().chain(&spec.containers);
     let resources = all.map(|c| resources(c, node)).collect::<Result<Vec<_>>>()?;
     let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
@@ -200,7 +206,7 @@ pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings) -> Result<PodSpec> {
     })
 }
 
-fn volume(v: &K8sVolume, i: usize) -> Result<Volume> {
+fn volume(v: &K8sVolume, i: usize, namespace: &str, objects: &dyn ApiObjects) -> Result<Volume> {
     let field = format!("spec.volumes[{i}]");
     let source = if let Some(empty) = &v.empty_dir {
         VolumeSource::EmptyDir {
@@ -213,12 +219,25 @@ fn volume(v: &K8sVolume, i: usize) -> Result<Volume> {
         }
     } else if let Some(host) = &v.host_path {
         VolumeSource::HostPath { path: host_path(host, &format!("{field}.hostPath"))? }
+    } else if let Some(claim) = &v.persistent_volume_claim {
+        // The claim's bound volume, a directory of this node's (hostPath or local).
+        let field = format!("{field}.persistentVolumeClaim");
+        let volume = objects.claimed_volume(namespace, &claim.claim_name).with_context(|| field.clone())?;
+        let name = volume.metadata.name.clone().unwrap_or_default();
+        let spec = volume.spec.unwrap_or_default();
+        let path = match (&spec.host_path, &spec.local) {
+            (Some(host), _) => host_path(host, &format!("{field} (volume {name}).hostPath"))?,
+            (None, Some(local)) if Path::new(&local.path).is_dir() => PathBuf::from(&local.path),
+            (None, Some(local)) => bail!("{field}: volume {name}'s local path {} is no directory", local.path),
+            (None, None) => bail!("{field}: volume {name} is neither hostPath nor local: it cannot be mounted here"),
+        };
+        VolumeSource::HostPath { path }
     } else if is_api_volume(v) {
         // A directory of the pod's that the node agent fills (volumes.rs); secrets in memory only.
         VolumeSource::EmptyDir { memory: is_secret_volume(v), size_limit: None }
     } else {
         bail!(
-            "{field} ({}): only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported",
+            "{field} ({}): only emptyDir, hostPath, persistentVolumeClaim, configMap, secret, downwardAPI and projected volumes are supported",
             v.name
         );
     };
@@ -653,7 +672,7 @@ spec:
         let e = err(
             "metadata: {name: p}\nspec: {volumes: [{name: c, nfs: {server: x, path: /}}], containers: [{name: a, image: x}]}",
         );
-        assert!(e.contains("spec.volumes[0] (c): only emptyDir, hostPath, configMap"), "{e}");
+        assert!(e.contains("spec.volumes[0] (c): only emptyDir, hostPath, persistentVolumeClaim, configMap"), "{e}");
         let e =
             err("metadata: {name: p}\nspec: {containers: [{name: a, image: x, resources: {limits: {memory: lots}}}]}");
         assert!(e.contains("resources.limits.memory"), "{e}");
