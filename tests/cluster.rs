@@ -581,6 +581,62 @@ fn a_statefulset_starts_in_order_keeps_names_and_volumes_and_is_found_by_name() 
     });
 }
 
+const IDLE: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: burn}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: burn}}
+  template:
+    metadata: {labels: {app: burn}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: burn
+        image: busybox:1.36
+        command: [sleep, "3600"]
+        resources: {requests: {cpu: 100m}}
+"#;
+
+#[test]
+fn kubectl_top_shows_a_busy_pod_and_an_autoscaler_follows_its_cpu() {
+    let mut up = Up::new();
+    up.launch(&["--horizontal-pod-autoscaler-downscale-stabilization", "5"]);
+    up.kubectl_stdin(&["apply", "-f", "-"], IDLE);
+    up.wait("the pod ready", 60, || up.ready_pods("app=burn").len() == 1);
+    let busy = up.ready_pods("app=burn").into_keys().next().unwrap();
+    up.kubectl(&["autoscale", "deployment", "burn", "--cpu-percent=50", "--min=1", "--max=3"]);
+    // A burner in the pod for 45 s: a whole core against a request of 100m.
+    let mut burner = up
+        .kubectl_command(&["exec", &busy, "--", "timeout", "45", "sh", "-c", "while :; do :; done"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let millicores = |top: &str, name: &str| -> Option<u64> {
+        let line = top.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+        line.split_whitespace().nth(1)?.strip_suffix('m')?.parse().ok()
+    };
+    up.wait("kubectl top pods shows the burner", 60, || {
+        let top = up.kubectl_output(&["top", "pods"], "");
+        millicores(&text(&top.stdout), &busy).is_some_and(|m| m > 500)
+    });
+    let nodes = up.kubectl(&["top", "nodes"]);
+    assert!(nodes.contains("test-node"), "{nodes}");
+    up.wait("scaled up to the maximum", 90, || up.json(&["get", "deployment", "burn"])["spec"]["replicas"] == 3);
+    let autoscaler = up.json(&["get", "hpa", "burn"]);
+    assert!(
+        autoscaler["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"].as_i64().unwrap() > 50,
+        "{autoscaler}"
+    );
+    assert_eq!(conditions(&autoscaler).get("ScalingLimited").map(String::as_str), Some("True"), "{autoscaler}");
+    let _ = burner.wait();
+    up.wait("scaled back down once idle", 120, || up.json(&["get", "deployment", "burn"])["spec"]["replicas"] == 1);
+    let events = up.kubectl(&["get", "events", "--field-selector", "reason=SuccessfulRescale"]);
+    assert!(events.contains("New size: 3") && events.contains("New size: 1"), "{events}");
+}
+
 fn rollout_deployment() -> String {
     web_deployment("roll", 4, "busybox:1.36").replace(
         "  replicas: 4\n",

@@ -428,6 +428,14 @@ async fn route(
         None => rest::qualified_resource(&info),
     };
     authorize(server, user, verb, asked, &what)?;
+    if info.group == super::metrics::GROUP {
+        return match (method, verb) {
+            (&Method::GET, "get" | "list") => {
+                Ok(json_response(200, &super::metrics::get(server, &target, query).await?))
+            }
+            _ => Err(ApiError::method_not_allowed(method.as_str())),
+        };
+    }
     match (method, target.name.as_deref(), target.subresource.as_deref()) {
         (&Method::GET, None, None) if query.flag("watch") => {
             let format = match encoding {

@@ -14,6 +14,7 @@ mod errors;
 mod eviction;
 mod http;
 mod managed;
+mod metrics;
 mod node_proxy;
 mod objects;
 mod openapi;

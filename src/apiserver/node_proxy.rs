@@ -187,6 +187,25 @@ async fn forward(
     Ok(relayed(status, &headers, Body::new(answer.into_body())))
 }
 
+/// What a node's endpoint answers at `path` (its summary API), as JSON.
+pub async fn get_json(server: &Shared, node: &Value, path: &str) -> Result<Value, ApiError> {
+    let endpoint = endpoint(node)?;
+    let request = Request::builder()
+        .uri(format!("https://{endpoint}{path}"))
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let answer = crate::http_client::send(request, Some(&server.nodes))
+        .await
+        .map_err(|e| ApiError::internal(format!("error dialing backend: {e:#}")))?;
+    if !answer.status().is_success() {
+        return Err(node_refusal(answer).await);
+    }
+    let body = axum::body::to_bytes(Body::new(answer.into_body()), 64 << 20)
+        .await
+        .map_err(|e| ApiError::internal(format!("the node's answer: {e}")))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::internal(format!("the node's answer: {e}")))
+}
+
 /// The container a request means: the one named, or the pod's only one.
 fn container(pod: &Value, named: Option<&str>) -> Result<String, ApiError> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();

@@ -56,6 +56,10 @@ pub struct ApiserverArgs {
     /// and tainted unreachable
     #[arg(long, value_name = "SECONDS", default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
     node_monitor_grace_period: u64,
+    /// Seconds an autoscaler keeps its highest recommendation before it scales down (for
+    /// autoscalers whose behavior sets no window)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    horizontal_pod_autoscaler_downscale_stabilization: u64,
     /// Seconds pods tolerate a not-ready node before they are evicted, unless they say
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     default_not_ready_toleration_seconds: i64,
@@ -85,6 +89,9 @@ impl ApiserverArgs {
                 enabled: crate::controllers::parse_enabled(&self.controllers)?,
                 cluster_cidr: self.cluster_cidr,
                 node_monitor_grace_period: std::time::Duration::from_secs(self.node_monitor_grace_period),
+                downscale_stabilization: std::time::Duration::from_secs(
+                    self.horizontal_pod_autoscaler_downscale_stabilization,
+                ),
             },
             default_toleration_seconds: (
                 self.default_not_ready_toleration_seconds,

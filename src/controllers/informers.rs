@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
@@ -85,6 +86,7 @@ pub struct Informers {
     claims: OnceLock<Informer<PersistentVolumeClaim>>,
     volumes: OnceLock<Informer<PersistentVolume>>,
     storage_classes: OnceLock<Informer<StorageClass>>,
+    autoscalers: OnceLock<Informer<HorizontalPodAutoscaler>>,
 }
 
 impl Informers {
@@ -107,6 +109,7 @@ impl Informers {
             claims: OnceLock::new(),
             volumes: OnceLock::new(),
             storage_classes: OnceLock::new(),
+            autoscalers: OnceLock::new(),
         }
     }
 
@@ -172,5 +175,9 @@ impl Informers {
 
     pub fn storage_classes(&self) -> &Informer<StorageClass> {
         self.storage_classes.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn autoscalers(&self) -> &Informer<HorizontalPodAutoscaler> {
+        self.autoscalers.get_or_init(|| Informer::start(self.client.clone()))
     }
 }

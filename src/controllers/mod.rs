@@ -14,6 +14,7 @@ mod endpoints;
 mod expectations;
 mod garbagecollector;
 mod history;
+mod hpa;
 mod informers;
 mod job;
 mod localpath;
@@ -55,6 +56,7 @@ pub const ALL: &[&str] = &[
     "local-path-provisioner",
     "persistentvolumeclaim-protection",
     "persistentvolume-protection",
+    "horizontalpodautoscaling",
     "nodeipam",
     "nodelifecycle",
 ];
@@ -67,6 +69,8 @@ pub struct Config {
     pub cluster_cidr: net::Ipv4Net,
     /// How long a node may go without renewing its Lease before it is `Ready=Unknown`.
     pub node_monitor_grace_period: Duration,
+    /// How long an autoscaler keeps the highest recommendation before scaling down.
+    pub downscale_stabilization: Duration,
 }
 
 /// The controllers a `--controllers` list turns on, as kube-controller-manager reads it:
@@ -115,6 +119,7 @@ pub fn start(api: &kube::Config, config: &Config) -> Result<()> {
             "local-path-provisioner" => localpath::start(client.clone(), &informers),
             "persistentvolumeclaim-protection" => storageprotection::start(client.clone(), &informers, true),
             "persistentvolume-protection" => storageprotection::start(client.clone(), &informers, false),
+            "horizontalpodautoscaling" => hpa::start(client.clone(), &informers, config.downscale_stabilization),
             "nodeipam" => nodeipam::start(client.clone(), &informers, config.cluster_cidr),
             "nodelifecycle" => nodelifecycle::start(client.clone(), &informers, config.node_monitor_grace_period),
             _ => unreachable!("every controller of ALL is started"),

@@ -20,6 +20,7 @@ pub mod server;
 mod services;
 mod spdy;
 pub mod spec;
+mod stats;
 mod status;
 pub mod volumes;
 
@@ -181,7 +182,9 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
             tokio::spawn(pods::run(client.clone(), context, config.sync_frequency, (pod_store.clone(), pod_writer)));
         tokio::spawn(services::run(client, config.node_name.clone(), services_network, services, services_changed));
         eprintln!("podctl node: {} registered; serving logs and exec on {address}:{port}", config.node_name);
-        let router = server::router(Arc::new(NodeServer { runtime, pods: pod_store, metrics }));
+        let stats = Arc::new(stats::Stats::default());
+        tokio::spawn(stats::run(stats.clone(), config.node_name.clone(), runtime.clone()));
+        let router = server::router(Arc::new(NodeServer { runtime, pods: pod_store, metrics, stats }));
         // No grace: a followed log or an exec session may last as long as its container,
         // and the pods keep running without us.
         let served =

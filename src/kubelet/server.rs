@@ -1,7 +1,7 @@
 //! The node's HTTP endpoint, on kubelet's paths, for the API server to proxy `kubectl
 //! logs` and `kubectl exec` to: `/containerLogs/{namespace}/{pod}/{container}` and
-//! `/exec/{namespace}/{pod}/{container}` (WebSocket or SPDY), plus `/healthz`, `/pods`
-//! and `/metrics`. Pods are found by
+//! `/exec/{namespace}/{pod}/{container}` (WebSocket or SPDY), plus `/healthz`, `/pods`,
+//! `/metrics` and `/stats/summary`. Pods are found by
 //! namespace and name among those the runtime has on this node.
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use kube::runtime::reflector::Store;
 use runtime::{Pod, Runtime};
 
 use super::metrics::Metrics;
+use super::stats::Stats;
 use tokio::sync::mpsc;
 
 use super::exec::{self, ExecRequest};
@@ -31,6 +32,7 @@ pub struct NodeServer {
     /// The pods bound to this node, as the API has them.
     pub pods: Store<ApiPod>,
     pub metrics: Arc<Metrics>,
+    pub stats: Arc<Stats>,
 }
 
 /// A refusal, as kubelet gives it: a status and a line of text.
@@ -47,6 +49,7 @@ pub fn router(server: Arc<NodeServer>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods))
         .route("/metrics", get(metrics))
+        .route("/stats/summary", get(summary))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route(
             "/exec/{namespace}/{pod}/{container}",
@@ -76,6 +79,10 @@ async fn metrics(State(server): State<Arc<NodeServer>>) -> Response {
     let containers = running.iter().map(|p| p.running_containers().len()).sum();
     let text = server.metrics.render(running.len(), containers);
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
+}
+
+async fn summary(State(server): State<Arc<NodeServer>>) -> Response {
+    axum::Json(server.stats.summary()).into_response()
 }
 
 fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {

@@ -38,6 +38,7 @@ pub use self::columns::Column;
 pub use self::custom::CustomResource;
 pub use self::typed::{Rules, Typed};
 use super::errors::ApiError;
+use super::metrics::MetricsResource;
 pub use crate::validation::Cause;
 
 /// Where a resource lives and what it offers.
@@ -279,6 +280,8 @@ impl Registry {
             Typed::<events::Events>::shared(),
             Typed::<certificates::CertificateSigningRequests>::shared(),
             Typed::<apiextensions::CustomResourceDefinitions>::shared(),
+            MetricsResource::shared("nodes", "NodeMetrics", false),
+            MetricsResource::shared("pods", "PodMetrics", true),
         ];
         Registry { builtin: strategies, custom: RwLock::new(Vec::new()) }
     }
