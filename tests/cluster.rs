@@ -1008,6 +1008,19 @@ spec:
     spec:
       restartPolicy: Never
       containers: [{name: c, image: "busybox:1.36", command: [sh, -c, "echo index $JOB_COMPLETION_INDEX on $(hostname)"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: fatal}
+spec:
+  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - {action: FailJob, onExitCodes: {containerName: c, operator: In, values: [42]}}
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: "busybox:1.36", command: [sh, -c, "exit 42"]}]
 "#;
     up.kubectl_stdin(&["apply", "-f", "-"], jobs);
     // A watch of the first Job's pods: never more than parallelism running at once.
@@ -1037,6 +1050,18 @@ spec:
         failing["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").unwrap()["reason"]
             .clone();
     assert_eq!(reason, "BackoffLimitExceeded");
+
+    // An exit code the pod failure policy names fails the Job at once, whatever the limit.
+    let failed = up.kubectl(&["wait", "--for=condition=failed", "job/fatal", "--timeout=60s"]);
+    assert!(failed.contains("condition met"), "{failed}");
+    let fatal = up.json(&["get", "job", "fatal"]);
+    let condition =
+        fatal["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").unwrap().clone();
+    assert_eq!(condition["reason"], "PodFailurePolicy");
+    assert!(
+        condition["message"].as_str().unwrap().contains("failed with exit code 42 matching FailJob rule at index 0")
+    );
+    assert_eq!(fatal["status"]["failed"], 1);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, PodFailurePolicy};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PropagationPolicy};
@@ -127,7 +127,22 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
     actions.extend(claims.into_iter().map(Action::Claim));
     let active: Vec<&Pod> = owned.iter().copied().filter(|p| is_active(p)).collect();
     let succeeded_pods: Vec<&Pod> = owned.iter().copied().filter(|p| phase(p) == "Succeeded").collect();
-    let failed_pods: Vec<&Pod> = owned.iter().copied().filter(|p| phase(p) == "Failed").collect();
+    // podFailurePolicy: each failed pod's first matching rule says whether its failure
+    // counts, is ignored, or fails the Job.
+    let mut fail_job = None;
+    let failed_pods: Vec<&Pod> = owned
+        .iter()
+        .copied()
+        .filter(|p| phase(p) == "Failed")
+        .filter(|p| match spec.pod_failure_policy.as_ref().and_then(|policy| failure_rule(policy, p)) {
+            Some((_, "Ignore", _)) => false,
+            Some((_, "FailJob", message)) => {
+                fail_job.get_or_insert(message);
+                true
+            }
+            _ => true,
+        })
+        .collect();
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     let mut completed: BTreeSet<i32> = parse_indexes(status.completed_indexes.as_deref().unwrap_or_default());
     completed.extend(succeeded_pods.iter().filter_map(|p| index_of(p)));
@@ -172,6 +187,8 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
         for pod in &active {
             actions.push(delete(pod));
         }
+    } else if let Some(message) = fail_job {
+        stop_all("PodFailurePolicy", &message, &mut actions, &mut conditions);
     } else if failed > spec.backoff_limit.unwrap_or(6) {
         stop_all("BackoffLimitExceeded", "Job has reached the specified backoff limit", &mut actions, &mut conditions);
     } else if deadline.is_some_and(|left| left.is_zero()) && !suspended {
@@ -265,6 +282,38 @@ pub fn sync(job: &Job, pods: &[&Pod], expectations_met: bool, now: &Time) -> (Ve
         actions.push(Action::Status(new_status));
     }
     (actions, requeue)
+}
+
+/// The first rule of `policy` a failed pod matches: its index, action and the message
+/// a FailJob rule fails the Job with (kube's matchPodFailurePolicy). Exit codes are those
+/// of terminated containers, never 0; pod conditions match by type and status.
+fn failure_rule<'p>(policy: &'p PodFailurePolicy, pod: &Pod) -> Option<(usize, &'p str, String)> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    let statuses = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    let exits: Vec<(&str, i32)> = statuses
+        .filter_map(|c| Some((c.name.as_str(), c.state.as_ref()?.terminated.as_ref()?.exit_code)))
+        .filter(|(_, code)| *code != 0)
+        .collect();
+    policy.rules.iter().enumerate().find_map(|(index, rule)| {
+        let action = rule.action.as_str();
+        if let Some(codes) = &rule.on_exit_codes {
+            let (container, code) = exits.iter().find(|(container, code)| {
+                codes.container_name.as_deref().is_none_or(|wanted| wanted == *container)
+                    && (codes.operator == "In") == codes.values.contains(code)
+            })?;
+            let message = format!(
+                "Container {container} for pod {namespace}/{name} failed with exit code {code} matching {action} rule at index {index}"
+            );
+            return Some((index, action, message));
+        }
+        let conditions = rule.on_pod_conditions.as_ref()?;
+        let kind = conditions.iter().find_map(|wanted| {
+            status.conditions.iter().flatten().find(|c| c.type_ == wanted.type_ && c.status == wanted.status).map(|c| &c.type_)
+        })?;
+        Some((index, action, format!("Pod {namespace}/{name} has condition {kind} matching {action} rule at index {index}")))
+    })
 }
 
 /// A pod of the Job's template, owned by it; an Indexed Job's pod is told its index
@@ -452,5 +501,34 @@ mod tests {
         .unwrap();
         assert_eq!(sync(&job, &[], true, &at(12)), (vec![], Some(Duration::from_secs(3))));
         assert_eq!(sync(&job, &[], true, &at(15)).0, vec![Action::DeleteJob]);
+    }
+
+    fn failed_with(name: &str, code: i32) -> Pod {
+        let mut pod = pod(name, "Failed", None, Some("2026-01-01T00:00:01Z"));
+        let status = pod.status.as_mut().unwrap().container_statuses.as_mut().unwrap();
+        status[0].state.as_mut().unwrap().terminated.as_mut().unwrap().exit_code = code;
+        pod
+    }
+
+    #[test]
+    fn the_pod_failure_policy_ignores_or_fails_the_job_by_exit_code() {
+        let policy = json!({"backoffLimit": 6, "podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}},
+            {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}},
+        ]}});
+        let ignored = failed_with("ignored", 3);
+        let (actions, _) = sync(&job(policy.clone()), &[&ignored], true, &at(30));
+        let Some(Action::Status(status)) = actions.last() else { panic!("{actions:?}") };
+        assert_eq!(status["failed"], 0, "an ignored failure does not count");
+        assert_eq!(actions.iter().filter(|a| matches!(a, Action::Create(_))).count(), 2, "replaced at once");
+        let fatal = failed_with("fatal", 42);
+        let (actions, _) = sync(&job(policy), &[&ignored, &fatal], true, &at(30));
+        let Some(Action::Status(status)) = actions.last() else { panic!("{actions:?}") };
+        let failed = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").unwrap();
+        assert_eq!(failed["reason"], "PodFailurePolicy");
+        assert_eq!(
+            failed["message"],
+            "Container c for pod default/fatal failed with exit code 42 matching FailJob rule at index 1"
+        );
     }
 }
