@@ -564,6 +564,21 @@ fn a_statefulset_starts_in_order_keeps_names_and_volumes_and_is_found_by_name() 
     });
     assert_eq!(up.kubectl(&["exec", "web-1", "--", "cat", "/data/first"]), first, "the same volume");
 
+    // A rolling update replaces the pods from the highest ordinal down; undone, it rolls back.
+    let images =
+        || -> std::collections::BTreeSet<String> { up.ready_pods("app=stateful").values().map(image_of).collect() };
+    up.kubectl(&["set", "image", "statefulset/web", "web=busybox:1.37"]);
+    let status = up.kubectl(&["rollout", "status", "statefulset/web", "--timeout=90s"]);
+    assert!(status.contains("roll out complete"), "{status}");
+    up.wait("every pod on the new template", 30, || images() == ["busybox:1.37".to_string()].into());
+    up.kubectl(&["rollout", "undo", "statefulset/web"]);
+    let status = up.kubectl(&["rollout", "status", "statefulset/web", "--timeout=90s"]);
+    assert!(status.contains("roll out complete"), "{status}");
+    up.wait("every pod on the first template again", 30, || {
+        images() == ["busybox:1.36".to_string()].into() && up.ready_pods("app=stateful").len() == 3
+    });
+    assert_eq!(up.kubectl(&["exec", "web-1", "--", "cat", "/data/first"]), first, "still the same volume");
+
     // Scaled down from the highest ordinal; the claims stay.
     up.kubectl(&["scale", "statefulset", "web", "--replicas=1"]);
     up.wait("only web-0 left", 60, || up.pods("app=stateful").keys().eq(["web-0"].iter()));

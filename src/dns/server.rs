@@ -206,7 +206,8 @@ pub fn serve_udp(
                 }
             }
             Some(pending) => {
-                let (responder, socket, raw) = (responder.clone(), socket.try_clone()?, raw.to_vec());
+                let Ok(socket) = socket.try_clone() else { continue };
+                let (responder, raw) = (responder.clone(), raw.to_vec());
                 runtime.spawn(async move {
                     let response = responder.complete(&request, &raw, pending).await;
                     if let Some(bytes) = encode_within(response, limit) {

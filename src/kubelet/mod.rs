@@ -141,7 +141,8 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
             network_config.pod_cidr = cidr;
         }
         tokio::spawn(registration::renew_lease(client.clone(), config.node_name.clone()));
-        tokio::spawn(local_storage::run(client.clone(), config.node_name.clone(), node.data_dir.join("storage")));
+        let storage = registration::storage_dir(&node.data_dir);
+        tokio::spawn(local_storage::run(client.clone(), config.node_name.clone(), storage));
         tokio::spawn(registration::keep_status(client.clone(), node, store.clone()));
         // One watch of the Services: for the containers' environment and the proxy.
         let services_changed = Arc::new(tokio::sync::Notify::new());
@@ -152,8 +153,18 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
         let objects = pods::ApiStore::start(client.clone(), services.clone()).await;
         let metrics = Arc::new(metrics::Metrics::default());
         let services_network = net::PodNetwork::new(network_config.clone());
-        let host_resolv_conf = std::fs::read_to_string(&config.resolv_conf)
-            .with_context(|| format!("read {}", config.resolv_conf.display()))?;
+        // A host without the file resolves nothing by it, as kubelet goes on without one.
+        let host_resolv_conf = match std::fs::read_to_string(&config.resolv_conf) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "podctl node: {} does not exist: pods with dnsPolicy Default get no resolvers",
+                    config.resolv_conf.display()
+                );
+                String::new()
+            }
+            Err(e) => return Err(e).with_context(|| format!("read {}", config.resolv_conf.display())),
+        };
         if config.serve_cluster_dns {
             let (cluster_ip, domain) = (config.cluster_dns, config.cluster_domain.as_str());
             serve_cluster_dns(&client, &config.node_name, &services_network, cluster_ip, domain, &host_resolv_conf)

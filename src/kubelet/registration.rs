@@ -145,6 +145,11 @@ fn image_list(store: &images::Store) -> Value {
     Value::Array(listed)
 }
 
+/// Where the local-path volumes of this node go (absolute: volumes name it as a hostPath).
+pub fn storage_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()).join("storage")
+}
+
 /// The Node object this node registers.
 pub fn node_object(node: &NodeIdentity) -> Value {
     let uname = nix::sys::utsname::uname().ok();
@@ -182,7 +187,7 @@ pub fn node_object(node: &NodeIdentity) -> Value {
         "kind": "Node",
         "metadata": {"name": node.name, "labels": labels, "annotations": {
             // Where the local-path provisioner's volumes of this node go.
-            crate::controllers::LOCAL_STORAGE: node.data_dir.join("storage"),
+            crate::controllers::LOCAL_STORAGE: storage_dir(&node.data_dir),
         }},
         "spec": spec,
         "status": {
