@@ -390,7 +390,7 @@ impl Drop for PodWatch {
     }
 }
 
-/// A DaemonSet whose pods sleep, ready once they run.
+/// A DaemonSet whose pods answer with their name, on the node's port 18081 too.
 fn daemon_set(image: &str) -> String {
     format!(
         r#"
@@ -406,7 +406,8 @@ spec:
       containers:
       - name: agent
         image: {image}
-        command: [sleep, "3600"]
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{{containerPort: 8080, hostPort: 18081}}]
 "#
     )
 }
@@ -419,6 +420,9 @@ fn a_daemonset_rolls_out_keeps_its_history_and_is_undone() {
     assert!(status.contains("successfully rolled out"), "{status}");
     let image = || -> Vec<String> { up.ready_pods("app=agent").values().map(|p| image_of(p)).collect() };
     assert_eq!(image(), ["busybox:1.36"]);
+    // Its hostPort: the node's port 18081 reaches the pod.
+    let pod = up.ready_pods("app=agent").into_keys().next().unwrap();
+    up.wait("the host port forwarded", 20, || up.fetch_from_node("10.88.0.1", 18081) == pod);
 
     up.kubectl(&["set", "image", "daemonset/agent", "agent=busybox:1.37"]);
     let status = up.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);

@@ -704,6 +704,7 @@ fn a_container_started_again_begins_from_its_image() {
             qos: QosClass::BestEffort,
             share_process_namespace: false,
             origin: runtime::Origin::Run,
+            host_ports: vec![],
         })
         .unwrap();
     let container = ContainerSpec {
@@ -1101,4 +1102,56 @@ fn ps_names_a_failed_container_and_leaves_init_containers_out() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!row.contains("tools"), "{row}");
+}
+
+/// GET / from `address` inside the node's network namespace: the body, if it answered.
+fn fetch_in(node: &Node, address: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let address: std::net::SocketAddr = address.parse().unwrap();
+    testkit::netns::within(Some(node.netns.path()), || {
+        let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_string())
+    })
+}
+
+/// `run -p`: a port of the host forwarded to the pod, from the host's addresses and its
+/// loopback; a port another pod holds is refused, naming it; gone with the pod.
+#[test]
+fn published_ports_reach_the_pod_and_conflicts_are_refused() {
+    let node = node();
+    let server = "mkdir -p /www && echo published > /www/index.html && exec httpd -f -p 8080 -h /www";
+    node.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "18080:8080",
+        "--pull",
+        "never",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        server,
+    ]);
+    for address in ["10.88.0.1:18080", "127.0.0.1:18080"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fetch_in(&node, address).as_deref() != Some("published") {
+            assert!(Instant::now() < deadline, "nothing at {address}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let refused = node
+        .fails(&["run", "-d", "--name", "second", "-p", "18080:80", "--pull", "never", "busybox", "--", "sleep", "30"]);
+    assert!(refused.contains("host port 0.0.0.0:18080/tcp is already allocated to pod web"), "{refused}");
+    assert!(!node.ok(&["ps", "-a"]).contains("second"), "nothing of the refused pod is left");
+    let wrong = node.fails(&["run", "-p", "80", "busybox"]);
+    assert!(wrong.contains("a host port is needed"), "{wrong}");
+    node.ok(&["rm", "-f", "web"]);
+    assert_eq!(fetch_in(&node, "127.0.0.1:18080"), None, "the port is forwarded no more");
 }

@@ -1,6 +1,7 @@
 //! Pod network and service proxy. Knows nothing of containers: only network
 //! namespaces by path.
 
+pub mod hostports;
 mod ipam;
 mod iptables;
 mod link;

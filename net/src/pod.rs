@@ -147,6 +147,16 @@ impl PodNetwork {
         self.ensure_node()
     }
 
+    /// Forwards exactly these host ports to their pods (the rules of [`crate::hostports`]);
+    /// loopback traffic to them may leave through the bridge (route_localnet), as
+    /// `curl localhost:PORT` needs.
+    pub fn sync_host_ports(&self, mappings: &[crate::hostports::Mapping]) -> Result<(), Error> {
+        if !mappings.is_empty() {
+            write_sysctl(&format!("net/ipv4/conf/{}/route_localnet", self.config.bridge), "1")?;
+        }
+        Iptables::detect().apply_with_jumps(&crate::hostports::rules(mappings), &crate::hostports::JUMPS)
+    }
+
     /// The node's side: IP forwarding, bridged traffic through iptables (so services work
     /// between pods on one bridge), and the masquerade and forward rules.
     fn ensure_node(&self) -> Result<(), Error> {

@@ -32,8 +32,8 @@ pub use cgroups::{Cgroup, Cgroups, QosClass, Usage};
 pub use init::{Request, Response};
 pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH, capabilities};
 pub use spec::{
-    ContainerSpec, Device, DeviceKind, Mount, NetworkMode, Origin, PodSpec, Resources, User, Volume, VolumeSource,
-    WindowSize,
+    ContainerSpec, Device, DeviceKind, HostPort, Mount, NetworkMode, Origin, PodSpec, Resources, User, Volume,
+    VolumeSource, WindowSize,
 };
 pub use state::{ExitStatus, PodDirs, PodRecord, ProcessRecord};
 

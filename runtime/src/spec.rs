@@ -32,6 +32,29 @@ pub struct PodSpec {
     /// Who made the pod, and so who may remove it: the node agent takes no pod of `podctl run`.
     #[serde(default)]
     pub origin: Origin,
+    /// Ports of the node forwarded to the pod's (containers' hostPorts, `podctl run -p`).
+    #[serde(default)]
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A port of the node forwarded to a port of the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    /// Only this address of the node (all of them when `None`).
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+}
+
+impl HostPort {
+    /// Whether both take the same port of the node.
+    pub fn overlaps(&self, other: &HostPort) -> bool {
+        self.host_port == other.host_port
+            && self.protocol == other.protocol
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use images::Store;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec as K8sPodSpec, ResourceRequirements,
-    SecurityContext, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec as K8sPodSpec,
+    ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// hostNetwork), host (the node's own), none (loopback only)
     #[arg(long, value_name = "MODE", value_parser = ["pod", "host", "none"])]
     net: Option<String>,
+    /// Forward a port of this host to the container (a hostPort):
+    /// [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp|sctp]; may be repeated
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]PORT:PORT[/PROTO]", value_parser = parse_publish, conflicts_with = "file")]
+    publish: Vec<ContainerPort>,
     /// User and group: UID[:GID] or NAME[:GROUP] from the image's /etc/passwd and /etc/group
     #[arg(short, long)]
     user: Option<String>,
@@ -160,6 +164,9 @@ impl RunArgs {
             Some("none") => plan.pod.network = NetworkMode::None,
             Some("pod") => plan.pod.network = NetworkMode::Pod,
             _ => {}
+        }
+        if !self.publish.is_empty() && plan.pod.network != NetworkMode::Pod {
+            bail!("-p forwards a port of the host to the pod's address: it needs the pod network (--net pod)");
         }
         let sandbox = runtime.create_pod(&plan.pod)?;
         if plan.pod.network == NetworkMode::Pod
@@ -361,6 +368,7 @@ impl RunArgs {
             stdin_once: self.interactive.then_some(true),
             tty: self.tty.then_some(true),
             volume_mounts: (!mounts.is_empty()).then_some(mounts),
+            ports: (!self.publish.is_empty()).then(|| self.publish.clone()),
             resources: (!limits.is_empty())
                 .then(|| ResourceRequirements { limits: Some(limits), ..Default::default() }),
             security_context: Some(SecurityContext {
@@ -559,6 +567,37 @@ fn parse_volume(spec: &str) -> Result<(String, String, bool)> {
 
 /// `--device HOSTPATH[:CTRPATH][:rwm]`, as docker reads it: the node's device at HOSTPATH
 /// (its kind and number), made at CTRPATH (HOSTPATH by default) in the container.
+/// `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`, as docker's `-p` reads it.
+fn parse_publish(value: &str) -> Result<ContainerPort, String> {
+    let wrong = |why: &str| format!("{value:?}: {why} ([HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp|sctp] expected)");
+    let (ports, protocol) = value.split_once('/').unwrap_or((value, "tcp"));
+    let protocol = match protocol.to_lowercase().as_str() {
+        "tcp" => "TCP",
+        "udp" => "UDP",
+        "sctp" => "SCTP",
+        _ => return Err(wrong(&format!("unknown protocol {protocol:?}"))),
+    };
+    let parts: Vec<&str> = ports.split(':').collect();
+    let (host_ip, host_port, container_port) = match parts.as_slice() {
+        [host, container] => (None, *host, *container),
+        [ip, host, container] => {
+            let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| wrong(&format!("{ip:?} is no IPv4 address")))?;
+            (Some(ip.to_string()), *host, *container)
+        }
+        [_] => return Err(wrong("a host port is needed")),
+        _ => return Err(wrong("too many parts")),
+    };
+    let port =
+        |text: &str| text.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| wrong(&format!("{text:?} is no port")));
+    Ok(ContainerPort {
+        container_port: port(container_port)?.into(),
+        host_port: Some(port(host_port)?.into()),
+        host_ip,
+        protocol: Some(protocol.into()),
+        ..Default::default()
+    })
+}
+
 fn parse_device(value: &str) -> Result<runtime::Device, String> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut parts: Vec<&str> = value.split(':').collect();

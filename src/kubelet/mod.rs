@@ -96,6 +96,9 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
     runtime.recover().context("recover the node's pods")?;
     let live = runtime.pods()?.iter().map(|p| p.uid().to_string()).collect();
     config.network.reconcile(&live).context("recover the pod network")?;
+    if runtime.pods()?.iter().any(|p| !p.record.spec.host_ports.is_empty()) {
+        sandbox::sync_host_ports(&runtime, &config.network).context("recover the host ports")?;
+    }
     let serving = pki::self_signed_server(&[config.node_name.clone(), address.to_string(), "localhost".into()])?;
     {
         let (client, authority) = crate::client::connect(&config.kubeconfig, config.server.as_deref()).await?;

@@ -1,24 +1,62 @@
 //! A pod's sandbox on the node's network, shared by `podctl run` and the node agent: the
-//! address it gets on the bridge, and the removal of everything it leaves (processes,
-//! mounts, state, address, logs).
+//! address it gets on the bridge, its host ports, and the removal of everything it leaves
+//! (processes, mounts, state, address, host ports, logs).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use runtime::{NetworkMode, Pod, Runtime};
 
-/// Gives the pod its address on the node's bridge, and names it in the pod's /etc/hosts
-/// (`hosts` of the address).
+/// Gives the pod its address on the node's bridge, names it in the pod's /etc/hosts
+/// (`hosts` of the address), and forwards its host ports to it. A host port another pod
+/// holds is refused, naming that pod.
 pub fn attach_network(
     runtime: &Runtime,
     network: &net::PodNetwork,
     pod: &Pod,
     hosts: &dyn Fn(Ipv4Addr) -> String,
 ) -> Result<Ipv4Addr> {
+    let others = runtime.pods()?;
+    for wanted in &pod.record.spec.host_ports {
+        let taken = others
+            .iter()
+            .filter(|p| p.uid() != pod.uid() && p.record.spec.network == NetworkMode::Pod)
+            .find(|p| p.record.spec.host_ports.iter().any(|held| held.overlaps(wanted)));
+        if let Some(holder) = taken {
+            let ip = wanted.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
+            bail!(
+                "pod {}: host port {ip}:{}/{} is already allocated to pod {}",
+                pod.name(),
+                wanted.host_port,
+                wanted.protocol,
+                holder.name()
+            );
+        }
+    }
     let address = network.setup(pod.uid(), &pod.dirs.netns).with_context(|| format!("pod {}: network", pod.name()))?;
     runtime.write_hosts(pod, &hosts(address.address))?;
+    if !pod.record.spec.host_ports.is_empty() {
+        sync_host_ports(runtime, network).with_context(|| format!("pod {}: host ports", pod.name()))?;
+    }
     Ok(address.address)
+}
+
+/// Forwards the host ports of every pod on the node's network to its address: the rules
+/// derived whole from the pods' records and leases, as any pod comes or goes.
+pub fn sync_host_ports(runtime: &Runtime, network: &net::PodNetwork) -> Result<()> {
+    let mut mappings = Vec::new();
+    for pod in runtime.pods()?.iter().filter(|p| p.record.spec.network == NetworkMode::Pod) {
+        let Some(pod_ip) = network.address(pod.uid())? else { continue };
+        mappings.extend(pod.record.spec.host_ports.iter().map(|p| net::hostports::Mapping {
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+            pod_ip,
+            pod_port: p.container_port,
+            protocol: p.protocol.clone(),
+        }));
+    }
+    Ok(network.sync_host_ports(&mappings)?)
 }
 
 /// The directory of the pod's container logs (`LOG_DIR/<ns>_<name>_<uid>`).
@@ -31,6 +69,9 @@ pub fn remove(runtime: &Runtime, network: &net::PodNetwork, pod: &Pod, log_root:
     runtime.remove_pod(pod)?;
     if pod.record.spec.network == NetworkMode::Pod {
         network.teardown(pod.uid(), &pod.dirs.netns)?;
+        if !pod.record.spec.host_ports.is_empty() {
+            sync_host_ports(runtime, network)?;
+        }
     }
     Ok(runtime::state::remove_dir_all_if_present(&log_dir(log_root, &pod.record.spec))?)
 }

@@ -10,7 +10,7 @@ use super::env::{ApiObjects, PodContext, container_env};
 use super::volumes::{is_api_volume, is_secret_volume};
 use crate::validation;
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, Volume as K8sVolume};
+use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec as K8sPodSpec, Volume as K8sVolume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use runtime::{ContainerSpec, Mount, NetworkMode, PodSpec, QosClass, Resources, User, Volume, VolumeSource};
 
@@ -191,6 +191,7 @@ pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings, objects: &dyn ApiObjec
     let all = spec.init_containers.iter().flatten().chain(&spec.containers);
     let resources = all.map(|c| resources(c, node)).collect::<Result<Vec<_>>>()?;
     let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
+    let host_network = spec.host_network == Some(true);
     Ok(PodSpec {
         uid: uid.to_string(),
         name,
@@ -203,7 +204,46 @@ pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings, objects: &dyn ApiObjec
         qos: QosClass::of(resources.iter()),
         share_process_namespace: spec.share_process_namespace == Some(true),
         origin: runtime::Origin::Run,
+        // On the host's network a hostPort is the container's own port already.
+        host_ports: if host_network { vec![] } else { host_ports(spec)? },
     })
+}
+
+/// The containers' hostPorts (kubelet's portmap capability): each forwards a port of the
+/// node to the container's port.
+fn host_ports(spec: &K8sPodSpec) -> Result<Vec<runtime::HostPort>> {
+    let mut ports: Vec<runtime::HostPort> = Vec::new();
+    for (i, container) in spec.containers.iter().enumerate() {
+        for (j, port) in container.ports.iter().flatten().enumerate() {
+            let Some(host_port) = port.host_port.filter(|p| *p > 0) else { continue };
+            let field = format!("spec.containers[{i}].ports[{j}]");
+            let number = |value: i32, what: &str| {
+                u16::try_from(value)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .with_context(|| format!("{field}.{what}: {value} is no port"))
+            };
+            let host_ip = match port.host_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "0.0.0.0") {
+                Some(ip) => Some(ip.parse().with_context(|| format!("{field}.hostIP: {ip:?} is no IPv4 address"))?),
+                None => None,
+            };
+            let mapping = runtime::HostPort {
+                host_ip,
+                host_port: number(host_port, "hostPort")?,
+                container_port: number(port.container_port, "containerPort")?,
+                protocol: port.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
+            };
+            if let Some(other) = ports.iter().find(|p| p.overlaps(&mapping)) {
+                bail!(
+                    "{field}.hostPort: {} is taken twice (also for port {})",
+                    mapping.host_port,
+                    other.container_port
+                );
+            }
+            ports.push(mapping);
+        }
+    }
+    Ok(ports)
 }
 
 fn volume(v: &K8sVolume, i: usize, namespace: &str, objects: &dyn ApiObjects) -> Result<Volume> {
@@ -651,6 +691,22 @@ spec:
         assert!(plan.containers[1].env.contains(&"GREETING=hi /root".to_string()));
         assert_eq!(plan.pod.qos, QosClass::BestEffort);
         assert_eq!(plan.containers[0].log_path, Path::new("/logs/default_web_uid-1/a/0.log"));
+    }
+
+    #[test]
+    fn host_ports_forward_the_nodes_port_to_the_containers() {
+        let spec = pod(
+            "metadata: {name: p}\nspec: {containers: [{name: a, image: x, ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 53, hostPort: 53, protocol: UDP, hostIP: 192.0.2.1}, {containerPort: 9090}]}]}",
+        );
+        let ports = host_ports(spec.spec.as_ref().unwrap()).unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!((ports[0].host_port, ports[0].container_port, ports[0].protocol.as_str()), (8080, 80, "tcp"));
+        assert_eq!((ports[1].host_ip, ports[1].protocol.as_str()), (Some("192.0.2.1".parse().unwrap()), "udp"));
+        let twice = pod(
+            "metadata: {name: p}\nspec: {containers: [{name: a, image: x, ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 8080}]}]}",
+        );
+        let e = host_ports(twice.spec.as_ref().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("spec.containers[0].ports[1].hostPort: 8080 is taken twice"), "{e}");
     }
 
     #[test]
