@@ -37,8 +37,9 @@ fn main() -> ExitCode {
     // SAFETY: restoring a default signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() == Some(std::ffi::OsStr::new("__cleanup")) {
-        return match cli::cleanup(args) {
+    if let Some(helper) = args.next().and_then(|a| a.into_string().ok()).filter(|a| cli::HELPERS.contains(&a.as_str()))
+    {
+        return match cli::helper(&helper, args) {
             Ok(code) => code,
             Err(_) => ExitCode::from(FAILED),
         };

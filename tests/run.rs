@@ -705,6 +705,7 @@ fn a_container_started_again_begins_from_its_image() {
             share_process_namespace: false,
             origin: runtime::Origin::Run,
             host_ports: vec![],
+            restart: runtime::Restart::No,
         })
         .unwrap();
     let container = ContainerSpec {
@@ -826,7 +827,10 @@ fn a_pod_file_is_read_strictly_and_what_is_not_done_is_said() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Always\n  containers: [{name: c, image: busybox}]\n",
     );
     assert_eq!(code, 125);
-    assert!(err.contains("restartPolicy: Always is not honoured by podctl run yet"), "{err}");
+    assert!(
+        err.contains("a restart policy keeps the pod up in the background, by a process of podctl's own: add -d"),
+        "{err}"
+    );
     let (code, _, err) = run(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox, livenessProbe: {exec: {command: [/bin/true]}}}]\n",
     );
@@ -1154,4 +1158,73 @@ fn published_ports_reach_the_pod_and_conflicts_are_refused() {
     assert!(wrong.contains("a host port is needed"), "{wrong}");
     node.ok(&["rm", "-f", "web"]);
     assert_eq!(fetch_in(&node, "127.0.0.1:18080"), None, "the port is forwarded no more");
+}
+
+/// The runs of a container of a `podctl run` pod: its log files (`N.log`).
+fn runs_of(node: &Node, pod: &str, container: &str) -> usize {
+    let Ok(dirs) = std::fs::read_dir(node.log_dir()) else { return 0 };
+    dirs.filter_map(|d| d.ok())
+        .filter(|d| d.file_name().to_string_lossy().starts_with(&format!("default_{pod}_")))
+        .filter_map(|d| std::fs::read_dir(d.path().join(container)).ok())
+        .flat_map(|files| files.filter_map(|f| f.ok()))
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".log"))
+        .count()
+}
+
+/// `run -d --restart`: a container that exits is started again by the policy (the first
+/// time at once, then after kubelet's back-off), at most MAX_RETRIES times for
+/// on-failure; `stop` ends it, `start` and `restart` start the containers again.
+#[test]
+fn restart_policies_keep_pods_up_until_stopped() {
+    let node = node();
+    node.ok(&["run", "-d", "--name", "always", "--restart", "always", "--pull", "never", "busybox", "--", "true"]);
+    node.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "once",
+        "--restart",
+        "on-failure:1",
+        "--pull",
+        "never",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    node.ok(&["run", "-d", "--name", "fine", "--restart", "on-failure", "--pull", "never", "busybox", "--", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while runs_of(&node, "always", "always") < 2 || runs_of(&node, "once", "once") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no restart: {} {}",
+            runs_of(&node, "always", "always"),
+            runs_of(&node, "once", "once")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(runs_of(&node, "once", "once"), 2, "on-failure:1 restarts once");
+    assert_eq!(runs_of(&node, "fine", "fine"), 1, "a zero exit is no failure");
+    // Stopped, it stays stopped (its next restart, after the 10 s back-off, never comes).
+    node.ok(&["stop", "-t", "1", "always"]);
+    let stopped = runs_of(&node, "always", "always");
+    node.ok(&["start", "fine"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runs_of(&node, "fine", "fine") < 2 {
+        assert!(Instant::now() < deadline, "start did not run the container again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.ok(&["run", "-d", "--name", "server", "--pull", "never", "busybox", "--", "sleep", "600"]);
+    node.ok(&["restart", "-t", "1", "server"]);
+    assert_eq!(runs_of(&node, "server", "server"), 2, "restart stops and starts the container");
+    assert!(node.ok(&["ps"]).contains("server"), "running again");
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(runs_of(&node, "always", "always"), stopped, "a stopped pod is not restarted");
+    let refused = node.fails(&["run", "--restart", "always", "--pull", "never", "busybox", "--", "true"]);
+    assert!(refused.contains("add -d"), "{refused}");
+    for pod in ["always", "once", "fine", "server"] {
+        node.ok(&["rm", "-f", pod]);
+    }
 }

@@ -32,7 +32,7 @@ pub use cgroups::{Cgroup, Cgroups, QosClass, Usage};
 pub use init::{Request, Response};
 pub use process::{DEFAULT_CAPABILITIES, DEFAULT_PATH, capabilities};
 pub use spec::{
-    ContainerSpec, Device, DeviceKind, HostPort, Mount, NetworkMode, Origin, PodSpec, Resources, User, Volume,
+    ContainerSpec, Device, DeviceKind, HostPort, Mount, NetworkMode, Origin, PodSpec, Resources, Restart, User, Volume,
     VolumeSource, WindowSize,
 };
 pub use state::{ExitStatus, PodDirs, PodRecord, ProcessRecord};

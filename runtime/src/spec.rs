@@ -35,6 +35,35 @@ pub struct PodSpec {
     /// Ports of the node forwarded to the pod's (containers' hostPorts, `podctl run -p`).
     #[serde(default)]
     pub host_ports: Vec<HostPort>,
+    /// When `podctl run`'s supervisor starts an exited container again (the node agent
+    /// keeps its pods by their objects instead).
+    #[serde(default)]
+    pub restart: Restart,
+}
+
+/// A restart policy, as docker's `--restart` names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    No,
+    /// After a non-zero exit, at most `max_retries` times when given.
+    OnFailure {
+        max_retries: Option<u32>,
+    },
+    Always,
+}
+
+impl Restart {
+    /// Whether a container that exited with `code`, restarted `restarts` times already,
+    /// starts again.
+    pub fn again(&self, code: i32, restarts: u32) -> bool {
+        match self {
+            Restart::No => false,
+            Restart::Always => true,
+            Restart::OnFailure { max_retries } => code != 0 && max_retries.is_none_or(|max| restarts < max),
+        }
+    }
 }
 
 /// A port of the node forwarded to a port of the pod.

@@ -110,6 +110,10 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Stop pods: SIGTERM, then SIGKILL after the grace period
     Stop(pods::StopArgs),
+    /// Start the exited containers of pods again (and their supervisor, with --restart)
+    Start(pods::StartArgs),
+    /// Stop pods, then start them again
+    Restart(pods::StopArgs),
     /// Remove pods and everything they left on the node
     Rm(pods::RmArgs),
     /// Apply (or print) the service proxy's iptables rules for Services and their endpoints
@@ -151,6 +155,8 @@ impl Cli {
             Command::Stats(args) => stats::stats(args, &self.opts),
             Command::Exec(args) => args.run(&self.opts),
             Command::Stop(args) => pods::stop(args, &self.opts),
+            Command::Start(args) => pods::start(args, &self.opts),
+            Command::Restart(args) => pods::restart(args, &self.opts),
             Command::Rm(args) => pods::rm(args, &self.opts),
             Command::Proxy(args) => args.run(&self.opts),
             Command::Routes(args) => args.run(&self.opts),
@@ -177,16 +183,24 @@ impl Cli {
 /// `podctl __cleanup UID [node options]`: the process `run -d --rm` leaves behind to
 /// remove the pod once its containers have exited. Not a command of the command line
 /// (help and completions do not offer it): `main` dispatches it.
+/// podctl's own background processes for a `podctl run -d` pod: `__cleanup` removes it
+/// once its containers are done (`--rm`), `__supervise` keeps them up by its restart
+/// policy (`--restart`).
+pub const HELPERS: [&str; 2] = ["__cleanup", "__supervise"];
+
 #[derive(Parser)]
-struct Cleanup {
+struct Helper {
     #[command(flatten)]
     opts: NodeOptions,
     uid: String,
 }
 
-pub fn cleanup(args: impl Iterator<Item = std::ffi::OsString>) -> Result<ExitCode> {
-    let cleanup = Cleanup::parse_from(std::iter::once("podctl __cleanup".into()).chain(args));
-    pods::cleanup(&cleanup.uid, &cleanup.opts)
+pub fn helper(name: &str, args: impl Iterator<Item = std::ffi::OsString>) -> Result<ExitCode> {
+    let helper = Helper::parse_from(std::iter::once(format!("podctl {name}").into()).chain(args));
+    match name {
+        "__supervise" => pods::supervise(&helper.uid, &helper.opts),
+        _ => pods::cleanup(&helper.uid, &helper.opts),
+    }
 }
 
 /// Prints rows as columns, the first row being the header.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use runtime::logs::{LogTail, Stream};
 use runtime::{Origin, Pod, Runtime};
@@ -290,6 +290,144 @@ pub fn cleanup(uid: &str, opts: &NodeOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Starts one of podctl's helpers (`__cleanup`, `__supervise`) for pod `uid`, in a
+/// process group of its own that outlives this command.
+pub fn in_background(opts: &NodeOptions, helper: &str, uid: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("/proc/self/exe")
+        .args([helper, uid])
+        .args(opts.as_flags())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("start podctl's {helper} process for the pod"))?;
+    Ok(())
+}
+
+/// Where a pod's supervisor records itself (pid and start time: a pid alone may be reused).
+fn supervisor_record(pod: &Pod) -> std::path::PathBuf {
+    pod.dirs.state.join("supervisor.json")
+}
+
+/// Ends the pod's supervisor, if it has one, so that what is stopped stays stopped.
+pub fn end_supervisor(pod: &Pod) {
+    let path = supervisor_record(pod);
+    let record: Option<runtime::ProcessRecord> = runtime::state::read_json(&path).ok().flatten();
+    if let Some(record) = record.filter(|r| r.is_alive()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(record.pid), nix::sys::signal::SIGKILL);
+        record.wait_exit(Duration::from_secs(5));
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+/// The run number of a container: its log file's (`N.log`).
+fn run_number(container: &runtime::ContainerSpec) -> u32 {
+    container.log_path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Starts an exited container again, as its next run (a log file of its own).
+fn start_again(runtime: &Runtime, pod: &Pod, container: &runtime::ContainerSpec) -> Result<()> {
+    let mut next = container.clone();
+    next.log_path.set_file_name(format!("{}.log", run_number(container) + 1));
+    runtime.start_container(pod, &next)?;
+    Ok(())
+}
+
+/// Keeps the app containers of pod `uid` up by its restart policy, with kubelet's
+/// back-off between restarts, until none is to start again, the pod is gone, or `stop`
+/// or `rm` ends it (run by `run -d --restart`, in a process of its own).
+pub fn supervise(uid: &str, opts: &NodeOptions) -> Result<ExitCode> {
+    let runtime = opts.runtime()?;
+    let find = || runtime.pods().ok()?.into_iter().find(|p| p.uid() == uid && p.is_running());
+    let Some(pod) = find() else { return Ok(ExitCode::SUCCESS) };
+    let me = runtime::ProcessRecord::of(std::process::id() as i32).context("this process")?;
+    runtime::state::write_json_atomic(&supervisor_record(&pod), &me)?;
+    let policy = pod.record.spec.restart;
+    let (exited, exits) = std::sync::mpsc::channel::<(String, i32)>();
+    let watch = |name: String| {
+        let (runtime, pod, exited) = (runtime.clone(), pod.clone(), exited.clone());
+        std::thread::spawn(move || {
+            if let Ok(Some(status)) = runtime.wait_container(&pod, &name, None) {
+                let _ = exited.send((name, status.exit_code));
+            }
+        });
+    };
+    let mut watching = 0;
+    for container in pod.containers().into_iter().filter(|c| !c.init) {
+        watch(container.name);
+        watching += 1;
+    }
+    let mut backoff: std::collections::HashMap<String, crate::kubelet::backoff::Backoff> = Default::default();
+    while watching > 0 {
+        let Ok((name, code)) = exits.recv() else { break };
+        watching -= 1;
+        let Some(pod) = find() else { break };
+        let Some(container) = pod.containers().into_iter().find(|c| c.name == name) else { continue };
+        if !policy.again(code, run_number(&container)) {
+            continue;
+        }
+        // kubelet's doBackOff: the first restart at once, each later one after the delay.
+        let entry = backoff.get(&name).copied();
+        if let Some(entry) = entry {
+            std::thread::sleep(entry.delay);
+        }
+        backoff.insert(name.clone(), crate::kubelet::backoff::Backoff::next(entry, std::time::Instant::now()));
+        let Some(pod) = find() else { break };
+        start_again(&runtime, &pod, &container)?;
+        watch(name);
+        watching += 1;
+    }
+    let _ = std::fs::remove_file(supervisor_record(&pod));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Pods, by name or the start of their ID
+    #[arg(required = true)]
+    pods: Vec<String>,
+}
+
+/// Starts the exited app containers of each pod again, and its supervisor when it has a
+/// restart policy.
+pub fn start(args: StartArgs, opts: &NodeOptions) -> Result<ExitCode> {
+    require_root("podctl start")?;
+    let runtime = opts.runtime()?;
+    Ok(each_pod(&runtime, &args.pods, |pod| start_pod(&runtime, opts, pod)))
+}
+
+fn start_pod(runtime: &Runtime, opts: &NodeOptions, pod: &Pod) -> Result<()> {
+    if pod.record.spec.origin != Origin::Run {
+        bail!("pod {} is the node agent's: its object says what runs", pod.name());
+    }
+    if !pod.is_running() {
+        bail!("pod {}: its sandbox is gone (the host restarted?): podctl rm it and run it again", pod.name());
+    }
+    let running = pod.running_containers();
+    for container in pod.containers().iter().filter(|c| !c.init && !running.contains(&c.name)) {
+        start_again(runtime, pod, container)?;
+    }
+    if pod.record.spec.restart != runtime::Restart::No {
+        end_supervisor(pod);
+        in_background(opts, "__supervise", pod.uid())?;
+    }
+    println!("{}", pod.name());
+    Ok(())
+}
+
+pub fn restart(args: StopArgs, opts: &NodeOptions) -> Result<ExitCode> {
+    require_root("podctl restart")?;
+    let runtime = opts.runtime()?;
+    Ok(each_pod(&runtime, &args.pods, |pod| {
+        end_supervisor(pod);
+        let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
+        runtime.stop_pod(pod, &containers, Duration::from_secs(args.time))?;
+        start_pod(&runtime, opts, pod)
+    }))
+}
+
 /// The error of a container name the pod does not have, naming those it has.
 pub fn no_container(pod: &Pod, name: &str, names: &[String]) -> anyhow::Error {
     anyhow::anyhow!("pod {} has no container {name} (its containers: {})", pod.name(), names.join(", "))
@@ -299,6 +437,7 @@ pub fn stop(args: StopArgs, opts: &NodeOptions) -> Result<ExitCode> {
     require_root("podctl stop")?;
     let runtime = opts.runtime()?;
     Ok(each_pod(&runtime, &args.pods, |pod| {
+        end_supervisor(pod);
         let containers: Vec<String> = pod.containers().into_iter().map(|c| c.name).collect();
         runtime.stop_pod(pod, &containers, Duration::from_secs(args.time))?;
         println!("{}", pod.name());
@@ -313,6 +452,7 @@ pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
         if !pod.running_containers().is_empty() && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
+        end_supervisor(pod);
         sandbox::remove(&runtime, &opts.network(), pod, &opts.log_dir)?;
         println!("{}", pod.name());
         Ok(())

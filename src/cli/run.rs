@@ -41,8 +41,13 @@ pub struct RunArgs {
     #[arg(long)]
     name: Option<String>,
     /// Remove the pod when it exits
-    #[arg(long)]
+    #[arg(long, conflicts_with = "restart")]
     rm: bool,
+    /// Start the containers again when they exit: no, on-failure[:MAX_RETRIES] or always
+    /// (with -d: a process of podctl's own keeps them up, with kubelet's back-off; `stop`
+    /// ends it)
+    #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
+    restart: Option<runtime::Restart>,
     /// Run in the background and print the pod's name
     #[arg(short, long)]
     detach: bool,
@@ -165,6 +170,19 @@ impl RunArgs {
             Some("pod") => plan.pod.network = NetworkMode::Pod,
             _ => {}
         }
+        let manifest_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+        plan.pod.restart = match (self.restart, manifest_policy) {
+            (Some(restart), _) => restart,
+            (None, Some("Always")) => runtime::Restart::Always,
+            (None, Some("OnFailure")) => runtime::Restart::OnFailure { max_retries: None },
+            _ => runtime::Restart::No,
+        };
+        if plan.pod.restart != runtime::Restart::No && !self.detach {
+            bail!("a restart policy keeps the pod up in the background, by a process of podctl's own: add -d");
+        }
+        if plan.pod.restart != runtime::Restart::No && self.rm {
+            bail!("--rm removes the pod when its containers exit, its restart policy starts them again: choose one");
+        }
         if !self.publish.is_empty() && plan.pod.network != NetworkMode::Pod {
             bail!("-p forwards a port of the host to the pod's address: it needs the pod network (--net pod)");
         }
@@ -180,7 +198,10 @@ impl RunArgs {
         let code = self.run_containers(&runtime, &sandbox, &plan)?;
         if self.detach {
             if self.rm {
-                remove_when_done(opts, sandbox.uid())?;
+                super::pods::in_background(opts, "__cleanup", sandbox.uid())?;
+            }
+            if plan.pod.restart != runtime::Restart::No {
+                super::pods::in_background(opts, "__supervise", sandbox.uid())?;
             }
             println!("{name}");
             return Ok(ExitCode::SUCCESS);
@@ -395,23 +416,6 @@ impl RunArgs {
     }
 }
 
-/// Leaves a process behind that removes the pod once its containers have exited
-/// (`podctl __cleanup`), in a session of its own so that the terminal's signals do not
-/// reach it.
-fn remove_when_done(opts: &NodeOptions, uid: &str) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    std::process::Command::new("/proc/self/exe")
-        .args(["__cleanup", uid])
-        .args(opts.as_flags())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .context("start the process that removes the pod when it is done")?;
-    Ok(())
-}
-
 /// Gives our stdin to the first of `containers` that takes one, in the background. To a
 /// container's terminal, our own terminal goes in raw mode (keys as typed: ^C reaches the
 /// container) with its window size, followed as it changes; the returned guard ends that.
@@ -457,12 +461,6 @@ fn refuse_unrun(pod: Pod, path: &Path) -> Result<Pod> {
             "{}: volume {}: configMap, secret, downwardAPI and projected volumes need an API server (podctl node): use emptyDir or hostPath",
             path.display(),
             volume.name
-        );
-    }
-    if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Never") {
-        bail!(
-            "{}: restartPolicy: {policy} is not honoured by podctl run yet (its containers run once): use Never or leave it out",
-            path.display()
         );
     }
     let containers = spec.init_containers.iter().flatten().chain(&spec.containers);
@@ -567,6 +565,20 @@ fn parse_volume(spec: &str) -> Result<(String, String, bool)> {
 
 /// `--device HOSTPATH[:CTRPATH][:rwm]`, as docker reads it: the node's device at HOSTPATH
 /// (its kind and number), made at CTRPATH (HOSTPATH by default) in the container.
+/// `no`, `on-failure[:MAX_RETRIES]` or `always`, as docker's `--restart` reads it.
+fn parse_restart(value: &str) -> Result<runtime::Restart, String> {
+    match value.split_once(':') {
+        None if value == "no" => Ok(runtime::Restart::No),
+        None if value == "always" => Ok(runtime::Restart::Always),
+        None if value == "on-failure" => Ok(runtime::Restart::OnFailure { max_retries: None }),
+        Some(("on-failure", retries)) => match retries.parse::<u32>() {
+            Ok(max) => Ok(runtime::Restart::OnFailure { max_retries: Some(max) }),
+            Err(_) => Err(format!("{retries:?}: the most retries is a number")),
+        },
+        _ => Err(format!("{value:?}: no, on-failure[:MAX_RETRIES] or always expected")),
+    }
+}
+
 /// `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`, as docker's `-p` reads it.
 fn parse_publish(value: &str) -> Result<ContainerPort, String> {
     let wrong = |why: &str| format!("{value:?}: {why} ([HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp|sctp] expected)");

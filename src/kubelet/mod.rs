@@ -4,6 +4,7 @@
 //! the node's own objects in the API server (`registration`); and the HTTP endpoint the
 //! API server proxies logs and exec to (`server`).
 
+pub mod backoff;
 pub mod env;
 mod exec;
 pub mod image_manager;

@@ -17,6 +17,7 @@ use runtime::{ExitStatus, NetworkMode, Runtime};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::backoff::Backoff;
 use super::env::{ApiObjects, PodContext};
 use super::image_manager::{ImageError, ImageManager, pull_policy};
 use super::probes::{self, Action, Target};
@@ -25,9 +26,6 @@ use super::status::{self, ContainerObserved, Observed, RunState};
 use super::{sandbox, volumes};
 use crate::events::Event;
 
-/// kubelet's container restart back-off: 10 s doubling to 5 min, forgotten after 10 min.
-const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// The default terminationGracePeriodSeconds.
 const DEFAULT_GRACE: i64 = 30;
 
@@ -129,24 +127,6 @@ pub fn requests(pod: &Pod) -> (u64, u64) {
     };
     let sum = spec.containers.iter().map(of).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     spec.init_containers.iter().flatten().map(of).fold(sum, |a, b| (a.0.max(b.0), a.1.max(b.1)))
-}
-
-/// kubelet's flowcontrol.Backoff entry.
-#[derive(Clone, Copy)]
-struct Backoff {
-    delay: Duration,
-    updated: Instant,
-}
-
-impl Backoff {
-    /// The next delay after one that was `previous` (none, or forgotten after 2 × max).
-    fn next(previous: Option<Backoff>, now: Instant) -> Backoff {
-        let delay = match previous {
-            Some(b) if now.duration_since(b.updated) <= 2 * BACKOFF_MAX => (b.delay * 2).min(BACKOFF_MAX),
-            _ => BACKOFF_INITIAL,
-        };
-        Backoff { delay, updated: now }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -206,6 +206,7 @@ pub fn sandbox(pod: &Pod, uid: &str, node: &NodeSettings, objects: &dyn ApiObjec
         origin: runtime::Origin::Run,
         // On the host's network a hostPort is the container's own port already.
         host_ports: if host_network { vec![] } else { host_ports(spec)? },
+        restart: runtime::Restart::No,
     })
 }
 
