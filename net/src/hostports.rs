@@ -49,7 +49,8 @@ pub const JUMPS: [Jump; 3] = [
 /// flushed and rewritten whole).
 pub fn rules(mappings: &[Mapping]) -> String {
     let mut rules = String::from("*nat\n:PODCTL-HOSTPORTS - [0:0]\n:PODCTL-HOSTPORTS-MASQ - [0:0]\n");
-    for m in mappings {
+    // The protocol is written into the rules: only the three iptables knows by name.
+    for m in mappings.iter().filter(|m| matches!(m.protocol.as_str(), "tcp" | "udp" | "sctp")) {
         let destination = m.host_ip.map(|ip| format!("-d {ip}/32 ")).unwrap_or_default();
         let port = format!("{destination}-p {p} -m {p} --dport {}", m.host_port, p = m.protocol);
         let comment = format!("-m comment --comment \"{}:{} -> {}:{}\"", m.protocol, m.host_port, m.pod_ip, m.pod_port);

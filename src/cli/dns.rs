@@ -34,7 +34,7 @@ impl DnsArgs {
         let kubeconfig = self.kubeconfig.unwrap_or_else(|| opts.data_dir.join("kubeconfig"));
         let resolv_conf = std::fs::read_to_string(&self.resolv_conf)
             .with_context(|| format!("read {}", self.resolv_conf.display()))?;
-        let upstreams = crate::dns::upstreams(&resolv_conf, &self.listen);
+        let upstreams = crate::dns::upstreams(&resolv_conf, &self.listen, None);
         let config = crate::dns::Config { domain: self.cluster_domain, listen: self.listen, upstreams };
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         tokio.block_on(async move {

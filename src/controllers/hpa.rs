@@ -99,10 +99,20 @@ pub fn replicas_for(
     Ok(Measured { name: name.to_string(), replicas, utilization, average: shown })
 }
 
-/// What the behavior's policies let the replicas reach from `current` in one step: the
-/// most (or least, per selectPolicy) any policy allows.
-fn limited(current: i32, desired: i32, up: &HPAScalingRules, down: &HPAScalingRules) -> i32 {
-    let rules = if desired > current { up } else { down };
+/// What the behavior's policies let the replicas reach from `current` (kube's
+/// calculateScaleUpLimitWithScalingRules and its scale-down twin): each policy counts from
+/// the replicas there were at the start of its period, given the changes of `events`
+/// (when, by how many) within it; the most (or least, per selectPolicy) any allows.
+fn limited(
+    current: i32,
+    desired: i32,
+    up: &HPAScalingRules,
+    down: &HPAScalingRules,
+    events: &[(Instant, i32)],
+    now: Instant,
+) -> i32 {
+    let scaling_up = desired > current;
+    let rules = if scaling_up { up } else { down };
     if desired == current || rules.select_policy.as_deref() == Some("Disabled") {
         return current;
     }
@@ -110,22 +120,33 @@ fn limited(current: i32, desired: i32, up: &HPAScalingRules, down: &HPAScalingRu
         .policies
         .iter()
         .flatten()
-        .map(|p| match (p.type_.as_str(), desired > current) {
-            ("Pods", true) => current + p.value,
-            ("Pods", false) => current - p.value,
-            (_, true) => (current as f64 * (1.0 + p.value as f64 / 100.0)).ceil() as i32,
-            (_, false) => (current as f64 * (1.0 - p.value as f64 / 100.0)).floor() as i32,
+        .map(|p| {
+            let period = Duration::from_secs(p.period_seconds.max(1) as u64);
+            let changed: i32 = events
+                .iter()
+                .filter(|(at, change)| now.duration_since(*at) <= period && (*change > 0) == scaling_up)
+                .map(|(_, change)| change.abs())
+                .sum();
+            let value = p.value as f64 / 100.0;
+            if scaling_up {
+                let start = current - changed;
+                let bound =
+                    if p.type_ == "Pods" { start + p.value } else { (start as f64 * (1.0 + value)).ceil() as i32 };
+                bound.max(current)
+            } else {
+                let start = current + changed;
+                let bound = if p.type_ == "Pods" { start - p.value } else { (start as f64 * (1.0 - value)) as i32 };
+                bound.min(current)
+            }
         })
         .collect();
     let least = rules.select_policy.as_deref() == Some("Min");
-    let bound = match (desired > current, least) {
-        (true, false) => bounds.iter().max(),
-        (true, true) => bounds.iter().min(),
-        (false, false) => bounds.iter().min(),
-        (false, true) => bounds.iter().max(),
+    let bound = match (scaling_up, least) {
+        (true, false) | (false, true) => bounds.iter().max(),
+        (true, true) | (false, false) => bounds.iter().min(),
     };
     match bound {
-        Some(&bound) if desired > current => desired.min(bound),
+        Some(&bound) if scaling_up => desired.min(bound),
         Some(&bound) => desired.max(bound),
         None => desired,
     }
@@ -148,16 +169,23 @@ fn behavior(autoscaler: &HorizontalPodAutoscaler, down_window: Duration) -> (HPA
     (up, down)
 }
 
-/// Recommendations of the last windows, per autoscaler.
+/// Recommendations of the last windows, and the scalings of the last periods, per
+/// autoscaler.
 #[derive(Default)]
-struct History(Mutex<HashMap<String, VecDeque<(Instant, i32)>>>);
+struct History {
+    recommendations: Mutex<HashMap<String, VecDeque<(Instant, i32)>>>,
+    scalings: Mutex<HashMap<String, Vec<(Instant, i32)>>>,
+}
+
+/// Scalings older than this count in no policy's period.
+const LONGEST_PERIOD: Duration = Duration::from_secs(1800);
 
 impl History {
     /// The stabilized recommendation: at most the lowest of the scale-up window, at least
     /// the highest of the scale-down window (kube's stabilizeRecommendationWithBehaviors).
     fn stabilize(&self, uid: &str, recommended: i32, current: i32, up: Duration, down: Duration) -> i32 {
         let now = Instant::now();
-        let mut all = self.0.lock().expect("history");
+        let mut all = self.recommendations.lock().expect("history");
         let history = all.entry(uid.to_string()).or_default();
         history.push_back((now, recommended));
         let longest = up.max(down);
@@ -171,8 +199,21 @@ impl History {
         if recommended > current { up_limit.max(current) } else { down_limit.min(current) }
     }
 
+    /// The scalings of an autoscaler within the longest period.
+    fn scalings(&self, uid: &str, now: Instant) -> Vec<(Instant, i32)> {
+        let mut all = self.scalings.lock().expect("history");
+        let events = all.entry(uid.to_string()).or_default();
+        events.retain(|(at, _)| now.duration_since(*at) <= LONGEST_PERIOD);
+        events.clone()
+    }
+
+    fn scaled(&self, uid: &str, at: Instant, change: i32) {
+        self.scalings.lock().expect("history").entry(uid.to_string()).or_default().push((at, change));
+    }
+
     fn keep(&self, live: &[String]) {
-        self.0.lock().expect("history").retain(|uid, _| live.contains(uid));
+        self.recommendations.lock().expect("history").retain(|uid, _| live.contains(uid));
+        self.scalings.lock().expect("history").retain(|uid, _| live.contains(uid));
     }
 }
 
@@ -343,7 +384,8 @@ async fn reconcile(
         |rules: &HPAScalingRules| Duration::from_secs(rules.stabilization_window_seconds.unwrap_or(0).max(0) as u64);
     let uid = autoscaler.metadata.uid.clone().unwrap_or_default();
     let stabilized = history.stabilize(&uid, recommended, current, window(&up), window(&down));
-    let stepped = limited(current, stabilized, &up, &down);
+    let now = Instant::now();
+    let stepped = limited(current, stabilized, &up, &down, &history.scalings(&uid, now), now);
     let (min, max) = (spec.min_replicas.unwrap_or(1).max(1), spec.max_replicas.max(1));
     let bounded = stepped.clamp(min, max);
     if bounded != stepped || recommended > max || recommended < min {
@@ -370,6 +412,7 @@ async fn reconcile(
         match api.patch_scale(&target.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
                 scaled = true;
+                history.scaled(&uid, now, bounded - current);
                 let reason = match metrics.first() {
                     Some(m) if bounded > current => format!(
                         "{} resource utilization (percentage of request) above target",
@@ -487,8 +530,16 @@ mod tests {
     fn steps_are_limited_by_policies_and_scale_down_is_stabilized() {
         let empty = HorizontalPodAutoscaler::default();
         let (up, down) = behavior(&empty, Duration::from_secs(300));
-        assert_eq!(limited(2, 20, &up, &down), 6, "4 pods or 100 %: the most");
-        assert_eq!(limited(10, 1, &up, &down), 1, "100 % down");
+        let now = Instant::now();
+        assert_eq!(limited(2, 20, &up, &down, &[], now), 6, "4 pods or 100 %: the most");
+        assert_eq!(limited(10, 1, &up, &down, &[], now), 1, "100 % down");
+        // One pod per 10 minutes: a scaling 5 minutes ago leaves no room; 11 minutes ago, one.
+        let slow: HPAScalingRules = serde_json::from_value(json!({"selectPolicy": "Max",
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 600}]}))
+        .unwrap();
+        let ago = |seconds| now - Duration::from_secs(seconds);
+        assert_eq!(limited(3, 8, &slow, &down, &[(ago(300), 1)], now), 3);
+        assert_eq!(limited(3, 8, &slow, &down, &[(ago(660), 1)], now), 4);
         let history = History::default();
         let (up_window, down_window) = (Duration::ZERO, Duration::from_secs(300));
         assert_eq!(history.stabilize("h", 5, 5, up_window, down_window), 5);

@@ -294,7 +294,8 @@ pub fn sync(
                 writes.push(delete(pod));
                 break 'replicas;
             }
-            if !is_running_and_ready(pod) {
+            // kube's isHealthy: running, ready, and not going away.
+            if terminating(pod) || !is_running_and_ready(pod) {
                 break 'replicas;
             }
         }
@@ -564,5 +565,13 @@ mod tests {
         assert!(writes(&actions).is_empty(), "web-0 is below the partition");
         let Some(Action::Status(status)) = actions.last() else { panic!("{actions:?}") };
         assert_eq!(status["updatedReplicas"], 2);
+        // Parallel: the updated web-2 still going away holds the next one back.
+        let parallel = self::set(json!({"podManagementPolicy": "Parallel"}));
+        let h = hash(&parallel);
+        let mut leaving = pod("web-2", &h, true);
+        leaving.metadata.deletion_timestamp = Some(now());
+        let pods = [pod("web-0", "old", true), pod("web-1", "old", true), leaving];
+        let (actions, _) = sync(&parallel, &pods.iter().collect::<Vec<_>>(), &[], &[], true, &now());
+        assert!(writes(&actions).iter().all(|w| !w.starts_with("delete")), "{actions:?}");
     }
 }

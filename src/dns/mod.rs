@@ -41,19 +41,25 @@ pub struct Config {
 }
 
 /// The resolvers a resolv.conf names (port 53), but none of `ours` (a loopback resolver
-/// is ours when we listen on every address): forwarding to itself would loop.
-pub fn upstreams(resolv_conf: &str, ours: &[SocketAddr]) -> Vec<SocketAddr> {
-    resolv_conf
+/// is ours when we listen on every address) nor the cluster DNS's Service address, which
+/// leads back here: forwarding to itself would loop (CoreDNS's `loop` plugin's case).
+pub fn upstreams(resolv_conf: &str, ours: &[SocketAddr], service: Option<IpAddr>) -> Vec<SocketAddr> {
+    let is_ours = |upstream: &SocketAddr| {
+        ours.iter()
+            .any(|o| o == upstream || (o.ip().is_unspecified() && upstream.ip().is_loopback() && o.port() == PORT))
+    };
+    let upstreams: Vec<SocketAddr> = resolv_conf
         .lines()
         .filter_map(|line| line.trim().strip_prefix("nameserver"))
         .filter_map(|rest| rest.trim().split('%').next()?.parse::<IpAddr>().ok())
+        .filter(|ip| Some(*ip) != service)
         .map(|ip| SocketAddr::new(ip, PORT))
-        .filter(|upstream| {
-            !ours
-                .iter()
-                .any(|o| o == upstream || (o.ip().is_unspecified() && upstream.ip().is_loopback() && o.port() == PORT))
-        })
-        .collect()
+        .filter(|upstream| !is_ours(upstream))
+        .collect();
+    if upstreams.is_empty() {
+        eprintln!("podctl: the resolv.conf names no resolver of its own: names outside the cluster get SERVFAIL");
+    }
+    upstreams
 }
 
 /// The DNS server's sockets, bound.
@@ -107,7 +113,7 @@ impl Listening {
             Zone::build(&domain, &services, &slices).map_err(anyhow::Error::msg)
         };
         let zone = Arc::new(RwLock::new(Arc::new(build()?)));
-        let responder = Arc::new(Responder { zone: zone.clone(), upstreams: self.config.upstreams });
+        let responder = Arc::new(Responder::new(zone.clone(), self.config.upstreams));
         let mut servers = tokio::task::JoinSet::new();
         let (failed, mut udp_failed) = tokio::sync::mpsc::channel(1);
         for (i, socket) in self.udp.into_iter().enumerate() {
@@ -204,10 +210,12 @@ mod tests {
         let conf = "# generated\nsearch example.com\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nnameserver 10.88.0.1\noptions ndots:2\n";
         let ours: SocketAddr = "10.88.0.1:53".parse().unwrap();
         assert_eq!(
-            upstreams(conf, &[ours]),
+            upstreams(conf, &[ours], None),
             ["10.0.0.2:53".parse::<SocketAddr>().unwrap(), "[fe80::1]:53".parse().unwrap()]
         );
         let everywhere: SocketAddr = "0.0.0.0:53".parse().unwrap();
-        assert!(upstreams("nameserver 127.0.0.1\n", &[everywhere]).is_empty());
+        assert!(upstreams("nameserver 127.0.0.1\n", &[everywhere], None).is_empty());
+        let service = "10.96.0.10".parse().ok();
+        assert!(upstreams("nameserver 10.96.0.10\n", &[ours], service).is_empty(), "the Service leads back here");
     }
 }

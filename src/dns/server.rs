@@ -34,10 +34,21 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// The zone as last built from the watches, swapped whole.
 pub type SharedZone = Arc<RwLock<Arc<Zone>>>;
 
+/// At most this many queries are forwarded at once; more are answered SERVFAIL at once
+/// rather than each holding a task and a socket while an upstream is slow.
+const MAX_FORWARDS: usize = 512;
+
 pub struct Responder {
     pub zone: SharedZone,
     /// The node's resolvers, tried in order.
     pub upstreams: Vec<SocketAddr>,
+    forwards: Arc<tokio::sync::Semaphore>,
+}
+
+impl Responder {
+    pub fn new(zone: SharedZone, upstreams: Vec<SocketAddr>) -> Responder {
+        Responder { zone, upstreams, forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)) }
+    }
 }
 
 /// What answering a request takes.
@@ -96,13 +107,22 @@ impl Responder {
         match reply {
             Reply::Ready(response) => response,
             Reply::Chase(mut response, target, kind) => {
-                let mut query = Message::query();
-                query.metadata.recursion_desired = true;
-                query.add_query(Query::query(target, kind));
-                if let Ok(bytes) = query.to_vec()
-                    && let Some(upstream) = self.forward(&bytes).await
-                {
-                    response.answers.extend(upstream.answers);
+                // A target in the cluster's domain (an alias of another Service) is the
+                // zone's to answer; any other, the upstreams'. One step: no CNAME loops.
+                let zone = self.zone.read().expect("zone lock").clone();
+                match zone.answer(&target, kind) {
+                    Answer::Records { answers, .. } => response.answers.extend(answers),
+                    Answer::NotOurs => {
+                        let mut query = Message::query();
+                        query.metadata.recursion_desired = true;
+                        query.add_query(Query::query(target, kind));
+                        if let Ok(bytes) = query.to_vec()
+                            && let Some(upstream) = self.forward(&bytes).await
+                        {
+                            response.answers.extend(upstream.answers);
+                        }
+                    }
+                    Answer::NoData | Answer::NxDomain => {}
                 }
                 response
             }
@@ -206,9 +226,18 @@ pub fn serve_udp(
                 }
             }
             Some(pending) => {
+                let Ok(permit) = responder.forwards.clone().try_acquire_owned() else {
+                    let mut refused = response_to(&request);
+                    refused.metadata.response_code = ResponseCode::ServFail;
+                    if let Some(bytes) = encode_within(refused, limit) {
+                        let _ = socket.send_to(&bytes, client);
+                    }
+                    continue;
+                };
                 let Ok(socket) = socket.try_clone() else { continue };
                 let (responder, raw) = (responder.clone(), raw.to_vec());
                 runtime.spawn(async move {
+                    let _permit = permit;
                     let response = responder.complete(&request, &raw, pending).await;
                     if let Some(bytes) = encode_within(response, limit) {
                         // A UDP send does not wait for the peer.
@@ -279,6 +308,25 @@ async fn exchange_tcp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Mes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_external_name_inside_the_cluster_is_answered_from_the_zone() {
+        let services: Vec<k8s_openapi::api::core::v1::Service> = serde_json::from_value(serde_json::json!([
+            {"metadata": {"name": "db", "namespace": "prod"}, "spec": {"clusterIP": "10.96.0.7"}},
+            {"metadata": {"name": "alias", "namespace": "default"},
+             "spec": {"type": "ExternalName", "externalName": "db.prod.svc.cluster.local"}},
+        ]))
+        .unwrap();
+        let zone = Zone::build("cluster.local", &services, &[]).unwrap();
+        // No upstream at all: the answer can only come from the zone.
+        let responder = Responder::new(Arc::new(RwLock::new(Arc::new(zone))), vec![]);
+        let mut request = Message::query();
+        request.add_query(Query::query(Name::from_ascii("alias.default.svc.cluster.local.").unwrap(), RecordType::A));
+        let reply = responder.reply(&request).unwrap();
+        let response = responder.complete(&request, &request.to_vec().unwrap(), reply).await;
+        let answers: Vec<String> = response.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(answers, ["db.prod.svc.cluster.local.", "10.96.0.7"]);
+    }
 
     #[test]
     fn an_answer_too_long_for_udp_is_truncated_to_none() {

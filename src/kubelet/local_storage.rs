@@ -12,6 +12,9 @@ use tokio::sync::Notify;
 
 use crate::controllers::LOCAL_PATH_PROVISIONER;
 
+/// How long a reclaim that failed waits before it is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The directory of `volume` to remove, if it is a Released Delete volume of the
 /// provisioner's on `node`, under `storage`.
 pub fn to_reclaim(volume: &PersistentVolume, node: &str, storage: &Path) -> Option<PathBuf> {
@@ -38,8 +41,14 @@ pub async fn run(client: kube::Client, node: String, storage: PathBuf) {
     let changed = Arc::new(Notify::new());
     let volumes = crate::client::reflect::<PersistentVolume>(client.clone(), Some(changed.clone()));
     let api: Api<PersistentVolume> = Api::all(client);
+    let mut failed = false;
     loop {
-        changed.notified().await;
+        // What failed is tried again after a while, whatever else changes.
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(RETRY), if failed => {}
+        }
+        failed = false;
         for volume in volumes.state() {
             let Some(path) = to_reclaim(&volume, &node, &storage) else { continue };
             let name = volume.metadata.name.clone().unwrap_or_default();
@@ -48,6 +57,7 @@ pub async fn run(client: kube::Client, node: String, storage: PathBuf) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!("volume {name}: remove {}: {e}", path.display());
+                    failed = true;
                     continue;
                 }
             }
@@ -60,6 +70,7 @@ pub async fn run(client: kube::Client, node: String, storage: PathBuf) {
             };
             if let Err(e) = api.delete(&name, &params).await {
                 tracing::warn!("volume {name}: delete: {}", crate::client::message(&e));
+                failed = true;
             }
         }
     }

@@ -230,7 +230,7 @@ async fn serve_cluster_dns(
     )?;
     let gateway = std::net::IpAddr::V4(network.ensure_bridge().context("make the pod network's bridge")?);
     let listen = vec![std::net::SocketAddr::new(gateway, crate::dns::PORT)];
-    let upstreams = crate::dns::upstreams(resolv_conf, &listen);
+    let upstreams = crate::dns::upstreams(resolv_conf, &listen, Some(cluster_ip));
     let dns = crate::dns::Config { domain: domain.to_string(), listen, upstreams };
     let listening = crate::dns::bind(dns).await.context("the cluster DNS")?;
     let serving = client.clone();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{
@@ -65,6 +65,16 @@ impl ApiStore {
     }
 }
 
+/// Whether `volume` is the claim's: a claim names its volume, but only a volume that names
+/// the claim back (namespace, name and uid) is its own — else any claim could name any
+/// volume, another namespace's or an administrator's host path.
+fn binds(volume: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
+    let back = volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+    back.is_some_and(|r| {
+        r.namespace == claim.metadata.namespace && r.name == claim.metadata.name && r.uid == claim.metadata.uid
+    })
+}
+
 impl ApiObjects for ApiStore {
     fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>> {
         Ok(self.config_maps.get(&ObjectRef::new(name).within(namespace)).map(|m| (*m).clone()))
@@ -78,10 +88,17 @@ impl ApiObjects for ApiStore {
         let found = self.claims.get(&ObjectRef::new(claim).within(namespace));
         let found = found.with_context(|| format!("PersistentVolumeClaim {namespace}/{claim} not found"))?;
         let volume = found.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty());
-        let volume = volume.with_context(|| format!("PersistentVolumeClaim {namespace}/{claim} is not bound"))?;
+        let phase = found.status.as_ref().and_then(|s| s.phase.as_deref());
+        let volume = volume
+            .filter(|_| phase == Some("Bound"))
+            .with_context(|| format!("PersistentVolumeClaim {namespace}/{claim} is not bound"))?;
         let bound = self.volumes.get(&ObjectRef::new(&volume));
-        Ok((*bound.with_context(|| format!("PersistentVolume {volume} (of claim {namespace}/{claim}) not found"))?)
-            .clone())
+        let bound =
+            bound.with_context(|| format!("PersistentVolume {volume} (of claim {namespace}/{claim}) not found"))?;
+        if !binds(&bound, &found) {
+            bail!("PersistentVolume {volume} is not bound to claim {namespace}/{claim}");
+        }
+        Ok((*bound).clone())
     }
 
     fn services(&self, namespace: &str) -> Vec<Service> {
@@ -285,5 +302,26 @@ impl Workers {
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => tracing::warn!("delete pod {:?}: {}", pod.metadata.name, message(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_volume_is_a_claims_only_when_it_names_the_claim_back() {
+        let claim: PersistentVolumeClaim =
+            serde_json::from_value(json!({"metadata": {"name": "data", "namespace": "a", "uid": "u1"}})).unwrap();
+        let volume = |namespace: &str, uid: &str| -> PersistentVolume {
+            serde_json::from_value(json!({"metadata": {"name": "pv"},
+                "spec": {"claimRef": {"namespace": namespace, "name": "data", "uid": uid}}}))
+            .unwrap()
+        };
+        assert!(binds(&volume("a", "u1"), &claim));
+        assert!(!binds(&volume("b", "u1"), &claim), "another namespace's");
+        assert!(!binds(&volume("a", "u0"), &claim), "an earlier claim of that name's");
+        assert!(!binds(&serde_json::from_value(json!({"metadata": {"name": "root"}, "spec": {}})).unwrap(), &claim));
     }
 }

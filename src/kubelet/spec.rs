@@ -228,11 +228,19 @@ fn host_ports(spec: &K8sPodSpec) -> Result<Vec<runtime::HostPort>> {
                 Some(ip) => Some(ip.parse().with_context(|| format!("{field}.hostIP: {ip:?} is no IPv4 address"))?),
                 None => None,
             };
+            let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => "tcp",
+                "UDP" => "udp",
+                "SCTP" => "sctp",
+                other => bail!(
+                    "{field}.protocol: Unsupported value: {other:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""
+                ),
+            };
             let mapping = runtime::HostPort {
                 host_ip,
                 host_port: number(host_port, "hostPort")?,
                 container_port: number(port.container_port, "containerPort")?,
-                protocol: port.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
+                protocol: protocol.into(),
             };
             if let Some(other) = ports.iter().find(|p| p.overlaps(&mapping)) {
                 bail!(
@@ -708,6 +716,12 @@ spec:
         );
         let e = host_ports(twice.spec.as_ref().unwrap()).unwrap_err().to_string();
         assert!(e.contains("spec.containers[0].ports[1].hostPort: 8080 is taken twice"), "{e}");
+        // The protocol becomes part of a firewall rule: only the three there are.
+        let odd = pod(
+            "metadata: {name: p}\nspec: {containers: [{name: a, image: x, ports: [{containerPort: 80, hostPort: 8080, protocol: 'tcp -j ACCEPT'}]}]}",
+        );
+        let e = host_ports(odd.spec.as_ref().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("spec.containers[0].ports[0].protocol: Unsupported value"), "{e}");
     }
 
     #[test]
