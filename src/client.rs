@@ -132,6 +132,15 @@ pub fn merge_patch(from: &Value, to: &Value) -> Value {
     }
 }
 
+/// Delete options for an object that must still be the one seen (its uid).
+pub fn delete_params(uid: String, propagation: Option<kube::api::PropagationPolicy>) -> kube::api::DeleteParams {
+    kube::api::DeleteParams {
+        propagation_policy: propagation,
+        preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -243,7 +243,7 @@ async fn apply(client: &Client, recorder: &Recorder, cronjob: &CronJob, actions:
                 }
             },
             Action::DeleteJob { name: job, uid } => {
-                let params = super::delete_params(uid, Some(PropagationPolicy::Background));
+                let params = crate::client::delete_params(uid, Some(PropagationPolicy::Background));
                 let outcome = super::deleted(jobs.delete(&job, &params).await, "job", &job);
                 if outcome == Some(true) {
                     recorder.record(&involved, &Event::normal("SuccessfulDelete", format!("Deleted job {job}"))).await;

@@ -830,7 +830,7 @@ async fn apply(client: &Client, recorder: &Recorder, d: &Deployment, actions: Ve
                 Err(_) => false,
             },
             Action::DeleteReplicaSet { name, uid } => {
-                let params = super::delete_params(uid, None);
+                let params = crate::client::delete_params(uid, None);
                 super::report(sets.delete(&name, &params).await, "replicaset", &name)
             }
             Action::PatchDeployment(patch) => {

@@ -249,7 +249,7 @@ async fn carry_out(
                     Err(()) => return false,
                 }
             }
-            let params = super::delete_params(node.uid.clone(), Some(PropagationPolicy::Background));
+            let params = crate::client::delete_params(node.uid.clone(), Some(PropagationPolicy::Background));
             super::report_delete(
                 api_of(client, node).delete(&node.name, &params).await,
                 &node.resource.kind,
@@ -258,7 +258,7 @@ async fn carry_out(
         }
         Action::DeleteForeground { dependent } => {
             let node = &nodes[dependent];
-            let params = super::delete_params(node.uid.clone(), Some(PropagationPolicy::Foreground));
+            let params = crate::client::delete_params(node.uid.clone(), Some(PropagationPolicy::Foreground));
             super::report_delete(
                 api_of(client, node).delete(&node.name, &params).await,
                 &node.resource.kind,

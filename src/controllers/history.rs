@@ -120,7 +120,7 @@ pub async fn apply(revisions: &kube::Api<ControllerRevision>, change: Change) ->
             )
         }
         Change::Delete { name, uid } => super::report_delete(
-            revisions.delete(&name, &super::delete_params(uid, None)).await,
+            revisions.delete(&name, &crate::client::delete_params(uid, None)).await,
             "controllerrevision",
             &name,
         ),

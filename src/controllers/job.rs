@@ -396,7 +396,7 @@ async fn apply(context: &PodOwners, job: &Job, actions: Vec<Action>) -> bool {
             }
             Action::DeleteJob => {
                 let uid = job.metadata.uid.clone().unwrap_or_default();
-                let params = super::delete_params(uid, Some(PropagationPolicy::Background));
+                let params = crate::client::delete_params(uid, Some(PropagationPolicy::Background));
                 super::report_delete(jobs.delete(name, &params).await, "job", name)
             }
         };

@@ -48,11 +48,10 @@ pub enum Action {
         volume: String,
         status: Value,
     },
-    BindVolume {
+    /// The volume's phase: Bound to its claim, or Released once the claim is gone.
+    VolumePhase {
         volume: String,
-    },
-    Release {
-        volume: String,
+        phase: &'static str,
     },
 }
 
@@ -148,10 +147,10 @@ pub fn sync(
         match claim {
             Some(uid) if !live_claims.contains(uid) => {
                 if phase != Some("Released") && phase != Some("Failed") {
-                    actions.push(Action::Release { volume: name });
+                    actions.push(Action::VolumePhase { volume: name, phase: "Released" });
                 }
             }
-            Some(_) if phase != Some("Bound") => actions.push(Action::BindVolume { volume: name }),
+            Some(_) if phase != Some("Bound") => actions.push(Action::VolumePhase { volume: name, phase: "Bound" }),
             _ => {}
         }
     }
@@ -264,16 +263,8 @@ async fn apply(client: &Client, recorder: &Recorder, claims: &[&PersistentVolume
                 &claim,
             )
         }
-        Action::BindVolume { volume } => {
-            let status = json!({"status": {"phase": "Bound"}});
-            super::report(
-                volumes.patch_status(&volume, &PatchParams::default(), &Patch::Merge(&status)).await,
-                "persistentvolume",
-                &volume,
-            )
-        }
-        Action::Release { volume } => {
-            let status = json!({"status": {"phase": "Released"}});
+        Action::VolumePhase { volume, phase } => {
+            let status = json!({"status": {"phase": phase}});
             super::report(
                 volumes.patch_status(&volume, &PatchParams::default(), &Patch::Merge(&status)).await,
                 "persistentvolume",
@@ -327,10 +318,10 @@ mod tests {
         let volume: PersistentVolume = serde_json::from_value(volume.clone()).unwrap();
         let actions = sync(&[&placed], &[&volume], &[&class], &[&node]);
         assert!(matches!(&actions[0], Action::BindClaim { volume, .. } if volume == "pvc-c1"), "{actions:?}");
-        assert_eq!(actions[1], Action::BindVolume { volume: "pvc-c1".into() });
+        assert_eq!(actions[1], Action::VolumePhase { volume: "pvc-c1".into(), phase: "Bound" });
         // Its claim gone, the volume is Released.
         let actions = sync(&[], &[&volume], &[&class], &[&node]);
-        assert_eq!(actions, [Action::Release { volume: "pvc-c1".into() }]);
+        assert_eq!(actions, [Action::VolumePhase { volume: "pvc-c1".into(), phase: "Released" }]);
     }
 
     #[test]

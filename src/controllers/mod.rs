@@ -178,15 +178,6 @@ where
         .await
 }
 
-/// Delete options for an object that must still be the one seen (its uid).
-fn delete_params(uid: String, propagation: Option<kube::api::PropagationPolicy>) -> kube::api::DeleteParams {
-    kube::api::DeleteParams {
-        propagation_policy: propagation,
-        preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }),
-        ..Default::default()
-    }
-}
-
 /// A delete's outcome: `Some(true)` deleted by this call, `Some(false)` gone already,
 /// `None` failed (logged as `report` logs).
 fn deleted<T>(result: kube::Result<T>, kind: &str, name: &str) -> Option<bool> {

@@ -271,7 +271,7 @@ async fn carry_out(client: &Client, recorder: &Recorder, nodes: &[&Node], pods: 
                     )
                     .await;
             }
-            let params = super::delete_params(uid, None);
+            let params = crate::client::delete_params(uid, None);
             super::report_delete(api.delete(&pod, &params).await, "pod", &pod)
         }
     }

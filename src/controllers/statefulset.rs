@@ -69,9 +69,16 @@ fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
     serde_json::from_value(template).ok()
 }
 
-/// The claim for `template` of pod `ordinal`: `<template>-<set>-<ordinal>`.
-fn claim_name(template: &str, set: &str, ordinal: i32) -> String {
-    format!("{template}-{set}-{ordinal}")
+/// The claims of pod `ordinal`: each claim template with the claim's name,
+/// `<template>-<set>-<ordinal>`.
+fn claims_of(set: &StatefulSet, ordinal: i32) -> Vec<(&PersistentVolumeClaim, String)> {
+    let set_name = set.metadata.name.as_deref().unwrap_or_default();
+    let templates = set.spec.as_ref().and_then(|s| s.volume_claim_templates.as_ref());
+    templates
+        .into_iter()
+        .flatten()
+        .map(|t| (t, format!("{}-{set_name}-{ordinal}", t.metadata.name.as_deref().unwrap_or_default())))
+        .collect()
 }
 
 /// Pod `ordinal` of the set, from `template` at revision `hash`.
@@ -91,10 +98,9 @@ fn pod_for(set: &StatefulSet, template: &PodTemplateSpec, hash: &str, ordinal: i
     if !spec.service_name.as_deref().unwrap_or_default().is_empty() {
         pod["spec"]["subdomain"] = spec.service_name.clone().into();
     }
-    for claim in spec.volume_claim_templates.iter().flatten() {
+    for (claim, claim_name) in claims_of(set, ordinal) {
         let template_name = claim.metadata.name.clone().unwrap_or_default();
-        let volume = json!({"name": template_name,
-            "persistentVolumeClaim": {"claimName": claim_name(&template_name, set_name, ordinal)}});
+        let volume = json!({"name": template_name, "persistentVolumeClaim": {"claimName": claim_name}});
         let volumes = pod["spec"]["volumes"].as_array_mut();
         match volumes {
             Some(volumes) => {
@@ -109,14 +115,11 @@ fn pod_for(set: &StatefulSet, template: &PodTemplateSpec, hash: &str, ordinal: i
 
 /// The claims pod `ordinal` needs that do not exist yet.
 fn missing_claims(set: &StatefulSet, claims: &BTreeMap<&str, &PersistentVolumeClaim>, ordinal: i32) -> Vec<Value> {
-    let set_name = set.metadata.name.as_deref().unwrap_or_default();
     let spec = set.spec.clone().unwrap_or_default();
     let owned_on_delete = retention(set).0 == "Delete";
-    spec.volume_claim_templates
-        .iter()
-        .flatten()
-        .filter_map(|template| {
-            let name = claim_name(template.metadata.name.as_deref().unwrap_or_default(), set_name, ordinal);
+    claims_of(set, ordinal)
+        .into_iter()
+        .filter_map(|(template, name)| {
             if claims.contains_key(name.as_str()) {
                 return None;
             }
@@ -216,18 +219,13 @@ pub fn sync(
     let (when_deleted, when_scaled) = retention(set);
     // Claims made with the set's retention policy on deletion keep it as their owner.
     if when_deleted == "Delete" {
-        for claim in claims.iter().filter(|c| {
-            (start..start + replicas).any(|n| {
-                spec.volume_claim_templates.iter().flatten().any(|t| {
-                    c.metadata.name.as_deref()
-                        == Some(&claim_name(t.metadata.name.as_deref().unwrap_or_default(), &set_name, n))
-                })
-            }) && !c.metadata.owner_references.iter().flatten().any(|r| Some(&r.uid) == set.metadata.uid.as_ref())
-        }) {
-            writes.push(Action::OwnClaim {
-                name: claim.metadata.name.clone().unwrap_or_default(),
-                owner: set_owner(set),
-            });
+        for (_, name) in (start..start + replicas).flat_map(|n| claims_of(set, n)) {
+            let owned = |c: &&PersistentVolumeClaim| {
+                c.metadata.owner_references.iter().flatten().any(|r| Some(&r.uid) == set.metadata.uid.as_ref())
+            };
+            if by_name.get(name.as_str()).is_some_and(|c| !owned(c)) {
+                writes.push(Action::OwnClaim { name, owner: set_owner(set) });
+            }
         }
     }
     'replicas: {
@@ -266,8 +264,7 @@ pub fn sync(
         }
         for (ordinal, pod) in condemned.iter().filter(|(_, p)| !terminating(p)) {
             if when_scaled == "Delete" {
-                for template in spec.volume_claim_templates.iter().flatten() {
-                    let name = claim_name(template.metadata.name.as_deref().unwrap_or_default(), &set_name, *ordinal);
+                for (_, name) in claims_of(set, *ordinal) {
                     if by_name.contains_key(name.as_str()) {
                         let owner = json!({"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name,
                                            "uid": pod.metadata.uid, "blockOwnerDeletion": true});

@@ -61,13 +61,7 @@ pub async fn run(client: kube::Client, node: String, storage: PathBuf) {
                     continue;
                 }
             }
-            let params = kube::api::DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: volume.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
+            let params = crate::client::delete_params(volume.metadata.uid.clone().unwrap_or_default(), None);
             if let Err(e) = api.delete(&name, &params).await {
                 tracing::warn!("volume {name}: delete: {}", crate::client::message(&e));
                 failed = true;

@@ -95,9 +95,10 @@ pub async fn serve(config: Config, runtime: runtime::Runtime, store: images::Sto
     // what an agent killed half-way through left is cleaned.
     runtime.secure().context("set the modes of the node's state")?;
     runtime.recover().context("recover the node's pods")?;
-    let live = runtime.pods()?.iter().map(|p| p.uid().to_string()).collect();
+    let pods = runtime.pods()?;
+    let live = pods.iter().map(|p| p.uid().to_string()).collect();
     config.network.reconcile(&live).context("recover the pod network")?;
-    if runtime.pods()?.iter().any(|p| !p.record.spec.host_ports.is_empty()) {
+    if pods.iter().any(|p| !p.record.spec.host_ports.is_empty()) {
         sandbox::sync_host_ports(&runtime, &config.network).context("recover the host ports")?;
     }
     let serving = pki::self_signed_server(&[config.node_name.clone(), address.to_string(), "localhost".into()])?;

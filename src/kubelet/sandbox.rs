@@ -17,6 +17,19 @@ pub fn attach_network(
     pod: &Pod,
     hosts: &dyn Fn(Ipv4Addr) -> String,
 ) -> Result<Ipv4Addr> {
+    if !pod.record.spec.host_ports.is_empty() {
+        refuse_taken_ports(runtime, pod)?;
+    }
+    let address = network.setup(pod.uid(), &pod.dirs.netns).with_context(|| format!("pod {}: network", pod.name()))?;
+    runtime.write_hosts(pod, &hosts(address.address))?;
+    if !pod.record.spec.host_ports.is_empty() {
+        sync_host_ports(runtime, network).with_context(|| format!("pod {}: host ports", pod.name()))?;
+    }
+    Ok(address.address)
+}
+
+/// Refuses a host port another pod on the node's network holds, naming that pod.
+fn refuse_taken_ports(runtime: &Runtime, pod: &Pod) -> Result<()> {
     let others = runtime.pods()?;
     for wanted in &pod.record.spec.host_ports {
         let taken = others
@@ -34,12 +47,7 @@ pub fn attach_network(
             );
         }
     }
-    let address = network.setup(pod.uid(), &pod.dirs.netns).with_context(|| format!("pod {}: network", pod.name()))?;
-    runtime.write_hosts(pod, &hosts(address.address))?;
-    if !pod.record.spec.host_ports.is_empty() {
-        sync_host_ports(runtime, network).with_context(|| format!("pod {}: host ports", pod.name()))?;
-    }
-    Ok(address.address)
+    Ok(())
 }
 
 /// Forwards the host ports of every pod on the node's network to its address: the rules
