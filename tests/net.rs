@@ -11,6 +11,58 @@ use testkit::node::Node;
 
 const PODCTL: &str = env!("CARGO_BIN_EXE_podctl");
 
+/// The packet filter a test's node keeps its rules in (`--proxy-mode`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Nftables,
+    Iptables,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Nftables => "nftables",
+            Mode::Iptables => "iptables",
+        }
+    }
+
+    fn node(self) -> Node {
+        Node::new(PODCTL).with_busybox().with_env("PODCTL_PROXY_MODE", self.name())
+    }
+
+    /// Everything this packet filter holds in `netns`.
+    fn rules(self, netns: &Netns) -> String {
+        match self {
+            Mode::Nftables => netns.run("nft", &["list", "ruleset"]),
+            Mode::Iptables => iptables_save(netns, "nat") + &iptables_save(netns, "filter"),
+        }
+    }
+}
+
+/// A test run once per packet filter: `name::nftables` and `name::iptables`.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn nftables() {
+                super::$name(super::Mode::Nftables)
+            }
+            #[test]
+            fn iptables() {
+                super::$name(super::Mode::Iptables)
+            }
+        }
+    )*};
+}
+
+in_both_modes!(
+    pods_on_the_bridge_reach_each_other_and_leave_nothing,
+    cluster_ip_balances_node_port_reaches_hairpin_affinity_holds_and_no_endpoints_rejects,
+    a_resync_removes_stale_chains_and_repairs_what_was_flushed,
+    pods_on_two_nodes_talk_without_nat,
+    a_sync_killed_midway_leaves_the_old_rules_or_the_new,
+);
+
 fn node() -> Node {
     Node::new(PODCTL).with_busybox()
 }
@@ -72,9 +124,8 @@ fn iptables_save(netns: &Netns, table: &str) -> String {
     netns.run("iptables-save", &["-t", table])
 }
 
-#[test]
-fn pods_on_the_bridge_reach_each_other_and_leave_nothing() {
-    let node = node();
+fn pods_on_the_bridge_reach_each_other_and_leave_nothing(mode: Mode) {
+    let node = mode.node();
     let a = web(&node, "a", 80);
     let b = sleeper(&node, "b");
     assert_ne!(a, b);
@@ -93,9 +144,22 @@ fn pods_on_the_bridge_reach_each_other_and_leave_nothing() {
     assert_eq!(veths.len(), 2, "{veths:?}");
     let hairpin = node.netns.run("bridge", &["-d", "link", "show", "dev", &veths[0]]);
     assert!(hairpin.contains("hairpin on"), "{hairpin}");
-    let nat = iptables_save(&node.netns, "nat");
-    assert!(nat.contains("-A PODCTL-POSTROUTING -s 10.88.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE"), "{nat}");
-    assert!(nat.contains("-A POSTROUTING -m comment --comment \"podctl pod network\" -j PODCTL-POSTROUTING"), "{nat}");
+    let rules = mode.rules(&node.netns);
+    match mode {
+        Mode::Nftables => {
+            assert!(rules.contains("table ip podctl {"), "{rules}");
+            assert!(rules.contains("ip saddr 10.88.0.0/16 ip daddr != 224.0.0.0/4 masquerade"), "{rules}");
+            assert!(!iptables_save(&node.netns, "nat").contains("PODCTL"), "nothing of ours in iptables");
+        }
+        Mode::Iptables => {
+            assert!(rules.contains("-A PODCTL-POSTROUTING -s 10.88.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE"), "{rules}");
+            assert!(
+                rules.contains("-A POSTROUTING -m comment --comment \"podctl pod network\" -j PODCTL-POSTROUTING"),
+                "{rules}"
+            );
+            assert!(!node.netns.run("nft", &["list", "tables"]).contains("ip podctl"), "nothing of ours in nftables");
+        }
+    }
     assert_eq!(node.netns.run("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
 
     node.ok(&["rm", "-f", "a", "b"]);
@@ -154,6 +218,14 @@ metadata: {name: self, namespace: shop}
 spec:
   clusterIP: 10.96.0.12
   ports: [{port: 8000, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky, namespace: shop}
+spec:
+  clusterIP: 10.96.0.13
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 8080}]
 "#;
 
 fn endpoints(name: &str, ips: &[&str], port_name: Option<&str>, port: u16) -> String {
@@ -165,9 +237,8 @@ fn endpoints(name: &str, ips: &[&str], port_name: Option<&str>, port: u16) -> St
     )
 }
 
-#[test]
-fn cluster_ip_balances_node_port_reaches_hairpin_works_and_no_endpoints_rejects() {
-    let node = node();
+fn cluster_ip_balances_node_port_reaches_hairpin_affinity_holds_and_no_endpoints_rejects(mode: Mode) {
+    let node = mode.node();
     // A default route, as a real node has, to a fake upstream: without one a cluster IP
     // with no rules is simply unreachable, and the REJECT rule would go untested.
     let upstream = Netns::new(&node.dir.path().join("upstream"));
@@ -179,11 +250,20 @@ fn cluster_ip_balances_node_port_reaches_hairpin_works_and_no_endpoints_rejects(
     let ips: Vec<&str> = backends.iter().map(String::as_str).collect();
     std::fs::write(
         &manifest,
-        format!("{SERVICES}{}{}", endpoints("web", &ips, Some("http"), 8080), endpoints("self", &ips[..1], None, 8080)),
+        format!(
+            "{SERVICES}{}{}{}",
+            endpoints("web", &ips, Some("http"), 8080),
+            endpoints("self", &ips[..1], None, 8080),
+            endpoints("sticky", &ips, None, 8080)
+        ),
     )
     .unwrap();
     let printed = node.ok(&["proxy", "--print", "-f", manifest.to_str().unwrap()]);
-    assert!(printed.contains("-A KUBE-SERVICES -m comment --comment \"shop/web:http cluster IP\""), "{printed}");
+    let capture = match mode {
+        Mode::Nftables => "add element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 : goto service-",
+        Mode::Iptables => "-A KUBE-SERVICES -m comment --comment \"shop/web:http cluster IP\"",
+    };
+    assert!(printed.contains(capture), "{printed}");
     node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
 
     // 300 requests through the cluster IP reach all three pods.
@@ -201,15 +281,20 @@ fn cluster_ip_balances_node_port_reaches_hairpin_works_and_no_endpoints_rejects(
     let (code, out) = exec(&node, "web-0", "for i in 1 2 3; do wget -qO- http://10.96.0.12:8000/hostname; done");
     assert_eq!((code, out.as_str()), (0, "web-0\nweb-0\nweb-0\n"));
 
+    // ClientIP affinity: every request of one client goes to the same pod.
+    let (code, out) = exec(&node, "client", "for i in $(seq 30); do wget -qO- http://10.96.0.13/hostname; done");
+    assert_eq!(code, 0, "{out}");
+    let seen: HashSet<&str> = out.lines().collect();
+    assert_eq!((seen.len(), out.lines().count()), (1, 30), "{out}");
+
     // No endpoints: refused at once rather than left to time out (busybox wget -T crashes).
     let (code, out) = exec(&node, "client", "timeout 10 wget -O- http://10.96.0.11/");
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("refused"), "{code} {out}");
 }
 
-#[test]
-fn a_resync_removes_stale_chains_and_keeps_the_rest() {
-    let node = node();
+fn a_resync_removes_stale_chains_and_repairs_what_was_flushed(mode: Mode) {
+    let node = mode.node();
     let manifest = node.dir.path().join("services.yaml");
     std::fs::write(
         &manifest,
@@ -217,42 +302,158 @@ fn a_resync_removes_stale_chains_and_keeps_the_rest() {
     )
     .unwrap();
     node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
-    let before = iptables_save(&node.netns, "nat");
-    let seps = before.lines().filter(|l| l.starts_with(":KUBE-SEP-")).count();
-    assert_eq!(seps, 2, "{before}");
+    let endpoint_chains = |rules: &str| match mode {
+        Mode::Nftables => rules.lines().filter(|l| l.trim_start().starts_with("chain endpoint-")).count(),
+        Mode::Iptables => rules.lines().filter(|l| l.starts_with(":KUBE-SEP-")).count(),
+    };
+    let before = mode.rules(&node.netns);
+    assert_eq!(endpoint_chains(&before), 2, "{before}");
     // One endpoint goes: its chain goes, the rest stays; jumps are not duplicated.
     std::fs::write(&manifest, format!("{SERVICES}{}", endpoints("web", &["10.88.0.50"], Some("http"), 8080))).unwrap();
     node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
-    let after = iptables_save(&node.netns, "nat");
-    assert_eq!(after.lines().filter(|l| l.starts_with(":KUBE-SEP-")).count(), 1, "{after}");
-    assert_eq!(after.lines().filter(|l| l.starts_with("-A PREROUTING") && l.ends_with("-j KUBE-SERVICES")).count(), 1);
-    // Someone flushes our chains: the next sync puts them back.
-    node.netns.run("iptables", &["-t", "nat", "-F", "KUBE-SERVICES"]);
-    node.netns.run(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-D",
-            "PREROUTING",
-            "-m",
-            "comment",
-            "--comment",
-            "kubernetes service portals",
-            "-j",
-            "KUBE-SERVICES",
-        ],
-    );
+    let after = mode.rules(&node.netns);
+    assert_eq!(endpoint_chains(&after), 1, "{after}");
+    let captured = match mode {
+        Mode::Nftables => "10.96.0.10 . tcp . 80 : goto service-",
+        Mode::Iptables => "-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"shop/web:http cluster IP\"",
+    };
+    assert!(after.contains(captured), "{after}");
+    match mode {
+        Mode::Nftables => {
+            assert_eq!(after.matches("jump services").count(), 2, "nat-prerouting and nat-output: {after}");
+            // Someone flushes the whole table, then someone deletes it: each time the next
+            // sync puts it back.
+            node.netns.run("nft", &["flush", "table", "ip", "kube-proxy"]);
+            node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+            assert_eq!(mode.rules(&node.netns), after);
+            node.netns.run("nft", &["delete", "table", "ip", "kube-proxy"]);
+        }
+        Mode::Iptables => {
+            assert_eq!(
+                after.lines().filter(|l| l.starts_with("-A PREROUTING") && l.ends_with("-j KUBE-SERVICES")).count(),
+                1
+            );
+            // Someone flushes our chains and removes a jump: the next sync puts them back.
+            node.netns.run("iptables", &["-t", "nat", "-F", "KUBE-SERVICES"]);
+            let jump = ["-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"];
+            node.netns.run("iptables", &[&["-t", "nat", "-D", "PREROUTING"][..], &jump].concat());
+        }
+    }
     node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
-    let repaired = iptables_save(&node.netns, "nat");
-    assert!(
-        repaired.contains("-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"shop/web:http cluster IP\""),
-        "{repaired}"
-    );
-    assert!(
-        repaired.contains("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-        "{repaired}"
-    );
+    assert_eq!(mode.rules(&node.netns).replace(char::is_numeric, ""), after.replace(char::is_numeric, ""));
+}
+
+/// `count` Services with one endpoint each, cluster IPs from `10.96.<block>.1` on.
+fn many_services(block: u8, count: u8) -> String {
+    (1..=count)
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{block}-{i}, namespace: shop}}\n\
+                 spec: {{clusterIP: 10.96.{block}.{i}, ports: [{{port: 80}}]}}\n{}",
+                endpoints(&format!("s{block}-{i}"), &[&format!("10.88.{block}.{i}")], None, 8080)
+            )
+        })
+        .collect()
+}
+
+/// The cluster IPs the proxy's rules capture.
+fn captured_ips(mode: Mode, netns: &Netns) -> Vec<String> {
+    let rules = match mode {
+        Mode::Nftables => netns.run("nft", &["list", "map", "ip", "kube-proxy", "service-ips"]),
+        Mode::Iptables => iptables_save(netns, "nat"),
+    };
+    let mut ips: Vec<String> = rules
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|word| word.starts_with("10.96.") && word.split('.').count() == 4)
+        .map(String::from)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// podctl killed at any point of a sync: the node holds the rules from before or those
+/// from after, never part of each (the rule set goes to the kernel in one transaction, and
+/// to nft or iptables-restore whole before either starts).
+fn a_sync_killed_midway_leaves_the_old_rules_or_the_new(mode: Mode) {
+    let node = mode.node();
+    let sets = [many_services(1, 200), many_services(2, 200)];
+    let manifests: Vec<String> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, set)| {
+            let path = node.dir.path().join(format!("services-{i}.yaml"));
+            std::fs::write(&path, set).unwrap();
+            path.to_str().unwrap().to_string()
+        })
+        .collect();
+    let ips = |block: u8| -> Vec<String> {
+        let mut ips: Vec<String> = (1..=200).map(|i| format!("10.96.{block}.{i}")).collect();
+        ips.sort();
+        ips
+    };
+    let start = std::time::Instant::now();
+    node.ok(&["proxy", "-f", &manifests[0]]);
+    let sync_time = start.elapsed();
+    assert_eq!(captured_ips(mode, &node.netns), ips(1));
+    // From set 1 to set 2, killed later each round; then back to set 1.
+    let mut outcomes = HashSet::new();
+    for round in 0..10u32 {
+        let mut child =
+            node.command().args(["proxy", "-f", &manifests[1]]).stdout(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(sync_time * round / 4);
+        let _ = child.kill();
+        let _ = child.wait();
+        // An nft or iptables-restore already started runs to its end: wait for the rules
+        // to stop changing.
+        let mut seen = captured_ips(mode, &node.netns);
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = captured_ips(mode, &node.netns);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        assert!(seen == ips(1) || seen == ips(2), "round {round}: a mix of {} addresses", seen.len());
+        outcomes.insert(seen == ips(2));
+        node.ok(&["proxy", "-f", &manifests[0]]);
+    }
+    assert_eq!(outcomes.len(), 2, "some rounds ended before the new rules, some after: {outcomes:?}");
+}
+
+/// A node that changes modes keeps its rules in the new packet filter only: the service
+/// proxy's, the pod network's and the host ports'.
+#[test]
+fn changing_modes_moves_every_rule_to_the_new_packet_filter() {
+    let node = node();
+    let manifest = node.dir.path().join("services.yaml");
+    std::fs::write(&manifest, format!("{SERVICES}{}", endpoints("web", &["10.88.0.50"], Some("http"), 8080))).unwrap();
+    let podctl = |mode: &str, args: &[&str]| {
+        let out = node.command().env("PODCTL_PROXY_MODE", mode).args(args).output().unwrap();
+        assert!(out.status.success(), "podctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let in_iptables = || iptables_save(&node.netns, "nat") + &iptables_save(&node.netns, "filter");
+    let in_nftables = || node.netns.run("nft", &["list", "tables"]);
+    for (mode, other) in [("iptables", "nftables"), ("nftables", "iptables"), ("iptables", "nftables")] {
+        podctl(mode, &["proxy", "-f", manifest.to_str().unwrap()]);
+        podctl(
+            mode,
+            &["run", "-d", "--name", &format!("web-{mode}-{other}"), "-p", "18080:80", "busybox", "--", "sleep", "60"],
+        );
+        podctl(mode, &["ps"]);
+        let (iptables, nftables) = (in_iptables(), in_nftables());
+        if mode == "nftables" {
+            assert!(nftables.contains("table ip kube-proxy") && nftables.contains("table ip podctl"), "{nftables}");
+            assert!(!iptables.contains("KUBE-") && !iptables.contains("PODCTL-"), "{iptables}");
+        } else {
+            for chain in ["KUBE-SERVICES", "PODCTL-POSTROUTING", "PODCTL-HOSTPORTS"] {
+                assert!(iptables.contains(chain), "{chain}: {iptables}");
+            }
+            assert!(!nftables.contains("kube-proxy") && !nftables.contains("podctl"), "{nftables}");
+        }
+        podctl(mode, &["rm", "-f", &format!("web-{mode}-{other}")]);
+    }
 }
 
 #[test]
@@ -302,10 +503,9 @@ fn after_a_crash_addresses_are_kept_and_nothing_leaks() {
     assert_eq!(code, 0, "{out}");
 }
 
-#[test]
-fn pods_on_two_nodes_talk_without_nat() {
-    let a = Node::new(PODCTL).with_busybox().with_env("PODCTL_POD_CIDR", "10.1.0.0/24");
-    let b = Node::new(PODCTL).with_busybox().with_env("PODCTL_POD_CIDR", "10.2.0.0/24");
+fn pods_on_two_nodes_talk_without_nat(mode: Mode) {
+    let a = mode.node().with_env("PODCTL_POD_CIDR", "10.1.0.0/24");
+    let b = mode.node().with_env("PODCTL_POD_CIDR", "10.2.0.0/24");
     netns::link(&a.netns, "under0", "192.168.50.1/24", &b.netns, "under0", "192.168.50.2/24");
     let client = sleeper(&a, "client");
     let server = web(&b, "server", 8080);

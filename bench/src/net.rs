@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use net::proxy::{Protocol, Proxier, ProxyConfig, ServicePort};
-use net::{Iptables, NetworkConfig, PodNetwork};
+use net::{Firewall, Iptables, NetworkConfig, PodNetwork};
 
 use crate::{BenchNode, RUNS, median, report, run};
 
@@ -47,36 +47,38 @@ fn proxy_config() -> ProxyConfig {
     ProxyConfig { cluster_cidr: Some("10.88.0.0/16".parse().unwrap()), random_fully: true }
 }
 
-/// `proxy_full_sync_{1k,10k}`: a full sync (build the rules, read the table for stale
-/// chains, one iptables-restore) of that many services × 10 endpoints onto a node that
+/// `proxy_full_sync_{1k,10k}`: a full sync (build the rules, list what the node holds for
+/// stale chains, one transaction) of that many services × 10 endpoints onto a node that
 /// holds them already (the periodic resync). `proxy_partial_sync_{1k,10k}`: one service's
-/// endpoints change. `proxy_build_10k`: the pure rule generation alone.
+/// endpoints change. `proxy_first_sync_*`: onto an empty node. `proxy_build_10k`: the pure
+/// rule generation alone.
 ///
-/// On the node's backend (nf_tables here), then on iptables-legacy (`_legacy`).
-/// iptables-nft 1.8.9 spends time quadratic in the number of chains inside
-/// iptables-restore (a 1k sync takes seconds), so 10k is measured on legacy only.
+/// On nftables (no suffix), and beside it, as the peer, on iptables-nft (`_iptables`) and
+/// iptables-legacy (`_iptables_legacy`). iptables-nft 1.8.9 spends time quadratic in the
+/// number of chains inside iptables-restore (a 1k sync takes seconds), so it is measured
+/// at 1k only.
 pub fn proxy_sync() {
+    let services = synthetic(10_000, None);
     let start = Instant::now();
-    let rules = net::proxy::rules(&synthetic(10_000, None), &proxy_config());
+    let (_, rules) = net::proxy::render(&Firewall::Nftables, &services, &proxy_config());
     report("proxy_build_10k", start.elapsed().as_secs_f64() * 1000.0, "ms");
-    report("proxy_rules_10k", rules.rule_count() as f64, "rules");
-    let default = Iptables::detect();
-    let legacy = Iptables::named("iptables-legacy").filter(|l| *l != default);
-    let mut backends = vec![(default.clone(), "", default.name() != "iptables-nft")];
-    backends.extend(legacy.map(|l| (l, "_legacy", true)));
-    for (iptables, suffix, with_10k) in backends {
+    report("proxy_rules_10k", rules as f64, "rules");
+    let mut backends = vec![(Firewall::Nftables, "", true)];
+    backends.extend(Iptables::named("iptables-nft").map(|i| (Firewall::Iptables(i), "_iptables", false)));
+    backends.extend(Iptables::named("iptables-legacy").map(|i| (Firewall::Iptables(i), "_iptables_legacy", true)));
+    for (firewall, suffix, with_10k) in backends {
         let sizes: &[(&str, usize)] = if with_10k { &[("1k", 1_000), ("10k", 10_000)] } else { &[("1k", 1_000)] };
         for &(label, count) in sizes {
-            proxy_sync_at(&iptables, &format!("{label}{suffix}"), count);
+            proxy_sync_at(&firewall, &format!("{label}{suffix}"), count);
         }
         // Leave the namespace's tables empty for what follows.
-        Proxier::new(iptables, proxy_config(), Duration::ZERO).sync(&[]).expect("empty sync");
+        Proxier::new(&firewall, proxy_config(), Duration::ZERO).sync(&[]).expect("empty sync");
     }
 }
 
-fn proxy_sync_at(iptables: &Iptables, label: &str, count: usize) {
+fn proxy_sync_at(firewall: &Firewall, label: &str, count: usize) {
     let services = synthetic(count, None);
-    let mut proxier = Proxier::new(iptables.clone(), proxy_config(), Duration::ZERO);
+    let mut proxier = Proxier::new(firewall, proxy_config(), Duration::ZERO);
     let first = Instant::now();
     proxier.sync(&services).expect("first sync");
     report(&format!("proxy_first_sync_{label}"), first.elapsed().as_secs_f64() * 1000.0, "ms");
@@ -89,7 +91,7 @@ fn proxy_sync_at(iptables: &Iptables, label: &str, count: usize) {
         .collect();
     report(&format!("proxy_full_sync_{label}"), median(samples) * 1000.0, "ms");
 
-    let mut proxier = Proxier::new(iptables.clone(), proxy_config(), Duration::from_secs(3600));
+    let mut proxier = Proxier::new(firewall, proxy_config(), Duration::from_secs(3600));
     proxier.sync(&services).expect("full sync");
     let samples: Vec<f64> = (1..=RUNS as u32)
         .map(|generation| {
@@ -114,6 +116,7 @@ pub fn pod_net_setup_teardown() {
         pod_cidr: "10.99.0.0/16".parse().unwrap(),
         mtu: None,
         lease_dir: work.path().join("leases"),
+        mode: None,
     });
     let namespaces: Vec<testkit::netns::Netns> =
         (0..=PODS).map(|i| testkit::netns::Netns::new(&work.path().join(format!("pod{i}")))).collect();
@@ -179,7 +182,8 @@ pub fn clusterip_overhead(podctl: &Path) {
         affinity_timeout: None,
         endpoints: vec![SocketAddrV4::new(server_ip, 8080)],
     };
-    Proxier::new(Iptables::detect(), proxy_config(), Duration::ZERO).sync(&[service]).expect("proxy sync");
+    let firewall = Firewall::new(None).expect("a packet filter");
+    Proxier::new(&firewall, proxy_config(), Duration::ZERO).sync(&[service]).expect("proxy sync");
 
     let client_netns = pod_netns(&node, "client");
     let (direct, through_service) = std::thread::spawn(move || {
@@ -201,7 +205,7 @@ pub fn clusterip_overhead(podctl: &Path) {
     stop.store(true, Ordering::SeqCst);
     let _ = TcpStream::connect_timeout(&SocketAddrV4::new(server_ip, 8080).into(), Duration::from_secs(1));
     server.join().unwrap();
-    Proxier::new(Iptables::detect(), proxy_config(), Duration::ZERO).sync(&[]).expect("empty sync");
+    Proxier::new(&firewall, proxy_config(), Duration::ZERO).sync(&[]).expect("empty sync");
     run(node.command().args(["rm", "-f", "server", "client"]));
 
     report("clusterip_request_direct", direct * 1e6, "us");

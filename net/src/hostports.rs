@@ -5,9 +5,11 @@
 //! what comes from loopback or hairpins back to its own pod is masqueraded so the answer
 //! returns the way it came.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::iptables::Jump;
+use crate::nft::{Action, Hook, Match, Rule, Script};
+use crate::proxy::Protocol;
 
 /// One forwarded port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +25,7 @@ pub struct Mapping {
 
 /// The mark of packets to masquerade (portmap's default bit).
 const MASQ_MARK: &str = "0x2000/0x2000";
+const MASQ_BIT: u32 = 0x2000;
 
 pub const JUMPS: [Jump; 3] = [
     Jump {
@@ -63,6 +66,38 @@ pub fn rules(mappings: &[Mapping]) -> String {
     rules
 }
 
+/// [`rules`] for nftables: the host port chains of table `ip podctl`, rewritten whole.
+pub fn nft_script(mappings: &[Mapping]) -> Script {
+    let loopback: ipnet::Ipv4Net = "127.0.0.0/8".parse().expect("a CIDR");
+    let mut forwards = Vec::new();
+    for m in mappings {
+        let protocol = match m.protocol.as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            _ => continue,
+        };
+        let port: Vec<Match> =
+            m.host_ip.map(Match::DestinationIs).into_iter().chain([Match::Port(protocol, m.host_port)]).collect();
+        let with = |extra: Match| port.iter().cloned().chain([extra]).collect::<Vec<_>>();
+        forwards.push(Rule::new(with(Match::SourceIn(loopback)), [Action::SetMark(MASQ_BIT)]));
+        forwards.push(Rule::new(with(Match::SourceIs(m.pod_ip)), [Action::SetMark(MASQ_BIT)]));
+        forwards.push(Rule::new(port, [Action::Dnat(SocketAddrV4::new(m.pod_ip, m.pod_port))]));
+    }
+    let to_local = [Rule::new([Match::LocalDestination], [Action::Jump("hostports".into())])];
+    let mut script = Script::new(crate::pod::NFT_TABLE);
+    script.table("podctl pod network");
+    script.chain("hostports", None, &forwards);
+    script.chain("hostports-prerouting", Some(Hook { kind: "nat", hook: "prerouting", priority: -100 }), &to_local);
+    script.chain("hostports-output", Some(Hook { kind: "nat", hook: "output", priority: -100 }), &to_local);
+    script.chain(
+        "hostports-postrouting",
+        Some(Hook { kind: "nat", hook: "postrouting", priority: 100 }),
+        &[Rule::new([Match::MarkSet(MASQ_BIT)], [Action::Masquerade { fully_random: false }])],
+    );
+    script
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +121,31 @@ mod tests {
         assert!(rules.contains("-A PODCTL-HOSTPORTS -d 192.0.2.1/32 -p udp -m udp --dport 8080"));
         assert!(rules.ends_with("-A PODCTL-HOSTPORTS-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE\nCOMMIT\n"));
         assert_eq!(super::rules(&[]).lines().filter(|l| l.starts_with("-A PODCTL-HOSTPORTS ")).count(), 0);
+    }
+
+    #[test]
+    fn nftables_has_the_same_rules() {
+        let mapping = Mapping {
+            host_ip: Some("192.0.2.1".parse().unwrap()),
+            host_port: 8080,
+            pod_ip: "10.88.0.5".parse().unwrap(),
+            pod_port: 80,
+            protocol: "udp".into(),
+        };
+        let script = nft_script(&[mapping]);
+        let rules: Vec<&str> =
+            script.text().lines().filter(|l| l.starts_with("add rule ip podctl hostports ")).collect();
+        assert_eq!(
+            rules,
+            [
+                "add rule ip podctl hostports ip daddr 192.0.2.1 udp dport 8080 ip saddr 127.0.0.0/8 mark set mark or 0x2000",
+                "add rule ip podctl hostports ip daddr 192.0.2.1 udp dport 8080 ip saddr 10.88.0.5 mark set mark or 0x2000",
+                "add rule ip podctl hostports ip daddr 192.0.2.1 udp dport 8080 dnat to 10.88.0.5:80",
+            ]
+        );
+        assert!(script.text().contains("add rule ip podctl hostports-output fib daddr type local jump hostports\n"));
+        assert!(
+            script.text().contains("add rule ip podctl hostports-postrouting mark and 0x2000 == 0x2000 masquerade\n")
+        );
     }
 }

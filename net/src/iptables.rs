@@ -1,7 +1,6 @@
 //! The iptables on this machine: nf_tables or legacy backend, driven through
 //! `iptables-restore --noflush` so a whole rule set lands in one transaction.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::Error;
@@ -51,6 +50,14 @@ impl Iptables {
         exists(command).then(|| Iptables { command: command.into() })
     }
 
+    /// Every backend installed here (`iptables-nft`, `iptables-legacy`, or plain
+    /// `iptables` when neither is).
+    pub fn installed() -> Vec<Iptables> {
+        let named: Vec<Iptables> =
+            ["iptables-nft", "iptables-legacy"].into_iter().filter_map(Iptables::named).collect();
+        if named.is_empty() { Iptables::named("iptables").into_iter().collect() } else { named }
+    }
+
     pub fn name(&self) -> &str {
         &self.command
     }
@@ -58,20 +65,7 @@ impl Iptables {
     /// Applies `input` (iptables-save form) atomically per table, leaving chains it does
     /// not name alone.
     pub fn restore(&self, input: &str) -> Result<(), Error> {
-        let program = format!("{}-restore", self.command);
-        let mut child = Command::new(&program)
-            .args(["-w", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(Error::io(format!("run {program}")))?;
-        let written = child.stdin.take().expect("piped").write_all(input.as_bytes());
-        let output = child.wait_with_output().map_err(Error::io(format!("run {program}")))?;
-        if !output.status.success() {
-            return Err(Error::Iptables(format!("{program}: {}", String::from_utf8_lossy(&output.stderr).trim())));
-        }
-        written.map_err(Error::io(format!("write to {program}")))
+        crate::run_with_input(&format!("{}-restore", self.command), &["-w", "--noflush"], input)
     }
 
     /// The rules of one table, in iptables-save form.
@@ -107,6 +101,51 @@ impl Iptables {
     }
 }
 
+impl Iptables {
+    /// Deletes the chains `is_ours` names, and every rule elsewhere that jumps to them, in
+    /// whichever tables have them; nothing happens when none has.
+    pub fn remove_chains(&self, is_ours: impl Fn(&str) -> bool) -> Result<(), Error> {
+        // Without `-t`: only the tables that exist (asking for one creates it).
+        let program = format!("{}-save", self.command);
+        let output = Command::new(&program).output().map_err(Error::io(format!("run {program}")))?;
+        if !output.status.success() {
+            return Err(Error::Iptables(format!("{program}: {}", String::from_utf8_lossy(&output.stderr).trim())));
+        }
+        let input = removal(&String::from_utf8_lossy(&output.stdout), is_ours);
+        if input.is_empty() { Ok(()) } else { self.restore(&input) }
+    }
+}
+
+/// iptables-restore input that deletes, table by table, the chains of `dump` that
+/// `is_ours` names and the rules of other chains that jump to them.
+fn removal(dump: &str, is_ours: impl Fn(&str) -> bool) -> String {
+    let mut input = String::new();
+    for table in dump.split('\n').collect::<Vec<_>>().split(|l| *l == "COMMIT") {
+        let Some(name) = table.iter().find_map(|l| l.strip_prefix('*')) else { continue };
+        let ours: Vec<&str> =
+            table.iter().filter_map(|l| l.strip_prefix(':')?.split(' ').next()).filter(|c| is_ours(c)).collect();
+        if ours.is_empty() {
+            continue;
+        }
+        input += &format!("*{name}\n");
+        for rule in table.iter().filter_map(|l| l.strip_prefix("-A ")) {
+            let chain = rule.split(' ').next().unwrap_or_default();
+            let target = rule.rsplit_once(" -j ").map(|(_, t)| t.split(' ').next().unwrap_or_default());
+            if !is_ours(chain) && target.is_some_and(&is_ours) {
+                input += &format!("-D {rule}\n");
+            }
+        }
+        for chain in &ours {
+            input += &format!(":{chain} - [0:0]\n");
+        }
+        for chain in &ours {
+            input += &format!("-X {chain}\n");
+        }
+        input += "COMMIT\n";
+    }
+    input
+}
+
 /// A rule in a built-in chain that sends traffic into one of our chains.
 #[derive(Clone, Copy, Debug)]
 pub struct Jump {
@@ -131,4 +170,20 @@ fn exists(command: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).exists()))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn removal_deletes_our_chains_and_the_jumps_to_them() {
+        let dump = "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:OTHER - [0:0]\n\
+                    -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+                    -A PREROUTING -j OTHER\n-A KUBE-SERVICES -j RETURN\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+        assert_eq!(
+            super::removal(dump, |c| c.starts_with("KUBE-")),
+            "*nat\n-D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             :KUBE-SERVICES - [0:0]\n-X KUBE-SERVICES\nCOMMIT\n"
+        );
+        assert_eq!(super::removal(dump, |c| c.starts_with("PODCTL-")), "");
+    }
 }

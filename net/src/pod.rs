@@ -7,12 +7,14 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use ipnet::Ipv4Net;
 
 use crate::ipam::Ipam;
 use crate::iptables::{Iptables, Jump};
-use crate::{Error, link};
+use crate::nft::{Action, Hook, Match, Nft, Rule, Script};
+use crate::{Error, Firewall, Mode, link};
 
 /// How the node's pod network is laid out.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct NetworkConfig {
     pub mtu: Option<u32>,
     /// Where the IP leases live.
     pub lease_dir: PathBuf,
+    /// The packet filter for the node's rules; `None` picks one (see [`Firewall::new`]).
+    pub mode: Option<Mode>,
 }
 
 /// A pod's place on the network.
@@ -38,16 +42,29 @@ pub struct PodAddress {
 pub struct PodNetwork {
     config: NetworkConfig,
     ipam: Ipam,
+    /// Chosen when first needed: most commands never touch the node's rules.
+    firewall: OnceLock<Firewall>,
+    /// Set once the other packet filter's rules of ours are gone.
+    other_removed: OnceLock<()>,
 }
 
 impl PodNetwork {
     pub fn new(config: NetworkConfig) -> PodNetwork {
         let ipam = Ipam::new(&config.lease_dir, config.pod_cidr);
-        PodNetwork { config, ipam }
+        PodNetwork { config, ipam, firewall: OnceLock::new(), other_removed: OnceLock::new() }
     }
 
     pub fn config(&self) -> &NetworkConfig {
         &self.config
+    }
+
+    /// The packet filter this node's rules go to.
+    pub fn firewall(&self) -> Result<&Firewall, Error> {
+        if let Some(firewall) = self.firewall.get() {
+            return Ok(firewall);
+        }
+        let firewall = Firewall::new(self.config.mode)?;
+        Ok(self.firewall.get_or_init(|| firewall))
     }
 
     /// Wires the pod whose network namespace is bound at `netns`. Either the pod ends up
@@ -154,7 +171,12 @@ impl PodNetwork {
         if !mappings.is_empty() {
             write_sysctl(&format!("net/ipv4/conf/{}/route_localnet", self.config.bridge), "1")?;
         }
-        Iptables::detect().apply_with_jumps(&crate::hostports::rules(mappings), &crate::hostports::JUMPS)
+        match self.firewall()? {
+            Firewall::Nftables => Nft::apply(crate::hostports::nft_script(mappings).text()),
+            Firewall::Iptables(iptables) => {
+                iptables.apply_with_jumps(&crate::hostports::rules(mappings), &crate::hostports::JUMPS)
+            }
+        }
     }
 
     /// The node's side: IP forwarding, bridged traffic through iptables (so services work
@@ -169,9 +191,37 @@ impl PodNetwork {
         let remote = link::in_netns(None, |handle| async move {
             Ok(link::owned_routes(&handle).await?.into_iter().map(|(net, _, _)| net).collect::<Vec<_>>())
         })?;
-        Iptables::detect().apply_with_jumps(&node_rules(self.config.pod_cidr, &remote), &NODE_JUMPS)
+        match self.firewall()? {
+            Firewall::Nftables => Nft::apply(node_script(self.config.pod_cidr, &remote).text())?,
+            Firewall::Iptables(iptables) => {
+                iptables.apply_with_jumps(&node_rules(self.config.pod_cidr, &remote), &NODE_JUMPS)?
+            }
+        }
+        self.remove_other_backend()
+    }
+
+    /// Removes this node's pod network and host port rules from the packet filter it no
+    /// longer uses (once per process: a node changes modes only with a restart).
+    fn remove_other_backend(&self) -> Result<(), Error> {
+        if self.other_removed.get().is_some() {
+            return Ok(());
+        }
+        match self.firewall()? {
+            Firewall::Nftables => {
+                for iptables in Iptables::installed() {
+                    iptables.remove_chains(|chain| chain.starts_with("PODCTL-"))?;
+                }
+            }
+            Firewall::Iptables(_) if Nft::available() => Nft::delete_table(NFT_TABLE)?,
+            Firewall::Iptables(_) => {}
+        }
+        let _ = self.other_removed.set(());
+        Ok(())
     }
 }
+
+/// The nftables table of the pod network and the host ports.
+pub const NFT_TABLE: &str = "podctl";
 
 const VETH_PREFIX: &str = "veth";
 
@@ -221,6 +271,32 @@ pub fn node_rules(pod_cidr: Ipv4Net, remote_pod_cidrs: &[Ipv4Net]) -> String {
     rules
 }
 
+/// [`node_rules`] for nftables: chains of table `ip podctl`, rewritten whole.
+pub fn node_script(pod_cidr: Ipv4Net, remote_pod_cidrs: &[Ipv4Net]) -> Script {
+    let cidr = pod_cidr.trunc();
+    let multicast: Ipv4Net = "224.0.0.0/4".parse().expect("a CIDR");
+    let mut postrouting: Vec<Rule> = std::iter::once(&cidr)
+        .chain(remote_pod_cidrs)
+        .map(|&destination| Rule::new([Match::SourceIn(cidr), Match::DestinationIn(destination)], [Action::Return]))
+        .collect();
+    postrouting.push(Rule::new(
+        [Match::SourceIn(cidr), Match::DestinationNotIn(multicast)],
+        [Action::Masquerade { fully_random: false }],
+    ));
+    let mut script = Script::new(NFT_TABLE);
+    script.table("podctl pod network");
+    script.chain("nat-postrouting", Some(Hook { kind: "nat", hook: "postrouting", priority: 100 }), &postrouting);
+    script.chain(
+        "filter-forward",
+        Some(Hook { kind: "filter", hook: "forward", priority: 0 }),
+        &[
+            Rule::new([Match::SourceIn(cidr)], [Action::Accept]),
+            Rule::new([Match::DestinationIn(cidr)], [Action::Accept]),
+        ],
+    );
+    script
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +309,24 @@ mod tests {
         assert!(a.starts_with("veth"));
         assert_ne!(a, b);
         assert_eq!(a, veth_name("3f2c6a1e-0000-4000-8000-000000000001"));
+    }
+
+    #[test]
+    fn node_script_keeps_pod_to_pod_unmasqueraded() {
+        let script = node_script("10.1.0.7/24".parse().unwrap(), &["10.2.0.0/24".parse().unwrap()]);
+        assert_eq!(
+            script.text(),
+            "add table ip podctl { comment \"podctl pod network\" ; }\n\
+             add chain ip podctl nat-postrouting { type nat hook postrouting priority 100 ; }\n\
+             flush chain ip podctl nat-postrouting\n\
+             add rule ip podctl nat-postrouting ip saddr 10.1.0.0/24 ip daddr 10.1.0.0/24 return\n\
+             add rule ip podctl nat-postrouting ip saddr 10.1.0.0/24 ip daddr 10.2.0.0/24 return\n\
+             add rule ip podctl nat-postrouting ip saddr 10.1.0.0/24 ip daddr != 224.0.0.0/4 masquerade\n\
+             add chain ip podctl filter-forward { type filter hook forward priority 0 ; }\n\
+             flush chain ip podctl filter-forward\n\
+             add rule ip podctl filter-forward ip saddr 10.1.0.0/24 accept\n\
+             add rule ip podctl filter-forward ip daddr 10.1.0.0/24 accept\n"
+        );
     }
 
     #[test]

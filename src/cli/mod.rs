@@ -53,6 +53,10 @@ pub struct NodeOptions {
     /// This node's pod CIDR: pods get addresses from it, its first address is the gateway
     #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "CIDR", default_value = "10.88.0.0/16", env = "PODCTL_POD_CIDR")]
     pub pod_cidr: net::Ipv4Net,
+    /// Where the node's packet filter rules go (service proxy, pod masquerade, host ports):
+    /// nftables or iptables [default: nftables where the kernel and nft have it]
+    #[arg(long, global = true, help_heading = NODE_OPTIONS, value_name = "MODE", env = "PODCTL_PROXY_MODE")]
+    pub proxy_mode: Option<net::Mode>,
 }
 
 impl NodeOptions {
@@ -73,6 +77,10 @@ impl NodeOptions {
             flags.push("--cgroup-root".into());
             flags.push(root.into());
         }
+        if let Some(mode) = self.proxy_mode {
+            flags.push("--proxy-mode".into());
+            flags.push(mode.as_str().into());
+        }
         flags
     }
 
@@ -90,6 +98,7 @@ impl NodeOptions {
             pod_cidr: self.pod_cidr,
             mtu: None,
             lease_dir: self.data_dir.join("net").join("leases"),
+            mode: self.proxy_mode,
         })
     }
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use net::Ipv4Net;
-use net::proxy::{Proxier, ProxyConfig, rules, service_ports};
+use net::proxy::{Proxier, ProxyConfig, render, service_ports};
 
 use super::manifest::{read_objects, typed};
 use super::{NodeOptions, require_root};
@@ -21,7 +21,7 @@ pub struct ProxyArgs {
     /// Services, Endpoints and EndpointSlices (YAML or JSON; several documents or a List)
     #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
     files: Vec<PathBuf>,
-    /// Print the iptables-restore input instead of applying it
+    /// Print the rules (an nft script, or iptables-restore input) instead of applying them
     #[arg(long)]
     print: bool,
     /// Masquerade traffic to cluster IPs that comes from outside this CIDR (default: the
@@ -49,17 +49,22 @@ impl ProxyArgs {
             }
         }
         let ports = service_ports(&services, &endpoints, &slices)?;
-        let iptables = net::Iptables::detect();
+        let firewall = net::Firewall::new(opts.proxy_mode)?;
         let config = ProxyConfig { cluster_cidr: Some(self.cluster_cidr.unwrap_or(opts.pod_cidr)), random_fully: true };
         if self.print {
-            let set = rules(&ports, &config);
-            print!("{}", set.render_full(&[]));
-            eprintln!("{} rules for {} service ports", set.rule_count(), ports.len());
+            let (text, rules) = render(&firewall, &ports, &config);
+            print!("{text}");
+            eprintln!("{rules} rules for {} service ports", ports.len());
             return Ok(ExitCode::SUCCESS);
         }
         require_root("podctl proxy")?;
-        let report = Proxier::new(iptables.clone(), config, Duration::ZERO).sync(&ports)?;
-        println!("{} rules for {} service ports applied with {}-restore", report.rules, ports.len(), iptables.name());
+        net::proxy::remove_other_backend(&firewall)?;
+        let report = Proxier::new(&firewall, config, Duration::ZERO).sync(&ports)?;
+        let with = match &firewall {
+            net::Firewall::Nftables => "nft".to_string(),
+            net::Firewall::Iptables(iptables) => format!("{}-restore", iptables.name()),
+        };
+        println!("{} rules for {} service ports applied with {with}", report.rules, ports.len());
         Ok(ExitCode::SUCCESS)
     }
 }

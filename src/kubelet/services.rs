@@ -17,9 +17,10 @@ use tokio::sync::Notify;
 
 use crate::client::reflect;
 
-/// kube-proxy's minSyncPeriod and syncPeriod for iptables.
+/// kube-proxy's minSyncPeriod and syncPeriod.
 const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+const RETRY_PERIOD: Duration = Duration::from_secs(10);
 
 /// Keeps the proxy rules and the routes to other nodes until the process ends; `services`
 /// is the agent's watch of them, which wakes `changed`.
@@ -38,27 +39,47 @@ pub async fn run(
         }
     }
     let config = ProxyConfig { cluster_cidr: Some(network.config().pod_cidr), random_fully: true };
-    let proxier = Arc::new(Mutex::new(Proxier::new(net::Iptables::detect(), config, FULL_SYNC_PERIOD)));
+    let firewall = match network.firewall() {
+        Ok(firewall) => firewall.clone(),
+        Err(e) => {
+            tracing::error!("the service proxy cannot run: {e}");
+            return;
+        }
+    };
+    if let Err(e) = net::proxy::remove_other_backend(&firewall) {
+        tracing::warn!("remove the other proxy mode's rules: {e}");
+    }
+    let proxier = Arc::new(Mutex::new(Proxier::new(&firewall, config, FULL_SYNC_PERIOD)));
     let network = Arc::new(network);
     loop {
         let services = services.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let slices = slices.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let routes = node_routes(&nodes.state(), &node_name);
         let (proxier, network) = (proxier.clone(), network.clone());
-        let synced = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let synced = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
             let ports = service_ports(&services, &[], &slices)?;
-            proxier.lock().expect("proxier").sync(&ports)?;
+            let mut proxier = proxier.lock().expect("proxier");
+            proxier.sync(&ports)?;
             network.sync_node_routes(&routes)?;
-            Ok(())
+            Ok(proxier.has_leftovers())
         })
         .await;
-        match synced {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("sync the service proxy: {e:#}"),
-            Err(e) => tracing::error!("sync the service proxy: {e}"),
-        }
+        // The next sync: at the next change or the periodic one; sooner to finish deleting
+        // what the kernel held on to, or to retry a failure.
+        let next = match synced {
+            Ok(Ok(false)) => FULL_SYNC_PERIOD,
+            Ok(Ok(true)) => Duration::ZERO,
+            Ok(Err(e)) => {
+                tracing::warn!("sync the service proxy: {e:#}");
+                RETRY_PERIOD
+            }
+            Err(e) => {
+                tracing::error!("sync the service proxy: {e}");
+                RETRY_PERIOD
+            }
+        };
         tokio::time::sleep(MIN_SYNC_PERIOD).await;
-        let _ = tokio::time::timeout(FULL_SYNC_PERIOD, changed.notified()).await;
+        let _ = tokio::time::timeout(next, changed.notified()).await;
     }
 }
 

@@ -1,48 +1,78 @@
-//! The service proxy, kube-proxy's iptables mode: rules derived from the Services and their
-//! endpoints by a pure function (`rules`), applied with one `iptables-restore --noflush`
-//! per sync. A sync writes only the chains that changed since the last one; a full sync
-//! (the first, after a failure, and periodically) rewrites everything, deletes stale
-//! service chains and puts back the jumps from the built-in chains, repairing rules
-//! someone else flushed.
+//! The service proxy: Services and their endpoints turned into netfilter rules by a pure
+//! function, applied in one transaction per sync. Two backends in kube-proxy's layouts:
+//! nftables (the default where the kernel and `nft` have it) and iptables (for old
+//! kernels). A sync writes only what changed since the last one; a full sync (the first,
+//! after a failure, and periodically) rewrites everything, deletes what is stale and so
+//! repairs rules someone else flushed.
 
+mod iptables;
+mod nftables;
 mod objects;
-mod rules;
 
-use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use ipnet::Ipv4Net;
+use sha2::{Digest, Sha256};
+
 pub use objects::service_ports;
-pub use rules::{Protocol, ProxyConfig, RuleSet, ServicePort, rules};
 
-use crate::Error;
-use crate::iptables::{Iptables, Jump};
+use crate::{Error, Firewall};
 
-const PORTALS: &str = "-m comment --comment \"kubernetes service portals\"";
-const NEW_PORTALS: &str = "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\"";
-const NEW_EXTERNAL: &str =
-    "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\"";
+/// One port of one Service, with the ready endpoints that serve it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub namespace: String,
+    pub name: String,
+    /// The Service port's name ("" when the Service has a single unnamed port).
+    pub port_name: String,
+    pub protocol: Protocol,
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+    pub node_port: Option<u16>,
+    /// ClientIP session affinity: how long (seconds) a client sticks to its endpoint.
+    pub affinity_timeout: Option<u32>,
+    /// Ready endpoints, each with the target port resolved.
+    pub endpoints: Vec<SocketAddrV4>,
+}
 
-/// kube-proxy's jumps from the built-in chains into its own.
-const JUMPS: [Jump; 8] = [
-    Jump { table: "nat", chain: "PREROUTING", matches: PORTALS, target: rules::SERVICES },
-    Jump { table: "nat", chain: "OUTPUT", matches: PORTALS, target: rules::SERVICES },
-    Jump {
-        table: "nat",
-        chain: "POSTROUTING",
-        matches: "-m comment --comment \"kubernetes postrouting rules\"",
-        target: rules::POSTROUTING,
-    },
-    Jump { table: "filter", chain: "INPUT", matches: NEW_EXTERNAL, target: rules::EXTERNAL_SERVICES },
-    Jump { table: "filter", chain: "FORWARD", matches: NEW_EXTERNAL, target: rules::EXTERNAL_SERVICES },
-    Jump { table: "filter", chain: "FORWARD", matches: NEW_PORTALS, target: rules::SERVICES },
-    Jump { table: "filter", chain: "OUTPUT", matches: NEW_PORTALS, target: rules::SERVICES },
-    Jump {
-        table: "filter",
-        chain: "FORWARD",
-        matches: "-m comment --comment \"kubernetes forwarding rules\"",
-        target: rules::FORWARD,
-    },
-];
+impl ServicePort {
+    /// `namespace/name:port`, kube-proxy's ServicePortName.
+    pub fn port_name_string(&self) -> String {
+        match self.port_name.as_str() {
+            "" => format!("{}/{}", self.namespace, self.name),
+            port => format!("{}/{}:{port}", self.namespace, self.name),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// Node-wide settings of the proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Traffic to a cluster IP from outside this CIDR is masqueraded (kube-proxy's
+    /// --cluster-cidr); `None` leaves such traffic alone.
+    pub cluster_cidr: Option<Ipv4Net>,
+    /// Masquerade with a fully random source port (iptables' `--random-fully`, needs
+    /// iptables ≥ 1.6.2; nftables' `fully-random`).
+    pub random_fully: bool,
+}
 
 /// What one sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,77 +80,109 @@ pub struct SyncReport {
     pub full: bool,
     /// Rules in the complete rule set.
     pub rules: usize,
-    /// Lines handed to iptables-restore (0: nothing had changed).
+    /// Lines handed to iptables-restore or nft (0: nothing had changed).
     pub lines_written: usize,
 }
 
+/// Keeps the node's proxy rules, with one of the backends.
 pub struct Proxier {
-    iptables: Iptables,
-    config: ProxyConfig,
+    backend: Backend,
     full_sync_period: Duration,
-    /// What the node holds, as of the last successful sync; `None` forces a full sync.
-    applied: Option<RuleSet>,
     last_full_sync: Option<Instant>,
 }
 
+enum Backend {
+    Nftables(nftables::Proxier),
+    Iptables(iptables::Proxier),
+}
+
 impl Proxier {
-    pub fn new(iptables: Iptables, config: ProxyConfig, full_sync_period: Duration) -> Proxier {
-        Proxier { iptables, config, full_sync_period, applied: None, last_full_sync: None }
+    pub fn new(firewall: &Firewall, config: ProxyConfig, full_sync_period: Duration) -> Proxier {
+        let backend = match firewall {
+            Firewall::Nftables => Backend::Nftables(nftables::Proxier::new(config)),
+            Firewall::Iptables(iptables) => Backend::Iptables(iptables::Proxier::new(iptables.clone(), config)),
+        };
+        Proxier { backend, full_sync_period, last_full_sync: None }
     }
 
     /// Brings the node's rules to what `services` call for.
     pub fn sync(&mut self, services: &[ServicePort]) -> Result<SyncReport, Error> {
-        let wanted = rules(services, &self.config);
         let due = self.last_full_sync.is_none_or(|t| t.elapsed() >= self.full_sync_period);
-        let (full, result) = match &self.applied {
-            Some(applied) if !due => {
-                let input = wanted.render_changes(applied);
-                (false, if input.is_empty() { Ok(0) } else { self.iptables.restore(&input).map(|_| lines(&input)) })
-            }
-            _ => (true, self.full_sync(&wanted)),
-        };
-        match result {
-            Ok(lines_written) => {
-                if full {
-                    self.last_full_sync = Some(Instant::now());
-                }
-                let rules = wanted.rule_count();
-                self.applied = Some(wanted);
-                Ok(SyncReport { full, rules, lines_written })
-            }
-            Err(e) => {
-                self.applied = None;
-                Err(e)
-            }
+        let report = match &mut self.backend {
+            Backend::Nftables(proxier) => proxier.sync(services, due),
+            Backend::Iptables(proxier) => proxier.sync(services, due),
+        }?;
+        if report.full {
+            self.last_full_sync = Some(Instant::now());
+        }
+        Ok(report)
+    }
+
+    /// Whether rules are left to remove that the kernel could not let go of yet; a sync
+    /// a second later removes them.
+    pub fn has_leftovers(&self) -> bool {
+        match &self.backend {
+            Backend::Nftables(proxier) => proxier.has_leftovers(),
+            Backend::Iptables(_) => false,
         }
     }
+}
 
-    fn full_sync(&self, wanted: &RuleSet) -> Result<usize, Error> {
-        let existing = self.iptables.save("nat")?;
-        let stale: Vec<String> = chains_in(&existing)
-            .into_iter()
-            .filter(|c| rules::is_service_chain(c) && !wanted.nat.contains_key(c))
-            .collect();
-        let input = wanted.render_full(&stale);
-        self.iptables.apply_with_jumps(&input, &JUMPS)?;
-        Ok(lines(&input))
+/// The rules `services` call for, as the backend's own input (an `nft -f` script or
+/// iptables-restore input), and how many rules that is.
+pub fn render(firewall: &Firewall, services: &[ServicePort], config: &ProxyConfig) -> (String, usize) {
+    match firewall {
+        Firewall::Nftables => {
+            let rules = nftables::rules(services, config);
+            (rules.render_full(&[], &[]).text().to_string(), rules.rule_count())
+        }
+        Firewall::Iptables(_) => {
+            let rules = iptables::rules(services, config);
+            (rules.render_full(&[]), rules.rule_count())
+        }
     }
 }
 
-/// The chains an iptables-save dump declares.
-fn chains_in(dump: &str) -> BTreeSet<String> {
-    dump.lines().filter_map(|l| l.strip_prefix(':')).filter_map(|l| l.split(' ').next()).map(String::from).collect()
+/// Removes every proxy rule of the backend other than `firewall` (a node that changed
+/// modes, as kube-proxy's `--cleanup` does).
+pub fn remove_other_backend(firewall: &Firewall) -> Result<(), Error> {
+    match firewall {
+        Firewall::Nftables => {
+            for iptables in crate::Iptables::installed() {
+                iptables::remove(&iptables)?;
+            }
+            Ok(())
+        }
+        Firewall::Iptables(_) if crate::nft::Nft::available() => crate::nft::Nft::delete_table(nftables::TABLE),
+        Firewall::Iptables(_) => Ok(()),
+    }
 }
 
-fn lines(input: &str) -> usize {
-    input.lines().count()
+/// kube-proxy's chain-name hash: the first `len` characters of base32(sha256(input)).
+fn hash(input: &str, len: usize) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = Sha256::digest(input.as_bytes());
+    // Enough of the digest for 16 characters of 5 bits: the first 80 bits (10 bytes).
+    let bits = digest[..10].iter().fold(0u128, |acc, &b| (acc << 8) | b as u128);
+    (0..len.min(16)).map(|i| ALPHABET[((bits >> (75 - 5 * i)) & 31) as usize] as char).collect()
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn chains_of_a_dump() {
-        let dump = "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-ABC - [0:0]\n-A PREROUTING -j KUBE-SVC-ABC\nCOMMIT\n";
-        assert_eq!(super::chains_in(dump).into_iter().collect::<Vec<_>>(), ["KUBE-SVC-ABC", "PREROUTING"]);
+pub(crate) mod tests {
+    use super::{Protocol, ServicePort};
+
+    /// A TCP service port without node port or affinity.
+    pub fn svc(ns: &str, name: &str, port_name: &str, ip: &str, port: u16, endpoints: &[&str]) -> ServicePort {
+        ServicePort {
+            namespace: ns.into(),
+            name: name.into(),
+            port_name: port_name.into(),
+            protocol: Protocol::Tcp,
+            cluster_ip: ip.parse().unwrap(),
+            port,
+            node_port: None,
+            affinity_timeout: None,
+            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+        }
     }
 }

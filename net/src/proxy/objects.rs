@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort as K8sServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::rules::{Protocol, ServicePort};
+use super::{Protocol, ServicePort};
 use crate::Error;
 
 /// Kubernetes' default ClientIP affinity timeout (3 hours).

@@ -1,66 +1,100 @@
-//! The service proxy's rules as a pure function of the service ports: the complete
-//! iptables rule set in kube-proxy's layout (pkg/proxy/iptables/proxier.go), chain by chain,
-//! so a sync can write just the chains that changed.
+//! The iptables backend: the complete rule set in kube-proxy's iptables layout
+//! (pkg/proxy/iptables/proxier.go) as a pure function of the service ports, chain by chain,
+//! applied with one `iptables-restore --noflush` per sync that writes just the chains that
+//! changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
-use ipnet::Ipv4Net;
-use sha2::{Digest, Sha256};
+use super::{ProxyConfig, ServicePort, SyncReport, hash};
+use crate::Error;
+use crate::iptables::{Iptables, Jump};
 
-/// One port of one Service, with the ready endpoints that serve it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServicePort {
-    pub namespace: String,
-    pub name: String,
-    /// The Service port's name ("" when the Service has a single unnamed port).
-    pub port_name: String,
-    pub protocol: Protocol,
-    pub cluster_ip: Ipv4Addr,
-    pub port: u16,
-    pub node_port: Option<u16>,
-    /// ClientIP session affinity: how long (seconds) a client sticks to its endpoint.
-    pub affinity_timeout: Option<u32>,
-    /// Ready endpoints, each with the target port resolved.
-    pub endpoints: Vec<SocketAddrV4>,
+const PORTALS: &str = "-m comment --comment \"kubernetes service portals\"";
+const NEW_PORTALS: &str = "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\"";
+const NEW_EXTERNAL: &str =
+    "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\"";
+
+/// kube-proxy's jumps from the built-in chains into its own.
+const JUMPS: [Jump; 8] = [
+    Jump { table: "nat", chain: "PREROUTING", matches: PORTALS, target: SERVICES },
+    Jump { table: "nat", chain: "OUTPUT", matches: PORTALS, target: SERVICES },
+    Jump {
+        table: "nat",
+        chain: "POSTROUTING",
+        matches: "-m comment --comment \"kubernetes postrouting rules\"",
+        target: POSTROUTING,
+    },
+    Jump { table: "filter", chain: "INPUT", matches: NEW_EXTERNAL, target: EXTERNAL_SERVICES },
+    Jump { table: "filter", chain: "FORWARD", matches: NEW_EXTERNAL, target: EXTERNAL_SERVICES },
+    Jump { table: "filter", chain: "FORWARD", matches: NEW_PORTALS, target: SERVICES },
+    Jump { table: "filter", chain: "OUTPUT", matches: NEW_PORTALS, target: SERVICES },
+    Jump {
+        table: "filter",
+        chain: "FORWARD",
+        matches: "-m comment --comment \"kubernetes forwarding rules\"",
+        target: FORWARD,
+    },
+];
+
+pub struct Proxier {
+    iptables: Iptables,
+    config: ProxyConfig,
+    /// What the node holds, as of the last successful sync; `None` forces a full sync.
+    applied: Option<RuleSet>,
 }
 
-impl ServicePort {
-    /// `namespace/name:port`, kube-proxy's ServicePortName.
-    pub fn port_name_string(&self) -> String {
-        match self.port_name.as_str() {
-            "" => format!("{}/{}", self.namespace, self.name),
-            port => format!("{}/{}:{port}", self.namespace, self.name),
+impl Proxier {
+    pub fn new(iptables: Iptables, config: ProxyConfig) -> Proxier {
+        Proxier { iptables, config, applied: None }
+    }
+
+    /// Brings the node's rules to what `services` call for; in full when `full_due`.
+    pub fn sync(&mut self, services: &[ServicePort], full_due: bool) -> Result<SyncReport, Error> {
+        let wanted = rules(services, &self.config);
+        let (full, result) = match &self.applied {
+            Some(applied) if !full_due => {
+                let input = wanted.render_changes(applied);
+                (false, if input.is_empty() { Ok(0) } else { self.iptables.restore(&input).map(|_| lines(&input)) })
+            }
+            _ => (true, self.full_sync(&wanted)),
+        };
+        match result {
+            Ok(lines_written) => {
+                let rules = wanted.rule_count();
+                self.applied = Some(wanted);
+                Ok(SyncReport { full, rules, lines_written })
+            }
+            Err(e) => {
+                self.applied = None;
+                Err(e)
+            }
         }
+    }
+
+    fn full_sync(&self, wanted: &RuleSet) -> Result<usize, Error> {
+        let existing = self.iptables.save("nat")?;
+        let stale: Vec<String> =
+            chains_in(&existing).into_iter().filter(|c| is_service_chain(c) && !wanted.nat.contains_key(c)).collect();
+        let input = wanted.render_full(&stale);
+        self.iptables.apply_with_jumps(&input, &JUMPS)?;
+        Ok(lines(&input))
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
+/// The chains an iptables-save dump declares.
+fn chains_in(dump: &str) -> BTreeSet<String> {
+    dump.lines().filter_map(|l| l.strip_prefix(':')).filter_map(|l| l.split(' ').next()).map(String::from).collect()
 }
 
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
+fn lines(input: &str) -> usize {
+    input.lines().count()
 }
 
-/// Node-wide settings of the proxy.
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    /// Traffic to a cluster IP from outside this CIDR is masqueraded (kube-proxy's
-    /// --cluster-cidr); `None` leaves such traffic alone.
-    pub cluster_cidr: Option<Ipv4Net>,
-    /// `--random-fully` on the MASQUERADE rule (iptables ≥ 1.6.2).
-    pub random_fully: bool,
+/// Removes every rule and chain of this proxy from `iptables`, if it has any.
+pub fn remove(iptables: &Iptables) -> Result<(), Error> {
+    iptables.remove_chains(|chain| is_service_chain(chain) || FIXED_CHAINS.contains(&chain))
 }
 
 /// The fwmark bit that asks KUBE-POSTROUTING to masquerade (kube-proxy's default bit 14).
@@ -72,6 +106,8 @@ pub const NODE_PORTS: &str = "KUBE-NODEPORTS";
 pub const POSTROUTING: &str = "KUBE-POSTROUTING";
 pub const MARK_MASQ: &str = "KUBE-MARK-MASQ";
 pub const FORWARD: &str = "KUBE-FORWARD";
+
+const FIXED_CHAINS: [&str; 6] = [SERVICES, EXTERNAL_SERVICES, NODE_PORTS, POSTROUTING, MARK_MASQ, FORWARD];
 
 /// Prefixes of the per-service chains; those no longer wanted are deleted.
 pub const SERVICE_CHAIN_PREFIXES: [&str; 5] = ["KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-"];
@@ -140,13 +176,8 @@ fn render(filter: &Chains, nat: &Chains, stale_filter: &[String], stale_nat: &[S
     out
 }
 
-/// kube-proxy's chain-name hash: the first 16 characters of base32(sha256(input)).
 fn chain_hash(input: &str) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let digest = Sha256::digest(input.as_bytes());
-    // 16 characters of 5 bits are the first 80 bits (10 bytes).
-    let bits = digest[..10].iter().fold(0u128, |acc, &b| (acc << 8) | b as u128);
-    (0..16).map(|i| ALPHABET[((bits >> (75 - 5 * i)) & 31) as usize] as char).collect()
+    hash(input, 16)
 }
 
 fn service_chain(prefix: &str, svc: &ServicePort) -> String {
@@ -300,20 +331,7 @@ pub fn is_service_chain(chain: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn svc(ns: &str, name: &str, port_name: &str, ip: &str, port: u16, endpoints: &[&str]) -> ServicePort {
-        ServicePort {
-            namespace: ns.into(),
-            name: name.into(),
-            port_name: port_name.into(),
-            protocol: Protocol::Tcp,
-            cluster_ip: ip.parse().unwrap(),
-            port,
-            node_port: None,
-            affinity_timeout: None,
-            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
-        }
-    }
+    use crate::proxy::tests::svc;
 
     fn config() -> ProxyConfig {
         ProxyConfig { cluster_cidr: Some("10.0.0.0/8".parse().unwrap()), random_fully: false }
@@ -446,7 +464,7 @@ mod tests {
     #[test]
     fn udp_uses_its_own_match_and_chains() {
         let mut s = svc("kube-system", "kube-dns", "dns", "10.96.0.10", 53, &["10.1.0.5:53"]);
-        s.protocol = Protocol::Udp;
+        s.protocol = crate::proxy::Protocol::Udp;
         let set = rules(&[s], &config());
         assert_eq!(
             nat_chain(&set, "KUBE-SERVICES")[0],
@@ -513,5 +531,11 @@ mod tests {
         assert!(gone.contains(":KUBE-SERVICES - [0:0]"));
         assert!(gone.contains(&format!("-X {b_chain}")));
         assert!(!gone.contains(&format!("-A {b_chain}")));
+    }
+
+    #[test]
+    fn chains_of_a_dump() {
+        let dump = "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-ABC - [0:0]\n-A PREROUTING -j KUBE-SVC-ABC\nCOMMIT\n";
+        assert_eq!(chains_in(dump).into_iter().collect::<Vec<_>>(), ["KUBE-SVC-ABC", "PREROUTING"]);
     }
 }
