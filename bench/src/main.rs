@@ -63,6 +63,7 @@ fn main() {
                 net::proxy_sync();
                 net::pod_net_setup_teardown();
                 net::clusterip_overhead(&podctl);
+                net::clusterip_first_packet(&podctl);
             }
             other => {
                 eprintln!("podctl-bench: unknown group {other:?} (groups: images, pod, net, api, node, cluster, dns)");

@@ -60,7 +60,7 @@ fn proxy_config() -> ProxyConfig {
 pub fn proxy_sync() {
     let services = synthetic(10_000, None);
     let start = Instant::now();
-    let (_, rules) = net::proxy::render(&Firewall::Nftables, &services, &proxy_config());
+    let rules = net::proxy::rule_count(&Firewall::Nftables, &services, &proxy_config());
     report("proxy_build_10k", start.elapsed().as_secs_f64() * 1000.0, "ms");
     report("proxy_rules_10k", rules as f64, "rules");
     let mut backends = vec![(Firewall::Nftables, "", true)];
@@ -155,40 +155,82 @@ pub fn pod_net_setup_teardown() {
     report("pod_net_teardown_ip_link_del", median(ip_deletes) * 1000.0, "ms");
 }
 
+/// A node with two pods: `server` answers each connection's line with `pong` (on a thread
+/// of ours in its network namespace), `client` is where requests start from.
+struct EchoPods {
+    node: BenchNode,
+    server_ip: Ipv4Addr,
+    client_netns: PathBuf,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EchoPods {
+    fn start(podctl: &Path) -> EchoPods {
+        let node = BenchNode::new(podctl);
+        for name in ["server", "client"] {
+            run(node.command().args(["run", "-d", "--name", name, "busybox", "--", "sleep", "600"]));
+        }
+        let server_ip = pod_ip(&node, "server");
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (netns, stop) = (pod_netns(&node, "server"), stop.clone());
+            std::thread::spawn(move || serve(&netns, &stop))
+        };
+        let client_netns = pod_netns(&node, "client");
+        EchoPods { node, server_ip, client_netns, stop, server: Some(server) }
+    }
+
+    /// A service port at `cluster_ip:80` to the server's 8080.
+    fn service(&self, cluster_ip: Ipv4Addr) -> ServicePort {
+        ServicePort {
+            namespace: "bench".into(),
+            name: "echo".into(),
+            port_name: String::new(),
+            protocol: Protocol::Tcp,
+            cluster_ip,
+            port: 80,
+            node_port: None,
+            affinity_timeout: None,
+            endpoints: vec![SocketAddrV4::new(self.server_ip, 8080)],
+        }
+    }
+
+    /// Runs `f` on a thread inside the client pod's network namespace.
+    fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let netns = self.client_netns.clone();
+        std::thread::spawn(move || {
+            enter_netns(&netns);
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for EchoPods {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&SocketAddrV4::new(self.server_ip, 8080).into(), Duration::from_secs(1));
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+        run(self.node.command().args(["rm", "-f", "server", "client"]));
+    }
+}
+
 /// `clusterip_overhead`: the median time of one request (connect, send, receive the answer,
 /// close) from one pod to another through a cluster IP, against straight to the pod's
 /// address; the same two pods, blocks alternating. Printed as percent extra.
 pub fn clusterip_overhead(podctl: &Path) {
     const BLOCKS: usize = 20;
     const PER_BLOCK: usize = 100;
-    let node = BenchNode::new(podctl);
-    for name in ["server", "client"] {
-        run(node.command().args(["run", "-d", "--name", name, "busybox", "--", "sleep", "600"]));
-    }
-    let server_ip = pod_ip(&node, "server");
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = {
-        let (netns, stop) = (pod_netns(&node, "server"), stop.clone());
-        std::thread::spawn(move || serve(&netns, &stop))
-    };
-    let service = ServicePort {
-        namespace: "bench".into(),
-        name: "echo".into(),
-        port_name: String::new(),
-        protocol: Protocol::Tcp,
-        cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
-        port: 80,
-        node_port: None,
-        affinity_timeout: None,
-        endpoints: vec![SocketAddrV4::new(server_ip, 8080)],
-    };
+    let pods = EchoPods::start(podctl);
     let firewall = Firewall::new(None).expect("a packet filter");
-    Proxier::new(&firewall, proxy_config(), Duration::ZERO).sync(&[service]).expect("proxy sync");
-
-    let client_netns = pod_netns(&node, "client");
-    let (direct, through_service) = std::thread::spawn(move || {
-        enter_netns(&client_netns);
-        let targets = [SocketAddrV4::new(server_ip, 8080), SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80)];
+    let cluster_ip = Ipv4Addr::new(10, 96, 0, 10);
+    Proxier::new(&firewall, proxy_config(), Duration::ZERO).sync(&[pods.service(cluster_ip)]).expect("proxy sync");
+    let targets = [SocketAddrV4::new(pods.server_ip, 8080), SocketAddrV4::new(cluster_ip, 80)];
+    let (direct, through_service) = pods.in_client(move || {
         let mut samples = [Vec::new(), Vec::new()];
         for block in 0..BLOCKS {
             for which in [block % 2, 1 - block % 2] {
@@ -199,18 +241,54 @@ pub fn clusterip_overhead(podctl: &Path) {
         }
         let [direct, service] = samples;
         (median(direct), median(service))
-    })
-    .join()
-    .unwrap();
-    stop.store(true, Ordering::SeqCst);
-    let _ = TcpStream::connect_timeout(&SocketAddrV4::new(server_ip, 8080).into(), Duration::from_secs(1));
-    server.join().unwrap();
+    });
     Proxier::new(&firewall, proxy_config(), Duration::ZERO).sync(&[]).expect("empty sync");
-    run(node.command().args(["rm", "-f", "server", "client"]));
-
+    drop(pods);
     report("clusterip_request_direct", direct * 1e6, "us");
     report("clusterip_request_service", through_service * 1e6, "us");
     report("clusterip_overhead", (through_service / direct - 1.0) * 100.0, "%");
+}
+
+/// `clusterip_first_packet_{10,10k}`: the time a connection to a cluster IP takes to set up
+/// (the first packet is the one the proxy's rules look at) while 10 and while 10,000
+/// Services exist, blocks alternating; `clusterip_first_packet_10k_ratio` is the one over
+/// the other. On nftables, then on iptables-legacy as the peer (`_iptables`).
+pub fn clusterip_first_packet(podctl: &Path) {
+    const BLOCKS: usize = 6;
+    const PER_BLOCK: usize = 300;
+    let pods = EchoPods::start(podctl);
+    // Out of the synthetic services' range (10.96.0.1 on), and last in iptables' chain of
+    // services (sorted by name): the peer's worst case, a linear walk of all of them.
+    let echo = ServicePort { namespace: "zz-bench".into(), ..pods.service(Ipv4Addr::new(10, 95, 0, 10)) };
+    let target = SocketAddrV4::new(echo.cluster_ip, 80);
+    let mut peers = vec![(Firewall::Nftables, "")];
+    peers.extend(Iptables::named("iptables-legacy").map(|i| (Firewall::Iptables(i), "_iptables")));
+    for (firewall, suffix) in peers {
+        let sets: Vec<Vec<ServicePort>> =
+            [9, 9_999].into_iter().map(|n| std::iter::once(echo.clone()).chain(synthetic(n, None)).collect()).collect();
+        let mut proxier = Proxier::new(&firewall, proxy_config(), Duration::from_secs(3600));
+        let mut samples = [Vec::new(), Vec::new()];
+        for block in 0..BLOCKS {
+            let which = block % 2;
+            proxier.sync(&sets[which]).expect("proxy sync");
+            samples[which].extend(pods.in_client(move || (0..PER_BLOCK).map(|_| connect(target)).collect::<Vec<_>>()));
+        }
+        proxier.sync(&[]).expect("empty sync");
+        net::proxy::remove_other_backend(&Firewall::Iptables(Iptables::detect())).expect("clean nftables");
+        let [few, many] = samples.map(median);
+        report(&format!("clusterip_first_packet_10{suffix}"), few * 1e6, "us");
+        report(&format!("clusterip_first_packet_10k{suffix}"), many * 1e6, "us");
+        report(&format!("clusterip_first_packet_10k_ratio{suffix}"), many / few, "x");
+    }
+}
+
+/// The time TCP's handshake takes through to `target`.
+fn connect(target: SocketAddrV4) -> f64 {
+    let start = Instant::now();
+    let stream = TcpStream::connect(target).expect("connect");
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(stream);
+    elapsed
 }
 
 fn request(target: SocketAddrV4) -> f64 {

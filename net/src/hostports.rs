@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::iptables::Jump;
-use crate::nft::{Action, Hook, Match, Rule, Script};
+use crate::nft::{Action, ChainKind, Hook, HookPoint, Match, Rule, Script};
 use crate::proxy::Protocol;
 
 /// One forwarded port.
@@ -88,11 +88,11 @@ pub fn nft_script(mappings: &[Mapping]) -> Script {
     let mut script = Script::new(crate::pod::NFT_TABLE);
     script.table("podctl pod network");
     script.chain("hostports", None, &forwards);
-    script.chain("hostports-prerouting", Some(Hook { kind: "nat", hook: "prerouting", priority: -100 }), &to_local);
-    script.chain("hostports-output", Some(Hook { kind: "nat", hook: "output", priority: -100 }), &to_local);
+    script.chain("hostports-prerouting", Some(Hook::new(ChainKind::Nat, HookPoint::Prerouting, -100)), &to_local);
+    script.chain("hostports-output", Some(Hook::new(ChainKind::Nat, HookPoint::Output, -100)), &to_local);
     script.chain(
         "hostports-postrouting",
-        Some(Hook { kind: "nat", hook: "postrouting", priority: 100 }),
+        Some(Hook::new(ChainKind::Nat, HookPoint::Postrouting, 100)),
         &[Rule::new([Match::MarkSet(MASQ_BIT)], [Action::Masquerade { fully_random: false }])],
     );
     script
@@ -132,9 +132,8 @@ mod tests {
             pod_port: 80,
             protocol: "udp".into(),
         };
-        let script = nft_script(&[mapping]);
-        let rules: Vec<&str> =
-            script.text().lines().filter(|l| l.starts_with("add rule ip podctl hostports ")).collect();
+        let script = nft_script(&[mapping]).text();
+        let rules: Vec<&str> = script.lines().filter(|l| l.starts_with("add rule ip podctl hostports ")).collect();
         assert_eq!(
             rules,
             [
@@ -143,9 +142,7 @@ mod tests {
                 "add rule ip podctl hostports ip daddr 192.0.2.1 udp dport 8080 dnat to 10.88.0.5:80",
             ]
         );
-        assert!(script.text().contains("add rule ip podctl hostports-output fib daddr type local jump hostports\n"));
-        assert!(
-            script.text().contains("add rule ip podctl hostports-postrouting mark and 0x2000 == 0x2000 masquerade\n")
-        );
+        assert!(script.contains("add rule ip podctl hostports-output fib daddr type local jump hostports\n"));
+        assert!(script.contains("add rule ip podctl hostports-postrouting mark and 0x2000 == 0x2000 masquerade\n"));
     }
 }

@@ -65,7 +65,7 @@ impl Iptables {
     /// Applies `input` (iptables-save form) atomically per table, leaving chains it does
     /// not name alone.
     pub fn restore(&self, input: &str) -> Result<(), Error> {
-        crate::run_with_input(&format!("{}-restore", self.command), &["-w", "--noflush"], input)
+        run_with_input(&format!("{}-restore", self.command), &["-w", "--noflush"], input)
     }
 
     /// The rules of one table, in iptables-save form.
@@ -144,6 +144,28 @@ fn removal(dump: &str, is_ours: impl Fn(&str) -> bool) -> String {
         input += "COMMIT\n";
     }
     input
+}
+
+/// Runs `program` with `input` as its standard input, written whole before the program
+/// starts: a podctl killed mid-sync can never hand iptables-restore a truncated rule set
+/// that still parses (it runs on to the end with all of it, or never starts).
+fn run_with_input(program: &str, args: &[&str], input: &str) -> Result<(), Error> {
+    use std::io::{Seek, Write};
+    let fd = nix::sys::memfd::memfd_create(c"podctl-rules", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::io(format!("run {program}"))(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(input.as_bytes()).and_then(|()| file.rewind()).map_err(Error::io(format!("run {program}")))?;
+    let output = std::process::Command::new(program)
+        .args(args)
+        .stdin(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(Error::io(format!("run {program}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::Iptables(format!("{program}: {}", String::from_utf8_lossy(&output.stderr).trim())))
 }
 
 /// A rule in a built-in chain that sends traffic into one of our chains.

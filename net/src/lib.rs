@@ -40,29 +40,6 @@ impl Error {
     }
 }
 
-/// Runs `program` with `input` as its standard input, written whole before the program
-/// starts: a podctl killed mid-sync can never hand iptables-restore or nft a truncated rule
-/// set that still parses (it runs on to the end with all of it, or never starts).
-fn run_with_input(program: &str, args: &[&str], input: &str) -> Result<(), Error> {
-    use std::io::{Seek, Write};
-    let fd = nix::sys::memfd::memfd_create(c"podctl-rules", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error::io(format!("run {program}"))(e.into()))?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(input.as_bytes()).and_then(|()| file.rewind()).map_err(Error::io(format!("run {program}")))?;
-    let output = std::process::Command::new(program)
-        .args(args)
-        .stdin(file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .map_err(Error::io(format!("run {program}")))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let message = format!("{program}: {}", String::from_utf8_lossy(&output.stderr).trim());
-    Err(if program.starts_with("nft") { Error::Nftables(message) } else { Error::Iptables(message) })
-}
-
 /// Which of the kernel's packet filters a node's rules go to: its pod network's
 /// masquerade, its host ports and its service proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]

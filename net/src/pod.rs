@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 
 use crate::ipam::Ipam;
 use crate::iptables::{Iptables, Jump};
-use crate::nft::{Action, Hook, Match, Nft, Rule, Script};
+use crate::nft::{Action, ChainKind, Hook, HookPoint, Match, Nft, Rule, Script};
 use crate::{Error, Firewall, Mode, link};
 
 /// How the node's pod network is laid out.
@@ -172,7 +172,7 @@ impl PodNetwork {
             write_sysctl(&format!("net/ipv4/conf/{}/route_localnet", self.config.bridge), "1")?;
         }
         match self.firewall()? {
-            Firewall::Nftables => Nft::apply(crate::hostports::nft_script(mappings).text()),
+            Firewall::Nftables => Nft::open()?.apply(&crate::hostports::nft_script(mappings)),
             Firewall::Iptables(iptables) => {
                 iptables.apply_with_jumps(&crate::hostports::rules(mappings), &crate::hostports::JUMPS)
             }
@@ -192,7 +192,7 @@ impl PodNetwork {
             Ok(link::owned_routes(&handle).await?.into_iter().map(|(net, _, _)| net).collect::<Vec<_>>())
         })?;
         match self.firewall()? {
-            Firewall::Nftables => Nft::apply(node_script(self.config.pod_cidr, &remote).text())?,
+            Firewall::Nftables => Nft::open()?.apply(&node_script(self.config.pod_cidr, &remote))?,
             Firewall::Iptables(iptables) => {
                 iptables.apply_with_jumps(&node_rules(self.config.pod_cidr, &remote), &NODE_JUMPS)?
             }
@@ -212,7 +212,7 @@ impl PodNetwork {
                     iptables.remove_chains(|chain| chain.starts_with("PODCTL-"))?;
                 }
             }
-            Firewall::Iptables(_) if Nft::available() => Nft::delete_table(NFT_TABLE)?,
+            Firewall::Iptables(_) if Nft::available() => Nft::open()?.delete_table(NFT_TABLE)?,
             Firewall::Iptables(_) => {}
         }
         let _ = self.other_removed.set(());
@@ -285,10 +285,10 @@ pub fn node_script(pod_cidr: Ipv4Net, remote_pod_cidrs: &[Ipv4Net]) -> Script {
     ));
     let mut script = Script::new(NFT_TABLE);
     script.table("podctl pod network");
-    script.chain("nat-postrouting", Some(Hook { kind: "nat", hook: "postrouting", priority: 100 }), &postrouting);
+    script.chain("nat-postrouting", Some(Hook::new(ChainKind::Nat, HookPoint::Postrouting, 100)), &postrouting);
     script.chain(
         "filter-forward",
-        Some(Hook { kind: "filter", hook: "forward", priority: 0 }),
+        Some(Hook::new(ChainKind::Filter, HookPoint::Forward, 0)),
         &[
             Rule::new([Match::SourceIn(cidr)], [Action::Accept]),
             Rule::new([Match::DestinationIn(cidr)], [Action::Accept]),

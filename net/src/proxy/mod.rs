@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+pub(crate) use nftables::rules as nftables_rules;
 pub use objects::service_ports;
 
 use crate::{Error, Firewall};
@@ -134,12 +136,20 @@ pub fn render(firewall: &Firewall, services: &[ServicePort], config: &ProxyConfi
     match firewall {
         Firewall::Nftables => {
             let rules = nftables::rules(services, config);
-            (rules.render_full(&[], &[]).text().to_string(), rules.rule_count())
+            (rules.render_full(&[], &[]).text(), rules.rule_count())
         }
         Firewall::Iptables(_) => {
             let rules = iptables::rules(services, config);
             (rules.render_full(&[]), rules.rule_count())
         }
+    }
+}
+
+/// How many rules `services` call for (what a sync derives, without printing it).
+pub fn rule_count(firewall: &Firewall, services: &[ServicePort], config: &ProxyConfig) -> usize {
+    match firewall {
+        Firewall::Nftables => nftables::rules(services, config).rule_count(),
+        Firewall::Iptables(_) => iptables::rules(services, config).rule_count(),
     }
 }
 
@@ -153,7 +163,7 @@ pub fn remove_other_backend(firewall: &Firewall) -> Result<(), Error> {
             }
             Ok(())
         }
-        Firewall::Iptables(_) if crate::nft::Nft::available() => crate::nft::Nft::delete_table(nftables::TABLE),
+        Firewall::Iptables(_) if crate::nft::Nft::available() => crate::nft::Nft::open()?.delete_table(nftables::TABLE),
         Firewall::Iptables(_) => Ok(()),
     }
 }

@@ -18,12 +18,13 @@
 //! Emptied chains are deleted once nothing refers to them: at once on Linux ≥ 6.2, after
 //! the kernel's grace period (on a later sync) before.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddrV4;
+use std::sync::Arc;
 
-use super::{ProxyConfig, ServicePort, SyncReport, hash};
+use super::{Protocol, ProxyConfig, ServicePort, SyncReport, hash};
 use crate::Error;
-use crate::nft::{Action, Element, Hook, Match, Nft, Rule, Script};
+use crate::nft::{Action, ChainKind, Element, Hook, HookPoint, Key, KeyType, Match, Nft, Rule, Script};
 
 pub const TABLE: &str = "kube-proxy";
 
@@ -41,15 +42,12 @@ const SERVICE_NODEPORTS: &str = "service-nodeports";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 
-const DESTINATION_KEY: &str = "ipv4_addr . inet_proto . inet_service";
-const PORT_KEY: &str = "inet_proto . inet_service";
-
 /// The verdict maps: name, key type, comment.
-const MAPS: [(&str, &str, &str); 4] = [
-    (SERVICE_IPS, DESTINATION_KEY, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
-    (SERVICE_NODEPORTS, PORT_KEY, "NodePort traffic"),
-    (NO_ENDPOINT_SERVICES, DESTINATION_KEY, "vmap to drop or reject packets to services with no endpoints"),
-    (NO_ENDPOINT_NODEPORTS, PORT_KEY, "vmap to drop or reject packets to service nodeports with no endpoints"),
+const MAPS: [(&str, KeyType, &str); 4] = [
+    (SERVICE_IPS, KeyType::Destination, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+    (SERVICE_NODEPORTS, KeyType::Port, "NodePort traffic"),
+    (NO_ENDPOINT_SERVICES, KeyType::Destination, "vmap to drop or reject packets to services with no endpoints"),
+    (NO_ENDPOINT_NODEPORTS, KeyType::Port, "vmap to drop or reject packets to service nodeports with no endpoints"),
 ];
 
 /// kube-proxy's chains and sets per service have a `/` in their names; its fixed ones do not.
@@ -74,26 +72,32 @@ struct ServiceRules {
     elements: Vec<(&'static str, Element)>,
 }
 
+/// A service port's identity: namespace, name, port name, protocol.
+type PortKey = (String, String, String, Protocol);
+
 /// The complete table for a set of service ports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct RuleSet {
     fixed: Vec<Chain>,
-    /// By service chain base name (`HASH-ns/name/proto/port`).
-    services: BTreeMap<String, ServiceRules>,
+    /// Each service port, with what it adds to the table.
+    services: BTreeMap<PortKey, (ServicePort, Arc<ServiceRules>)>,
 }
 
 impl RuleSet {
     pub fn rule_count(&self) -> usize {
-        let chains = self.fixed.iter().chain(self.services.values().flat_map(|s| &s.chains));
+        let chains = self.fixed.iter().chain(self.units().flat_map(|s| &s.chains));
         chains.map(|(_, _, rules)| rules.len()).sum()
     }
 
-    fn has_chain(&self, chain: &str) -> bool {
-        self.services.values().any(|s| s.chains.iter().any(|(name, _, _)| name == chain))
+    fn units(&self) -> impl Iterator<Item = &ServiceRules> + Clone {
+        self.services.values().map(|(_, rules)| rules.as_ref())
     }
 
-    fn has_set(&self, set: &str) -> bool {
-        self.services.values().any(|s| s.affinity_sets.iter().any(|(name, _)| name == set))
+    /// The names of the per-service chains and sets.
+    fn service_objects(&self) -> HashSet<&str> {
+        let units = self.units();
+        let chains = units.clone().flat_map(|s| s.chains.iter().map(|(name, _, _)| name.as_str()));
+        chains.chain(units.flat_map(|s| s.affinity_sets.iter().map(|(name, _)| name.as_str()))).collect()
     }
 
     /// The script that writes the whole table, whatever it held: maps emptied and
@@ -104,7 +108,7 @@ impl RuleSet {
         for (map, key, comment) in MAPS {
             script.fresh_vmap(map, key, comment);
         }
-        let units: Vec<&ServiceRules> = self.services.values().collect();
+        let units: Vec<&ServiceRules> = self.units().collect();
         write_units(&mut script, &self.fixed, &units);
         for (map, element) in units.iter().flat_map(|u| &u.elements) {
             script.add_element(map, element);
@@ -120,15 +124,16 @@ impl RuleSet {
 
     /// The script that takes the table from `applied` to this set (empty when nothing
     /// changed), and the chains it empties that are to be deleted.
-    pub fn render_changes(&self, applied: &RuleSet) -> (Script, Vec<String>) {
+    pub fn render_changes<'a>(&'a self, applied: &'a RuleSet) -> (Script, Vec<String>) {
         let mut script = Script::new(TABLE);
         let empty = ServiceRules::default();
+        let unit = |set: &'a RuleSet, key| set.services.get(key).map_or(&empty, |(_, rules)| rules.as_ref());
         let changed: Vec<(&ServiceRules, &ServiceRules)> = self
             .services
             .keys()
             .chain(applied.services.keys().filter(|k| !self.services.contains_key(*k)))
-            .map(|key| (applied.services.get(key).unwrap_or(&empty), self.services.get(key).unwrap_or(&empty)))
-            .filter(|(before, now)| before != now)
+            .map(|key| (unit(applied, key), unit(self, key)))
+            .filter(|(before, now)| !std::ptr::eq(*before, *now) && before != now)
             .collect();
         write_units(&mut script, &[], &changed.iter().map(|(_, now)| *now).collect::<Vec<_>>());
         let mut stale_chains = Vec::new();
@@ -137,7 +142,7 @@ impl RuleSet {
             for (map, element) in &before.elements {
                 let kept = now.elements.iter().any(|(m, e)| m == map && e == element);
                 if !kept {
-                    script.delete_element(map, &element.key);
+                    script.delete_element(map, element.key);
                 }
             }
             for (map, element) in &now.elements {
@@ -207,12 +212,29 @@ fn endpoint_base(svc: &ServicePort, endpoint: SocketAddrV4) -> String {
 
 /// The whole table for `services`.
 pub fn rules(services: &[ServicePort], config: &ProxyConfig) -> RuleSet {
-    let services = services.iter().map(|svc| (service_base(svc), service_rules(svc, config))).collect();
+    rules_after(services, config, None)
+}
+
+/// [`rules`], taking from `previous` (derived with the same `config`) what it holds for
+/// the ports that did not change: a sync derives only the services that changed.
+fn rules_after(services: &[ServicePort], config: &ProxyConfig, previous: Option<&RuleSet>) -> RuleSet {
+    let services = services
+        .iter()
+        .map(|svc| {
+            let key = (svc.namespace.clone(), svc.name.clone(), svc.port_name.clone(), svc.protocol);
+            let rules = previous
+                .and_then(|p| p.services.get(&key))
+                .filter(|(port, _)| port == svc)
+                .map(|(_, rules)| rules.clone())
+                .unwrap_or_else(|| Arc::new(service_rules(svc, config)));
+            (key, (svc.clone(), rules))
+        })
+        .collect();
     RuleSet { fixed: fixed_chains(config), services }
 }
 
-fn hook(kind: &'static str, hook: &'static str, priority: i32) -> Option<Hook> {
-    Some(Hook { kind, hook, priority })
+fn hook(kind: ChainKind, hook: HookPoint, priority: i32) -> Option<Hook> {
+    Some(Hook::new(kind, hook, priority))
 }
 
 /// The chains every node has, whatever its services.
@@ -221,16 +243,17 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
     let new_connections = || vec![Rule::new([Match::NewConnection], [Action::Jump(ENDPOINTS_CHECK.into())])];
     // Filter before DNAT (priority dstnat - 10), on the addresses the client used.
     let mut chains: Vec<Chain> = vec![
-        ("filter-input".into(), hook("filter", "input", -110), new_connections()),
-        ("filter-forward".into(), hook("filter", "forward", -110), new_connections()),
-        ("filter-output".into(), hook("filter", "output", -110), new_connections()),
+        ("filter-input".into(), hook(ChainKind::Filter, HookPoint::Input, -110), new_connections()),
+        ("filter-forward".into(), hook(ChainKind::Filter, HookPoint::Forward, -110), new_connections()),
+        ("filter-output".into(), hook(ChainKind::Filter, HookPoint::Output, -110), new_connections()),
     ];
-    for (name, point) in [("nat-prerouting", "prerouting"), ("nat-output", "output")] {
-        chains.push((name.into(), hook("nat", point, -100), vec![Rule::new([], [Action::Jump(SERVICES.into())])]));
+    for (name, point) in [("nat-prerouting", HookPoint::Prerouting), ("nat-output", HookPoint::Output)] {
+        let jump = vec![Rule::new([], [Action::Jump(SERVICES.into())])];
+        chains.push((name.into(), hook(ChainKind::Nat, point, -100), jump));
     }
     chains.push((
         "nat-postrouting".into(),
-        hook("nat", "postrouting", 100),
+        hook(ChainKind::Nat, HookPoint::Postrouting, 100),
         vec![Rule::new([], [Action::Jump(MASQUERADING.into())])],
     ));
     let vmaps = |by_destination: &str, by_port: &str| {
@@ -256,19 +279,14 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
     chains
 }
 
-fn destination_key(ip: Ipv4Addr, svc: &ServicePort, port: u16) -> String {
-    format!("{ip} . {} . {port}", svc.protocol.as_str())
-}
-
 fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
     let name = svc.port_name_string();
     let proto = svc.protocol;
     let mut unit = ServiceRules::default();
-    let cluster_key = destination_key(svc.cluster_ip, svc, svc.port);
-    let node_port_key = svc.node_port.map(|p| format!("{} . {p}", proto.as_str()));
+    let cluster_key = Key::Destination(svc.cluster_ip, proto, svc.port);
+    let node_port_key = svc.node_port.map(|p| Key::Port(proto, p));
     if svc.endpoints.is_empty() {
-        let reject =
-            |key: String| Element { key, verdict: format!("goto {REJECT_CHAIN}"), comment: Some(name.clone()) };
+        let reject = |key: Key| Element { key, goto: REJECT_CHAIN.into(), comment: Some(name.clone()) };
         unit.elements.push((NO_ENDPOINT_SERVICES, reject(cluster_key)));
         if let Some(key) = node_port_key {
             unit.elements.push((NO_ENDPOINT_NODEPORTS, reject(key)));
@@ -278,8 +296,8 @@ fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
 
     let base = service_base(svc);
     let service_chain = format!("service-{base}");
-    let goto = |chain: &str| Element { key: String::new(), verdict: format!("goto {chain}"), comment: None };
-    unit.elements.push((SERVICE_IPS, Element { key: cluster_key, ..goto(&service_chain) }));
+    let goto = |key: Key, chain: &str| Element { key, goto: chain.into(), comment: None };
+    unit.elements.push((SERVICE_IPS, goto(cluster_key, &service_chain)));
     let mut service = Vec::new();
     if let Some(cidr) = config.cluster_cidr {
         service.push(Rule::new(
@@ -289,7 +307,7 @@ fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
     }
     if let Some(key) = node_port_key {
         let external = format!("external-{base}");
-        unit.elements.push((SERVICE_NODEPORTS, Element { key, ..goto(&external) }));
+        unit.elements.push((SERVICE_NODEPORTS, goto(key, &external)));
         unit.chains.push((
             external,
             None,
@@ -329,6 +347,8 @@ fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
 
 pub struct Proxier {
     config: ProxyConfig,
+    /// Opened at the first sync, kept after.
+    nft: Option<Nft>,
     /// What the table holds, as of the last successful sync; `None` forces a full sync.
     applied: Option<RuleSet>,
     /// Emptied chains, to delete once the kernel lets go of them.
@@ -337,7 +357,7 @@ pub struct Proxier {
 
 impl Proxier {
     pub fn new(config: ProxyConfig) -> Proxier {
-        Proxier { config, applied: None, leftovers: Vec::new() }
+        Proxier { config, nft: None, applied: None, leftovers: Vec::new() }
     }
 
     pub fn has_leftovers(&self) -> bool {
@@ -346,25 +366,32 @@ impl Proxier {
 
     /// Brings the table to what `services` call for; in full when `full_due`.
     pub fn sync(&mut self, services: &[ServicePort], full_due: bool) -> Result<SyncReport, Error> {
-        let wanted = rules(services, &self.config);
-        self.leftovers.retain(|chain| !wanted.has_chain(chain));
+        let nft = match self.nft.take() {
+            Some(nft) => nft,
+            None => Nft::open()?,
+        };
+        let nft = self.nft.insert(nft);
+        let wanted = rules_after(services, &self.config, self.applied.as_ref());
+        if !self.leftovers.is_empty() {
+            let wanted_objects = wanted.service_objects();
+            self.leftovers.retain(|chain| !wanted_objects.contains(chain.as_str()));
+        }
         let (full, script, emptied) = match &self.applied {
             Some(applied) if !full_due => {
                 let (script, emptied) = wanted.render_changes(applied);
                 (false, script, emptied)
             }
             _ => {
-                let (chains, sets) = Nft::contents(TABLE)?;
-                let stale_chains: Vec<String> =
-                    chains.into_iter().filter(|c| is_service_chain(c) && !wanted.has_chain(c)).collect();
-                let stale_sets: Vec<String> =
-                    sets.into_iter().filter(|s| is_affinity_set(s) && !wanted.has_set(s)).collect();
+                let (chains, sets) = nft.contents(TABLE)?;
+                let wanted_objects = wanted.service_objects();
+                let stale = |names: Vec<String>, ours: fn(&str) -> bool| -> Vec<String> {
+                    names.into_iter().filter(|n| ours(n) && !wanted_objects.contains(n.as_str())).collect()
+                };
+                let (stale_chains, stale_sets) = (stale(chains, is_service_chain), stale(sets, is_affinity_set));
                 (true, wanted.render_full(&stale_chains, &stale_sets), stale_chains)
             }
         };
-        if !script.is_empty()
-            && let Err(e) = Nft::apply(script.text())
-        {
+        if let Err(e) = nft.apply(&script) {
             self.applied = None;
             return Err(e);
         }
@@ -385,7 +412,7 @@ impl Proxier {
         for chain in &self.leftovers {
             script.delete_chain(chain);
         }
-        if Nft::apply(script.text()).is_ok() {
+        if self.nft.as_ref().is_some_and(|nft| nft.apply(&script).is_ok()) {
             self.leftovers.clear();
         }
     }
@@ -515,7 +542,7 @@ mod tests {
         let script = rules(&[s.clone()], &config()).render_full(&[], &[]);
         let ep = endpoint_base(&s, "10.180.0.3:80".parse().unwrap());
         assert!(script.text().contains(&format!(
-            "add set ip kube-proxy affinity-{ep} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}"
+            "add set ip kube-proxy affinity-{ep} {{ type ipv4_addr ; size 65535 ; flags dynamic,timeout ; timeout 10800s ; }}"
         )));
         let service = lines_with(&script, &format!("rule ip kube-proxy service-{} ", service_base(&s)));
         assert_eq!(

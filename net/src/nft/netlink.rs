@@ -1,0 +1,715 @@
+//! A script as nf_tables netlink messages: one batch (NFNL_MSG_BATCH_BEGIN … END) that the
+//! kernel takes as one transaction, the way libnftnl encodes what nft sends
+//! (uapi/linux/netfilter/nf_tables.h). Only the statements the node's rules use.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{Action, ChainKind, Command, Hook, HookPoint, Key, KeyType, Match, Rule, Script};
+use crate::Error;
+use crate::proxy::Protocol;
+
+const NETLINK_NETFILTER: i32 = 12;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFPROTO_IPV4: u8 = 2;
+
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLA_F_NESTED: u16 = 0x8000;
+
+// enum nf_tables_msg_types
+const NEWTABLE: u16 = 0;
+const GETTABLE: u16 = 1;
+const DELTABLE: u16 = 2;
+const NEWCHAIN: u16 = 3;
+const GETCHAIN: u16 = 4;
+const DELCHAIN: u16 = 5;
+const NEWRULE: u16 = 6;
+const DELRULE: u16 = 8;
+const NEWSET: u16 = 9;
+const GETSET: u16 = 10;
+const DELSET: u16 = 11;
+const NEWSETELEM: u16 = 12;
+const DELSETELEM: u16 = 14;
+
+// Attributes, each enum from 1 (UNSPEC is 0).
+const TABLE_NAME: u16 = 1;
+const TABLE_USERDATA: u16 = 6;
+const CHAIN_TABLE: u16 = 1;
+const CHAIN_NAME: u16 = 3;
+const CHAIN_HOOK: u16 = 4;
+const CHAIN_TYPE: u16 = 7;
+const HOOK_HOOKNUM: u16 = 1;
+const HOOK_PRIORITY: u16 = 2;
+const RULE_TABLE: u16 = 1;
+const RULE_CHAIN: u16 = 2;
+const RULE_EXPRESSIONS: u16 = 4;
+const SET_TABLE: u16 = 1;
+const SET_NAME: u16 = 2;
+const SET_FLAGS: u16 = 3;
+const SET_KEY_TYPE: u16 = 4;
+const SET_KEY_LEN: u16 = 5;
+const SET_DATA_TYPE: u16 = 6;
+const SET_DESC: u16 = 9;
+const SET_ID: u16 = 10;
+const SET_TIMEOUT: u16 = 11;
+const SET_USERDATA: u16 = 13;
+const SET_DESC_SIZE: u16 = 1;
+const SET_ELEM_LIST_TABLE: u16 = 1;
+const SET_ELEM_LIST_SET: u16 = 2;
+const SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const SET_ELEM_KEY: u16 = 1;
+const SET_ELEM_DATA: u16 = 2;
+const SET_ELEM_USERDATA: u16 = 6;
+const DATA_VALUE: u16 = 1;
+const DATA_VERDICT: u16 = 2;
+const VERDICT_CODE: u16 = 1;
+const VERDICT_CHAIN: u16 = 2;
+const LIST_ELEM: u16 = 1;
+const EXPR_NAME: u16 = 1;
+const EXPR_DATA: u16 = 2;
+
+const NFT_SET_MAP: u32 = 0x8;
+const NFT_SET_TIMEOUT: u32 = 0x10;
+const NFT_SET_EVAL: u32 = 0x20;
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+
+// nft's data type ids (src/datatype.h), which `nft list` reads back to print keys; a
+// concatenation is its types 6 bits each.
+const TYPE_IPADDR: u32 = 7;
+const TYPE_INET_PROTOCOL: u32 = 12;
+const TYPE_INET_SERVICE: u32 = 13;
+
+// libnftnl's user data: type, length, value; comments are type 0, except a set's (7).
+const UDATA_COMMENT: u8 = 0;
+const UDATA_SET_COMMENT: u8 = 7;
+
+// Registers: the verdict, a 16-byte one, and the 4-byte ones that concatenations fill.
+const REG_VERDICT: u32 = 0;
+const REG_1: u32 = 1;
+const REG_2: u32 = 2;
+const REG32_00: u32 = 8;
+
+const NF_ACCEPT: i32 = 1;
+const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+const NFT_RETURN: i32 = -5;
+
+/// An nf_tables netlink socket.
+pub struct Socket {
+    fd: OwnedFd,
+}
+
+/// What [`Socket::dump_names`] lists.
+#[derive(Clone, Copy)]
+pub enum Listing {
+    Tables,
+    Chains,
+    Sets,
+}
+
+impl Socket {
+    pub fn open() -> Result<Socket, Error> {
+        // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_NETFILTER) };
+        if fd < 0 {
+            return Err(Error::io("open an nf_tables netlink socket")(std::io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh fd of ours.
+        Ok(Socket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Sends `script` as one batch; the kernel has committed it or refused all of it by
+    /// the time send returns (netlink hands the batch to nf_tables in the sender's call).
+    pub fn apply(&self, script: &Script) -> Result<(), Error> {
+        let mut batch = Buffer::default();
+        batch.message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES, |_| {});
+        for (i, command) in script.commands.iter().enumerate() {
+            encode(&mut batch, script.table, command, i as u32 + 1);
+        }
+        let end = script.commands.len() as u32 + 1;
+        batch.message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, NFNL_SUBSYS_NFTABLES, |_| {});
+        // A batch is one datagram: the send buffer must hold it whole (SO_SNDBUFFORCE: we
+        // are root), and the answers, errors only, fit in a modest receive buffer.
+        self.set_buffer(libc::SO_SNDBUFFORCE, batch.bytes.len() + 4096)?;
+        self.send(&batch.bytes)?;
+        let mut refused = Vec::new();
+        while let Some(reply) = self.receive(libc::MSG_DONTWAIT)? {
+            for (kind, seq, payload) in messages(&reply) {
+                if kind == NLMSG_ERROR {
+                    let code = i32::from_ne_bytes(payload[..4].try_into().unwrap_or_default());
+                    if code != 0 {
+                        refused.push((seq, std::io::Error::from_raw_os_error(-code)));
+                    }
+                }
+            }
+        }
+        let Some((seq, error)) = refused.into_iter().next() else { return Ok(()) };
+        let what = match script.commands.get((seq as usize).wrapping_sub(1)) {
+            Some(command) => script.line(command),
+            None => "commit the transaction".into(),
+        };
+        Err(Error::Nftables(format!("nftables refused {what:?}: {error}")))
+    }
+
+    /// The names of the tables of the `ip` family, or of the chains or sets of `table`.
+    pub fn dump_names(&self, listing: Listing, table: &str) -> Result<Vec<String>, Error> {
+        let (kind, table_attr, name_attr) = match listing {
+            Listing::Tables => (GETTABLE, 0, TABLE_NAME),
+            Listing::Chains => (GETCHAIN, CHAIN_TABLE, CHAIN_NAME),
+            Listing::Sets => (GETSET, SET_TABLE, SET_NAME),
+        };
+        let mut request = Buffer::default();
+        request.message(nft(kind), NLM_F_REQUEST | NLM_F_DUMP, 1, NFPROTO_IPV4, 0, |b| {
+            if table_attr != 0 {
+                b.string(table_attr, table);
+            }
+        });
+        self.send(&request.bytes)?;
+        let mut names = Vec::new();
+        loop {
+            let reply = self.receive(0)?.unwrap_or_default();
+            for (kind, _, payload) in messages(&reply) {
+                match kind {
+                    NLMSG_DONE => return Ok(names),
+                    NLMSG_ERROR => {
+                        let code = i32::from_ne_bytes(payload[..4].try_into().unwrap_or_default());
+                        // No such table: nothing in it.
+                        if code == -libc::ENOENT {
+                            return Ok(names);
+                        }
+                        return Err(Error::Nftables(format!(
+                            "list nftables: {}",
+                            std::io::Error::from_raw_os_error(-code)
+                        )));
+                    }
+                    _ => {
+                        // nfgenmsg (4 bytes), then the object's attributes.
+                        let attrs = attributes(&payload[4.min(payload.len())..]);
+                        let of_table =
+                            table_attr == 0 || attrs.iter().any(|(t, v)| *t == table_attr && c_string(v) == table);
+                        if let Some((_, name)) = attrs.iter().find(|(t, _)| *t == name_attr)
+                            && of_table
+                        {
+                            names.push(c_string(name).to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_buffer(&self, option: i32, size: usize) -> Result<(), Error> {
+        let size = size.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: setsockopt with a pointer to an int that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::io("size the nf_tables socket's buffer")(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn send(&self, bytes: &[u8]) -> Result<(), Error> {
+        // SAFETY: a zeroed sockaddr_nl is the kernel's address (pid 0).
+        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: the buffer and address outlive the call.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&raw const address).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(Error::io("send to nf_tables")(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// One datagram of answers; `None` when `flags` has MSG_DONTWAIT and none is waiting.
+    fn receive(&self, flags: i32) -> Result<Option<Vec<u8>>, Error> {
+        let mut buffer = vec![0u8; 1 << 16];
+        // SAFETY: the buffer outlives the call and its length is passed.
+        let read = unsafe { libc::recv(self.fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), flags) };
+        if read < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(Error::io("read from nf_tables")(error));
+        }
+        buffer.truncate(read as usize);
+        Ok(Some(buffer))
+    }
+}
+
+/// The netlink messages of a datagram: (type, sequence number, payload).
+fn messages(datagram: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    let mut found = Vec::new();
+    let mut rest = datagram;
+    while rest.len() >= 16 {
+        let len = u32::from_ne_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        if len < 16 || len > rest.len() {
+            break;
+        }
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        let seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
+        found.push((kind, seq, &rest[16..len]));
+        rest = &rest[align(len).min(rest.len())..];
+    }
+    found
+}
+
+/// The top-level attributes of a payload: (type without flags, value).
+fn attributes(mut payload: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut found = Vec::new();
+    while payload.len() >= 4 {
+        let len = u16::from_ne_bytes([payload[0], payload[1]]) as usize;
+        if len < 4 || len > payload.len() {
+            break;
+        }
+        found.push((u16::from_ne_bytes([payload[2], payload[3]]) & !NLA_F_NESTED, &payload[4..len]));
+        payload = &payload[align(len).min(payload.len())..];
+    }
+    found
+}
+
+fn c_string(value: &[u8]) -> &str {
+    std::str::from_utf8(value.split(|b| *b == 0).next().unwrap_or_default()).unwrap_or_default()
+}
+
+fn align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+fn nft(kind: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | kind
+}
+
+/// Netlink messages being written.
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+}
+
+impl Buffer {
+    /// A message: netlink header, nfgenmsg, then what `body` writes.
+    fn message(&mut self, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, body: impl FnOnce(&mut Buffer)) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        self.bytes.extend_from_slice(&kind.to_ne_bytes());
+        self.bytes.extend_from_slice(&flags.to_ne_bytes());
+        self.bytes.extend_from_slice(&seq.to_ne_bytes());
+        self.bytes.extend_from_slice(&0u32.to_ne_bytes());
+        self.bytes.extend_from_slice(&[family, 0]);
+        self.bytes.extend_from_slice(&res_id.to_be_bytes());
+        body(self);
+        let len = (self.bytes.len() - start) as u32;
+        self.bytes[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn attr(&mut self, kind: u16, value: &[u8]) {
+        self.bytes.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        self.bytes.extend_from_slice(&kind.to_ne_bytes());
+        self.bytes.extend_from_slice(value);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        self.bytes.resize(align(self.bytes.len()), 0);
+    }
+
+    fn string(&mut self, kind: u16, value: &str) {
+        let mut bytes = value.as_bytes().to_vec();
+        bytes.push(0);
+        self.attr(kind, &bytes);
+    }
+
+    /// nf_tables' integers are big-endian.
+    fn u32(&mut self, kind: u16, value: u32) {
+        self.attr(kind, &value.to_be_bytes());
+    }
+
+    fn nested(&mut self, kind: u16, body: impl FnOnce(&mut Buffer)) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0, 0]);
+        self.bytes.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        body(self);
+        let len = (self.bytes.len() - start) as u16;
+        self.bytes[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// NFTA_DATA_VALUE inside `kind`.
+    fn data(&mut self, kind: u16, value: &[u8]) {
+        self.nested(kind, |b| b.attr(DATA_VALUE, value));
+    }
+
+    fn verdict(&mut self, kind: u16, code: i32, chain: Option<&str>) {
+        self.nested(kind, |b| {
+            b.nested(DATA_VERDICT, |b| {
+                b.u32(VERDICT_CODE, code as u32);
+                if let Some(chain) = chain {
+                    b.string(VERDICT_CHAIN, chain);
+                }
+            })
+        });
+    }
+
+    /// A comment as libnftnl's user data.
+    fn comment(&mut self, kind: u16, udata_type: u8, comment: &str) {
+        let mut value = vec![udata_type, (comment.len() + 1) as u8];
+        value.extend_from_slice(comment.as_bytes());
+        value.push(0);
+        self.attr(kind, &value);
+    }
+}
+
+fn encode(b: &mut Buffer, table: &str, command: &Command, seq: u32) {
+    let create = NLM_F_REQUEST | NLM_F_CREATE;
+    match command {
+        Command::AddTable { comment } => b.message(nft(NEWTABLE), create, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(TABLE_NAME, table);
+            b.comment(TABLE_USERDATA, UDATA_COMMENT, comment);
+        }),
+        Command::DeleteTable => {
+            b.message(nft(DELTABLE), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| b.string(TABLE_NAME, table))
+        }
+        Command::AddChain { name, hook } => b.message(nft(NEWCHAIN), create, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(CHAIN_TABLE, table);
+            b.string(CHAIN_NAME, name);
+            if let Some(hook) = hook {
+                b.nested(CHAIN_HOOK, |b| {
+                    b.u32(HOOK_HOOKNUM, hook_number(hook));
+                    b.u32(HOOK_PRIORITY, hook.priority as u32);
+                });
+                b.string(
+                    CHAIN_TYPE,
+                    match hook.kind {
+                        ChainKind::Filter => "filter",
+                        ChainKind::Nat => "nat",
+                    },
+                );
+            }
+        }),
+        // A rule deletion without a handle empties the chain.
+        Command::FlushChain(chain) => b.message(nft(DELRULE), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(RULE_TABLE, table);
+            b.string(RULE_CHAIN, chain);
+        }),
+        Command::DeleteChain(chain) => b.message(nft(DELCHAIN), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(CHAIN_TABLE, table);
+            b.string(CHAIN_NAME, chain);
+        }),
+        Command::AddRule { chain, rule } => b.message(nft(NEWRULE), create | NLM_F_APPEND, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(RULE_TABLE, table);
+            b.string(RULE_CHAIN, chain);
+            b.nested(RULE_EXPRESSIONS, |b| expressions(b, rule));
+        }),
+        Command::AddMap { name, key, comment } => b.message(nft(NEWSET), create, seq, NFPROTO_IPV4, 0, |b| {
+            let (key_type, key_len) = match key {
+                KeyType::Destination => ((TYPE_IPADDR << 12) | (TYPE_INET_PROTOCOL << 6) | TYPE_INET_SERVICE, 12),
+                KeyType::Port => ((TYPE_INET_PROTOCOL << 6) | TYPE_INET_SERVICE, 8),
+            };
+            b.string(SET_TABLE, table);
+            b.string(SET_NAME, name);
+            b.u32(SET_FLAGS, NFT_SET_MAP);
+            b.u32(SET_KEY_TYPE, key_type);
+            b.u32(SET_KEY_LEN, key_len);
+            b.u32(SET_DATA_TYPE, NFT_DATA_VERDICT);
+            b.u32(SET_ID, seq);
+            b.comment(SET_USERDATA, UDATA_SET_COMMENT, comment);
+        }),
+        // An element deletion without elements empties the set.
+        Command::FlushMap(map) => b.message(nft(DELSETELEM), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(SET_ELEM_LIST_TABLE, table);
+            b.string(SET_ELEM_LIST_SET, map);
+        }),
+        Command::AddDynamicSet { name, timeout } => b.message(nft(NEWSET), create, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(SET_TABLE, table);
+            b.string(SET_NAME, name);
+            b.u32(SET_FLAGS, NFT_SET_TIMEOUT | NFT_SET_EVAL);
+            b.u32(SET_KEY_TYPE, TYPE_IPADDR);
+            b.u32(SET_KEY_LEN, 4);
+            b.u32(SET_ID, seq);
+            b.attr(SET_TIMEOUT, &(u64::from(*timeout) * 1000).to_be_bytes());
+            b.nested(SET_DESC, |b| b.u32(SET_DESC_SIZE, 65535));
+        }),
+        Command::DeleteSet(set) => b.message(nft(DELSET), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(SET_TABLE, table);
+            b.string(SET_NAME, set);
+        }),
+        Command::AddElement { map, element } => b.message(nft(NEWSETELEM), create, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(SET_ELEM_LIST_TABLE, table);
+            b.string(SET_ELEM_LIST_SET, map);
+            b.nested(SET_ELEM_LIST_ELEMENTS, |b| {
+                b.nested(LIST_ELEM, |b| {
+                    b.data(SET_ELEM_KEY, &key_bytes(&element.key));
+                    b.verdict(SET_ELEM_DATA, NFT_GOTO, Some(&element.goto));
+                    if let Some(comment) = &element.comment {
+                        b.comment(SET_ELEM_USERDATA, UDATA_COMMENT, comment);
+                    }
+                })
+            });
+        }),
+        Command::DeleteElement { map, key } => b.message(nft(DELSETELEM), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(SET_ELEM_LIST_TABLE, table);
+            b.string(SET_ELEM_LIST_SET, map);
+            b.nested(SET_ELEM_LIST_ELEMENTS, |b| b.nested(LIST_ELEM, |b| b.data(SET_ELEM_KEY, &key_bytes(key))));
+        }),
+    }
+}
+
+fn hook_number(hook: &Hook) -> u32 {
+    match hook.hook {
+        HookPoint::Prerouting => 0,
+        HookPoint::Input => 1,
+        HookPoint::Forward => 2,
+        HookPoint::Output => 3,
+        HookPoint::Postrouting => 4,
+    }
+}
+
+fn protocol_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    }
+}
+
+/// A key as the registers of a concatenation hold it: each field from the start of a
+/// 4-byte register, zero-padded.
+fn key_bytes(key: &Key) -> Vec<u8> {
+    let (ip, protocol, port) = match *key {
+        Key::Destination(ip, protocol, port) => (Some(ip), protocol, port),
+        Key::Port(protocol, port) => (None, protocol, port),
+    };
+    let mut bytes = ip.map(|ip| ip.octets().to_vec()).unwrap_or_default();
+    bytes.extend_from_slice(&[protocol_number(protocol), 0, 0, 0]);
+    bytes.extend_from_slice(&port.to_be_bytes());
+    bytes.extend_from_slice(&[0, 0]);
+    bytes
+}
+
+/// One expression: its name and attributes.
+fn expr(b: &mut Buffer, name: &str, body: impl FnOnce(&mut Buffer)) {
+    b.nested(LIST_ELEM, |b| {
+        b.string(EXPR_NAME, name);
+        b.nested(EXPR_DATA, body);
+    });
+}
+
+/// Header bases of the payload expression.
+const NETWORK_HEADER: u32 = 1;
+const TRANSPORT_HEADER: u32 = 2;
+const IP_SADDR: u32 = 12;
+const IP_DADDR: u32 = 16;
+const META_MARK: u32 = 3;
+const META_L4PROTO: u32 = 16;
+const CMP_EQ: u32 = 0;
+const CMP_NEQ: u32 = 1;
+
+fn payload(b: &mut Buffer, reg: u32, base: u32, offset: u32, len: u32) {
+    expr(b, "payload", |b| {
+        b.u32(1, reg); // DREG
+        b.u32(2, base);
+        b.u32(3, offset);
+        b.u32(4, len);
+    });
+}
+
+fn meta_load(b: &mut Buffer, reg: u32, key: u32) {
+    expr(b, "meta", |b| {
+        b.u32(1, reg); // DREG
+        b.u32(2, key);
+    });
+}
+
+fn cmp(b: &mut Buffer, reg: u32, op: u32, value: &[u8]) {
+    expr(b, "cmp", |b| {
+        b.u32(1, reg);
+        b.u32(2, op);
+        b.data(3, value);
+    });
+}
+
+/// reg = (reg & mask) ^ xor
+fn bitwise(b: &mut Buffer, reg: u32, mask: &[u8], xor: &[u8]) {
+    expr(b, "bitwise", |b| {
+        b.u32(1, reg); // SREG
+        b.u32(2, reg); // DREG
+        b.u32(3, mask.len() as u32);
+        b.data(4, mask);
+        b.data(5, xor);
+    });
+}
+
+fn immediate_verdict(b: &mut Buffer, code: i32, chain: Option<&str>) {
+    expr(b, "immediate", |b| {
+        b.u32(1, REG_VERDICT);
+        b.verdict(2, code, chain);
+    });
+}
+
+fn immediate_data(b: &mut Buffer, reg: u32, value: &[u8]) {
+    expr(b, "immediate", |b| {
+        b.u32(1, reg);
+        b.data(2, value);
+    });
+}
+
+fn lookup(b: &mut Buffer, set: &str, reg: u32, verdict: bool) {
+    expr(b, "lookup", |b| {
+        b.string(1, set);
+        b.u32(2, reg); // SREG
+        if verdict {
+            b.u32(3, REG_VERDICT); // DREG
+        }
+    });
+}
+
+/// Loads an address field and compares it with `net` (a prefix compares its masked bits).
+fn address_match(b: &mut Buffer, offset: u32, net: ipnet::Ipv4Net, op: u32) {
+    payload(b, REG_1, NETWORK_HEADER, offset, 4);
+    if net.prefix_len() < 32 {
+        bitwise(b, REG_1, &net.netmask().octets(), &[0; 4]);
+    }
+    cmp(b, REG_1, op, &net.network().octets());
+}
+
+fn host(ip: std::net::Ipv4Addr) -> ipnet::Ipv4Net {
+    ipnet::Ipv4Net::from(ip)
+}
+
+fn expressions(b: &mut Buffer, rule: &Rule) {
+    for m in &rule.matches {
+        match m {
+            Match::SourceIs(ip) => address_match(b, IP_SADDR, host(*ip), CMP_EQ),
+            Match::SourceIn(net) => address_match(b, IP_SADDR, *net, CMP_EQ),
+            Match::SourceNotIn(net) => address_match(b, IP_SADDR, *net, CMP_NEQ),
+            Match::SourceInSet(set) => {
+                payload(b, REG_1, NETWORK_HEADER, IP_SADDR, 4);
+                lookup(b, set, REG_1, false);
+            }
+            Match::DestinationIs(ip) => address_match(b, IP_DADDR, host(*ip), CMP_EQ),
+            Match::DestinationIn(net) => address_match(b, IP_DADDR, *net, CMP_EQ),
+            Match::DestinationNotIn(net) => address_match(b, IP_DADDR, *net, CMP_NEQ),
+            Match::Port(protocol, port) => {
+                meta_load(b, REG_1, META_L4PROTO);
+                cmp(b, REG_1, CMP_EQ, &[protocol_number(*protocol)]);
+                payload(b, REG_1, TRANSPORT_HEADER, 2, 2);
+                cmp(b, REG_1, CMP_EQ, &port.to_be_bytes());
+            }
+            Match::Protocol(protocol) => {
+                meta_load(b, REG_1, META_L4PROTO);
+                cmp(b, REG_1, CMP_EQ, &[protocol_number(*protocol)]);
+            }
+            Match::NewConnection => {
+                expr(b, "ct", |b| {
+                    b.u32(1, REG_1); // DREG
+                    b.u32(2, 0); // NFT_CT_STATE
+                });
+                bitwise(b, REG_1, &8u32.to_ne_bytes(), &[0; 4]); // NF_CT_STATE_BIT(IP_CT_NEW)
+                cmp(b, REG_1, CMP_NEQ, &[0; 4]);
+            }
+            Match::LocalDestination => {
+                expr(b, "fib", |b| {
+                    b.u32(1, REG_1); // DREG
+                    b.u32(2, 3); // NFT_FIB_RESULT_ADDRTYPE
+                    b.u32(3, 2); // NFTA_FIB_F_DADDR
+                });
+                cmp(b, REG_1, CMP_EQ, &2u32.to_ne_bytes()); // RTN_LOCAL
+            }
+            Match::MarkSet(bits) | Match::MarkClear(bits) => {
+                meta_load(b, REG_1, META_MARK);
+                bitwise(b, REG_1, &bits.to_ne_bytes(), &[0; 4]);
+                let wanted = if matches!(m, Match::MarkSet(_)) { *bits } else { 0 };
+                cmp(b, REG_1, CMP_EQ, &wanted.to_ne_bytes());
+            }
+            Match::OneIn(n) => {
+                expr(b, "numgen", |b| {
+                    b.u32(1, REG_1); // DREG
+                    b.u32(2, *n as u32); // MODULUS
+                    b.u32(3, 1); // NFT_NG_RANDOM
+                    b.u32(4, 0); // OFFSET
+                });
+                cmp(b, REG_1, CMP_EQ, &[0; 4]);
+            }
+        }
+    }
+    for action in &rule.actions {
+        match action {
+            Action::Jump(chain) => immediate_verdict(b, NFT_JUMP, Some(chain)),
+            Action::Goto(chain) => immediate_verdict(b, NFT_GOTO, Some(chain)),
+            Action::Return => immediate_verdict(b, NFT_RETURN, None),
+            Action::Accept => immediate_verdict(b, NF_ACCEPT, None),
+            Action::Reject => expr(b, "reject", |b| {
+                b.u32(1, 0); // NFT_REJECT_ICMP_UNREACH
+                b.attr(2, &[3]); // ICMP_PORT_UNREACH
+            }),
+            Action::SetMark(bits) | Action::ToggleMark(bits) => {
+                meta_load(b, REG_1, META_MARK);
+                if matches!(action, Action::SetMark(_)) {
+                    bitwise(b, REG_1, &(!bits).to_ne_bytes(), &bits.to_ne_bytes());
+                } else {
+                    bitwise(b, REG_1, &u32::MAX.to_ne_bytes(), &bits.to_ne_bytes());
+                }
+                expr(b, "meta", |b| {
+                    b.u32(2, META_MARK);
+                    b.u32(3, REG_1); // SREG
+                });
+            }
+            Action::Masquerade { fully_random } => expr(b, "masq", |b| {
+                if *fully_random {
+                    b.u32(1, 0x10); // NF_NAT_RANGE_PROTO_RANDOM_FULLY
+                }
+            }),
+            Action::Dnat(to) => {
+                immediate_data(b, REG_1, &to.ip().octets());
+                immediate_data(b, REG_2, &to.port().to_be_bytes());
+                expr(b, "nat", |b| {
+                    b.u32(1, 1); // NFT_NAT_DNAT
+                    b.u32(2, u32::from(NFPROTO_IPV4));
+                    b.u32(3, REG_1); // REG_ADDR_MIN
+                    b.u32(5, REG_2); // REG_PROTO_MIN
+                });
+            }
+            Action::RememberSource(set) => {
+                payload(b, REG_1, NETWORK_HEADER, IP_SADDR, 4);
+                expr(b, "dynset", |b| {
+                    b.string(1, set); // SET_NAME
+                    b.u32(3, 1); // NFT_DYNSET_OP_UPDATE
+                    b.u32(4, REG_1); // SREG_KEY
+                });
+            }
+            Action::DestinationVmap(map) => {
+                payload(b, REG32_00, NETWORK_HEADER, IP_DADDR, 4);
+                meta_load(b, REG32_00 + 1, META_L4PROTO);
+                payload(b, REG32_00 + 2, TRANSPORT_HEADER, 2, 2);
+                lookup(b, map, REG32_00, true);
+            }
+            Action::PortVmap(map) => {
+                meta_load(b, REG32_00, META_L4PROTO);
+                payload(b, REG32_00 + 1, TRANSPORT_HEADER, 2, 2);
+                lookup(b, map, REG32_00, true);
+            }
+        }
+    }
+}
