@@ -1228,3 +1228,39 @@ fn restart_policies_keep_pods_up_until_stopped() {
         node.ok(&["rm", "-f", pod]);
     }
 }
+
+/// Removing a pod leaves the deletion of what it wrote to disk to a background process:
+/// freeing blocks may wait for the disk (a synchronous discard behind other writes), and
+/// no command should. The pod is gone from the node's records at once; its tree follows.
+#[test]
+fn a_removed_pods_files_are_deleted_in_the_background() {
+    let node = node();
+    node.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "writer",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "head -c 4000000 /dev/zero > /big; echo done; sleep 60",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.ok(&["logs", "writer"]).contains("done") {
+        assert!(std::time::Instant::now() < deadline, "the pod never wrote its file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.ok(&["rm", "-f", "writer"]);
+    node.ok(&["run", "--rm", "busybox", "--", "sh", "-c", "head -c 4000000 /dev/zero > /big"]);
+    assert_eq!(std::fs::read_dir(node.data_dir().join("pods")).unwrap().count(), 0, "the pods are gone at once");
+    let removed = [node.data_dir().join("removed"), node.log_dir().join("removed")];
+    let left = || -> Vec<std::path::PathBuf> {
+        removed.iter().flat_map(|d| std::fs::read_dir(d).into_iter().flatten().map(|e| e.unwrap().path())).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !left().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never deleted: {:?}", left());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -130,6 +130,66 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// The 99th percentile (with fewer than 100 samples, the largest).
+fn p99(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)]
+}
+
+/// Keeps the disk under a directory busy until dropped: a thread writes 2 MB and
+/// fdatasyncs it, over and over, as a database, an image pull or a log shipper does on a
+/// working node.
+struct BusyDisk {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusyDisk {
+    fn start(dir: &Path) -> BusyDisk {
+        use std::io::Seek;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = dir.join("busy-disk");
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Bytes a disk cannot compress or skip: xorshift.
+                let mut x = 0x9e37_79b9_7f4a_7c15u64;
+                let chunk: Vec<u8> = (0..2 << 20)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                let mut file = fs::File::create(&path).expect("busy disk file");
+                let mut written = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if written >= 64 << 20 {
+                        file.set_len(0).and_then(|()| file.rewind()).expect("rewind the busy disk file");
+                        written = 0;
+                    }
+                    file.write_all(&chunk).and_then(|()| file.sync_data()).expect("write the busy disk file");
+                    written += chunk.len();
+                }
+                drop(file);
+                let _ = fs::remove_file(&path);
+            })
+        };
+        BusyDisk { stop, writer: Some(writer) }
+    }
+}
+
+impl Drop for BusyDisk {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
 /// Times each contender in turn, `RUNS` rounds, after `prepare` (untimed, with the page
 /// cache's dirty data flushed so one run's writeback does not land in the next); returns
 /// each one's median.

@@ -27,8 +27,7 @@ use crate::logs::{CriLog, Stream, rfc3339_nano};
 use crate::process;
 use crate::spec::{ContainerSpec, NetworkMode, WindowSize};
 use crate::state::{
-    ContainerProcess, ExitStatus, PodDirs, PodRecord, ProcessRecord, read_json, remove_dir_all_if_present,
-    write_json_atomic,
+    ContainerProcess, ExitStatus, PodDirs, PodRecord, ProcessRecord, move_aside, read_json, write_json_atomic,
 };
 
 const LOG_MAX_SIZE: u64 = 10 << 20;
@@ -113,7 +112,14 @@ fn enter(state_dir: &Path) -> io::Result<()> {
     mask.thread_block().map_err(io::Error::from)?;
     let record: PodRecord = read_json(&state_dir.join("pod.json"))?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "pod.json missing"))?;
-    let dirs = PodDirs { state: state_dir.to_path_buf(), data: record.data_dir.clone(), netns: Default::default() };
+    // The pod's data directory is DATA_DIR/pods/<uid>.
+    let data_root = record.data_dir.ancestors().nth(2).unwrap_or(&record.data_dir);
+    let dirs = PodDirs {
+        state: state_dir.to_path_buf(),
+        data: record.data_dir.clone(),
+        netns: Default::default(),
+        removed: crate::state::removed_dir(data_root),
+    };
     let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     if record.spec.network != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -479,7 +485,7 @@ impl PodInit {
         // A restarted container starts again from its image, as kubelet's new container
         // would; and a `volatile` overlay's upper and work dirs cannot be mounted twice.
         for dir in [&paths.upper, &paths.work] {
-            remove_dir_all_if_present(dir)?;
+            move_aside(dir, &self.dirs.removed)?;
         }
         for dir in [&paths.rootfs, &paths.upper, &paths.work] {
             std::fs::create_dir_all(dir)?;

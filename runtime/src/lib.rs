@@ -319,7 +319,7 @@ impl Runtime {
             let dirs = PodDirs::new(&self.run_dir, &self.data_dir, &uid);
             if !dirs.state.exists() {
                 unmount_all_under(&dirs.data).map_err(Error::io(format!("pod {uid}: unmount")))?;
-                std::fs::remove_dir_all(&dirs.data).map_err(Error::io(format!("pod {uid}: remove data")))?;
+                state::move_aside(&dirs.data, &dirs.removed).map_err(Error::io(format!("pod {uid}: remove data")))?;
                 removed.push(uid);
             }
         }
@@ -547,11 +547,19 @@ impl Runtime {
         let _ = std::fs::remove_file(&pod.dirs.netns);
         unmount_all_under(&pod.dirs.state).map_err(Error::io(format!("pod {name}: unmount state")))?;
         unmount_all_under(&pod.dirs.data).map_err(Error::io(format!("pod {name}: unmount volumes")))?;
-        for dir in [&pod.dirs.data, &pod.dirs.state] {
-            state::remove_dir_all_if_present(dir)
-                .map_err(Error::io(format!("pod {name}: remove {}", dir.display())))?;
-        }
-        Ok(())
+        // The state directory is in memory (the run directory); what is on disk is deleted
+        // later, by `sweep_removed`.
+        state::move_aside(&pod.dirs.data, &pod.dirs.removed)
+            .map_err(Error::io(format!("pod {name}: remove {}", pod.dirs.data.display())))?;
+        state::remove_dir_all_if_present(&pod.dirs.state)
+            .map_err(Error::io(format!("pod {name}: remove {}", pod.dirs.state.display())))
+    }
+
+    /// Deletes what removed pods and restarted containers left on disk: run it where no
+    /// one waits for it (a background process, the agent's timer).
+    pub fn sweep_removed(&self) -> Result<()> {
+        let removed = state::removed_dir(&self.data_dir);
+        state::sweep(&removed).map_err(Error::io(format!("delete what {} holds", removed.display())))
     }
 }
 

@@ -16,7 +16,7 @@ mod up;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -189,26 +189,30 @@ impl Cli {
     }
 }
 
-/// `podctl __cleanup UID [node options]`: the process `run -d --rm` leaves behind to
-/// remove the pod once its containers have exited. Not a command of the command line
-/// (help and completions do not offer it): `main` dispatches it.
-/// podctl's own background processes for a `podctl run -d` pod: `__cleanup` removes it
-/// once its containers are done (`--rm`), `__supervise` keeps them up by its restart
-/// policy (`--restart`).
-pub const HELPERS: [&str; 2] = ["__cleanup", "__supervise"];
+/// podctl's own background processes, not commands of the command line (help and
+/// completions do not offer them; `main` dispatches them): for a `podctl run -d` pod,
+/// `__cleanup UID` removes it once its containers are done (`--rm`) and `__supervise UID`
+/// keeps them up by its restart policy (`--restart`); `__sweep` deletes what removed pods
+/// left on disk, so that no command waits for the disk to free it.
+pub const HELPERS: [&str; 3] = ["__cleanup", "__supervise", "__sweep"];
 
 #[derive(Parser)]
 struct Helper {
     #[command(flatten)]
     opts: NodeOptions,
-    uid: String,
+    uid: Option<String>,
 }
 
 pub fn helper(name: &str, args: impl Iterator<Item = std::ffi::OsString>) -> Result<ExitCode> {
     let helper = Helper::parse_from(std::iter::once(format!("podctl {name}").into()).chain(args));
+    let uid = || helper.uid.as_deref().context("the pod's uid");
     match name {
-        "__supervise" => pods::supervise(&helper.uid, &helper.opts),
-        _ => pods::cleanup(&helper.uid, &helper.opts),
+        "__supervise" => pods::supervise(uid()?, &helper.opts),
+        "__sweep" => {
+            crate::kubelet::sandbox::sweep(&helper.opts.runtime()?, &helper.opts.log_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => pods::cleanup(uid()?, &helper.opts),
     }
 }
 

@@ -286,16 +286,18 @@ pub fn cleanup(uid: &str, opts: &NodeOptions) -> Result<ExitCode> {
     // Removed meanwhile (`rm -f`): nothing left to do.
     if let Some(pod) = find() {
         sandbox::remove(&runtime, &opts.network(), &pod, &opts.log_dir)?;
+        sandbox::sweep(&runtime, &opts.log_dir)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts one of podctl's helpers (`__cleanup`, `__supervise`) for pod `uid`, in a
-/// process group of its own that outlives this command.
-pub fn in_background(opts: &NodeOptions, helper: &str, uid: &str) -> Result<()> {
+/// Starts one of podctl's helpers (`__cleanup`, `__supervise` for pod `uid`; `__sweep`),
+/// in a process group of its own that outlives this command.
+pub fn in_background(opts: &NodeOptions, helper: &str, uid: Option<&str>) -> Result<()> {
     use std::os::unix::process::CommandExt;
     std::process::Command::new("/proc/self/exe")
-        .args([helper, uid])
+        .arg(helper)
+        .args(uid)
         .args(opts.as_flags())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -411,7 +413,7 @@ fn start_pod(runtime: &Runtime, opts: &NodeOptions, pod: &Pod) -> Result<()> {
     }
     if pod.record.spec.restart != runtime::Restart::No {
         end_supervisor(pod);
-        in_background(opts, "__supervise", pod.uid())?;
+        in_background(opts, "__supervise", Some(pod.uid()))?;
     }
     println!("{}", pod.name());
     Ok(())
@@ -448,7 +450,7 @@ pub fn stop(args: StopArgs, opts: &NodeOptions) -> Result<ExitCode> {
 pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
     require_root("podctl rm")?;
     let runtime = opts.runtime()?;
-    Ok(each_pod(&runtime, &args.pods, |pod| {
+    let code = each_pod(&runtime, &args.pods, |pod| {
         if !pod.running_containers().is_empty() && !args.force {
             bail!("pod {} is running: stop it first, or use rm -f", pod.name());
         }
@@ -456,7 +458,9 @@ pub fn rm(args: RmArgs, opts: &NodeOptions) -> Result<ExitCode> {
         sandbox::remove(&runtime, &opts.network(), pod, &opts.log_dir)?;
         println!("{}", pod.name());
         Ok(())
-    }))
+    });
+    in_background(opts, "__sweep", None)?;
+    Ok(code)
 }
 
 /// Does `act` to each named pod, saying why it could not be done to some, as docker

@@ -193,21 +193,23 @@ impl RunArgs {
             })
         {
             sandbox::remove(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
+            let _ = super::pods::in_background(opts, "__sweep", None);
             return Err(e);
         }
         let code = self.run_containers(&runtime, &sandbox, &plan)?;
         if self.detach {
             if self.rm {
-                super::pods::in_background(opts, "__cleanup", sandbox.uid())?;
+                super::pods::in_background(opts, "__cleanup", Some(sandbox.uid()))?;
             }
             if plan.pod.restart != runtime::Restart::No {
-                super::pods::in_background(opts, "__supervise", sandbox.uid())?;
+                super::pods::in_background(opts, "__supervise", Some(sandbox.uid()))?;
             }
             println!("{name}");
             return Ok(ExitCode::SUCCESS);
         }
         if self.rm {
             sandbox::remove(&runtime, &opts.network(), &sandbox, &opts.log_dir)?;
+            super::pods::in_background(opts, "__sweep", None)?;
         }
         Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }

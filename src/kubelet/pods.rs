@@ -185,7 +185,18 @@ pub async fn run(
                 Some(Err(e)) => tracing::warn!("watch pods: {e}"),
                 None => anyhow::bail!("the watch of pods ended"),
             },
-            _ = resync.tick() => if listed { workers.resync() },
+            _ = resync.tick() => {
+                if listed {
+                    workers.resync();
+                }
+                // What removed pods left on disk is deleted here, where no pod start waits.
+                let (runtime, log_dir) = (workers.node.runtime.clone(), workers.node.log_dir.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = super::sandbox::sweep(&runtime, &log_dir) {
+                        tracing::warn!("delete what removed pods left: {e:#}");
+                    }
+                });
+            }
         }
     }
 }

@@ -72,7 +72,8 @@ pub fn log_dir(log_root: &Path, spec: &runtime::PodSpec) -> std::path::PathBuf {
     log_root.join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid))
 }
 
-/// Removes the pod, its address and its logs.
+/// Removes the pod, its address and its logs. What it had on disk is moved aside for
+/// [`sweep`] to delete, off the caller's path.
 pub fn remove(runtime: &Runtime, network: &net::PodNetwork, pod: &Pod, log_root: &Path) -> Result<()> {
     runtime.remove_pod(pod)?;
     if pod.record.spec.network == NetworkMode::Pod {
@@ -81,5 +82,12 @@ pub fn remove(runtime: &Runtime, network: &net::PodNetwork, pod: &Pod, log_root:
             sync_host_ports(runtime, network)?;
         }
     }
-    Ok(runtime::state::remove_dir_all_if_present(&log_dir(log_root, &pod.record.spec))?)
+    let removed = runtime::state::removed_dir(log_root);
+    Ok(runtime::state::move_aside(&log_dir(log_root, &pod.record.spec), &removed)?)
+}
+
+/// Deletes what removed pods left on disk (their data and logs).
+pub fn sweep(runtime: &Runtime, log_root: &Path) -> Result<()> {
+    runtime.sweep_removed()?;
+    Ok(runtime::state::sweep(&runtime::state::removed_dir(log_root))?)
 }
