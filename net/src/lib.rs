@@ -81,26 +81,18 @@ const NFTABLES_KERNEL: (u32, u32) = (5, 13);
 
 impl Firewall {
     /// The one `mode` names; without a mode, nftables where the kernel is recent enough
-    /// and `nft` works, else iptables.
+    /// and answers nf_tables, else iptables.
     pub fn new(mode: Option<Mode>) -> Result<Firewall, Error> {
         match mode {
             Some(Mode::Iptables) => Ok(Firewall::Iptables(Iptables::detect())),
             Some(Mode::Nftables) if nft::Nft::available() => Ok(Firewall::Nftables),
             Some(Mode::Nftables) => Err(Error::Invalid(
-                "proxy mode nftables: `nft list tables` fails here (no nft binary, or a kernel without nf_tables)"
-                    .into(),
+                "proxy mode nftables: this kernel does not answer nf_tables (no nf_tables module?)".into(),
             )),
             None if kernel_version().is_some_and(|v| v >= NFTABLES_KERNEL) && nft::Nft::available() => {
                 Ok(Firewall::Nftables)
             }
             None => Ok(Firewall::Iptables(Iptables::detect())),
-        }
-    }
-
-    pub fn mode(&self) -> Mode {
-        match self {
-            Firewall::Nftables => Mode::Nftables,
-            Firewall::Iptables(_) => Mode::Iptables,
         }
     }
 }
