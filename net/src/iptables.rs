@@ -70,13 +70,25 @@ impl Iptables {
 
     /// The rules of one table, in iptables-save form.
     pub fn save(&self, table: &str) -> Result<String, Error> {
+        self.dump(&["-t", table])
+    }
+
+    /// iptables-save with `args`.
+    fn dump(&self, args: &[&str]) -> Result<String, Error> {
         let program = format!("{}-save", self.command);
-        let output =
-            Command::new(&program).args(["-t", table]).output().map_err(Error::io(format!("run {program}")))?;
+        let output = Command::new(&program).args(args).output().map_err(Error::io(format!("run {program}")))?;
         if !output.status.success() {
             return Err(Error::Iptables(format!("{program}: {}", String::from_utf8_lossy(&output.stderr).trim())));
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Deletes the chains `is_ours` names, and every rule elsewhere that jumps to them, in
+    /// whichever tables have them; nothing happens when none has.
+    pub fn remove_chains(&self, is_ours: impl Fn(&str) -> bool) -> Result<(), Error> {
+        // Without `-t`: only the tables that exist (asking for one creates it).
+        let input = removal(&self.dump(&[])?, is_ours);
+        if input.is_empty() { Ok(()) } else { self.restore(&input) }
     }
 
     /// Applies `rules` and, in the same restore, inserts at the head of the built-in chains
@@ -97,21 +109,6 @@ impl Iptables {
             }
             input += "COMMIT\n";
         }
-        if input.is_empty() { Ok(()) } else { self.restore(&input) }
-    }
-}
-
-impl Iptables {
-    /// Deletes the chains `is_ours` names, and every rule elsewhere that jumps to them, in
-    /// whichever tables have them; nothing happens when none has.
-    pub fn remove_chains(&self, is_ours: impl Fn(&str) -> bool) -> Result<(), Error> {
-        // Without `-t`: only the tables that exist (asking for one creates it).
-        let program = format!("{}-save", self.command);
-        let output = Command::new(&program).output().map_err(Error::io(format!("run {program}")))?;
-        if !output.status.success() {
-            return Err(Error::Iptables(format!("{program}: {}", String::from_utf8_lossy(&output.stderr).trim())));
-        }
-        let input = removal(&String::from_utf8_lossy(&output.stdout), is_ours);
         if input.is_empty() { Ok(()) } else { self.restore(&input) }
     }
 }

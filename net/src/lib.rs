@@ -95,6 +95,21 @@ impl Firewall {
             None => Ok(Firewall::Iptables(Iptables::detect())),
         }
     }
+
+    /// Removes rules of ours from the packet filter this node does not use (a node that
+    /// changed modes, as kube-proxy's `--cleanup` does): in nftables mode, the chains
+    /// `iptables_chains` names, from every iptables backend installed; in iptables mode,
+    /// the nftables table `nft_table`.
+    pub fn remove_from_other(
+        &self,
+        iptables_chains: impl Fn(&str) -> bool,
+        nft_table: &'static str,
+    ) -> Result<(), Error> {
+        match self {
+            Firewall::Nftables => Iptables::installed().iter().try_for_each(|i| i.remove_chains(&iptables_chains)),
+            Firewall::Iptables(_) => nft::Nft::delete_table_if_any(nft_table),
+        }
+    }
 }
 
 /// The running kernel's (major, minor).

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use ipnet::Ipv4Net;
 
 use crate::ipam::Ipam;
-use crate::iptables::{Iptables, Jump};
+use crate::iptables::Jump;
 use crate::nft::{Action, ChainKind, Hook, HookPoint, Match, Nft, Rule, Script};
 use crate::{Error, Firewall, Mode, link};
 
@@ -206,15 +206,7 @@ impl PodNetwork {
         if self.other_removed.get().is_some() {
             return Ok(());
         }
-        match self.firewall()? {
-            Firewall::Nftables => {
-                for iptables in Iptables::installed() {
-                    iptables.remove_chains(|chain| chain.starts_with("PODCTL-"))?;
-                }
-            }
-            Firewall::Iptables(_) if Nft::available() => Nft::open()?.delete_table(NFT_TABLE)?,
-            Firewall::Iptables(_) => {}
-        }
+        self.firewall()?.remove_from_other(|chain| chain.starts_with("PODCTL-"), NFT_TABLE)?;
         let _ = self.other_removed.set(());
         Ok(())
     }

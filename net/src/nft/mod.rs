@@ -406,14 +406,17 @@ impl Nft {
         Ok((chains, self.socket.dump_names(netlink::Listing::Sets, table)?))
     }
 
-    /// Deletes table `ip <table>` and all in it; nothing to do when there is none.
-    pub fn delete_table(&self, table: &'static str) -> Result<(), Error> {
-        if !self.socket.dump_names(netlink::Listing::Tables, "")?.iter().any(|t| t == table) {
+    /// Deletes table `ip <table>` and all in it, if there is one; a kernel without nf_tables
+    /// has none.
+    pub fn delete_table_if_any(table: &'static str) -> Result<(), Error> {
+        let Ok(nft) = Nft::open() else { return Ok(()) };
+        let Ok(tables) = nft.socket.dump_names(netlink::Listing::Tables, "") else { return Ok(()) };
+        if !tables.iter().any(|t| t == table) {
             return Ok(());
         }
         let mut script = Script::new(table);
         script.delete_table();
-        self.socket.apply(&script)
+        nft.socket.apply(&script)
     }
 }
 

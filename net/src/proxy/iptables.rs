@@ -92,9 +92,9 @@ fn lines(input: &str) -> usize {
     input.lines().count()
 }
 
-/// Removes every rule and chain of this proxy from `iptables`, if it has any.
-pub fn remove(iptables: &Iptables) -> Result<(), Error> {
-    iptables.remove_chains(|chain| is_service_chain(chain) || FIXED_CHAINS.contains(&chain))
+/// Whether `chain` is one of this proxy's (kubelet's own KUBE- chains are not).
+pub fn is_ours(chain: &str) -> bool {
+    is_service_chain(chain) || FIXED_CHAINS.contains(&chain)
 }
 
 /// The fwmark bit that asks KUBE-POSTROUTING to masquerade (kube-proxy's default bit 14).

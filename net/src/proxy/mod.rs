@@ -153,19 +153,9 @@ pub fn rule_count(firewall: &Firewall, services: &[ServicePort], config: &ProxyC
     }
 }
 
-/// Removes every proxy rule of the backend other than `firewall` (a node that changed
-/// modes, as kube-proxy's `--cleanup` does).
+/// Removes every proxy rule of the backend other than `firewall`'s.
 pub fn remove_other_backend(firewall: &Firewall) -> Result<(), Error> {
-    match firewall {
-        Firewall::Nftables => {
-            for iptables in crate::Iptables::installed() {
-                iptables::remove(&iptables)?;
-            }
-            Ok(())
-        }
-        Firewall::Iptables(_) if crate::nft::Nft::available() => crate::nft::Nft::open()?.delete_table(nftables::TABLE),
-        Firewall::Iptables(_) => Ok(()),
-    }
+    firewall.remove_from_other(iptables::is_ours, nftables::TABLE)
 }
 
 /// kube-proxy's chain-name hash: the first `len` characters of base32(sha256(input)).

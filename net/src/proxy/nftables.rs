@@ -366,11 +366,10 @@ impl Proxier {
 
     /// Brings the table to what `services` call for; in full when `full_due`.
     pub fn sync(&mut self, services: &[ServicePort], full_due: bool) -> Result<SyncReport, Error> {
-        let nft = match self.nft.take() {
+        let nft = match &mut self.nft {
             Some(nft) => nft,
-            None => Nft::open()?,
+            slot => slot.insert(Nft::open()?),
         };
-        let nft = self.nft.insert(nft);
         let wanted = rules_after(services, &self.config, self.applied.as_ref());
         if !self.leftovers.is_empty() {
             let wanted_objects = wanted.service_objects();
