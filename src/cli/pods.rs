@@ -304,7 +304,7 @@ pub fn in_background(opts: &NodeOptions, helper: &str, uid: Option<&str>) -> Res
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .spawn()
-        .with_context(|| format!("start podctl's {helper} process for the pod"))?;
+        .with_context(|| format!("start podctl's {helper} process"))?;
     Ok(())
 }
 
