@@ -99,6 +99,67 @@ fn delete_options_in_the_body_are_honoured() {
     assert_eq!(cm("c").0, 200);
 }
 
+/// A deleted namespace is emptied by the namespace controller through ordinary deletes:
+/// a pod bound to a node is deleted gracefully (its node stops it), an object with a
+/// finalizer waits for it, and the namespace stays Terminating, saying what remains,
+/// until nothing does. The three system namespaces may not be deleted.
+#[test]
+fn a_deleted_namespace_waits_for_its_content() {
+    let api = ApiServer::start(PODCTL, &[]);
+    api.kubectl(&["create", "namespace", "shop"]);
+    let kept = json!({"metadata": {"name": "kept", "finalizers": ["example.com/keep"]}});
+    assert_eq!(post(&api, "/api/v1/namespaces/shop/configmaps", kept).0, 201);
+    let pod = json!({"metadata": {"name": "bound"}, "spec": {"nodeName": "elsewhere",
+        "containers": [{"name": "c", "image": "busybox"}]}});
+    assert_eq!(post(&api, "/api/v1/namespaces/shop/pods", pod).0, 201);
+    assert_eq!(post(&api, "/api/v1/namespaces/shop/secrets", json!({"metadata": {"name": "plain"}})).0, 201);
+
+    let out = api.kubectl(&["delete", "namespace", "shop", "--wait=false"]);
+    assert_eq!(out, "namespace \"shop\" deleted\n");
+    let condition = |kind: &str| {
+        let (_, namespace) = get(&api, "/api/v1/namespaces/shop");
+        let conditions = namespace["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conditions.into_iter().find(|c| c["type"] == kind).map(|c| c["message"].as_str().unwrap_or("").to_string())
+    };
+    let remaining =
+        "Some resources are remaining: configmaps. has 1 resource instances, pods. has 1 resource instances";
+    testkit::eventually("the namespace says what remains", 20, || {
+        condition("NamespaceContentRemaining").as_deref() == Some(remaining)
+    });
+    assert_eq!(
+        condition("NamespaceFinalizersRemaining").as_deref(),
+        Some("Some content in the namespace has finalizers remaining: example.com/keep in 1 resource instances")
+    );
+    let (_, namespace) = get(&api, "/api/v1/namespaces/shop");
+    assert_eq!(namespace["status"]["phase"], "Terminating", "{namespace}");
+    assert_eq!(get(&api, "/api/v1/namespaces/shop/secrets/plain").0, 404);
+    let (_, pod) = get(&api, "/api/v1/namespaces/shop/pods/bound");
+    assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 30, "{pod}");
+    let (_, kept) = get(&api, "/api/v1/namespaces/shop/configmaps/kept");
+    assert!(kept["metadata"]["deletionTimestamp"].is_string(), "{kept}");
+    let refused = api.kubectl_fails(&["create", "configmap", "late", "-n", "shop"]);
+    assert!(refused.contains("because it is being terminated"), "{refused}");
+
+    // The node confirms (grace 0), the finalizer's owner lets go: the namespace goes.
+    api.kubectl(&["delete", "pod", "bound", "-n", "shop", "--grace-period=0", "--force"]);
+    api.kubectl(&[
+        "patch",
+        "configmap",
+        "kept",
+        "-n",
+        "shop",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    testkit::eventually("the emptied namespace goes", 20, || get(&api, "/api/v1/namespaces/shop").0 == 404);
+
+    for system in ["default", "kube-system", "kube-public"] {
+        let refused = api.kubectl_fails(&["delete", "namespace", system]);
+        assert!(refused.contains("this namespace may not be deleted"), "{refused}");
+    }
+}
+
 #[test]
 fn secret_string_data_is_merged_into_data() {
     let api = ApiServer::start(PODCTL, &[]);

@@ -55,8 +55,9 @@ spec:
 
 #[test]
 fn kubectl_creates_applies_gets_patches_scales_and_deletes() {
-    // The API alone: no controllers to make the Deployment's pods (tests/cluster.rs has them).
-    let api = ApiServer::start(PODCTL, &["--controllers="]);
+    // The API and the namespace controller alone: none to make the Deployment's pods
+    // (tests/cluster.rs has them).
+    let api = ApiServer::start(PODCTL, &["--controllers=namespace"]);
     assert!(api.kubectl(&["version"]).contains("Server Version: v1.33.0-podctl"));
     assert_eq!(api.kubectl(&["create", "namespace", "team"]), "namespace/team created\n");
     api.kubectl(&["create", "configmap", "cfg", "-n", "team", "--from-literal=a=b"]);

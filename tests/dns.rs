@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType};
@@ -71,14 +71,6 @@ fn records(records: &[Record]) -> Vec<String> {
     let mut data: Vec<String> = records.iter().map(|r| r.data.to_string()).collect();
     data.sort();
     data
-}
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 const OBJECTS: &str = r#"
@@ -148,7 +140,7 @@ fn cluster_names_are_answered_from_the_api_and_other_names_forwarded() {
             socket.recv_from(&mut [0u8; 512]).is_ok()
         })
     };
-    eventually("podctl dns answers", || answered("web.default.svc.cluster.local."));
+    testkit::eventually("podctl dns answers", 20, || answered("web.default.svc.cluster.local."));
 
     // A ClusterIP Service: its address, its named port, its reverse name; any case.
     let web = ask(netns.path(), "WEB.default.svc.cluster.local.", RecordType::A);
@@ -191,12 +183,12 @@ fn cluster_names_are_answered_from_the_api_and_other_names_forwarded() {
 
     // Watched, not polled: a Service deleted is gone, one created is there.
     api.kubectl(&["delete", "service", "web"]);
-    eventually("web is NXDOMAIN once deleted", || {
+    testkit::eventually("web is NXDOMAIN once deleted", 20, || {
         ask(netns.path(), "web.default.svc.cluster.local.", RecordType::A).metadata.response_code
             == ResponseCode::NXDomain
     });
     api.kubectl(&["create", "service", "clusterip", "late", "--tcp=80", "--clusterip=10.96.0.60"]);
-    eventually("late answers once created", || {
+    testkit::eventually("late answers once created", 20, || {
         data(&ask(netns.path(), "late.default.svc.cluster.local.", RecordType::A)) == ["10.96.0.60"]
     });
 }

@@ -130,6 +130,10 @@ pub fn mutate_update(server: &Shared, target: &Target, object: &Value, current: 
 pub fn admit_delete(target: &Target, object: &Value) -> Result<(), ApiError> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     let forbidden = |why: String| ApiError::forbidden(&qualified_resource(target.info()), name, why);
+    // NamespaceLifecycle's immortal namespaces.
+    if is(target, "", "Namespace") && ["default", "kube-system", "kube-public"].contains(&name) {
+        return Err(forbidden("this namespace may not be deleted".into()));
+    }
     if is(target, "scheduling.k8s.io", "PriorityClass") && SYSTEM_CLASSES.iter().any(|(n, _, _)| *n == name) {
         return Err(forbidden("this is a system priority class and cannot be deleted".into()));
     }

@@ -533,8 +533,8 @@ impl DeleteOptions {
     }
 }
 
-/// Deletes an object: a namespace with what is in it, a CustomResourceDefinition with
-/// its custom resources, anything else alone.
+/// Deletes an object: a CustomResourceDefinition with its custom resources, anything
+/// else alone (a namespace waits for the namespace controller to empty it).
 pub async fn delete(
     server: &Shared,
     target: &Target,
@@ -543,7 +543,6 @@ pub async fn delete(
     query: &Query,
 ) -> Result<(u16, Value), ApiError> {
     match (target.info().group.as_str(), target.info().kind.as_str()) {
-        ("", "Namespace") => delete_namespace(server, target, name, options, query).await,
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             delete_definition(server, target, name, options, query).await
         }
@@ -657,43 +656,6 @@ fn current_finalizers(object: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|f| f.as_str().map(String::from))
         .collect()
-}
-
-/// A namespace's own deletion: what is in it goes with it (the namespace controller's
-/// work, done at once), then the `kubernetes` finalizer lets the namespace go.
-async fn delete_namespace(
-    server: &Shared,
-    target: &Target,
-    name: &str,
-    options: &DeleteOptions,
-    query: &Query,
-) -> Result<(u16, Value), ApiError> {
-    let (code, marked) = delete_object(server, target, name, options, query).await?;
-    if code != 202 || dry_run(query, options) {
-        return Ok((code, marked));
-    }
-    // No create slips in while the namespace is emptied.
-    let alone = server.writes.write().await;
-    for strategy in server.registry.all().into_iter().filter(|s| s.info().namespaced) {
-        sweep(server, &strategy.info().prefix(Some(name)), &strategy.info().plural)?;
-    }
-    drop(alone);
-    let finalize = |current: &Value| {
-        let mut finalized = current.clone();
-        let remaining: Vec<Value> = finalized["spec"]["finalizers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| *f != super::registry::core::namespaces::FINALIZER)
-            .cloned()
-            .collect();
-        finalized["spec"]["finalizers"] = remaining.into();
-        Ok(finalized)
-    };
-    let finalized =
-        update(server, target, name, Some("finalize"), finalize, &Query::default(), &mut Validation::from_query(None))
-            .await?;
-    Ok((200, finalized))
 }
 
 /// Deletes every object under `prefix` (of resource `plural`).

@@ -46,7 +46,9 @@ pub struct ApiserverArgs {
     compaction_interval: u64,
     /// The controllers to run in this process: `*` all, `NAME` one more, `-NAME` one
     /// fewer (scheduler, replicaset, deployment, endpoint, endpointslice,
-    /// endpointslicemirroring, garbagecollector, job, cronjob, nodeipam, nodelifecycle)
+    /// endpointslicemirroring, garbagecollector, namespace, job, cronjob, daemonset,
+    /// statefulset, local-path-provisioner, persistentvolumeclaim-protection,
+    /// persistentvolume-protection, horizontalpodautoscaling, nodeipam, nodelifecycle)
     #[arg(long, value_name = "NAME,...", value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// Where nodes' pod CIDRs come from: a /24 each, for nodes that have none

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, Repl
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
@@ -72,6 +72,7 @@ pub struct Informers {
     client: kube::Client,
     pods: OnceLock<Informer<Pod>>,
     nodes: OnceLock<Informer<Node>>,
+    namespaces: OnceLock<Informer<Namespace>>,
     services: OnceLock<Informer<Service>>,
     endpoints: OnceLock<Informer<Endpoints>>,
     slices: OnceLock<Informer<EndpointSlice>>,
@@ -95,6 +96,7 @@ impl Informers {
             client,
             pods: OnceLock::new(),
             nodes: OnceLock::new(),
+            namespaces: OnceLock::new(),
             services: OnceLock::new(),
             endpoints: OnceLock::new(),
             slices: OnceLock::new(),
@@ -119,6 +121,10 @@ impl Informers {
 
     pub fn nodes(&self) -> &Informer<Node> {
         self.nodes.get_or_init(|| Informer::start(self.client.clone()))
+    }
+
+    pub fn namespaces(&self) -> &Informer<Namespace> {
+        self.namespaces.get_or_init(|| Informer::start(self.client.clone()))
     }
 
     pub fn services(&self) -> &Informer<Service> {

@@ -18,6 +18,7 @@ mod hpa;
 mod informers;
 mod job;
 mod localpath;
+mod namespace;
 mod nodeipam;
 mod nodelifecycle;
 mod objects;
@@ -49,6 +50,7 @@ pub const ALL: &[&str] = &[
     "endpointslice",
     "endpointslicemirroring",
     "garbagecollector",
+    "namespace",
     "job",
     "cronjob",
     "daemonset",
@@ -112,6 +114,7 @@ pub fn start(api: &kube::Config, config: &Config) -> Result<()> {
             "endpointslice" => endpoints::start_slices(client.clone(), &informers),
             "endpointslicemirroring" => endpoints::start_mirroring(client.clone(), &informers),
             "garbagecollector" => garbagecollector::start(client.clone(), &informers),
+            "namespace" => namespace::start(client.clone(), &informers),
             "job" => job::start(client.clone(), &informers),
             "cronjob" => cronjob::start(client.clone(), &informers),
             "daemonset" => daemonset::start(client.clone(), &informers),

@@ -25,6 +25,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Waits up to `seconds` for `check`, saying what it waited for when it gives up.
+pub fn eventually(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {seconds} s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
