@@ -8,6 +8,8 @@
 mod set;
 mod structured;
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use self::set::{Set, display};
@@ -183,6 +185,7 @@ fn entries(object: &Value) -> Vec<Entry> {
 /// by time, manager, version and subresource.
 fn set_entries(object: &mut Value, mut entries: Vec<Entry>) {
     entries.retain(|e| !e.fields.is_empty());
+    cap_updaters(&mut entries);
     entries.sort_by(|a, b| {
         (!a.applies, &a.time, &a.manager, &a.api_version, &a.subresource).cmp(&(
             !b.applies,
@@ -198,6 +201,53 @@ fn set_entries(object: &mut Value, mut entries: Vec<Entry>) {
         Some(metadata) => drop(metadata.insert("managedFields".into(), written.into())),
         None => {}
     }
+}
+
+/// How many Update entries an object keeps (kube-apiserver's DefaultMaxUpdateManagers).
+const MAX_UPDATERS: usize = 10;
+/// The entry older updates are merged into, one per API version.
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Keeps at most `MAX_UPDATERS` Update entries: the oldest are merged, by API version,
+/// into an `ancient-changes` entry dated by the newest update it took (fieldmanager's
+/// capManagersManager, so that a stream of distinct writers cannot grow an object
+/// without bound).
+fn cap_updaters(entries: &mut Vec<Entry>) {
+    let mut updaters: Vec<usize> = (0..entries.len()).filter(|&i| !entries[i].applies).collect();
+    if updaters.len() <= MAX_UPDATERS {
+        return;
+    }
+    updaters.sort_by(|&a, &b| {
+        let key = |e: &Entry| (e.time.clone(), e.manager.clone(), e.api_version.clone(), e.subresource.clone());
+        key(&entries[a]).cmp(&key(&entries[b]))
+    });
+    let mut left = updaters.len();
+    let mut first_of_version: HashMap<String, usize> = HashMap::new();
+    let mut merged = Vec::new();
+    for &i in &updaters {
+        if left <= MAX_UPDATERS {
+            break;
+        }
+        let version = entries[i].api_version.clone();
+        let Some(&first) = first_of_version.get(&version) else {
+            first_of_version.insert(version, i);
+            continue;
+        };
+        let bucket = (0..entries.len())
+            .find(|&b| !merged.contains(&b) && entries[b].is(ANCIENT_CHANGES, false, None, &version))
+            .unwrap_or(first);
+        entries[bucket].manager = ANCIENT_CHANGES.into();
+        entries[bucket].subresource = None;
+        entries[bucket].fields = entries[i].fields.union(&entries[bucket].fields);
+        entries[bucket].time = entries[i].time.clone();
+        merged.push(i);
+        left -= 1;
+    }
+    let mut index = 0;
+    entries.retain(|_| {
+        index += 1;
+        !merged.contains(&(index - 1))
+    });
 }
 
 /// Whether the client sent managedFields of its own: `[{}]` clears them, other
@@ -503,5 +553,30 @@ mod tests {
         cleared["metadata"]["managedFields"] = json!([{}]);
         record_update(&*deployments, Some(&scaled), &mut cleared, &writer("x"), None);
         assert!(cleared["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn the_oldest_of_more_than_ten_updaters_merge_into_ancient_changes() {
+        let registry = Registry::builtin();
+        let deployments = registry.find("apps", "v1", "deployments").unwrap();
+        let mut object = deployment(1, "nginx");
+        object["metadata"]["managedFields"] = (0..11)
+            .map(|i| {
+                json!({"manager": format!("writer-{i:02}"), "operation": "Update", "apiVersion": "apps/v1",
+                    "time": format!("2026-01-01T00:00:{i:02}Z"), "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:labels": {format!("f:l{i}"): {}}}}})
+            })
+            .collect();
+        let live = object.clone();
+        object["metadata"]["managedFields"] = json!(null);
+        object["spec"]["replicas"] = 2.into();
+        record_update(&*deployments, Some(&live), &mut object, &writer("writer-11"), None);
+        let entries = object["metadata"]["managedFields"].as_array().unwrap();
+        let managers: Vec<&str> = entries.iter().map(|e| e["manager"].as_str().unwrap()).collect();
+        assert_eq!(managers.len(), 10, "{managers:?}");
+        assert_eq!(managers[0], "ancient-changes", "{managers:?}");
+        assert!(!managers.iter().any(|m| ["writer-00", "writer-01", "writer-02"].contains(m)), "{managers:?}");
+        assert_eq!(entries[0]["time"], "2026-01-01T00:00:02Z");
+        assert_eq!(entries[0]["fieldsV1"], json!({"f:metadata": {"f:labels": {"f:l0": {}, "f:l1": {}, "f:l2": {}}}}));
     }
 }
