@@ -266,3 +266,67 @@ spec:
         "{err}"
     );
 }
+
+/// A version's selectableFields are field selectors of its resource (`kubectl get
+/// --field-selector`, watches too); paths that cannot be one are refused.
+#[test]
+fn selectable_fields_select() {
+    let api = ApiServer::start(PODCTL, &[]);
+    let definition = |name: &str, fields: &str| {
+        format!(
+            r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: {name}s.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: {name}s, kind: {kind}}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    selectableFields: {fields}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              color: {{type: string}}
+              size: {{type: integer}}
+              shiny: {{type: boolean}}
+              parts: {{type: array, items: {{type: string}}}}
+"#,
+            kind = name[..1].to_uppercase() + &name[1..]
+        )
+    };
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &definition("widget", "[{jsonPath: .spec.color}, {jsonPath: .spec.size}, {jsonPath: .spec.shiny}]"),
+    );
+    api.kubectl(&["wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=10s"]);
+    for (name, spec) in [("a", "{color: red, size: 1, shiny: true}"), ("b", "{color: blue, size: 2}"), ("c", "{}")] {
+        let widget = format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {spec}\n");
+        api.kubectl_stdin(&["apply", "-f", "-"], &widget);
+    }
+    let names = |selector: &str| api.kubectl(&["get", "widgets", "--field-selector", selector, "-o", "name"]);
+    assert_eq!(names("spec.color=red"), "widget.example.com/a\n");
+    assert_eq!(names("spec.size=2"), "widget.example.com/b\n");
+    assert_eq!(names("spec.shiny=true,metadata.name!=b"), "widget.example.com/a\n");
+    assert_eq!(names("spec.color!=blue"), "widget.example.com/a\nwidget.example.com/c\n");
+    let err = api.kubectl_fails(&["get", "widgets", "--field-selector", "spec.parts=x"]);
+    assert!(err.contains("field label not supported: spec.parts"), "{err}");
+
+    for (fields, message) in [
+        ("[{jsonPath: .spec.parts}]", "selectable field type must be one of"),
+        ("[{jsonPath: .metadata.name}]", "must not point to fields in metadata"),
+        ("[{jsonPath: .spec.missing}]", "the field is not in the schema"),
+        ("[{jsonPath: '.spec.parts[0]'}]", "must be a simple json path"),
+        ("[{jsonPath: .spec.color}, {jsonPath: .spec.color}]", "Duplicate value: \".spec.color\""),
+    ] {
+        let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &definition("gadget", fields));
+        assert!(err.contains("spec.versions[0].selectableFields[") && err.contains(message), "{fields}: {err}");
+    }
+}

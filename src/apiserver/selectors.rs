@@ -21,8 +21,34 @@ enum Requirement {
 #[derive(Default)]
 pub struct Selector {
     labels: Vec<Requirement>,
-    /// (label, value, equal): `label=value` or `label!=value`.
-    fields: Vec<(FieldLabel, String, bool)>,
+    /// (field, value, equal): `field=value` or `field!=value`.
+    fields: Vec<(Field, String, bool)>,
+}
+
+/// What a field selector reads.
+enum Field {
+    Label(FieldLabel),
+    /// A custom resource's selectable field: the field names on the way to it.
+    Path(Vec<String>),
+}
+
+impl Field {
+    /// The value as a selector compares it: a string, an integer or a boolean in text;
+    /// an absent field is the empty string.
+    fn value(&self, object: &Value) -> String {
+        match self {
+            Field::Label(label) => (label.value)(object),
+            Field::Path(names) => match names.iter().try_fold(object, |at, name| at.get(name)) {
+                Some(Value::String(s)) => s.clone(),
+                Some(value @ (Value::Number(_) | Value::Bool(_))) => value.to_string(),
+                _ => String::new(),
+            },
+        }
+    }
+
+    fn is_metadata(&self) -> bool {
+        matches!(self, Field::Label(label) if label.name.starts_with("metadata."))
+    }
 }
 
 /// What a field label reads: the object's metadata, or one its kind names.
@@ -56,15 +82,21 @@ impl Selector {
             };
             let field = field.trim();
             let label = METADATA.iter().chain(strategy.field_labels()).find(|l| l.name == field);
-            let Some(label) = label else {
-                if strategy.field_labels().is_empty() {
+            let selectable = strategy.selectable_fields().iter().find(|(name, _)| name == field);
+            let found = match (label, selectable) {
+                (Some(label), _) => Some(Field::Label(*label)),
+                (None, Some((_, names))) => Some(Field::Path(names.clone())),
+                (None, None) => None,
+            };
+            let Some(found) = found else {
+                if strategy.field_labels().is_empty() && strategy.selectable_fields().is_empty() {
                     return Err(ApiError::bad_request(format!(
                         "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
                     )));
                 }
                 return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             };
-            selector.fields.push((*label, value.trim().to_string(), equal));
+            selector.fields.push((found, value.trim().to_string(), equal));
         }
         Ok(selector)
     }
@@ -90,7 +122,7 @@ impl Selector {
     /// Whether the selector decides from an object's name and namespace alone (nothing but
     /// field selectors on its metadata): a watch then needs not read the object.
     pub fn on_identity_only(&self) -> bool {
-        self.labels.is_empty() && self.fields.iter().all(|(label, _, _)| label.name.starts_with("metadata."))
+        self.labels.is_empty() && self.fields.iter().all(|(field, _, _)| field.is_metadata())
     }
 
     pub fn matches(&self, object: &Value) -> bool {
@@ -104,7 +136,7 @@ impl Selector {
             Requirement::Exists(k) => label(k).is_some(),
             Requirement::NotExists(k) => label(k).is_none(),
         });
-        labels_match && self.fields.iter().all(|(label, value, equal)| ((label.value)(object) == *value) == *equal)
+        labels_match && self.fields.iter().all(|(field, value, equal)| (field.value(object) == *value) == *equal)
     }
 }
 

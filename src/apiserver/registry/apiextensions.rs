@@ -197,6 +197,7 @@ fn validate_version(version: &CustomResourceDefinitionVersion, path: &str) -> Ve
             under("labelSelectorPath", selector, &["spec", "status"]);
         }
     }
+    causes.extend(validate_selectable_fields(version, path));
     for (i, column) in version.additional_printer_columns.iter().flatten().enumerate() {
         let column_path = format!("{path}.additionalPrinterColumns[{i}]");
         if column.name.is_empty() {
@@ -214,6 +215,59 @@ fn validate_version(version: &CustomResourceDefinitionVersion, path: &str) -> Ve
                 format!("{column_path}.jsonPath"),
                 format!("Invalid value: \"{}\": must be a simple json path: {e}", column.json_path),
             ));
+        }
+    }
+    causes
+}
+
+/// At most 8 selectable fields, each a simple path (no array steps) outside the metadata
+/// to a string, integer or boolean of the version's schema, none twice.
+fn validate_selectable_fields(version: &CustomResourceDefinitionVersion, path: &str) -> Vec<Cause> {
+    const MAX: usize = 8;
+    let fields = version.selectable_fields.as_deref().unwrap_or_default();
+    let mut causes = Vec::new();
+    if fields.len() > MAX {
+        causes.push((
+            format!("{path}.selectableFields"),
+            format!("Too many: {}: must have at most {MAX} items", fields.len()),
+        ));
+    }
+    let root = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref());
+    let root = root.map(|r| serde_json::to_value(r).expect("schemas serialise"));
+    for (i, field) in fields.iter().enumerate() {
+        let field_path = format!("{path}.selectableFields[{i}].jsonPath");
+        let text = field.json_path.as_str();
+        if text.is_empty() {
+            causes.push((field_path, "Required value".into()));
+            continue;
+        }
+        let invalid = |why: &str| (field_path.clone(), format!("Invalid value: \"{text}\": {why}"));
+        let Some(names) = JsonPath::parse(text)
+            .ok()
+            .filter(|_| text.starts_with('.'))
+            .and_then(|p| p.fields().map(|f| f.into_iter().map(String::from).collect::<Vec<_>>()))
+        else {
+            causes.push(invalid("is an invalid path: must be a simple json path without array notation"));
+            continue;
+        };
+        if names.first().map(String::as_str) == Some("metadata") {
+            causes.push(invalid("must not point to fields in metadata"));
+            continue;
+        }
+        if fields[..i].iter().any(|f| f.json_path == field.json_path) {
+            causes.push((field_path, format!("Duplicate value: \"{text}\"")));
+            continue;
+        }
+        let mut schema = root.as_ref();
+        for name in &names {
+            schema = schema.and_then(|s| s["properties"].get(name));
+        }
+        match schema.and_then(|s| s["type"].as_str()) {
+            Some("string" | "integer" | "boolean") => {}
+            Some(other) => causes.push(invalid(&format!(
+                "selectable field type must be one of: \"boolean\", \"integer\", \"string\", but was \"{other}\""
+            ))),
+            None => causes.push(invalid("is an invalid path: the field is not in the schema")),
         }
     }
     causes

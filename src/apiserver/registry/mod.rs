@@ -153,6 +153,12 @@ pub trait Strategy: Send + Sync {
     /// Field labels beyond `metadata.name` and `metadata.namespace`.
     fn field_labels(&self) -> &[FieldLabel];
 
+    /// A custom resource's selectable fields: the selector's name (`spec.color`) and the
+    /// field names on the way to the value.
+    fn selectable_fields(&self) -> &[(String, Vec<String>)] {
+        &[]
+    }
+
     /// The scale subresource (`autoscaling/v1` Scale), for kinds that have one: the
     /// object's desired replicas and its label selector.
     fn scale(&self, _object: &Value) -> Option<Scale> {

@@ -39,6 +39,7 @@ pub struct CustomResource {
     schema: Schema,
     columns: Vec<PrinterColumn>,
     scale: Option<ScalePaths>,
+    selectable_fields: Vec<(String, Vec<String>)>,
 }
 
 impl CustomResource {
@@ -89,6 +90,7 @@ impl CustomResource {
                     schema: Schema::new(version["schema"]["openAPIV3Schema"].clone()),
                     columns: printer_columns(&version["additionalPrinterColumns"]),
                     scale,
+                    selectable_fields: selectable_fields(&version["selectableFields"]),
                 }
             })
             .collect()
@@ -126,6 +128,18 @@ pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.cmp(b),
     }
+}
+
+/// The version's selectable fields (`.spec.color` is selected as `spec.color`).
+fn selectable_fields(given: &Value) -> Vec<(String, Vec<String>)> {
+    let paths = given.as_array().into_iter().flatten().filter_map(|f| f["jsonPath"].as_str());
+    paths
+        .filter_map(|text| {
+            let path = JsonPath::parse(text).ok()?;
+            let names = path.fields()?.into_iter().map(String::from).collect();
+            Some((text.trim_start_matches('.').to_string(), names))
+        })
+        .collect()
 }
 
 /// The Age column, when a version names no columns of its own.
@@ -237,6 +251,10 @@ impl Strategy for CustomResource {
 
     fn field_labels(&self) -> &[FieldLabel] {
         &[]
+    }
+
+    fn selectable_fields(&self) -> &[(String, Vec<String>)] {
+        &self.selectable_fields
     }
 
     fn scale(&self, object: &Value) -> Option<Scale> {
