@@ -852,7 +852,7 @@ fn a_detached_pod_run_with_rm_is_removed_when_it_is_done() {
     assert_eq!(name, "brief\n");
     assert!(node.ok(&["ps", "-a"]).contains("brief"), "there while it runs");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while node.ok(&["ps", "-a", "-q"]) != "" {
+    while !node.ok(&["ps", "-a", "-q"]).is_empty() {
         assert!(Instant::now() < deadline, "never removed: {}", node.ok(&["ps", "-a"]));
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -58,7 +58,7 @@ impl RegistryCredentials {
     /// `.dockerconfigjson`); `source` names it in errors.
     pub fn parse(bytes: &[u8], source: &Path) -> Result<RegistryCredentials> {
         let bad = |reason: String| Error::Credentials { path: source.to_path_buf(), reason };
-        let file: ConfigFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let file: ConfigFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         let mut by_registry = HashMap::new();
         for (key, entry) in file.auths {
             let pair = match (entry.auth, entry.username, entry.password) {
