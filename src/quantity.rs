@@ -47,6 +47,10 @@ impl Quantity {
     }
 
     /// In billionths.
+    pub fn from_nanos(nanos: i128) -> Quantity {
+        Quantity(nanos)
+    }
+
     pub fn nanos(self) -> i128 {
         self.0
     }

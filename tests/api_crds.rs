@@ -237,10 +237,15 @@ spec:
             x-kubernetes-validations:
             - {rule: "self.minReplicas <= self.maxReplicas", message: "minReplicas must not exceed maxReplicas"}
             - {rule: "self.target == oldSelf.target", message: "target is immutable", fieldPath: ".target"}
+            - {rule: "self.minReplicas <= 5", messageExpression: "'minReplicas is ' + string(self.minReplicas) + ', more than 5'"}
             properties:
               minReplicas: {type: integer}
               maxReplicas: {type: integer}
-              target: {type: string, x-kubernetes-validations: [{rule: "self.matches('^[a-z]+$')"}]}
+              target:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "self.matches('^[a-z]+$')"}
+                - {rule: "self.size() < 3 || self.substring(0, 3) != 'bad'", messageExpression: "'may not start with ' + self.substring(0, 3).upperAscii()"}
 "#;
     api.kubectl_stdin(&["apply", "-f", "-"], definition);
     let scaler = |min: i64, target: &str| {
@@ -251,20 +256,26 @@ spec:
     let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &scaler(5, "Web"));
     assert!(err.contains("spec: Invalid value: \"object\": minReplicas must not exceed maxReplicas"), "{err}");
     assert!(err.contains("spec.target: Invalid value: \"string\": failed rule: self.matches('^[a-z]+$')"), "{err}");
+    // messageExpression says why, with the Kubernetes CEL libraries at hand.
+    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &scaler(7, "badger"));
+    assert!(err.contains("spec: Invalid value: \"object\": minReplicas is 7, more than 5"), "{err}");
+    assert!(err.contains("spec.target: Invalid value: \"string\": may not start with BAD"), "{err}");
     api.kubectl_stdin(&["apply", "-f", "-"], &scaler(1, "web"));
     api.kubectl_stdin(&["apply", "-f", "-"], &scaler(2, "web"));
     let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &scaler(2, "api"));
     assert!(err.contains("spec.target: Invalid value: \"object\": target is immutable"), "a transition rule: {err}");
-    // A rule that does not compile makes the definition invalid.
-    let broken = definition
-        .replace("scalers.example.com", "brokens.example.com")
-        .replace("plural: scalers, kind: Scaler", "plural: brokens, kind: Broken")
-        .replace("self.minReplicas <= self.maxReplicas", "self.minReplicas <=");
-    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &broken);
-    assert!(
-        err.contains("x-kubernetes-validations[0].rule: Invalid value") && err.contains("compilation failed"),
-        "{err}"
-    );
+    // A rule or message expression that does not compile makes the definition invalid.
+    for (from, to, field) in [
+        ("self.minReplicas <= self.maxReplicas", "self.minReplicas <=", "x-kubernetes-validations[0].rule"),
+        ("', more than 5'", "', more than 5", "x-kubernetes-validations[2].messageExpression"),
+    ] {
+        let broken = definition
+            .replace("scalers.example.com", "brokens.example.com")
+            .replace("plural: scalers, kind: Scaler", "plural: brokens, kind: Broken")
+            .replace(from, to);
+        let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &broken);
+        assert!(err.contains(&format!("{field}: Invalid value")) && err.contains("compilation failed"), "{err}");
+    }
 }
 
 /// A version's selectableFields are field selectors of its resource (`kubectl get

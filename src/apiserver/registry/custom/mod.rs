@@ -7,6 +7,7 @@
 //! differs only in its `apiVersion`.
 
 mod jsonpath;
+mod library;
 mod rules;
 pub mod schema;
 

@@ -19,16 +19,25 @@ pub fn any(schema: &Value) -> bool {
     }
 }
 
-/// Why each rule of a definition's schema does not compile, at `path`.
+/// Why each rule (or message expression) of a definition's schema does not compile, at
+/// `path`.
 pub fn check(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
     for (i, rule) in schema["x-kubernetes-validations"].as_array().into_iter().flatten().enumerate() {
+        let here = |field: &str| format!("{path}.x-kubernetes-validations[{i}].{field}");
         let text = rule["rule"].as_str().unwrap_or_default();
-        let here = format!("{path}.x-kubernetes-validations[{i}].rule");
         if text.trim().is_empty() {
-            causes.push((here, "Required value".into()));
-        } else if let Err(e) = Program::compile(text) {
-            let first = e.to_string().lines().next().unwrap_or_default().to_string();
-            causes.push((here, format!("Invalid value: {}: compilation failed: {first}", json(text))));
+            causes.push((here("rule"), "Required value".into()));
+        }
+        let message = rule["messageExpression"].as_str();
+        if message.is_some_and(|m| m.trim().is_empty()) {
+            causes.push((here("messageExpression"), "Required value: must be non-empty if specified".into()));
+        }
+        let given = [("rule", Some(text)), ("messageExpression", message)];
+        for (field, text) in given.into_iter().filter_map(|(f, t)| Some((f, t.filter(|t| !t.trim().is_empty())?))) {
+            if let Err(e) = Program::compile(text) {
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                causes.push((here(field), format!("Invalid value: {}: compilation failed: {first}", json(text))));
+            }
         }
     }
 }
@@ -103,23 +112,33 @@ fn evaluate(
     if transition && old.is_none() && !optional_old {
         return;
     }
-    let mut context = Context::default();
-    if context.add_variable("self", value.clone()).is_err() {
-        return;
-    }
-    if transition && context.add_variable("oldSelf", old.cloned().unwrap_or(Value::Null)).is_err() {
-        return;
-    }
-    let outcome = program.execute(&context);
+    // Without a stored value, an optional oldSelf is null.
+    let old_self = |wanted: bool| wanted.then(|| old.cloned().unwrap_or(Value::Null));
+    let Some(rule_context) = context(value, old_self(transition)) else { return };
+    let outcome = program.execute(&rule_context);
     let failed = match &outcome {
         Ok(cel::Value::Bool(true)) => return,
         Ok(cel::Value::Bool(false)) => None,
         Ok(other) => Some(format!("rule {} evaluated to {other:?}, not a boolean", json(text))),
         Err(e) => Some(format!("{} evaluation error: {e}", json(text))),
     };
-    let message = failed.unwrap_or_else(|| match rule["message"].as_str().filter(|m| !m.is_empty()) {
-        Some(message) => message.to_string(),
-        None => format!("failed rule: {text}"),
+    let message = failed.unwrap_or_else(|| {
+        let expression = rule["messageExpression"].as_str().and_then(|m| compiled.programs.get(m)?.as_ref());
+        let evaluated = expression.and_then(|program| {
+            match program.execute(&context(value, old_self(program.references().has_variable("oldSelf")))?) {
+                Ok(cel::Value::String(message)) => Some(message.trim().to_string()),
+                _ => None,
+            }
+        });
+        // As kube-apiserver: a message expression that fails, or gives no single line of
+        // text, leaves the rule's message (or its default).
+        match evaluated.filter(|m| !m.is_empty() && !m.contains('\n')) {
+            Some(message) => message,
+            None => match rule["message"].as_str().filter(|m| !m.is_empty()) {
+                Some(message) => message.to_string(),
+                None => format!("failed rule: {text}"),
+            },
+        }
     });
     let field = rule["fieldPath"].as_str().unwrap_or_default();
     let at = format!("{path}{field}");
@@ -131,6 +150,17 @@ fn evaluate(
         _ => format!("Invalid value: \"{}\": {message}", type_of(value)),
     };
     causes.push((at, text));
+}
+
+/// A rule's context: `self`, `oldSelf` when given, and the Kubernetes libraries.
+fn context(value: &Value, old: Option<Value>) -> Option<Context<'static>> {
+    let mut context = Context::default();
+    context.add_variable("self", value.clone()).ok()?;
+    if let Some(old) = old {
+        context.add_variable("oldSelf", old).ok()?;
+    }
+    super::library::install(&mut context);
+    Some(context)
 }
 
 #[cfg(test)]

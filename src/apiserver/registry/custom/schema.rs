@@ -37,7 +37,7 @@ impl Compiled {
                         compiled.patterns.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok());
                     }
                     for rule in map.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
-                        if let Some(text) = rule["rule"].as_str() {
+                        for text in [&rule["rule"], &rule["messageExpression"]].into_iter().filter_map(Value::as_str) {
                             compiled
                                 .programs
                                 .entry(text.to_string())
