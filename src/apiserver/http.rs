@@ -577,11 +577,9 @@ fn openapi_document(method: &Method, registry: &Registry, group: &str, version: 
     if method != Method::GET {
         return Err(ApiError::method_not_allowed(method.as_str()));
     }
-    let bytes = match openapi::documents(registry).get(group, version) {
-        Some(bytes) => bytes.to_vec(),
-        None => openapi::custom_document(registry, group, version).ok_or_else(|| ApiError::no_route("openapi/v3"))?,
-    };
-    Ok(bytes_response(200, "application/json", bytes))
+    let bytes =
+        openapi::documents(registry).get(registry, group, version).ok_or_else(|| ApiError::no_route("openapi/v3"))?;
+    Ok(bytes_response(200, "application/json", bytes.to_vec()))
 }
 
 /// POST pods/binding: the scheduler's (or a client's) assignment of a pod to a node.

@@ -8,10 +8,11 @@
 //! a small index of list fields; the parsed JSON is not kept.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value, json};
 
+use super::registry::custom::CustomResource;
 use super::registry::{Registry, ResourceInfo, Strategy};
 
 static DEFINITIONS: &str = include_str!("openapi/definitions.json");
@@ -142,10 +143,16 @@ impl Index {
     }
 }
 
+/// Serialised documents by (group, version), each with its hash.
+type ByGroupVersion = HashMap<(String, String), (Arc<Vec<u8>>, String)>;
+
 /// The documents of every group version served, serialised, made once; and the hash
 /// `/openapi/v3` names each by, so kubectl's cache knows when it changed.
 pub struct Documents {
-    by_group_version: HashMap<(String, String), (Arc<Vec<u8>>, String)>,
+    by_group_version: ByGroupVersion,
+    /// The custom group versions' documents, and the custom resources they were made
+    /// from: made again only when the served definitions change.
+    custom: Mutex<(Vec<Arc<CustomResource>>, Arc<ByGroupVersion>)>,
 }
 
 /// The OpenAPI v3 document of each group version of the built-in resources (custom
@@ -164,28 +171,48 @@ pub fn documents(registry: &Registry) -> &'static Documents {
             let hash = hash(&bytes);
             by_group_version.insert((group, version), (Arc::new(bytes), hash));
         }
-        Documents { by_group_version }
+        Documents { by_group_version, custom: Mutex::default() }
     })
 }
 
 impl Documents {
-    pub fn get(&self, group: &str, version: &str) -> Option<Arc<Vec<u8>>> {
-        self.by_group_version.get(&(group.into(), version.into())).map(|(bytes, _)| bytes.clone())
+    /// A group version's document: a built-in one, or one of the custom resources served
+    /// now.
+    pub fn get(&self, registry: &Registry, group: &str, version: &str) -> Option<Arc<Vec<u8>>> {
+        let key = (group.to_string(), version.to_string());
+        match self.by_group_version.get(&key) {
+            Some((bytes, _)) => Some(bytes.clone()),
+            None => self.custom(registry).get(&key).map(|(bytes, _)| bytes.clone()),
+        }
+    }
+
+    fn custom(&self, registry: &Registry) -> Arc<ByGroupVersion> {
+        let resources = registry.custom();
+        let mut cached = self.custom.lock().expect("openapi documents lock");
+        let (made_from, documents) = &*cached;
+        if made_from.len() == resources.len() && made_from.iter().zip(&resources).all(|(a, b)| Arc::ptr_eq(a, b)) {
+            return documents.clone();
+        }
+        let mut documents = ByGroupVersion::new();
+        for resource in &resources {
+            let key = (resource.info().group.clone(), resource.info().version.clone());
+            if !documents.contains_key(&key) {
+                let bytes = custom_document(&resources, &key.0, &key.1);
+                let hash = hash(&bytes);
+                documents.insert(key, (Arc::new(bytes), hash));
+            }
+        }
+        let documents = Arc::new(documents);
+        *cached = (resources, documents.clone());
+        documents
     }
 
     /// `/openapi/v3`: where each group version's document is (the built-in ones' and
     /// those of the custom resources served now), with its hash.
     pub fn index(&self, registry: &Registry) -> Value {
-        let mut group_versions: Vec<((String, String), String)> =
-            self.by_group_version.iter().map(|(gv, (_, hash))| (gv.clone(), hash.clone())).collect();
-        for resource in registry.custom() {
-            let gv = (resource.info().group.clone(), resource.info().version.clone());
-            if !group_versions.iter().any(|(seen, _)| *seen == gv)
-                && let Some(document) = custom_document(registry, &gv.0, &gv.1)
-            {
-                group_versions.push((gv, hash(&document)));
-            }
-        }
+        let custom = self.custom(registry);
+        let mut group_versions: Vec<(&(String, String), &String)> =
+            self.by_group_version.iter().chain(custom.iter()).map(|(gv, (_, hash))| (gv, hash)).collect();
         group_versions.sort();
         let mut paths = Map::new();
         for ((group, version), hash) in group_versions {
@@ -199,12 +226,8 @@ impl Documents {
 /// The document of a custom group version: each resource's schema as its definition
 /// gives it (with the ObjectMeta every object has), under the name kube-apiserver gives
 /// it (`com.example.stable.v1.CronTab`).
-pub fn custom_document(registry: &Registry, group: &str, version: &str) -> Option<Vec<u8>> {
-    let resources: Vec<_> =
-        registry.custom().into_iter().filter(|r| r.info().group == group && r.info().version == version).collect();
-    if resources.is_empty() {
-        return None;
-    }
+fn custom_document(custom: &[Arc<CustomResource>], group: &str, version: &str) -> Vec<u8> {
+    let resources: Vec<_> = custom.iter().filter(|r| r.info().group == group && r.info().version == version).collect();
     let reversed: Vec<&str> = group.split('.').rev().collect();
     let prefix = format!("{}.{version}", reversed.join("."));
     let mut paths = Map::new();
@@ -246,7 +269,7 @@ pub fn custom_document(registry: &Registry, group: &str, version: &str) -> Optio
         "paths": paths,
         "components": {"schemas": schemas},
     });
-    Some(serde_json::to_vec(&document).expect("JSON values serialise"))
+    serde_json::to_vec(&document).expect("JSON values serialise")
 }
 
 /// ObjectMeta and ListMeta, and the definitions they reach: what every custom
@@ -388,10 +411,32 @@ mod tests {
     }
 
     #[test]
+    fn custom_documents_are_made_again_only_when_the_definitions_change() {
+        let registry = Registry::builtin();
+        let definition = |description: &str| {
+            Arc::new(json!({"spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema":
+                    {"type": "object", "description": description}}}]}}))
+        };
+        let documents = documents(&registry);
+        registry.define(&[definition("first")]);
+        let first = documents.get(&registry, "example.com", "v1").unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("first"));
+        assert!(Arc::ptr_eq(&first, &documents.get(&registry, "example.com", "v1").unwrap()));
+        let index = documents.index(&registry);
+        registry.define(&[definition("second")]);
+        assert!(String::from_utf8_lossy(&documents.get(&registry, "example.com", "v1").unwrap()).contains("second"));
+        assert_ne!(documents.index(&registry), index, "the hash changes with the document");
+        registry.define(&[]);
+        assert!(documents.get(&registry, "example.com", "v1").is_none());
+    }
+
+    #[test]
     fn a_group_versions_document_holds_what_its_kinds_reach() {
         let registry = Registry::builtin();
         let documents = documents(&registry);
-        let apps: Value = serde_json::from_slice(&documents.get("apps", "v1").unwrap()).unwrap();
+        let apps: Value = serde_json::from_slice(&documents.get(&registry, "apps", "v1").unwrap()).unwrap();
         let schemas = apps["components"]["schemas"].as_object().unwrap();
         for name in [
             "io.k8s.api.apps.v1.Deployment",
