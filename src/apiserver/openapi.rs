@@ -196,10 +196,11 @@ impl Documents {
         let mut documents = ByGroupVersion::new();
         for resource in &resources {
             let key = (resource.info().group.clone(), resource.info().version.clone());
-            if !documents.contains_key(&key) {
-                let bytes = custom_document(&resources, &key.0, &key.1);
+            if let std::collections::hash_map::Entry::Vacant(entry) = documents.entry(key) {
+                let (group, version) = entry.key();
+                let bytes = custom_document(&resources, group, version);
                 let hash = hash(&bytes);
-                documents.insert(key, (Arc::new(bytes), hash));
+                entry.insert((Arc::new(bytes), hash));
             }
         }
         let documents = Arc::new(documents);
