@@ -158,11 +158,16 @@ pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Resul
         target.info().kind
     )
     .into_bytes();
+    let large = page.items.len() >= LARGE_LIST;
     let mut items = page.items.into_iter().enumerate();
     let strategy = target.strategy.clone();
     let mut ended = false;
     let chunks = std::iter::from_fn(move || {
-        let mut out = std::mem::take(&mut pending);
+        if ended {
+            return None;
+        }
+        let mut out = Vec::with_capacity(CHUNK + CHUNK / 4);
+        out.append(&mut pending);
         while !ended && out.len() < CHUNK {
             match items.next() {
                 Some((i, kv)) => {
@@ -177,12 +182,28 @@ pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Resul
                 None => {
                     out.extend_from_slice(b"]}");
                     ended = true;
+                    if large {
+                        give_back_freed_memory();
+                    }
                 }
             }
         }
-        (!out.is_empty()).then(|| Ok(Bytes::from(out)))
+        Some(Ok(Bytes::from(out)))
     });
     Ok(Body::from_stream(futures_util::stream::iter(chunks)))
+}
+
+/// How many objects make a list large enough to free what it held at once.
+const LARGE_LIST: usize = 1000;
+
+/// Returns the heap's free pages to the kernel: a large list held its objects' copies
+/// (tens of MB for 10,000 pods), which the allocator would otherwise keep as resident
+/// memory until the process ends.
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Appends stored `kv` as clients of `strategy`'s resource see it: spliced when the

@@ -67,8 +67,13 @@ impl SqliteStore {
                  create_revision INTEGER NOT NULL,
                  value BLOB NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS kv_name_id ON kv (name, id);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             -- Covers a list's choice of rows (each name's newest, if not a deletion), so
+             -- that the rows themselves are read in id order: page by page, not one
+             -- random page per object. (It replaces (name, id); a store made before has
+             -- that index dropped once this one is made.)
+             CREATE INDEX IF NOT EXISTS kv_name_id_deleted ON kv (name, id, deleted);
+             DROP INDEX IF EXISTS kv_name_id;",
         )
         .map_err(backend)?;
         // The row each write replaced (0: none), kine's prev_revision; a store made before
@@ -211,13 +216,14 @@ impl Store for SqliteStore {
             .unwrap_or(0);
         let from = start_after.map(|s| format!("{s}\u{0}")).unwrap_or_else(|| prefix.to_string());
         let mut statement = db
-            // Walks (name, id) in order, keeping each name's newest row: no temporary
-            // B-tree to sort the values in (five times faster on 10,000 pods).
+            // The rows are chosen from the index alone (each name's newest, `deleted` taken
+            // from that newest row: SQLite's bare column beside MAX), then read in id
+            // order and sorted by name here: a third of the time of reading them in name
+            // order, which costs a page read per row (10,000 pods: 17 ms against 50).
             .prepare_cached(
-                "SELECT a.name, a.value, a.create_revision, a.id FROM kv AS a
-                 WHERE a.name >= ?1 AND a.name < ?2 AND a.deleted = 0
-                 AND a.id = (SELECT MAX(b.id) FROM kv AS b WHERE b.name = a.name)
-                 ORDER BY a.name LIMIT ?3",
+                "SELECT name, value, create_revision, id FROM kv WHERE id IN
+                 (SELECT MAX(id) FROM kv WHERE name >= ?1 AND name < ?2
+                  GROUP BY name HAVING deleted = 0 ORDER BY name LIMIT ?3)",
             )
             .map_err(backend)?;
         let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
@@ -228,6 +234,7 @@ impl Store for SqliteStore {
             .map_err(backend)?
             .collect::<rusqlite::Result<_>>()
             .map_err(backend)?;
+        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let more = limit != 0 && items.len() > limit;
         items.truncate(if limit == 0 { items.len() } else { limit });
         Ok(Page { items, revision, more })
@@ -387,6 +394,27 @@ mod tests {
     /// Writes from many threads at once share commits: each gets its own outcome (one
     /// create of a shared key wins, the rest are refused without undoing anyone else's),
     /// revisions are dense and their events come in order, and all of it is on disk.
+    #[test]
+    fn a_store_made_with_the_old_index_gets_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.create("/registry/x/a", b"1").unwrap();
+            let db = s.db.lock().unwrap();
+            db.execute_batch("DROP INDEX kv_name_id_deleted; CREATE INDEX kv_name_id ON kv (name, id);").unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let indexes: Vec<String> = {
+            let db = s.db.lock().unwrap();
+            let mut statement =
+                db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'kv'").unwrap();
+            statement.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+        };
+        assert_eq!(indexes, ["kv_name_id_deleted"]);
+        assert_eq!(s.list("/registry/x/", None, 0).unwrap().items[0].value, b"1");
+    }
+
     #[test]
     fn concurrent_writes_commit_together_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,13 @@ fn lists_page_in_key_order_under_a_prefix(s: &dyn Store) {
     s.create("/registry/t2/ns10/x", b"x").unwrap();
     s.create("/registry/t3/ns1/a", b"s").unwrap();
     s.delete("/registry/t2/ns1/d", None).unwrap();
+    // Each key's newest value, whatever its history: updated, deleted and made again.
+    s.update("/registry/t2/ns1/b", b"b2", None).unwrap();
+    s.update("/registry/t2/ns1/b", b"b3", None).unwrap();
+    s.delete("/registry/t2/ns1/a", None).unwrap();
+    s.create("/registry/t2/ns1/a", b"a2").unwrap();
+    let values = s.list("/registry/t2/ns1/", None, 0).unwrap().items.into_iter().map(|kv| kv.value).collect::<Vec<_>>();
+    assert_eq!(values, [b"a2".to_vec(), b"b3".to_vec(), b"c".to_vec()]);
     let names = |page: &super::Page| page.items.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
     let page = s.list("/registry/t2/ns1/", None, 2).unwrap();
     assert_eq!(names(&page), ["/registry/t2/ns1/a", "/registry/t2/ns1/b"]);
