@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ipnet::Ipv4Net;
 
@@ -46,12 +46,15 @@ pub struct PodNetwork {
     firewall: OnceLock<Firewall>,
     /// Set once the other packet filter's rules of ours are gone.
     other_removed: OnceLock<()>,
+    /// The nf_tables socket, opened at the first write and kept: closing one costs the
+    /// kernel ~10 ms, and the node agent writes the node's rules at every proxy sync.
+    nft: Mutex<Option<Nft>>,
 }
 
 impl PodNetwork {
     pub fn new(config: NetworkConfig) -> PodNetwork {
         let ipam = Ipam::new(&config.lease_dir, config.pod_cidr);
-        PodNetwork { config, ipam, firewall: OnceLock::new(), other_removed: OnceLock::new() }
+        PodNetwork { config, ipam, firewall: OnceLock::new(), other_removed: OnceLock::new(), nft: Mutex::default() }
     }
 
     pub fn config(&self) -> &NetworkConfig {
@@ -172,11 +175,25 @@ impl PodNetwork {
             write_sysctl(&format!("net/ipv4/conf/{}/route_localnet", self.config.bridge), "1")?;
         }
         match self.firewall()? {
-            Firewall::Nftables => Nft::open()?.apply(&crate::hostports::nft_script(mappings)),
+            Firewall::Nftables => self.apply_nft(&crate::hostports::nft_script(mappings)),
             Firewall::Iptables(iptables) => {
                 iptables.apply_with_jumps(&crate::hostports::rules(mappings), &crate::hostports::JUMPS)
             }
         }
+    }
+
+    /// Applies `script` on the kept socket (a new one after a failure).
+    fn apply_nft(&self, script: &crate::nft::Script) -> Result<(), Error> {
+        let mut slot = self.nft.lock().expect("nft socket lock");
+        let nft = match &mut *slot {
+            Some(nft) => nft,
+            empty => empty.insert(Nft::open()?),
+        };
+        let applied = nft.apply(script);
+        if applied.is_err() {
+            *slot = None;
+        }
+        applied
     }
 
     /// The node's side: IP forwarding, bridged traffic through iptables (so services work
@@ -192,7 +209,7 @@ impl PodNetwork {
             Ok(link::owned_routes(&handle).await?.into_iter().map(|(net, _, _)| net).collect::<Vec<_>>())
         })?;
         match self.firewall()? {
-            Firewall::Nftables => Nft::open()?.apply(&node_script(self.config.pod_cidr, &remote))?,
+            Firewall::Nftables => self.apply_nft(&node_script(self.config.pod_cidr, &remote))?,
             Firewall::Iptables(iptables) => {
                 iptables.apply_with_jumps(&node_rules(self.config.pod_cidr, &remote), &NODE_JUMPS)?
             }

@@ -113,8 +113,10 @@ impl RuleSet {
         for (map, element) in units.iter().flat_map(|u| &u.elements) {
             script.add_element(map, element);
         }
+        // Made if missing before it is emptied: stale names may come from what this
+        // process applied, which someone may have deleted since.
         for chain in stale_chains {
-            script.flush_chain(chain);
+            script.fresh_chain(chain, None);
         }
         for set in stale_sets {
             script.delete_set(set);
@@ -381,7 +383,20 @@ impl Proxier {
                 (false, script, emptied)
             }
             _ => {
-                let (chains, sets) = nft.contents(TABLE)?;
+                // What the table holds beside what is wanted: known from the last sync when
+                // there was one (a periodic full sync rewrites every chain anyway, so this
+                // process's own chains are all it must empty); listed from the kernel when
+                // this process does not know (its first sync, or after a failed one).
+                // Listing 110,000 chains costs 0.7 s.
+                let (chains, sets) = match &self.applied {
+                    Some(applied) => {
+                        let known = applied.service_objects();
+                        let names =
+                            |ours: fn(&str) -> bool| known.iter().filter(|n| ours(n)).map(|n| n.to_string()).collect();
+                        (names(is_service_chain), names(is_affinity_set))
+                    }
+                    None => nft.contents(TABLE)?,
+                };
                 let wanted_objects = wanted.service_objects();
                 let stale = |names: Vec<String>, ours: fn(&str) -> bool| -> Vec<String> {
                     names.into_iter().filter(|n| ours(n) && !wanted_objects.contains(n.as_str())).collect()
@@ -590,7 +605,40 @@ mod tests {
             rules(&[], &config()).render_full(&["service-X-ns/old/tcp/".into()], &["affinity-X-ns/old".into()]);
         let text = script.text();
         assert!(text.ends_with(
-            "flush chain ip kube-proxy service-X-ns/old/tcp/\ndelete set ip kube-proxy affinity-X-ns/old\n"
+            "add chain ip kube-proxy service-X-ns/old/tcp/\nflush chain ip kube-proxy service-X-ns/old/tcp/\ndelete set ip kube-proxy affinity-X-ns/old\n"
         ));
+    }
+}
+
+/// A periodic full sync on a live table, as root in a network namespace of its own.
+#[cfg(test)]
+mod root_tests {
+    use super::*;
+    use crate::proxy::tests::svc;
+
+    /// A full sync after earlier ones takes the stale chains from what this process
+    /// applied (no listing of the table), and still succeeds when someone deleted the
+    /// table in between.
+    #[test]
+    fn a_periodic_full_sync_knows_what_it_applied() {
+        let listing = std::thread::spawn(|| {
+            // SAFETY: unshare acts on this thread only, which ends with the namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+            let config = ProxyConfig { cluster_cidr: None, random_fully: false };
+            let (a, b) = (
+                svc("ns", "a", "", "10.96.0.1", 80, &["10.1.0.1:80"]),
+                svc("ns", "b", "", "10.96.0.2", 80, &["10.1.0.2:80"]),
+            );
+            let mut proxier = Proxier::new(config);
+            proxier.sync(&[a.clone(), b], true).unwrap();
+            let out = std::process::Command::new("nft").args(["delete", "table", "ip", TABLE]).output().unwrap();
+            assert!(out.status.success());
+            assert!(proxier.sync(&[a], true).unwrap().full);
+            let out = std::process::Command::new("nft").args(["list", "table", "ip", TABLE]).output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(listing.contains("ns/a/") && !listing.contains("ns/b/"), "{listing}");
     }
 }
