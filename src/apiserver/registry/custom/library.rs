@@ -3,11 +3,13 @@
 //! server's environment has them): string functions (`charAt`, `indexOf`, `lastIndexOf`,
 //! `lowerAscii`, `upperAscii`, `replace`, `split`, `substring`, `trim`, `join`), lists
 //! (`isSorted`, `sum`, `min`, `max`, `indexOf`, `lastIndexOf`), regular expressions
-//! (`find`, `findAll`), sets (`sets.contains`, `sets.equivalent`, `sets.intersects`) and
-//! quantities (`quantity`, `isQuantity` and their methods). Indexes count code points,
-//! as cel-go's do.
+//! (`find`, `findAll`), sets (`sets.contains`, `sets.equivalent`, `sets.intersects`),
+//! quantities (`quantity`, `isQuantity` and their methods), IP addresses and CIDRs (`ip`,
+//! `isIP`, `ip.isCanonical`, `cidr`, `isCIDR` and their methods). Indexes count code
+//! points, as cel-go's do.
 
 use std::cmp::Ordering;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use cel::extractors::{Arguments, This};
@@ -52,6 +54,43 @@ pub fn install(context: &mut Context) {
             .ok_or_else(|| format!("quantities must match the regular expression: {text:?}"))
     });
     function(context, "isQuantity", |args| Ok(Quantity::parse(string(first(args)?)?).is_some().into()));
+    method(context, "ip", ip_of);
+    function(context, "isIP", |args| Ok(parse_ip(string(first(args)?)?).is_ok().into()));
+    function(context, "ip.isCanonical", |args| {
+        let text = string(first(args)?)?;
+        Ok((parse_ip(text)?.to_string() == text).into())
+    });
+    method(context, "family", |this, _| Ok(Value::Int(if ip_value(this)?.is_ipv4() { 4 } else { 6 })));
+    method(context, "isUnspecified", |this, _| Ok(ip_value(this)?.is_unspecified().into()));
+    method(context, "isLoopback", |this, _| Ok(ip_value(this)?.is_loopback().into()));
+    method(context, "isLinkLocalMulticast", |this, _| Ok(is_link_local_multicast(ip_value(this)?).into()));
+    method(context, "isLinkLocalUnicast", |this, _| Ok(is_link_local_unicast(ip_value(this)?).into()));
+    method(context, "isGlobalUnicast", |this, _| Ok(is_global_unicast(ip_value(this)?).into()));
+    function(context, "cidr", |args| Ok(Value::Opaque(Arc::new(parse_cidr(string(first(args)?)?)?))));
+    function(context, "isCIDR", |args| Ok(parse_cidr(string(first(args)?)?).is_ok().into()));
+    method(context, "containsIP", |this, args| {
+        let ip = match first(args)? {
+            Value::String(text) => parse_ip(text)?,
+            other => ip_value(other)?,
+        };
+        Ok(cidr_value(this)?.contains(ip).into())
+    });
+    method(context, "containsCIDR", |this, args| {
+        let other = match first(args)? {
+            Value::String(text) => parse_cidr(text)?,
+            other => *cidr_value(other)?,
+        };
+        let outer = cidr_value(this)?;
+        Ok((other.prefix >= outer.prefix && outer.contains(other.address)).into())
+    });
+    method(context, "prefixLength", |this, _| Ok(Value::Int(i64::from(cidr_value(this)?.prefix))));
+    method(context, "masked", |this, _| Ok(Value::Opaque(Arc::new(cidr_value(this)?.masked()))));
+    // string(ip) and string(cidr): standard CEL's string() knows neither.
+    method(context, "string", |this, _| match this {
+        Value::Opaque(_) if ip_value(this).is_ok() => Ok(ip_value(this)?.to_string().into()),
+        Value::Opaque(_) => Ok(cidr_value(this)?.to_string().into()),
+        other => Err(format!("no such overload: string({})", type_name(other))),
+    });
     function(context, "sets.contains", |args| {
         let (a, b) = pair(args)?;
         Ok(b.iter().all(|x| a.contains(x)).into())
@@ -294,10 +333,9 @@ fn quantity_value(quantity: Quantity) -> Value {
 
 fn quantity_of(value: &Value) -> Result<Quantity, String> {
     match value {
-        Value::Opaque(opaque) => match (opaque.as_ref() as &dyn std::any::Any).downcast_ref::<CelQuantity>() {
-            Some(q) => Ok(q.0),
-            None => Err("no such overload: expected a quantity".into()),
-        },
+        Value::Opaque(_) => {
+            opaque::<CelQuantity>(value).map(|q| q.0).ok_or_else(|| "no such overload: expected a quantity".into())
+        }
         Value::Int(i) => Ok(Quantity::from_nanos(i128::from(*i) * 1_000_000_000)),
         other => Err(format!("no such overload: expected a quantity, got {}", type_name(other))),
     }
@@ -320,6 +358,137 @@ fn combine(this: &Value, args: &[Value], sign: i128) -> Outcome {
 
 fn compare_quantities(this: &Value, args: &[Value]) -> Result<Ordering, String> {
     Ok(quantity_of(this)?.nanos().cmp(&quantity_of(first(args)?)?.nanos()))
+}
+
+/// An IP address as a CEL value (the `net.IP` type of Kubernetes' library).
+#[derive(Debug, PartialEq, Eq)]
+struct CelIp(IpAddr);
+
+impl Opaque for CelIp {
+    fn runtime_type_name(&self) -> &str {
+        "net.IP"
+    }
+}
+
+/// A CIDR as a CEL value: the address as written and the prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CelCidr {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Opaque for CelCidr {
+    fn runtime_type_name(&self) -> &str {
+        "net.CIDR"
+    }
+}
+
+impl CelCidr {
+    fn mask(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(v4) if self.address.is_ipv4() => {
+                let bits = u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                Some(IpAddr::V4(bits.into()))
+            }
+            IpAddr::V6(v6) if self.address.is_ipv6() => {
+                let bits = u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                Some(IpAddr::V6(bits.into()))
+            }
+            _ => None,
+        }
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.mask(ip).is_some() && self.mask(ip) == self.mask(self.address)
+    }
+
+    fn masked(&self) -> CelCidr {
+        CelCidr { address: self.mask(self.address).expect("the same family"), prefix: self.prefix }
+    }
+}
+
+impl std::fmt::Display for CelCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+/// An address as Go's netip.ParseAddr reads it for Kubernetes: no leading zeros, no
+/// zone, and no IPv4-mapped IPv6 form.
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    if text.contains('%') {
+        return Err(format!("IP address with zone value is not allowed: {text}"));
+    }
+    let ip: IpAddr =
+        text.parse().map_err(|_| format!("IP Address {text:?} parse error during conversion from string"))?;
+    if let IpAddr::V6(v6) = ip
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return Err(format!("IPv4-mapped IPv6 address {text:?} is not allowed"));
+    }
+    Ok(ip)
+}
+
+fn parse_cidr(text: &str) -> Result<CelCidr, String> {
+    let invalid = || format!("network address {text:?} parse error during conversion from string");
+    let (address, prefix) = text.split_once('/').ok_or_else(invalid)?;
+    let address = parse_ip(address).map_err(|_| invalid())?;
+    // Digits only, without leading zeros, as netip.ParsePrefix takes them.
+    let digits =
+        !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()) && (prefix == "0" || !prefix.starts_with('0'));
+    let prefix: u8 = prefix.parse().ok().filter(|_| digits).ok_or_else(invalid)?;
+    if prefix > if address.is_ipv4() { 32 } else { 128 } {
+        return Err(invalid());
+    }
+    Ok(CelCidr { address, prefix })
+}
+
+fn opaque<T: 'static>(value: &Value) -> Option<&T> {
+    match value {
+        Value::Opaque(opaque) => (opaque.as_ref() as &dyn std::any::Any).downcast_ref::<T>(),
+        _ => None,
+    }
+}
+
+fn ip_value(value: &Value) -> Result<IpAddr, String> {
+    opaque::<CelIp>(value).map(|ip| ip.0).ok_or_else(|| "no such overload: expected an IP address".into())
+}
+
+fn cidr_value(value: &Value) -> Result<&CelCidr, String> {
+    opaque::<CelCidr>(value).ok_or_else(|| "no such overload: expected a CIDR".into())
+}
+
+/// `ip("…")`, or a CIDR's address (`cidr("…").ip()`).
+fn ip_of(this: &Value, _: &[Value]) -> Outcome {
+    let ip = match this {
+        Value::String(text) => parse_ip(text)?,
+        other => cidr_value(other)?.address,
+    };
+    Ok(Value::Opaque(Arc::new(CelIp(ip))))
+}
+
+fn is_link_local_multicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[..3] == [224, 0, 0],
+        IpAddr::V6(v6) => v6.segments()[0] & 0xff0f == 0xff02,
+    }
+}
+
+fn is_link_local_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// Go's netip.Addr.IsGlobalUnicast: not unspecified, loopback, multicast, link-local
+/// (nor the IPv4 broadcast address); private ranges count.
+fn is_global_unicast(ip: IpAddr) -> bool {
+    let multicast = match ip {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    };
+    !(ip.is_unspecified() || ip.is_loopback() || multicast || is_link_local_unicast(ip))
 }
 
 #[cfg(test)]
@@ -359,6 +528,26 @@ mod tests {
             ("quantity('1') == quantity('1000m') && quantity('2k').compareTo(quantity('2000')) == 0", true),
             ("quantity('1.5').add(quantity('500m')).asInteger() == 2 && quantity('1').sub(3).sign() == -1", true),
             ("isQuantity('200Mi') && !isQuantity('2 apples') && !quantity('1.5').isInteger()", true),
+            ("ip('10.0.0.1').family() == 4 && ip('fd00::1').family() == 6 && ip('10.0.0.1') == ip('10.0.0.1')", true),
+            ("isIP('1.2.3.4') && !isIP('1.2.3.04') && !isIP('::ffff:1.2.3.4') && !isIP('fe80::1%eth0')", true),
+            ("ip.isCanonical('2001:db8::1') && !ip.isCanonical('2001:DB8::1')", true),
+            (
+                "ip('127.0.0.1').isLoopback() && ip('0.0.0.0').isUnspecified() && ip('169.254.1.1').isLinkLocalUnicast()",
+                true,
+            ),
+            (
+                "ip('224.0.0.1').isLinkLocalMulticast() && ip('10.1.2.3').isGlobalUnicast() && !ip('::1').isGlobalUnicast()",
+                true,
+            ),
+            ("cidr('10.0.0.0/8').containsIP('10.1.2.3') && !cidr('10.0.0.0/8').containsIP(ip('11.0.0.1'))", true),
+            (
+                "cidr('10.0.0.0/8').containsCIDR('10.1.0.0/16') && !cidr('10.1.0.0/16').containsCIDR(cidr('10.0.0.0/8'))",
+                true,
+            ),
+            ("cidr('192.168.0.1/24').ip() == ip('192.168.0.1') && cidr('192.168.0.1/24').prefixLength() == 24", true),
+            ("string(cidr('192.168.0.1/24').masked()) == '192.168.0.0/24' && string(ip('::1')) == '::1'", true),
+            ("isCIDR('10.0.0.0/8') && !isCIDR('10.0.0.0/33') && !isCIDR('10.0.0.0') && !isCIDR('10.0.0.0/+8')", true),
+            ("string(1) == '1'", true),
         ] {
             assert_eq!(eval(expression), Ok(Value::Bool(expected)), "{expression}");
         }
@@ -368,6 +557,8 @@ mod tests {
             ("[].max()", "max called on an empty list"),
             ("quantity('x')", "quantities must match"),
             ("quantity('1.5').asInteger()", "fractional part"),
+            ("ip('::ffff:1.2.3.4')", "IPv4-mapped IPv6 address"),
+            ("cidr('10.0.0.0')", "parse error"),
         ] {
             let outcome = eval(expression);
             assert!(outcome.as_ref().is_err_and(|e| e.contains(error)), "{expression}: {outcome:?}");
