@@ -159,7 +159,11 @@ pub struct Documents {
 /// ones are made from their definitions: [`custom_document`]).
 pub fn documents(registry: &Registry) -> &'static Documents {
     static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
-    DOCUMENTS.get_or_init(|| {
+    DOCUMENTS.get_or_init(|| Documents::of(registry))
+}
+
+impl Documents {
+    fn of(registry: &Registry) -> Documents {
         let definitions = parse();
         let mut by_group_version = HashMap::new();
         let mut group_versions: Vec<(String, String)> =
@@ -172,10 +176,8 @@ pub fn documents(registry: &Registry) -> &'static Documents {
             by_group_version.insert((group, version), (Arc::new(bytes), hash));
         }
         Documents { by_group_version, custom: Mutex::default() }
-    })
-}
+    }
 
-impl Documents {
     /// A group version's document: a built-in one, or one of the custom resources served
     /// now.
     pub fn get(&self, registry: &Registry, group: &str, version: &str) -> Option<Arc<Vec<u8>>> {
@@ -420,7 +422,8 @@ mod tests {
                 "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema":
                     {"type": "object", "description": description}}}]}}))
         };
-        let documents = documents(&registry);
+        // Its own documents: the process's are shared with the other tests' registries.
+        let documents = Documents::of(&registry);
         registry.define(&[definition("first")]);
         let first = documents.get(&registry, "example.com", "v1").unwrap();
         assert!(String::from_utf8_lossy(&first).contains("first"));
