@@ -1,12 +1,15 @@
 //! The Kubernetes CEL libraries beyond standard CEL that validation rules use
 //! (k8s.io/apiserver/pkg/cel/library and cel-go's ext.Strings and ext.Sets, as the API
 //! server's environment has them): string functions (`charAt`, `indexOf`, `lastIndexOf`,
-//! `lowerAscii`, `upperAscii`, `replace`, `split`, `substring`, `trim`, `join`), lists
+//! `lowerAscii`, `upperAscii`, `replace`, `split`, `substring`, `trim`, `join`,
+//! `format`), lists
 //! (`isSorted`, `sum`, `min`, `max`, `indexOf`, `lastIndexOf`), regular expressions
 //! (`find`, `findAll`), sets (`sets.contains`, `sets.equivalent`, `sets.intersects`),
 //! quantities (`quantity`, `isQuantity` and their methods), IP addresses and CIDRs (`ip`,
-//! `isIP`, `ip.isCanonical`, `cidr`, `isCIDR` and their methods). Indexes count code
-//! points, as cel-go's do.
+//! `isIP`, `ip.isCanonical`, `cidr`, `isCIDR` and their methods) and URLs (`url`,
+//! `isURL`, `getScheme`, `getHost`, `getHostname`, `getPort`, `getEscapedPath`,
+//! `getQuery`) and semantic versions (`semver`, `isSemver`, `major`, `minor`, `patch`,
+//! `compareTo`, …). Indexes count code points, as cel-go's do.
 
 use std::cmp::Ordering;
 use std::net::IpAddr;
@@ -31,6 +34,7 @@ pub fn install(context: &mut Context) {
     method(context, "split", split);
     method(context, "substring", substring);
     method(context, "trim", |this, _| Ok(string(this)?.trim().into()));
+    method(context, "format", format);
     method(context, "join", join);
     method(context, "isSorted", |this, _| Ok(list(this)?.windows(2).all(|w| order(&w[0], &w[1]).is_le()).into()));
     method(context, "sum", sum);
@@ -44,9 +48,20 @@ pub fn install(context: &mut Context) {
     method(context, "sign", |this, _| Ok(Value::Int(quantity_of(this)?.nanos().signum() as i64)));
     method(context, "add", |this, args| combine(this, args, 1));
     method(context, "sub", |this, args| combine(this, args, -1));
-    method(context, "compareTo", |this, args| Ok(Value::Int(compare_quantities(this, args)? as i64)));
-    method(context, "isGreaterThan", |this, args| Ok(compare_quantities(this, args)?.is_gt().into()));
-    method(context, "isLessThan", |this, args| Ok(compare_quantities(this, args)?.is_lt().into()));
+    method(context, "compareTo", |this, args| Ok(Value::Int(compare(this, args)? as i64)));
+    method(context, "isGreaterThan", |this, args| Ok(compare(this, args)?.is_gt().into()));
+    method(context, "isLessThan", |this, args| Ok(compare(this, args)?.is_lt().into()));
+    function(context, "semver", |args| {
+        let normalize = matches!(args.get(1), Some(Value::Bool(true)));
+        Ok(Value::Opaque(Arc::new(Semver::parse(string(first(args)?)?, normalize)?)))
+    });
+    function(context, "isSemver", |args| {
+        let normalize = matches!(args.get(1), Some(Value::Bool(true)));
+        Ok(Semver::parse(string(first(args)?)?, normalize).is_ok().into())
+    });
+    method(context, "major", |this, _| Ok(Value::Int(semver_value(this)?.numbers[0] as i64)));
+    method(context, "minor", |this, _| Ok(Value::Int(semver_value(this)?.numbers[1] as i64)));
+    method(context, "patch", |this, _| Ok(Value::Int(semver_value(this)?.numbers[2] as i64)));
     function(context, "quantity", |args| {
         let text = string(first(args)?)?;
         Quantity::parse(text)
@@ -91,6 +106,14 @@ pub fn install(context: &mut Context) {
         Value::Opaque(_) => Ok(cidr_value(this)?.to_string().into()),
         other => Err(format!("no such overload: string({})", type_name(other))),
     });
+    function(context, "url", |args| Ok(Value::Opaque(Arc::new(Url::parse(string(first(args)?)?)?))));
+    function(context, "isURL", |args| Ok(Url::parse(string(first(args)?)?).is_ok().into()));
+    method(context, "getScheme", |this, _| Ok(url_value(this)?.scheme.clone().into()));
+    method(context, "getHost", |this, _| Ok(url_value(this)?.host.clone().into()));
+    method(context, "getHostname", |this, _| Ok(url_value(this)?.hostname().into()));
+    method(context, "getPort", |this, _| Ok(url_value(this)?.port().into()));
+    method(context, "getEscapedPath", |this, _| Ok(url_value(this)?.path.clone().into()));
+    method(context, "getQuery", |this, _| Ok(url_value(this)?.query_map()));
     function(context, "sets.contains", |args| {
         let (a, b) = pair(args)?;
         Ok(b.iter().all(|x| a.contains(x)).into())
@@ -248,6 +271,92 @@ fn substring(this: &Value, args: &[Value]) -> Outcome {
     }
 }
 
+/// cel-go's `"…".format([args])`: `%s`, `%d`, `%f`/`%.Nf`, `%e`, `%b`, `%o`, `%x`/`%X` and
+/// `%%`, each taking the next argument.
+fn format(this: &Value, args: &[Value]) -> Outcome {
+    let template = string(this)?;
+    let values = list(first(args)?)?;
+    let mut next = 0;
+    let mut out = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut precision = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            let digits: String = std::iter::from_fn(|| chars.next_if(char::is_ascii_digit)).collect();
+            precision = Some(digits.parse::<usize>().map_err(|_| "malformed precision in format string")?);
+        }
+        let verb = chars.next().ok_or("unexpected end of format string")?;
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let value = values.get(next).ok_or_else(|| format!("index {next} out of range"))?;
+        next += 1;
+        let number = |value: &Value| match value {
+            Value::Int(i) => Ok(*i as f64),
+            Value::UInt(u) => Ok(*u as f64),
+            Value::Float(f) => Ok(*f),
+            other => Err(format!("error during formatting: expected a number, got {}", type_name(other))),
+        };
+        let integer = |value: &Value| -> Result<i128, String> {
+            match value {
+                Value::Int(i) => Ok(i128::from(*i)),
+                Value::UInt(u) => Ok(i128::from(*u)),
+                other => Err(format!("error during formatting: expected an integer, got {}", type_name(other))),
+            }
+        };
+        let signed = |n: i128, text: String| if n < 0 { format!("-{text}") } else { text };
+        match verb {
+            's' => out.push_str(&text_of(value)?),
+            'd' => out.push_str(&integer(value)?.to_string()),
+            'f' => out.push_str(&format!("{:.*}", precision.unwrap_or(6), number(value)?)),
+            'e' => {
+                let text = format!("{:.*e}", precision.unwrap_or(6), number(value)?);
+                // Go writes the exponent with a sign and at least two digits.
+                let (mantissa, exponent) = text.split_once('e').expect("an exponent");
+                let (sign, digits) = exponent.strip_prefix('-').map_or(("+", exponent), |d| ("-", d));
+                out.push_str(&format!("{mantissa}e{sign}{digits:0>2}"));
+            }
+            'b' => out.push_str(&integer(value).map(|n| signed(n, format!("{:b}", n.unsigned_abs())))?),
+            'o' => out.push_str(&integer(value).map(|n| signed(n, format!("{:o}", n.unsigned_abs())))?),
+            'x' | 'X' => {
+                let text = match value {
+                    Value::String(s) => s.bytes().map(|b| format!("{b:02x}")).collect(),
+                    other => integer(other).map(|n| signed(n, format!("{:x}", n.unsigned_abs())))?,
+                };
+                out.push_str(&if verb == 'X' { text.to_uppercase() } else { text });
+            }
+            other => {
+                return Err(format!("could not parse formatting clause: unrecognized formatting clause \"{other}\""));
+            }
+        }
+    }
+    Ok(out.into())
+}
+
+/// A value as `%s` writes it.
+fn text_of(value: &Value) -> Result<String, String> {
+    Ok(match value {
+        Value::String(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        Value::List(items) => {
+            format!("[{}]", items.iter().map(text_of).collect::<Result<Vec<_>, _>>()?.join(", "))
+        }
+        Value::Opaque(_) if ip_value(value).is_ok() => ip_value(value)?.to_string(),
+        Value::Opaque(_) if cidr_value(value).is_ok() => cidr_value(value)?.to_string(),
+        other => return Err(format!("error during formatting: cannot format a {}", type_name(other))),
+    })
+}
+
 fn join(this: &Value, args: &[Value]) -> Outcome {
     let separator = args.first().map(string).transpose()?.unwrap_or("");
     let parts: Result<Vec<&str>, String> = list(this)?.iter().map(string).collect();
@@ -356,8 +465,103 @@ fn combine(this: &Value, args: &[Value], sign: i128) -> Outcome {
     Ok(quantity_value(Quantity::from_nanos(a.nanos() + sign * b.nanos())))
 }
 
-fn compare_quantities(this: &Value, args: &[Value]) -> Result<Ordering, String> {
+/// `compareTo`, `isGreaterThan`, `isLessThan`: of two quantities, or of two versions.
+fn compare(this: &Value, args: &[Value]) -> Result<Ordering, String> {
+    if let Some(version) = opaque::<Semver>(this) {
+        return Ok(version.cmp(semver_value(first(args)?)?));
+    }
     Ok(quantity_of(this)?.nanos().cmp(&quantity_of(first(args)?)?.nanos()))
+}
+
+/// A semantic version (semver.org 2.0.0, as blang/semver parses it): `1.2.3-rc.1+build`.
+#[derive(Debug, PartialEq, Eq)]
+struct Semver {
+    numbers: [u64; 3],
+    pre: Vec<String>,
+}
+
+impl Opaque for Semver {
+    fn runtime_type_name(&self) -> &str {
+        "kubernetes.Semver"
+    }
+}
+
+impl Semver {
+    /// With `normalize`, a leading `v`, missing minor or patch numbers and leading
+    /// zeros are forgiven (`v1.2` is 1.2.0), as the library's second argument asks.
+    fn parse(text: &str, normalize: bool) -> Result<Semver, String> {
+        let invalid = |why: &str| format!("could not parse {text:?} as version: {why}");
+        let mut rest = text;
+        if normalize {
+            rest = rest.strip_prefix('v').unwrap_or(rest);
+        }
+        let rest = rest.split_once('+').map_or(rest, |(version, _)| version);
+        let (core, pre) = match rest.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (rest, None),
+        };
+        let mut parts: Vec<&str> = core.split('.').collect();
+        if normalize {
+            parts.resize(3, "0");
+        }
+        if parts.len() != 3 {
+            return Err(invalid("no major, minor and patch numbers"));
+        }
+        let mut numbers = [0u64; 3];
+        for (number, part) in numbers.iter_mut().zip(&parts) {
+            let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+            if !digits || (!normalize && part.len() > 1 && part.starts_with('0')) {
+                return Err(invalid(&format!("invalid number {part:?}")));
+            }
+            *number = part.parse().map_err(|_| invalid(&format!("invalid number {part:?}")))?;
+        }
+        let pre: Vec<String> = pre.map(|p| p.split('.').map(String::from).collect()).unwrap_or_default();
+        for identifier in &pre {
+            let allowed = identifier.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let numeric_with_zero =
+                identifier.len() > 1 && identifier.starts_with('0') && identifier.bytes().all(|b| b.is_ascii_digit());
+            if identifier.is_empty() || !allowed || numeric_with_zero {
+                return Err(invalid(&format!("invalid prerelease {identifier:?}")));
+            }
+        }
+        Ok(Semver { numbers, pre })
+    }
+}
+
+impl Ord for Semver {
+    /// semver.org's precedence: numbers, then a prerelease below its release, prerelease
+    /// identifiers numerically when both are numbers, else by text, numbers first.
+    fn cmp(&self, other: &Semver) -> Ordering {
+        self.numbers.cmp(&other.numbers).then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => {
+                for (a, b) in self.pre.iter().zip(&other.pre) {
+                    let order = match (a.parse::<u64>(), b.parse::<u64>()) {
+                        (Ok(a), Ok(b)) => a.cmp(&b),
+                        (Ok(_), Err(_)) => Ordering::Less,
+                        (Err(_), Ok(_)) => Ordering::Greater,
+                        (Err(_), Err(_)) => a.cmp(b),
+                    };
+                    if order.is_ne() {
+                        return order;
+                    }
+                }
+                self.pre.len().cmp(&other.pre.len())
+            }
+        })
+    }
+}
+
+impl PartialOrd for Semver {
+    fn partial_cmp(&self, other: &Semver) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn semver_value(value: &Value) -> Result<&Semver, String> {
+    opaque::<Semver>(value).ok_or_else(|| "no such overload: expected a semver".into())
 }
 
 /// An IP address as a CEL value (the `net.IP` type of Kubernetes' library).
@@ -491,6 +695,139 @@ fn is_global_unicast(ip: IpAddr) -> bool {
     !(ip.is_unspecified() || ip.is_loopback() || multicast || is_link_local_unicast(ip))
 }
 
+/// A URL as Kubernetes' CEL library reads one (Go's url.ParseRequestURI, then
+/// url.Parse): an absolute URI or an absolute path, kept as written.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    scheme: String,
+    /// `host[:port]`, an IPv6 address in brackets.
+    host: String,
+    /// The path as escaped in the text.
+    path: String,
+    query: Option<String>,
+}
+
+impl Opaque for Url {
+    fn runtime_type_name(&self) -> &str {
+        "kubernetes.URL"
+    }
+}
+
+impl Url {
+    fn parse(text: &str) -> Result<Url, String> {
+        let invalid = |why: &str| format!("URL parse error during conversion from string: parse {text:?}: {why}");
+        if text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(invalid("net/url: invalid control character in URL"));
+        }
+        let text = text.split_once('#').map_or(text, |(before, _)| before);
+        let (rest, query) = match text.split_once('?') {
+            Some((rest, query)) => (rest, Some(query.to_string())),
+            None => (text, None),
+        };
+        let scheme_end = rest.find(':').filter(|&i| {
+            let scheme = &rest[..i];
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        let (scheme, rest) = match scheme_end {
+            Some(i) => (rest[..i].to_ascii_lowercase(), &rest[i + 1..]),
+            None if rest.starts_with('/') => (String::new(), rest),
+            None => return Err(invalid("invalid URI for request")),
+        };
+        let (host, path) = match rest.strip_prefix("//") {
+            Some(authority_and_path) => {
+                let end = authority_and_path.find('/').unwrap_or(authority_and_path.len());
+                let authority = &authority_and_path[..end];
+                let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+                (host.to_string(), authority_and_path[end..].to_string())
+            }
+            None if scheme.is_empty() || rest.starts_with('/') => (String::new(), rest.to_string()),
+            // An opaque URI (`mailto:x`): no host, no path.
+            None => (String::new(), String::new()),
+        };
+        if host.contains(' ') {
+            return Err(invalid("invalid character \" \" in host name"));
+        }
+        let url = Url { scheme, host, path: escape_path(&path), query };
+        if let Some(port) = url.host.strip_prefix(url.hostname_part()).and_then(|p| p.strip_prefix(':'))
+            && !port.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(invalid(&format!("invalid port {:?} after host", format!(":{port}"))));
+        }
+        Ok(url)
+    }
+
+    /// The host as written, without the port (brackets kept).
+    fn hostname_part(&self) -> &str {
+        if self.host.starts_with('[') {
+            return self.host.find(']').map_or(&self.host, |i| &self.host[..=i]);
+        }
+        self.host.rsplit_once(':').map_or(&self.host, |(host, _)| host)
+    }
+
+    /// The host without the port and without an IPv6 address's brackets.
+    fn hostname(&self) -> String {
+        self.hostname_part().trim_start_matches('[').trim_end_matches(']').to_string()
+    }
+
+    fn port(&self) -> String {
+        self.host.strip_prefix(self.hostname_part()).and_then(|p| p.strip_prefix(':')).unwrap_or("").to_string()
+    }
+
+    /// The query as a map of lists (url.Values): `+` is a space, escapes decoded; pairs
+    /// that do not decode are left out, as url.URL.Query leaves them.
+    fn query_map(&self) -> Value {
+        let mut map: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
+        for pair in self.query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if let (Some(key), Some(value)) = (unescape(key), unescape(value)) {
+                map.entry(key).or_default().push(value.into());
+            }
+        }
+        let entries: std::collections::HashMap<String, Value> =
+            map.into_iter().map(|(k, v)| (k, Value::List(Arc::new(v)))).collect();
+        entries.into()
+    }
+}
+
+/// A path as Go's URL.EscapedPath writes it: what a path may not hold literally
+/// percent-encoded, escapes already there kept.
+fn escape_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@%".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A query component decoded: `+` a space, `%XX` its byte; None when an escape is bad.
+fn unescape(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn url_value(value: &Value) -> Result<&Url, String> {
+    opaque::<Url>(value).ok_or_else(|| "no such overload: expected a URL".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +885,35 @@ mod tests {
             ("string(cidr('192.168.0.1/24').masked()) == '192.168.0.0/24' && string(ip('::1')) == '::1'", true),
             ("isCIDR('10.0.0.0/8') && !isCIDR('10.0.0.0/33') && !isCIDR('10.0.0.0') && !isCIDR('10.0.0.0/+8')", true),
             ("string(1) == '1'", true),
+            ("semver('1.2.3').major() == 1 && semver('1.2.3').minor() == 2 && semver('1.2.3').patch() == 3", true),
+            (
+                "semver('1.10.0').isGreaterThan(semver('1.9.9')) && semver('1.0.0-rc.1').isLessThan(semver('1.0.0'))",
+                true,
+            ),
+            (
+                "semver('1.0.0-alpha.2').isLessThan(semver('1.0.0-alpha.10')) && semver('1.0.0+b1').compareTo(semver('1.0.0')) == 0",
+                true,
+            ),
+            (
+                "isSemver('1.2.3') && !isSemver('v1.2') && isSemver('v1.2', true) && semver('v1.2', true) == semver('1.2.0')",
+                true,
+            ),
+            ("!isSemver('01.2.3') && !isSemver('1.2.3-01')", true),
+            ("'%s has %d pods, %.2f%% ready'.format(['web', 3, 66.666]) == 'web has 3 pods, 66.67% ready'", true),
+            ("'%x %X %b %o %e'.format([255, 'hi', 5, 8, 1234.5]) == 'ff 6869 101 10 1.234500e+03'", true),
+            ("'%s'.format([[1, 'a']]) == '[1, a]'", true),
+            ("isURL('https://example.com:80/path') && isURL('/absolute') && !isURL('relative/path')", true),
+            ("url('https://example.com:80/path').getScheme() == 'https'", true),
+            ("url('https://user@example.com:80/path').getHost() == 'example.com:80'", true),
+            ("url('https://[::1]:80/path').getHostname() == '::1' && url('https://[::1]:80/').getPort() == '80'", true),
+            (
+                "url('https://example.com/').getPort() == '' && url('https://example.com/a%20b').getEscapedPath() == '/a%20b'",
+                true,
+            ),
+            ("url('https://example.com/?k=a&k=b+c&x=%41').getQuery() == {'k': ['a', 'b c'], 'x': ['A']}", true),
+            ("url('/p?q=1#frag').getQuery() == {'q': ['1']} && url('/p#frag').getEscapedPath() == '/p'", true),
+            ("url('HTTPS://x/a b').getScheme() == 'https' && url('https://x/a b').getEscapedPath() == '/a%20b'", true),
+            ("url('mailto:someone').getHost() == '' && url('mailto:someone').getEscapedPath() == ''", true),
         ] {
             assert_eq!(eval(expression), Ok(Value::Bool(expected)), "{expression}");
         }
@@ -559,6 +925,9 @@ mod tests {
             ("quantity('1.5').asInteger()", "fractional part"),
             ("ip('::ffff:1.2.3.4')", "IPv4-mapped IPv6 address"),
             ("cidr('10.0.0.0')", "parse error"),
+            ("url('example.com')", "invalid URI for request"),
+            ("url('https://example.com:x/')", "invalid port"),
+            ("'%s %s'.format(['a'])", "index 1 out of range"),
         ] {
             let outcome = eval(expression);
             assert!(outcome.as_ref().is_err_and(|e| e.contains(error)), "{expression}: {outcome:?}");
