@@ -206,30 +206,44 @@ async fn delete_each(api: &Api<DynamicObject>, params: &DeleteParams) -> kube::R
     Ok(())
 }
 
+/// What a pass over a terminating namespace asks for next.
+struct Pass {
+    /// When to look again, if the namespace is still there to empty.
+    retry: Option<Duration>,
+    /// Whether what remains changed (the conditions did): the backoff starts over.
+    progressed: bool,
+}
+
 /// One pass over a terminating namespace: its content deleted, its conditions written,
-/// and its finalizer removed once it is empty. Returns when to look again, if it must.
-async fn sync_one(client: &Client, namespace: &Namespace) -> Option<Duration> {
+/// and its finalizer removed once it is empty.
+async fn sync_one(client: &Client, namespace: &Namespace) -> Pass {
     let name = namespace.metadata.name.as_deref().unwrap_or_default();
     let outcome = delete_content(client, name).await;
     let api: Api<Namespace> = Api::all(client.clone());
     let old = namespace.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let new = conditions(&outcome, &old, &Time(jiff::Timestamp::now()));
-    if new != old {
+    let progressed = new != old;
+    let mut latest = namespace.clone();
+    if progressed {
         let patch = json!({"status": {"conditions": new}});
-        let written = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-        if !super::report(written, "namespace", name) {
-            return Some(Duration::ZERO);
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            // The finalize below must name the version this write made.
+            Ok(written) => latest = written,
+            written => {
+                super::report(written, "namespace", name);
+                return Pass { retry: Some(Duration::ZERO), progressed };
+            }
         }
     }
     if !outcome.is_empty() {
-        return Some(outcome.estimate);
+        return Pass { retry: Some(outcome.estimate), progressed };
     }
-    let mut finalized = namespace.clone();
+    let mut finalized = latest;
     if let Some(finalizers) = finalized.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
         finalizers.retain(|f| f != FINALIZER);
     }
     let done = api.replace_subresource("finalize", name, &PostParams::default(), &finalized).await;
-    (!super::report(done, "namespace", name)).then_some(Duration::ZERO)
+    Pass { retry: (!super::report(done, "namespace", name)).then_some(Duration::ZERO), progressed }
 }
 
 /// How long a namespace that keeps content waits at most before it is looked at again
@@ -270,9 +284,12 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                     None => true,
                 };
                 if due {
-                    let retry = sync_one(&client, &namespace).await;
-                    let backoff = schedule.get(&uid).map_or(FIRST_RETRY, |&(_, b, _)| (b * 2).min(super::RESYNC));
-                    match retry {
+                    let pass = sync_one(&client, &namespace).await;
+                    let backoff = match schedule.get(&uid) {
+                        Some(&(_, backoff, _)) if !pass.progressed => (backoff * 2).min(super::RESYNC),
+                        _ => FIRST_RETRY,
+                    };
+                    match pass.retry {
                         Some(after) => {
                             let after = after.max(backoff);
                             schedule.insert(uid, (Instant::now() + after, backoff, pods_in));
