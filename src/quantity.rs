@@ -29,7 +29,8 @@ impl Quantity {
         let mantissa: i128 = if significant.is_empty() { 0 } else { significant.parse().ok()? };
         let (binary, exponent) = match suffix {
             "" => (0, 0),
-            s if s.starts_with(['e', 'E']) => (0, s[1..].parse::<i32>().ok()?),
+            // `E` alone is exa; an exponent has digits after it.
+            s if s.len() > 1 && s.starts_with(['e', 'E']) => (0, s[1..].parse::<i32>().ok()?),
             s => match BINARY.iter().find(|(name, _)| *name == s) {
                 Some((_, shift)) => (*shift, 0),
                 None => (0, DECIMAL.iter().find(|(name, _)| *name == s)?.1),
@@ -88,6 +89,7 @@ mod tests {
         assert_eq!(q("1.5Gi").units(), 3 << 29);
         assert_eq!(q("500M").units(), 500_000_000);
         assert_eq!(q("1e3"), q("1k"));
+        assert_eq!(q("2E"), q("2000P"), "E alone is exa");
         assert_eq!(q("250m").millis(), 250);
         assert_eq!(q("0.5").millis(), 500);
         assert_eq!(q("1n").millis(), 1, "rounded up");

@@ -303,6 +303,11 @@ fn format(this: &Value, args: &[Value]) -> Outcome {
             Value::Float(f) => Ok(*f),
             other => Err(format!("error during formatting: expected a number, got {}", type_name(other))),
         };
+        // A number to format, or (Err) what cel-go writes for NaN and the infinities.
+        let finite = |value: &Value| -> Result<Result<f64, String>, String> {
+            let n = number(value)?;
+            Ok(if n.is_finite() { Ok(n) } else { Err(non_finite(n)) })
+        };
         let integer = |value: &Value| -> Result<i128, String> {
             match value {
                 Value::Int(i) => Ok(i128::from(*i)),
@@ -314,9 +319,19 @@ fn format(this: &Value, args: &[Value]) -> Outcome {
         match verb {
             's' => out.push_str(&text_of(value)?),
             'd' => out.push_str(&integer(value)?.to_string()),
-            'f' => out.push_str(&format!("{:.*}", precision.unwrap_or(6), number(value)?)),
+            'f' => match finite(value)? {
+                Ok(n) => out.push_str(&format!("{:.*}", precision.unwrap_or(6), n)),
+                Err(text) => out.push_str(&text),
+            },
             'e' => {
-                let text = format!("{:.*e}", precision.unwrap_or(6), number(value)?);
+                let n = match finite(value)? {
+                    Ok(n) => n,
+                    Err(text) => {
+                        out.push_str(&text);
+                        continue;
+                    }
+                };
+                let text = format!("{:.*e}", precision.unwrap_or(6), n);
                 // Go writes the exponent with a sign and at least two digits.
                 let (mantissa, exponent) = text.split_once('e').expect("an exponent");
                 let (sign, digits) = exponent.strip_prefix('-').map_or(("+", exponent), |d| ("-", d));
@@ -339,12 +354,22 @@ fn format(this: &Value, args: &[Value]) -> Outcome {
     Ok(out.into())
 }
 
+/// NaN and the infinities as cel-go writes them.
+fn non_finite(n: f64) -> String {
+    match n {
+        n if n.is_nan() => "NaN".into(),
+        n if n > 0.0 => "Infinity".into(),
+        _ => "-Infinity".into(),
+    }
+}
+
 /// A value as `%s` writes it.
 fn text_of(value: &Value) -> Result<String, String> {
     Ok(match value {
         Value::String(s) => s.to_string(),
         Value::Int(i) => i.to_string(),
         Value::UInt(u) => u.to_string(),
+        Value::Float(f) if !f.is_finite() => non_finite(*f),
         Value::Float(f) => f.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Null => "null".into(),
@@ -462,7 +487,8 @@ fn as_integer(this: &Value, _: &[Value]) -> Outcome {
 
 fn combine(this: &Value, args: &[Value], sign: i128) -> Outcome {
     let (a, b) = (quantity_of(this)?, quantity_of(first(args)?)?);
-    Ok(quantity_value(Quantity::from_nanos(a.nanos() + sign * b.nanos())))
+    let sum = b.nanos().checked_mul(sign).and_then(|b| a.nanos().checked_add(b)).ok_or("quantity overflow")?;
+    Ok(quantity_value(Quantity::from_nanos(sum)))
 }
 
 /// `compareTo`, `isGreaterThan`, `isLessThan`: of two quantities, or of two versions.
@@ -501,7 +527,7 @@ impl Semver {
             None => (rest, None),
         };
         let mut parts: Vec<&str> = core.split('.').collect();
-        if normalize {
+        if normalize && parts.len() < 3 {
             parts.resize(3, "0");
         }
         if parts.len() != 3 {
@@ -745,6 +771,12 @@ impl Url {
             // An opaque URI (`mailto:x`): no host, no path.
             None => (String::new(), String::new()),
         };
+        let bad_escape = path
+            .match_indices('%')
+            .any(|(i, _)| path.get(i + 1..i + 3).is_none_or(|hex| !hex.bytes().all(|b| b.is_ascii_hexdigit())));
+        if bad_escape {
+            return Err(invalid("invalid URL escape"));
+        }
         if host.contains(' ') {
             return Err(invalid("invalid character \" \" in host name"));
         }
@@ -795,7 +827,7 @@ impl Url {
 fn escape_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@%".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@%!*'()[]".contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -865,6 +897,7 @@ mod tests {
             ("quantity('1') == quantity('1000m') && quantity('2k').compareTo(quantity('2000')) == 0", true),
             ("quantity('1.5').add(quantity('500m')).asInteger() == 2 && quantity('1').sub(3).sign() == -1", true),
             ("isQuantity('200Mi') && !isQuantity('2 apples') && !quantity('1.5').isInteger()", true),
+            ("quantity('2E') == quantity('2000P') && quantity('2e3') == quantity('2k')", true),
             ("ip('10.0.0.1').family() == 4 && ip('fd00::1').family() == 6 && ip('10.0.0.1') == ip('10.0.0.1')", true),
             ("isIP('1.2.3.4') && !isIP('1.2.3.04') && !isIP('::ffff:1.2.3.4') && !isIP('fe80::1%eth0')", true),
             ("ip.isCanonical('2001:db8::1') && !ip.isCanonical('2001:DB8::1')", true),
@@ -898,7 +931,9 @@ mod tests {
                 "isSemver('1.2.3') && !isSemver('v1.2') && isSemver('v1.2', true) && semver('v1.2', true) == semver('1.2.0')",
                 true,
             ),
-            ("!isSemver('01.2.3') && !isSemver('1.2.3-01')", true),
+            ("!isSemver('01.2.3') && !isSemver('1.2.3-01') && !isSemver('1.2.3.4', true)", true),
+            ("'%e %f %s'.format([double('NaN'), 1.0 / 0.0, -1.0 / 0.0]) == 'NaN Infinity -Infinity'", true),
+            ("url('https://x/a(b)!').getEscapedPath() == '/a(b)!' && !isURL('/a%zz')", true),
             ("'%s has %d pods, %.2f%% ready'.format(['web', 3, 66.666]) == 'web has 3 pods, 66.67% ready'", true),
             ("'%x %X %b %o %e'.format([255, 'hi', 5, 8, 1234.5]) == 'ff 6869 101 10 1.234500e+03'", true),
             ("'%s'.format([[1, 'a']]) == '[1, a]'", true),
@@ -928,6 +963,10 @@ mod tests {
             ("url('example.com')", "invalid URI for request"),
             ("url('https://example.com:x/')", "invalid port"),
             ("'%s %s'.format(['a'])", "index 1 out of range"),
+            (
+                "quantity('100000000000000000000000000000').add(quantity('100000000000000000000000000000'))",
+                "quantity overflow",
+            ),
         ] {
             let outcome = eval(expression);
             assert!(outcome.as_ref().is_err_and(|e| e.contains(error)), "{expression}: {outcome:?}");
