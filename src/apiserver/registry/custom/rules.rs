@@ -154,12 +154,11 @@ fn evaluate(
 
 /// A rule's context: `self`, `oldSelf` when given, and the Kubernetes libraries.
 fn context(value: &Value, old: Option<Value>) -> Option<Context<'static>> {
-    let mut context = Context::default();
+    let mut context = super::library::root().new_inner_scope();
     context.add_variable("self", value.clone()).ok()?;
     if let Some(old) = old {
         context.add_variable("oldSelf", old).ok()?;
     }
-    super::library::install(&mut context);
     Some(context)
 }
 
