@@ -169,6 +169,8 @@ pub async fn run(
     });
     let mut resync = tokio::time::interval(sync_frequency);
     let mut listed = false;
+    // Whether a sweep still runs: a slow disk must not get a second one on top.
+    let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tokio::select! {
             event = stream.next() => match event {
@@ -190,12 +192,16 @@ pub async fn run(
                     workers.resync();
                 }
                 // What removed pods left on disk is deleted here, where no pod start waits.
-                let (runtime, log_dir) = (workers.node.runtime.clone(), workers.node.log_dir.clone());
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = super::sandbox::sweep(&runtime, &log_dir) {
-                        tracing::warn!("delete what removed pods left: {e:#}");
-                    }
-                });
+                if !sweeping.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let (runtime, log_dir) = (workers.node.runtime.clone(), workers.node.log_dir.clone());
+                    let sweeping = sweeping.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = super::sandbox::sweep(&runtime, &log_dir) {
+                            tracing::warn!("delete what removed pods left: {e:#}");
+                        }
+                        sweeping.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
             }
         }
     }
