@@ -292,14 +292,14 @@ pub fn start(client: Client, informers: &Arc<Informers>) {
                     match pass.retry {
                         Some(after) => {
                             let after = after.max(backoff);
-                            schedule.insert(uid, (Instant::now() + after, backoff, pods_in));
+                            schedule.insert(uid.clone(), (Instant::now() + after, backoff, pods_in));
                         }
                         None => {
                             schedule.remove(&uid);
                         }
                     }
                 }
-                if let Some(&(at, _, _)) = schedule.get(&namespace.metadata.uid.clone().unwrap_or_default()) {
+                if let Some(&(at, _, _)) = schedule.get(&uid) {
                     let after = at.saturating_duration_since(Instant::now());
                     soonest = super::sooner(soonest, Some(after));
                 }
