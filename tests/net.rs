@@ -61,6 +61,7 @@ in_both_modes!(
     a_resync_removes_stale_chains_and_repairs_what_was_flushed,
     pods_on_two_nodes_talk_without_nat,
     a_sync_killed_midway_leaves_the_old_rules_or_the_new,
+    a_udp_flow_follows_its_service_to_a_new_endpoint,
 );
 
 fn node() -> Node {
@@ -291,6 +292,67 @@ fn cluster_ip_balances_node_port_reaches_hairpin_affinity_holds_and_no_endpoints
     let (code, out) = exec(&node, "client", "timeout 10 wget -O- http://10.96.0.11/");
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("refused"), "{code} {out}");
+}
+
+fn udp_service(endpoint: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: shop}}\nspec: {{clusterIP: 10.96.0.30, ports: [{{port: 9000, protocol: UDP}}]}}\n\
+         ---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: echo, namespace: shop}}\nsubsets: [{{addresses: [{{ip: {endpoint}}}], ports: [{{port: 9000, protocol: UDP}}]}}]\n"
+    )
+}
+
+/// socat in the network namespace of pod `name`, for a minute at most.
+fn socat_in(node: &Node, name: &str, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("timeout");
+    command.args(["60", "nsenter", &format!("--net=/proc/{}/ns/net", node.pod_init_pid(name)), "socat"]).args(args);
+    command
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// NAT is decided on a flow's first packet: unless the proxy deletes the flow, a client
+/// that keeps its source port keeps reaching the endpoint that left the service.
+fn a_udp_flow_follows_its_service_to_a_new_endpoint(mode: Mode) {
+    let node = mode.node();
+    let endpoints: Vec<String> = (0..2).map(|i| sleeper(&node, &format!("udp-{i}"))).collect();
+    sleeper(&node, "client");
+    let received = |i: usize| std::fs::read_to_string(node.dir.path().join(format!("udp-{i}.log"))).unwrap_or_default();
+    let _servers: Vec<Killed> = (0..2)
+        .map(|i| {
+            let log = node.dir.path().join(format!("udp-{i}.log"));
+            let to = format!("OPEN:{},creat,append", log.display());
+            Killed(socat_in(&node, &format!("udp-{i}"), &["-u", "UDP-RECV:9000", &to]).spawn().unwrap())
+        })
+        .collect();
+    let send = |word: &str| {
+        let mut client = socat_in(&node, "client", &["-u", "-", "UDP-SENDTO:10.96.0.30:9000,sourceport=4444"]);
+        let mut client = client.stdin(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut client.stdin.take().unwrap(), format!("{word}\n").as_bytes()).unwrap();
+        assert!(client.wait().unwrap().success());
+    };
+    let manifest = node.dir.path().join("echo.yaml");
+
+    std::fs::write(&manifest, udp_service(&endpoints[0])).unwrap();
+    node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+    // Until the server listens, a datagram may find no socket: send until one arrives.
+    testkit::eventually("udp-0 receives a datagram", 10, || {
+        send("one");
+        received(0).contains("one")
+    });
+
+    std::fs::write(&manifest, udp_service(&endpoints[1])).unwrap();
+    node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+    send("two");
+    testkit::eventually("udp-1 receives the datagram sent after the change", 10, || received(1).contains("two"));
+    assert!(!received(0).contains("two"), "{}", received(0));
 }
 
 fn a_resync_removes_stale_chains_and_repairs_what_was_flushed(mode: Mode) {

@@ -1,10 +1,12 @@
 //! Pod network and service proxy. Knows nothing of containers: only network
 //! namespaces by path.
 
+mod conntrack;
 pub mod hostports;
 mod ipam;
 mod iptables;
 mod link;
+mod nfnetlink;
 pub mod nft;
 mod pod;
 pub mod proxy;

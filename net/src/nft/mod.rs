@@ -377,17 +377,17 @@ impl Script {
 /// The kernel's nftables, over one netlink socket of the caller's network namespace. Keep
 /// it: closing a netlink socket that sent a batch waits for the kernel (10 ms and more).
 pub struct Nft {
-    socket: netlink::Socket,
+    socket: crate::nfnetlink::Socket,
 }
 
 impl Nft {
     pub fn open() -> Result<Nft, Error> {
-        Ok(Nft { socket: netlink::Socket::open()? })
+        Ok(Nft { socket: crate::nfnetlink::Socket::open()? })
     }
 
     /// Whether nftables can be used here: the kernel answers a listing of tables.
     pub fn available() -> bool {
-        Nft::open().and_then(|nft| nft.socket.dump_names(netlink::Listing::Tables, "")).is_ok()
+        Nft::open().and_then(|nft| netlink::dump_names(&nft.socket, netlink::Listing::Tables, "")).is_ok()
     }
 
     /// Applies `script` as one transaction: all of it, or (with an error that names the
@@ -396,27 +396,27 @@ impl Nft {
         if script.is_empty() {
             return Ok(());
         }
-        self.socket.apply(script)
+        netlink::apply(&self.socket, script)
     }
 
     /// The names of the chains and of the sets (maps included) in table `ip <table>`;
     /// empty when the table does not exist.
     pub fn contents(&self, table: &str) -> Result<(Vec<String>, Vec<String>), Error> {
-        let chains = self.socket.dump_names(netlink::Listing::Chains, table)?;
-        Ok((chains, self.socket.dump_names(netlink::Listing::Sets, table)?))
+        let chains = netlink::dump_names(&self.socket, netlink::Listing::Chains, table)?;
+        Ok((chains, netlink::dump_names(&self.socket, netlink::Listing::Sets, table)?))
     }
 
     /// Deletes table `ip <table>` and all in it, if there is one; a kernel without nf_tables
     /// has none.
     pub fn delete_table_if_any(table: &'static str) -> Result<(), Error> {
         let Ok(nft) = Nft::open() else { return Ok(()) };
-        let Ok(tables) = nft.socket.dump_names(netlink::Listing::Tables, "") else { return Ok(()) };
+        let Ok(tables) = netlink::dump_names(&nft.socket, netlink::Listing::Tables, "") else { return Ok(()) };
         if !tables.iter().any(|t| t == table) {
             return Ok(());
         }
         let mut script = Script::new(table);
         script.delete_table();
-        nft.socket.apply(&script)
+        netlink::apply(&nft.socket, &script)
     }
 }
 

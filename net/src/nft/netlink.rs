@@ -2,25 +2,18 @@
 //! kernel takes as one transaction, the way libnftnl encodes what nft sends
 //! (uapi/linux/netfilter/nf_tables.h). Only the statements the node's rules use.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
 use super::{Action, ChainKind, Command, Hook, HookPoint, Key, KeyType, Match, Rule, Script};
 use crate::Error;
+use crate::nfnetlink::{
+    Buffer, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, Socket, attributes,
+    c_string, error_code, messages,
+};
 use crate::proxy::Protocol;
 
-const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFPROTO_IPV4: u8 = 2;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
 
 // enum nf_tables_msg_types
 const NEWTABLE: u16 = 0;
@@ -100,12 +93,7 @@ const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
-/// An nf_tables netlink socket.
-pub struct Socket {
-    fd: OwnedFd,
-}
-
-/// What [`Socket::dump_names`] lists.
+/// What [`dump_names`] lists.
 #[derive(Clone, Copy)]
 pub enum Listing {
     Tables,
@@ -113,249 +101,81 @@ pub enum Listing {
     Sets,
 }
 
-impl Socket {
-    pub fn open() -> Result<Socket, Error> {
-        // SAFETY: socket(2) with constant arguments; the fd is owned at once.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_NETFILTER) };
-        if fd < 0 {
-            return Err(Error::io("open an nf_tables netlink socket")(std::io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd of ours.
-        Ok(Socket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+/// Sends `script` as one batch; the kernel has committed it or refused all of it by
+/// the time send returns (netlink hands the batch to nf_tables in the sender's call).
+pub fn apply(socket: &Socket, script: &Script) -> Result<(), Error> {
+    let mut batch = Buffer::default();
+    batch.message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES, |_| {});
+    for (i, command) in script.commands.iter().enumerate() {
+        encode(&mut batch, script.table, command, i as u32 + 1);
     }
+    let end = script.commands.len() as u32 + 1;
+    batch.message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, NFNL_SUBSYS_NFTABLES, |_| {});
+    // A batch is one datagram: the send buffer must hold it whole (SO_SNDBUFFORCE: we
+    // are root), and the answers, errors only, fit in a modest receive buffer.
+    socket.set_buffer(libc::SO_SNDBUFFORCE, batch.bytes.len() + 4096)?;
+    socket.send(&batch.bytes)?;
+    let Some((seq, error)) = socket.refusals()?.into_iter().next() else { return Ok(()) };
+    let what = match script.commands.get((seq as usize).wrapping_sub(1)) {
+        Some(command) => script.line(command),
+        None => "commit the transaction".into(),
+    };
+    Err(Error::Nftables(format!("nftables refused {what:?}: {error}")))
+}
 
-    /// Sends `script` as one batch; the kernel has committed it or refused all of it by
-    /// the time send returns (netlink hands the batch to nf_tables in the sender's call).
-    pub fn apply(&self, script: &Script) -> Result<(), Error> {
-        let mut batch = Buffer::default();
-        batch.message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES, |_| {});
-        for (i, command) in script.commands.iter().enumerate() {
-            encode(&mut batch, script.table, command, i as u32 + 1);
+/// The names of the tables of the `ip` family, or of the chains or sets of `table`.
+pub fn dump_names(socket: &Socket, listing: Listing, table: &str) -> Result<Vec<String>, Error> {
+    let (kind, table_attr, name_attr) = match listing {
+        Listing::Tables => (GETTABLE, 0, TABLE_NAME),
+        Listing::Chains => (GETCHAIN, CHAIN_TABLE, CHAIN_NAME),
+        Listing::Sets => (GETSET, SET_TABLE, SET_NAME),
+    };
+    let mut request = Buffer::default();
+    request.message(nft(kind), NLM_F_REQUEST | NLM_F_DUMP, 1, NFPROTO_IPV4, 0, |b| {
+        if table_attr != 0 {
+            b.string(table_attr, table);
         }
-        let end = script.commands.len() as u32 + 1;
-        batch.message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, NFNL_SUBSYS_NFTABLES, |_| {});
-        // A batch is one datagram: the send buffer must hold it whole (SO_SNDBUFFORCE: we
-        // are root), and the answers, errors only, fit in a modest receive buffer.
-        self.set_buffer(libc::SO_SNDBUFFORCE, batch.bytes.len() + 4096)?;
-        self.send(&batch.bytes)?;
-        let mut refused = Vec::new();
-        while let Some(reply) = self.receive(libc::MSG_DONTWAIT)? {
-            for (kind, seq, payload) in messages(&reply) {
-                if kind == NLMSG_ERROR {
-                    let code = i32::from_ne_bytes(payload[..4].try_into().unwrap_or_default());
-                    if code != 0 {
-                        refused.push((seq, std::io::Error::from_raw_os_error(-code)));
+    });
+    socket.send(&request.bytes)?;
+    let mut names = Vec::new();
+    loop {
+        let reply = socket.receive(0)?.unwrap_or_default();
+        for (kind, _, payload) in messages(&reply) {
+            match kind {
+                NLMSG_DONE => return Ok(names),
+                NLMSG_ERROR => {
+                    let code = error_code(payload);
+                    // No such table: nothing in it.
+                    if code == -libc::ENOENT {
+                        return Ok(names);
                     }
+                    return Err(Error::Nftables(format!(
+                        "list nftables: {}",
+                        std::io::Error::from_raw_os_error(-code)
+                    )));
                 }
-            }
-        }
-        let Some((seq, error)) = refused.into_iter().next() else { return Ok(()) };
-        let what = match script.commands.get((seq as usize).wrapping_sub(1)) {
-            Some(command) => script.line(command),
-            None => "commit the transaction".into(),
-        };
-        Err(Error::Nftables(format!("nftables refused {what:?}: {error}")))
-    }
-
-    /// The names of the tables of the `ip` family, or of the chains or sets of `table`.
-    pub fn dump_names(&self, listing: Listing, table: &str) -> Result<Vec<String>, Error> {
-        let (kind, table_attr, name_attr) = match listing {
-            Listing::Tables => (GETTABLE, 0, TABLE_NAME),
-            Listing::Chains => (GETCHAIN, CHAIN_TABLE, CHAIN_NAME),
-            Listing::Sets => (GETSET, SET_TABLE, SET_NAME),
-        };
-        let mut request = Buffer::default();
-        request.message(nft(kind), NLM_F_REQUEST | NLM_F_DUMP, 1, NFPROTO_IPV4, 0, |b| {
-            if table_attr != 0 {
-                b.string(table_attr, table);
-            }
-        });
-        self.send(&request.bytes)?;
-        let mut names = Vec::new();
-        loop {
-            let reply = self.receive(0)?.unwrap_or_default();
-            for (kind, _, payload) in messages(&reply) {
-                match kind {
-                    NLMSG_DONE => return Ok(names),
-                    NLMSG_ERROR => {
-                        let code = i32::from_ne_bytes(payload[..4].try_into().unwrap_or_default());
-                        // No such table: nothing in it.
-                        if code == -libc::ENOENT {
-                            return Ok(names);
-                        }
-                        return Err(Error::Nftables(format!(
-                            "list nftables: {}",
-                            std::io::Error::from_raw_os_error(-code)
-                        )));
-                    }
-                    _ => {
-                        // nfgenmsg (4 bytes), then the object's attributes.
-                        let attrs = attributes(&payload[4.min(payload.len())..]);
-                        let of_table =
-                            table_attr == 0 || attrs.iter().any(|(t, v)| *t == table_attr && c_string(v) == table);
-                        if let Some((_, name)) = attrs.iter().find(|(t, _)| *t == name_attr)
-                            && of_table
-                        {
-                            names.push(c_string(name).to_string());
-                        }
+                _ => {
+                    // nfgenmsg (4 bytes), then the object's attributes.
+                    let attrs = attributes(&payload[4.min(payload.len())..]);
+                    let of_table =
+                        table_attr == 0 || attrs.iter().any(|(t, v)| *t == table_attr && c_string(v) == table);
+                    if let Some((_, name)) = attrs.iter().find(|(t, _)| *t == name_attr)
+                        && of_table
+                    {
+                        names.push(c_string(name).to_string());
                     }
                 }
             }
         }
     }
-
-    fn set_buffer(&self, option: i32, size: usize) -> Result<(), Error> {
-        let size = size.min(i32::MAX as usize) as libc::c_int;
-        // SAFETY: setsockopt with a pointer to an int that outlives the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::io("size the nf_tables socket's buffer")(std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
-    fn send(&self, bytes: &[u8]) -> Result<(), Error> {
-        // SAFETY: a zeroed sockaddr_nl is the kernel's address (pid 0).
-        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: the buffer and address outlive the call.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&raw const address).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(Error::io("send to nf_tables")(std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
-    /// One datagram of answers; `None` when `flags` has MSG_DONTWAIT and none is waiting.
-    fn receive(&self, flags: i32) -> Result<Option<Vec<u8>>, Error> {
-        let mut buffer = vec![0u8; 1 << 16];
-        // SAFETY: the buffer outlives the call and its length is passed.
-        let read = unsafe { libc::recv(self.fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), flags) };
-        if read < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::WouldBlock {
-                return Ok(None);
-            }
-            return Err(Error::io("read from nf_tables")(error));
-        }
-        buffer.truncate(read as usize);
-        Ok(Some(buffer))
-    }
-}
-
-/// The netlink messages of a datagram: (type, sequence number, payload).
-fn messages(datagram: &[u8]) -> Vec<(u16, u32, &[u8])> {
-    let mut found = Vec::new();
-    let mut rest = datagram;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        if len < 16 || len > rest.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        let seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
-        found.push((kind, seq, &rest[16..len]));
-        rest = &rest[align(len).min(rest.len())..];
-    }
-    found
-}
-
-/// The top-level attributes of a payload: (type without flags, value).
-fn attributes(mut payload: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut found = Vec::new();
-    while payload.len() >= 4 {
-        let len = u16::from_ne_bytes([payload[0], payload[1]]) as usize;
-        if len < 4 || len > payload.len() {
-            break;
-        }
-        found.push((u16::from_ne_bytes([payload[2], payload[3]]) & !NLA_F_NESTED, &payload[4..len]));
-        payload = &payload[align(len).min(payload.len())..];
-    }
-    found
-}
-
-fn c_string(value: &[u8]) -> &str {
-    std::str::from_utf8(value.split(|b| *b == 0).next().unwrap_or_default()).unwrap_or_default()
-}
-
-fn align(len: usize) -> usize {
-    (len + 3) & !3
 }
 
 fn nft(kind: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | kind
 }
 
-/// Netlink messages being written.
-#[derive(Default)]
-struct Buffer {
-    bytes: Vec<u8>,
-}
-
+/// nf_tables' own attribute shapes.
 impl Buffer {
-    /// A message: netlink header, nfgenmsg, then what `body` writes.
-    fn message(&mut self, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, body: impl FnOnce(&mut Buffer)) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(&[0; 4]);
-        self.bytes.extend_from_slice(&kind.to_ne_bytes());
-        self.bytes.extend_from_slice(&flags.to_ne_bytes());
-        self.bytes.extend_from_slice(&seq.to_ne_bytes());
-        self.bytes.extend_from_slice(&0u32.to_ne_bytes());
-        self.bytes.extend_from_slice(&[family, 0]);
-        self.bytes.extend_from_slice(&res_id.to_be_bytes());
-        body(self);
-        let len = (self.bytes.len() - start) as u32;
-        self.bytes[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn attr(&mut self, kind: u16, value: &[u8]) {
-        self.bytes.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        self.bytes.extend_from_slice(&kind.to_ne_bytes());
-        self.bytes.extend_from_slice(value);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        self.bytes.resize(align(self.bytes.len()), 0);
-    }
-
-    fn string(&mut self, kind: u16, value: &str) {
-        let mut bytes = value.as_bytes().to_vec();
-        bytes.push(0);
-        self.attr(kind, &bytes);
-    }
-
-    /// nf_tables' integers are big-endian.
-    fn u32(&mut self, kind: u16, value: u32) {
-        self.attr(kind, &value.to_be_bytes());
-    }
-
-    fn nested(&mut self, kind: u16, body: impl FnOnce(&mut Buffer)) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(&[0, 0]);
-        self.bytes.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-        body(self);
-        let len = (self.bytes.len() - start) as u16;
-        self.bytes[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-
     /// NFTA_DATA_VALUE inside `kind`.
     fn data(&mut self, kind: u16, value: &[u8]) {
         self.nested(kind, |b| b.attr(DATA_VALUE, value));

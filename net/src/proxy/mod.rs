@@ -9,6 +9,7 @@ mod iptables;
 mod nftables;
 mod objects;
 
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 pub(crate) use nftables::rules as nftables_rules;
 pub use objects::service_ports;
 
+use crate::conntrack::{Conntrack, Flow};
 use crate::{Error, Firewall};
 
 /// One port of one Service, with the ready endpoints that serve it.
@@ -84,6 +86,8 @@ pub struct SyncReport {
     pub rules: usize,
     /// Lines handed to iptables-restore or nft (0: nothing had changed).
     pub lines_written: usize,
+    /// UDP flows forgotten because they led to an address that no longer serves them.
+    pub stale_flows_deleted: usize,
 }
 
 /// Keeps the node's proxy rules, with one of the backends.
@@ -91,6 +95,8 @@ pub struct Proxier {
     backend: Backend,
     full_sync_period: Duration,
     last_full_sync: Option<Instant>,
+    /// Opened at the first sync with a UDP service, kept after.
+    conntrack: Option<Conntrack>,
 }
 
 enum Backend {
@@ -104,18 +110,27 @@ impl Proxier {
             Firewall::Nftables => Backend::Nftables(nftables::Proxier::new(config)),
             Firewall::Iptables(iptables) => Backend::Iptables(iptables::Proxier::new(iptables.clone(), config)),
         };
-        Proxier { backend, full_sync_period, last_full_sync: None }
+        Proxier { backend, full_sync_period, last_full_sync: None, conntrack: None }
     }
 
-    /// Brings the node's rules to what `services` call for.
+    /// Brings the node's rules to what `services` call for, then forgets the UDP flows
+    /// they no longer send where they were sent.
     pub fn sync(&mut self, services: &[ServicePort]) -> Result<SyncReport, Error> {
         let due = self.last_full_sync.is_none_or(|t| t.elapsed() >= self.full_sync_period);
-        let report = match &mut self.backend {
+        let mut report = match &mut self.backend {
             Backend::Nftables(proxier) => proxier.sync(services, due),
             Backend::Iptables(proxier) => proxier.sync(services, due),
         }?;
         if report.full {
             self.last_full_sync = Some(Instant::now());
+        }
+        if services.iter().any(|s| s.protocol == Protocol::Udp) {
+            let conntrack = match &mut self.conntrack {
+                Some(conntrack) => conntrack,
+                slot => slot.insert(Conntrack::open()?),
+            };
+            let flows = conntrack.udp_flows()?;
+            report.stale_flows_deleted = conntrack.delete(&stale_udp_flows(services, &flows))?;
         }
         Ok(report)
     }
@@ -128,6 +143,29 @@ impl Proxier {
             Backend::Iptables(_) => false,
         }
     }
+}
+
+/// The UDP flows to a service (its cluster IP and port, or its node port) whose replies
+/// come from an address that is not one of its endpoints: DNATed to an endpoint that has
+/// gone, or sent on untranslated while the service had none. Deleted, their next packet
+/// is a new flow that the rules send to an endpoint of today. kube-proxy's
+/// CleanStaleEntries, which also compares addresses only.
+fn stale_udp_flows<'a>(services: &[ServicePort], flows: &'a [Flow]) -> Vec<&'a Flow> {
+    let mut by_address: HashMap<SocketAddrV4, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut by_node_port: HashMap<u16, HashSet<Ipv4Addr>> = HashMap::new();
+    for svc in services.iter().filter(|s| s.protocol == Protocol::Udp) {
+        let endpoints = svc.endpoints.iter().map(|e| *e.ip());
+        by_address.entry(SocketAddrV4::new(svc.cluster_ip, svc.port)).or_default().extend(endpoints.clone());
+        if let Some(port) = svc.node_port {
+            by_node_port.entry(port).or_default().extend(endpoints);
+        }
+    }
+    let serves =
+        |endpoints: Option<&HashSet<Ipv4Addr>>, flow: &Flow| endpoints.is_none_or(|e| e.contains(&flow.reply_source));
+    flows
+        .iter()
+        .filter(|f| !serves(by_address.get(&f.destination), f) || !serves(by_node_port.get(&f.destination.port()), f))
+        .collect()
 }
 
 /// The rules `services` call for, as the backend's own input (an `nft -f` script or
@@ -169,7 +207,7 @@ fn hash(input: &str, len: usize) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{Protocol, ServicePort};
+    use super::{Flow, Protocol, ServicePort, stale_udp_flows};
 
     /// A TCP service port without node port or affinity.
     pub fn svc(ns: &str, name: &str, port_name: &str, ip: &str, port: u16, endpoints: &[&str]) -> ServicePort {
@@ -184,5 +222,38 @@ pub(crate) mod tests {
             affinity_timeout: None,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
         }
+    }
+
+    fn flow(source: &str, destination: &str, reply_source: &str) -> Flow {
+        Flow {
+            source: source.parse().unwrap(),
+            destination: destination.parse().unwrap(),
+            reply_source: reply_source.parse().unwrap(),
+            zone: 0,
+        }
+    }
+
+    #[test]
+    fn udp_flows_to_an_address_that_no_longer_serves_are_stale() {
+        let dns = ServicePort {
+            protocol: Protocol::Udp,
+            node_port: Some(30053),
+            ..svc("kube-system", "dns", "", "10.96.0.10", 53, &["10.88.0.7:5353", "10.88.0.8:5353"])
+        };
+        let tcp = svc("shop", "web", "", "10.96.0.20", 80, &["10.88.0.9:8080"]);
+        let flows = [
+            flow("10.88.0.5:4000", "10.96.0.10:53", "10.88.0.7"), // to a serving endpoint
+            flow("10.88.0.5:4001", "10.96.0.10:53", "10.88.0.6"), // to an endpoint that went
+            flow("10.88.0.5:4002", "10.96.0.10:53", "10.96.0.10"), // sent on untranslated
+            flow("10.88.0.5:4003", "192.168.1.2:30053", "10.88.0.8"), // node port, serving
+            flow("10.88.0.5:4004", "192.168.1.2:30053", "10.88.0.6"), // node port, gone
+            flow("10.88.0.5:4005", "10.96.0.20:80", "10.88.0.1"), // a TCP service's address
+            flow("10.88.0.5:4006", "1.1.1.1:53", "1.1.1.1"),      // not a service
+        ];
+        let stale: Vec<u16> = stale_udp_flows(&[dns.clone(), tcp], &flows).iter().map(|f| f.source.port()).collect();
+        assert_eq!(stale, [4001, 4002, 4004]);
+        // A UDP service without endpoints: every flow to it is stale.
+        let empty = ServicePort { endpoints: vec![], ..dns };
+        assert_eq!(stale_udp_flows(&[empty], &flows[..3]).len(), 3);
     }
 }

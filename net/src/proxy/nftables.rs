@@ -413,7 +413,7 @@ impl Proxier {
         self.applied = Some(wanted);
         self.leftovers.extend(emptied);
         self.delete_leftovers();
-        Ok(SyncReport { full, rules, lines_written: script.lines() })
+        Ok(SyncReport { full, rules, lines_written: script.lines(), stale_flows_deleted: 0 })
     }
 
     /// Deletes the emptied chains; those the kernel still holds (Linux < 6.2 lets go of a
