@@ -62,6 +62,7 @@ in_both_modes!(
     pods_on_two_nodes_talk_without_nat,
     a_sync_killed_midway_leaves_the_old_rules_or_the_new,
     a_udp_flow_follows_its_service_to_a_new_endpoint,
+    local_policies_keep_to_this_nodes_endpoints_and_the_clients_address,
 );
 
 fn node() -> Node {
@@ -353,6 +354,82 @@ fn a_udp_flow_follows_its_service_to_a_new_endpoint(mode: Mode) {
     send("two");
     testkit::eventually("udp-1 receives the datagram sent after the change", 10, || received(1).contains("two"));
     assert!(!received(0).contains("two"), "{}", received(0));
+}
+
+/// `local`: one endpoint on this node (`node-a`), one on another (unreachable from here);
+/// external IP 192.168.99.50 and a node port; both traffic policies Local. `remote`: an
+/// endpoint on the other node only.
+fn local_services(here: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: local, namespace: shop}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.40
+  externalIPs: [192.168.99.50]
+  internalTrafficPolicy: Local
+  externalTrafficPolicy: Local
+  ports: [{{port: 80, targetPort: 8080, nodePort: 30090}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: local, namespace: shop}}
+subsets: [{{addresses: [{{ip: {here}, nodeName: node-a}}, {{ip: 10.89.0.2, nodeName: node-b}}], ports: [{{port: 8080}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: remote, namespace: shop}}
+spec: {{clusterIP: 10.96.0.41, internalTrafficPolicy: Local, ports: [{{port: 80, targetPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: remote, namespace: shop}}
+subsets: [{{addresses: [{{ip: 10.89.0.3, nodeName: node-b}}], ports: [{{port: 8080}}]}}]
+"#
+    )
+}
+
+/// internalTrafficPolicy and externalTrafficPolicy Local: traffic goes to this node's
+/// endpoint only (the other node's would not answer), from outside with the client's own
+/// address; with no endpoint here, packets are dropped, not refused.
+fn local_policies_keep_to_this_nodes_endpoints_and_the_clients_address(mode: Mode) {
+    let node = mode.node();
+    let upstream = Netns::new(&node.dir.path().join("upstream"));
+    netns::link(&node.netns, "up0", "192.168.99.1/24", &upstream, "up1", "192.168.99.2/24");
+    node.netns.ip(&["route", "add", "default", "via", "192.168.99.2"]);
+    upstream.ip(&["route", "add", "192.168.99.50/32", "via", "192.168.99.1"]);
+    upstream.ip(&["route", "add", "10.96.0.0/16", "via", "192.168.99.1"]);
+    let web = web(&node, "web-0", 8080);
+    sleeper(&node, "client");
+    let manifest = node.dir.path().join("local.yaml");
+    std::fs::write(&manifest, local_services(&web)).unwrap();
+    node.ok(&["proxy", "--node-name", "node-a", "-f", manifest.to_str().unwrap()]);
+
+    // In the cluster, through the cluster IP: always the endpoint on this node.
+    let (code, out) = exec(&node, "client", "for i in $(seq 20); do wget -qO- http://10.96.0.40/hostname; done");
+    assert_eq!((code, out.lines().filter(|l| *l == "web-0").count()), (0, 20), "{out}");
+
+    // From outside, through the external IP and the node port: the same, and the pod
+    // sees the client's address, not the node's.
+    for url in ["http://192.168.99.50/hostname", "http://192.168.99.1:30090/hostname"] {
+        for _ in 0..10 {
+            let out = upstream.run(testkit::BUSYBOX, &["wget", "-qO-", url]);
+            assert_eq!(out, "web-0\n", "{url}");
+        }
+    }
+    let script = "mkdir -p /etc/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' \
+                  > /etc/cgi-bin/client && chmod +x /etc/cgi-bin/client";
+    assert_eq!(exec(&node, "web-0", script).0, 0);
+    for url in ["http://192.168.99.50/cgi-bin/client", "http://192.168.99.1:30090/cgi-bin/client"] {
+        // busybox httpd listens on IPv6 and names IPv4 clients in their mapped form.
+        assert_eq!(upstream.run(testkit::BUSYBOX, &["wget", "-qO-", url]), "[::ffff:192.168.99.2]\n", "{url}");
+    }
+
+    // Endpoints on the other node only: dropped (a timeout), not refused.
+    let (code, out) = exec(&node, "client", "timeout 3 wget -qO- http://10.96.0.41/");
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("refused"), "{out}");
 }
 
 fn a_resync_removes_stale_chains_and_repairs_what_was_flushed(mode: Mode) {

@@ -31,6 +31,9 @@ fn synthetic(services: usize, changed: Option<(usize, u32)>) -> Vec<ServicePort>
                 cluster_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + 1 + i as u32),
                 port: 80,
                 node_port: None,
+                external_ips: Vec::new(),
+                internal_local: false,
+                external_local: false,
                 affinity_timeout: None,
                 endpoints: (0..ENDPOINTS_PER_SERVICE)
                     .map(|j| {
@@ -38,6 +41,7 @@ fn synthetic(services: usize, changed: Option<(usize, u32)>) -> Vec<ServicePort>
                         SocketAddrV4::new(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + index), 8080)
                     })
                     .collect(),
+                local_endpoints: Vec::new(),
             }
         })
         .collect()
@@ -191,8 +195,12 @@ impl EchoPods {
             cluster_ip,
             port: 80,
             node_port: None,
+            external_ips: Vec::new(),
+            internal_local: false,
+            external_local: false,
             affinity_timeout: None,
             endpoints: vec![SocketAddrV4::new(self.server_ip, 8080)],
+            local_endpoints: Vec::new(),
         }
     }
 

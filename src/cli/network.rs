@@ -28,6 +28,10 @@ pub struct ProxyArgs {
     /// node's pod CIDR)
     #[arg(long, value_name = "CIDR")]
     cluster_cidr: Option<Ipv4Net>,
+    /// This node's name: endpoints whose nodeName it is serve the Local traffic policies
+    /// (default: the host name, as `podctl node`'s)
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
 }
 
 impl ProxyArgs {
@@ -48,7 +52,11 @@ impl ProxyArgs {
                 }
             }
         }
-        let ports = service_ports(&services, &endpoints, &slices)?;
+        let node_name = match self.node_name {
+            Some(name) => name,
+            None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
+        };
+        let ports = service_ports(&services, &endpoints, &slices, Some(&node_name))?;
         let firewall = net::Firewall::new(opts.proxy_mode)?;
         let config = ProxyConfig { cluster_cidr: Some(self.cluster_cidr.unwrap_or(opts.pod_cidr)), random_fully: true };
         if self.print {

@@ -55,9 +55,9 @@ pub async fn run(
         let services = services.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let slices = slices.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let routes = node_routes(&nodes.state(), &node_name);
-        let (proxier, network) = (proxier.clone(), network.clone());
+        let (proxier, network, node_name) = (proxier.clone(), network.clone(), node_name.clone());
         let synced = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
-            let ports = service_ports(&services, &[], &slices)?;
+            let ports = service_ports(&services, &[], &slices, Some(&node_name))?;
             let mut proxier = proxier.lock().expect("proxier");
             proxier.sync(&ports)?;
             network.sync_node_routes(&routes)?;

@@ -34,6 +34,8 @@ pub enum Match {
     NewConnection,
     /// The destination is an address of this node (`fib daddr type local`).
     LocalDestination,
+    /// The source is an address of this node (`fib saddr type local`).
+    LocalSource,
     /// All bits of the mark are set.
     MarkSet(u32),
     /// None of the bits of the mark is set.
@@ -94,6 +96,7 @@ impl fmt::Display for Match {
             Match::Protocol(protocol) => write!(f, "meta l4proto {}", protocol.as_str()),
             Match::NewConnection => f.write_str("ct state new"),
             Match::LocalDestination => f.write_str("fib daddr type local"),
+            Match::LocalSource => f.write_str("fib saddr type local"),
             Match::MarkSet(bits) => write!(f, "mark and {bits:#x} == {bits:#x}"),
             Match::MarkClear(bits) => write!(f, "mark and {bits:#x} == 0"),
             Match::OneIn(n) => write!(f, "numgen random mod {n} == 0"),
@@ -208,12 +211,28 @@ impl fmt::Display for Key {
     }
 }
 
-/// One element of a verdict map: packets with this key go to the chain.
+/// One element of a verdict map: what becomes of packets with this key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Element {
     pub key: Key,
-    pub goto: String,
+    pub verdict: Verdict,
     pub comment: Option<String>,
+}
+
+/// A verdict map's value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Goto(String),
+    Drop,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Goto(chain) => write!(f, "goto {chain}"),
+            Verdict::Drop => f.write_str("drop"),
+        }
+    }
 }
 
 /// One step of a script.
@@ -367,7 +386,7 @@ impl Script {
             Command::DeleteSet(set) => format!("delete set ip {table} {set}"),
             Command::AddElement { map, element } => {
                 let comment = element.comment.as_ref().map(|c| format!(" comment \"{c}\"")).unwrap_or_default();
-                format!("add element ip {table} {map} {{ {}{comment} : goto {} }}", element.key, element.goto)
+                format!("add element ip {table} {map} {{ {}{comment} : {} }}", element.key, element.verdict)
             }
             Command::DeleteElement { map, key } => format!("delete element ip {table} {map} {{ {key} }}"),
         }
@@ -442,7 +461,11 @@ mod tests {
         let mut script = Script::new("t");
         let hook = Hook::new(ChainKind::Nat, HookPoint::Output, -100);
         script.chain("c", Some(hook), &[Rule::new([], [Action::Accept])]);
-        let element = Element { key: Key::Port(Protocol::Tcp, 80), goto: "c".into(), comment: Some("x".into()) };
+        let element = Element {
+            key: Key::Port(Protocol::Tcp, 80),
+            verdict: Verdict::Goto("c".into()),
+            comment: Some("x".into()),
+        };
         script.add_element("m", &element);
         assert_eq!(
             script.text(),
@@ -494,8 +517,26 @@ mod tests {
             cluster_ip: ip.parse().unwrap(),
             port: 80,
             node_port,
+            external_ips: Vec::new(),
+            internal_local: false,
+            external_local: false,
             affinity_timeout: affinity,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            local_endpoints: Vec::new(),
+        };
+        // External IPs and the Local policies: a local chain, `fib saddr`, drop verdicts.
+        let local = ServicePort {
+            external_ips: vec!["192.168.99.10".parse().unwrap()],
+            internal_local: true,
+            external_local: true,
+            local_endpoints: vec!["10.88.0.7:8080".parse().unwrap()],
+            ..port("local", "10.96.0.14", Protocol::Tcp, Some(30082), None, &["10.88.0.7:8080", "10.89.0.2:8080"])
+        };
+        let elsewhere = ServicePort {
+            external_ips: vec!["192.168.99.11".parse().unwrap()],
+            internal_local: true,
+            external_local: true,
+            ..port("elsewhere", "10.96.0.15", Protocol::Tcp, Some(30083), None, &["10.89.0.3:8080"])
         };
         let services = [
             port(
@@ -509,6 +550,8 @@ mod tests {
             port("sticky", "10.96.0.11", Protocol::Tcp, None, Some(600), &["10.88.0.5:8080"]),
             port("dns", "10.96.0.12", Protocol::Udp, None, None, &["10.88.0.6:53"]),
             port("empty", "10.96.0.13", Protocol::Sctp, Some(30081), None, &[]),
+            local,
+            elsewhere,
         ];
         let config = ProxyConfig { cluster_cidr: Some("10.88.0.0/16".parse().unwrap()), random_fully: true };
         let scripts = || {
@@ -522,6 +565,11 @@ mod tests {
         let ours = listed("kube-proxy", scripts(), false);
         assert_eq!(ours, listed("kube-proxy", scripts(), true));
         assert!(ours.contains("numgen random mod 2 0 goto endpoint-"), "{ours}");
+        assert!(ours.contains("fib saddr type local goto service-"), "{ours}");
+        assert!(
+            ours.contains("10.96.0.15 . tcp . 80 comment \"shop/elsewhere:http has no local endpoints\" : drop"),
+            "{ours}"
+        );
 
         let mapping = crate::hostports::Mapping {
             host_ip: None,

@@ -2,7 +2,7 @@
 //! kernel takes as one transaction, the way libnftnl encodes what nft sends
 //! (uapi/linux/netfilter/nf_tables.h). Only the statements the node's rules use.
 
-use super::{Action, ChainKind, Command, Hook, HookPoint, Key, KeyType, Match, Rule, Script};
+use super::{Action, ChainKind, Command, Hook, HookPoint, Key, KeyType, Match, Rule, Script, Verdict};
 use crate::Error;
 use crate::nfnetlink::{
     Buffer, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, Socket, attributes,
@@ -88,6 +88,7 @@ const REG_1: u32 = 1;
 const REG_2: u32 = 2;
 const REG32_00: u32 = 8;
 
+const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
@@ -281,7 +282,10 @@ fn encode(b: &mut Buffer, table: &str, command: &Command, seq: u32) {
             b.nested(SET_ELEM_LIST_ELEMENTS, |b| {
                 b.nested(LIST_ELEM, |b| {
                     b.data(SET_ELEM_KEY, &key_bytes(&element.key));
-                    b.verdict(SET_ELEM_DATA, NFT_GOTO, Some(&element.goto));
+                    match &element.verdict {
+                        Verdict::Goto(chain) => b.verdict(SET_ELEM_DATA, NFT_GOTO, Some(chain)),
+                        Verdict::Drop => b.verdict(SET_ELEM_DATA, NF_DROP, None),
+                    }
                     if let Some(comment) = &element.comment {
                         b.comment(SET_ELEM_USERDATA, UDATA_COMMENT, comment);
                     }
@@ -449,11 +453,12 @@ fn expressions(b: &mut Buffer, rule: &Rule) {
                 bitwise(b, REG_1, &8u32.to_ne_bytes(), &[0; 4]); // NF_CT_STATE_BIT(IP_CT_NEW)
                 cmp(b, REG_1, CMP_NEQ, &[0; 4]);
             }
-            Match::LocalDestination => {
+            Match::LocalDestination | Match::LocalSource => {
+                let address = if matches!(m, Match::LocalDestination) { 2 } else { 1 }; // NFTA_FIB_F_DADDR, _SADDR
                 expr(b, "fib", |b| {
                     b.u32(1, REG_1); // DREG
                     b.u32(2, 3); // NFT_FIB_RESULT_ADDRTYPE
-                    b.u32(3, 2); // NFTA_FIB_F_DADDR
+                    b.u32(3, address);
                 });
                 cmp(b, REG_1, CMP_EQ, &2u32.to_ne_bytes()); // RTN_LOCAL
             }

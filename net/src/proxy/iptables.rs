@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 
-use super::{ProxyConfig, ServicePort, SyncReport, hash};
+use super::{ProxyConfig, Route, ServicePort, SyncReport, hash};
 use crate::Error;
 use crate::iptables::{Iptables, Jump};
 
@@ -249,63 +249,122 @@ fn service_rules(set: &mut RuleSet, svc: &ServicePort, config: &ProxyConfig) {
     let proto = svc.protocol.as_str();
     let (ip, port) = (svc.cluster_ip, svc.port);
     let svc_chain = service_chain("KUBE-SVC-", svc);
+    let local_chain = service_chain("KUBE-SVL-", svc);
     let ext_chain = service_chain("KUBE-EXT-", svc);
     let capture = format!("-m {proto} -p {proto} -d {ip} --dport {port}");
+    let chain_of = |route: Route| route.chain(&svc_chain, &local_chain);
+    // No endpoint to take: refused at once (ICMP port unreachable / TCP reset), or dropped
+    // when other nodes have endpoints but the policy keeps to this one's.
+    let refusal = |route: Route| match route {
+        Route::Reject => Some(format!("-m comment --comment \"{name} has no endpoints\"")),
+        Route::Drop => Some(format!("-m comment --comment \"{name} has no local endpoints\"")),
+        Route::Cluster | Route::Local => None,
+    };
+    let target = |route: Route| if route == Route::Drop { "DROP" } else { "REJECT" };
+    let push = |chains: &mut Chains, chain: &str, rule: String| chains.get_mut(chain).expect("fixed chain").push(rule);
 
-    if svc.endpoints.is_empty() {
-        // No endpoints: refuse at once (ICMP port unreachable / TCP reset), not a timeout.
-        set.filter
-            .get_mut(SERVICES)
-            .expect("fixed chain")
-            .push(format!("-m comment --comment \"{name} has no endpoints\" {capture} -j REJECT"));
-        if let Some(node_port) = svc.node_port {
-            set.filter.get_mut(EXTERNAL_SERVICES).expect("fixed chain").push(format!(
-                "-m comment --comment \"{name} has no endpoints\" -m addrtype --dst-type LOCAL \
-                 -m {proto} -p {proto} --dport {node_port} -j REJECT"
-            ));
-        }
-        return;
+    let internal = svc.internal_route();
+    if let Some(chain) = chain_of(internal) {
+        push(&mut set.nat, SERVICES, format!("-m comment --comment \"{name} cluster IP\" {capture} -j {chain}"));
     }
-
-    set.nat
-        .get_mut(SERVICES)
-        .expect("fixed chain")
-        .push(format!("-m comment --comment \"{name} cluster IP\" {capture} -j {svc_chain}"));
-    let mut svc_rules = Vec::new();
-    if let Some(cidr) = config.cluster_cidr {
-        svc_rules.push(format!("-m comment --comment \"{name} cluster IP\" {capture} ! -s {cidr} -j {MARK_MASQ}"));
+    if let Some(comment) = refusal(internal) {
+        push(&mut set.filter, SERVICES, format!("{comment} {capture} -j {}", target(internal)));
+    }
+    let external = svc.external_route();
+    for external_ip in &svc.external_ips {
+        let capture = format!("-m {proto} -p {proto} -d {external_ip} --dport {port}");
+        if svc.uses_external_chain() {
+            push(
+                &mut set.nat,
+                SERVICES,
+                format!("-m comment --comment \"{name} external IP\" {capture} -j {ext_chain}"),
+            );
+        }
+        if let Some(comment) = refusal(external) {
+            push(&mut set.filter, EXTERNAL_SERVICES, format!("{comment} {capture} -j {}", target(external)));
+        }
     }
     if let Some(node_port) = svc.node_port {
-        set.nat
-            .get_mut(NODE_PORTS)
-            .expect("fixed chain")
-            .push(format!("-m comment --comment {name} -m {proto} -p {proto} --dport {node_port} -j {ext_chain}"));
-        set.nat.insert(
-            ext_chain.clone(),
-            vec![
-                format!("-m comment --comment \"masquerade traffic for {name} external destinations\" -j {MARK_MASQ}"),
-                format!("-j {svc_chain}"),
-            ],
-        );
-    }
-    let endpoints: Vec<(SocketAddrV4, String)> = svc.endpoints.iter().map(|&e| (e, endpoint_chain(svc, e))).collect();
-    if let Some(timeout) = svc.affinity_timeout {
-        for (endpoint, chain) in &endpoints {
-            svc_rules.push(format!(
-                "-m comment --comment \"{name} -> {endpoint}\" -m recent --name {chain} --rcheck --seconds {timeout} --reap -j {chain}"
-            ));
+        if svc.uses_external_chain() {
+            push(
+                &mut set.nat,
+                NODE_PORTS,
+                format!("-m comment --comment {name} -m {proto} -p {proto} --dport {node_port} -j {ext_chain}"),
+            );
+        }
+        if let Some(comment) = refusal(external) {
+            push(
+                &mut set.filter,
+                EXTERNAL_SERVICES,
+                format!(
+                    "{comment} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {node_port} -j {}",
+                    target(external)
+                ),
+            );
         }
     }
-    let n = endpoints.len();
-    for (i, (endpoint, chain)) in endpoints.iter().enumerate() {
-        let statistic = if i + 1 < n {
-            format!(" -m statistic --mode random --probability {}", probability(n - i))
+
+    if svc.uses_external_chain() {
+        let mut rules = Vec::new();
+        if svc.external_local {
+            // Traffic that did not come from outside keeps to the cluster policy, as if it
+            // had gone out to a load balancer and come back: pods', then the node's own
+            // (masqueraded: its source is an address of the node, maybe the external IP).
+            if let Some(cidr) = config.cluster_cidr {
+                rules.push(format!(
+                    "-m comment --comment \"pod traffic for {name} external destinations\" -s {cidr} -j {svc_chain}"
+                ));
+            }
+            rules.push(format!(
+                "-m comment --comment \"masquerade LOCAL traffic for {name} external destinations\" \
+                 -m addrtype --src-type LOCAL -j {MARK_MASQ}"
+            ));
+            rules.push(format!(
+                "-m comment --comment \"route LOCAL traffic for {name} external destinations\" \
+                 -m addrtype --src-type LOCAL -j {svc_chain}"
+            ));
         } else {
-            String::new()
-        };
-        svc_rules.push(format!("-m comment --comment \"{name} -> {endpoint}\"{statistic} -j {chain}"));
+            rules.push(format!(
+                "-m comment --comment \"masquerade traffic for {name} external destinations\" -j {MARK_MASQ}"
+            ));
+        }
+        if let Some(chain) = chain_of(external) {
+            rules.push(format!("-j {chain}"));
+        }
+        set.nat.insert(ext_chain, rules);
     }
-    set.nat.insert(svc_chain, svc_rules);
+
+    let endpoints: Vec<(SocketAddrV4, String)> =
+        svc.routed_endpoints().into_iter().map(|e| (e, endpoint_chain(svc, e))).collect();
+    for (chain, chosen) in [(&svc_chain, svc.cluster_endpoints()), (&local_chain, svc.local_chain_endpoints())] {
+        if chosen.is_empty() {
+            continue;
+        }
+        let mut rules = Vec::new();
+        // Traffic to the cluster IP from outside the cluster may go to another node's
+        // endpoint: masqueraded, in whichever chain the cluster IP leads to.
+        if let Some(cidr) = config.cluster_cidr.filter(|_| chain_of(internal).as_ref() == Some(chain)) {
+            rules.push(format!("-m comment --comment \"{name} cluster IP\" {capture} ! -s {cidr} -j {MARK_MASQ}"));
+        }
+        let chosen: Vec<&(SocketAddrV4, String)> = endpoints.iter().filter(|(e, _)| chosen.contains(e)).collect();
+        if let Some(timeout) = svc.affinity_timeout {
+            for (endpoint, chain) in &chosen {
+                rules.push(format!(
+                    "-m comment --comment \"{name} -> {endpoint}\" -m recent --name {chain} --rcheck --seconds {timeout} --reap -j {chain}"
+                ));
+            }
+        }
+        let n = chosen.len();
+        for (i, (endpoint, chain)) in chosen.iter().enumerate() {
+            let statistic = if i + 1 < n {
+                format!(" -m statistic --mode random --probability {}", probability(n - i))
+            } else {
+                String::new()
+            };
+            rules.push(format!("-m comment --comment \"{name} -> {endpoint}\"{statistic} -j {chain}"));
+        }
+        set.nat.insert(chain.clone(), rules);
+    }
     for (endpoint, chain) in endpoints {
         let recent =
             if svc.affinity_timeout.is_some() { format!(" -m recent --name {chain} --set") } else { String::new() };
@@ -421,6 +480,72 @@ mod tests {
                 "-A KUBE-EXT-X27LE4BHSL4DOUIK -j KUBE-SVC-X27LE4BHSL4DOUIK",
             ]
         );
+    }
+
+    #[test]
+    fn external_ips_and_the_local_policies() {
+        let s = ServicePort {
+            external_ips: vec!["192.168.99.10".parse().unwrap()],
+            node_port: Some(3004),
+            internal_local: true,
+            external_local: true,
+            local_endpoints: vec!["10.180.0.4:80".parse().unwrap()],
+            ..svc("ns4", "svc4", "p80", "172.30.0.44", 80, &["10.180.0.4:80", "10.180.1.4:80"])
+        };
+        let set = rules(std::slice::from_ref(&s), &config());
+        let (svc_chain, local, ext) =
+            (service_chain("KUBE-SVC-", &s), service_chain("KUBE-SVL-", &s), service_chain("KUBE-EXT-", &s));
+        let sep = endpoint_chain(&s, "10.180.0.4:80".parse().unwrap());
+        let services = nat_chain(&set, "KUBE-SERVICES");
+        assert_eq!(
+            services[..2],
+            [
+                format!(
+                    "-A KUBE-SERVICES -m comment --comment \"ns4/svc4:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.44 --dport 80 -j {local}"
+                ),
+                format!(
+                    "-A KUBE-SERVICES -m comment --comment \"ns4/svc4:p80 external IP\" -m tcp -p tcp -d 192.168.99.10 --dport 80 -j {ext}"
+                ),
+            ]
+        );
+        assert_eq!(
+            nat_chain(&set, &ext),
+            [
+                format!(
+                    "-A {ext} -m comment --comment \"pod traffic for ns4/svc4:p80 external destinations\" -s 10.0.0.0/8 -j {svc_chain}"
+                ),
+                format!(
+                    "-A {ext} -m comment --comment \"masquerade LOCAL traffic for ns4/svc4:p80 external destinations\" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ"
+                ),
+                format!(
+                    "-A {ext} -m comment --comment \"route LOCAL traffic for ns4/svc4:p80 external destinations\" -m addrtype --src-type LOCAL -j {svc_chain}"
+                ),
+                format!("-A {ext} -j {local}"),
+            ]
+        );
+        assert_eq!(
+            nat_chain(&set, &local),
+            [
+                format!(
+                    "-A {local} -m comment --comment \"ns4/svc4:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.44 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"
+                ),
+                format!("-A {local} -m comment --comment \"ns4/svc4:p80 -> 10.180.0.4:80\" -j {sep}"),
+            ]
+        );
+        assert_eq!(nat_chain(&set, &svc_chain).len(), 2, "the cluster chain picks among both, unmasqueraded");
+
+        // Endpoints on other nodes only: the Local policies drop, rather than refuse.
+        let elsewhere = ServicePort { local_endpoints: Vec::new(), ..s };
+        let set = rules(&[elsewhere], &config());
+        assert_eq!(
+            set.filter["KUBE-SERVICES"],
+            [
+                "-m comment --comment \"ns4/svc4:p80 has no local endpoints\" -m tcp -p tcp -d 172.30.0.44 --dport 80 -j DROP"
+            ]
+        );
+        assert_eq!(set.filter["KUBE-EXTERNAL-SERVICES"].len(), 2);
+        assert!(set.filter["KUBE-EXTERNAL-SERVICES"].iter().all(|r| r.ends_with("-j DROP")));
+        assert!(!set.nat.contains_key(&local));
     }
 
     #[test]

@@ -34,13 +34,101 @@ pub struct ServicePort {
     pub cluster_ip: Ipv4Addr,
     pub port: u16,
     pub node_port: Option<u16>,
+    /// Addresses outside the cluster that reach the service too: `spec.externalIPs` and
+    /// the load balancer's (`status.loadBalancer.ingress`).
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `internalTrafficPolicy: Local`: traffic to the cluster IP goes to this node's
+    /// endpoints only.
+    pub internal_local: bool,
+    /// `externalTrafficPolicy: Local`: traffic from outside (node port, external IPs) goes
+    /// to this node's endpoints only, and keeps its client's address.
+    pub external_local: bool,
     /// ClientIP session affinity: how long (seconds) a client sticks to its endpoint.
     pub affinity_timeout: Option<u32>,
     /// Ready endpoints, each with the target port resolved.
     pub endpoints: Vec<SocketAddrV4>,
+    /// The endpoints on this node, for the Local policies: ready ones, else the
+    /// terminating ones that still serve.
+    pub local_endpoints: Vec<SocketAddrV4>,
+}
+
+/// Where one kind of traffic to a service port goes: to the cluster IP, or from outside.
+/// Both backends write what kube-proxy decides (its CategorizeEndpoints and policies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// To any of its endpoints: the service chain.
+    Cluster,
+    /// To this node's endpoints: the local chain.
+    Local,
+    /// Refused at once: the service has no endpoints.
+    Reject,
+    /// Dropped: the policy is Local and the endpoints are all on other nodes.
+    Drop,
+}
+
+impl Route {
+    /// The chain the route leads to, of the service's cluster and local chains.
+    pub(crate) fn chain(self, cluster: &str, local: &str) -> Option<String> {
+        match self {
+            Route::Cluster => Some(cluster.to_string()),
+            Route::Local => Some(local.to_string()),
+            Route::Reject | Route::Drop => None,
+        }
+    }
 }
 
 impl ServicePort {
+    fn has_endpoints(&self) -> bool {
+        !self.endpoints.is_empty() || !self.local_endpoints.is_empty()
+    }
+
+    pub(crate) fn externally_accessible(&self) -> bool {
+        self.node_port.is_some() || !self.external_ips.is_empty()
+    }
+
+    /// The endpoints the service chain picks from; none when no route leads there (an
+    /// external Local policy still short-circuits the node's own traffic to it).
+    pub(crate) fn cluster_endpoints(&self) -> &[SocketAddrV4] {
+        if !self.internal_local || self.externally_accessible() { &self.endpoints } else { &[] }
+    }
+
+    /// The endpoints the local chain picks from; none when no route leads there.
+    pub(crate) fn local_chain_endpoints(&self) -> &[SocketAddrV4] {
+        let used = self.internal_local || (self.external_local && self.externally_accessible());
+        if used { &self.local_endpoints } else { &[] }
+    }
+
+    /// Every endpoint a chain of this port sends to.
+    pub(crate) fn routed_endpoints(&self) -> Vec<SocketAddrV4> {
+        let mut all = self.cluster_endpoints().to_vec();
+        all.extend(self.local_chain_endpoints().iter().filter(|e| !self.endpoints.contains(e)));
+        all
+    }
+
+    pub(crate) fn internal_route(&self) -> Route {
+        self.route(self.internal_local)
+    }
+
+    pub(crate) fn external_route(&self) -> Route {
+        self.route(self.external_local)
+    }
+
+    /// Whether traffic from outside goes through the external chain (kube-proxy's
+    /// usesExternalTrafficChain).
+    pub(crate) fn uses_external_chain(&self) -> bool {
+        self.has_endpoints() && self.externally_accessible()
+    }
+
+    fn route(&self, local: bool) -> Route {
+        match (local, self.has_endpoints()) {
+            (_, false) => Route::Reject,
+            (true, true) if self.local_endpoints.is_empty() => Route::Drop,
+            (true, true) => Route::Local,
+            (false, true) if self.endpoints.is_empty() => Route::Reject,
+            (false, true) => Route::Cluster,
+        }
+    }
+
     /// `namespace/name:port`, kube-proxy's ServicePortName.
     pub fn port_name_string(&self) -> String {
         match self.port_name.as_str() {
@@ -145,7 +233,7 @@ impl Proxier {
     }
 }
 
-/// The UDP flows to a service (its cluster IP and port, or its node port) whose replies
+/// The UDP flows to a service (its cluster or external IPs and port, or its node port) whose replies
 /// come from an address that is not one of its endpoints: DNATed to an endpoint that has
 /// gone, or sent on untranslated while the service had none. Deleted, their next packet
 /// is a new flow that the rules send to an endpoint of today. kube-proxy's
@@ -154,10 +242,12 @@ fn stale_udp_flows<'a>(services: &[ServicePort], flows: &'a [Flow]) -> Vec<&'a F
     let mut by_address: HashMap<SocketAddrV4, HashSet<Ipv4Addr>> = HashMap::new();
     let mut by_node_port: HashMap<u16, HashSet<Ipv4Addr>> = HashMap::new();
     for svc in services.iter().filter(|s| s.protocol == Protocol::Udp) {
-        let endpoints = svc.endpoints.iter().map(|e| *e.ip());
-        by_address.entry(SocketAddrV4::new(svc.cluster_ip, svc.port)).or_default().extend(endpoints.clone());
+        let endpoints: Vec<Ipv4Addr> = svc.routed_endpoints().iter().map(|e| *e.ip()).collect();
+        for ip in std::iter::once(svc.cluster_ip).chain(svc.external_ips.iter().copied()) {
+            by_address.entry(SocketAddrV4::new(ip, svc.port)).or_default().extend(&endpoints);
+        }
         if let Some(port) = svc.node_port {
-            by_node_port.entry(port).or_default().extend(endpoints);
+            by_node_port.entry(port).or_default().extend(&endpoints);
         }
     }
     let serves =
@@ -219,8 +309,12 @@ pub(crate) mod tests {
             cluster_ip: ip.parse().unwrap(),
             port,
             node_port: None,
+            external_ips: Vec::new(),
+            internal_local: false,
+            external_local: false,
             affinity_timeout: None,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            local_endpoints: Vec::new(),
         }
     }
 

@@ -2,8 +2,10 @@
 //! so operators recognise it: table `ip kube-proxy`; the verdict maps `service-ips`
 //! (`ip . proto . port`) and `service-nodeports` (`proto . port`) send a connection's first
 //! packet to its service's chain in one lookup whatever the number of services; per
-//! service and per endpoint chains (`service-HASH-ns/name/proto/port`,
-//! `endpoint-HASH-…__ip/port`); `no-endpoint-services` / `no-endpoint-nodeports` reject;
+//! service and per endpoint chains (`service-HASH-ns/name/proto/port`, `local-…` for the
+//! Local traffic policies, `external-…` for node ports and external IPs,
+//! `endpoint-HASH-…__ip/port`); `no-endpoint-services` / `no-endpoint-nodeports` reject
+//! (or drop, when a Local policy finds endpoints on other nodes only);
 //! `mark-for-masquerade` / `masquerading`; ClientIP affinity in dynamic sets with timeouts.
 //!
 //! One difference: an endpoint is picked by one `numgen random mod N-i == 0` rule per
@@ -22,9 +24,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
-use super::{Protocol, ProxyConfig, ServicePort, SyncReport, hash};
+use super::{Protocol, ProxyConfig, Route, ServicePort, SyncReport, hash};
 use crate::Error;
-use crate::nft::{Action, ChainKind, Element, Hook, HookPoint, Key, KeyType, Match, Nft, Rule, Script};
+use crate::nft::{Action, ChainKind, Element, Hook, HookPoint, Key, KeyType, Match, Nft, Rule, Script, Verdict};
 
 pub const TABLE: &str = "kube-proxy";
 
@@ -285,56 +287,105 @@ fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
     let name = svc.port_name_string();
     let proto = svc.protocol;
     let mut unit = ServiceRules::default();
-    let cluster_key = Key::Destination(svc.cluster_ip, proto, svc.port);
-    let node_port_key = svc.node_port.map(|p| Key::Port(proto, p));
-    if svc.endpoints.is_empty() {
-        let reject = |key: Key| Element { key, goto: REJECT_CHAIN.into(), comment: Some(name.clone()) };
-        unit.elements.push((NO_ENDPOINT_SERVICES, reject(cluster_key)));
-        if let Some(key) = node_port_key {
-            unit.elements.push((NO_ENDPOINT_NODEPORTS, reject(key)));
-        }
-        return unit;
-    }
-
     let base = service_base(svc);
     let service_chain = format!("service-{base}");
-    let goto = |key: Key, chain: &str| Element { key, goto: chain.into(), comment: None };
-    unit.elements.push((SERVICE_IPS, goto(cluster_key, &service_chain)));
-    let mut service = Vec::new();
-    if let Some(cidr) = config.cluster_cidr {
-        service.push(Rule::new(
-            [Match::DestinationIs(svc.cluster_ip), Match::Port(proto, svc.port), Match::SourceNotIn(cidr)],
-            [Action::Jump(MARK_MASQ.into())],
-        ));
-    }
-    if let Some(key) = node_port_key {
-        let external = format!("external-{base}");
-        unit.elements.push((SERVICE_NODEPORTS, goto(key, &external)));
-        unit.chains.push((
-            external,
-            None,
-            vec![Rule::new([], [Action::Jump(MARK_MASQ.into())]), Rule::new([], [Action::Goto(service_chain.clone())])],
-        ));
-    }
+    let local_chain = format!("local-{base}");
+    let external_chain = format!("external-{base}");
+    let chain_of = |route: Route| route.chain(&service_chain, &local_chain);
+    // Where a route with no endpoint to take leaves the packets, in the filter maps.
+    let refusal = |route: Route| match route {
+        Route::Reject => Some((Verdict::Goto(REJECT_CHAIN.into()), name.clone())),
+        Route::Drop => Some((Verdict::Drop, format!("{name} has no local endpoints"))),
+        Route::Cluster | Route::Local => None,
+    };
+    let element = |key: Key, verdict: Verdict, comment: Option<String>| Element { key, verdict, comment };
 
-    let endpoints: Vec<(SocketAddrV4, String)> = svc.endpoints.iter().map(|&e| (e, endpoint_base(svc, e))).collect();
-    if let Some(timeout) = svc.affinity_timeout {
-        for (_, base) in &endpoints {
-            unit.affinity_sets.push((format!("affinity-{base}"), timeout));
-            service.push(Rule::new(
-                [Match::SourceInSet(format!("affinity-{base}"))],
-                [Action::Goto(format!("endpoint-{base}"))],
-            ));
+    let cluster_key = Key::Destination(svc.cluster_ip, proto, svc.port);
+    let internal = svc.internal_route();
+    if let Some(chain) = chain_of(internal) {
+        unit.elements.push((SERVICE_IPS, element(cluster_key, Verdict::Goto(chain), None)));
+    }
+    if let Some((verdict, comment)) = refusal(internal) {
+        unit.elements.push((NO_ENDPOINT_SERVICES, element(cluster_key, verdict, Some(comment))));
+    }
+    let external = svc.external_route();
+    let external_keys = svc
+        .external_ips
+        .iter()
+        .map(|ip| (SERVICE_IPS, NO_ENDPOINT_SERVICES, Key::Destination(*ip, proto, svc.port)))
+        .chain(svc.node_port.map(|p| (SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS, Key::Port(proto, p))));
+    for (map, no_endpoint_map, key) in external_keys {
+        if svc.uses_external_chain() {
+            unit.elements.push((map, element(key, Verdict::Goto(external_chain.clone()), None)));
+        }
+        if let Some((verdict, comment)) = refusal(external) {
+            unit.elements.push((no_endpoint_map, element(key, verdict, Some(comment))));
         }
     }
-    let n = endpoints.len();
-    for (i, (_, base)) in endpoints.iter().enumerate() {
-        let pick = if i + 1 < n { vec![Match::OneIn(n - i)] } else { Vec::new() };
-        service.push(Rule::new(pick, [Action::Goto(format!("endpoint-{base}"))]));
+
+    if svc.uses_external_chain() {
+        let mut rules = Vec::new();
+        if svc.external_local {
+            // Traffic that did not come from outside keeps to the cluster policy, as if it
+            // had gone out to a load balancer and come back: pods', then the node's own
+            // (masqueraded: its source is an address of the node, maybe the external IP).
+            if let Some(cidr) = config.cluster_cidr {
+                rules.push(Rule::new([Match::SourceIn(cidr)], [Action::Goto(service_chain.clone())]));
+            }
+            rules.push(Rule::new([Match::LocalSource], [Action::Jump(MARK_MASQ.into())]));
+            rules.push(Rule::new([Match::LocalSource], [Action::Goto(service_chain.clone())]));
+        } else {
+            // It may go to another node's endpoint: masqueraded, or the reply would not
+            // come back through this node.
+            rules.push(Rule::new([], [Action::Jump(MARK_MASQ.into())]));
+        }
+        if let Some(chain) = chain_of(external) {
+            rules.push(Rule::new([], [Action::Goto(chain)]));
+        }
+        unit.chains.push((external_chain, None, rules));
     }
-    unit.chains.push((service_chain, None, service));
+
+    let endpoints: Vec<(SocketAddrV4, String)> =
+        svc.routed_endpoints().into_iter().map(|e| (e, endpoint_base(svc, e))).collect();
+    let picks = |chosen: &[SocketAddrV4]| -> Vec<Rule> {
+        let chosen: Vec<&String> = endpoints.iter().filter(|(e, _)| chosen.contains(e)).map(|(_, b)| b).collect();
+        let mut rules = Vec::new();
+        if svc.affinity_timeout.is_some() {
+            for base in &chosen {
+                rules.push(Rule::new(
+                    [Match::SourceInSet(format!("affinity-{base}"))],
+                    [Action::Goto(format!("endpoint-{base}"))],
+                ));
+            }
+        }
+        let n = chosen.len();
+        for (i, base) in chosen.iter().enumerate() {
+            let pick = if i + 1 < n { vec![Match::OneIn(n - i)] } else { Vec::new() };
+            rules.push(Rule::new(pick, [Action::Goto(format!("endpoint-{base}"))]));
+        }
+        rules
+    };
+    // Traffic to the cluster IP from outside the cluster may go to another node's
+    // endpoint: masqueraded, in whichever chain the cluster IP leads to.
+    let off_cluster = |chain: &str| {
+        config.cluster_cidr.filter(|_| chain_of(internal).as_deref() == Some(chain)).map(|cidr| {
+            Rule::new(
+                [Match::DestinationIs(svc.cluster_ip), Match::Port(proto, svc.port), Match::SourceNotIn(cidr)],
+                [Action::Jump(MARK_MASQ.into())],
+            )
+        })
+    };
+    for (chain, chosen) in [(&service_chain, svc.cluster_endpoints()), (&local_chain, svc.local_chain_endpoints())] {
+        if !chosen.is_empty() {
+            let rules = off_cluster(chain).into_iter().chain(picks(chosen)).collect();
+            unit.chains.push((chain.clone(), None, rules));
+        }
+    }
 
     for (endpoint, base) in endpoints {
+        if let Some(timeout) = svc.affinity_timeout {
+            unit.affinity_sets.push((format!("affinity-{base}"), timeout));
+        }
         // Hairpin: a pod reaching itself through the service is masqueraded, or its reply
         // would not come back through the DNAT.
         let mut rules = vec![Rule::new([Match::SourceIs(*endpoint.ip())], [Action::Jump(MARK_MASQ.into())])];
@@ -530,6 +581,61 @@ mod tests {
                 format!("add rule ip kube-proxy external-{base} jump mark-for-masquerade"),
                 format!("add rule ip kube-proxy external-{base} goto service-{base}"),
             ]
+        );
+    }
+
+    #[test]
+    fn external_ips_and_the_local_policies() {
+        let local_endpoint = "10.180.0.4:80".parse().unwrap();
+        let s = ServicePort {
+            external_ips: vec!["192.168.99.10".parse().unwrap()],
+            node_port: Some(3004),
+            internal_local: true,
+            external_local: true,
+            local_endpoints: vec![local_endpoint],
+            ..svc("ns4", "svc4", "p80", "172.30.0.44", 80, &["10.180.0.4:80", "10.180.1.4:80"])
+        };
+        let script = rules(std::slice::from_ref(&s), &config()).render_full(&[], &[]);
+        let (base, local) = (service_base(&s), endpoint_base(&s, local_endpoint));
+        assert_eq!(
+            lines_with(&script, "add element"),
+            [
+                format!("add element ip kube-proxy service-ips {{ 172.30.0.44 . tcp . 80 : goto local-{base} }}"),
+                format!("add element ip kube-proxy service-ips {{ 192.168.99.10 . tcp . 80 : goto external-{base} }}"),
+                format!("add element ip kube-proxy service-nodeports {{ tcp . 3004 : goto external-{base} }}"),
+            ]
+        );
+        // From outside: the local endpoint, unmasqueraded; pods and the node itself keep
+        // to the cluster policy.
+        assert_eq!(
+            lines_with(&script, &format!("rule ip kube-proxy external-{base} ")),
+            [
+                format!("add rule ip kube-proxy external-{base} ip saddr 10.0.0.0/8 goto service-{base}"),
+                format!("add rule ip kube-proxy external-{base} fib saddr type local jump mark-for-masquerade"),
+                format!("add rule ip kube-proxy external-{base} fib saddr type local goto service-{base}"),
+                format!("add rule ip kube-proxy external-{base} goto local-{base}"),
+            ]
+        );
+        assert_eq!(
+            lines_with(&script, &format!("rule ip kube-proxy local-{base} ")),
+            [
+                format!(
+                    "add rule ip kube-proxy local-{base} ip daddr 172.30.0.44 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"
+                ),
+                format!("add rule ip kube-proxy local-{base} goto endpoint-{local}"),
+            ]
+        );
+        assert_eq!(lines_with(&script, &format!("rule ip kube-proxy service-{base} ")).len(), 2, "{}", script.text());
+
+        // Endpoints on other nodes only: the Local policies drop, rather than refuse.
+        let elsewhere = ServicePort { local_endpoints: Vec::new(), ..s };
+        let script = rules(&[elsewhere], &config()).render_full(&[], &[]);
+        let drops = lines_with(&script, "has no local endpoints");
+        assert_eq!(drops.len(), 3, "{}", script.text());
+        assert!(drops.iter().all(|l| l.ends_with(": drop }")), "{drops:?}");
+        assert_eq!(
+            lines_with(&script, &format!("rule ip kube-proxy external-{base} ")).last().unwrap(),
+            &format!("add rule ip kube-proxy external-{base} fib saddr type local goto service-{base}")
         );
     }
 

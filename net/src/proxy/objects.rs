@@ -15,13 +15,14 @@ const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 
 /// One `ServicePort` per port of each Service that has an IPv4 cluster IP (headless and
 /// ExternalName Services have none), with the ready endpoints the Endpoints and
-/// EndpointSlices give for that port. An endpoint port is matched to the Service port by
-/// name, as the endpoints controller names it after the Service port, so named and
-/// numbered target ports both arrive resolved.
+/// EndpointSlices give for that port, those on node `node` apart too. An endpoint port is
+/// matched to the Service port by name, as the endpoints controller names it after the
+/// Service port, so named and numbered target ports both arrive resolved.
 pub fn service_ports(
     services: &[Service],
     endpoints: &[Endpoints],
     slices: &[EndpointSlice],
+    node: Option<&str>,
 ) -> Result<Vec<ServicePort>, Error> {
     let mut ports = Vec::new();
     for service in services {
@@ -40,6 +41,17 @@ pub fn service_ports(
                 Err(_) => return Err(Error::Invalid(format!("service {namespace}/{name}: bad clusterIP {ip:?}"))),
             },
         };
+        let load_balancer = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .filter(|_| spec.type_.as_deref() == Some("LoadBalancer"));
+        // A load balancer in `Proxy` mode sends from its own address: its IP is not ours
+        // to capture (KEP-1860).
+        let ingress = load_balancer.and_then(|l| l.ingress.as_ref()).into_iter().flatten();
+        let ingress = ingress.filter(|i| i.ip_mode.as_deref() != Some("Proxy")).filter_map(|i| i.ip.as_ref());
+        let external_ips: Vec<Ipv4Addr> =
+            spec.external_ips.iter().flatten().chain(ingress).filter_map(|ip| ip.parse().ok()).collect();
         let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -53,14 +65,16 @@ pub fn service_ports(
             let service_port = u16::try_from(port.port)
                 .map_err(|_| Error::Invalid(format!("service {namespace}/{name}: port {} out of range", port.port)))?;
             let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0);
-            let (mut found, mut terminating) = (BTreeSet::new(), BTreeSet::new());
-            collect_endpoints(endpoints, namespace, name, &port_name, protocol, &mut found);
-            collect_slices(slices, namespace, name, &port_name, protocol, (&mut found, &mut terminating));
-            // kube-proxy's fallback (KEP-1669): with no ready endpoint, the terminating ones
-            // that still serve take the traffic rather than none.
-            if found.is_empty() {
-                found = terminating;
-            }
+            let (mut everywhere, mut here) = (Found::default(), Found::default());
+            let mut found = |address, ready, local| {
+                everywhere.add(address, ready);
+                if local {
+                    here.add(address, ready);
+                }
+            };
+            let wanted = (namespace, name, port_name.as_str(), protocol);
+            collect_endpoints(endpoints, wanted, node, &mut found);
+            collect_slices(slices, wanted, node, &mut found);
             ports.push(ServicePort {
                 namespace: namespace.into(),
                 name: name.into(),
@@ -69,8 +83,12 @@ pub fn service_ports(
                 cluster_ip,
                 port: service_port,
                 node_port,
+                external_ips: external_ips.clone(),
+                internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+                external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
                 affinity_timeout,
-                endpoints: found.into_iter().collect(),
+                endpoints: everywhere.serving(),
+                local_endpoints: here.serving(),
             });
         }
     }
@@ -90,13 +108,34 @@ fn same_object(namespace: Option<&String>, object_name: Option<&String>, ns: &st
     namespace.map_or("default", String::as_str) == ns && object_name.map(String::as_str) == Some(name)
 }
 
+/// Endpoints that may serve: ready ones, and terminating ones that still serve.
+#[derive(Default)]
+struct Found {
+    ready: BTreeSet<SocketAddrV4>,
+    terminating: BTreeSet<SocketAddrV4>,
+}
+
+impl Found {
+    fn add(&mut self, address: SocketAddrV4, ready: bool) {
+        if ready { &mut self.ready } else { &mut self.terminating }.insert(address);
+    }
+
+    /// kube-proxy's fallback (KEP-1669): with no ready endpoint, the terminating ones that
+    /// still serve take the traffic rather than none.
+    fn serving(self) -> Vec<SocketAddrV4> {
+        if self.ready.is_empty() { self.terminating } else { self.ready }.into_iter().collect()
+    }
+}
+
+/// A service port as endpoints name it: namespace, service, port name, protocol.
+type Wanted<'a> = (&'a str, &'a str, &'a str, Protocol);
+
+/// Calls `found(address, ready, on node)` for each ready address of the Endpoints.
 fn collect_endpoints(
     endpoints: &[Endpoints],
-    namespace: &str,
-    name: &str,
-    port_name: &str,
-    protocol: Protocol,
-    found: &mut BTreeSet<SocketAddrV4>,
+    (namespace, name, port_name, protocol): Wanted,
+    node: Option<&str>,
+    found: &mut impl FnMut(SocketAddrV4, bool, bool),
 ) {
     let objects = endpoints
         .iter()
@@ -111,19 +150,20 @@ fn collect_endpoints(
         let Ok(port) = u16::try_from(port.port) else { continue };
         for address in subset.addresses.iter().flatten() {
             if let Ok(ip) = address.ip.parse::<Ipv4Addr>() {
-                found.insert(SocketAddrV4::new(ip, port));
+                let local = node.is_some() && address.node_name.as_deref() == node;
+                found(SocketAddrV4::new(ip, port), true, local);
             }
         }
     }
 }
 
+/// Calls `found(address, ready, on node)` for each address of the EndpointSlices that
+/// is ready, or terminating and still serving.
 fn collect_slices(
     slices: &[EndpointSlice],
-    namespace: &str,
-    name: &str,
-    port_name: &str,
-    protocol: Protocol,
-    (found, terminating): (&mut BTreeSet<SocketAddrV4>, &mut BTreeSet<SocketAddrV4>),
+    (namespace, name, port_name, protocol): Wanted,
+    node: Option<&str>,
+    found: &mut impl FnMut(SocketAddrV4, bool, bool),
 ) {
     let of_service = slices.iter().filter(|s| {
         s.address_type == "IPv4"
@@ -145,13 +185,13 @@ fn collect_slices(
             let ready = conditions.and_then(|c| c.ready) != Some(false);
             let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
             let is_terminating = conditions.and_then(|c| c.terminating) == Some(true);
-            let set = match (ready, serving && is_terminating) {
-                (true, _) => &mut *found,
-                (false, true) => &mut *terminating,
-                (false, false) => continue,
-            };
+            let may_serve = ready || (serving && is_terminating);
+            if !may_serve {
+                continue;
+            }
+            let local = node.is_some() && endpoint.node_name.as_deref() == node;
             for ip in endpoint.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
-                set.insert(SocketAddrV4::new(ip, port));
+                found(SocketAddrV4::new(ip, port), ready, local);
             }
         }
     }
@@ -203,7 +243,7 @@ mod tests {
             ],
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
         }));
-        let ports = service_ports(&[service], &[endpoints], &[slice]).unwrap();
+        let ports = service_ports(&[service], &[endpoints], &[slice], None).unwrap();
         assert_eq!(ports.len(), 2);
         let http = &ports[0];
         assert_eq!(http.port_name_string(), "shop/web:http");
@@ -231,11 +271,53 @@ mod tests {
         let gone = serde_json::json!({"addresses": ["10.1.0.8"], "conditions": {"ready": false, "serving": false, "terminating": true}});
         let up = serde_json::json!({"addresses": ["10.1.0.6"], "conditions": {"ready": true}});
         let endpoints = |endpoints: serde_json::Value| -> Vec<String> {
-            let ports = service_ports(std::slice::from_ref(&service), &[], &[slice(endpoints)]).unwrap();
+            let ports = service_ports(std::slice::from_ref(&service), &[], &[slice(endpoints)], None).unwrap();
             ports[0].endpoints.iter().map(ToString::to_string).collect()
         };
         assert_eq!(endpoints(serde_json::json!([up, going, gone])), ["10.1.0.6:8080"]);
         assert_eq!(endpoints(serde_json::json!([going, gone])), ["10.1.0.7:8080"]);
+    }
+
+    #[test]
+    fn external_addresses_policies_and_this_nodes_endpoints() {
+        let service: Service = parse(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "type": "LoadBalancer", "clusterIP": "10.96.0.22", "externalIPs": ["192.168.99.10", "fd00::1"],
+                "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+                "ports": [{"port": 80, "nodePort": 30090}]
+            },
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "192.168.99.20"}, {"ip": "192.168.99.21", "ipMode": "Proxy"}, {"hostname": "lb.example"}
+            ]}}
+        }));
+        let slice: EndpointSlice = parse(serde_json::json!({
+            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.1.0.2"], "nodeName": "a"},
+                {"addresses": ["10.1.0.3"], "nodeName": "b"},
+                {"addresses": ["10.1.0.4"], "nodeName": "a", "conditions": {"ready": false, "serving": true, "terminating": true}}
+            ],
+            "ports": [{"port": 8080}]
+        }));
+        let ports =
+            service_ports(std::slice::from_ref(&service), &[], std::slice::from_ref(&slice), Some("a")).unwrap();
+        let port = &ports[0];
+        let ips: Vec<String> = port.external_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["192.168.99.10", "192.168.99.20"]);
+        assert!(port.internal_local && port.external_local);
+        let text = |e: &[SocketAddrV4]| e.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(text(&port.endpoints), ["10.1.0.2:8080", "10.1.0.3:8080"]);
+        assert_eq!(text(&port.local_endpoints), ["10.1.0.2:8080"]);
+        // On node b, its own; on c, none; on a, once its ready one goes, the terminating one.
+        let on = |node| service_ports(std::slice::from_ref(&service), &[], std::slice::from_ref(&slice), Some(node));
+        assert_eq!(text(&on("b").unwrap()[0].local_endpoints), ["10.1.0.3:8080"]);
+        assert!(on("c").unwrap()[0].local_endpoints.is_empty());
+        let mut draining = slice.clone();
+        draining.endpoints.remove(0);
+        let ports = service_ports(std::slice::from_ref(&service), &[], &[draining], Some("a")).unwrap();
+        assert_eq!(text(&ports[0].local_endpoints), ["10.1.0.4:8080"]);
     }
 
     #[test]
@@ -246,11 +328,11 @@ mod tests {
         let external: Service = parse(serde_json::json!({
             "metadata": {"name": "e"}, "spec": {"type": "ExternalName", "externalName": "example.com"}
         }));
-        assert!(service_ports(&[headless, external], &[], &[]).unwrap().is_empty());
+        assert!(service_ports(&[headless, external], &[], &[], None).unwrap().is_empty());
         let bad: Service = parse(serde_json::json!({
             "metadata": {"name": "b", "namespace": "x"}, "spec": {"clusterIP": "10.96.0.300", "ports": [{"port": 80}]}
         }));
-        let err = service_ports(&[bad], &[], &[]).unwrap_err().to_string();
+        let err = service_ports(&[bad], &[], &[], None).unwrap_err().to_string();
         assert_eq!(err, "service x/b: bad clusterIP \"10.96.0.300\"");
     }
 }
