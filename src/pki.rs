@@ -207,9 +207,6 @@ pub struct Requested {
     pub common_name: String,
     pub organizations: Vec<String>,
     pub names: Vec<String>,
-    /// Whether an attribute of the subject comes more than once (two organizations):
-    /// what the signing here cannot carry over.
-    pub repeats_attributes: bool,
 }
 
 /// Reads a PEM certificate signing request and checks its signature.
@@ -240,10 +237,7 @@ pub fn read_request(pem: &[u8]) -> Result<Requested> {
             }
         }
     }
-    let types: Vec<String> = subject.iter_attributes().map(|a| a.attr_type().to_id_string()).collect();
-    let repeats_attributes = types.iter().enumerate().any(|(i, t)| types[..i].contains(t));
     Ok(Requested {
-        repeats_attributes,
         common_name: subject.iter_common_name().next().and_then(text_of).unwrap_or_default(),
         organizations: subject.iter_organization().filter_map(text_of).collect(),
         names,
@@ -252,9 +246,15 @@ pub fn read_request(pem: &[u8]) -> Result<Requested> {
 
 impl Authority {
     /// Signs a PEM certificate signing request for `usages` (Kubernetes' key usage names)
-    /// and `duration`: the certificate, PEM. What the request names is kept; what the
+    /// and `duration`: the certificate, PEM. What the request names is kept — its subject
+    /// byte for byte, every attribute (two organizations are two groups) —; what the
     /// certificate may be used for is what was approved, not what the request says.
     pub fn sign_request(&self, pem: &str, usages: &[String], duration: std::time::Duration) -> Result<String> {
+        let request_der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+            .map_err(|_| anyhow::anyhow!("PEM block type must be CERTIFICATE REQUEST"))?;
+        let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(request_der.as_ref())
+            .map_err(|e| anyhow::anyhow!("not a certificate request: {e}"))?;
+        let subject = parsed.certification_request_info.subject.as_raw();
         let mut request = rcgen::CertificateSigningRequestParams::from_pem(pem).context("read the request")?;
         let params = &mut request.params;
         let now = time::OffsetDateTime::now_utc();
@@ -275,8 +275,74 @@ impl Authority {
         }
         params.use_authority_key_identifier_extension = true;
         let issuer = Issuer::from_params(&self.params, &self.key);
-        Ok(request.signed_by(&issuer).context("sign the request")?.pem())
+        let signed = request.signed_by(&issuer).context("sign the request")?;
+        // rcgen keeps one value per attribute type: the subject is the request's own.
+        let certificate = with_subject(signed.der(), subject, &self.key)?;
+        Ok(pem_certificate(&certificate))
     }
+}
+
+/// `certificate` (DER) with its subject replaced by `subject` (a DER Name), signed again
+/// by `key`, which signed it. RFC 5280 §4.1: Certificate ::= SEQUENCE { tbsCertificate,
+/// signatureAlgorithm, signatureValue BIT STRING }.
+fn with_subject(certificate: &[u8], subject: &[u8], key: &KeyPair) -> Result<Vec<u8>> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).context("read the certificate made")?;
+    let tbs: &[u8] = parsed.tbs_certificate.as_ref();
+    let old = parsed.subject().as_raw();
+    let at = old.as_ptr() as usize - tbs.as_ptr() as usize;
+    let mut content = tbs[der_header_len(tbs)..at].to_vec();
+    content.extend_from_slice(subject);
+    content.extend_from_slice(&tbs[at + old.len()..]);
+    let tbs_certificate = der_element(0x30, &content);
+
+    let algorithm_at = der_header_len(certificate) + tbs.len();
+    let rest = &certificate[algorithm_at..];
+    let algorithm = &rest[..der_header_len(rest) + der_content_len(rest)];
+    let mut signature = vec![0]; // no unused bits
+    signature.extend(rcgen::SigningKey::sign(key, &tbs_certificate).context("sign the certificate")?);
+    let mut content = tbs_certificate;
+    content.extend_from_slice(algorithm);
+    content.extend(der_element(0x03, &signature));
+    Ok(der_element(0x30, &content))
+}
+
+/// The length of a DER element's tag and length octets (the short or long form).
+fn der_header_len(der: &[u8]) -> usize {
+    match der.get(1) {
+        Some(&len) if len >= 0x80 => 2 + usize::from(len & 0x7f),
+        _ => 2,
+    }
+}
+
+fn der_content_len(der: &[u8]) -> usize {
+    match der.get(1) {
+        Some(&len) if len >= 0x80 => {
+            der[2..der_header_len(der)].iter().fold(0, |total, byte| (total << 8) | usize::from(*byte))
+        }
+        Some(&len) => usize::from(len),
+        None => 0,
+    }
+}
+
+fn der_element(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut element = vec![tag];
+    match content.len() {
+        len @ 0..0x80 => element.push(len as u8),
+        len => {
+            let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+            element.push(0x80 | bytes.len() as u8);
+            element.extend(bytes);
+        }
+    }
+    element.extend_from_slice(content);
+    element
+}
+
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text.as_bytes().chunks(64).map(|l| std::str::from_utf8(l).expect("base64")).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
 }
 
 /// A PEM certificate (chain) and key from files (`--tls-cert-file`).
@@ -438,6 +504,38 @@ mod tests {
         }
         let other = ServerName::try_from("example.com").unwrap();
         assert!(verifier.verify_server_cert(&chain[0], &chain[1..], &other, &[], UnixTime::now()).is_err());
+    }
+
+    #[test]
+    fn a_signed_request_keeps_its_whole_subject_and_chains_to_the_authority() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::open_or_create(dir.path()).unwrap();
+        // Two organizations (two groups): the second under the same OID, as rcgen allows it.
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "jane");
+        params.distinguished_name.push(DnType::OrganizationName, "devs");
+        params.distinguished_name.push(DnType::CustomDnType(vec![2, 5, 4, 10]), "qa");
+        let key = KeyPair::generate().unwrap();
+        let request = params.serialize_request(&key).unwrap().pem().unwrap();
+        let usages = ["client auth".to_string()];
+        let pem = ca.sign_request(&request, &usages, std::time::Duration::from_secs(3600)).unwrap();
+
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(client_identity(&der), Some(("jane".into(), vec!["devs".into(), "qa".into()])));
+        let request_der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(request.as_bytes()).unwrap();
+        let (_, parsed_request) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(request_der.as_ref()).unwrap();
+        let (_, certificate) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(certificate.subject().as_raw(), parsed_request.certification_request_info.subject.as_raw());
+        // The authority's signature holds over the new subject, and rustls accepts it.
+        let ca_der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap();
+        let (_, ca_certificate) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        certificate.verify_signature(Some(ca_certificate.public_key())).unwrap();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca.cert_pem.as_bytes()).unwrap()), provider())
+                .build()
+                .unwrap();
+        verifier.verify_client_cert(&der, &[], UnixTime::now()).unwrap();
     }
 
     #[test]

@@ -58,9 +58,6 @@ fn refusal(signer: &str, requested: &pki::Requested, usages: &[String]) -> Optio
     if requested.common_name == pki::KUBELET_CLIENT {
         return Some(Err(format!("the common name {} is the API server's own", pki::KUBELET_CLIENT)));
     }
-    if requested.repeats_attributes {
-        return Some(Err("subjects with an attribute given twice (two organizations) are not signed here".into()));
-    }
     Some(match signer {
         "kubernetes.io/kube-apiserver-client" => only(&CLIENT_USAGES, "client auth", "client"),
         "kubernetes.io/kube-apiserver-client-kubelet" => node()
