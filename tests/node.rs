@@ -944,6 +944,56 @@ fn kubectl_attach_joins_a_running_container() {
     assert!(done.contains("a container in a completed pod; current phase is Succeeded"), "{done}");
 }
 
+/// `kubectl debug`: an ephemeral container joins a running pod — its network, and with
+/// `--target` the processes of the container it names — runs once, and is attached to
+/// and logged like any container.
+#[test]
+fn kubectl_debug_runs_an_ephemeral_container_in_the_pod() {
+    let cluster = Cluster::start();
+    cluster.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: dbg}\nspec:\n  nodeName: test-node\n  containers:\n  - name: app\n    image: busybox:1.36\n    command: [sleep, '3600']\n",
+    );
+    let ip = cluster.wait_ready("dbg")["status"]["podIP"].as_str().unwrap().to_string();
+    let state = |name: &str| {
+        let statuses = cluster.pod("dbg")["status"]["ephemeralContainerStatuses"].clone();
+        statuses.as_array().into_iter().flatten().find(|s| s["name"] == name).map(|s| s["state"].clone())
+    };
+
+    // In the target's PID namespace, on the pod's network; done when its command is.
+    let script = "ps -o args; ip -4 -o addr show eth0";
+    let out = cluster.kubectl(&[
+        "debug",
+        "dbg",
+        "--image=busybox:1.36",
+        "--target=app",
+        "-c",
+        "look",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster.wait("the debug container ends", 30, || state("look").is_some_and(|s| s["terminated"]["exitCode"] == 0));
+    let logs = text(&cluster.kubectl(&["logs", "dbg", "-c", "look"]).stdout);
+    assert!(logs.contains("sleep 3600"), "the target's processes: {logs}");
+    assert!(logs.contains(&format!("inet {ip}/")), "the pod's address: {logs}");
+    let pod = cluster.pod("dbg");
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0, "the app goes on: {pod}");
+
+    // Interactive: kubectl waits for it to run, then attaches.
+    let out = cluster.api.kubectl_output(
+        &["debug", "-i", "dbg", "--image=busybox:1.36", "-c", "talk", "--", "sh", "-c", "read l; echo \"got $l\""],
+        Some("hello\n"),
+    );
+    assert!(text(&out.stdout).contains("got hello"), "{} {}", text(&out.stdout), text(&out.stderr));
+    cluster.wait("the interactive one ends", 30, || state("talk").is_some_and(|s| s["terminated"].is_object()));
+    // Ended ephemeral containers are not started again.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(state("look").is_some_and(|s| s["terminated"].is_object()));
+}
+
 /// `kubectl port-forward` reaches a port on the pod's loopback through the API server and
 /// the node (kubectl 1.33 tries a WebSocket first; 1.29 speaks SPDY).
 #[test]

@@ -727,6 +727,7 @@ fn a_container_started_again_begins_from_its_image() {
         tty: false,
         window: None,
         log_path: node.log_dir().join("restart/writer/0.log"),
+        target: None,
     };
     for start in 0..2 {
         node_runtime.start_container(&pod, &container).unwrap();

@@ -167,6 +167,9 @@ struct Running {
     stderr: Option<File>,
     log: CriLog,
     cgroup: Cgroup,
+    /// Its first process is not PID 1 of a namespace of its own (the pod shares one, or
+    /// it targets another container's): its exit does not end the rest.
+    shares_processes: bool,
     /// Set once reaped; the container is done when its pipes are drained too.
     exit: Option<WaitStatus>,
     waiters: Vec<u64>,
@@ -507,11 +510,26 @@ impl PodInit {
             true => Channel::pair().map(|(ours, theirs)| (Some(ours), Some(theirs)))?,
             false => (None, None),
         };
-        let started_at = rfc3339_nano(SystemTime::now());
         // Each container is PID 1 of a PID namespace of its own, nested in the pod's, unless
-        // the pod shares one.
-        // SAFETY: the pod init is single-threaded.
-        match unsafe { cgroup.fork_into(!self.record.spec.share_process_namespace) }? {
+        // the pod shares one or it targets another container's.
+        let target = match &container.target {
+            Some(name) => match self.running.iter().find(|c| &c.name == name && c.exit.is_none()) {
+                Some(target) => Some(target.pid),
+                None => {
+                    let message = format!("target container {name} is not running");
+                    return Err(self.start_failed(&container.name, &mut log, 128, message));
+                }
+            },
+            None => None,
+        };
+        let shares_processes = self.record.spec.share_process_namespace || target.is_some();
+        let started_at = rfc3339_nano(SystemTime::now());
+        let forked = match target {
+            Some(pid) => self.fork_in_container(&cgroup, pid),
+            // SAFETY: the pod init is single-threaded.
+            None => unsafe { cgroup.fork_into(!self.record.spec.share_process_namespace) },
+        };
+        match forked? {
             Forked::Child(joined) => {
                 drop((out_r, err_r, status_r, stdin_w, pty_ours));
                 let mut keep = vec![out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()];
@@ -570,24 +588,33 @@ impl PodInit {
                         stderr,
                         log,
                         cgroup,
+                        shares_processes,
                         exit: None,
                         waiters: Vec::new(),
                     });
                 }
                 let _ = nix::sys::wait::waitpid(child, None);
                 let (exit_code, message) = failure.expect("checked above");
-                let _ = log.write(Stream::Stderr, format!("podctl: {message}\n").as_bytes());
-                let status = ExitStatus {
-                    exit_code,
-                    signal: None,
-                    reason: "StartError".into(),
-                    message: Some(message.clone()),
-                    started_at: None,
-                    finished_at: rfc3339_nano(SystemTime::now()),
-                };
-                write_json_atomic(&self.dirs.exit_record(&container.name), &status)?;
-                Err(io::Error::other(message))
+                Err(self.start_failed(&container.name, &mut log, exit_code, message))
             }
+        }
+    }
+
+    /// Records a container that could not start as exited (`StartError`), in its log and
+    /// its exit record; returns the error to answer.
+    fn start_failed(&self, name: &str, log: &mut CriLog, exit_code: i32, message: String) -> io::Error {
+        let _ = log.write(Stream::Stderr, format!("podctl: {message}\n").as_bytes());
+        let status = ExitStatus {
+            exit_code,
+            signal: None,
+            reason: "StartError".into(),
+            message: Some(message.clone()),
+            started_at: None,
+            finished_at: rfc3339_nano(SystemTime::now()),
+        };
+        match write_json_atomic(&self.dirs.exit_record(name), &status) {
+            Ok(()) => io::Error::other(message),
+            Err(e) => e,
         }
     }
 
@@ -632,8 +659,8 @@ impl PodInit {
                     if let Some(c) = self.running.iter_mut().find(|c| Some(c.pid) == status.pid()) {
                         c.exit = Some(status);
                         // In its own PID namespace, the kernel has ended the rest of the
-                        // container with its first process; in the pod's, we do.
-                        if self.record.spec.share_process_namespace {
+                        // container with its first process; in a shared one, we do.
+                        if c.shares_processes {
                             c.cgroup.kill_all();
                         }
                     } else if let Some(i) = self.execs.iter().position(|e| Some(e.pid) == status.pid()) {

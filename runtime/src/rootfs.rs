@@ -444,6 +444,7 @@ mod tests {
             tty: false,
             window: None,
             log_path: "/l/0.log".into(),
+            target: None,
         }
     }
 

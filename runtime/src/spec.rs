@@ -162,6 +162,10 @@ pub struct ContainerSpec {
     pub window: Option<WindowSize>,
     /// Where the CRI log goes (`LOG_DIR/<ns>_<pod>_<uid>/<container>/<restart>.log`).
     pub log_path: PathBuf,
+    /// Run in the PID namespace of this running container of the pod rather than in one of
+    /// its own: an ephemeral container's `targetContainerName`, to see its processes.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 impl ContainerSpec {

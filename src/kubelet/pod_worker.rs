@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, Probe};
 use runtime::{ExitStatus, NetworkMode, Runtime};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -456,7 +456,7 @@ impl PodWorker {
                     break;
                 }
                 None => {
-                    self.start(&running, init, 0, &field, outcome);
+                    self.start(&running, init, 0, &field, None, outcome);
                     initialized = false;
                     break;
                 }
@@ -476,8 +476,18 @@ impl PodWorker {
                         self.restart(&running, c, &exit, &field, outcome);
                     }
                 }
-                None => self.start(&running, c, 0, &field, outcome),
+                None => self.start(&running, c, 0, &field, None, outcome),
             }
+        }
+        // Ephemeral containers (`kubectl debug`), once the pod runs: each started once, never
+        // again, whatever its exit.
+        for ephemeral in spec.ephemeral_containers.iter().flatten().filter(|_| initialized) {
+            if self.known.containers.contains_key(&ephemeral.name) {
+                continue;
+            }
+            let field = format!("spec.ephemeralContainers{{{}}}", ephemeral.name);
+            let target = ephemeral.target_container_name.as_deref();
+            self.start(&running, &as_container(ephemeral), 0, &field, target, outcome);
         }
         // Every action says so in an event: without one, nothing changed since the look above.
         if outcome.events.len() > acted {
@@ -628,16 +638,24 @@ impl PodWorker {
         self.known
             .last_state
             .insert(c.name.clone(), status::terminated(exit, &container_id(&self.uid, &c.name, restart - 1)));
-        self.start(running, c, restart, field, outcome);
+        self.start(running, c, restart, field, None, outcome);
     }
 
     fn restart_count(&self, name: &str) -> u32 {
         self.known.containers.get(name).map_or(0, |c| c.restart_count)
     }
 
-    /// Pulls the image as its policy says, plans and starts the container, runs its
-    /// postStart hook.
-    fn start(&mut self, running: &Running, c: &Container, restart: u32, field: &str, outcome: &mut Outcome) {
+    /// Pulls the image as its policy says, plans and starts the container (in the PID
+    /// namespace of container `target`, if given), runs its postStart hook.
+    fn start(
+        &mut self,
+        running: &Running,
+        c: &Container,
+        restart: u32,
+        field: &str,
+        target: Option<&str>,
+        outcome: &mut Outcome,
+    ) {
         let Running { node, pod, actual, sandbox_spec, settings, context } = *running;
         let Some(image) = self.image(node, pod, c, field, outcome) else { return };
         let mut container =
@@ -652,6 +670,7 @@ impl PodWorker {
                 }
             };
         container.log_path.set_file_name(format!("{restart}.log"));
+        container.target = target.map(String::from);
         // The termination message file, empty for this run, bind-mounted where the
         // container writes it (kubelet's terminationMessagePath; 0666: any user may).
         let message_path = c.termination_message_path.as_deref().unwrap_or("/dev/termination-log");
@@ -939,6 +958,16 @@ impl PodWorker {
             tracing::warn!("pod {}: stop: {e}", self.uid);
         }
     }
+}
+
+/// An ephemeral container as the container it runs as (kubelet's
+/// ephemeralContainerToContainer): the same fields, but its target's name.
+pub fn as_container(ephemeral: &EphemeralContainer) -> Container {
+    let mut fields = serde_json::to_value(ephemeral).expect("a container serializes");
+    if let Some(fields) = fields.as_object_mut() {
+        fields.remove("targetContainerName");
+    }
+    serde_json::from_value(fields).expect("an ephemeral container's fields are a container's")
 }
 
 /// The pod's fsGroup, which owns its volumes.

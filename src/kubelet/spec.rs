@@ -456,6 +456,7 @@ pub fn container_spec(
         tty: c.tty == Some(true),
         window: None,
         log_path: super::sandbox::log_dir(node.log_dir, pod).join(&c.name).join("0.log"),
+        target: None,
     };
     if spec.tty {
         spec.set_terminal_type(None);

@@ -251,6 +251,21 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> Value {
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }
+    let ephemeral: Vec<Value> = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|e| {
+            // Probes never look at ephemeral containers: never ready, started unknown.
+            let mut status = container_status(&super::pod_worker::as_container(e), observed, false);
+            status["ready"] = json!(false);
+            status.as_object_mut().map(|s| s.remove("started"));
+            status
+        })
+        .collect();
+    if !ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral);
+    }
     if let Some(ip) = &observed.pod_ip {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{"ip": ip}]);
