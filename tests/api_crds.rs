@@ -276,6 +276,25 @@ spec:
         let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &broken);
         assert!(err.contains(&format!("{field}: Invalid value")) && err.contains("compilation failed"), "{err}");
     }
+    // A rule whose worst case is too dear is refused before any object can run it; with
+    // the list bounded, the same rule is taken.
+    let costly = definition
+        .replace("scalers.example.com", "costlies.example.com")
+        .replace("plural: scalers, kind: Scaler", "plural: costlies, kind: Costly")
+        .replace(
+            "              minReplicas: {type: integer}",
+            "              tags:\n                type: array\n                items: {type: string}\n                \
+             x-kubernetes-validations: [{rule: \"self.all(a, self.exists_one(b, a == b))\"}]\n              minReplicas: {type: integer}",
+        );
+    let err = api.kubectl_stdin_fails(&["apply", "-f", "-"], &costly);
+    assert!(
+        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[tags].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x"),
+        "{err}"
+    );
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &costly.replace("items: {type: string}", "items: {type: string}\n                maxItems: 64"),
+    );
 }
 
 /// A version's selectableFields are field selectors of its resource (`kubectl get

@@ -357,8 +357,8 @@ fn a_udp_flow_follows_its_service_to_a_new_endpoint(mode: Mode) {
 }
 
 /// `local`: one endpoint on this node (`node-a`), one on another (unreachable from here);
-/// external IP 192.168.99.50 and a node port; both traffic policies Local. `remote`: an
-/// endpoint on the other node only.
+/// external IP 192.168.99.50 and a node port; both traffic policies Local. `inside`: the
+/// same endpoints, a cluster IP only. `remote`: an endpoint on the other node only.
 fn local_services(here: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -376,6 +376,16 @@ apiVersion: v1
 kind: Endpoints
 metadata: {{name: local, namespace: shop}}
 subsets: [{{addresses: [{{ip: {here}, nodeName: node-a}}, {{ip: 10.89.0.2, nodeName: node-b}}], ports: [{{port: 8080}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: inside, namespace: shop}}
+spec: {{clusterIP: 10.96.0.42, internalTrafficPolicy: Local, ports: [{{port: 80, targetPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: inside, namespace: shop}}
+subsets: [{{addresses: [{{ip: {here}, nodeName: node-a}}, {{ip: 10.89.0.4, nodeName: node-b}}], ports: [{{port: 8080}}]}}]
 ---
 apiVersion: v1
 kind: Service
@@ -406,9 +416,12 @@ fn local_policies_keep_to_this_nodes_endpoints_and_the_clients_address(mode: Mod
     std::fs::write(&manifest, local_services(&web)).unwrap();
     node.ok(&["proxy", "--node-name", "node-a", "-f", manifest.to_str().unwrap()]);
 
-    // In the cluster, through the cluster IP: always the endpoint on this node.
-    let (code, out) = exec(&node, "client", "for i in $(seq 20); do wget -qO- http://10.96.0.40/hostname; done");
-    assert_eq!((code, out.lines().filter(|l| *l == "web-0").count()), (0, 20), "{out}");
+    // In the cluster, through the cluster IPs: always the endpoint on this node.
+    for ip in ["10.96.0.40", "10.96.0.42"] {
+        let script = format!("for i in $(seq 20); do wget -qO- http://{ip}/hostname; done");
+        let (code, out) = exec(&node, "client", &script);
+        assert_eq!((code, out.lines().filter(|l| *l == "web-0").count()), (0, 20), "{ip}: {out}");
+    }
 
     // From outside, through the external IP and the node port: the same, and the pod
     // sees the client's address, not the node's.

@@ -484,6 +484,16 @@ impl PodInit {
     }
 
     fn spawn(&mut self, container: &ContainerSpec, cgroup: Cgroup) -> io::Result<Running> {
+        // Each container is PID 1 of a PID namespace of its own, nested in the pod's, unless
+        // the pod shares one or it targets another container's. A target that is not
+        // running is no start of the container (nothing recorded): it may be tried again.
+        let target = match &container.target {
+            Some(name) => match self.running.iter().find(|c| &c.name == name && c.exit.is_none()) {
+                Some(target) => Some(target.pid),
+                None => return Err(io::Error::other(format!("target container {name} is not running"))),
+            },
+            None => None,
+        };
         let paths = self.dirs.container_paths(&self.record.spec, container);
         // A restarted container starts again from its image, as kubelet's new container
         // would; and a `volatile` overlay's upper and work dirs cannot be mounted twice.
@@ -509,18 +519,6 @@ impl PodInit {
         let (pty_ours, pty_theirs) = match container.tty {
             true => Channel::pair().map(|(ours, theirs)| (Some(ours), Some(theirs)))?,
             false => (None, None),
-        };
-        // Each container is PID 1 of a PID namespace of its own, nested in the pod's, unless
-        // the pod shares one or it targets another container's.
-        let target = match &container.target {
-            Some(name) => match self.running.iter().find(|c| &c.name == name && c.exit.is_none()) {
-                Some(target) => Some(target.pid),
-                None => {
-                    let message = format!("target container {name} is not running");
-                    return Err(self.start_failed(&container.name, &mut log, 128, message));
-                }
-            },
-            None => None,
         };
         let shares_processes = self.record.spec.share_process_namespace || target.is_some();
         let started_at = rfc3339_nano(SystemTime::now());
@@ -595,26 +593,18 @@ impl PodInit {
                 }
                 let _ = nix::sys::wait::waitpid(child, None);
                 let (exit_code, message) = failure.expect("checked above");
-                Err(self.start_failed(&container.name, &mut log, exit_code, message))
+                let _ = log.write(Stream::Stderr, format!("podctl: {message}\n").as_bytes());
+                let status = ExitStatus {
+                    exit_code,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: Some(message.clone()),
+                    started_at: None,
+                    finished_at: rfc3339_nano(SystemTime::now()),
+                };
+                write_json_atomic(&self.dirs.exit_record(&container.name), &status)?;
+                Err(io::Error::other(message))
             }
-        }
-    }
-
-    /// Records a container that could not start as exited (`StartError`), in its log and
-    /// its exit record; returns the error to answer.
-    fn start_failed(&self, name: &str, log: &mut CriLog, exit_code: i32, message: String) -> io::Error {
-        let _ = log.write(Stream::Stderr, format!("podctl: {message}\n").as_bytes());
-        let status = ExitStatus {
-            exit_code,
-            signal: None,
-            reason: "StartError".into(),
-            message: Some(message.clone()),
-            started_at: None,
-            finished_at: rfc3339_nano(SystemTime::now()),
-        };
-        match write_json_atomic(&self.dirs.exit_record(name), &status) {
-            Ok(()) => io::Error::other(message),
-            Err(e) => e,
         }
     }
 

@@ -67,7 +67,11 @@ impl ProxyArgs {
         }
         require_root("podctl proxy")?;
         net::proxy::remove_other_backend(&firewall)?;
-        let report = Proxier::new(&firewall, config, Duration::ZERO).sync(&ports)?;
+        let mut proxier = Proxier::new(&firewall, config, Duration::ZERO);
+        let report = proxier.sync(&ports)?;
+        if let Err(e) = proxier.forget_stale_flows(&ports) {
+            eprintln!("warning: delete stale UDP flows: {e}");
+        }
         let with = match &firewall {
             net::Firewall::Nftables => "nft".to_string(),
             net::Firewall::Iptables(iptables) => format!("{}-restore", iptables.name()),

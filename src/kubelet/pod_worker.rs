@@ -479,15 +479,27 @@ impl PodWorker {
                 None => self.start(&running, c, 0, &field, None, outcome),
             }
         }
-        // Ephemeral containers (`kubectl debug`), once the pod runs: each started once, never
-        // again, whatever its exit.
-        for ephemeral in spec.ephemeral_containers.iter().flatten().filter(|_| initialized) {
+        // Ephemeral containers (`kubectl debug`), even while init containers run (to debug
+        // them): each started once, never again, whatever its exit.
+        for ephemeral in spec.ephemeral_containers.iter().flatten() {
             if self.known.containers.contains_key(&ephemeral.name) {
                 continue;
             }
-            let field = format!("spec.ephemeralContainers{{{}}}", ephemeral.name);
             let target = ephemeral.target_container_name.as_deref();
-            self.start(&running, &as_container(ephemeral), 0, &field, target, outcome);
+            if let Some(target) = target
+                && !matches!(self.known.containers.get(target).map(|c| &c.state), Some(RunState::Running { .. }))
+            {
+                let message = format!("target container {target} is not running");
+                self.known.waiting.insert(ephemeral.name.clone(), ("CreateContainerError".into(), message));
+                wake(outcome, Duration::from_secs(2));
+                continue;
+            }
+            let field = format!("spec.ephemeralContainers{{{}}}", ephemeral.name);
+            let mut container = as_container(ephemeral);
+            // Its termination message file would need a sandbox volume, which sandboxes get
+            // for the containers they know when they are made.
+            container.termination_message_path = Some(String::new());
+            self.start(&running, &container, 0, &field, target, outcome);
         }
         // Every action says so in an event: without one, nothing changed since the look above.
         if outcome.events.len() > acted {

@@ -60,6 +60,9 @@ pub async fn run(
             let ports = service_ports(&services, &[], &slices, Some(&node_name))?;
             let mut proxier = proxier.lock().expect("proxier");
             proxier.sync(&ports)?;
+            if let Err(e) = proxier.forget_stale_flows(&ports) {
+                tracing::warn!("delete stale UDP flows: {e}");
+            }
             network.sync_node_routes(&routes)?;
             Ok(proxier.has_leftovers())
         })

@@ -196,7 +196,7 @@ impl fmt::Display for KeyType {
 }
 
 /// One key of a verdict map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Key {
     Destination(Ipv4Addr, Protocol, u16),
     Port(Protocol, u16),

@@ -64,7 +64,7 @@ impl Proxier {
             Ok(lines_written) => {
                 let rules = wanted.rule_count();
                 self.applied = Some(wanted);
-                Ok(SyncReport { full, rules, lines_written, stale_flows_deleted: 0 })
+                Ok(SyncReport { full, rules, lines_written })
             }
             Err(e) => {
                 self.applied = None;

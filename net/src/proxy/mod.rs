@@ -79,7 +79,7 @@ impl Route {
 
 impl ServicePort {
     fn has_endpoints(&self) -> bool {
-        !self.endpoints.is_empty() || !self.local_endpoints.is_empty()
+        !self.endpoints.is_empty()
     }
 
     pub(crate) fn externally_accessible(&self) -> bool {
@@ -101,7 +101,11 @@ impl ServicePort {
     /// Every endpoint a chain of this port sends to.
     pub(crate) fn routed_endpoints(&self) -> Vec<SocketAddrV4> {
         let mut all = self.cluster_endpoints().to_vec();
-        all.extend(self.local_chain_endpoints().iter().filter(|e| !self.endpoints.contains(e)));
+        for endpoint in self.local_chain_endpoints() {
+            if !all.contains(endpoint) {
+                all.push(*endpoint);
+            }
+        }
         all
     }
 
@@ -120,11 +124,12 @@ impl ServicePort {
     }
 
     fn route(&self, local: bool) -> Route {
+        // Local endpoints are among `endpoints` (both fall back to terminating ones alike),
+        // so a port with none has no local ones either.
         match (local, self.has_endpoints()) {
             (_, false) => Route::Reject,
             (true, true) if self.local_endpoints.is_empty() => Route::Drop,
             (true, true) => Route::Local,
-            (false, true) if self.endpoints.is_empty() => Route::Reject,
             (false, true) => Route::Cluster,
         }
     }
@@ -174,8 +179,6 @@ pub struct SyncReport {
     pub rules: usize,
     /// Lines handed to iptables-restore or nft (0: nothing had changed).
     pub lines_written: usize,
-    /// UDP flows forgotten because they led to an address that no longer serves them.
-    pub stale_flows_deleted: usize,
 }
 
 /// Keeps the node's proxy rules, with one of the backends.
@@ -201,26 +204,33 @@ impl Proxier {
         Proxier { backend, full_sync_period, last_full_sync: None, conntrack: None }
     }
 
-    /// Brings the node's rules to what `services` call for, then forgets the UDP flows
-    /// they no longer send where they were sent.
+    /// Brings the node's rules to what `services` call for.
     pub fn sync(&mut self, services: &[ServicePort]) -> Result<SyncReport, Error> {
         let due = self.last_full_sync.is_none_or(|t| t.elapsed() >= self.full_sync_period);
-        let mut report = match &mut self.backend {
+        let report = match &mut self.backend {
             Backend::Nftables(proxier) => proxier.sync(services, due),
             Backend::Iptables(proxier) => proxier.sync(services, due),
         }?;
         if report.full {
             self.last_full_sync = Some(Instant::now());
         }
-        if services.iter().any(|s| s.protocol == Protocol::Udp) {
-            let conntrack = match &mut self.conntrack {
-                Some(conntrack) => conntrack,
-                slot => slot.insert(Conntrack::open()?),
-            };
-            let flows = conntrack.udp_flows()?;
-            report.stale_flows_deleted = conntrack.delete(&stale_udp_flows(services, &flows))?;
-        }
         Ok(report)
+    }
+
+    /// Deletes the UDP flows to `services` that go where none of them is served any more
+    /// (after a sync, whose rules send the flows' next packets to today's endpoints);
+    /// returns how many. Its own step, so that a kernel without conntrack's netlink fails
+    /// only this, as kube-proxy, which logs it, does.
+    pub fn forget_stale_flows(&mut self, services: &[ServicePort]) -> Result<usize, Error> {
+        if !services.iter().any(|s| s.protocol == Protocol::Udp) {
+            return Ok(0);
+        }
+        let conntrack = match &mut self.conntrack {
+            Some(conntrack) => conntrack,
+            slot => slot.insert(Conntrack::open()?),
+        };
+        let flows = conntrack.udp_flows()?;
+        conntrack.delete(&stale_udp_flows(services, &flows))
     }
 
     /// Whether rules are left to remove that the kernel could not let go of yet; a sync
@@ -237,12 +247,15 @@ impl Proxier {
 /// come from an address that is not one of its endpoints: DNATed to an endpoint that has
 /// gone, or sent on untranslated while the service had none. Deleted, their next packet
 /// is a new flow that the rules send to an endpoint of today. kube-proxy's
-/// CleanStaleEntries, which also compares addresses only.
+/// CleanStaleEntries, which also compares addresses only, and keeps flows to any endpoint
+/// that serves whatever the traffic policies (here: the ready ones, else the terminating
+/// ones that serve, as `endpoints` holds them).
 fn stale_udp_flows<'a>(services: &[ServicePort], flows: &'a [Flow]) -> Vec<&'a Flow> {
     let mut by_address: HashMap<SocketAddrV4, HashSet<Ipv4Addr>> = HashMap::new();
     let mut by_node_port: HashMap<u16, HashSet<Ipv4Addr>> = HashMap::new();
     for svc in services.iter().filter(|s| s.protocol == Protocol::Udp) {
-        let endpoints: Vec<Ipv4Addr> = svc.routed_endpoints().iter().map(|e| *e.ip()).collect();
+        let serving = svc.endpoints.iter().chain(&svc.local_endpoints);
+        let endpoints: Vec<Ipv4Addr> = serving.map(|e| *e.ip()).collect();
         for ip in std::iter::once(svc.cluster_ip).chain(svc.external_ips.iter().copied()) {
             by_address.entry(SocketAddrV4::new(ip, svc.port)).or_default().extend(&endpoints);
         }

@@ -20,8 +20,9 @@
 //! Emptied chains are deleted once nothing refers to them: at once on Linux ≥ 6.2, after
 //! the kernel's grace period (on a later sync) before.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use super::{Protocol, ProxyConfig, Route, ServicePort, SyncReport, hash};
@@ -34,7 +35,8 @@ pub const TABLE: &str = "kube-proxy";
 const MASQ_MARK: u32 = 0x4000;
 
 const SERVICES: &str = "services";
-const ENDPOINTS_CHECK: &str = "endpoints-check";
+const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
+const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
 const MARK_MASQ: &str = "mark-for-masquerade";
 const MASQUERADING: &str = "masquerading";
 const REJECT_CHAIN: &str = "reject-chain";
@@ -93,6 +95,10 @@ impl RuleSet {
 
     fn units(&self) -> impl Iterator<Item = &ServiceRules> + Clone {
         self.services.values().map(|(_, rules)| rules.as_ref())
+    }
+
+    fn is_fixed_chain(&self, name: &str) -> bool {
+        self.fixed.iter().any(|(chain, _, _)| chain == name)
     }
 
     /// The names of the per-service chains and sets.
@@ -222,19 +228,44 @@ pub fn rules(services: &[ServicePort], config: &ProxyConfig) -> RuleSet {
 /// [`rules`], taking from `previous` (derived with the same `config`) what it holds for
 /// the ports that did not change: a sync derives only the services that changed.
 fn rules_after(services: &[ServicePort], config: &ProxyConfig, previous: Option<&RuleSet>) -> RuleSet {
-    let services = services
+    let mut ports: Vec<(PortKey, &ServicePort)> = services
         .iter()
-        .map(|svc| {
-            let key = (svc.namespace.clone(), svc.name.clone(), svc.port_name.clone(), svc.protocol);
+        .map(|svc| ((svc.namespace.clone(), svc.name.clone(), svc.port_name.clone(), svc.protocol), svc))
+        .collect();
+    ports.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut claimed = HashSet::new();
+    let services = ports
+        .into_iter()
+        .filter_map(|(key, svc)| {
+            let svc = claim_keys(svc, &mut claimed)?;
             let rules = previous
                 .and_then(|p| p.services.get(&key))
-                .filter(|(port, _)| port == svc)
+                .filter(|(port, _)| *port == *svc)
                 .map(|(_, rules)| rules.clone())
-                .unwrap_or_else(|| Arc::new(service_rules(svc, config)));
-            (key, (svc.clone(), rules))
+                .unwrap_or_else(|| Arc::new(service_rules(&svc, config)));
+            Some((key, (svc.into_owned(), rules)))
         })
         .collect();
     RuleSet { fixed: fixed_chains(config), services }
+}
+
+/// `svc` as far as the verdict maps can hold it. A map holds one verdict per key, and
+/// the kernel refuses a second with the whole transaction: a port whose cluster IP and
+/// port an earlier port has is left out, external addresses and a node port an earlier
+/// one has are dropped from it. The earlier port (in name order) keeps them, as the first
+/// of two matching rules would with iptables.
+fn claim_keys<'a>(svc: &'a ServicePort, claimed: &mut HashSet<Key>) -> Option<Cow<'a, ServicePort>> {
+    let (proto, port) = (svc.protocol, svc.port);
+    if !claimed.insert(Key::Destination(svc.cluster_ip, proto, port)) {
+        return None;
+    }
+    let external_ips: Vec<Ipv4Addr> =
+        svc.external_ips.iter().copied().filter(|ip| claimed.insert(Key::Destination(*ip, proto, port))).collect();
+    let node_port = svc.node_port.filter(|p| claimed.insert(Key::Port(proto, *p)));
+    if external_ips == svc.external_ips && node_port == svc.node_port {
+        return Some(Cow::Borrowed(svc));
+    }
+    Some(Cow::Owned(ServicePort { external_ips, node_port, ..svc.clone() }))
 }
 
 fn hook(kind: ChainKind, hook: HookPoint, priority: i32) -> Option<Hook> {
@@ -244,12 +275,26 @@ fn hook(kind: ChainKind, hook: HookPoint, priority: i32) -> Option<Hook> {
 /// The chains every node has, whatever its services.
 fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
     let loopback: ipnet::Ipv4Net = "127.0.0.0/8".parse().expect("a CIDR");
-    let new_connections = || vec![Rule::new([Match::NewConnection], [Action::Jump(ENDPOINTS_CHECK.into())])];
-    // Filter before DNAT (priority dstnat - 10), on the addresses the client used.
+    let check = |chain: &str| Rule::new([Match::NewConnection], [Action::Jump(chain.into())]);
+    // Filter before DNAT (priority dstnat - 10), on the addresses the client used. Node
+    // ports only on the way in: the node's own traffic to one of its node ports keeps to
+    // the cluster policy (the external chain's short-circuit), as kube-proxy's.
     let mut chains: Vec<Chain> = vec![
-        ("filter-input".into(), hook(ChainKind::Filter, HookPoint::Input, -110), new_connections()),
-        ("filter-forward".into(), hook(ChainKind::Filter, HookPoint::Forward, -110), new_connections()),
-        ("filter-output".into(), hook(ChainKind::Filter, HookPoint::Output, -110), new_connections()),
+        (
+            "filter-input".into(),
+            hook(ChainKind::Filter, HookPoint::Input, -110),
+            vec![check(NODEPORT_ENDPOINTS_CHECK), check(SERVICE_ENDPOINTS_CHECK)],
+        ),
+        (
+            "filter-forward".into(),
+            hook(ChainKind::Filter, HookPoint::Forward, -110),
+            vec![check(SERVICE_ENDPOINTS_CHECK)],
+        ),
+        (
+            "filter-output".into(),
+            hook(ChainKind::Filter, HookPoint::Output, -110),
+            vec![check(SERVICE_ENDPOINTS_CHECK)],
+        ),
     ];
     for (name, point) in [("nat-prerouting", HookPoint::Prerouting), ("nat-output", HookPoint::Output)] {
         let jump = vec![Rule::new([], [Action::Jump(SERVICES.into())])];
@@ -260,14 +305,13 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
         hook(ChainKind::Nat, HookPoint::Postrouting, 100),
         vec![Rule::new([], [Action::Jump(MASQUERADING.into())])],
     ));
-    let vmaps = |by_destination: &str, by_port: &str| {
-        vec![
-            Rule::new([], [Action::DestinationVmap(by_destination.into())]),
-            Rule::new([Match::LocalDestination, Match::DestinationNotIn(loopback)], [Action::PortVmap(by_port.into())]),
-        ]
+    let by_destination = |map: &str| Rule::new([], [Action::DestinationVmap(map.into())]);
+    let by_node_port = |map: &str| {
+        Rule::new([Match::LocalDestination, Match::DestinationNotIn(loopback)], [Action::PortVmap(map.into())])
     };
-    chains.push((ENDPOINTS_CHECK.into(), None, vmaps(NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS)));
-    chains.push((SERVICES.into(), None, vmaps(SERVICE_IPS, SERVICE_NODEPORTS)));
+    chains.push((SERVICE_ENDPOINTS_CHECK.into(), None, vec![by_destination(NO_ENDPOINT_SERVICES)]));
+    chains.push((NODEPORT_ENDPOINTS_CHECK.into(), None, vec![by_node_port(NO_ENDPOINT_NODEPORTS)]));
+    chains.push((SERVICES.into(), None, vec![by_destination(SERVICE_IPS), by_node_port(SERVICE_NODEPORTS)]));
     chains.push((MARK_MASQ.into(), None, vec![Rule::new([], [Action::SetMark(MASQ_MARK)])]));
     chains.push((
         MASQUERADING.into(),
@@ -449,10 +493,10 @@ impl Proxier {
                     None => nft.contents(TABLE)?,
                 };
                 let wanted_objects = wanted.service_objects();
-                let stale = |names: Vec<String>, ours: fn(&str) -> bool| -> Vec<String> {
-                    names.into_iter().filter(|n| ours(n) && !wanted_objects.contains(n.as_str())).collect()
-                };
-                let (stale_chains, stale_sets) = (stale(chains, is_service_chain), stale(sets, is_affinity_set));
+                let unwanted = |n: &String| !wanted_objects.contains(n.as_str()) && !wanted.is_fixed_chain(n);
+                // Any chain of the table: a fixed one of an older layout goes too.
+                let stale_chains: Vec<String> = chains.into_iter().filter(unwanted).collect();
+                let stale_sets: Vec<String> = sets.into_iter().filter(|n| is_affinity_set(n) && unwanted(n)).collect();
                 (true, wanted.render_full(&stale_chains, &stale_sets), stale_chains)
             }
         };
@@ -464,7 +508,7 @@ impl Proxier {
         self.applied = Some(wanted);
         self.leftovers.extend(emptied);
         self.delete_leftovers();
-        Ok(SyncReport { full, rules, lines_written: script.lines(), stale_flows_deleted: 0 })
+        Ok(SyncReport { full, rules, lines_written: script.lines() })
     }
 
     /// Deletes the emptied chains; those the kernel still holds (Linux < 6.2 lets go of a
@@ -547,7 +591,9 @@ mod tests {
         for line in [
             "add table ip kube-proxy { comment \"rules for kube-proxy\" ; }",
             "add chain ip kube-proxy filter-forward { type filter hook forward priority -110 ; }",
-            "add rule ip kube-proxy filter-forward ct state new jump endpoints-check",
+            "add rule ip kube-proxy filter-forward ct state new jump service-endpoints-check",
+            "add rule ip kube-proxy filter-input ct state new jump nodeport-endpoints-check",
+            "add rule ip kube-proxy nodeport-endpoints-check fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports",
             "add chain ip kube-proxy nat-output { type nat hook output priority -100 ; }",
             "add rule ip kube-proxy nat-output jump services",
             "add rule ip kube-proxy services ip daddr . meta l4proto . th dport vmap @service-ips",
@@ -637,6 +683,48 @@ mod tests {
             lines_with(&script, &format!("rule ip kube-proxy external-{base} ")).last().unwrap(),
             &format!("add rule ip kube-proxy external-{base} fib saddr type local goto service-{base}")
         );
+    }
+
+    #[test]
+    fn internal_local_alone_picks_this_nodes_endpoints() {
+        let s = ServicePort {
+            internal_local: true,
+            local_endpoints: vec!["10.180.0.5:80".parse().unwrap()],
+            ..svc("ns5", "svc5", "p80", "172.30.0.45", 80, &["10.180.0.5:80", "10.180.1.5:80"])
+        };
+        let script = rules(std::slice::from_ref(&s), &config()).render_full(&[], &[]);
+        let (base, here) = (service_base(&s), endpoint_base(&s, "10.180.0.5:80".parse().unwrap()));
+        assert_eq!(
+            lines_with(&script, &format!("rule ip kube-proxy local-{base} ")).last().unwrap(),
+            &format!("add rule ip kube-proxy local-{base} goto endpoint-{here}")
+        );
+        // No service chain, and no chain for the other node's endpoint.
+        let chains = lines_with(&script, "add chain");
+        assert!(
+            chains.iter().all(|l| !l.contains(&format!("service-{base}")) && !l.contains("10.180.1.5")),
+            "{chains:?}"
+        );
+    }
+
+    #[test]
+    fn keys_another_port_has_are_left_to_it() {
+        let first = ServicePort {
+            external_ips: vec!["192.168.99.10".parse().unwrap()],
+            node_port: Some(3007),
+            ..svc("ns7", "a", "", "172.30.0.47", 80, &["10.180.0.7:80"])
+        };
+        let second = ServicePort {
+            external_ips: vec!["192.168.99.10".parse().unwrap(), "192.168.99.11".parse().unwrap()],
+            node_port: Some(3007),
+            ..svc("ns7", "b", "", "172.30.0.48", 80, &["10.180.0.8:80"])
+        };
+        let twin = svc("ns7", "c", "", "172.30.0.47", 80, &["10.180.0.9:80"]);
+        let script = rules(&[twin, second, first], &config()).render_full(&[], &[]);
+        let elements = lines_with(&script, "add element");
+        let with = |key: &str| elements.iter().filter(|l| l.contains(key)).count();
+        assert_eq!((with("192.168.99.10 "), with("192.168.99.11 "), with("3007 "), with("172.30.0.47 ")), (1, 1, 1, 1));
+        let base_a = service_base(&svc("ns7", "a", "", "172.30.0.47", 80, &[]));
+        assert!(elements.iter().any(|l| l.contains("192.168.99.10 ") && l.contains(&base_a)), "{elements:?}");
     }
 
     #[test]

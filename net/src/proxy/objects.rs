@@ -85,7 +85,9 @@ pub fn service_ports(
                 node_port,
                 external_ips: external_ips.clone(),
                 internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-                external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+                // Only a service reached from outside has an external policy.
+                external_local: spec.external_traffic_policy.as_deref() == Some("Local")
+                    && matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer")),
                 affinity_timeout,
                 endpoints: everywhere.serving(),
                 local_endpoints: here.serving(),

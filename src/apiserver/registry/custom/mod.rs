@@ -6,6 +6,7 @@
 //! place in the store; with `None` conversion an object read through another version
 //! differs only in its `apiVersion`.
 
+mod cost;
 mod jsonpath;
 mod library;
 mod rules;

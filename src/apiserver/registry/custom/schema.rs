@@ -475,6 +475,9 @@ pub fn check_definition(root: &Value, path: &str) -> Vec<Cause> {
         None => causes.push((format!("{path}.type"), "Required value: must not be empty at the root".into())),
     }
     check_node(root, path, true, &mut causes);
+    if super::rules::any(root) {
+        super::cost::check(root, path, &mut causes);
+    }
     causes
 }
 
