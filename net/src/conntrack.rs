@@ -7,9 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::Error;
-use crate::nfnetlink::{
-    Buffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, Socket, attributes, error_code, messages,
-};
+use crate::nfnetlink::{Buffer, Dumped, NLM_F_DUMP, NLM_F_REQUEST, Socket, attributes};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -57,23 +55,12 @@ impl Conntrack {
     pub fn udp_flows(&self) -> Result<Vec<Flow>, Error> {
         let mut request = Buffer::default();
         request.message(ctnetlink(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, 1, AF_INET, 0, |_| {});
-        self.socket.send(&request.bytes)?;
         let mut flows = Vec::new();
-        loop {
-            let reply = self.socket.receive(0)?.unwrap_or_default();
-            for (kind, _, payload) in messages(&reply) {
-                match kind {
-                    NLMSG_DONE => return Ok(flows),
-                    NLMSG_ERROR => {
-                        let error = std::io::Error::from_raw_os_error(-error_code(payload));
-                        return Err(Error::Netlink {
-                            context: "list conntrack flows".into(),
-                            message: error.to_string(),
-                        });
-                    }
-                    // nfgenmsg (4 bytes), then the flow's attributes.
-                    _ => flows.extend(flow(payload.get(4..).unwrap_or_default())),
-                }
+        // nfgenmsg (4 bytes), then the flow's attributes.
+        match self.socket.dump(&request.bytes, |payload| flows.extend(flow(payload.get(4..).unwrap_or_default())))? {
+            Dumped::Done => Ok(flows),
+            Dumped::Refused(error) => {
+                Err(Error::Netlink { context: "list conntrack flows".into(), message: error.to_string() })
             }
         }
     }

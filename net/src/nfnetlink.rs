@@ -15,6 +15,12 @@ pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 pub const NLA_F_NESTED: u16 = 0x8000;
 
+/// How a dump ended.
+pub enum Dumped {
+    Done,
+    Refused(std::io::Error),
+}
+
 /// A netfilter netlink socket of the caller's network namespace.
 pub struct Socket {
     fd: OwnedFd,
@@ -29,6 +35,22 @@ impl Socket {
         }
         // SAFETY: a fresh fd of ours.
         Ok(Socket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Sends the dump request `request` and hands the payload of each object the kernel
+    /// lists to `each`, until it is done or refuses.
+    pub fn dump(&self, request: &[u8], mut each: impl FnMut(&[u8])) -> Result<Dumped, Error> {
+        self.send(request)?;
+        loop {
+            let reply = self.receive(0)?.unwrap_or_default();
+            for (kind, _, payload) in messages(&reply) {
+                match kind {
+                    NLMSG_DONE => return Ok(Dumped::Done),
+                    NLMSG_ERROR => return Ok(Dumped::Refused(std::io::Error::from_raw_os_error(-error_code(payload)))),
+                    _ => each(payload),
+                }
+            }
+        }
     }
 
     /// The errors the kernel answered to the requests sent so far, with their sequence

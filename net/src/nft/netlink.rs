@@ -5,8 +5,7 @@
 use super::{Action, ChainKind, Command, Hook, HookPoint, Key, KeyType, Match, Rule, Script, Verdict};
 use crate::Error;
 use crate::nfnetlink::{
-    Buffer, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, Socket, attributes,
-    c_string, error_code, messages,
+    Buffer, Dumped, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, Socket, attributes, c_string,
 };
 use crate::proxy::Protocol;
 
@@ -137,37 +136,22 @@ pub fn dump_names(socket: &Socket, listing: Listing, table: &str) -> Result<Vec<
             b.string(table_attr, table);
         }
     });
-    socket.send(&request.bytes)?;
     let mut names = Vec::new();
-    loop {
-        let reply = socket.receive(0)?.unwrap_or_default();
-        for (kind, _, payload) in messages(&reply) {
-            match kind {
-                NLMSG_DONE => return Ok(names),
-                NLMSG_ERROR => {
-                    let code = error_code(payload);
-                    // No such table: nothing in it.
-                    if code == -libc::ENOENT {
-                        return Ok(names);
-                    }
-                    return Err(Error::Nftables(format!(
-                        "list nftables: {}",
-                        std::io::Error::from_raw_os_error(-code)
-                    )));
-                }
-                _ => {
-                    // nfgenmsg (4 bytes), then the object's attributes.
-                    let attrs = attributes(&payload[4.min(payload.len())..]);
-                    let of_table =
-                        table_attr == 0 || attrs.iter().any(|(t, v)| *t == table_attr && c_string(v) == table);
-                    if let Some((_, name)) = attrs.iter().find(|(t, _)| *t == name_attr)
-                        && of_table
-                    {
-                        names.push(c_string(name).to_string());
-                    }
-                }
-            }
+    let dumped = socket.dump(&request.bytes, |payload| {
+        // nfgenmsg (4 bytes), then the object's attributes.
+        let attrs = attributes(&payload[4.min(payload.len())..]);
+        let of_table = table_attr == 0 || attrs.iter().any(|(t, v)| *t == table_attr && c_string(v) == table);
+        if let Some((_, name)) = attrs.iter().find(|(t, _)| *t == name_attr)
+            && of_table
+        {
+            names.push(c_string(name).to_string());
         }
+    })?;
+    match dumped {
+        Dumped::Done => Ok(names),
+        // No such table: nothing in it.
+        Dumped::Refused(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(names),
+        Dumped::Refused(error) => Err(Error::Nftables(format!("list nftables: {error}"))),
     }
 }
 
