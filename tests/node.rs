@@ -994,6 +994,46 @@ fn kubectl_debug_runs_an_ephemeral_container_in_the_pod() {
     assert!(state("look").is_some_and(|s| s["terminated"].is_object()));
 }
 
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` is given a health check node
+/// port, on which the node answers how many of the Service's endpoints it runs
+/// (kube-proxy's health checks, for the load balancer); with the policy back to Cluster,
+/// the port and its server go.
+#[test]
+fn local_load_balancers_get_a_health_check_from_the_node() {
+    let cluster = Cluster::start();
+    cluster.apply("apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec: {type: LoadBalancer, externalTrafficPolicy: Local, ports: [{port: 80, targetPort: 8080}]}\n");
+    let service: Value = serde_json::from_slice(&cluster.kubectl(&["get", "svc", "lb", "-o", "json"]).stdout).unwrap();
+    let port = service["spec"]["healthCheckNodePort"].as_u64().expect("a health check port");
+    assert!((30000..=32767).contains(&port), "{port}");
+    let ask = || {
+        let mut wget = std::process::Command::new("timeout");
+        cluster.node.netns.enter(&mut wget);
+        let url = format!("http://127.0.0.1:{port}/");
+        let out = wget.args(["5", testkit::BUSYBOX, "wget", "-qO-", &url]).output().unwrap();
+        (text(&out.stdout), text(&out.stderr))
+    };
+    cluster.wait("the node answers: no endpoint here", 20, || ask().1.contains("503"));
+    let slice = |node: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: lb-1, labels: {{kubernetes.io/service-name: lb}}}}\naddressType: IPv4\nendpoints: [{{addresses: [10.88.0.99], nodeName: {node}}}]\nports: [{{port: 8080, protocol: TCP}}]\n"
+        )
+    };
+    cluster.apply(&slice("test-node"));
+    cluster.wait("the node answers: one endpoint here", 20, || ask().0.contains("\"localEndpoints\": 1"));
+    cluster.apply(&slice("other-node"));
+    cluster.wait("the node answers: none here again", 20, || ask().1.contains("503"));
+
+    cluster.kubectl(&["patch", "svc", "lb", "-p", r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#]);
+    let service: Value = serde_json::from_slice(&cluster.kubectl(&["get", "svc", "lb", "-o", "json"]).stdout).unwrap();
+    assert!(service["spec"].get("healthCheckNodePort").is_none(), "{}", service["spec"]);
+    cluster.wait("the server goes", 20, || ask().1.contains("refused"));
+    let err = text(&cluster.kubectl(&["patch", "svc", "lb", "-p", r#"{"spec":{"healthCheckNodePort":31999}}"#]).stderr);
+    assert!(
+        err.contains("may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"),
+        "{err}"
+    );
+}
+
 /// `kubectl port-forward` reaches a port on the pod's loopback through the API server and
 /// the node (kubectl 1.33 tries a WebSocket first; 1.29 speaks SPDY).
 #[test]

@@ -1,6 +1,7 @@
 //! A Service's allocations: a cluster IP from the service CIDR and node ports from the
-//! node-port range, each checked free against the Services stored, given when the Service
-//! is made or changed to a type that needs them (its defaults and validation are its
+//! node-port range (its ports', and the health check's of a LoadBalancer with
+//! `externalTrafficPolicy: Local`), each checked free against the Services stored, given
+//! when the Service is made or changed to a type that needs them (its defaults and validation are its
 //! strategy's, `registry::core::services`). The caller holds the server's write lock, so
 //! two writes never take the same one.
 
@@ -47,6 +48,7 @@ impl Allocator {
             .iter()
             .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
             .filter_map(|p| p["nodePort"].as_i64())
+            .chain(stored.iter().filter_map(|s| s["spec"]["healthCheckNodePort"].as_i64()))
             .collect();
 
         let spec = &mut service["spec"];
@@ -93,37 +95,43 @@ impl Allocator {
         spec["clusterIPs"] = json!([spec["clusterIP"]]);
         spec["ipFamilies"] = json!(["IPv4"]);
         spec["ipFamilyPolicy"] = "SingleStack".into();
-        if kind == "NodePort" || kind == "LoadBalancer" {
-            let (low, high) = (*self.node_ports.start() as i64, *self.node_ports.end() as i64);
-            for (i, port) in spec["ports"].as_array_mut().into_iter().flatten().enumerate() {
-                match port["nodePort"].as_i64().filter(|p| *p != 0) {
-                    Some(requested) if !(low..=high).contains(&requested) => {
-                        return Err(invalid(
-                            &format!("spec.ports[{i}].nodePort"),
-                            format!(
-                                "Invalid value: {requested}: provided port is not in the valid range. The range of valid ports is {low}-{high}"
-                            ),
-                        ));
-                    }
-                    Some(requested) if used_ports.contains(&requested) => {
-                        return Err(invalid(
-                            &format!("spec.ports[{i}].nodePort"),
-                            format!("Invalid value: {requested}: provided port is already allocated"),
-                        ));
-                    }
-                    Some(requested) => {
-                        used_ports.insert(requested);
-                    }
-                    None => {
-                        let free = (low..=high)
-                            .find(|p| !used_ports.contains(p))
-                            .ok_or_else(|| ApiError::internal(format!("no node port left in {low}-{high}")))?;
-                        used_ports.insert(free);
-                        port["nodePort"] = free.into();
-                    }
+        let (low, high) = (*self.node_ports.start() as i64, *self.node_ports.end() as i64);
+        let mut take = |requested: Option<i64>, field: &str| -> Result<i64, ApiError> {
+            match requested.filter(|p| *p != 0) {
+                Some(requested) if !(low..=high).contains(&requested) => Err(invalid(
+                    field,
+                    format!(
+                        "Invalid value: {requested}: provided port is not in the valid range. The range of valid ports is {low}-{high}"
+                    ),
+                )),
+                Some(requested) if !used_ports.insert(requested) => {
+                    Err(invalid(field, format!("Invalid value: {requested}: provided port is already allocated")))
+                }
+                Some(requested) => Ok(requested),
+                None => {
+                    let free = (low..=high)
+                        .find(|p| !used_ports.contains(p))
+                        .ok_or_else(|| ApiError::internal(format!("no node port left in {low}-{high}")))?;
+                    used_ports.insert(free);
+                    Ok(free)
                 }
             }
+        };
+        if kind == "NodePort" || kind == "LoadBalancer" {
+            for (i, port) in spec["ports"].as_array_mut().into_iter().flatten().enumerate() {
+                port["nodePort"] = take(port["nodePort"].as_i64(), &format!("spec.ports[{i}].nodePort"))?.into();
+            }
+        }
+        if needs_health_check_port(spec) {
+            spec["healthCheckNodePort"] =
+                take(spec["healthCheckNodePort"].as_i64(), "spec.healthCheckNodePort")?.into();
         }
         Ok(service)
     }
+}
+
+/// kube-apiserver's needsHCNodePort: a load balancer that keeps client addresses asks
+/// each node whether it has endpoints.
+pub fn needs_health_check_port(spec: &Value) -> bool {
+    spec["type"] == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local"
 }

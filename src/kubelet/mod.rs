@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod env;
 mod exec;
+mod healthcheck;
 pub mod image_manager;
 mod local_storage;
 mod logs;

@@ -1,7 +1,8 @@
 //! The node's service proxy and routes, kept from the API: kube-proxy's loop (Services and
 //! EndpointSlices watched, the whole rule set derived from them and applied when they
 //! change — at most once a second — and in full every hour), and routes to the other
-//! nodes' pod CIDRs through their InternalIPs, from their Node objects.
+//! nodes' pod CIDRs through their InternalIPs, from their Node objects; and the health
+//! checks of the Services whose load balancers ask nodes for local endpoints.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use net::proxy::{Proxier, ProxyConfig, service_ports};
 use net::{Ipv4Net, PodNetwork};
 use tokio::sync::Notify;
 
+use super::healthcheck::{self, HealthChecks};
 use crate::client::reflect;
 
 /// kube-proxy's minSyncPeriod and syncPeriod.
@@ -51,12 +53,13 @@ pub async fn run(
     }
     let proxier = Arc::new(Mutex::new(Proxier::new(&firewall, config, FULL_SYNC_PERIOD)));
     let network = Arc::new(network);
+    let mut health_checks = HealthChecks::default();
     loop {
         let services = services.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let slices = slices.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let routes = node_routes(&nodes.state(), &node_name);
         let (proxier, network, node_name) = (proxier.clone(), network.clone(), node_name.clone());
-        let synced = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let synced = tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, _)> {
             let ports = service_ports(&services, &[], &slices, Some(&node_name))?;
             let mut proxier = proxier.lock().expect("proxier");
             proxier.sync(&ports)?;
@@ -64,14 +67,23 @@ pub async fn run(
                 tracing::warn!("delete stale UDP flows: {e}");
             }
             network.sync_node_routes(&routes)?;
-            Ok(proxier.has_leftovers())
+            Ok((proxier.has_leftovers(), healthcheck::wanted(&services, &ports)))
         })
         .await;
         // The next sync: at the next change or the periodic one; sooner to finish deleting
         // what the kernel held on to, or to retry a failure.
         let next = match synced {
-            Ok(Ok(false)) => FULL_SYNC_PERIOD,
-            Ok(Ok(true)) => Duration::ZERO,
+            Ok(Ok((leftovers, health))) => {
+                let errors = health_checks.sync(health).await;
+                for error in &errors {
+                    tracing::warn!("{error}");
+                }
+                match (leftovers, errors.is_empty()) {
+                    (true, _) => Duration::ZERO,
+                    (false, false) => RETRY_PERIOD,
+                    (false, true) => FULL_SYNC_PERIOD,
+                }
+            }
             Ok(Err(e)) => {
                 tracing::warn!("sync the service proxy: {e:#}");
                 RETRY_PERIOD

@@ -76,6 +76,14 @@ impl Rules for Services {
         // dropTypeDependentFields: what the old type had and the new one does not, unless
         // the client changed it itself.
         let (Some(spec), Some(previous)) = (new.spec.as_mut(), old.spec.as_ref()) else { return };
+        // A health check port goes with the need for it (a Local load balancer), type
+        // changed or not.
+        let needs = |s: &ServiceSpec| {
+            s.type_.as_deref() == Some("LoadBalancer") && s.external_traffic_policy.as_deref() == Some("Local")
+        };
+        if needs(previous) && !needs(spec) && spec.health_check_node_port == previous.health_check_node_port {
+            spec.health_check_node_port = None;
+        }
         if spec.type_ == previous.type_ {
             return;
         }
@@ -154,6 +162,13 @@ impl Rules for Services {
             causes.push((
                 "spec.clusterIPs[0]".into(),
                 format!("Invalid value: [\"None\"]: may not be set to 'None' for {kind} services"),
+            ));
+        }
+        let local_balancer = kind == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local");
+        if let Some(port) = spec.health_check_node_port.filter(|p| *p != 0 && !local_balancer) {
+            causes.push((
+                "spec.healthCheckNodePort".into(),
+                format!("Invalid value: {port}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"),
             ));
         }
         if spec.session_affinity.as_deref() == Some("None") && spec.session_affinity_config.is_some() {
