@@ -146,20 +146,26 @@ impl RuleSet {
             .filter(|(before, now)| !std::ptr::eq(*before, *now) && before != now)
             .collect();
         write_units(&mut script, &[], &changed.iter().map(|(_, now)| *now).collect::<Vec<_>>());
-        let mut stale_chains = Vec::new();
-        let mut stale_sets = Vec::new();
+        // Every element that goes before any that comes: a key may pass from one port to
+        // another (a cluster IP given again, an external IP its first owner let go), and a
+        // map takes no second verdict for a key.
         for (before, now) in &changed {
             for (map, element) in &before.elements {
-                let kept = now.elements.iter().any(|(m, e)| m == map && e == element);
-                if !kept {
+                if !now.elements.iter().any(|(m, e)| m == map && e == element) {
                     script.delete_element(map, element.key);
                 }
             }
+        }
+        for (before, now) in &changed {
             for (map, element) in &now.elements {
                 if !before.elements.iter().any(|(m, e)| m == map && e == element) {
                     script.add_element(map, element);
                 }
             }
+        }
+        let mut stale_chains = Vec::new();
+        let mut stale_sets = Vec::new();
+        for (before, now) in &changed {
             for (chain, _, _) in &before.chains {
                 if !now.chains.iter().any(|(c, _, _)| c == chain) {
                     script.flush_chain(chain);
@@ -704,6 +710,20 @@ mod tests {
             chains.iter().all(|l| !l.contains(&format!("service-{base}")) && !l.contains("10.180.1.5")),
             "{chains:?}"
         );
+    }
+
+    #[test]
+    fn a_key_passing_to_another_port_is_deleted_before_it_is_added() {
+        // The address of `b` (gone) is given to `a`, which sorts before it.
+        let a = svc("ns8", "a", "", "172.30.0.49", 80, &["10.180.0.9:80"]);
+        let b = svc("ns8", "b", "", "172.30.0.50", 80, &["10.180.0.10:80"]);
+        let before = rules(&[a.clone(), b], &config());
+        let a2 = ServicePort { cluster_ip: "172.30.0.50".parse().unwrap(), ..a };
+        let (script, _) = rules(&[a2], &config()).render_changes(&before);
+        let text = script.text();
+        let deleted = text.find("delete element ip kube-proxy service-ips { 172.30.0.50 . tcp . 80 }").unwrap();
+        let added = text.find("add element ip kube-proxy service-ips { 172.30.0.50 . tcp . 80 :").unwrap();
+        assert!(deleted < added, "{text}");
     }
 
     #[test]
