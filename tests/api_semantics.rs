@@ -373,6 +373,40 @@ fn updates_are_validated_as_kube_apiserver_validates_them() {
     let (_, a) = get(&api, "/api/v1/namespaces/default/services/a");
     assert!(a["spec"]["ports"][0].get("nodePort").is_none(), "{a}");
     assert_eq!(node_port("b").0, 201);
+
+    // A Local load balancer's health check port: given, kept by an update that leaves it
+    // (and the node ports) out, a taken one refused as kube-apiserver does (500).
+    let (status, lb) = post(
+        &api,
+        "/api/v1/namespaces/default/services",
+        json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}}),
+    );
+    assert_eq!(status, 201, "{lb}");
+    let given = (lb["spec"]["healthCheckNodePort"].clone(), lb["spec"]["ports"][0]["nodePort"].clone());
+    assert!(given.0.is_u64() && given.1.is_u64(), "{lb}");
+    let mut replaced = lb.clone();
+    replaced["spec"].as_object_mut().unwrap().remove("healthCheckNodePort");
+    replaced["spec"]["ports"][0].as_object_mut().unwrap().remove("nodePort");
+    let path = "/api/v1/namespaces/default/services/lb";
+    let (status, body) = api.http("PUT", path, &JSON, replaced.to_string().as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let (_, lb) = get(&api, path);
+    assert_eq!((lb["spec"]["healthCheckNodePort"].clone(), lb["spec"]["ports"][0]["nodePort"].clone()), given);
+    let (status, body) = post(
+        &api,
+        "/api/v1/namespaces/default/services",
+        json!({"metadata": {"name": "lb2"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+               "healthCheckNodePort": given.0, "ports": [{"port": 80}]}}),
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        status == 500
+            && message.contains(&format!(
+                "failed to allocate requested HealthCheck NodePort {}: provided port is already allocated",
+                given.0
+            )),
+        "{status} {body}"
+    );
 }
 
 #[test]

@@ -52,6 +52,31 @@ impl Allocator {
             .collect();
 
         let spec = &mut service["spec"];
+        // An update that leaves out what the Service was given keeps it (kube's
+        // patchAllocatedValues): its node ports, matched by protocol and port, and its health
+        // check port while it needs one.
+        if let Some(current) = current.map(|c| &c["spec"]) {
+            let needs_node_ports = |s: &Value| s["type"] == "NodePort" || s["type"] == "LoadBalancer";
+            let given = if needs_node_ports(current) && needs_node_ports(spec) {
+                current["ports"].as_array().cloned().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            for port in spec["ports"].as_array_mut().into_iter().flatten() {
+                let same = |p: &&Value| p["port"] == port["port"] && p["protocol"] == port["protocol"];
+                if port["nodePort"].as_i64().is_none_or(|p| p == 0)
+                    && let Some(node_port) = given.iter().find(same).and_then(|p| p["nodePort"].as_i64())
+                {
+                    port["nodePort"] = node_port.into();
+                }
+            }
+            if needs_health_check_port(current)
+                && needs_health_check_port(spec)
+                && spec["healthCheckNodePort"].as_i64().is_none_or(|p| p == 0)
+            {
+                spec["healthCheckNodePort"] = current["healthCheckNodePort"].clone();
+            }
+        }
         let kind = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
         if kind == "ExternalName" {
             return Ok(service);
@@ -123,8 +148,17 @@ impl Allocator {
             }
         }
         if needs_health_check_port(spec) {
-            spec["healthCheckNodePort"] =
-                take(spec["healthCheckNodePort"].as_i64(), "spec.healthCheckNodePort")?.into();
+            // kube-apiserver answers a health check port it cannot give with a 500.
+            let requested = spec["healthCheckNodePort"].as_i64();
+            let port =
+                take(requested, "spec.healthCheckNodePort").map_err(|e| match requested.filter(|p| *p != 0) {
+                    Some(port) => ApiError::internal(format!(
+                        "failed to allocate requested HealthCheck NodePort {port}: {}",
+                        e.message.rsplit(": ").next().unwrap_or_default()
+                    )),
+                    None => e,
+                })?;
+            spec["healthCheckNodePort"] = port.into();
         }
         Ok(service)
     }

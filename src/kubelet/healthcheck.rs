@@ -5,13 +5,13 @@
 //! serve them without another hop.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::Service;
-use net::proxy::ServicePort;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::task::JoinHandle;
 
 /// What a health check server says: its Service and its endpoints on this node.
@@ -22,16 +22,26 @@ pub struct Health {
     pub local_endpoints: usize,
 }
 
-/// The health check each port should serve: of the Services that need one, with their
-/// endpoints on this node (distinct addresses, over all their ports).
-pub fn wanted(services: &[Service], ports: &[ServicePort]) -> BTreeMap<u16, Health> {
-    let mut local: HashMap<(&str, &str), HashSet<Ipv4Addr>> = HashMap::new();
-    for port in ports {
-        let endpoints = port.local_endpoints.iter().map(|e| *e.ip());
-        local.entry((port.namespace.as_str(), port.name.as_str())).or_default().extend(endpoints);
+/// The health check each port should serve, of the Services that need one, with their
+/// ready endpoints on node `node` (distinct addresses, kube-proxy's LocalReadyEndpoints:
+/// a node with terminating endpoints only is one to drain); and what could not be served
+/// (two Services on one port: the first, by namespace and name, keeps it).
+pub fn wanted(services: &[Service], slices: &[EndpointSlice], node: &str) -> (BTreeMap<u16, Health>, Vec<String>) {
+    let mut local: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
+    for slice in slices.iter().filter(|s| s.address_type == "IPv4") {
+        let labels = slice.metadata.labels.as_ref();
+        let Some(service) = labels.and_then(|l| l.get("kubernetes.io/service-name")) else { continue };
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+        let ready = slice.endpoints.iter().filter(|e| {
+            e.node_name.as_deref() == Some(node) && e.conditions.as_ref().and_then(|c| c.ready) != Some(false)
+        });
+        let addresses = ready.flat_map(|e| e.addresses.iter().map(String::as_str));
+        local.entry((namespace, service.as_str())).or_default().extend(addresses);
     }
-    let mut wanted = BTreeMap::new();
-    for service in services {
+    let mut ordered: Vec<&Service> = services.iter().collect();
+    ordered.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    let (mut wanted, mut conflicts) = (BTreeMap::new(), Vec::new());
+    for service in ordered {
         let Some(spec) = &service.spec else { continue };
         let local_balancer =
             spec.type_.as_deref() == Some("LoadBalancer") && spec.external_traffic_policy.as_deref() == Some("Local");
@@ -43,10 +53,15 @@ pub fn wanted(services: &[Service], ports: &[ServicePort]) -> BTreeMap<u16, Heal
         }
         let namespace = service.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = service.metadata.name.clone().unwrap_or_default();
+        if let Some(first) = wanted.get(&port) {
+            let Health { namespace: n, name: m, .. } = first;
+            conflicts.push(format!("health check of {namespace}/{name}: port {port} is {n}/{m}'s"));
+            continue;
+        }
         let local_endpoints = local.get(&(namespace.as_str(), name.as_str())).map_or(0, HashSet::len);
         wanted.insert(port, Health { namespace, name, local_endpoints });
     }
-    wanted
+    (wanted, conflicts)
 }
 
 /// The running health check servers, by port.
@@ -114,6 +129,9 @@ fn answer(health: &Health) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // One answer per connection: a server that stops (its Service gone) leaves no kept-alive
+    // connection answering what it last knew.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     if let Ok(weight) = HeaderValue::from_str(&health.local_endpoints.to_string()) {
         headers.insert("x-load-balancing-endpoint-weight", weight);
     }
@@ -132,22 +150,12 @@ mod tests {
         .unwrap()
     }
 
-    fn port(name: &str, port_name: &str, local: &[&str]) -> ServicePort {
-        ServicePort {
-            namespace: "shop".into(),
-            name: name.into(),
-            port_name: port_name.into(),
-            protocol: net::proxy::Protocol::Tcp,
-            cluster_ip: "10.96.0.1".parse().unwrap(),
-            port: 80,
-            node_port: None,
-            external_ips: Vec::new(),
-            internal_local: false,
-            external_local: true,
-            affinity_timeout: None,
-            endpoints: Vec::new(),
-            local_endpoints: local.iter().map(|e| e.parse().unwrap()).collect(),
-        }
+    fn slice(service: &str, endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{service}-1"), "namespace": "shop", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "endpoints": endpoints
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -157,17 +165,25 @@ mod tests {
             service("idle", "LoadBalancer", "Local", Some(31001)),
             service("spread", "LoadBalancer", "Cluster", Some(31002)),
             service("np", "NodePort", "Local", None),
+            service("zzz", "LoadBalancer", "Local", Some(31000)),
         ];
-        // Two ports of one pod count once.
-        let ports = [
-            port("web", "http", &["10.88.0.2:8080", "10.88.0.3:8080"]),
-            port("web", "https", &["10.88.0.2:8443"]),
-            port("idle", "", &[]),
+        let slices = [
+            slice(
+                "web",
+                serde_json::json!([
+                    {"addresses": ["10.88.0.2"], "nodeName": "a"},
+                    {"addresses": ["10.88.0.3"], "nodeName": "a", "conditions": {"ready": true}},
+                    {"addresses": ["10.88.0.4"], "nodeName": "a", "conditions": {"ready": false, "serving": true, "terminating": true}},
+                    {"addresses": ["10.88.1.2"], "nodeName": "b"}
+                ]),
+            ),
+            slice("idle", serde_json::json!([{"addresses": ["10.88.1.3"], "nodeName": "b"}])),
         ];
-        let wanted = wanted(&services, &ports);
+        let (wanted, conflicts) = wanted(&services, &slices, "a");
         let counts: Vec<(u16, &str, usize)> =
             wanted.iter().map(|(p, h)| (*p, h.name.as_str(), h.local_endpoints)).collect();
         assert_eq!(counts, [(31000, "web", 2), (31001, "idle", 0)]);
+        assert_eq!(conflicts, ["health check of shop/zzz: port 31000 is shop/web's"]);
         assert_eq!(answer(&wanted[&31000]).status(), StatusCode::OK);
         assert_eq!(answer(&wanted[&31001]).status(), StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -67,15 +67,17 @@ pub async fn run(
                 tracing::warn!("delete stale UDP flows: {e}");
             }
             network.sync_node_routes(&routes)?;
-            Ok((proxier.has_leftovers(), healthcheck::wanted(&services, &ports)))
+            Ok((proxier.has_leftovers(), healthcheck::wanted(&services, &slices, &node_name)))
         })
         .await;
         // The next sync: at the next change or the periodic one; sooner to finish deleting
         // what the kernel held on to, or to retry a failure.
         let next = match synced {
-            Ok(Ok((leftovers, health))) => {
+            Ok(Ok((leftovers, (health, conflicts)))) => {
+                // A port taken on the node may be let go (tried again soon); two Services
+                // given one port stay so until one changes.
                 let errors = health_checks.sync(health).await;
-                for error in &errors {
+                for error in errors.iter().chain(&conflicts) {
                     tracing::warn!("{error}");
                 }
                 match (leftovers, errors.is_empty()) {

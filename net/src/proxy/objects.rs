@@ -85,9 +85,11 @@ pub fn service_ports(
                 node_port,
                 external_ips: external_ips.clone(),
                 internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-                // Only a service reached from outside has an external policy.
+                // Only a service reached from outside has an external policy (kube-proxy's
+                // ExternallyAccessible: a node port, a load balancer, or external IPs).
                 external_local: spec.external_traffic_policy.as_deref() == Some("Local")
-                    && matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer")),
+                    && (matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer"))
+                        || !external_ips.is_empty()),
                 affinity_timeout,
                 endpoints: everywhere.serving(),
                 local_endpoints: here.serving(),

@@ -110,8 +110,13 @@ impl Rules for CustomResourceDefinitions {
         causes
     }
 
+    fn validate_create(definition: &CustomResourceDefinition) -> Vec<Cause> {
+        rule_costs(definition, None)
+    }
+
     fn validate_update(new: &CustomResourceDefinition, old: &CustomResourceDefinition) -> Vec<Cause> {
         let mut causes: Vec<Cause> = immutable(&new.spec.scope, &old.spec.scope, "spec.scope").into_iter().collect();
+        causes.extend(rule_costs(new, Some(old)));
         // A version objects may still be stored in stays (until storedVersions says otherwise).
         let stored = old.status.as_ref().and_then(|s| s.stored_versions.clone()).unwrap_or_default();
         for (i, version) in stored.iter().enumerate() {
@@ -165,6 +170,28 @@ fn validate_names(definition: &CustomResourceDefinition) -> Vec<Cause> {
             "spec.names.listKind".into(),
             format!("Invalid value: \"{list_kind}\": kind and listKind may not be the same or parameters are invalid"),
         ));
+    }
+    causes
+}
+
+/// The rule cost limits of each version's schema — on an update, of the schemas it
+/// changes only (kube-apiserver's ratcheting: a definition stored under older limits may
+/// still be changed elsewhere).
+fn rule_costs(definition: &CustomResourceDefinition, old: Option<&CustomResourceDefinition>) -> Vec<Cause> {
+    let schema_of = |version: &CustomResourceDefinitionVersion| {
+        version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .map(|root| serde_json::to_value(root).expect("schemas serialise"))
+    };
+    let mut causes = Vec::new();
+    for (i, version) in definition.spec.versions.iter().enumerate() {
+        let Some(root) = schema_of(version) else { continue };
+        let before = old.and_then(|o| o.spec.versions.iter().find(|v| v.name == version.name)).and_then(schema_of);
+        if before.as_ref() != Some(&root) {
+            causes.extend(schema::check_rule_costs(&root, &format!("spec.versions[{i}].schema.openAPIV3Schema")));
+        }
     }
     causes
 }

@@ -100,7 +100,6 @@ impl Rules for Services {
             }
         }
         if kind != "LoadBalancer" {
-            spec.health_check_node_port = None;
             spec.allocate_load_balancer_node_ports = None;
             spec.load_balancer_class = None;
         }

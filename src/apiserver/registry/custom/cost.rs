@@ -1,8 +1,8 @@
-//! What a definition's CEL rules may cost, as apiextensions-apiserver bounds it when the
-//! definition is written: each rule's worst case, estimated from the schema, may not pass
-//! 10 million (StaticEstimatedCostLimit), nor the sum over the whole schema — each rule
-//! counted as many times as its node can occur in one object — 100 million
-//! (StaticEstimatedCRDCostLimit). A rule that would walk an unbounded list inside a walk of
+//! What a definition's CEL rules may cost, as apiextensions-apiserver bounds it when a
+//! version's schema is written (a schema an update leaves as it was is not checked again):
+//! each rule's worst case, estimated from the schema and counted as many times as its node
+//! can occur in one object, may not pass 10 million (StaticEstimatedCostLimit), nor the
+//! sum over the whole schema 100 million (StaticEstimatedCRDCostLimit). A rule that would walk an unbounded list inside a walk of
 //! another is refused before any object makes the server run it.
 //!
 //! The estimate follows cel-go's checker cost model where it matters: a comprehension
@@ -97,7 +97,14 @@ fn min_json_size(schema: &Value) -> u64 {
     match schema["type"].as_str() {
         Some("boolean") => 4,
         Some("number") | Some("integer") => 1,
-        Some("string") | Some("array") => 2,
+        // Quoted: "2000-01-01", "2000-01-01T01:01:01", "0s".
+        Some("string") => match schema["format"].as_str() {
+            Some("date") => 12,
+            Some("date-time") => 21,
+            Some("duration") => 4,
+            _ => 2,
+        },
+        Some("array") => 2,
         Some("object") => {
             let required = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str);
             let properties = &schema["properties"];
@@ -114,10 +121,8 @@ fn min_json_size(schema: &Value) -> u64 {
 type Scope<'a> = HashMap<String, Shape<'a>>;
 
 /// String functions cel-go charges by the length of the string they read.
-const STRING_TRAVERSALS: [&str; 14] = [
+const STRING_TRAVERSALS: [&str; 12] = [
     "contains",
-    "startsWith",
-    "endsWith",
     "matches",
     "find",
     "findAll",
@@ -178,6 +183,8 @@ fn estimate<'a>(expr: &IdedExpr, scope: &Scope<'a>) -> (u64, Shape<'a>) {
             let size_of = |shape: Option<&Shape>| shape.map_or(1, Shape::max_size);
             let name = call.func_name.as_str();
             match name {
+                // Both sides, no step of its own.
+                operators::LOGICAL_AND | operators::LOGICAL_OR => (sum, Shape::Unknown),
                 operators::CONDITIONAL => {
                     let branches = args.iter().skip(1).map(|(c, _)| *c).max().unwrap_or(0);
                     (args.first().map_or(0, |(c, _)| *c).saturating_add(branches), Shape::Unknown)
@@ -193,6 +200,11 @@ fn estimate<'a>(expr: &IdedExpr, scope: &Scope<'a>) -> (u64, Shape<'a>) {
                         shape => size_of(shape),
                     };
                     (sum.saturating_add(searched), Shape::Unknown)
+                }
+                // A prefix or suffix test reads as much as the prefix or suffix.
+                "startsWith" | "endsWith" => {
+                    let read = size_of(args.first().map(|(_, s)| s));
+                    (sum.saturating_add(1).saturating_add(read.div_ceil(10)), Shape::Unknown)
                 }
                 _ if STRING_TRAVERSALS.contains(&name) => {
                     let read = size_of(target.as_ref().map(|(_, s)| s).or(args.first().map(|(_, s)| s)));
@@ -244,7 +256,8 @@ pub fn check(root: &Value, path: &str, causes: &mut Vec<Cause>) {
         for (at, _) in contributions.iter().filter(|(_, cost)| *cost >= TOTAL_LIMIT / 100).take(4) {
             causes.push((
                 at.clone(),
-                "Forbidden: contributed to estimated rule & messageExpression cost total exceeding cost limit for entire OpenAPIv3 schema".into(),
+                "Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"
+                    .into(),
             ));
         }
         let what = "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema";
@@ -273,10 +286,11 @@ fn walk(
         {
             let Some(cost) = rule[field].as_str().and_then(|source| rule_cost(source, schema)) else { continue };
             let at = format!("{path}.x-kubernetes-validations[{i}].{field}");
+            let cost = cost.saturating_mul(times);
             if cost > RULE_LIMIT {
                 causes.push((at.clone(), exceeds(what, cost, RULE_LIMIT)));
             }
-            contributions.push((at, cost.saturating_mul(times)));
+            contributions.push((at, cost));
         }
     }
     for (name, property) in schema["properties"].as_object().into_iter().flatten() {
@@ -339,17 +353,24 @@ mod tests {
 
     #[test]
     fn rules_repeated_in_every_item_of_unbounded_lists_add_up() {
-        // Cheap alone (about 100), but run on each of ~1 M strings of an unbounded list.
+        // Cheap alone (about 100), but run on each of ~1 M strings of an unbounded list: too
+        // dear as a rule, and for the schema.
         let items =
             json!({"type": "string", "maxLength": 1024, "x-kubernetes-validations": rule("self.contains('k')")});
         let schema = json!({"type": "object", "properties": {"keys": {"type": "array", "items": items}}});
         let found = causes(schema.clone());
+        let rule_at = "s.properties[keys].items.x-kubernetes-validations[0].rule";
         let at: Vec<&str> = found.iter().map(|(at, _)| at.as_str()).collect();
-        assert_eq!(at, ["s.properties[keys].items.x-kubernetes-validations[0].rule", "s"]);
+        assert_eq!(at, [rule_at, rule_at, "s"]);
         assert!(
-            found[1].1.starts_with("Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1."),
+            found[0].1.starts_with("Forbidden: estimated rule cost exceeds budget by factor of 11.0x"),
             "{}",
-            found[1].1
+            found[0].1
+        );
+        assert!(
+            found[2].1.starts_with("Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1."),
+            "{}",
+            found[2].1
         );
         // A bound on the list, or a cheaper rule, and it fits.
         let mut bounded = schema.clone();

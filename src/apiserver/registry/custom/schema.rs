@@ -475,6 +475,12 @@ pub fn check_definition(root: &Value, path: &str) -> Vec<Cause> {
         None => causes.push((format!("{path}.type"), "Required value: must not be empty at the root".into())),
     }
     check_node(root, path, true, &mut causes);
+    causes
+}
+
+/// Why the CEL rules of the schema at `path` would cost too much (see `cost`).
+pub fn check_rule_costs(root: &Value, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
     if super::rules::any(root) {
         super::cost::check(root, path, &mut causes);
     }
