@@ -302,10 +302,11 @@ fn udp_service(endpoint: &str) -> String {
     )
 }
 
-/// socat in the network namespace of pod `name`, for a minute at most.
+/// socat in the network namespace of pod `name` (nsenter execs it: the child is socat
+/// itself), ending after a minute without traffic whatever becomes of the test.
 fn socat_in(node: &Node, name: &str, args: &[&str]) -> std::process::Command {
-    let mut command = std::process::Command::new("timeout");
-    command.args(["60", "nsenter", &format!("--net=/proc/{}/ns/net", node.pod_init_pid(name)), "socat"]).args(args);
+    let mut command = std::process::Command::new("nsenter");
+    command.args([&format!("--net=/proc/{}/ns/net", node.pod_init_pid(name)), "socat", "-T", "60"]).args(args);
     command
 }
 
