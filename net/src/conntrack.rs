@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::Error;
-use crate::nfnetlink::{Buffer, Dumped, NLM_F_DUMP, NLM_F_REQUEST, Socket, attributes};
+use crate::nfnetlink::{Buffer, Dumped, NLM_F_DUMP, NLM_F_REQUEST, Socket, attribute, attributes};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -72,20 +72,8 @@ impl Conntrack {
             let mut request = Buffer::default();
             for (i, flow) in batch.iter().enumerate() {
                 request.message(ctnetlink(IPCTNL_MSG_CT_DELETE), NLM_F_REQUEST, i as u32 + 1, AF_INET, 0, |b| {
-                    b.nested(CTA_TUPLE_ORIG, |b| {
-                        b.nested(CTA_TUPLE_IP, |b| {
-                            b.attr(CTA_IP_V4_SRC, &flow.source.ip().octets());
-                            b.attr(CTA_IP_V4_DST, &flow.destination.ip().octets());
-                        });
-                        b.nested(CTA_TUPLE_PROTO, |b| {
-                            b.attr(CTA_PROTO_NUM, &[IPPROTO_UDP]);
-                            b.attr(CTA_PROTO_SRC_PORT, &flow.source.port().to_be_bytes());
-                            b.attr(CTA_PROTO_DST_PORT, &flow.destination.port().to_be_bytes());
-                        });
-                    });
-                    if flow.zone != 0 {
-                        b.attr(CTA_ZONE, &flow.zone.to_be_bytes());
-                    }
+                    write_tuple(b, CTA_TUPLE_ORIG, IPPROTO_UDP, flow.source, flow.destination);
+                    write_zone(b, flow.zone);
                 });
             }
             self.socket.send(&request.bytes)?;
@@ -110,26 +98,51 @@ fn ctnetlink(kind: u16) -> u16 {
     (NFNL_SUBSYS_CTNETLINK << 8) | kind
 }
 
+/// A tuple (CTA_TUPLE_ORIG or _REPLY) as ctnetlink reads and writes it.
+fn write_tuple(b: &mut Buffer, kind: u16, protocol: u8, from: SocketAddrV4, to: SocketAddrV4) {
+    b.nested(kind, |b| {
+        b.nested(CTA_TUPLE_IP, |b| {
+            b.attr(CTA_IP_V4_SRC, &from.ip().octets());
+            b.attr(CTA_IP_V4_DST, &to.ip().octets());
+        });
+        b.nested(CTA_TUPLE_PROTO, |b| {
+            b.attr(CTA_PROTO_NUM, &[protocol]);
+            b.attr(CTA_PROTO_SRC_PORT, &from.port().to_be_bytes());
+            b.attr(CTA_PROTO_DST_PORT, &to.port().to_be_bytes());
+        });
+    });
+}
+
+/// A flow's zone; none is zone 0.
+fn write_zone(b: &mut Buffer, zone: u16) {
+    if zone != 0 {
+        b.attr(CTA_ZONE, &zone.to_be_bytes());
+    }
+}
+
 /// A flow from a dump's attributes; `None` for what is not IPv4 UDP.
 fn flow(attrs: &[u8]) -> Option<Flow> {
     let attrs = attributes(attrs);
-    let find = |kind| attrs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v);
-    let (source, destination, protocol) = tuple(find(CTA_TUPLE_ORIG)?)?;
-    let (reply_source, _, _) = tuple(find(CTA_TUPLE_REPLY)?)?;
-    let zone = find(CTA_ZONE).and_then(|v| Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))).unwrap_or(0);
-    (protocol == IPPROTO_UDP).then_some(Flow { source, destination, reply_source: *reply_source.ip(), zone })
+    let (source, destination, protocol) = tuple(attribute(&attrs, CTA_TUPLE_ORIG)?)?;
+    let (reply_source, _, _) = tuple(attribute(&attrs, CTA_TUPLE_REPLY)?)?;
+    let zone = attribute(&attrs, CTA_ZONE).and_then(|v| Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?)));
+    (protocol == IPPROTO_UDP).then_some(Flow {
+        source,
+        destination,
+        reply_source: *reply_source.ip(),
+        zone: zone.unwrap_or(0),
+    })
 }
 
 /// A tuple's source, destination and protocol.
 fn tuple(nested: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4, u8)> {
     let attrs = attributes(nested);
-    let inner = |kind| attributes(attrs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v).unwrap_or_default());
+    let inner = |kind| attributes(attribute(&attrs, kind).unwrap_or_default());
     let (ip, proto) = (inner(CTA_TUPLE_IP), inner(CTA_TUPLE_PROTO));
-    let field = |attrs: &[(u16, &[u8])], kind| attrs.iter().find(|(k, _)| *k == kind).map(|(_, v)| v.to_vec());
     let address =
-        |kind| -> Option<Ipv4Addr> { Some(Ipv4Addr::from(<[u8; 4]>::try_from(field(&ip, kind)?.get(..4)?).ok()?)) };
-    let port = |kind| -> Option<u16> { Some(u16::from_be_bytes(field(&proto, kind)?.get(..2)?.try_into().ok()?)) };
-    let protocol = *field(&proto, CTA_PROTO_NUM)?.first()?;
+        |kind| -> Option<Ipv4Addr> { Some(Ipv4Addr::from(<[u8; 4]>::try_from(attribute(&ip, kind)?.get(..4)?).ok()?)) };
+    let port = |kind| -> Option<u16> { Some(u16::from_be_bytes(attribute(&proto, kind)?.get(..2)?.try_into().ok()?)) };
+    let protocol = *attribute(&proto, CTA_PROTO_NUM)?.first()?;
     // Flows without ports (ICMP) have none: 0 stands for them.
     let source = SocketAddrV4::new(address(CTA_IP_V4_SRC)?, port(CTA_PROTO_SRC_PORT).unwrap_or(0));
     let destination = SocketAddrV4::new(address(CTA_IP_V4_DST)?, port(CTA_PROTO_DST_PORT).unwrap_or(0));
@@ -149,22 +162,9 @@ mod tests {
         zone: u16,
     ) -> Vec<u8> {
         let mut b = Buffer::default();
-        for (kind, from, to) in [(CTA_TUPLE_ORIG, source, destination), (CTA_TUPLE_REPLY, reply, source)] {
-            b.nested(kind, |b| {
-                b.nested(CTA_TUPLE_IP, |b| {
-                    b.attr(CTA_IP_V4_SRC, &from.ip().octets());
-                    b.attr(CTA_IP_V4_DST, &to.ip().octets());
-                });
-                b.nested(CTA_TUPLE_PROTO, |b| {
-                    b.attr(CTA_PROTO_NUM, &[protocol]);
-                    b.attr(CTA_PROTO_SRC_PORT, &from.port().to_be_bytes());
-                    b.attr(CTA_PROTO_DST_PORT, &to.port().to_be_bytes());
-                });
-            });
-        }
-        if zone != 0 {
-            b.attr(CTA_ZONE, &zone.to_be_bytes());
-        }
+        write_tuple(&mut b, CTA_TUPLE_ORIG, protocol, source, destination);
+        write_tuple(&mut b, CTA_TUPLE_REPLY, protocol, reply, source);
+        write_zone(&mut b, zone);
         b.bytes
     }
 

@@ -155,6 +155,11 @@ pub fn attributes(mut payload: &[u8]) -> Vec<(u16, &[u8])> {
     found
 }
 
+/// The value of attribute `kind` among `attributes`, if there.
+pub fn attribute<'a>(attributes: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
+    attributes.iter().find(|(k, _)| *k == kind).map(|(_, value)| *value)
+}
+
 pub fn c_string(value: &[u8]) -> &str {
     std::str::from_utf8(value.split(|b| *b == 0).next().unwrap_or_default()).unwrap_or_default()
 }

@@ -5,7 +5,7 @@
 use super::{Action, ChainKind, Command, Hook, HookPoint, Key, KeyType, Match, Rule, Script, Verdict};
 use crate::Error;
 use crate::nfnetlink::{
-    Buffer, Dumped, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, Socket, attributes, c_string,
+    Buffer, Dumped, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, Socket, attribute, attributes, c_string,
 };
 use crate::proxy::Protocol;
 
@@ -141,7 +141,7 @@ pub fn dump_names(socket: &Socket, listing: Listing, table: &str) -> Result<Vec<
         // nfgenmsg (4 bytes), then the object's attributes.
         let attrs = attributes(&payload[4.min(payload.len())..]);
         let of_table = table_attr == 0 || attrs.iter().any(|(t, v)| *t == table_attr && c_string(v) == table);
-        if let Some((_, name)) = attrs.iter().find(|(t, _)| *t == name_attr)
+        if let Some(name) = attribute(&attrs, name_attr)
             && of_table
         {
             names.push(c_string(name).to_string());
