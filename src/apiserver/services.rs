@@ -56,7 +56,6 @@ impl Allocator {
         // patchAllocatedValues): its node ports, matched by protocol and port, and its health
         // check port while it needs one.
         if let Some(current) = current.map(|c| &c["spec"]) {
-            let needs_node_ports = |s: &Value| s["type"] == "NodePort" || s["type"] == "LoadBalancer";
             let given = if needs_node_ports(current) && needs_node_ports(spec) {
                 current["ports"].as_array().cloned().unwrap_or_default()
             } else {
@@ -142,7 +141,7 @@ impl Allocator {
                 }
             }
         };
-        if kind == "NodePort" || kind == "LoadBalancer" {
+        if needs_node_ports(spec) {
             for (i, port) in spec["ports"].as_array_mut().into_iter().flatten().enumerate() {
                 port["nodePort"] = take(port["nodePort"].as_i64(), &format!("spec.ports[{i}].nodePort"))?.into();
             }
@@ -164,8 +163,12 @@ impl Allocator {
     }
 }
 
+fn needs_node_ports(spec: &Value) -> bool {
+    spec["type"] == "NodePort" || spec["type"] == "LoadBalancer"
+}
+
 /// kube-apiserver's needsHCNodePort: a load balancer that keeps client addresses asks
 /// each node whether it has endpoints.
-pub fn needs_health_check_port(spec: &Value) -> bool {
+fn needs_health_check_port(spec: &Value) -> bool {
     spec["type"] == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local"
 }

@@ -76,12 +76,11 @@ impl Rules for Services {
         // dropTypeDependentFields: what the old type had and the new one does not, unless
         // the client changed it itself.
         let (Some(spec), Some(previous)) = (new.spec.as_mut(), old.spec.as_ref()) else { return };
-        // A health check port goes with the need for it (a Local load balancer), type
-        // changed or not.
-        let needs = |s: &ServiceSpec| {
-            s.type_.as_deref() == Some("LoadBalancer") && s.external_traffic_policy.as_deref() == Some("Local")
-        };
-        if needs(previous) && !needs(spec) && spec.health_check_node_port == previous.health_check_node_port {
+        // A health check port goes with the need for it, type changed or not.
+        if needs_health_check_port(previous)
+            && !needs_health_check_port(spec)
+            && spec.health_check_node_port == previous.health_check_node_port
+        {
             spec.health_check_node_port = None;
         }
         if spec.type_ == previous.type_ {
@@ -163,8 +162,7 @@ impl Rules for Services {
                 format!("Invalid value: [\"None\"]: may not be set to 'None' for {kind} services"),
             ));
         }
-        let local_balancer = kind == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local");
-        if let Some(port) = spec.health_check_node_port.filter(|p| *p != 0 && !local_balancer) {
+        if let Some(port) = spec.health_check_node_port.filter(|p| *p != 0 && !needs_health_check_port(spec)) {
             causes.push((
                 "spec.healthCheckNodePort".into(),
                 format!("Invalid value: {port}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"),
@@ -251,4 +249,10 @@ fn external_ip(o: &Value) -> Value {
         _ if external.is_empty() => "<none>".into(),
         _ => external.join(",").into(),
     }
+}
+
+/// kube-apiserver's needsHCNodePort: a load balancer that keeps client addresses asks
+/// each node whether it has endpoints (the allocator reads the same from JSON).
+fn needs_health_check_port(spec: &ServiceSpec) -> bool {
+    spec.type_.as_deref() == Some("LoadBalancer") && spec.external_traffic_policy.as_deref() == Some("Local")
 }
