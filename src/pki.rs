@@ -209,12 +209,24 @@ pub struct Requested {
     pub names: Vec<String>,
 }
 
-/// Reads a PEM certificate signing request and checks its signature.
-pub fn read_request(pem: &[u8]) -> Result<Requested> {
+/// What `read` takes from the PEM certificate signing request `pem`.
+fn parse_request<T>(
+    pem: &[u8],
+    read: impl FnOnce(&x509_parser::certification_request::X509CertificationRequest) -> Result<T>,
+) -> Result<T> {
     let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem)
         .map_err(|_| anyhow::anyhow!("PEM block type must be CERTIFICATE REQUEST"))?;
     let (_, request) = x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
         .map_err(|e| anyhow::anyhow!("not a certificate request: {e}"))?;
+    read(&request)
+}
+
+/// Reads a PEM certificate signing request and checks its signature.
+pub fn read_request(pem: &[u8]) -> Result<Requested> {
+    parse_request(pem, read_parsed_request)
+}
+
+fn read_parsed_request(request: &x509_parser::certification_request::X509CertificationRequest) -> Result<Requested> {
     request.verify_signature().map_err(|_| anyhow::anyhow!("the request's signature does not verify"))?;
     let subject = &request.certification_request_info.subject;
     let text_of = |v: &x509_parser::x509::AttributeTypeAndValue| v.as_str().ok().map(String::from);
@@ -250,11 +262,7 @@ impl Authority {
     /// byte for byte, every attribute (two organizations are two groups) —; what the
     /// certificate may be used for is what was approved, not what the request says.
     pub fn sign_request(&self, pem: &str, usages: &[String], duration: std::time::Duration) -> Result<String> {
-        let request_der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
-            .map_err(|_| anyhow::anyhow!("PEM block type must be CERTIFICATE REQUEST"))?;
-        let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(request_der.as_ref())
-            .map_err(|e| anyhow::anyhow!("not a certificate request: {e}"))?;
-        let subject = parsed.certification_request_info.subject.as_raw();
+        let subject = parse_request(pem.as_bytes(), |r| Ok(r.certification_request_info.subject.as_raw().to_vec()))?;
         let mut request = rcgen::CertificateSigningRequestParams::from_pem(pem).context("read the request")?;
         let params = &mut request.params;
         let now = time::OffsetDateTime::now_utc();
@@ -277,7 +285,7 @@ impl Authority {
         let issuer = Issuer::from_params(&self.params, &self.key);
         let signed = request.signed_by(&issuer).context("sign the request")?;
         // rcgen keeps one value per attribute type: the subject is the request's own.
-        let certificate = with_subject(signed.der(), subject, &self.key)?;
+        let certificate = with_subject(signed.der(), &subject, &self.key)?;
         Ok(pem_certificate(&certificate))
     }
 }
