@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use crate::Error;
 
 const NETLINK_NETFILTER: i32 = 12;
+const NETLINK_CAP_ACK: i32 = 10;
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_CREATE: u16 = 0x400;
@@ -34,7 +35,12 @@ impl Socket {
             return Err(Error::io("open a netfilter netlink socket")(std::io::Error::last_os_error()));
         }
         // SAFETY: a fresh fd of ours.
-        Ok(Socket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let socket = Socket { fd: unsafe { OwnedFd::from_raw_fd(fd) } };
+        // An error names the message it refuses by its header, not a copy of it: a refused
+        // batch answers each message that failed, and copies of 64 KiB messages overflow
+        // the receive buffer (ENOBUFS hides the errors). netlink(7).
+        socket.set_option(libc::SOL_NETLINK, NETLINK_CAP_ACK, 1)?;
+        Ok(socket)
     }
 
     /// Sends the dump request `request` and hands the payload of each object the kernel
@@ -68,20 +74,20 @@ impl Socket {
         Ok(refused)
     }
 
-    pub fn set_buffer(&self, option: i32, size: usize) -> Result<(), Error> {
-        let size = size.min(i32::MAX as usize) as libc::c_int;
+    pub fn set_option(&self, level: i32, option: i32, value: usize) -> Result<(), Error> {
+        let value = value.min(i32::MAX as usize) as libc::c_int;
         // SAFETY: setsockopt with a pointer to an int that outlives the call.
         let rc = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
+                level,
                 option,
-                (&raw const size).cast(),
+                (&raw const value).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         if rc < 0 {
-            return Err(Error::io("size the netfilter netlink socket's buffer")(std::io::Error::last_os_error()));
+            return Err(Error::io("set an option of the netfilter netlink socket")(std::io::Error::last_os_error()));
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ pub enum Match {
     SourceIn(Ipv4Net),
     SourceNotIn(Ipv4Net),
     SourceInSet(String),
+    /// `ip saddr . ip daddr @SET`
+    SourceAndDestinationInSet(String),
     DestinationIs(Ipv4Addr),
     DestinationIn(Ipv4Net),
     DestinationNotIn(Ipv4Net),
@@ -61,6 +63,14 @@ pub enum Action {
     },
     /// DNAT to an address and port (the rule must have matched its protocol).
     Dnat(SocketAddrV4),
+    /// DNAT to one of the `count` endpoints under keys `first..` of an [endpoint
+    /// map](Script::new_endpoint_map), drawn at random (the rule must have matched its
+    /// protocol).
+    DnatToOneOf {
+        map: String,
+        first: u32,
+        count: usize,
+    },
     /// Adds (or refreshes) the source address in a dynamic set.
     RememberSource(String),
     /// Looks `ip daddr . meta l4proto . th dport` up in a verdict map.
@@ -89,6 +99,7 @@ impl fmt::Display for Match {
             Match::SourceIn(net) => write!(f, "ip saddr {net}"),
             Match::SourceNotIn(net) => write!(f, "ip saddr != {net}"),
             Match::SourceInSet(set) => write!(f, "ip saddr @{set}"),
+            Match::SourceAndDestinationInSet(set) => write!(f, "ip saddr . ip daddr @{set}"),
             Match::DestinationIs(ip) => write!(f, "ip daddr {ip}"),
             Match::DestinationIn(net) => write!(f, "ip daddr {net}"),
             Match::DestinationNotIn(net) => write!(f, "ip daddr != {net}"),
@@ -117,6 +128,12 @@ impl fmt::Display for Action {
             Action::Masquerade { fully_random: true } => f.write_str("masquerade fully-random"),
             Action::Masquerade { fully_random: false } => f.write_str("masquerade"),
             Action::Dnat(to) => write!(f, "dnat to {to}"),
+            Action::DnatToOneOf { map, first: 0, count } => {
+                write!(f, "dnat ip to numgen random mod {count} map @{map}")
+            }
+            Action::DnatToOneOf { map, first, count } => {
+                write!(f, "dnat ip to numgen random mod {count} offset {first} map @{map}")
+            }
             Action::RememberSource(set) => write!(f, "update @{set} {{ ip saddr }}"),
             Action::DestinationVmap(map) => write!(f, "ip daddr . meta l4proto . th dport vmap @{map}"),
             Action::PortVmap(map) => write!(f, "meta l4proto . th dport vmap @{map}"),
@@ -261,6 +278,37 @@ enum Command {
         comment: String,
     },
     FlushMap(String),
+    /// A map from numbers to endpoints of one protocol (`typeof numgen random mod BLOCK :
+    /// ip daddr . PROTOCOL dport`): the endpoints DNAT rules draw from.
+    AddEndpointMap {
+        name: String,
+        protocol: Protocol,
+        block: u32,
+        comment: String,
+    },
+    AddEndpoints {
+        map: String,
+        endpoints: Vec<(u32, SocketAddrV4)>,
+    },
+    DeleteEndpoints {
+        map: String,
+        keys: Vec<u32>,
+    },
+    /// A set of `ipv4_addr . ipv4_addr` pairs.
+    AddPairSet {
+        name: String,
+        comment: String,
+    },
+    FlushSet(String),
+    /// `ADDRESS . ADDRESS` elements of a pair set, added or deleted.
+    AddPairs {
+        set: String,
+        addresses: Vec<Ipv4Addr>,
+    },
+    DeletePairs {
+        set: String,
+        addresses: Vec<Ipv4Addr>,
+    },
     /// A set of source addresses that rules add to, each forgotten `timeout` seconds after
     /// it was last added.
     AddDynamicSet {
@@ -277,6 +325,10 @@ enum Command {
         key: Key,
     },
 }
+
+/// How many elements one command adds: a netlink attribute holds at most 64 KiB, and the
+/// elements of one message are one attribute.
+const ELEMENTS_PER_MESSAGE: usize = 1000;
 
 /// Changes to one table of the `ip` family, applied as one transaction.
 pub struct Script {
@@ -339,6 +391,51 @@ impl Script {
         self.commands.push(Command::DeleteSet(set.into()));
     }
 
+    /// The endpoint map of `protocol` exists anew, empty: made if missing, deleted, made
+    /// again (no rule may refer to it). Its key type names `block`, the keys each DNAT rule
+    /// may draw from. Anew rather than emptied: a rule that binds a map in a chain makes the
+    /// kernel check each element the map holds, emptied ones too (`nf_tables_bind_set`).
+    /// One map per protocol: nft 1.0.6 takes a `th dport` map for a TCP rule only in the
+    /// call that declares it.
+    pub fn new_endpoint_map(&mut self, map: &str, protocol: Protocol, block: u32, comment: &str) {
+        self.endpoint_map(map, protocol, block, comment);
+        self.delete_set(map);
+        self.endpoint_map(map, protocol, block, comment);
+    }
+
+    /// The endpoint map exists (see [`Script::new_endpoint_map`]).
+    pub fn endpoint_map(&mut self, map: &str, protocol: Protocol, block: u32, comment: &str) {
+        self.commands.push(Command::AddEndpointMap { name: map.into(), protocol, block, comment: comment.into() });
+    }
+
+    pub fn add_endpoints(&mut self, map: &str, endpoints: &[(u32, SocketAddrV4)]) {
+        self.in_chunks(endpoints, |endpoints| Command::AddEndpoints { map: map.into(), endpoints });
+    }
+
+    pub fn delete_endpoints(&mut self, map: &str, keys: &[u32]) {
+        self.in_chunks(keys, |keys| Command::DeleteEndpoints { map: map.into(), keys });
+    }
+
+    /// One command for each `ELEMENTS_PER_MESSAGE` of `elements`.
+    fn in_chunks<T: Clone>(&mut self, elements: &[T], command: impl Fn(Vec<T>) -> Command) {
+        self.commands.extend(elements.chunks(ELEMENTS_PER_MESSAGE).map(|chunk| command(chunk.to_vec())));
+    }
+
+    /// The set of address pairs exists, empty.
+    pub fn fresh_pair_set(&mut self, set: &str, comment: &str) {
+        self.commands.push(Command::AddPairSet { name: set.into(), comment: comment.into() });
+        self.commands.push(Command::FlushSet(set.into()));
+    }
+
+    /// Adds `address . address` to the pair set for each of `addresses`.
+    pub fn add_pairs(&mut self, set: &str, addresses: &[Ipv4Addr]) {
+        self.in_chunks(addresses, |addresses| Command::AddPairs { set: set.into(), addresses });
+    }
+
+    pub fn delete_pairs(&mut self, set: &str, addresses: &[Ipv4Addr]) {
+        self.in_chunks(addresses, |addresses| Command::DeletePairs { set: set.into(), addresses });
+    }
+
     pub fn add_element(&mut self, map: &str, element: &Element) {
         self.commands.push(Command::AddElement { map: map.into(), element: element.clone() });
     }
@@ -380,6 +477,28 @@ impl Script {
                 format!("add map ip {table} {name} {{ type {key} : verdict ; comment \"{comment}\" ; }}")
             }
             Command::FlushMap(map) => format!("flush map ip {table} {map}"),
+            Command::AddEndpointMap { name, protocol, block, comment } => format!(
+                "add map ip {table} {name} {{ typeof numgen random mod {block} : ip daddr . {} dport ; comment \"{comment}\" ; }}",
+                protocol.as_str()
+            ),
+            Command::AddEndpoints { map, endpoints } => {
+                let elements: Vec<String> =
+                    endpoints.iter().map(|(key, e)| format!("{key} : {} . {}", e.ip(), e.port())).collect();
+                format!("add element ip {table} {map} {{ {} }}", elements.join(", "))
+            }
+            Command::DeleteEndpoints { map, keys } => {
+                let keys: Vec<String> = keys.iter().map(u32::to_string).collect();
+                format!("delete element ip {table} {map} {{ {} }}", keys.join(", "))
+            }
+            Command::AddPairSet { name, comment } => {
+                format!("add set ip {table} {name} {{ type ipv4_addr . ipv4_addr ; comment \"{comment}\" ; }}")
+            }
+            Command::FlushSet(set) => format!("flush set ip {table} {set}"),
+            Command::AddPairs { set, addresses } | Command::DeletePairs { set, addresses } => {
+                let verb = if matches!(command, Command::AddPairs { .. }) { "add" } else { "delete" };
+                let pairs: Vec<String> = addresses.iter().map(|a| format!("{a} . {a}")).collect();
+                format!("{verb} element ip {table} {set} {{ {} }}", pairs.join(", "))
+            }
             Command::AddDynamicSet { name, timeout } => format!(
                 "add set ip {table} {name} {{ type ipv4_addr ; size 65535 ; flags dynamic,timeout ; timeout {timeout}s ; }}"
             ),
@@ -555,7 +674,7 @@ mod tests {
         ];
         let config = ProxyConfig { cluster_cidr: Some("10.88.0.0/16".parse().unwrap()), random_fully: true };
         let scripts = || {
-            let full = crate::proxy::nftables_rules(&services, &config).render_full(&[], &[]);
+            let full = crate::proxy::nftables_rules(&services, &config).render_full(&Default::default());
             let mut changed = services.clone();
             changed[0].endpoints.pop();
             let (changes, _) = crate::proxy::nftables_rules(&changed, &config)
@@ -564,7 +683,27 @@ mod tests {
         };
         let ours = listed("kube-proxy", scripts(), false);
         assert_eq!(ours, listed("kube-proxy", scripts(), true));
-        assert!(ours.contains("numgen random mod 2 0 goto endpoint-"), "{ours}");
+        // All but the web service go: the endpoint maps only they used go with their
+        // elements.
+        let emptied = || {
+            let mut changed = services.clone();
+            changed[0].endpoints.pop();
+            let mut scripts = scripts();
+            let remaining = crate::proxy::nftables_rules(&changed[..1], &config);
+            scripts.push(remaining.render_changes(&crate::proxy::nftables_rules(&changed, &config)).0);
+            scripts
+        };
+        let left = listed("kube-proxy", emptied(), false);
+        assert_eq!(left, listed("kube-proxy", emptied(), true));
+        assert!(!left.contains("endpoints-udp") && !left.contains("10.88.0.6"), "{left}");
+        assert!(left.contains("10.88.0.2 . 8080") && left.contains("10.88.0.3 . 8080"), "{left}");
+        // The web service went from 3 endpoints to 2.
+        assert!(ours.contains("typeof numgen random mod 16384 : ip daddr . udp dport"), "{ours}");
+        let web = ours.split("chain service-KHN6ECMT-shop/web/tcp/http {").nth(1).unwrap();
+        assert!(web.contains("meta l4proto tcp dnat ip to numgen random mod 2 offset "), "{ours}");
+        assert!(ours.contains("meta l4proto udp dnat ip to numgen random mod 1 offset "), "{ours}");
+        assert!(!ours.contains("10.88.0.4 . 8080"), "{ours}");
+        assert!(ours.contains("ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade"), "{ours}");
         assert!(ours.contains("fib saddr type local goto service-"), "{ours}");
         assert!(
             ours.contains("10.96.0.15 . tcp . 80 comment \"shop/elsewhere:http has no local endpoints\" : drop"),

@@ -47,6 +47,7 @@ const SET_FLAGS: u16 = 3;
 const SET_KEY_TYPE: u16 = 4;
 const SET_KEY_LEN: u16 = 5;
 const SET_DATA_TYPE: u16 = 6;
+const SET_DATA_LEN: u16 = 7;
 const SET_DESC: u16 = 9;
 const SET_ID: u16 = 10;
 const SET_TIMEOUT: u16 = 11;
@@ -73,6 +74,7 @@ const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 
 // nft's data type ids (src/datatype.h), which `nft list` reads back to print keys; a
 // concatenation is its types 6 bits each.
+const TYPE_INTEGER: u32 = 4;
 const TYPE_IPADDR: u32 = 7;
 const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
@@ -80,12 +82,30 @@ const TYPE_INET_SERVICE: u32 = 13;
 // libnftnl's user data: type, length, value; comments are type 0, except a set's (7).
 const UDATA_COMMENT: u8 = 0;
 const UDATA_SET_COMMENT: u8 = 7;
+// A set's `typeof`, as nft writes it (libnftnl's udata.h, nft's expression udata).
+const UDATA_SET_KEYBYTEORDER: u8 = 0;
+const UDATA_SET_DATABYTEORDER: u8 = 1;
+const UDATA_SET_KEY_TYPEOF: u8 = 3;
+const UDATA_SET_DATA_TYPEOF: u8 = 4;
+const UDATA_SET_DATA_INTERVAL: u8 = 6;
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
+const EXPR_PAYLOAD: u32 = 7;
+const EXPR_CONCAT: u32 = 13;
+const EXPR_NUMGEN: u32 = 23;
+// nft's protocol descriptions (proto.h) and their fields.
+const PROTO_DESC_UDP: u32 = 6;
+const PROTO_DESC_TCP: u32 = 8;
+const PROTO_DESC_SCTP: u32 = 10;
+const PROTO_DESC_IP: u32 = 12;
+const IPHDR_DADDR: u32 = 12;
+const DPORT_FIELD: u32 = 2; // TCPHDR_DPORT, UDPHDR_DPORT, SCTPHDR_DPORT
 
 // Registers: the verdict, a 16-byte one, and the 4-byte ones that concatenations fill.
 const REG_VERDICT: u32 = 0;
 const REG_1: u32 = 1;
 const REG_2: u32 = 2;
 const REG32_00: u32 = 8;
+const REG32_01: u32 = 9;
 
 const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
@@ -113,7 +133,7 @@ pub fn apply(socket: &Socket, script: &Script) -> Result<(), Error> {
     batch.message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, NFNL_SUBSYS_NFTABLES, |_| {});
     // A batch is one datagram: the send buffer must hold it whole (SO_SNDBUFFORCE: we
     // are root), and the answers, errors only, fit in a modest receive buffer.
-    socket.set_buffer(libc::SO_SNDBUFFORCE, batch.bytes.len() + 4096)?;
+    socket.set_option(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, batch.bytes.len() + 4096)?;
     socket.send(&batch.bytes)?;
     let Some((seq, error)) = socket.refusals()?.into_iter().next() else { return Ok(()) };
     let what = match script.commands.get((seq as usize).wrapping_sub(1)) {
@@ -179,11 +199,76 @@ impl Buffer {
 
     /// A comment as libnftnl's user data.
     fn comment(&mut self, kind: u16, udata_type: u8, comment: &str) {
-        let mut value = vec![udata_type, (comment.len() + 1) as u8];
-        value.extend_from_slice(comment.as_bytes());
-        value.push(0);
+        let mut value = Vec::new();
+        let mut text = comment.as_bytes().to_vec();
+        text.push(0);
+        udata(&mut value, udata_type, &text);
         self.attr(kind, &value);
     }
+}
+
+/// One libnftnl user data item: type, length, value.
+fn udata(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+    out.push(kind);
+    out.push(value.len() as u8);
+    out.extend_from_slice(value);
+}
+
+fn udata_u32(out: &mut Vec<u8>, kind: u8, value: u32) {
+    udata(out, kind, &value.to_ne_bytes());
+}
+
+/// Items nested in one item.
+fn udata_nested(out: &mut Vec<u8>, kind: u8, items: impl FnOnce(&mut Vec<u8>)) {
+    let mut inner = Vec::new();
+    items(&mut inner);
+    udata(out, kind, &inner);
+}
+
+/// An expression in a `typeof`: its type, then its own items.
+fn udata_expression(out: &mut Vec<u8>, kind: u8, expression: u32, items: impl FnOnce(&mut Vec<u8>)) {
+    udata_nested(out, kind, |out| {
+        udata_u32(out, 0, expression);
+        udata_nested(out, 1, items);
+    });
+}
+
+/// A payload field in a `typeof`: its protocol description and field.
+fn udata_payload(out: &mut Vec<u8>, kind: u8, description: u32, field: u32) {
+    udata_expression(out, kind, EXPR_PAYLOAD, |out| {
+        udata_u32(out, 0, description);
+        udata_u32(out, 1, field);
+    });
+}
+
+/// The user data of an endpoint map: `typeof numgen random mod BLOCK : ip daddr . PROTOCOL
+/// dport` and its comment, the way nft 1.0.6 writes them, so that `nft list` prints them so.
+fn endpoint_map_udata(block: u32, protocol: Protocol, comment: &str) -> Vec<u8> {
+    let port_description = match protocol {
+        Protocol::Tcp => PROTO_DESC_TCP,
+        Protocol::Udp => PROTO_DESC_UDP,
+        Protocol::Sctp => PROTO_DESC_SCTP,
+    };
+    let mut out = Vec::new();
+    udata_u32(&mut out, UDATA_SET_KEYBYTEORDER, BYTEORDER_HOST_ENDIAN);
+    udata_u32(&mut out, UDATA_SET_DATABYTEORDER, 0);
+    udata_nested(&mut out, UDATA_SET_KEY_TYPEOF, |out| {
+        udata_u32(out, 0, EXPR_NUMGEN);
+        udata_nested(out, 1, |out| {
+            udata_u32(out, 0, NFT_NG_RANDOM);
+            udata_u32(out, 1, block);
+            udata_u32(out, 2, 0); // offset
+        });
+    });
+    udata_expression(&mut out, UDATA_SET_DATA_TYPEOF, EXPR_CONCAT, |out| {
+        udata_payload(out, 0, PROTO_DESC_IP, IPHDR_DADDR);
+        udata_payload(out, 1, port_description, DPORT_FIELD);
+    });
+    udata_u32(&mut out, UDATA_SET_DATA_INTERVAL, 0);
+    let mut text = comment.as_bytes().to_vec();
+    text.push(0);
+    udata(&mut out, UDATA_SET_COMMENT, &text);
+    out
 }
 
 fn encode(b: &mut Buffer, table: &str, command: &Command, seq: u32) {
@@ -242,10 +327,73 @@ fn encode(b: &mut Buffer, table: &str, command: &Command, seq: u32) {
             b.comment(SET_USERDATA, UDATA_SET_COMMENT, comment);
         }),
         // An element deletion without elements empties the set.
-        Command::FlushMap(map) => b.message(nft(DELSETELEM), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+        Command::FlushMap(map) | Command::FlushSet(map) => {
+            b.message(nft(DELSETELEM), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+                b.string(SET_ELEM_LIST_TABLE, table);
+                b.string(SET_ELEM_LIST_SET, map);
+            })
+        }
+        Command::AddEndpointMap { name, protocol, block, comment } => {
+            b.message(nft(NEWSET), create, seq, NFPROTO_IPV4, 0, |b| {
+                b.string(SET_TABLE, table);
+                b.string(SET_NAME, name);
+                b.u32(SET_FLAGS, NFT_SET_MAP);
+                b.u32(SET_KEY_TYPE, TYPE_INTEGER);
+                b.u32(SET_KEY_LEN, 4);
+                b.u32(SET_DATA_TYPE, (TYPE_IPADDR << 6) | TYPE_INET_SERVICE);
+                b.u32(SET_DATA_LEN, 8);
+                b.u32(SET_ID, seq);
+                b.attr(SET_USERDATA, &endpoint_map_udata(*block, *protocol, comment));
+            })
+        }
+        Command::AddEndpoints { map, endpoints } => b.message(nft(NEWSETELEM), create, seq, NFPROTO_IPV4, 0, |b| {
             b.string(SET_ELEM_LIST_TABLE, table);
             b.string(SET_ELEM_LIST_SET, map);
+            b.nested(SET_ELEM_LIST_ELEMENTS, |b| {
+                for (key, endpoint) in endpoints {
+                    b.nested(LIST_ELEM, |b| {
+                        b.data(SET_ELEM_KEY, &key.to_ne_bytes());
+                        b.data(SET_ELEM_DATA, &endpoint_bytes(*endpoint));
+                    });
+                }
+            });
         }),
+        Command::DeleteEndpoints { map, keys } => {
+            b.message(nft(DELSETELEM), NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, |b| {
+                b.string(SET_ELEM_LIST_TABLE, table);
+                b.string(SET_ELEM_LIST_SET, map);
+                b.nested(SET_ELEM_LIST_ELEMENTS, |b| {
+                    for key in keys {
+                        b.nested(LIST_ELEM, |b| b.data(SET_ELEM_KEY, &key.to_ne_bytes()));
+                    }
+                });
+            })
+        }
+        Command::AddPairSet { name, comment } => b.message(nft(NEWSET), create, seq, NFPROTO_IPV4, 0, |b| {
+            b.string(SET_TABLE, table);
+            b.string(SET_NAME, name);
+            b.u32(SET_KEY_TYPE, (TYPE_IPADDR << 6) | TYPE_IPADDR);
+            b.u32(SET_KEY_LEN, 8);
+            b.u32(SET_ID, seq);
+            b.comment(SET_USERDATA, UDATA_SET_COMMENT, comment);
+        }),
+        Command::AddPairs { set, addresses } | Command::DeletePairs { set, addresses } => {
+            let (kind, flags) = if matches!(command, Command::AddPairs { .. }) {
+                (NEWSETELEM, create)
+            } else {
+                (DELSETELEM, NLM_F_REQUEST)
+            };
+            b.message(nft(kind), flags, seq, NFPROTO_IPV4, 0, |b| {
+                b.string(SET_ELEM_LIST_TABLE, table);
+                b.string(SET_ELEM_LIST_SET, set);
+                b.nested(SET_ELEM_LIST_ELEMENTS, |b| {
+                    for address in addresses {
+                        let octets = address.octets();
+                        b.nested(LIST_ELEM, |b| b.data(SET_ELEM_KEY, &[octets, octets].concat()));
+                    }
+                });
+            })
+        }
         Command::AddDynamicSet { name, timeout } => b.message(nft(NEWSET), create, seq, NFPROTO_IPV4, 0, |b| {
             b.string(SET_TABLE, table);
             b.string(SET_NAME, name);
@@ -300,6 +448,14 @@ fn protocol_number(protocol: Protocol) -> u8 {
         Protocol::Udp => 17,
         Protocol::Sctp => 132,
     }
+}
+
+/// An endpoint as a concatenation's registers hold it.
+fn endpoint_bytes(endpoint: std::net::SocketAddrV4) -> Vec<u8> {
+    let mut bytes = endpoint.ip().octets().to_vec();
+    bytes.extend_from_slice(&endpoint.port().to_be_bytes());
+    bytes.extend_from_slice(&[0, 0]);
+    bytes
 }
 
 /// A key as the registers of a concatenation hold it: each field from the start of a
@@ -383,13 +539,26 @@ fn immediate_data(b: &mut Buffer, reg: u32, value: &[u8]) {
     });
 }
 
-fn lookup(b: &mut Buffer, set: &str, reg: u32, verdict: bool) {
+/// Looks register `reg` up in `set`: a match, or with `into` a map's value in that register.
+fn lookup(b: &mut Buffer, set: &str, reg: u32, into: Option<u32>) {
     expr(b, "lookup", |b| {
         b.string(1, set);
         b.u32(2, reg); // SREG
-        if verdict {
-            b.u32(3, REG_VERDICT); // DREG
+        if let Some(dreg) = into {
+            b.u32(3, dreg); // DREG
         }
+    });
+}
+
+const NFT_NG_RANDOM: u32 = 1;
+
+/// `numgen random mod MODULUS offset OFFSET` into `reg`.
+fn numgen(b: &mut Buffer, reg: u32, modulus: usize, offset: u32) {
+    expr(b, "numgen", |b| {
+        b.u32(1, reg); // DREG
+        b.u32(2, modulus as u32);
+        b.u32(3, NFT_NG_RANDOM);
+        b.u32(4, offset);
     });
 }
 
@@ -414,7 +583,12 @@ fn expressions(b: &mut Buffer, rule: &Rule) {
             Match::SourceNotIn(net) => address_match(b, IP_SADDR, *net, CMP_NEQ),
             Match::SourceInSet(set) => {
                 payload(b, REG_1, NETWORK_HEADER, IP_SADDR, 4);
-                lookup(b, set, REG_1, false);
+                lookup(b, set, REG_1, None);
+            }
+            Match::SourceAndDestinationInSet(set) => {
+                payload(b, REG_1, NETWORK_HEADER, IP_SADDR, 4);
+                payload(b, REG32_01, NETWORK_HEADER, IP_DADDR, 4);
+                lookup(b, set, REG_1, None);
             }
             Match::DestinationIs(ip) => address_match(b, IP_DADDR, host(*ip), CMP_EQ),
             Match::DestinationIn(net) => address_match(b, IP_DADDR, *net, CMP_EQ),
@@ -453,12 +627,7 @@ fn expressions(b: &mut Buffer, rule: &Rule) {
                 cmp(b, REG_1, CMP_EQ, &wanted.to_ne_bytes());
             }
             Match::OneIn(n) => {
-                expr(b, "numgen", |b| {
-                    b.u32(1, REG_1); // DREG
-                    b.u32(2, *n as u32); // MODULUS
-                    b.u32(3, 1); // NFT_NG_RANDOM
-                    b.u32(4, 0); // OFFSET
-                });
+                numgen(b, REG_1, *n, 0);
                 cmp(b, REG_1, CMP_EQ, &[0; 4]);
             }
         }
@@ -500,6 +669,19 @@ fn expressions(b: &mut Buffer, rule: &Rule) {
                     b.u32(5, REG_2); // REG_PROTO_MIN
                 });
             }
+            Action::DnatToOneOf { map, first, count } => {
+                numgen(b, REG_1, *count, *first);
+                lookup(b, map, REG_1, Some(REG_1));
+                expr(b, "nat", |b| {
+                    b.u32(1, 1); // NFT_NAT_DNAT
+                    b.u32(2, u32::from(NFPROTO_IPV4));
+                    b.u32(3, REG_1); // REG_ADDR_MIN
+                    b.u32(4, REG_1); // REG_ADDR_MAX
+                    b.u32(5, REG32_01); // REG_PROTO_MIN
+                    b.u32(6, REG32_01); // REG_PROTO_MAX
+                    b.u32(7, 0x3); // NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED
+                });
+            }
             Action::RememberSource(set) => {
                 payload(b, REG_1, NETWORK_HEADER, IP_SADDR, 4);
                 expr(b, "dynset", |b| {
@@ -512,12 +694,12 @@ fn expressions(b: &mut Buffer, rule: &Rule) {
                 payload(b, REG32_00, NETWORK_HEADER, IP_DADDR, 4);
                 meta_load(b, REG32_00 + 1, META_L4PROTO);
                 payload(b, REG32_00 + 2, TRANSPORT_HEADER, 2, 2);
-                lookup(b, map, REG32_00, true);
+                lookup(b, map, REG32_00, Some(REG_VERDICT));
             }
             Action::PortVmap(map) => {
                 meta_load(b, REG32_00, META_L4PROTO);
                 payload(b, REG32_00 + 1, TRANSPORT_HEADER, 2, 2);
-                lookup(b, map, REG32_00, true);
+                lookup(b, map, REG32_00, Some(REG_VERDICT));
             }
         }
     }

@@ -277,7 +277,7 @@ pub fn render(firewall: &Firewall, services: &[ServicePort], config: &ProxyConfi
     match firewall {
         Firewall::Nftables => {
             let rules = nftables::rules(services, config);
-            (rules.render_full(&[], &[]).text(), rules.rule_count())
+            (rules.render_full(&Default::default()).text(), rules.rule_count())
         }
         Firewall::Iptables(_) => {
             let rules = iptables::rules(services, config);

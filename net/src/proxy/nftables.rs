@@ -2,28 +2,44 @@
 //! so operators recognise it: table `ip kube-proxy`; the verdict maps `service-ips`
 //! (`ip . proto . port`) and `service-nodeports` (`proto . port`) send a connection's first
 //! packet to its service's chain in one lookup whatever the number of services; per
-//! service and per endpoint chains (`service-HASH-ns/name/proto/port`, `local-…` for the
-//! Local traffic policies, `external-…` for node ports and external IPs,
-//! `endpoint-HASH-…__ip/port`); `no-endpoint-services` / `no-endpoint-nodeports` reject
-//! (or drop, when a Local policy finds endpoints on other nodes only);
-//! `mark-for-masquerade` / `masquerading`; ClientIP affinity in dynamic sets with timeouts.
+//! service chains (`service-HASH-ns/name/proto/port`, `local-…` for the Local traffic
+//! policies, `external-…` for node ports and external IPs); `no-endpoint-services` /
+//! `no-endpoint-nodeports` reject (or drop, when a Local policy finds endpoints on other
+//! nodes only); `mark-for-masquerade` / `masquerading`; ClientIP affinity in dynamic sets
+//! with timeouts.
 //!
-//! One difference: an endpoint is picked by one `numgen random mod N-i == 0` rule per
-//! endpoint rather than kube-proxy's `numgen random mod N vmap { … }`. Each such vmap is an
-//! anonymous set, and the kernel binds an anonymous set by walking the whole transaction
-//! (`__nft_set_trans_bind`): writing 10,000 services at once with `nft -f` took 88 s that
-//! way, 5.7 s with the rules (Linux 6.18, nft 1.0.6).
+//! Where we differ, and why (ARCHITECTURE.md has the figures):
+//! - A service chain draws its endpoint with one rule, `dnat ip to numgen random mod N
+//!   offset K map @endpoints-tcp-S`, from keys `K…K+N-1` of an endpoint map, where
+//!   kube-proxy jumps through a `numgen` vmap to one chain per endpoint. Each commit that
+//!   adds a rule with a jump or a DNAT makes the kernel validate the whole table from every
+//!   base chain (`nf_tables_validate`), and endpoint chains made that walk 620,000 rules at
+//!   10,000 services × 10 endpoints; now it walks 40,000, and a change of endpoints that
+//!   keeps their number writes map elements only, which need no validation. Each chain owns
+//!   a block of keys ([`Blocks`]); the maps are shared by the chains, by protocol and block
+//!   ([`EndpointMap`]).
+//! - Hairpin traffic (a pod that reaches itself through a service) is found after DNAT by
+//!   one set, `hairpin-endpoints` (`ip saddr . ip daddr`, every endpoint as `IP . IP`),
+//!   where kube-proxy matches the source in each endpoint chain; its IPVS mode's
+//!   KUBE-LOOP-BACK set does the same.
+//! - Services with ClientIP affinity keep kube-proxy's endpoint chains
+//!   (`endpoint-HASH-…__ip/port`): a chain per endpoint remembers the source in that
+//!   endpoint's affinity set. Their endpoint is drawn by one `numgen random mod N-i == 0`
+//!   rule per endpoint rather than a vmap: each vmap is an anonymous set, which the kernel
+//!   binds by walking the whole transaction (`__nft_set_trans_bind`).
 //!
-//! The rules of one service port are one unit: a sync rewrites the units that changed
-//! (their chains, sets and map elements) in one transaction; a full sync rewrites
-//! them all, empties the maps first, and flushes chains and deletes sets no service wants.
-//! Emptied chains are deleted once nothing refers to them: at once on Linux ≥ 6.2, after
-//! the kernel's grace period (on a later sync) before.
+//! The rules of one service port are one unit: a sync rewrites, in one transaction, the
+//! chains, sets and map elements that changed in the units that changed; a full sync
+//! rewrites them all, empties the maps first, and flushes chains and deletes sets no
+//! service wants. Emptied chains are deleted once nothing refers to them: at once on
+//! Linux ≥ 6.2, after the kernel's grace period (on a later sync) before.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 use super::{Protocol, ProxyConfig, Route, ServicePort, SyncReport, hash};
 use crate::Error;
@@ -40,6 +56,42 @@ const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
 const MARK_MASQ: &str = "mark-for-masquerade";
 const MASQUERADING: &str = "masquerading";
 const REJECT_CHAIN: &str = "reject-chain";
+/// The endpoint maps a chain's DNAT rule draws from, one per protocol and shard of the
+/// blocks: a chain's block modulo `SHARDS`. The kernel checks each element of a map against
+/// each rule bound to it (`nft_add_set_elem`, `nf_tables_bind_set`), which made one map for
+/// 10,000 chains take 12 s to write; and it finds a set by name in a list
+/// (`nft_set_lookup`), which made a map per chain take 11 s.
+const SHARDS: u32 = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct EndpointMap {
+    protocol: Protocol,
+    shard: u32,
+}
+
+impl EndpointMap {
+    const PREFIX: &str = "endpoints-";
+
+    /// The map of the chain whose block starts at `first`.
+    fn of(protocol: Protocol, first: u32) -> EndpointMap {
+        EndpointMap { protocol, shard: first / BLOCK % SHARDS }
+    }
+
+    fn name(&self) -> String {
+        format!("{}{}-{}", Self::PREFIX, self.protocol.as_str(), self.shard)
+    }
+
+    fn declare(&self, script: &mut Script) {
+        script.endpoint_map(&self.name(), self.protocol, BLOCK, ENDPOINT_MAP_COMMENT);
+    }
+
+    fn declare_anew(&self, script: &mut Script) {
+        script.new_endpoint_map(&self.name(), self.protocol, BLOCK, ENDPOINT_MAP_COMMENT);
+    }
+}
+
+const ENDPOINT_MAP_COMMENT: &str = "endpoints service chains draw from, by block";
+const HAIRPINS: &str = "hairpin-endpoints";
 
 const SERVICE_IPS: &str = "service-ips";
 const SERVICE_NODEPORTS: &str = "service-nodeports";
@@ -54,26 +106,69 @@ const MAPS: [(&str, KeyType, &str); 4] = [
     (NO_ENDPOINT_NODEPORTS, KeyType::Port, "vmap to drop or reject packets to service nodeports with no endpoints"),
 ];
 
-/// kube-proxy's chains and sets per service have a `/` in their names; its fixed ones do not.
-fn is_service_chain(chain: &str) -> bool {
-    chain.contains('/')
-}
-
-fn is_affinity_set(set: &str) -> bool {
-    set.starts_with("affinity-")
+/// The chains and sets of a service port have a `/` in their names; the fixed ones do not.
+fn is_service_object(name: &str) -> bool {
+    name.contains('/')
 }
 
 /// A chain: its name, its hook if it is a base chain, its rules.
 type Chain = (String, Option<Hook>, Vec<Rule>);
 
+/// The sources ClientIP affinity sent to one endpoint, each kept `timeout` seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AffinitySet {
+    name: String,
+    timeout: u32,
+}
+
+impl AffinitySet {
+    fn declare(&self, script: &mut Script) {
+        script.dynamic_set(&self.name, self.timeout);
+    }
+}
+
 /// What one service port adds to the table: what a change to it rewrites.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ServiceRules {
     chains: Vec<Chain>,
-    /// ClientIP affinity sets with their timeouts (seconds).
-    affinity_sets: Vec<(String, u32)>,
+    affinity_sets: Vec<AffinitySet>,
     /// Elements of the verdict maps.
     elements: Vec<(&'static str, Element)>,
+    /// Elements of the endpoint maps: the endpoints its chains draw from, under the keys
+    /// of their blocks.
+    endpoints: Vec<(EndpointMap, u32, SocketAddrV4)>,
+    /// The addresses of its endpoints, each once: elements of the hairpin set.
+    hairpins: Vec<Ipv4Addr>,
+}
+
+/// The keys of the endpoint map a chain draws from: a block of `BLOCK`, or as many blocks
+/// as its endpoints need. A chain's block is the one its name hashes to, else the next
+/// free one; a port that does not change keeps its blocks.
+const BLOCK: u32 = 1 << 14;
+const BLOCKS: u32 = 1 << (32 - 14);
+
+/// The blocks of the endpoint map that chains have taken.
+#[derive(Default)]
+struct Blocks(HashSet<u32>);
+
+impl Blocks {
+    /// Marks the blocks `unit` (kept from the last sync) draws from as taken.
+    fn keep(&mut self, unit: &ServiceRules) {
+        self.0.extend(unit.endpoints.iter().map(|(_, key, _)| key / BLOCK));
+    }
+
+    /// Takes blocks for `count` endpoints of `chain`; the first key.
+    fn take(&mut self, chain: &str, count: usize) -> u32 {
+        let needed = (count as u32).div_ceil(BLOCK);
+        let digest = Sha256::digest(chain.as_bytes());
+        let home = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % BLOCKS;
+        let first = (0..BLOCKS)
+            .map(|probe| (home + probe) % BLOCKS)
+            .find(|&first| first + needed <= BLOCKS && (first..first + needed).all(|b| !self.0.contains(&b)))
+            .expect("the endpoint map holds 262,144 blocks: more than any node's service chains");
+        self.0.extend(first..first + needed);
+        first * BLOCK
+    }
 }
 
 /// A service port's identity: namespace, name, port name, protocol.
@@ -85,6 +180,77 @@ pub struct RuleSet {
     fixed: Vec<Chain>,
     /// Each service port, with what it adds to the table.
     services: BTreeMap<PortKey, (ServicePort, Arc<ServiceRules>)>,
+    /// Each endpoint address, with the number of ports that send to it: it stays in the
+    /// hairpin set while any does.
+    hairpins: HashMap<Ipv4Addr, u32>,
+    /// The endpoint maps the ports use.
+    endpoint_maps: BTreeSet<EndpointMap>,
+}
+
+/// What a full sync finds in the table that no service wants.
+#[derive(Default)]
+pub struct Stale<'a> {
+    pub chains: Vec<String>,
+    /// Sets this process made, declared again before they are deleted: someone may have
+    /// deleted the table since.
+    known_sets: Vec<&'a AffinitySet>,
+    known_endpoint_maps: Vec<EndpointMap>,
+    /// Sets listed from the kernel.
+    pub listed_sets: Vec<String>,
+}
+
+/// What a sync writes besides map elements, in the order the kernel takes it: sets before
+/// the rules that name them, and sets deleted only once the chains whose rules named them
+/// are emptied.
+#[derive(Default)]
+struct Writes<'a> {
+    affinity_sets: Vec<&'a AffinitySet>,
+    endpoint_maps: Vec<EndpointMap>,
+    chains: Vec<&'a Chain>,
+    emptied_chains: Vec<&'a str>,
+    deleted_sets: Vec<String>,
+    /// Endpoint maps made anew once the chains are emptied: every chain that refers to
+    /// them is rewritten.
+    endpoint_maps_anew: Vec<EndpointMap>,
+}
+
+impl Writes<'_> {
+    fn render(&self, script: &mut Script) {
+        for set in &self.affinity_sets {
+            set.declare(script);
+        }
+        for map in &self.endpoint_maps {
+            map.declare(script);
+        }
+        for (name, hook, _) in &self.chains {
+            script.fresh_chain(name, *hook);
+        }
+        // Made if missing before it is emptied: the name may come from what this process
+        // applied, which someone may have deleted since.
+        for chain in &self.emptied_chains {
+            script.fresh_chain(chain, None);
+        }
+        for set in &self.deleted_sets {
+            script.delete_set(set);
+        }
+        for map in &self.endpoint_maps_anew {
+            map.declare_anew(script);
+        }
+        for (name, _, rules) in &self.chains {
+            for rule in rules {
+                script.rule(name, rule);
+            }
+        }
+    }
+}
+
+/// Endpoint map elements, by map.
+fn by_map<'a, T: 'a>(elements: impl Iterator<Item = (&'a EndpointMap, T)>) -> BTreeMap<EndpointMap, Vec<T>> {
+    let mut maps: BTreeMap<EndpointMap, Vec<T>> = BTreeMap::new();
+    for (map, element) in elements {
+        maps.entry(*map).or_default().push(element);
+    }
+    maps
 }
 
 impl RuleSet {
@@ -105,30 +271,85 @@ impl RuleSet {
     fn service_objects(&self) -> HashSet<&str> {
         let units = self.units();
         let chains = units.clone().flat_map(|s| s.chains.iter().map(|(name, _, _)| name.as_str()));
-        chains.chain(units.flat_map(|s| s.affinity_sets.iter().map(|(name, _)| name.as_str()))).collect()
+        chains.chain(units.flat_map(|s| s.affinity_sets.iter().map(|set| set.name.as_str()))).collect()
+    }
+
+    /// What of `applied` (written by this process) this set does not want.
+    fn stale_in<'a>(&self, applied: &'a RuleSet) -> Stale<'a> {
+        let wanted = self.service_objects();
+        Stale {
+            chains: applied
+                .units()
+                .flat_map(|u| &u.chains)
+                .map(|(name, _, _)| name)
+                .filter(|name| !wanted.contains(name.as_str()))
+                .cloned()
+                .collect(),
+            known_sets: applied
+                .units()
+                .flat_map(|u| &u.affinity_sets)
+                .filter(|s| !wanted.contains(s.name.as_str()))
+                .collect(),
+            known_endpoint_maps: applied.endpoint_maps.difference(&self.endpoint_maps).copied().collect(),
+            listed_sets: Vec::new(),
+        }
+    }
+
+    /// What of the table's `chains` and `sets` (listed from the kernel) this set does not
+    /// want: any chain (a fixed one of an older layout goes too), the sets of services.
+    fn stale_listed(&self, chains: Vec<String>, sets: Vec<String>) -> Stale<'static> {
+        let wanted = self.service_objects();
+        let unwanted = |n: &String| !wanted.contains(n.as_str()) && !self.is_fixed_chain(n);
+        let wanted_maps: HashSet<String> = self.endpoint_maps.iter().map(EndpointMap::name).collect();
+        let stale_set = |n: &String| {
+            (is_service_object(n) && unwanted(n)) || (n.starts_with(EndpointMap::PREFIX) && !wanted_maps.contains(n))
+        };
+        Stale {
+            chains: chains.into_iter().filter(unwanted).collect(),
+            listed_sets: sets.into_iter().filter(stale_set).collect(),
+            ..Stale::default()
+        }
     }
 
     /// The script that writes the whole table, whatever it held: maps emptied and
-    /// refilled, every chain rewritten, the `stale_chains` emptied, `stale_sets` deleted.
-    pub fn render_full(&self, stale_chains: &[String], stale_sets: &[String]) -> Script {
+    /// refilled, every chain rewritten, `stale` chains emptied and sets deleted.
+    pub fn render_full(&self, stale: &Stale) -> Script {
         let mut script = Script::new(TABLE);
         script.table("rules for kube-proxy");
         for (map, key, comment) in MAPS {
             script.fresh_vmap(map, key, comment);
         }
+        script.fresh_pair_set(HAIRPINS, "endpoints as source . destination: a pod reaching itself through a service");
         let units: Vec<&ServiceRules> = self.units().collect();
-        write_units(&mut script, &self.fixed, &units);
+        let writes = Writes {
+            affinity_sets: units
+                .iter()
+                .flat_map(|u| &u.affinity_sets)
+                .chain(stale.known_sets.iter().copied())
+                .collect(),
+            endpoint_maps: stale.known_endpoint_maps.clone(),
+            chains: self.fixed.iter().chain(units.iter().flat_map(|u| &u.chains)).collect(),
+            emptied_chains: stale.chains.iter().map(String::as_str).collect(),
+            deleted_sets: stale
+                .known_sets
+                .iter()
+                .map(|s| s.name.clone())
+                .chain(stale.known_endpoint_maps.iter().map(EndpointMap::name))
+                .chain(stale.listed_sets.iter().cloned())
+                .collect(),
+            endpoint_maps_anew: self.endpoint_maps.iter().copied().collect(),
+        };
+        writes.render(&mut script);
         for (map, element) in units.iter().flat_map(|u| &u.elements) {
             script.add_element(map, element);
         }
-        // Made if missing before it is emptied: stale names may come from what this
-        // process applied, which someone may have deleted since.
-        for chain in stale_chains {
-            script.fresh_chain(chain, None);
+        let endpoints = units.iter().flat_map(|u| &u.endpoints).map(|(map, key, endpoint)| (map, (*key, *endpoint)));
+        for (map, endpoints) in by_map(endpoints) {
+            script.add_endpoints(&map.name(), &endpoints);
         }
-        for set in stale_sets {
-            script.delete_set(set);
-        }
+        let mut hairpins: Vec<Ipv4Addr> = self.hairpins.keys().copied().collect();
+        hairpins.sort();
+        script.add_pairs(HAIRPINS, &hairpins);
         script
     }
 
@@ -145,7 +366,32 @@ impl RuleSet {
             .map(|key| (unit(applied, key), unit(self, key)))
             .filter(|(before, now)| !std::ptr::eq(*before, *now) && before != now)
             .collect();
-        write_units(&mut script, &[], &changed.iter().map(|(_, now)| *now).collect::<Vec<_>>());
+        // Within a changed port, only the chains and sets that differ: a rule written makes
+        // the kernel validate the whole table, map elements do not.
+        let mut writes = Writes {
+            endpoint_maps: self.endpoint_maps.difference(&applied.endpoint_maps).copied().collect(),
+            deleted_sets: applied.endpoint_maps.difference(&self.endpoint_maps).map(EndpointMap::name).collect(),
+            ..Writes::default()
+        };
+        for (before, now) in &changed {
+            writes.affinity_sets.extend(now.affinity_sets.iter().filter(|s| !before.affinity_sets.contains(s)));
+            writes.chains.extend(now.chains.iter().filter(|c| !before.chains.contains(c)));
+            writes.emptied_chains.extend(
+                before
+                    .chains
+                    .iter()
+                    .map(|(name, _, _)| name.as_str())
+                    .filter(|n| !now.chains.iter().any(|c| c.0 == *n)),
+            );
+            writes.deleted_sets.extend(
+                before
+                    .affinity_sets
+                    .iter()
+                    .filter(|s| !now.affinity_sets.iter().any(|n| n.name == s.name))
+                    .map(|s| s.name.clone()),
+            );
+        }
+        writes.render(&mut script);
         // Every element that goes before any that comes: a key may pass from one port to
         // another (a cluster IP given again, an external IP its first owner let go), and a
         // map takes no second verdict for a key.
@@ -163,40 +409,33 @@ impl RuleSet {
                 }
             }
         }
-        let mut stale_chains = Vec::new();
-        let mut stale_sets = Vec::new();
-        for (before, now) in &changed {
-            for (chain, _, _) in &before.chains {
-                if !now.chains.iter().any(|(c, _, _)| c == chain) {
-                    script.flush_chain(chain);
-                    stale_chains.push(chain.clone());
-                }
-            }
-            stale_sets.extend(
-                before.affinity_sets.iter().filter(|(set, _)| !now.affinity_sets.iter().any(|(s, _)| s == set)),
-            );
+        // The same for the endpoint maps: a block may pass from one chain to another. (A
+        // map deleted above goes with its elements.)
+        let gone = changed
+            .iter()
+            .flat_map(|(before, now)| before.endpoints.iter().filter(|e| !now.endpoints.contains(e)))
+            .filter(|(map, _, _)| self.endpoint_maps.contains(map))
+            .map(|(map, key, _)| (map, *key));
+        for (map, keys) in by_map(gone) {
+            script.delete_endpoints(&map.name(), &keys);
         }
-        for (set, _) in stale_sets {
-            script.delete_set(set);
+        let new = changed
+            .iter()
+            .flat_map(|(before, now)| now.endpoints.iter().filter(|e| !before.endpoints.contains(e)))
+            .map(|(map, key, endpoint)| (map, (*key, *endpoint)));
+        for (map, endpoints) in by_map(new) {
+            script.add_endpoints(&map.name(), &endpoints);
         }
-        (script, stale_chains)
-    }
-}
-
-/// Declares the units' sets, then the chains (emptied), then writes the chains' rules: a
-/// rule may only name sets and chains that exist.
-fn write_units(script: &mut Script, fixed: &[Chain], units: &[&ServiceRules]) {
-    for (set, timeout) in units.iter().flat_map(|u| &u.affinity_sets) {
-        script.dynamic_set(set, *timeout);
-    }
-    let chains = || fixed.iter().chain(units.iter().flat_map(|u| &u.chains));
-    for (name, hook, _) in chains() {
-        script.fresh_chain(name, *hook);
-    }
-    for (name, _, rules) in chains() {
-        for rule in rules {
-            script.rule(name, rule);
-        }
+        let touched: BTreeSet<Ipv4Addr> =
+            changed.iter().flat_map(|(before, now)| before.hairpins.iter().chain(&now.hairpins)).copied().collect();
+        let (gone, new): (Vec<Ipv4Addr>, Vec<Ipv4Addr>) = touched
+            .into_iter()
+            .filter(|ip| applied.hairpins.contains_key(ip) != self.hairpins.contains_key(ip))
+            .partition(|ip| applied.hairpins.contains_key(ip));
+        script.delete_pairs(HAIRPINS, &gone);
+        script.add_pairs(HAIRPINS, &new);
+        let emptied = writes.emptied_chains.iter().map(|c| c.to_string()).collect();
+        (script, emptied)
     }
 }
 
@@ -240,19 +479,33 @@ fn rules_after(services: &[ServicePort], config: &ProxyConfig, previous: Option<
         .collect();
     ports.sort_by(|a, b| a.0.cmp(&b.0));
     let mut claimed = HashSet::new();
-    let services = ports
-        .into_iter()
-        .filter_map(|(key, svc)| {
-            let svc = claim_keys(svc, &mut claimed)?;
-            let rules = previous
-                .and_then(|p| p.services.get(&key))
-                .filter(|(port, _)| *port == *svc)
-                .map(|(_, rules)| rules.clone())
-                .unwrap_or_else(|| Arc::new(service_rules(&svc, config)));
-            Some((key, (svc.into_owned(), rules)))
+    let ports: Vec<(PortKey, Cow<ServicePort>)> =
+        ports.into_iter().filter_map(|(key, svc)| Some((key, claim_keys(svc, &mut claimed)?))).collect();
+    // The ports that did not change keep their rules, and so their blocks of the endpoint
+    // map; the others take blocks after them.
+    let mut blocks = Blocks::default();
+    let kept: Vec<Option<Arc<ServiceRules>>> = ports
+        .iter()
+        .map(|(key, svc)| {
+            let (_, rules) = previous?.services.get(key).filter(|(port, _)| port == svc.as_ref())?;
+            blocks.keep(rules);
+            Some(rules.clone())
         })
         .collect();
-    RuleSet { fixed: fixed_chains(config), services }
+    let services = ports
+        .into_iter()
+        .zip(kept)
+        .map(|((key, svc), kept)| {
+            let rules = kept.unwrap_or_else(|| Arc::new(service_rules(&svc, config, &mut blocks)));
+            (key, (svc.into_owned(), rules))
+        })
+        .collect::<BTreeMap<_, _>>();
+    let mut hairpins = HashMap::new();
+    for ip in services.values().flat_map(|(_, rules)| &rules.hairpins) {
+        *hairpins.entry(*ip).or_insert(0) += 1;
+    }
+    let endpoint_maps = services.values().flat_map(|(_, rules)| &rules.endpoints).map(|(map, _, _)| *map).collect();
+    RuleSet { fixed: fixed_chains(config), services, hairpins, endpoint_maps }
 }
 
 /// `svc` as far as the verdict maps can hold it. A map holds one verdict per key, and
@@ -306,10 +559,15 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
         let jump = vec![Rule::new([], [Action::Jump(SERVICES.into())])];
         chains.push((name.into(), hook(ChainKind::Nat, point, -100), jump));
     }
+    // Hairpin: a pod that reached itself through a service is masqueraded, or its reply
+    // would not come back through the DNAT.
     chains.push((
         "nat-postrouting".into(),
         hook(ChainKind::Nat, HookPoint::Postrouting, 100),
-        vec![Rule::new([], [Action::Jump(MASQUERADING.into())])],
+        vec![
+            Rule::new([Match::SourceAndDestinationInSet(HAIRPINS.into())], [Action::Jump(MARK_MASQ.into())]),
+            Rule::new([], [Action::Jump(MASQUERADING.into())]),
+        ],
     ));
     let by_destination = |map: &str| Rule::new([], [Action::DestinationVmap(map.into())]);
     let by_node_port = |map: &str| {
@@ -333,7 +591,7 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
     chains
 }
 
-fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
+fn service_rules(svc: &ServicePort, config: &ProxyConfig, blocks: &mut Blocks) -> ServiceRules {
     let name = svc.port_name_string();
     let proto = svc.protocol;
     let mut unit = ServiceRules::default();
@@ -395,26 +653,8 @@ fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
         unit.chains.push((external_chain, None, rules));
     }
 
-    let endpoints: Vec<(SocketAddrV4, String)> =
-        svc.routed_endpoints().into_iter().map(|e| (e, endpoint_base(svc, e))).collect();
-    let picks = |chosen: &[SocketAddrV4]| -> Vec<Rule> {
-        let chosen: Vec<&String> = endpoints.iter().filter(|(e, _)| chosen.contains(e)).map(|(_, b)| b).collect();
-        let mut rules = Vec::new();
-        if svc.affinity_timeout.is_some() {
-            for base in &chosen {
-                rules.push(Rule::new(
-                    [Match::SourceInSet(format!("affinity-{base}"))],
-                    [Action::Goto(format!("endpoint-{base}"))],
-                ));
-            }
-        }
-        let n = chosen.len();
-        for (i, base) in chosen.iter().enumerate() {
-            let pick = if i + 1 < n { vec![Match::OneIn(n - i)] } else { Vec::new() };
-            rules.push(Rule::new(pick, [Action::Goto(format!("endpoint-{base}"))]));
-        }
-        rules
-    };
+    let endpoints = svc.routed_endpoints();
+    unit.hairpins = endpoints.iter().map(|e| *e.ip()).collect::<BTreeSet<_>>().into_iter().collect();
     // Traffic to the cluster IP from outside the cluster may go to another node's
     // endpoint: masqueraded, in whichever chain the cluster IP leads to.
     let off_cluster = |chain: &str| {
@@ -426,26 +666,52 @@ fn service_rules(svc: &ServicePort, config: &ProxyConfig) -> ServiceRules {
         })
     };
     for (chain, chosen) in [(&service_chain, svc.cluster_endpoints()), (&local_chain, svc.local_chain_endpoints())] {
-        if !chosen.is_empty() {
-            let rules = off_cluster(chain).into_iter().chain(picks(chosen)).collect();
-            unit.chains.push((chain.clone(), None, rules));
+        if chosen.is_empty() {
+            continue;
         }
+        let mut rules: Vec<Rule> = off_cluster(chain).into_iter().collect();
+        if svc.affinity_timeout.is_some() {
+            rules.extend(affinity_picks(svc, chosen));
+        } else {
+            let first = blocks.take(chain, chosen.len());
+            let map = EndpointMap::of(proto, first);
+            let pick = Action::DnatToOneOf { map: map.name(), first, count: chosen.len() };
+            rules.push(Rule::new([Match::Protocol(proto)], [pick]));
+            unit.endpoints.extend(chosen.iter().zip(first..).map(|(endpoint, key)| (map, key, *endpoint)));
+        }
+        unit.chains.push((chain.clone(), None, rules));
     }
 
-    for (endpoint, base) in endpoints {
-        if let Some(timeout) = svc.affinity_timeout {
-            unit.affinity_sets.push((format!("affinity-{base}"), timeout));
+    if let Some(timeout) = svc.affinity_timeout {
+        for endpoint in endpoints {
+            let base = endpoint_base(svc, endpoint);
+            unit.affinity_sets.push(AffinitySet { name: format!("affinity-{base}"), timeout });
+            let rules = vec![
+                Rule::new([], [Action::RememberSource(format!("affinity-{base}"))]),
+                Rule::new([Match::Protocol(proto)], [Action::Dnat(endpoint)]),
+            ];
+            unit.chains.push((format!("endpoint-{base}"), None, rules));
         }
-        // Hairpin: a pod reaching itself through the service is masqueraded, or its reply
-        // would not come back through the DNAT.
-        let mut rules = vec![Rule::new([Match::SourceIs(*endpoint.ip())], [Action::Jump(MARK_MASQ.into())])];
-        if svc.affinity_timeout.is_some() {
-            rules.push(Rule::new([], [Action::RememberSource(format!("affinity-{base}"))]));
-        }
-        rules.push(Rule::new([Match::Protocol(proto)], [Action::Dnat(endpoint)]));
-        unit.chains.push((format!("endpoint-{base}"), None, rules));
     }
     unit
+}
+
+/// With ClientIP affinity: a source seen lately goes to the endpoint it went to; another is
+/// sent to one of `chosen` at random, in the endpoint's chain, which remembers it.
+fn affinity_picks(svc: &ServicePort, chosen: &[SocketAddrV4]) -> Vec<Rule> {
+    let bases: Vec<String> = chosen.iter().map(|e| endpoint_base(svc, *e)).collect();
+    let mut rules: Vec<Rule> = bases
+        .iter()
+        .map(|base| {
+            Rule::new([Match::SourceInSet(format!("affinity-{base}"))], [Action::Goto(format!("endpoint-{base}"))])
+        })
+        .collect();
+    let n = bases.len();
+    for (i, base) in bases.iter().enumerate() {
+        let pick = if i + 1 < n { vec![Match::OneIn(n - i)] } else { Vec::new() };
+        rules.push(Rule::new(pick, [Action::Goto(format!("endpoint-{base}"))]));
+    }
+    rules
 }
 
 pub struct Proxier {
@@ -489,21 +755,15 @@ impl Proxier {
                 // process's own chains are all it must empty); listed from the kernel when
                 // this process does not know (its first sync, or after a failed one).
                 // Listing 110,000 chains costs 0.7 s.
-                let (chains, sets) = match &self.applied {
-                    Some(applied) => {
-                        let known = applied.service_objects();
-                        let names =
-                            |ours: fn(&str) -> bool| known.iter().filter(|n| ours(n)).map(|n| n.to_string()).collect();
-                        (names(is_service_chain), names(is_affinity_set))
+                let stale = match &self.applied {
+                    Some(applied) => wanted.stale_in(applied),
+                    None => {
+                        let (chains, sets) = nft.contents(TABLE)?;
+                        wanted.stale_listed(chains, sets)
                     }
-                    None => nft.contents(TABLE)?,
                 };
-                let wanted_objects = wanted.service_objects();
-                let unwanted = |n: &String| !wanted_objects.contains(n.as_str()) && !wanted.is_fixed_chain(n);
-                // Any chain of the table: a fixed one of an older layout goes too.
-                let stale_chains: Vec<String> = chains.into_iter().filter(unwanted).collect();
-                let stale_sets: Vec<String> = sets.into_iter().filter(|n| is_affinity_set(n) && unwanted(n)).collect();
-                (true, wanted.render_full(&stale_chains, &stale_sets), stale_chains)
+                let script = wanted.render_full(&stale);
+                (true, script, stale.chains)
             }
         };
         if let Err(e) = nft.apply(&script) {
@@ -547,6 +807,17 @@ mod tests {
         script.text().lines().filter(|l| l.contains(needle)).map(String::from).collect()
     }
 
+    /// The endpoint map of the TCP chain whose block starts at `first`.
+    fn tcp_map(first: u32) -> String {
+        EndpointMap::of(Protocol::Tcp, first).name()
+    }
+
+    /// The rule by which TCP `chain` draws from its `count` endpoints at keys `first..`.
+    fn pick_rule(chain: &str, first: u32, count: usize) -> String {
+        let pick = Action::DnatToOneOf { map: tcp_map(first), first, count };
+        format!("add rule ip kube-proxy {chain} {}", Rule::new([Match::Protocol(Protocol::Tcp)], [pick]))
+    }
+
     #[test]
     fn chain_names_match_kube_proxy() {
         // From kube-proxy's own tests (pkg/proxy/nftables/proxier_test.go).
@@ -562,38 +833,42 @@ mod tests {
     fn cluster_ip_with_two_endpoints() {
         let set =
             rules(&[svc("ns1", "svc1", "p80", "172.30.0.41", 80, &["10.180.0.1:80", "10.180.0.2:80"])], &config());
-        let script = set.render_full(&[], &[]);
+        let script = set.render_full(&Default::default());
         let chain = "service-ULMVA6XW-ns1/svc1/tcp/p80";
-        let ep1 = "endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80";
+        let first = Blocks::default().take(chain, 2);
+        assert_eq!(first % BLOCK, 0);
         assert_eq!(
             lines_with(&script, &format!("rule ip kube-proxy {chain} ")),
             [
                 format!(
                     "add rule ip kube-proxy {chain} ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"
                 ),
-                format!("add rule ip kube-proxy {chain} numgen random mod 2 == 0 goto {ep1}"),
-                format!(
-                    "add rule ip kube-proxy {chain} goto endpoint-{}",
-                    endpoint_base(&svc("ns1", "svc1", "p80", "172.30.0.41", 80, &[]), "10.180.0.2:80".parse().unwrap())
-                ),
+                pick_rule(chain, first, 2),
             ]
         );
         assert_eq!(
-            lines_with(&script, &format!("rule ip kube-proxy {ep1} ")),
-            [
-                format!("add rule ip kube-proxy {ep1} ip saddr 10.180.0.1 jump mark-for-masquerade"),
-                format!("add rule ip kube-proxy {ep1} meta l4proto tcp dnat to 10.180.0.1:80"),
-            ]
+            lines_with(&script, "add element ip kube-proxy endpoints-tcp"),
+            [format!(
+                "add element ip kube-proxy {} {{ {first} : 10.180.0.1 . 80, {} : 10.180.0.2 . 80 }}",
+                tcp_map(first),
+                first + 1
+            )]
         );
+        assert!(lines_with(&script, "add chain").iter().all(|l| !l.contains("endpoint-")), "{}", script.text());
         assert_eq!(
-            lines_with(&script, "add element"),
+            lines_with(&script, "add element ip kube-proxy service-ips"),
             [format!("add element ip kube-proxy service-ips {{ 172.30.0.41 . tcp . 80 : goto {chain} }}")]
+        );
+        // Hairpin: each endpoint as source and destination, masqueraded after DNAT.
+        assert_eq!(
+            lines_with(&script, "add element ip kube-proxy hairpin-endpoints"),
+            ["add element ip kube-proxy hairpin-endpoints { 10.180.0.1 . 10.180.0.1, 10.180.0.2 . 10.180.0.2 }"]
         );
     }
 
     #[test]
     fn fixed_chains_hook_in_where_kube_proxy_does() {
-        let script = rules(&[], &config()).render_full(&[], &[]);
+        let script = rules(&[], &config()).render_full(&Default::default());
         for line in [
             "add table ip kube-proxy { comment \"rules for kube-proxy\" ; }",
             "add chain ip kube-proxy filter-forward { type filter hook forward priority -110 ; }",
@@ -606,6 +881,7 @@ mod tests {
             "add rule ip kube-proxy services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports",
             "add rule ip kube-proxy masquerading mark and 0x4000 == 0 return",
             "add rule ip kube-proxy masquerading masquerade fully-random",
+            "add rule ip kube-proxy nat-postrouting ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade",
             "add rule ip kube-proxy reject-chain reject",
             "flush map ip kube-proxy service-ips",
         ] {
@@ -620,7 +896,7 @@ mod tests {
     fn node_port_goes_through_the_external_chain() {
         let mut s = svc("ns3", "svc3", "p80", "172.30.0.43", 80, &["10.180.0.3:80"]);
         s.node_port = Some(3003);
-        let script = rules(&[s.clone()], &config()).render_full(&[], &[]);
+        let script = rules(&[s.clone()], &config()).render_full(&Default::default());
         let base = service_base(&s);
         assert!(
             lines_with(&script, "service-nodeports {").contains(&format!(
@@ -647,10 +923,21 @@ mod tests {
             local_endpoints: vec![local_endpoint],
             ..svc("ns4", "svc4", "p80", "172.30.0.44", 80, &["10.180.0.4:80", "10.180.1.4:80"])
         };
-        let script = rules(std::slice::from_ref(&s), &config()).render_full(&[], &[]);
-        let (base, local) = (service_base(&s), endpoint_base(&s, local_endpoint));
+        let script = rules(std::slice::from_ref(&s), &config()).render_full(&Default::default());
+        let base = service_base(&s);
+        let mut blocks = Blocks::default();
+        let service_first = blocks.take(&format!("service-{base}"), 2);
+        let local_first = blocks.take(&format!("local-{base}"), 1);
+        let elements = lines_with(&script, "add element ip kube-proxy endpoints-tcp").join("\n");
+        for (first, endpoints) in [
+            (service_first, format!("{service_first} : 10.180.0.4 . 80, {} : 10.180.1.4 . 80", service_first + 1)),
+            (local_first, format!("{local_first} : 10.180.0.4 . 80")),
+        ] {
+            let line = format!("add element ip kube-proxy {} {{ ", tcp_map(first));
+            assert!(elements.lines().any(|l| l.starts_with(&line) && l.contains(&endpoints)), "{elements}");
+        }
         assert_eq!(
-            lines_with(&script, "add element"),
+            lines_with(&script, "add element ip kube-proxy service-"),
             [
                 format!("add element ip kube-proxy service-ips {{ 172.30.0.44 . tcp . 80 : goto local-{base} }}"),
                 format!("add element ip kube-proxy service-ips {{ 192.168.99.10 . tcp . 80 : goto external-{base} }}"),
@@ -674,14 +961,18 @@ mod tests {
                 format!(
                     "add rule ip kube-proxy local-{base} ip daddr 172.30.0.44 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"
                 ),
-                format!("add rule ip kube-proxy local-{base} goto endpoint-{local}"),
+                pick_rule(&format!("local-{base}"), local_first, 1),
             ]
         );
-        assert_eq!(lines_with(&script, &format!("rule ip kube-proxy service-{base} ")).len(), 2, "{}", script.text());
+        // The service chain (for the cluster policy) draws from both endpoints.
+        assert_eq!(
+            lines_with(&script, &format!("rule ip kube-proxy service-{base} ")),
+            [pick_rule(&format!("service-{base}"), service_first, 2)]
+        );
 
         // Endpoints on other nodes only: the Local policies drop, rather than refuse.
         let elsewhere = ServicePort { local_endpoints: Vec::new(), ..s };
-        let script = rules(&[elsewhere], &config()).render_full(&[], &[]);
+        let script = rules(&[elsewhere], &config()).render_full(&Default::default());
         let drops = lines_with(&script, "has no local endpoints");
         assert_eq!(drops.len(), 3, "{}", script.text());
         assert!(drops.iter().all(|l| l.ends_with(": drop }")), "{drops:?}");
@@ -698,18 +989,20 @@ mod tests {
             local_endpoints: vec!["10.180.0.5:80".parse().unwrap()],
             ..svc("ns5", "svc5", "p80", "172.30.0.45", 80, &["10.180.0.5:80", "10.180.1.5:80"])
         };
-        let script = rules(std::slice::from_ref(&s), &config()).render_full(&[], &[]);
-        let (base, here) = (service_base(&s), endpoint_base(&s, "10.180.0.5:80".parse().unwrap()));
+        let script = rules(std::slice::from_ref(&s), &config()).render_full(&Default::default());
+        let base = service_base(&s);
+        let first = Blocks::default().take(&format!("local-{base}"), 1);
         assert_eq!(
             lines_with(&script, &format!("rule ip kube-proxy local-{base} ")).last().unwrap(),
-            &format!("add rule ip kube-proxy local-{base} goto endpoint-{here}")
+            &pick_rule(&format!("local-{base}"), first, 1)
         );
-        // No service chain, and no chain for the other node's endpoint.
-        let chains = lines_with(&script, "add chain");
-        assert!(
-            chains.iter().all(|l| !l.contains(&format!("service-{base}")) && !l.contains("10.180.1.5")),
-            "{chains:?}"
+        assert_eq!(
+            lines_with(&script, "add element ip kube-proxy endpoints-tcp"),
+            [format!("add element ip kube-proxy {} {{ {first} : 10.180.0.5 . 80 }}", tcp_map(first))]
         );
+        // No service chain, and nothing for the other node's endpoint.
+        assert!(!script.text().contains(&format!("service-{base}")), "{}", script.text());
+        assert!(!script.text().contains("10.180.1.5"), "{}", script.text());
     }
 
     #[test]
@@ -739,7 +1032,7 @@ mod tests {
             ..svc("ns7", "b", "", "172.30.0.48", 80, &["10.180.0.8:80"])
         };
         let twin = svc("ns7", "c", "", "172.30.0.47", 80, &["10.180.0.9:80"]);
-        let script = rules(&[twin, second, first], &config()).render_full(&[], &[]);
+        let script = rules(&[twin, second, first], &config()).render_full(&Default::default());
         let elements = lines_with(&script, "add element");
         let with = |key: &str| elements.iter().filter(|l| l.contains(key)).count();
         assert_eq!((with("192.168.99.10 "), with("192.168.99.11 "), with("3007 "), with("172.30.0.47 ")), (1, 1, 1, 1));
@@ -752,7 +1045,7 @@ mod tests {
         let mut s = svc("ns6", "svc6", "p80", "172.30.0.46", 80, &[]);
         s.node_port = Some(3006);
         let set = rules(&[s], &config());
-        let script = set.render_full(&[], &[]);
+        let script = set.render_full(&Default::default());
         assert_eq!(
             lines_with(&script, "add element"),
             [
@@ -760,14 +1053,14 @@ mod tests {
                 "add element ip kube-proxy no-endpoint-nodeports { tcp . 3006 comment \"ns6/svc6:p80\" : goto reject-chain }",
             ]
         );
-        assert!(lines_with(&script, "add chain").iter().all(|l| !is_service_chain(l)), "{}", script.text());
+        assert!(lines_with(&script, "add chain").iter().all(|l| !is_service_object(l)), "{}", script.text());
     }
 
     #[test]
     fn client_ip_affinity_checks_then_remembers() {
         let mut s = svc("ns5", "svc5", "p80", "172.30.0.45", 80, &["10.180.0.3:80"]);
         s.affinity_timeout = Some(10800);
-        let script = rules(&[s.clone()], &config()).render_full(&[], &[]);
+        let script = rules(&[s.clone()], &config()).render_full(&Default::default());
         let ep = endpoint_base(&s, "10.180.0.3:80".parse().unwrap());
         assert!(script.text().contains(&format!(
             "add set ip kube-proxy affinity-{ep} {{ type ipv4_addr ; size 65535 ; flags dynamic,timeout ; timeout 10800s ; }}"
@@ -778,7 +1071,7 @@ mod tests {
             format!("add rule ip kube-proxy service-{} ip saddr @affinity-{ep} goto endpoint-{ep}", service_base(&s))
         );
         assert_eq!(
-            lines_with(&script, &format!("rule ip kube-proxy endpoint-{ep} "))[1],
+            lines_with(&script, &format!("rule ip kube-proxy endpoint-{ep} "))[0],
             format!("add rule ip kube-proxy endpoint-{ep} update @affinity-{ep} {{ ip saddr }}")
         );
     }
@@ -790,37 +1083,118 @@ mod tests {
         let before = rules(&[a.clone(), b.clone()], &config());
         let (script, emptied) = before.render_changes(&before);
         assert!(script.is_empty() && emptied.is_empty(), "{}", script.text());
+        let chain = format!("service-{}", service_base(&b));
+        let text = before.render_full(&Default::default()).text();
+        let rule = text.lines().find(|l| l.starts_with(&format!("add rule ip kube-proxy {chain} meta"))).unwrap();
+        let first: u32 = rule.split(" offset ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let map = tcp_map(first);
 
-        // b's endpoint moves: b's service chain and new endpoint chain are written, the
-        // old endpoint chain emptied; a and the maps are not touched.
+        // b's endpoint moves: an element of the endpoint map and of the hairpin set change,
+        // no rule (a rule would make the kernel validate the whole table); a is not touched.
         let mut b2 = b.clone();
         b2.endpoints = vec!["10.1.0.4:80".parse().unwrap()];
         let (script, emptied) = rules(&[a.clone(), b2.clone()], &config()).render_changes(&before);
-        let old = format!("endpoint-{}", endpoint_base(&b, "10.1.0.3:80".parse().unwrap()));
-        let new = format!("endpoint-{}", endpoint_base(&b2, "10.1.0.4:80".parse().unwrap()));
-        assert!(!script.text().contains("ns/a/"), "{}", script.text());
-        assert!(!script.text().contains("element"), "the service-ips element stays: {}", script.text());
-        assert!(script.text().contains(&format!("add chain ip kube-proxy {new}\n")));
-        assert!(script.text().contains(&format!("flush chain ip kube-proxy {old}\n")));
-        assert_eq!(emptied, [old]);
+        assert_eq!(
+            script.text(),
+            format!(
+                "delete element ip kube-proxy {map} {{ {first} }}\n\
+                 add element ip kube-proxy {map} {{ {first} : 10.1.0.4 . 80 }}\n\
+                 delete element ip kube-proxy hairpin-endpoints {{ 10.1.0.3 . 10.1.0.3 }}\n\
+                 add element ip kube-proxy hairpin-endpoints {{ 10.1.0.4 . 10.1.0.4 }}\n"
+            )
+        );
+        assert!(emptied.is_empty());
 
-        // b goes: its element leaves the map and its chains are emptied.
-        let (script, emptied) = rules(&[a], &config()).render_changes(&before);
+        // b gets a second endpoint, a's: its chain draws from two keys of its block; a's
+        // address is in the hairpin set already.
+        b2.endpoints = vec!["10.1.0.3:80".parse().unwrap(), "10.1.0.2:80".parse().unwrap()];
+        let (script, emptied) = rules(&[a.clone(), b2], &config()).render_changes(&before);
+        assert_eq!(
+            script.text(),
+            format!(
+                "add chain ip kube-proxy {chain}\n\
+                 flush chain ip kube-proxy {chain}\n\
+                 add rule ip kube-proxy {chain} ip daddr 10.96.0.2 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade\n\
+                 {}\n\
+                 add element ip kube-proxy {map} {{ {} : 10.1.0.2 . 80 }}\n",
+                pick_rule(&chain, first, 2),
+                first + 1
+            )
+        );
+        assert!(emptied.is_empty());
+
+        // b goes: its element leaves service-ips and its chain is emptied; its endpoint map,
+        // which a does not use, is deleted once the chain is, elements and all; its
+        // endpoint's address leaves the hairpin set.
+        let (script, emptied) = rules(std::slice::from_ref(&a), &config()).render_changes(&before);
+        assert_ne!(before.services[&("ns".into(), "a".into(), "".into(), Protocol::Tcp)].1.endpoints[0].0.name(), map);
         assert_eq!(
             lines_with(&script, "element"),
-            ["delete element ip kube-proxy service-ips { 10.96.0.2 . tcp . 80 }"]
+            [
+                "delete element ip kube-proxy service-ips { 10.96.0.2 . tcp . 80 }",
+                "delete element ip kube-proxy hairpin-endpoints { 10.1.0.3 . 10.1.0.3 }",
+            ]
         );
-        assert_eq!(emptied.len(), 2, "{emptied:?}");
+        let text = script.text();
+        let deleted = text.find(&format!("delete set ip kube-proxy {map}\n")).unwrap();
+        assert!(text.find(&format!("flush chain ip kube-proxy {chain}\n")).unwrap() < deleted, "{text}");
+        assert_eq!(emptied, [chain]);
+    }
+
+    /// A chain takes the block its name hashes to, else the next free one; the blocks of a
+    /// port that did not change stay as they are.
+    #[test]
+    fn blocks_are_taken_once_and_kept() {
+        let mut blocks = Blocks::default();
+        let home = blocks.take("service-A", 3);
+        blocks.0.clear();
+        blocks.0.insert(home / BLOCK);
+        assert_eq!(blocks.take("service-A", 3), (home / BLOCK + 1) % BLOCKS * BLOCK);
+        // A chain with more endpoints than a block takes consecutive blocks.
+        let mut blocks = Blocks::default();
+        let big = blocks.take("service-B", BLOCK as usize + 1);
+        assert!(blocks.0.contains(&(big / BLOCK)) && blocks.0.contains(&(big / BLOCK + 1)));
+
+        // A new port never moves the block of one that did not change.
+        let ports: Vec<ServicePort> =
+            (0..50).map(|i| svc("ns", &format!("s{i}"), "", &format!("10.96.0.{i}"), 80, &["10.1.0.2:80"])).collect();
+        let before = rules(&ports[1..], &config());
+        let after = rules_after(&ports, &config(), Some(&before));
+        for (key, (_, rules)) in &before.services {
+            assert!(Arc::ptr_eq(rules, &after.services[key].1));
+        }
+        let keys: HashSet<u32> = after.units().flat_map(|u| &u.endpoints).map(|(_, k, _)| k / BLOCK).collect();
+        assert_eq!(keys.len(), 50);
     }
 
     #[test]
     fn a_full_sync_empties_stale_chains_and_deletes_stale_sets() {
-        let script =
-            rules(&[], &config()).render_full(&["service-X-ns/old/tcp/".into()], &["affinity-X-ns/old".into()]);
+        let known = AffinitySet { name: "affinity-X-ns/gone".into(), timeout: 60 };
+        let script = rules(&[], &config()).render_full(&Stale {
+            chains: vec!["service-X-ns/old/tcp/".into()],
+            known_sets: vec![&known],
+            known_endpoint_maps: vec![EndpointMap { protocol: Protocol::Udp, shard: 5 }],
+            listed_sets: vec!["affinity-X-ns/old".into()],
+        });
+        // Each made if missing, emptied, and only then deleted.
         let text = script.text();
-        assert!(text.ends_with(
-            "add chain ip kube-proxy service-X-ns/old/tcp/\nflush chain ip kube-proxy service-X-ns/old/tcp/\ndelete set ip kube-proxy affinity-X-ns/old\n"
-        ));
+        let at = |line: &str| text.find(&format!("{line}\n")).unwrap_or_else(|| panic!("{line} missing: {text}"));
+        assert!(
+            at(
+                "add set ip kube-proxy affinity-X-ns/gone { type ipv4_addr ; size 65535 ; flags dynamic,timeout ; timeout 60s ; }"
+            ) < at("delete set ip kube-proxy affinity-X-ns/gone")
+        );
+        assert!(
+            at("flush chain ip kube-proxy service-X-ns/old/tcp/") < at("delete set ip kube-proxy affinity-X-ns/old")
+        );
+        assert!(
+            at(
+                "add map ip kube-proxy endpoints-udp-5 { typeof numgen random mod 16384 : ip daddr . udp dport ; comment \"endpoints service chains draw from, by block\" ; }"
+            ) < at("delete set ip kube-proxy endpoints-udp-5")
+        );
+        assert!(
+            at("add chain ip kube-proxy service-X-ns/old/tcp/") < at("flush chain ip kube-proxy service-X-ns/old/tcp/")
+        );
     }
 }
 
