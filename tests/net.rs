@@ -63,6 +63,7 @@ in_both_modes!(
     a_sync_killed_midway_leaves_the_old_rules_or_the_new,
     a_udp_flow_follows_its_service_to_a_new_endpoint,
     local_policies_keep_to_this_nodes_endpoints_and_the_clients_address,
+    load_balancer_source_ranges_admit_their_sources_only,
 );
 
 fn node() -> Node {
@@ -444,6 +445,47 @@ fn local_policies_keep_to_this_nodes_endpoints_and_the_clients_address(mode: Mod
     let (code, out) = exec(&node, "client", "timeout 3 wget -qO- http://10.96.0.41/");
     assert_ne!(code, 0, "{out}");
     assert!(!out.contains("refused"), "{out}");
+}
+
+/// A LoadBalancer service whose loadBalancerSourceRanges admit one of two outside
+/// networks: its load balancer address answers that one and drops the other's packets
+/// (a timeout, not a refusal); its node port, which the ranges do not cover, answers both.
+fn load_balancer_source_ranges_admit_their_sources_only(mode: Mode) {
+    let node = mode.node();
+    let admitted = Netns::new(&node.dir.path().join("admitted"));
+    let other = Netns::new(&node.dir.path().join("other"));
+    netns::link(&node.netns, "up0", "192.168.99.1/24", &admitted, "up1", "192.168.99.2/24");
+    netns::link(&node.netns, "ot0", "192.168.98.1/24", &other, "ot1", "192.168.98.2/24");
+    node.netns.ip(&["route", "add", "default", "via", "192.168.99.2"]);
+    admitted.ip(&["route", "add", "192.168.97.10/32", "via", "192.168.99.1"]);
+    other.ip(&["route", "add", "192.168.97.10/32", "via", "192.168.98.1"]);
+    let web = web(&node, "web-0", 8080);
+    let manifest = node.dir.path().join("lb.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: lb, namespace: shop}}\n\
+             spec: {{type: LoadBalancer, clusterIP: 10.96.0.60, loadBalancerSourceRanges: [192.168.99.0/24], \
+             ports: [{{port: 80, targetPort: 8080, nodePort: 30091}}]}}\n\
+             status: {{loadBalancer: {{ingress: [{{ip: 192.168.97.10}}]}}}}\n{}",
+            endpoints("lb", &[&web], None, 8080)
+        ),
+    )
+    .unwrap();
+    node.ok(&["proxy", "-f", manifest.to_str().unwrap()]);
+
+    let lb = "http://192.168.97.10/hostname";
+    assert_eq!(admitted.run(testkit::BUSYBOX, &["wget", "-qO-", lb]), "web-0\n");
+    let mut wget = std::process::Command::new("timeout");
+    wget.args(["3", testkit::BUSYBOX, "wget", "-qO-", lb]);
+    other.enter(&mut wget);
+    let dropped = wget.output().unwrap();
+    assert!(!dropped.status.success(), "{dropped:?}");
+    assert!(!String::from_utf8_lossy(&dropped.stderr).contains("refused"), "{dropped:?}");
+    for (netns, node_ip) in [(&admitted, "192.168.99.1"), (&other, "192.168.98.1")] {
+        let url = format!("http://{node_ip}:30091/hostname");
+        assert_eq!(netns.run(testkit::BUSYBOX, &["wget", "-qO-", &url]), "web-0\n", "{url}");
+    }
 }
 
 fn a_resync_removes_stale_chains_and_repairs_what_was_flushed(mode: Mode) {

@@ -34,6 +34,8 @@ pub enum Match {
     Protocol(Protocol),
     /// A new connection (`ct state new`).
     NewConnection,
+    /// A connection whose destination was translated (`ct status dnat`).
+    Dnatted,
     /// The destination is an address of this node (`fib daddr type local`).
     LocalDestination,
     /// The source is an address of this node (`fib saddr type local`).
@@ -53,6 +55,7 @@ pub enum Action {
     Goto(String),
     Return,
     Accept,
+    Drop,
     Reject,
     /// `meta mark set mark or BITS`
     SetMark(u32),
@@ -106,6 +109,7 @@ impl fmt::Display for Match {
             Match::Port(protocol, port) => write!(f, "{} dport {port}", protocol.as_str()),
             Match::Protocol(protocol) => write!(f, "meta l4proto {}", protocol.as_str()),
             Match::NewConnection => f.write_str("ct state new"),
+            Match::Dnatted => f.write_str("ct status dnat"),
             Match::LocalDestination => f.write_str("fib daddr type local"),
             Match::LocalSource => f.write_str("fib saddr type local"),
             Match::MarkSet(bits) => write!(f, "mark and {bits:#x} == {bits:#x}"),
@@ -122,6 +126,7 @@ impl fmt::Display for Action {
             Action::Goto(chain) => write!(f, "goto {chain}"),
             Action::Return => f.write_str("return"),
             Action::Accept => f.write_str("accept"),
+            Action::Drop => f.write_str("drop"),
             Action::Reject => f.write_str("reject"),
             Action::SetMark(bits) => write!(f, "mark set mark or {bits:#x}"),
             Action::ToggleMark(bits) => write!(f, "mark set mark xor {bits:#x}"),
@@ -637,6 +642,8 @@ mod tests {
             port: 80,
             node_port,
             external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            source_ranges: Vec::new(),
             internal_local: false,
             external_local: false,
             affinity_timeout: affinity,
@@ -703,7 +710,10 @@ mod tests {
         assert!(web.contains("meta l4proto tcp dnat ip to numgen random mod 2 offset "), "{ours}");
         assert!(ours.contains("meta l4proto udp dnat ip to numgen random mod 1 offset "), "{ours}");
         assert!(!ours.contains("10.88.0.4 . 8080"), "{ours}");
-        assert!(ours.contains("ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade"), "{ours}");
+        assert!(
+            ours.contains("ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade"),
+            "{ours}"
+        );
         assert!(ours.contains("fib saddr type local goto service-"), "{ours}");
         assert!(
             ours.contains("10.96.0.15 . tcp . 80 comment \"shop/elsewhere:http has no local endpoints\" : drop"),

@@ -611,6 +611,14 @@ fn expressions(b: &mut Buffer, rule: &Rule) {
                 bitwise(b, REG_1, &8u32.to_ne_bytes(), &[0; 4]); // NF_CT_STATE_BIT(IP_CT_NEW)
                 cmp(b, REG_1, CMP_NEQ, &[0; 4]);
             }
+            Match::Dnatted => {
+                expr(b, "ct", |b| {
+                    b.u32(1, REG_1); // DREG
+                    b.u32(2, 2); // NFT_CT_STATUS
+                });
+                bitwise(b, REG_1, &0x20u32.to_ne_bytes(), &[0; 4]); // IPS_DST_NAT
+                cmp(b, REG_1, CMP_NEQ, &[0; 4]);
+            }
             Match::LocalDestination | Match::LocalSource => {
                 let address = if matches!(m, Match::LocalDestination) { 2 } else { 1 }; // NFTA_FIB_F_DADDR, _SADDR
                 expr(b, "fib", |b| {
@@ -638,6 +646,7 @@ fn expressions(b: &mut Buffer, rule: &Rule) {
             Action::Goto(chain) => immediate_verdict(b, NFT_GOTO, Some(chain)),
             Action::Return => immediate_verdict(b, NFT_RETURN, None),
             Action::Accept => immediate_verdict(b, NF_ACCEPT, None),
+            Action::Drop => immediate_verdict(b, NF_DROP, None),
             Action::Reject => expr(b, "reject", |b| {
                 b.u32(1, 0); // NFT_REJECT_ICMP_UNREACH
                 b.attr(2, &[3]); // ICMP_PORT_UNREACH

@@ -15,9 +15,10 @@ const PORTALS: &str = "-m comment --comment \"kubernetes service portals\"";
 const NEW_PORTALS: &str = "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\"";
 const NEW_EXTERNAL: &str =
     "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\"";
+const NEW_FIREWALL: &str = "-m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\"";
 
 /// kube-proxy's jumps from the built-in chains into its own.
-const JUMPS: [Jump; 8] = [
+const JUMPS: [Jump; 11] = [
     Jump { table: "nat", chain: "PREROUTING", matches: PORTALS, target: SERVICES },
     Jump { table: "nat", chain: "OUTPUT", matches: PORTALS, target: SERVICES },
     Jump {
@@ -30,6 +31,9 @@ const JUMPS: [Jump; 8] = [
     Jump { table: "filter", chain: "FORWARD", matches: NEW_EXTERNAL, target: EXTERNAL_SERVICES },
     Jump { table: "filter", chain: "FORWARD", matches: NEW_PORTALS, target: SERVICES },
     Jump { table: "filter", chain: "OUTPUT", matches: NEW_PORTALS, target: SERVICES },
+    Jump { table: "filter", chain: "INPUT", matches: NEW_FIREWALL, target: FIREWALL },
+    Jump { table: "filter", chain: "FORWARD", matches: NEW_FIREWALL, target: FIREWALL },
+    Jump { table: "filter", chain: "OUTPUT", matches: NEW_FIREWALL, target: FIREWALL },
     Jump {
         table: "filter",
         chain: "FORWARD",
@@ -106,8 +110,9 @@ pub const NODE_PORTS: &str = "KUBE-NODEPORTS";
 pub const POSTROUTING: &str = "KUBE-POSTROUTING";
 pub const MARK_MASQ: &str = "KUBE-MARK-MASQ";
 pub const FORWARD: &str = "KUBE-FORWARD";
+pub const FIREWALL: &str = "KUBE-PROXY-FIREWALL";
 
-const FIXED_CHAINS: [&str; 6] = [SERVICES, EXTERNAL_SERVICES, NODE_PORTS, POSTROUTING, MARK_MASQ, FORWARD];
+const FIXED_CHAINS: [&str; 7] = [SERVICES, EXTERNAL_SERVICES, NODE_PORTS, POSTROUTING, MARK_MASQ, FORWARD, FIREWALL];
 
 /// Prefixes of the per-service chains; those no longer wanted are deleted.
 pub const SERVICE_CHAIN_PREFIXES: [&str; 5] = ["KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-"];
@@ -196,7 +201,7 @@ fn probability(remaining: usize) -> String {
 /// The whole rule set for `services`.
 pub fn rules(services: &[ServicePort], config: &ProxyConfig) -> RuleSet {
     let mut set = RuleSet::default();
-    for chain in [SERVICES, EXTERNAL_SERVICES, FORWARD] {
+    for chain in [SERVICES, EXTERNAL_SERVICES, FORWARD, FIREWALL] {
         set.filter.insert(chain.into(), Vec::new());
     }
     for chain in [SERVICES, NODE_PORTS, POSTROUTING, MARK_MASQ] {
@@ -271,14 +276,36 @@ fn service_rules(set: &mut RuleSet, svc: &ServicePort, config: &ProxyConfig) {
         push(&mut set.filter, SERVICES, format!("{comment} {capture} -j {}", target(internal)));
     }
     let external = svc.external_route();
+    // loadBalancerSourceRanges: the load balancer's addresses lead to the firewall chain,
+    // which lets the allowed sources on to the external chain; the others go undisturbed
+    // by DNAT, to be dropped in the filter table.
+    let firewalled = svc.firewalled_ips();
+    let fw_chain = service_chain("KUBE-FW-", svc);
+    if !firewalled.is_empty() && svc.uses_external_chain() {
+        let comment = format!("-m comment --comment \"{name} loadbalancer IP\"");
+        let mut rules: Vec<String> =
+            svc.source_ranges.iter().map(|range| format!("{comment} -s {range} -j {ext_chain}")).collect();
+        rules.push(format!("-m comment --comment \"other traffic to {name} will be dropped by {FIREWALL}\""));
+        set.nat.insert(fw_chain.clone(), rules);
+    }
+    for ip in &firewalled {
+        push(
+            &mut set.filter,
+            FIREWALL,
+            format!(
+                "-m comment --comment \"{name} traffic not accepted by {fw_chain}\" -m {proto} -p {proto} -d {ip} --dport {port} -j DROP"
+            ),
+        );
+    }
     for external_ip in &svc.external_ips {
         let capture = format!("-m {proto} -p {proto} -d {external_ip} --dport {port}");
         if svc.uses_external_chain() {
-            push(
-                &mut set.nat,
-                SERVICES,
-                format!("-m comment --comment \"{name} external IP\" {capture} -j {ext_chain}"),
-            );
+            let (what, chain) = if firewalled.contains(external_ip) {
+                ("loadbalancer IP", &fw_chain)
+            } else {
+                ("external IP", &ext_chain)
+            };
+            push(&mut set.nat, SERVICES, format!("-m comment --comment \"{name} {what}\" {capture} -j {chain}"));
         }
         if let Some(comment) = refusal(external) {
             push(&mut set.filter, EXTERNAL_SERVICES, format!("{comment} {capture} -j {}", target(external)));
@@ -462,6 +489,41 @@ mod tests {
         assert_eq!(probabilities, [Some("0.3333333333"), Some("0.5000000000"), None]);
     }
 
+    /// loadBalancerSourceRanges, as kube-proxy: the load balancer's address leads to
+    /// KUBE-FW-, which sends the ranges on to KUBE-EXT-; the rest is not DNATed and is
+    /// dropped by KUBE-PROXY-FIREWALL in the filter table.
+    #[test]
+    fn load_balancer_source_ranges_guard_the_load_balancer_address() {
+        let s = ServicePort {
+            external_ips: vec!["192.168.99.10".parse().unwrap(), "192.168.97.10".parse().unwrap()],
+            load_balancer_ips: vec!["192.168.97.10".parse().unwrap()],
+            source_ranges: vec!["192.168.99.0/24".parse().unwrap()],
+            ..svc("ns9", "lb", "", "172.30.0.49", 80, &["10.180.0.9:80"])
+        };
+        let set = rules(std::slice::from_ref(&s), &config());
+        let (fw, ext) = (service_chain("KUBE-FW-", &s), service_chain("KUBE-EXT-", &s));
+        let services = nat_chain(&set, "KUBE-SERVICES");
+        assert!(services.iter().any(|r| r.contains("-d 192.168.97.10 --dport 80") && r.ends_with(&format!("-j {fw}"))));
+        assert!(
+            services.iter().any(|r| r.contains("-d 192.168.99.10 --dport 80") && r.ends_with(&format!("-j {ext}")))
+        );
+        assert_eq!(
+            nat_chain(&set, &fw),
+            [
+                format!("-A {fw} -m comment --comment \"ns9/lb loadbalancer IP\" -s 192.168.99.0/24 -j {ext}"),
+                format!(
+                    "-A {fw} -m comment --comment \"other traffic to ns9/lb will be dropped by KUBE-PROXY-FIREWALL\""
+                ),
+            ]
+        );
+        assert_eq!(
+            set.filter["KUBE-PROXY-FIREWALL"],
+            [format!(
+                "-m comment --comment \"ns9/lb traffic not accepted by {fw}\" -m tcp -p tcp -d 192.168.97.10 --dport 80 -j DROP"
+            )]
+        );
+    }
+
     #[test]
     fn node_port_goes_through_the_external_chain() {
         let mut s = svc("ns3", "svc3", "p80", "172.30.0.43", 80, &["10.180.0.3:80"]);
@@ -606,6 +668,7 @@ mod tests {
             "*filter\n\
              :KUBE-EXTERNAL-SERVICES - [0:0]\n\
              :KUBE-FORWARD - [0:0]\n\
+             :KUBE-PROXY-FIREWALL - [0:0]\n\
              :KUBE-SERVICES - [0:0]\n\
              -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n\
              -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT\n\

@@ -37,6 +37,11 @@ pub struct ServicePort {
     /// Addresses outside the cluster that reach the service too: `spec.externalIPs` and
     /// the load balancer's (`status.loadBalancer.ingress`).
     pub external_ips: Vec<Ipv4Addr>,
+    /// The load balancer's addresses among `external_ips`.
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.loadBalancerSourceRanges`: when any, the only sources that may reach the load
+    /// balancer's addresses.
+    pub source_ranges: Vec<Ipv4Net>,
     /// `internalTrafficPolicy: Local`: traffic to the cluster IP goes to this node's
     /// endpoints only.
     pub internal_local: bool,
@@ -80,6 +85,13 @@ impl Route {
 impl ServicePort {
     fn has_endpoints(&self) -> bool {
         !self.endpoints.is_empty()
+    }
+
+    /// The load balancer addresses that only `source_ranges` may reach (kube-proxy's
+    /// firewall chains); none when there are no ranges.
+    pub(crate) fn firewalled_ips(&self) -> Vec<Ipv4Addr> {
+        let firewalled = |ip: &&Ipv4Addr| !self.source_ranges.is_empty() && self.load_balancer_ips.contains(ip);
+        self.external_ips.iter().filter(firewalled).copied().collect()
     }
 
     pub(crate) fn externally_accessible(&self) -> bool {
@@ -323,6 +335,8 @@ pub(crate) mod tests {
             port,
             node_port: None,
             external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            source_ranges: Vec::new(),
             internal_local: false,
             external_local: false,
             affinity_timeout: None,

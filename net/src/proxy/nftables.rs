@@ -19,7 +19,8 @@
 //!   a block of keys ([`Blocks`]); the maps are shared by the chains, by protocol and block
 //!   ([`EndpointMap`]).
 //! - Hairpin traffic (a pod that reaches itself through a service) is found after DNAT by
-//!   one set, `hairpin-endpoints` (`ip saddr . ip daddr`, every endpoint as `IP . IP`),
+//!   one set, `hairpin-endpoints` (`ct status dnat ip saddr . ip daddr`, every endpoint as
+//!   `IP . IP`),
 //!   where kube-proxy matches the source in each endpoint chain; its IPVS mode's
 //!   KUBE-LOOP-BACK set does the same.
 //! - Services with ClientIP affinity keep kube-proxy's endpoint chains
@@ -97,13 +98,16 @@ const SERVICE_IPS: &str = "service-ips";
 const SERVICE_NODEPORTS: &str = "service-nodeports";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+const FIREWALL_IPS: &str = "firewall-ips";
+const FIREWALL_CHECK: &str = "firewall-check";
 
 /// The verdict maps: name, key type, comment.
-const MAPS: [(&str, KeyType, &str); 4] = [
+const MAPS: [(&str, KeyType, &str); 5] = [
     (SERVICE_IPS, KeyType::Destination, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
     (SERVICE_NODEPORTS, KeyType::Port, "NodePort traffic"),
     (NO_ENDPOINT_SERVICES, KeyType::Destination, "vmap to drop or reject packets to services with no endpoints"),
     (NO_ENDPOINT_NODEPORTS, KeyType::Port, "vmap to drop or reject packets to service nodeports with no endpoints"),
+    (FIREWALL_IPS, KeyType::Destination, "destinations that are subject to LoadBalancerSourceRanges"),
 ];
 
 /// The chains and sets of a service port have a `/` in their names; the fixed ones do not.
@@ -539,6 +543,8 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
     // ports only on the way in: the node's own traffic to one of its node ports keeps to
     // the cluster policy (the external chain's short-circuit), as kube-proxy's.
     let mut chains: Vec<Chain> = vec![
+        // A load balancer's sources: checked on the address the client used, before DNAT.
+        ("filter-prerouting".into(), hook(ChainKind::Filter, HookPoint::Prerouting, -110), vec![check(FIREWALL_CHECK)]),
         (
             "filter-input".into(),
             hook(ChainKind::Filter, HookPoint::Input, -110),
@@ -552,7 +558,7 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
         (
             "filter-output".into(),
             hook(ChainKind::Filter, HookPoint::Output, -110),
-            vec![check(SERVICE_ENDPOINTS_CHECK)],
+            vec![check(SERVICE_ENDPOINTS_CHECK), check(FIREWALL_CHECK)],
         ),
     ];
     for (name, point) in [("nat-prerouting", HookPoint::Prerouting), ("nat-output", HookPoint::Output)] {
@@ -560,12 +566,16 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
         chains.push((name.into(), hook(ChainKind::Nat, point, -100), jump));
     }
     // Hairpin: a pod that reached itself through a service is masqueraded, or its reply
-    // would not come back through the DNAT.
+    // would not come back through the DNAT. Only DNATed connections: an endpoint on the
+    // host's network (the API server on 127.0.0.1) talks to itself directly too.
     chains.push((
         "nat-postrouting".into(),
         hook(ChainKind::Nat, HookPoint::Postrouting, 100),
         vec![
-            Rule::new([Match::SourceAndDestinationInSet(HAIRPINS.into())], [Action::Jump(MARK_MASQ.into())]),
+            Rule::new(
+                [Match::Dnatted, Match::SourceAndDestinationInSet(HAIRPINS.into())],
+                [Action::Jump(MARK_MASQ.into())],
+            ),
             Rule::new([], [Action::Jump(MASQUERADING.into())]),
         ],
     ));
@@ -574,6 +584,7 @@ fn fixed_chains(config: &ProxyConfig) -> Vec<Chain> {
         Rule::new([Match::LocalDestination, Match::DestinationNotIn(loopback)], [Action::PortVmap(map.into())])
     };
     chains.push((SERVICE_ENDPOINTS_CHECK.into(), None, vec![by_destination(NO_ENDPOINT_SERVICES)]));
+    chains.push((FIREWALL_CHECK.into(), None, vec![by_destination(FIREWALL_IPS)]));
     chains.push((NODEPORT_ENDPOINTS_CHECK.into(), None, vec![by_node_port(NO_ENDPOINT_NODEPORTS)]));
     chains.push((SERVICES.into(), None, vec![by_destination(SERVICE_IPS), by_node_port(SERVICE_NODEPORTS)]));
     chains.push((MARK_MASQ.into(), None, vec![Rule::new([], [Action::SetMark(MASQ_MARK)])]));
@@ -629,6 +640,19 @@ fn service_rules(svc: &ServicePort, config: &ProxyConfig, blocks: &mut Blocks) -
         if let Some((verdict, comment)) = refusal(external) {
             unit.elements.push((no_endpoint_map, element(key, verdict, Some(comment))));
         }
+    }
+
+    // loadBalancerSourceRanges: other sources are dropped before DNAT.
+    let firewalled = svc.firewalled_ips();
+    if !firewalled.is_empty() {
+        let chain = format!("firewall-{base}");
+        for ip in firewalled {
+            let key = Key::Destination(ip, proto, svc.port);
+            unit.elements.push((FIREWALL_IPS, element(key, Verdict::Goto(chain.clone()), None)));
+        }
+        let allowed = svc.source_ranges.iter().map(|range| Rule::new([Match::SourceIn(*range)], [Action::Return]));
+        let rules = allowed.chain([Rule::new([], [Action::Drop])]).collect();
+        unit.chains.push((chain, None, rules));
     }
 
     if svc.uses_external_chain() {
@@ -881,7 +905,7 @@ mod tests {
             "add rule ip kube-proxy services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports",
             "add rule ip kube-proxy masquerading mark and 0x4000 == 0 return",
             "add rule ip kube-proxy masquerading masquerade fully-random",
-            "add rule ip kube-proxy nat-postrouting ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade",
+            "add rule ip kube-proxy nat-postrouting ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade",
             "add rule ip kube-proxy reject-chain reject",
             "flush map ip kube-proxy service-ips",
         ] {
@@ -910,6 +934,44 @@ mod tests {
                 format!("add rule ip kube-proxy external-{base} goto service-{base}"),
             ]
         );
+    }
+
+    /// loadBalancerSourceRanges: the load balancer's address (not the external IP) goes
+    /// through a firewall chain that lets the ranges by and drops the rest, before DNAT.
+    #[test]
+    fn load_balancer_source_ranges_guard_the_load_balancer_address() {
+        let s = ServicePort {
+            external_ips: vec!["192.168.99.10".parse().unwrap(), "192.168.97.10".parse().unwrap()],
+            load_balancer_ips: vec!["192.168.97.10".parse().unwrap()],
+            source_ranges: vec!["192.168.99.0/24".parse().unwrap(), "10.1.2.3/32".parse().unwrap()],
+            ..svc("ns9", "lb", "", "172.30.0.49", 80, &["10.180.0.9:80"])
+        };
+        let script = rules(std::slice::from_ref(&s), &config()).render_full(&Default::default());
+        let base = service_base(&s);
+        assert_eq!(
+            lines_with(&script, "add element ip kube-proxy firewall-ips"),
+            [format!("add element ip kube-proxy firewall-ips {{ 192.168.97.10 . tcp . 80 : goto firewall-{base} }}")]
+        );
+        assert_eq!(
+            lines_with(&script, &format!("rule ip kube-proxy firewall-{base} ")),
+            [
+                format!("add rule ip kube-proxy firewall-{base} ip saddr 192.168.99.0/24 return"),
+                format!("add rule ip kube-proxy firewall-{base} ip saddr 10.1.2.3/32 return"),
+                format!("add rule ip kube-proxy firewall-{base} drop"),
+            ]
+        );
+        for line in [
+            "add chain ip kube-proxy filter-prerouting { type filter hook prerouting priority -110 ; }",
+            "add rule ip kube-proxy filter-prerouting ct state new jump firewall-check",
+            "add rule ip kube-proxy filter-output ct state new jump firewall-check",
+            "add rule ip kube-proxy firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
+        ] {
+            assert!(script.text().lines().any(|l| l == line), "{line} missing from:\n{}", script.text());
+        }
+        // Without ranges, no firewall.
+        let open = ServicePort { source_ranges: Vec::new(), ..s };
+        let script = rules(&[open], &config()).render_full(&Default::default());
+        assert!(!script.text().contains(&format!("firewall-{base}")), "{}", script.text());
     }
 
     #[test]

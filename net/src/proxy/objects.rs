@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort as K8sServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -50,8 +51,15 @@ pub fn service_ports(
         // to capture (KEP-1860).
         let ingress = load_balancer.and_then(|l| l.ingress.as_ref()).into_iter().flatten();
         let ingress = ingress.filter(|i| i.ip_mode.as_deref() != Some("Proxy")).filter_map(|i| i.ip.as_ref());
-        let external_ips: Vec<Ipv4Addr> =
-            spec.external_ips.iter().flatten().chain(ingress).filter_map(|ip| ip.parse().ok()).collect();
+        let load_balancer_ips: Vec<Ipv4Addr> = ingress.filter_map(|ip| ip.parse().ok()).collect();
+        let external_ips: Vec<Ipv4Addr> = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| ip.parse().ok())
+            .chain(load_balancer_ips.iter().copied())
+            .collect();
+        let source_ranges = source_ranges(service, namespace, name)?;
         let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -84,6 +92,8 @@ pub fn service_ports(
                 port: service_port,
                 node_port,
                 external_ips: external_ips.clone(),
+                load_balancer_ips: load_balancer_ips.clone(),
+                source_ranges: source_ranges.clone(),
                 internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
                 // Only a service reached from outside has an external policy (kube-proxy's
                 // ExternallyAccessible: a node port, a load balancer, or external IPs).
@@ -97,6 +107,32 @@ pub fn service_ports(
         }
     }
     Ok(ports)
+}
+
+/// A LoadBalancer service's `spec.loadBalancerSourceRanges`, else the older annotation
+/// kube-proxy also reads; IPv6 ranges belong to the IPv6 proxy, which we do not run.
+fn source_ranges(service: &Service, namespace: &str, name: &str) -> Result<Vec<Ipv4Net>, Error> {
+    const ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+    let Some(spec) = service.spec.as_ref().filter(|s| s.type_.as_deref() == Some("LoadBalancer")) else {
+        return Ok(Vec::new());
+    };
+    let ranges: Vec<String> = match spec.load_balancer_source_ranges.as_ref().filter(|r| !r.is_empty()) {
+        Some(ranges) => ranges.clone(),
+        None => {
+            let annotations = service.metadata.annotations.as_ref();
+            let listed = annotations.and_then(|a| a.get(ANNOTATION)).map(String::as_str).unwrap_or_default();
+            listed.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect()
+        }
+    };
+    ranges
+        .iter()
+        .filter(|range| !range.contains(':'))
+        .map(|range| {
+            range.trim().parse::<Ipv4Net>().map(|net| net.trunc()).map_err(|_| {
+                Error::Invalid(format!("service {namespace}/{name}: bad load balancer source range {range:?}"))
+            })
+        })
+        .collect()
 }
 
 fn protocol(port: &K8sServicePort, namespace: &str, name: &str) -> Result<Protocol, Error> {
@@ -295,6 +331,8 @@ mod tests {
                 {"ip": "192.168.99.20"}, {"ip": "192.168.99.21", "ipMode": "Proxy"}, {"hostname": "lb.example"}
             ]}}
         }));
+        let mut ranged = service.clone();
+        ranged.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.1/8".into(), "fd00::/64".into()]);
         let slice: EndpointSlice = parse(serde_json::json!({
             "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": "IPv4",
@@ -310,6 +348,26 @@ mod tests {
         let port = &ports[0];
         let ips: Vec<String> = port.external_ips.iter().map(ToString::to_string).collect();
         assert_eq!(ips, ["192.168.99.10", "192.168.99.20"]);
+        assert_eq!(port.load_balancer_ips, ["192.168.99.20".parse::<Ipv4Addr>().unwrap()]);
+        assert!(port.source_ranges.is_empty() && port.firewalled_ips().is_empty());
+        // Source ranges (the IPv4 ones, as networks) guard the load balancer's address;
+        // the older annotation counts when the field is empty.
+        let ports = service_ports(std::slice::from_ref(&ranged), &[], std::slice::from_ref(&slice), None).unwrap();
+        assert_eq!(ports[0].source_ranges, ["10.0.0.0/8".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(ports[0].firewalled_ips(), ["192.168.99.20".parse::<Ipv4Addr>().unwrap()]);
+        let mut annotated = service.clone();
+        annotated.metadata.annotations = Some(
+            [(
+                "service.beta.kubernetes.io/load-balancer-source-ranges".to_string(),
+                " 10.2.0.0/16, 10.3.0.0/16".into(),
+            )]
+            .into(),
+        );
+        let ports = service_ports(&[annotated], &[], std::slice::from_ref(&slice), None).unwrap();
+        assert_eq!(ports[0].source_ranges.len(), 2);
+        ranged.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0/8".into()]);
+        let error = service_ports(&[ranged], &[], std::slice::from_ref(&slice), None).unwrap_err().to_string();
+        assert!(error.contains("bad load balancer source range \"10.0.0/8\""), "{error}");
         assert!(port.internal_local && port.external_local);
         let text = |e: &[SocketAddrV4]| e.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(text(&port.endpoints), ["10.1.0.2:8080", "10.1.0.3:8080"]);
