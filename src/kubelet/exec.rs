@@ -30,6 +30,13 @@ const ATTACH_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// How long the client gets to answer our Close.
 const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long the first frame waits after the upgrade. client-go (kubectl) reads the socket
+/// before it has registered its streams (tools/remotecommand/websocket.go starts
+/// readDemuxLoop, then creates the streams) and drops a frame for a stream it does not
+/// know yet ("Unknown stream id 1, discarding message"): a command that ends within a
+/// millisecond lost its output and its status, and kubectl said "closed all streams".
+const FIRST_FRAME_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What the client asked for (kubelet's `/exec` query: `command` repeated, `input`,
 /// `output`, `error`, `tty`; `/attach` has no command: it joins the container's own
 /// process).
@@ -221,6 +228,7 @@ impl Session {
 pub async fn serve(mut socket: WebSocket, runtime: Runtime, pod: Pod, container: String, request: ExecRequest) {
     let mut session = Session::start(runtime, pod, container, request);
     let input = session.stdin_queue();
+    tokio::time::sleep(FIRST_FRAME_HOLD).await;
     loop {
         tokio::select! {
             message = session.to_client.recv() => match message {
