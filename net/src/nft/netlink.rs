@@ -200,11 +200,16 @@ impl Buffer {
     /// A comment as libnftnl's user data.
     fn comment(&mut self, kind: u16, udata_type: u8, comment: &str) {
         let mut value = Vec::new();
-        let mut text = comment.as_bytes().to_vec();
-        text.push(0);
-        udata(&mut value, udata_type, &text);
+        udata_comment(&mut value, udata_type, comment);
         self.attr(kind, &value);
     }
+}
+
+/// A comment item: its text, NUL-terminated.
+fn udata_comment(out: &mut Vec<u8>, kind: u8, comment: &str) {
+    let mut text = comment.as_bytes().to_vec();
+    text.push(0);
+    udata(out, kind, &text);
 }
 
 /// One libnftnl user data item: type, length, value.
@@ -265,9 +270,7 @@ fn endpoint_map_udata(block: u32, protocol: Protocol, comment: &str) -> Vec<u8> 
         udata_payload(out, 1, port_description, DPORT_FIELD);
     });
     udata_u32(&mut out, UDATA_SET_DATA_INTERVAL, 0);
-    let mut text = comment.as_bytes().to_vec();
-    text.push(0);
-    udata(&mut out, UDATA_SET_COMMENT, &text);
+    udata_comment(&mut out, UDATA_SET_COMMENT, comment);
     out
 }
 
