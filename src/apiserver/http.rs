@@ -31,8 +31,9 @@ use crate::pki;
 
 /// Bodies larger than this are refused (kube-apiserver's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 << 20;
-/// How long a request's body may take to arrive (kube-apiserver's request timeout).
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request's body may take to arrive, and a list's client to take the list in
+/// (kube-apiserver's request timeout).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Server {
     pub store: Arc<dyn Store>,
@@ -165,7 +166,7 @@ pub async fn handle(State(server): State<Shared>, request: Request) -> Response 
         },
     };
     let user = Arc::new(user);
-    let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(body)).await {
+    let body = match tokio::time::timeout(REQUEST_TIMEOUT, read_body(body)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => return error_response(&e),
         Err(_) => return error_response(&ApiError::timeout("the request's body did not come in time")),
@@ -446,7 +447,7 @@ async fn route(
             rest::watch(server, &target, query, format)
         }
         (&Method::GET, None, None) if encoding == Encoding::Json && !rest::filters(&target, query)? => {
-            let body = rest::list_unfiltered(server, &target, query)?;
+            let body = rest::list_unfiltered(server, &target, query).await?;
             Ok(Response::builder()
                 .status(200)
                 .header(header::CONTENT_TYPE, "application/json")

@@ -4,24 +4,27 @@
 //! deletecollection, each through the resource's [`Strategy`]. Nothing is written unless
 //! the whole object was accepted.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, mpsc};
 
 use super::admission;
 use super::authentication::User;
 use super::errors::ApiError;
-use super::http::{Query, Shared};
+use super::http::{Query, REQUEST_TIMEOUT, Shared};
 use super::managed::{self, Writer};
 use super::objects::{self, Validation};
 use super::registry::{ResourceInfo, Strategy};
 use super::selectors::Selector;
-use super::store::{Event, EventKind, KeyValue, Page, StoreError};
+use super::store::{Event, EventKind, KeyValue, KeyValueRef, Page, PageSink, Store, StoreError};
 use super::table;
 
 /// Where a request points in the resource space, and who asks.
@@ -111,20 +114,33 @@ pub fn filters(target: &Target, query: &Query) -> Result<bool, ApiError> {
 /// The page of stored objects a list asks for (`limit`, `continue`), and the list's
 /// metadata: the revision read at, and the token for the next page if there is one.
 fn read_page(server: &Shared, target: &Target, query: &Query) -> Result<(Page, Value), ApiError> {
+    let (prefix, start_after, limit) = page_wanted(target, query)?;
+    let page = server.store.list(&prefix, start_after.as_deref(), limit).map_err(store_error(target, ""))?;
+    let continue_after = page.items.last().filter(|_| page.more).map(|kv| kv.key.as_str());
+    let metadata = list_metadata(page.revision, continue_after);
+    Ok((page, metadata))
+}
+
+/// Where a list reads: the resource's prefix, the key a `continue` token resumes after,
+/// and the `limit` (0: none).
+fn page_wanted(target: &Target, query: &Query) -> Result<(String, Option<String>, usize), ApiError> {
     let prefix = target.info().prefix(target.namespace.as_deref());
     let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
     let start_after = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => Some(continue_key(token, &prefix)?),
         None => None,
     };
-    let page = server.store.list(&prefix, start_after.as_deref(), limit).map_err(store_error(target, ""))?;
-    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
-    if page.more
-        && let Some(last) = page.items.last()
-    {
-        metadata["continue"] = hex(last.key.as_bytes()).into();
+    Ok((prefix, start_after, limit))
+}
+
+/// A list's metadata: the revision it was read at, and the token for the next page when
+/// more keys follow its last.
+fn list_metadata(revision: i64, continue_after: Option<&str>) -> Value {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(last) = continue_after {
+        metadata["continue"] = hex(last.as_bytes()).into();
     }
-    Ok((page, metadata))
+    metadata
 }
 
 pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, ApiError> {
@@ -145,60 +161,127 @@ pub fn list(server: &Shared, target: &Target, query: &Query) -> Result<Value, Ap
     }))
 }
 
-/// A list with no selector, written straight from the stored bytes: each object gets its
-/// resourceVersion spliced in rather than being parsed and written again (the cost of a
-/// list of many objects is otherwise mostly JSON round trips). The body is made a chunk
-/// at a time as it is sent, so a large list never sits in memory twice.
-pub fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Result<Body, ApiError> {
+/// A list with no selector, written straight from the stored bytes as the store reads
+/// them: each object gets its resourceVersion spliced in rather than being parsed and
+/// written again (the cost of a list of many objects is otherwise mostly JSON round trips),
+/// and the body goes out a chunk at a time while the store reads on, so a large list is
+/// never held whole.
+pub async fn list_unfiltered(server: &Shared, target: &Target, query: &Query) -> Result<Body, ApiError> {
+    let (prefix, start_after, limit) = page_wanted(target, query)?;
+    let (sender, mut chunks) = mpsc::channel(ListWriter::CHUNKS_AHEAD);
+    let writer = ListWriter::new(target, sender);
+    let store = server.store.clone();
+    tokio::task::spawn_blocking(move || writer.write(&*store, &prefix, start_after.as_deref(), limit));
+    // The first chunk holds the list's head, or the error that kept the list from being
+    // read: that one still answers with its own status.
+    let first = chunks.recv().await.unwrap_or_else(|| Err(ApiError::internal("the list's reader ended")))?;
+    let rest = futures_util::stream::poll_fn(move |cx| chunks.poll_recv(cx))
+        .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.message)));
+    Ok(Body::from_stream(futures_util::stream::iter([Ok(first)]).chain(rest)))
+}
+
+/// Writes a list's JSON from the store's read of its page ([`PageSink`]), in chunks sent
+/// to the response as they fill.
+struct ListWriter {
+    strategy: Arc<dyn Strategy>,
+    api_version: String,
+    out: Vec<u8>,
+    items: usize,
+    chunks: mpsc::Sender<Result<Bytes, ApiError>>,
+    /// The read stopped early: the client went away, or an object could not be written.
+    stopped: bool,
+}
+
+impl ListWriter {
     const CHUNK: usize = 128 * 1024;
-    let (page, metadata) = read_page(server, target, query)?;
-    let api_version = target.info().api_version();
-    let mut pending = format!(
-        r#"{{"kind":"{}List","apiVersion":"{api_version}","metadata":{metadata},"items":["#,
-        target.info().kind
-    )
-    .into_bytes();
-    let large = page.items.len() >= LARGE_LIST;
-    let mut items = page.items.into_iter().enumerate();
-    let strategy = target.strategy.clone();
-    let mut ended = false;
-    let chunks = std::iter::from_fn(move || {
-        if ended {
-            return None;
+    /// Chunks written ahead of the client: enough to keep the store reading while the
+    /// connection sends, few enough to hold little.
+    const CHUNKS_AHEAD: usize = 4;
+
+    fn new(target: &Target, chunks: mpsc::Sender<Result<Bytes, ApiError>>) -> ListWriter {
+        ListWriter {
+            strategy: target.strategy.clone(),
+            api_version: target.info().api_version(),
+            out: Vec::with_capacity(Self::CHUNK + Self::CHUNK / 4),
+            items: 0,
+            chunks,
+            stopped: false,
         }
-        let mut out = Vec::with_capacity(CHUNK + CHUNK / 4);
-        out.append(&mut pending);
-        while !ended && out.len() < CHUNK {
-            match items.next() {
-                Some((i, kv)) => {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    if let Err(e) = write_served(&mut out, &kv, &*strategy, &api_version) {
-                        ended = true;
-                        return Some(Err(std::io::Error::other(e.message)));
-                    }
-                }
-                None => {
-                    out.extend_from_slice(b"]}");
-                    ended = true;
-                    if large {
-                        give_back_freed_memory();
-                    }
-                }
+    }
+
+    /// Reads the page from `store` into the response; runs where it may block.
+    fn write(mut self, store: &dyn Store, prefix: &str, start_after: Option<&str>, limit: usize) {
+        let plural = self.strategy.info().plural.clone();
+        match store.list_into(prefix, start_after, limit, &mut self) {
+            Ok(()) if !self.stopped => {
+                self.out.extend_from_slice(b"]}");
+                let _ = self.flush();
+            }
+            Ok(()) => {}
+            Err(e) => {
+                let _ = self.send(Err(ApiError::from_store(e, &plural, "")));
             }
         }
-        Some(Ok(Bytes::from(out)))
-    });
-    Ok(Body::from_stream(futures_util::stream::iter(chunks)))
+        if self.items >= LARGE_LIST {
+            give_back_freed_memory();
+        }
+    }
+
+    fn flush(&mut self) -> ControlFlow<()> {
+        let chunk = std::mem::replace(&mut self.out, Vec::with_capacity(Self::CHUNK + Self::CHUNK / 4));
+        self.send(Ok(Bytes::from(chunk)))
+    }
+
+    /// A client that takes nothing for as long as kube-apiserver lets a request run (its
+    /// `--request-timeout`) is cut off, so that it cannot hold the store's read open.
+    fn send(&mut self, chunk: Result<Bytes, ApiError>) -> ControlFlow<()> {
+        let sent = match self.chunks.try_send(chunk) {
+            Err(TrySendError::Full(chunk)) => {
+                tokio::runtime::Handle::current().block_on(self.chunks.send_timeout(chunk, REQUEST_TIMEOUT)).is_ok()
+            }
+            sent => sent.is_ok(),
+        };
+        if !sent {
+            self.stopped = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl PageSink for ListWriter {
+    fn begin(&mut self, revision: i64, continue_after: Option<&str>) -> ControlFlow<()> {
+        let kind = &self.strategy.info().kind;
+        let metadata = list_metadata(revision, continue_after);
+        let head =
+            format!(r#"{{"kind":"{kind}List","apiVersion":"{}","metadata":{metadata},"items":["#, self.api_version);
+        self.out.extend_from_slice(head.as_bytes());
+        ControlFlow::Continue(())
+    }
+
+    fn item(&mut self, kv: KeyValueRef<'_>) -> ControlFlow<()> {
+        if self.items > 0 {
+            self.out.push(b',');
+        }
+        self.items += 1;
+        if let Err(e) = write_served(&mut self.out, kv, &*self.strategy, &self.api_version) {
+            let _ = self.send(Err(e));
+            self.stopped = true;
+            return ControlFlow::Break(());
+        }
+        if self.out.len() >= Self::CHUNK {
+            return self.flush();
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// How many objects make a list large enough to free what it held at once.
 const LARGE_LIST: usize = 1000;
 
-/// Returns the heap's free pages to the kernel: a large list held its objects' copies
-/// (tens of MB for 10,000 pods), which the allocator would otherwise keep as resident
-/// memory until the process ends.
+/// Returns the heap's free pages to the kernel: what a large list held (its chunks, or a
+/// store's whole page: tens of MB for 10,000 pods) the allocator would otherwise keep as
+/// resident memory until the process ends.
 fn give_back_freed_memory() {
     // SAFETY: malloc_trim only releases memory the allocator holds free.
     unsafe {
@@ -208,11 +291,16 @@ fn give_back_freed_memory() {
 
 /// Appends stored `kv` as clients of `strategy`'s resource see it: spliced when the
 /// stored form is the served one, converted otherwise.
-fn write_served(out: &mut Vec<u8>, kv: &KeyValue, strategy: &dyn Strategy, api_version: &str) -> Result<(), ApiError> {
+fn write_served(
+    out: &mut Vec<u8>,
+    kv: KeyValueRef<'_>,
+    strategy: &dyn Strategy,
+    api_version: &str,
+) -> Result<(), ApiError> {
     if strategy.stored_as_served() {
-        return splice_stored(out, &kv.value, kv.mod_revision, api_version);
+        return splice_stored(out, kv.value, kv.mod_revision, api_version);
     }
-    serde_json::to_writer(&mut *out, &decode_stored(&kv.value, kv.mod_revision, strategy)?)
+    serde_json::to_writer(&mut *out, &decode_stored(kv.value, kv.mod_revision, strategy)?)
         .expect("JSON values serialise");
     Ok(())
 }

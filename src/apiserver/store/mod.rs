@@ -8,6 +8,8 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::ops::ControlFlow;
+
 use tokio::sync::broadcast;
 
 pub use etcd::EtcdStore;
@@ -36,6 +38,37 @@ pub struct KeyValue {
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
+}
+
+impl KeyValue {
+    pub fn as_ref(&self) -> KeyValueRef<'_> {
+        KeyValueRef {
+            key: &self.key,
+            value: &self.value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
+/// A key's current value as a list reads it, borrowed from the read.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyValueRef<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+impl KeyValueRef<'_> {
+    pub fn to_owned(self) -> KeyValue {
+        KeyValue {
+            key: self.key.into(),
+            value: self.value.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,11 +101,59 @@ pub struct Page {
     pub more: bool,
 }
 
+/// Where [`Store::list_into`] hands a page as it reads it.
+pub trait PageSink {
+    /// Before the first item: the revision the page is read at, and its last key when more
+    /// keys follow the page.
+    fn begin(&mut self, revision: i64, continue_after: Option<&str>) -> ControlFlow<()>;
+    /// Each key of the page, in order. `Break` ends the read.
+    fn item(&mut self, kv: KeyValueRef<'_>) -> ControlFlow<()>;
+}
+
+/// A page collected whole: the sink behind [`Store::list`] for a store that reads pages
+/// into a sink.
+#[derive(Default)]
+pub struct Collect(Option<Page>);
+
+impl Collect {
+    pub fn page(self) -> Page {
+        self.0.unwrap_or(Page { items: Vec::new(), revision: 0, more: false })
+    }
+}
+
+impl PageSink for Collect {
+    fn begin(&mut self, revision: i64, continue_after: Option<&str>) -> ControlFlow<()> {
+        self.0 = Some(Page { items: Vec::new(), revision, more: continue_after.is_some() });
+        ControlFlow::Continue(())
+    }
+
+    fn item(&mut self, kv: KeyValueRef<'_>) -> ControlFlow<()> {
+        if let Some(page) = &mut self.0 {
+            page.items.push(kv.to_owned());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 pub trait Store: Send + Sync {
     fn revision(&self) -> Result<i64>;
     fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Keys under `prefix` in order, after `start_after`, at most `limit` (0: no limit).
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page>;
+    /// The same page, handed to `sink` as it is read: a large list need not be held whole.
+    fn list_into(&self, prefix: &str, start_after: Option<&str>, limit: usize, sink: &mut dyn PageSink) -> Result<()> {
+        let page = self.list(prefix, start_after, limit)?;
+        let continue_after = page.items.last().filter(|_| page.more).map(|kv| kv.key.as_str());
+        if sink.begin(page.revision, continue_after).is_break() {
+            return Ok(());
+        }
+        for kv in &page.items {
+            if sink.item(kv.as_ref()).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
     fn create(&self, key: &str, value: &[u8]) -> Result<i64>;
     /// Replaces the value if the key's mod revision is `expected` (any, when `None`).
     fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64>;

@@ -7,17 +7,22 @@
 //! the write lock, so it copies every frame and the next write starts the WAL over. (A
 //! checkpoint from a connection of its own never caught up with steady writes: the WAL
 //! grew to 160 MB for 10,000 pods and every read searched it.)
+//! Lists read from connections of their own, each in a read transaction (WAL gives it a
+//! snapshot), so a large list neither waits for writes nor holds them back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::broadcast;
 
-use super::{Event, EventKind, KeyValue, Page, Result, Store, StoreError};
+use super::{Collect, Event, EventKind, KeyValue, KeyValueRef, Page, PageSink, Result, Store, StoreError};
 
 pub struct SqliteStore {
+    path: PathBuf,
     db: Mutex<Connection>,
+    /// Idle connections for lists (see [`SqliteStore::read`]).
+    readers: Mutex<Vec<Connection>>,
     /// Writes waiting for the next commit (see [`SqliteStore::write`]).
     pending: Mutex<Vec<PendingWrite>>,
     events: broadcast::Sender<Event>,
@@ -59,6 +64,9 @@ impl SqliteStore {
             "PRAGMA page_size = 16384;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
+             -- What writes touch (the index's pages, the table's last ones) is well within
+             -- 1 MiB: lists read through connections of their own.
+             PRAGMA cache_size = -1024;
              CREATE TABLE IF NOT EXISTS kv (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  name TEXT NOT NULL,
@@ -68,9 +76,8 @@ impl SqliteStore {
                  value BLOB NOT NULL
              );
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             -- Covers a list's choice of rows (each name's newest, if not a deletion), so
-             -- that the rows themselves are read in id order: page by page, not one
-             -- random page per object. (It replaces (name, id); a store made before has
+             -- Covers a list's choice of rows (each name's newest, if not a deletion)
+             -- without reading them. (It replaces (name, id); a store made before has
              -- that index dropped once this one is made.)
              CREATE INDEX IF NOT EXISTS kv_name_id_deleted ON kv (name, id, deleted);
              DROP INDEX IF EXISTS kv_name_id;",
@@ -85,7 +92,45 @@ impl SqliteStore {
             db.execute_batch("ALTER TABLE kv ADD COLUMN prev_revision INTEGER NOT NULL DEFAULT 0").map_err(backend)?;
         }
         let (events, _) = broadcast::channel(4096);
-        Ok(SqliteStore { db: Mutex::new(db), pending: Mutex::new(Vec::new()), events })
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            db: Mutex::new(db),
+            readers: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+            events,
+        })
+    }
+
+    /// Runs `read` in a read transaction of an idle reader connection (or a new one).
+    fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        /// Connections kept for the next lists; more at once are opened and closed.
+        const IDLE_READERS: usize = 2;
+        let idle = self.readers.lock().expect("readers lock").pop();
+        let reader = match idle {
+            Some(reader) => reader,
+            None => {
+                let reader = Connection::open(&self.path).map_err(backend)?;
+                reader.execute_batch("PRAGMA query_only = 1").map_err(backend)?;
+                reader
+            }
+        };
+        // A large list leaves megabytes in the connection's page cache, which an idle
+        // reader would hold for good.
+        let outcome = reader.unchecked_transaction().map_err(backend).and_then(|tx| read(&tx));
+        reader.execute_batch("PRAGMA shrink_memory").map_err(backend)?;
+        let mut idle = self.readers.lock().expect("readers lock");
+        if idle.len() < IDLE_READERS {
+            idle.push(reader);
+        }
+        outcome
+    }
+
+    fn current_revision(db: &Connection) -> Result<i64> {
+        Ok(db
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'kv'", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?
+            .unwrap_or(0))
     }
 
     fn newest(tx: &Connection, key: &str) -> Result<Option<Row>> {
@@ -189,12 +234,7 @@ fn prefix_end(prefix: &str) -> String {
 
 impl Store for SqliteStore {
     fn revision(&self) -> Result<i64> {
-        let db = self.db.lock().expect("store lock");
-        Ok(db
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'kv'", [], |r| r.get(0))
-            .optional()
-            .map_err(backend)?
-            .unwrap_or(0))
+        Self::current_revision(&self.db.lock().expect("store lock"))
     }
 
     fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -208,36 +248,59 @@ impl Store for SqliteStore {
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page> {
-        let db = self.db.lock().expect("store lock");
-        let revision: i64 = db
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'kv'", [], |r| r.get(0))
-            .optional()
-            .map_err(backend)?
-            .unwrap_or(0);
+        let mut page = Collect::default();
+        self.list_into(prefix, start_after, limit, &mut page)?;
+        Ok(page.page())
+    }
+
+    fn list_into(&self, prefix: &str, start_after: Option<&str>, limit: usize, sink: &mut dyn PageSink) -> Result<()> {
         let from = start_after.map(|s| format!("{s}\u{0}")).unwrap_or_else(|| prefix.to_string());
-        let mut statement = db
-            // The rows are chosen from the index alone (each name's newest, `deleted` taken
-            // from that newest row: SQLite's bare column beside MAX), then read in id
-            // order and sorted by name here: a third of the time of reading them in name
-            // order, which costs a page read per row (10,000 pods: 17 ms against 50).
-            .prepare_cached(
-                "SELECT name, value, create_revision, id FROM kv WHERE id IN
-                 (SELECT MAX(id) FROM kv WHERE name >= ?1 AND name < ?2
-                  GROUP BY name HAVING deleted = 0 ORDER BY name LIMIT ?3)",
-            )
-            .map_err(backend)?;
-        let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
-        let mut items: Vec<KeyValue> = statement
-            .query_map(params![from, prefix_end(prefix), fetch], |r| {
-                Ok(KeyValue { key: r.get(0)?, value: r.get(1)?, create_revision: r.get(2)?, mod_revision: r.get(3)? })
-            })
-            .map_err(backend)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(backend)?;
-        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let more = limit != 0 && items.len() > limit;
-        items.truncate(if limit == 0 { items.len() } else { limit });
-        Ok(Page { items, revision, more })
+        let end = prefix_end(prefix);
+        self.read(|db| {
+            let revision = Self::current_revision(db)?;
+            // Each name's newest row, unless it is a deletion (`deleted` is the bare column
+            // beside MAX(id), so that row's), chosen from the index alone.
+            const NEWEST: &str = "SELECT name, MAX(id) AS id FROM kv WHERE name >= ?1 AND name < ?2
+                                  GROUP BY name HAVING deleted = 0 ORDER BY name";
+            // The page's last key and, if there is one, the key after it: known before the
+            // first item, as the list's metadata comes first.
+            let continue_after: Option<String> = if limit == 0 {
+                None
+            } else {
+                let mut statement = db.prepare_cached(&format!("{NEWEST} LIMIT 2 OFFSET ?3")).map_err(backend)?;
+                let mut names: Vec<String> = statement
+                    .query_map(params![from, end, limit as i64 - 1], |r| r.get(0))
+                    .map_err(backend)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(backend)?;
+                (names.len() == 2).then(|| names.swap_remove(0))
+            };
+            if sink.begin(revision, continue_after.as_deref()).is_break() {
+                return Ok(());
+            }
+            // The chosen rows are read in name order as SQLite walks the index (the outer
+            // ORDER BY costs no sort: the planner keeps the subquery's order).
+            let mut statement = db
+                .prepare_cached(&format!(
+                    "SELECT page.name, kv.value, kv.create_revision, kv.id
+                     FROM ({NEWEST} LIMIT ?3) AS page CROSS JOIN kv ON kv.id = page.id ORDER BY page.name"
+                ))
+                .map_err(backend)?;
+            let fetch = if limit == 0 { -1 } else { limit as i64 };
+            let mut rows = statement.query(params![from, end, fetch]).map_err(backend)?;
+            while let Some(row) = rows.next().map_err(backend)? {
+                let kv = KeyValueRef {
+                    key: row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(backend)?,
+                    value: row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(backend)?,
+                    create_revision: row.get(2).map_err(backend)?,
+                    mod_revision: row.get(3).map_err(backend)?,
+                };
+                if sink.item(kv).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<i64> {
@@ -363,6 +426,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::ControlFlow;
+
     use super::*;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -375,6 +440,40 @@ mod tests {
     fn the_store_contract() {
         let (_dir, s) = store();
         super::super::tests::contract(&s);
+    }
+
+    /// A list reads from a snapshot of its own: writes made while it is being read neither
+    /// wait for it nor show up in it.
+    #[test]
+    fn a_list_neither_holds_back_writes_nor_sees_them() {
+        let (_dir, s) = store();
+        for name in ["a", "b", "c"] {
+            s.create(&format!("/registry/x/{name}"), b"1").unwrap();
+        }
+        struct WritingSink<'a> {
+            store: &'a SqliteStore,
+            seen: Vec<(String, Vec<u8>)>,
+        }
+        impl PageSink for WritingSink<'_> {
+            fn begin(&mut self, _: i64, _: Option<&str>) -> ControlFlow<()> {
+                ControlFlow::Continue(())
+            }
+            fn item(&mut self, kv: KeyValueRef<'_>) -> ControlFlow<()> {
+                if self.seen.is_empty() {
+                    self.store.update("/registry/x/c", b"2", None).unwrap();
+                    self.store.delete("/registry/x/b", None).unwrap();
+                    self.store.create("/registry/x/d", b"1").unwrap();
+                }
+                self.seen.push((kv.key.into(), kv.value.to_vec()));
+                ControlFlow::Continue(())
+            }
+        }
+        let mut sink = WritingSink { store: &s, seen: Vec::new() };
+        s.list_into("/registry/x/", None, 0, &mut sink).unwrap();
+        let seen: Vec<(&str, &[u8])> = sink.seen.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        assert_eq!(seen, [("/registry/x/a", &b"1"[..]), ("/registry/x/b", b"1"), ("/registry/x/c", b"1")]);
+        let after: Vec<String> = s.list("/registry/x/", None, 0).unwrap().items.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(after, ["/registry/x/a", "/registry/x/c", "/registry/x/d"]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What every backend must do, run against each: revisions, conditional writes, lists and
 //! pages, history and compaction.
 
-use super::{EventKind, Store, StoreError};
+use std::ops::ControlFlow;
+
+use super::{EventKind, KeyValueRef, PageSink, Store, StoreError};
 
 pub fn contract(s: &dyn Store) {
     revisions_are_global_and_conflicts_are_caught(s);
@@ -57,7 +59,48 @@ fn lists_page_in_key_order_under_a_prefix(s: &dyn Store) {
     let rest = s.list("/registry/t2/ns1/", Some("/registry/t2/ns1/b"), 2).unwrap();
     assert_eq!(names(&rest), ["/registry/t2/ns1/c"]);
     assert!(!rest.more);
+    // A limit that takes the last key exactly leaves nothing more.
+    let whole = s.list("/registry/t2/ns1/", None, 3).unwrap();
+    assert_eq!((whole.items.len(), whole.more), (3, false));
     assert_eq!(s.list("/registry/t2/", None, 0).unwrap().items.len(), 4);
+
+    // Read into a sink: the same page, the continue key known before the first item, and
+    // the read ends when the sink says so.
+    let mut first_two = Recorded::stopping_after(usize::MAX);
+    s.list_into("/registry/t2/ns1/", None, 2, &mut first_two).unwrap();
+    assert_eq!(first_two.revision, Some(page.revision));
+    assert_eq!(first_two.continue_after.as_deref(), Some("/registry/t2/ns1/b"));
+    assert_eq!(first_two.keys, names(&page));
+    let mut one = Recorded::stopping_after(1);
+    s.list_into("/registry/t2/ns1/", None, 0, &mut one).unwrap();
+    assert_eq!((one.keys.len(), one.continue_after), (1, None));
+}
+
+/// A [`PageSink`] that notes what it is handed, and stops the read after `stop_after` items.
+struct Recorded {
+    revision: Option<i64>,
+    continue_after: Option<String>,
+    keys: Vec<String>,
+    stop_after: usize,
+}
+
+impl Recorded {
+    fn stopping_after(stop_after: usize) -> Recorded {
+        Recorded { revision: None, continue_after: None, keys: Vec::new(), stop_after }
+    }
+}
+
+impl PageSink for Recorded {
+    fn begin(&mut self, revision: i64, continue_after: Option<&str>) -> ControlFlow<()> {
+        self.revision = Some(revision);
+        self.continue_after = continue_after.map(String::from);
+        ControlFlow::Continue(())
+    }
+
+    fn item(&mut self, kv: KeyValueRef<'_>) -> ControlFlow<()> {
+        self.keys.push(kv.key.into());
+        if self.keys.len() >= self.stop_after { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    }
 }
 
 fn events_resume_from_any_kept_revision_until_compacted(s: &dyn Store) {
