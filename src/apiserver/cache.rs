@@ -63,11 +63,14 @@ impl Cache {
                 .map(|kv| (kv.key, kv.mod_revision, serde_json::from_slice(&kv.value).ok().map(Arc::new)))
                 .collect();
             let mut objects = self.objects.write().expect("cache lock");
-            // Whatever is no longer there went while no one was looking.
+            // Whatever is no longer there went while no one was looking (unless it was
+            // written after the list's snapshot).
             let gone: Vec<String> = objects
                 .range(prefix.clone()..)
                 .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                .filter(|(k, (_, o))| o.is_some() && !live.iter().any(|(key, _, _)| key == *k))
+                .filter(|(k, (seen, o))| {
+                    o.is_some() && *seen < page.revision && !live.iter().any(|(key, _, _)| key == *k)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in gone {
@@ -155,6 +158,20 @@ mod tests {
         assert!(cache.list("/registry/core/").is_empty());
         cache.observe("/registry/core/limitranges/ns/m", 8, Some(&json!({"v": 8})));
         assert_eq!(cache.list("/registry/core/limitranges/ns/"), [Arc::new(json!({"v": 8}))]);
+    }
+
+    /// A load whose list was read before a write the cache already saw keeps that write.
+    #[test]
+    fn a_load_older_than_a_seen_write_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::store::SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        store.create("/registry/core/limitranges/ns/old", b"{}").unwrap();
+        let cache = Cache::new(vec!["/registry/core/limitranges/".into()]);
+        let later = store.revision().unwrap() + 1;
+        cache.observe("/registry/core/limitranges/ns/new", later, Some(&json!({"v": 1})));
+        cache.load(&store).unwrap();
+        assert_eq!(cache.get("/registry/core/limitranges/ns/new").as_deref(), Some(&json!({"v": 1})));
+        assert_eq!(cache.list("/registry/core/limitranges/").len(), 2);
     }
 
     #[test]

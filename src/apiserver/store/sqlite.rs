@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::broadcast;
 
 use super::{Collect, Event, EventKind, KeyValue, KeyValueRef, Page, PageSink, Result, Store, StoreError};
@@ -67,6 +67,9 @@ impl SqliteStore {
              -- What writes touch (the index's pages, the table's last ones) is well within
              -- 1 MiB: lists read through connections of their own.
              PRAGMA cache_size = -1024;
+             -- A WAL that grew while a long list held its restart back is cut to 64 MiB at
+             -- the next checkpoint, not kept at its largest.
+             PRAGMA journal_size_limit = 67108864;
              CREATE TABLE IF NOT EXISTS kv (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  name TEXT NOT NULL,
@@ -109,17 +112,19 @@ impl SqliteStore {
         let reader = match idle {
             Some(reader) => reader,
             None => {
-                let reader = Connection::open(&self.path).map_err(backend)?;
+                // Never made here: a store whose file went is an error, not a new store.
+                let flags = OpenFlags::default().difference(OpenFlags::SQLITE_OPEN_CREATE);
+                let reader = Connection::open_with_flags(&self.path, flags).map_err(backend)?;
                 reader.execute_batch("PRAGMA query_only = 1").map_err(backend)?;
                 reader
             }
         };
-        // A large list leaves megabytes in the connection's page cache, which an idle
-        // reader would hold for good.
         let outcome = reader.unchecked_transaction().map_err(backend).and_then(|tx| read(&tx));
-        reader.execute_batch("PRAGMA shrink_memory").map_err(backend)?;
+        // A large list leaves megabytes in the connection's page cache, which an idle
+        // reader would hold for good. (What was read is read, whatever this says.)
+        let _ = reader.execute_batch("PRAGMA shrink_memory");
         let mut idle = self.readers.lock().expect("readers lock");
-        if idle.len() < IDLE_READERS {
+        if idle.len() < IDLE_READERS && reader.is_autocommit() {
             idle.push(reader);
         }
         outcome
@@ -254,6 +259,7 @@ impl Store for SqliteStore {
     }
 
     fn list_into(&self, prefix: &str, start_after: Option<&str>, limit: usize, sink: &mut dyn PageSink) -> Result<()> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let from = start_after.map(|s| format!("{s}\u{0}")).unwrap_or_else(|| prefix.to_string());
         let end = prefix_end(prefix);
         self.read(|db| {
@@ -269,7 +275,7 @@ impl Store for SqliteStore {
             } else {
                 let mut statement = db.prepare_cached(&format!("{NEWEST} LIMIT 2 OFFSET ?3")).map_err(backend)?;
                 let mut names: Vec<String> = statement
-                    .query_map(params![from, end, limit as i64 - 1], |r| r.get(0))
+                    .query_map(params![from, end, limit - 1], |r| r.get(0))
                     .map_err(backend)?
                     .collect::<rusqlite::Result<_>>()
                     .map_err(backend)?;
@@ -286,7 +292,7 @@ impl Store for SqliteStore {
                      FROM ({NEWEST} LIMIT ?3) AS page CROSS JOIN kv ON kv.id = page.id ORDER BY page.name"
                 ))
                 .map_err(backend)?;
-            let fetch = if limit == 0 { -1 } else { limit as i64 };
+            let fetch = if limit == 0 { -1 } else { limit };
             let mut rows = statement.query(params![from, end, fetch]).map_err(backend)?;
             while let Some(row) = rows.next().map_err(backend)? {
                 let kv = KeyValueRef {

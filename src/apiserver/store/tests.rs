@@ -62,6 +62,8 @@ fn lists_page_in_key_order_under_a_prefix(s: &dyn Store) {
     // A limit that takes the last key exactly leaves nothing more.
     let whole = s.list("/registry/t2/ns1/", None, 3).unwrap();
     assert_eq!((whole.items.len(), whole.more), (3, false));
+    let unbounded = s.list("/registry/t2/ns1/", None, usize::MAX).unwrap();
+    assert_eq!((unbounded.items.len(), unbounded.more), (3, false));
     assert_eq!(s.list("/registry/t2/", None, 0).unwrap().items.len(), 4);
 
     // Read into a sink: the same page, the continue key known before the first item, and
