@@ -131,11 +131,16 @@ impl SqliteStore {
     }
 
     fn current_revision(db: &Connection) -> Result<i64> {
-        Ok(db
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'kv'", [], |r| r.get(0))
-            .optional()
-            .map_err(backend)?
-            .unwrap_or(0))
+        Self::number(db, "SELECT seq FROM sqlite_sequence WHERE name = 'kv'")
+    }
+
+    /// The one number `query` reads, 0 if none; its statement kept prepared (both are read
+    /// on every list and every watch: parsing them again cost more than running them).
+    fn number(db: &Connection, query: &str) -> Result<i64> {
+        db.prepare_cached(query)
+            .and_then(|mut statement| statement.query_row([], |r| r.get(0)).optional())
+            .map_err(backend)
+            .map(|number| number.unwrap_or(0))
     }
 
     fn newest(tx: &Connection, key: &str) -> Result<Option<Row>> {
@@ -217,11 +222,7 @@ impl SqliteStore {
     }
 
     fn compacted(db: &Connection) -> Result<i64> {
-        Ok(db
-            .query_row("SELECT value FROM meta WHERE key = 'compacted'", [], |r| r.get(0))
-            .optional()
-            .map_err(backend)?
-            .unwrap_or(0))
+        Self::number(db, "SELECT value FROM meta WHERE key = 'compacted'")
     }
 }
 
