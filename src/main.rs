@@ -39,10 +39,11 @@ fn main() -> ExitCode {
     // glibc's allocator, tuned for a server (mallopt(3)). Threads that contend for the heap
     // get arenas of their own, up to 8 per core, and each keeps what was freed in it: with
     // tokio's workers and blocking threads that held megabytes of the API server's resident
-    // memory (M_ARENA_MAX: one per core instead). And a block of 128 KiB or more was mapped afresh each time, and
-    // the free top of a heap given back at once: a large list, sent in 128 KiB chunks, spent
-    // a fifth of its time faulting in zeroed pages (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD; the
-    // memory a large list used is given back when it ends, see apiserver::rest).
+    // memory (M_ARENA_MAX: one per core instead). And a block of 128 KiB or more was mapped
+    // afresh each time, and the free top of a heap given back at once: a large list, sent in
+    // chunks, spent a fifth of its time faulting in zeroed pages (M_MMAP_THRESHOLD,
+    // M_TRIM_THRESHOLD; the memory a large list used is given back when it ends, see
+    // apiserver::rest).
     // SAFETY: set before any thread exists.
     #[cfg(target_env = "gnu")]
     unsafe {

@@ -116,8 +116,7 @@ pub fn filters(target: &Target, query: &Query) -> Result<bool, ApiError> {
 fn read_page(server: &Shared, target: &Target, query: &Query) -> Result<(Page, Value), ApiError> {
     let (prefix, start_after, limit) = page_wanted(target, query)?;
     let page = server.store.list(&prefix, start_after.as_deref(), limit).map_err(store_error(target, ""))?;
-    let continue_after = page.items.last().filter(|_| page.more).map(|kv| kv.key.as_str());
-    let metadata = list_metadata(page.revision, continue_after);
+    let metadata = list_metadata(page.revision, page.continue_after());
     Ok((page, metadata))
 }
 
@@ -221,7 +220,6 @@ impl ListWriter {
 
     /// Reads the page from `store` into the response; runs where it may block.
     fn write(mut self, store: &dyn Store, prefix: &str, start_after: Option<&str>, limit: usize) {
-        let plural = self.strategy.info().plural.clone();
         match store.list_into(prefix, start_after, limit, &mut self) {
             Ok(()) if !self.stopped => {
                 self.out.extend_from_slice(b"]}");
@@ -229,7 +227,8 @@ impl ListWriter {
             }
             Ok(()) => {}
             Err(e) => {
-                let _ = self.send(Err(ApiError::from_store(e, &plural, "")));
+                let error = ApiError::from_store(e, &self.strategy.info().plural, "");
+                let _ = self.send(Err(error));
             }
         }
         if self.items >= LARGE_LIST {

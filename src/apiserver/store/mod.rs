@@ -101,6 +101,13 @@ pub struct Page {
     pub more: bool,
 }
 
+impl Page {
+    /// The key a next page starts after: the last one, when more follow.
+    pub fn continue_after(&self) -> Option<&str> {
+        self.items.last().filter(|_| self.more).map(|kv| kv.key.as_str())
+    }
+}
+
 /// Where [`Store::list_into`] hands a page as it reads it.
 pub trait PageSink {
     /// Before the first item: the revision the page is read at, and its last key when more
@@ -143,8 +150,7 @@ pub trait Store: Send + Sync {
     /// The same page, handed to `sink` as it is read: a large list need not be held whole.
     fn list_into(&self, prefix: &str, start_after: Option<&str>, limit: usize, sink: &mut dyn PageSink) -> Result<()> {
         let page = self.list(prefix, start_after, limit)?;
-        let continue_after = page.items.last().filter(|_| page.more).map(|kv| kv.key.as_str());
-        if sink.begin(page.revision, continue_after).is_break() {
+        if sink.begin(page.revision, page.continue_after()).is_break() {
             return Ok(());
         }
         for kv in &page.items {
